@@ -1,0 +1,281 @@
+#include "config.hpp"
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <array>
+#include <fstream>
+#include <sstream>
+
+#include "units.hpp"
+
+namespace smp {
+namespace {
+
+std::string join_errors(const std::vector<std::string>& errors) {
+    std::string text;
+    for (const auto& error : errors) text += error + "\n";
+    return text;
+}
+
+// Keys of a map that are not in `known` are errors, each named.
+template <size_t N>
+void check_keys(const YAML::Node& map, const std::string& prefix, const std::array<std::string_view, N>& known,
+                ErrorList& errors) {
+    for (const auto& item : map) {
+        const auto name = item.first.Scalar();
+        // A key merged in from an environment overlay has no mark of its own; its value has.
+        const YAML::Node& at = item.first.Mark().is_null() ? item.second : item.first;
+        if (std::find(known.begin(), known.end(), name) == known.end())
+            errors.add(at, prefix.empty() ? name : prefix + "." + name, "unknown key");
+    }
+}
+
+// Applies an environment's overlay on `base`: maps merge key by key,
+// everything else replaces. Nodes keep their marks, so errors found later
+// point at the overlay's lines.
+void merge_overlay(YAML::Node base, const YAML::Node& overlay) {
+    for (const auto& item : overlay) {
+        const auto name = item.first.Scalar();
+        YAML::Node target = base[name];
+        if (target.IsMap() && item.second.IsMap())
+            merge_overlay(target, item.second);
+        else
+            base[name] = item.second;
+    }
+}
+
+std::vector<ModuleEntry> read_modules(const YAML::Node& list, const std::string& key, bool is_protocol,
+                                      ErrorList& errors) {
+    std::vector<ModuleEntry> entries;
+    if (!list || list.IsNull()) return entries;
+    if (!list.IsSequence()) {
+        errors.add(list, key, "must be a list of modules");
+        return entries;
+    }
+    for (size_t i = 0; i < list.size(); ++i) {
+        const YAML::Node item = list[i];
+        ModuleEntry entry;
+        entry.key = key + "[" + std::to_string(i) + "]";
+        entry.line = line_of(item);
+        entry.node = item;
+        if (!item.IsMap()) {
+            errors.add(item, entry.key, "must be a map with a 'module' key");
+            continue;
+        }
+        if (!item["module"]) {
+            errors.add(item, entry.key + ".module", "missing required key");
+            continue;
+        }
+        if (auto name = read_string(item["module"], entry.key + ".module", errors)) entry.module = *name;
+        if (is_protocol) {
+            if (!item["host"])
+                errors.add(item, entry.key + ".host", "missing required key");
+            else if (auto host = read_string(item["host"], entry.key + ".host", errors))
+                entry.host = *host;
+            if (!item["port"]) {
+                errors.add(item, entry.key + ".port", "missing required key");
+            } else if (auto port = read_int(item["port"], entry.key + ".port", errors)) {
+                if (*port < 1 || *port > 65535)
+                    errors.add(item["port"], entry.key + ".port", "must be between 1 and 65535");
+                else
+                    entry.port = static_cast<uint16_t>(*port);
+            }
+        }
+        entries.push_back(std::move(entry));
+    }
+    return entries;
+}
+
+void read_log(const YAML::Node& node, LogConfig& log, ErrorList& errors) {
+    if (!node) return;
+    if (!node.IsMap()) {
+        errors.add(node, "log", "must be a map");
+        return;
+    }
+    check_keys(node, "log", std::array<std::string_view, 3>{"level", "file", "access_log"}, errors);
+    if (node["level"]) {
+        if (auto text = read_string(node["level"], "log.level", errors)) {
+            if (auto level = parse_log_level(*text))
+                log.level = *level;
+            else
+                errors.add(node["level"], "log.level", "must be one of trace, debug, info, warn, error");
+        }
+    }
+    if (node["file"])
+        if (auto file = read_string(node["file"], "log.file", errors)) log.file = *file;
+    if (node["access_log"])
+        if (auto file = read_string(node["access_log"], "log.access_log", errors)) log.access_log = *file;
+}
+
+template <typename T>
+void read_positive(const YAML::Node& node, std::string_view key, T& out, ErrorList& errors, int64_t max) {
+    if (!node) return;
+    if (auto value = read_int(node, key, errors)) {
+        if (*value < 1 || *value > max)
+            errors.add(node, key, "must be between 1 and " + std::to_string(max));
+        else
+            out = static_cast<T>(*value);
+    }
+}
+
+}  // namespace
+
+ConfigErrors::ConfigErrors(std::vector<std::string> errors)
+    : std::runtime_error(join_errors(errors)), errors_(std::move(errors)) {}
+
+int line_of(const YAML::Node& node) {
+    const auto mark = node.Mark();
+    return mark.is_null() ? 0 : mark.line + 1;
+}
+
+void ErrorList::add(const YAML::Node& at, std::string_view key, std::string_view message) {
+    add_line(line_of(at), key, message);
+}
+
+void ErrorList::add_line(int line, std::string_view key, std::string_view message) {
+    std::string text = file_;
+    if (line > 0) text += ":" + std::to_string(line);
+    text += ": ";
+    text += key;
+    text += ": ";
+    text += message;
+    errors_.push_back(std::move(text));
+}
+
+std::optional<LogLevel> parse_log_level(std::string_view text) {
+    if (text == "trace") return LogLevel::trace;
+    if (text == "debug") return LogLevel::debug;
+    if (text == "info") return LogLevel::info;
+    if (text == "warn") return LogLevel::warn;
+    if (text == "error") return LogLevel::error;
+    return std::nullopt;
+}
+
+std::optional<std::string> read_string(const YAML::Node& node, std::string_view key, ErrorList& errors) {
+    if (!node.IsScalar()) {
+        errors.add(node, key, "must be a string");
+        return std::nullopt;
+    }
+    return node.Scalar();
+}
+
+std::optional<int64_t> read_int(const YAML::Node& node, std::string_view key, ErrorList& errors) {
+    int64_t value = 0;
+    if (!node.IsScalar() || !YAML::convert<int64_t>::decode(node, value)) {
+        errors.add(node, key, "must be a whole number");
+        return std::nullopt;
+    }
+    return value;
+}
+
+std::optional<int64_t> read_size(const YAML::Node& node, std::string_view key, ErrorList& errors) {
+    std::optional<int64_t> value;
+    if (node.IsScalar()) value = parse_size(node.Scalar());
+    if (!value) errors.add(node, key, "must be a size such as 4096, 256KiB, 1MiB or 10MB");
+    return value;
+}
+
+std::optional<int64_t> read_duration(const YAML::Node& node, std::string_view key, ErrorList& errors) {
+    std::optional<int64_t> value;
+    if (node.IsScalar()) value = parse_duration(node.Scalar());
+    if (!value) errors.add(node, key, "must be a duration such as 30s, 500ms, 5m or 1h");
+    return value;
+}
+
+std::optional<bool> read_bool(const YAML::Node& node, std::string_view key, ErrorList& errors) {
+    bool value = false;
+    if (!node.IsScalar() || !YAML::convert<bool>::decode(node, value)) {
+        errors.add(node, key, "must be true or false");
+        return std::nullopt;
+    }
+    return value;
+}
+
+std::optional<std::vector<std::string>> read_string_list(const YAML::Node& node, std::string_view key,
+                                                         ErrorList& errors) {
+    if (!node.IsSequence()) {
+        errors.add(node, key, "must be a list of strings");
+        return std::nullopt;
+    }
+    std::vector<std::string> values;
+    for (const auto& item : node) {
+        if (!item.IsScalar()) {
+            errors.add(item, key, "must be a list of strings");
+            return std::nullopt;
+        }
+        values.push_back(item.Scalar());
+    }
+    return values;
+}
+
+Config parse_config(const std::string& text, const std::string& name, const std::string& environment) {
+    ErrorList errors(name);
+    YAML::Node root;
+    try {
+        root = YAML::Load(text);
+    } catch (const YAML::ParserException& e) {
+        errors.add_line(e.mark.line + 1, "yaml", e.msg);
+        throw ConfigErrors(errors.take());
+    }
+    if (!root.IsMap()) {
+        errors.add(root, "config", "the file must hold a map of settings");
+        throw ConfigErrors(errors.take());
+    }
+
+    Config config;
+    config.path = name;
+    const YAML::Node environments = root["environments"];
+    if (environments && !environments.IsMap()) errors.add(environments, "environments", "must be a map");
+    if (!environment.empty() && environments && environments.IsMap() && environments[environment]) {
+        const YAML::Node overlay = environments[environment];
+        if (!overlay.IsMap()) {
+            errors.add(overlay, "environments." + environment, "must be a map");
+        } else {
+            merge_overlay(root, overlay);
+            config.environment = environment;
+        }
+    }
+
+    check_keys(root, "",
+               std::array<std::string_view, 10>{"workers", "max_connections", "backlog", "shutdown_timeout",
+                                                "module_dir", "reuseport", "log", "protocols", "plugins",
+                                                "environments"},
+               errors);
+
+    if (const auto node = root["workers"]) {
+        if (node.IsScalar() && node.Scalar() == "auto") {
+            config.workers = std::max(1, static_cast<int>(sysconf(_SC_NPROCESSORS_ONLN)));
+        } else {
+            read_positive(node, "workers", config.workers, errors, 1024);
+        }
+    }
+    read_positive(root["max_connections"], "max_connections", config.max_connections, errors, 10'000'000);
+    read_positive(root["backlog"], "backlog", config.backlog, errors, 1 << 20);
+    if (const auto node = root["shutdown_timeout"])
+        if (auto value = read_duration(node, "shutdown_timeout", errors)) config.shutdown_timeout_ms = *value;
+    if (const auto node = root["module_dir"])
+        if (auto value = read_string(node, "module_dir", errors)) config.module_dir = *value;
+    if (const auto node = root["reuseport"])
+        if (auto value = read_bool(node, "reuseport", errors)) config.reuseport = *value;
+    read_log(root["log"], config.log, errors);
+
+    const YAML::Node protocols = root["protocols"];
+    if (!protocols || (protocols.IsSequence() && protocols.size() == 0))
+        errors.add(protocols ? protocols : root, "protocols", "at least one protocol module is required");
+    config.protocols = read_modules(protocols, "protocols", true, errors);
+    config.plugins = read_modules(root["plugins"], "plugins", false, errors);
+
+    if (!errors.empty()) throw ConfigErrors(errors.take());
+    return config;
+}
+
+Config load_config(const std::string& path, const std::string& environment) {
+    std::ifstream in(path);
+    if (!in) throw ConfigErrors({path + ": cannot read the configuration file"});
+    std::stringstream text;
+    text << in.rdbuf();
+    return parse_config(text.str(), path, environment);
+}
+
+}  // namespace smp

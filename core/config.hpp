@@ -1,0 +1,97 @@
+// The daemon's configuration: the YAML file read into plain structs.
+//
+// Core keys are checked here. A module entry keeps its YAML node, which the
+// loader checks against the module's own key table once the .so is loaded.
+#pragma once
+
+#include <yaml-cpp/yaml.h>
+
+#include <cstdint>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace smp {
+
+// Every error found in a config file, each "file:line: key: message".
+class ConfigErrors : public std::runtime_error {
+   public:
+    explicit ConfigErrors(std::vector<std::string> errors);
+    const std::vector<std::string>& errors() const { return errors_; }
+
+   private:
+    std::vector<std::string> errors_;
+};
+
+// Collects errors with the file and line they belong to.
+class ErrorList {
+   public:
+    explicit ErrorList(std::string file) : file_(std::move(file)) {}
+    void add(const YAML::Node& at, std::string_view key, std::string_view message);
+    void add_line(int line, std::string_view key, std::string_view message);
+    bool empty() const { return errors_.empty(); }
+    const std::vector<std::string>& errors() const { return errors_; }
+    std::vector<std::string> take() { return std::move(errors_); }
+    const std::string& file() const { return file_; }
+
+   private:
+    std::string file_;
+    std::vector<std::string> errors_;
+};
+
+// 1-based line of a node, 0 when yaml-cpp does not know it.
+int line_of(const YAML::Node& node);
+
+struct ModuleEntry {
+    std::string module;  // the .so name and the YAML name
+    std::string key;     // "protocols[0]", for error messages
+    int line = 0;
+    YAML::Node node;     // the whole map, checked by the loader
+    // Protocol entries only.
+    std::string host;
+    uint16_t port = 0;
+};
+
+enum class LogLevel { trace, debug, info, warn, error };
+
+struct LogConfig {
+    LogLevel level = LogLevel::info;
+    std::string file;        // empty: stdout only
+    std::string access_log;  // empty: none
+};
+
+struct Config {
+    std::string path;
+    std::string environment;  // APPLICATION_ENV applied, empty for none
+    int workers = 1;
+    int64_t max_connections = 1024;
+    int backlog = 511;
+    int64_t shutdown_timeout_ms = 30'000;
+    bool reuseport = true;  // one listening socket per worker (SO_REUSEPORT)
+    std::string module_dir;  // empty: found next to the binary or the install default
+    LogConfig log;
+    std::vector<ModuleEntry> protocols;
+    std::vector<ModuleEntry> plugins;
+};
+
+// Reads and checks `path`; `environment` is APPLICATION_ENV (may be empty).
+// Throws ConfigErrors listing everything wrong.
+Config load_config(const std::string& path, const std::string& environment);
+// The same from text, for tests; `name` stands for the file in errors.
+Config parse_config(const std::string& text, const std::string& name, const std::string& environment);
+
+std::optional<LogLevel> parse_log_level(std::string_view text);
+
+// Typed reads of one scalar; each adds an error naming `key` and returns
+// empty when the node is not of the type.
+std::optional<std::string> read_string(const YAML::Node& node, std::string_view key, ErrorList& errors);
+std::optional<int64_t> read_int(const YAML::Node& node, std::string_view key, ErrorList& errors);
+std::optional<int64_t> read_size(const YAML::Node& node, std::string_view key, ErrorList& errors);
+std::optional<int64_t> read_duration(const YAML::Node& node, std::string_view key, ErrorList& errors);
+std::optional<bool> read_bool(const YAML::Node& node, std::string_view key, ErrorList& errors);
+std::optional<std::vector<std::string>> read_string_list(const YAML::Node& node, std::string_view key,
+                                                         ErrorList& errors);
+
+}  // namespace smp

@@ -1,0 +1,97 @@
+#include "config.hpp"
+
+#include <doctest/doctest.h>
+
+#include <string>
+
+using smp::ConfigErrors;
+using smp::parse_config;
+
+namespace {
+
+constexpr const char* kMinimal = R"(protocols:
+  - module: http_download
+    host: 127.0.0.1
+    port: 8081
+    root: /srv
+)";
+
+// The errors `text` produces, joined; empty when it parses.
+std::string errors_of(const std::string& text, const std::string& environment = "") {
+    try {
+        parse_config(text, "test.yaml", environment);
+    } catch (const ConfigErrors& e) {
+        return e.what();
+    }
+    return {};
+}
+
+}  // namespace
+
+TEST_CASE("a minimal config takes the defaults") {
+    const auto config = parse_config(kMinimal, "test.yaml", "");
+    CHECK(config.workers == 1);
+    CHECK(config.max_connections == 1024);
+    CHECK(config.shutdown_timeout_ms == 30'000);
+    REQUIRE(config.protocols.size() == 1);
+    CHECK(config.protocols[0].module == "http_download");
+    CHECK(config.protocols[0].host == "127.0.0.1");
+    CHECK(config.protocols[0].port == 8081);
+    CHECK(config.protocols[0].line == 2);
+}
+
+TEST_CASE("units and auto are understood") {
+    const auto config = parse_config(std::string("workers: auto\nshutdown_timeout: 2m\n") + kMinimal, "t", "");
+    CHECK(config.workers >= 1);
+    CHECK(config.shutdown_timeout_ms == 120'000);
+}
+
+TEST_CASE("an unknown key is named with its file and line") {
+    CHECK(errors_of(std::string("wrokers: 2\n") + kMinimal) == "test.yaml:1: wrokers: unknown key\n");
+    CHECK(errors_of(std::string("log:\n  levle: debug\n") + kMinimal) == "test.yaml:2: log.levle: unknown key\n");
+}
+
+TEST_CASE("wrong types and ranges are named") {
+    CHECK(errors_of(std::string("workers: many\n") + kMinimal) == "test.yaml:1: workers: must be a whole number\n");
+    CHECK(errors_of(std::string("workers: 0\n") + kMinimal) == "test.yaml:1: workers: must be between 1 and 1024\n");
+    CHECK(errors_of(std::string("shutdown_timeout: soon\n") + kMinimal) ==
+          "test.yaml:1: shutdown_timeout: must be a duration such as 30s, 500ms, 5m or 1h\n");
+    CHECK(errors_of(std::string("log: {level: loud}\n") + kMinimal) ==
+          "test.yaml:1: log.level: must be one of trace, debug, info, warn, error\n");
+}
+
+TEST_CASE("missing required keys are named") {
+    CHECK(errors_of("workers: 1\n") == "test.yaml:1: protocols: at least one protocol module is required\n");
+    CHECK(errors_of("protocols:\n  - module: http_download\n    port: 80\n") ==
+          "test.yaml:2: protocols[0].host: missing required key\n");
+    CHECK(errors_of("protocols:\n  - host: ::1\n    port: 80\n") ==
+          "test.yaml:2: protocols[0].module: missing required key\n");
+    CHECK(errors_of("protocols:\n  - {module: x, host: ::1, port: 70000}\n") ==
+          "test.yaml:2: protocols[0].port: must be between 1 and 65535\n");
+}
+
+TEST_CASE("every error is reported, not only the first") {
+    const auto text = errors_of(std::string("workers: x\nbacklog: y\n") + kMinimal);
+    CHECK(text.find("test.yaml:1: workers") != std::string::npos);
+    CHECK(text.find("test.yaml:2: backlog") != std::string::npos);
+}
+
+TEST_CASE("a YAML syntax error names its line") {
+    CHECK(errors_of("workers: [1\nbacklog: 2\n").starts_with("test.yaml:"));
+}
+
+TEST_CASE("APPLICATION_ENV overlays its environment") {
+    const std::string text = std::string(kMinimal) +
+                             "log: {level: info}\n"
+                             "environments:\n"
+                             "  development: {log: {level: debug}, workers: 3}\n"
+                             "  production: {log: {levle: warn}}\n";
+    auto development = parse_config(text, "t", "development");
+    CHECK(development.environment == "development");
+    CHECK(development.log.level == smp::LogLevel::debug);
+    CHECK(development.workers == 3);
+    auto plain = parse_config(text, "t", "");
+    CHECK(plain.log.level == smp::LogLevel::info);
+    CHECK(plain.workers == 1);
+    CHECK(errors_of(text, "production") == "test.yaml:9: log.levle: unknown key\n");
+}

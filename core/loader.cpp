@@ -1,0 +1,215 @@
+#include "loader.hpp"
+
+#include <dlfcn.h>
+#include <unistd.h>
+
+#include <array>
+#include <climits>
+#include <map>
+#include <span>
+#include <algorithm>
+
+namespace smp {
+namespace {
+
+const char* kind_name(smp_module_kind kind) {
+    return kind == SMP_MODULE_PROTOCOL ? "protocol" : "plugin";
+}
+
+std::string executable_dir() {
+    std::array<char, PATH_MAX> buffer{};
+    const ssize_t length = readlink("/proc/self/exe", buffer.data(), buffer.size() - 1);
+    if (length <= 0) return {};
+    std::string path(buffer.data(), static_cast<size_t>(length));
+    return path.substr(0, path.rfind('/'));
+}
+
+bool is_readable(const std::string& path) { return access(path.c_str(), R_OK) == 0; }
+
+void read_value(const YAML::Node& node, const smp_config_key& key, const std::string& name,
+                smp_config_value& value, std::deque<std::string>& strings,
+                std::deque<std::vector<const char*>>& lists, ErrorList& errors) {
+    std::optional<int64_t> number;
+    switch (key.type) {
+    case SMP_CONFIG_STRING:
+        if (auto text = read_string(node, name, errors)) {
+            value.string = strings.emplace_back(*text).c_str();
+            value.present = 1;
+        }
+        return;
+    case SMP_CONFIG_STRING_LIST:
+        if (auto items = read_string_list(node, name, errors)) {
+            auto& pointers = lists.emplace_back();
+            for (const auto& item : *items) pointers.push_back(strings.emplace_back(item).c_str());
+            value.list = pointers.data();
+            value.list_length = pointers.size();
+            value.present = 1;
+        }
+        return;
+    case SMP_CONFIG_INT: number = read_int(node, name, errors); break;
+    case SMP_CONFIG_SIZE: number = read_size(node, name, errors); break;
+    case SMP_CONFIG_DURATION: number = read_duration(node, name, errors); break;
+    case SMP_CONFIG_BOOL:
+        if (auto flag = read_bool(node, name, errors)) number = *flag ? 1 : 0;
+        break;
+    }
+    if (number) {
+        value.number = *number;
+        value.present = 1;
+    }
+}
+
+}  // namespace
+
+std::string check_module(const smp_module* module, std::string_view name, smp_module_kind kind) {
+    const std::string who = "module '" + std::string(name) + "'";
+    if (module == nullptr) return who + ": the entry symbol returned no module";
+    if (module->size < SMP_MODULE_MIN_SIZE)
+        return who + ": module struct of " + std::to_string(module->size) + " bytes is smaller than the " +
+               std::to_string(SMP_MODULE_MIN_SIZE) + " of ABI 1.0";
+    if (module->abi_major != SMP_ABI_MAJOR)
+        return who + ": built for ABI major version " + std::to_string(module->abi_major) +
+               ", this server speaks ABI " + std::to_string(SMP_ABI_MAJOR);
+    if (module->name == nullptr || name != module->name)
+        return who + ": the module calls itself '" + std::string(module->name ? module->name : "") + "'";
+    if (module->kind != kind)
+        return who + ": is a " + (module->kind == SMP_MODULE_PROTOCOL ? "protocol" : "plugin") +
+               " module, configured as a " + kind_name(kind);
+    if (module->config_key_count > 0 && module->config_keys == nullptr)
+        return who + ": declares config keys but no table";
+    if (module->init_master == nullptr) return who + ": required hook init_master is missing";
+    if (kind == SMP_MODULE_PROTOCOL) {
+        if (module->init_worker == nullptr) return who + ": required hook init_worker is missing";
+        if (module->accept == nullptr) return who + ": required hook accept is missing";
+        if (module->shutdown == nullptr) return who + ": required hook shutdown is missing";
+    } else if (module->on_connection == nullptr && module->on_transfer == nullptr && module->on_close == nullptr &&
+               module->on_disconnect == nullptr) {
+        return who + ": a plugin needs at least one of on_connection, on_transfer, on_close, on_disconnect";
+    }
+    return {};
+}
+
+void ModuleValues::read(const ModuleEntry& entry, const smp_module& module, bool is_protocol, ErrorList& errors) {
+    const auto table = std::span(module.config_keys, module.config_key_count);
+    for (const auto& item : entry.node) {
+        const auto name = item.first.Scalar();
+        const bool core_key = name == "module" || (is_protocol && (name == "host" || name == "port"));
+        const bool module_key = std::any_of(table.begin(), table.end(),
+                                            [&](const smp_config_key& key) { return name == key.name; });
+        if (!core_key && !module_key)
+            errors.add(item.first, entry.key + "." + name, "unknown key of module '" + entry.module + "'");
+    }
+    values_.assign(table.size(), smp_config_value{});
+    for (size_t i = 0; i < table.size(); ++i) {
+        const auto& key = table[i];
+        const std::string name = entry.key + "." + key.name;
+        const YAML::Node node = entry.node[key.name];
+        if (node) {
+            read_value(node, key, name, values_[i], strings_, lists_, errors);
+            values_[i].line = line_of(node);
+        } else if (key.required) {
+            errors.add(entry.node, name, "missing required key");
+        } else if (key.default_value != nullptr) {
+            ErrorList default_errors("module '" + entry.module + "' default");
+            read_value(YAML::Load(key.default_value), key, key.name, values_[i], strings_, lists_, default_errors);
+            for (const auto& error : default_errors.errors()) errors.add(entry.node, name, error);
+        }
+    }
+}
+
+SharedObject::~SharedObject() {
+    if (handle_ != nullptr) dlclose(handle_);
+}
+
+std::vector<std::string> module_search_path(const Config& config) {
+    if (!config.module_dir.empty()) return {config.module_dir};
+    const std::string build_root = SMP_BUILD_ROOT;
+    if (executable_dir().starts_with(build_root))
+        return {build_root + "/protocols/%", build_root + "/plugins/%", build_root + "/tests/fixtures"};
+    return {SMP_MODULE_DIR};
+}
+
+std::vector<std::unique_ptr<ModuleInstance>> load_modules(const Config& config, const smp_core_api& core) {
+    ErrorList errors(config.path);
+    std::vector<std::unique_ptr<ModuleInstance>> modules;
+    std::map<std::string, std::pair<std::shared_ptr<SharedObject>, const smp_module*>> loaded;
+    const auto search_path = module_search_path(config);
+
+    auto load = [&](const ModuleEntry& entry, smp_module_kind kind) {
+        const std::string key = entry.key + ".module";
+        auto found = loaded.find(entry.module);
+        if (found == loaded.end()) {
+            std::string tried;
+            std::string path;
+            for (std::string dir : search_path) {
+                if (auto at = dir.find('%'); at != std::string::npos) dir.replace(at, 1, entry.module);
+                const std::string candidate = dir + "/" + entry.module + ".so";
+                tried += (tried.empty() ? "" : ", ") + candidate;
+                if (is_readable(candidate)) {
+                    path = candidate;
+                    break;
+                }
+            }
+            if (path.empty()) {
+                errors.add(entry.node["module"], key, "module '" + entry.module + "' not found (looked for " + tried + ")");
+                return;
+            }
+            void* handle = dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL);
+            if (handle == nullptr) {
+                errors.add(entry.node["module"], key, "module '" + entry.module + "' failed to load: " + dlerror());
+                return;
+            }
+            auto object = std::make_shared<SharedObject>(handle, path);
+            auto entry_fn = reinterpret_cast<smp_module_entry_fn>(dlsym(handle, SMP_MODULE_ENTRY_SYMBOL));
+            if (entry_fn == nullptr) {
+                errors.add(entry.node["module"], key,
+                           "module '" + entry.module + "' (" + path + ") does not export " SMP_MODULE_ENTRY_SYMBOL);
+                return;
+            }
+            found = loaded.emplace(entry.module, std::make_pair(object, entry_fn())).first;
+        }
+        const smp_module* api = found->second.second;
+        if (auto problem = check_module(api, entry.module, kind); !problem.empty()) {
+            errors.add(entry.node["module"], key, problem + " (" + found->second.first->path() + ")");
+            return;
+        }
+        auto instance = std::make_unique<ModuleInstance>();
+        instance->entry = &entry;
+        instance->object = found->second.first;
+        instance->api = api;
+        instance->values.read(entry, *api, kind == SMP_MODULE_PROTOCOL, errors);
+        modules.push_back(std::move(instance));
+    };
+    for (const auto& entry : config.protocols) load(entry, SMP_MODULE_PROTOCOL);
+    for (const auto& entry : config.plugins) load(entry, SMP_MODULE_PLUGIN);
+    if (!errors.empty()) throw ConfigErrors(errors.take());
+
+    for (auto& module : modules) {
+        std::array<char, 512> message{};
+        int result = SMP_ERROR;
+        try {
+            result = module->api->init_master(&core, module->values.data(), &module->instance, message.data(),
+                                              message.size());
+        } catch (...) {
+            std::snprintf(message.data(), message.size(), "threw an exception across the C boundary");
+        }
+        if (result != SMP_OK)
+            errors.add(module->entry->node, module->entry->key,
+                       "module '" + module->entry->module + "': " + (message[0] ? message.data() : "init failed"));
+    }
+    if (!errors.empty()) {
+        unload_modules(modules);
+        throw ConfigErrors(errors.take());
+    }
+    return modules;
+}
+
+void unload_modules(std::vector<std::unique_ptr<ModuleInstance>>& modules) {
+    for (auto it = modules.rbegin(); it != modules.rend(); ++it) {
+        auto& module = **it;
+        if (module.instance != nullptr && module.api->exit_master != nullptr) module.api->exit_master(module.instance);
+        module.instance = nullptr;
+    }
+}
+
+}  // namespace smp

@@ -1,0 +1,76 @@
+// Loads modules (.so) by name, checks their ABI, and turns their YAML entries
+// into the values their key table asks for.
+#pragma once
+
+#include <deque>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "config.hpp"
+#include "smp_module.h"
+
+namespace smp {
+
+// Why `module` cannot be used as `name` of `kind`; empty when it can.
+// `struct_size` is the module's own `size` field, checked before any other
+// field is read.
+std::string check_module(const smp_module* module, std::string_view name, smp_module_kind kind);
+
+// The values of one module entry, in the order of the module's key table.
+// Owns every string the values point at.
+class ModuleValues {
+   public:
+    ModuleValues() = default;
+    ModuleValues(const ModuleValues&) = delete;
+    ModuleValues& operator=(const ModuleValues&) = delete;
+
+    const smp_config_value* data() const { return values_.data(); }
+    size_t size() const { return values_.size(); }
+    // Checks `entry` against `module`'s table; errors go to `errors`.
+    void read(const ModuleEntry& entry, const smp_module& module, bool is_protocol, ErrorList& errors);
+
+   private:
+    std::vector<smp_config_value> values_;
+    std::deque<std::string> strings_;
+    std::deque<std::vector<const char*>> lists_;
+};
+
+// A loaded .so. dlclose'd when the last reference goes.
+class SharedObject {
+   public:
+    SharedObject(void* handle, std::string path) : handle_(handle), path_(std::move(path)) {}
+    ~SharedObject();
+    SharedObject(const SharedObject&) = delete;
+    SharedObject& operator=(const SharedObject&) = delete;
+    const std::string& path() const { return path_; }
+
+   private:
+    void* handle_;
+    std::string path_;
+};
+
+// One module entry of the config, loaded and, after init_master, running.
+struct ModuleInstance {
+    const ModuleEntry* entry = nullptr;
+    std::shared_ptr<SharedObject> object;
+    const smp_module* api = nullptr;
+    ModuleValues values;
+    void* instance = nullptr;      // from init_master
+    void* worker_state = nullptr;  // from init_worker, in a worker
+};
+
+// The directories searched for `<name>.so`, first match wins: module_dir
+// when configured; else the build tree when the binary runs from it; else
+// the installed module directory.
+std::vector<std::string> module_search_path(const Config& config);
+
+// Loads every protocol and plugin of `config`, checks ABI and keys, and runs
+// init_master. Throws ConfigErrors listing every problem.
+std::vector<std::unique_ptr<ModuleInstance>> load_modules(const Config& config, const smp_core_api& core);
+
+// Runs exit_master on every instance, in reverse order.
+void unload_modules(std::vector<std::unique_ptr<ModuleInstance>>& modules);
+
+}  // namespace smp

@@ -1,0 +1,136 @@
+#include "loader.hpp"
+#include "runtime.hpp"
+
+#include <doctest/doctest.h>
+
+#include <cstring>
+
+namespace {
+
+int init_ok(const smp_core_api*, const smp_config_value*, void**, char*, size_t) { return SMP_OK; }
+int init_worker_ok(void*, const smp_worker_context*, void**, char*, size_t) { return SMP_OK; }
+int accept_ok(void*, int, const smp_connection_info*) { return SMP_OK; }
+void shutdown_noop(void*) {}
+void on_close_noop(void*, const smp_record*) {}
+
+smp_module protocol_module() {
+    smp_module module{};
+    module.size = sizeof(smp_module);
+    module.abi_major = SMP_ABI_MAJOR;
+    module.abi_minor = SMP_ABI_MINOR;
+    module.kind = SMP_MODULE_PROTOCOL;
+    module.name = "proto";
+    module.init_master = init_ok;
+    module.init_worker = init_worker_ok;
+    module.accept = accept_ok;
+    module.shutdown = shutdown_noop;
+    return module;
+}
+
+smp::Config config_with(const std::string& text) { return smp::parse_config(text, "test.yaml", ""); }
+
+std::string load_errors(const std::string& text) {
+    const auto config = config_with(text);
+    try {
+        auto modules = smp::load_modules(config, smp::core_api());
+        smp::unload_modules(modules);
+    } catch (const smp::ConfigErrors& e) {
+        return e.what();
+    }
+    return {};
+}
+
+}  // namespace
+
+TEST_CASE("a complete module passes the ABI check") {
+    auto module = protocol_module();
+    CHECK(smp::check_module(&module, "proto", SMP_MODULE_PROTOCOL).empty());
+}
+
+TEST_CASE("the ABI check names what is wrong") {
+    auto module = protocol_module();
+    SUBCASE("major version") {
+        module.abi_major = 2;
+        CHECK(smp::check_module(&module, "proto", SMP_MODULE_PROTOCOL) ==
+              "module 'proto': built for ABI major version 2, this server speaks ABI 1");
+    }
+    SUBCASE("struct too small") {
+        module.size = 16;
+        CHECK(smp::check_module(&module, "proto", SMP_MODULE_PROTOCOL).find("smaller than") != std::string::npos);
+    }
+    SUBCASE("required hook") {
+        module.accept = nullptr;
+        CHECK(smp::check_module(&module, "proto", SMP_MODULE_PROTOCOL) ==
+              "module 'proto': required hook accept is missing");
+    }
+    SUBCASE("name") {
+        CHECK(smp::check_module(&module, "other", SMP_MODULE_PROTOCOL) ==
+              "module 'other': the module calls itself 'proto'");
+    }
+    SUBCASE("kind") {
+        CHECK(smp::check_module(&module, "proto", SMP_MODULE_PLUGIN).find("configured as a plugin") !=
+              std::string::npos);
+    }
+    SUBCASE("a plugin needs a hook") {
+        module.kind = SMP_MODULE_PLUGIN;
+        CHECK(smp::check_module(&module, "proto", SMP_MODULE_PLUGIN).find("at least one") != std::string::npos);
+        module.on_close = on_close_noop;
+        CHECK(smp::check_module(&module, "proto", SMP_MODULE_PLUGIN).empty());
+    }
+}
+
+TEST_CASE("module keys are checked against the module's table") {
+    static const smp_config_key keys[] = {
+        {"root", SMP_CONFIG_STRING, nullptr, 1, "folder served"},
+        {"block_size", SMP_CONFIG_SIZE, "256KiB", 0, "bytes per send"},
+        {"names", SMP_CONFIG_STRING_LIST, nullptr, 0, "a list"},
+    };
+    auto module = protocol_module();
+    module.config_keys = keys;
+    module.config_key_count = 3;
+    const auto config = config_with(
+        "protocols:\n"
+        "  - module: proto\n"
+        "    host: ::1\n"
+        "    port: 1\n"
+        "    root: /srv\n"
+        "    names: [a, b]\n");
+    smp::ModuleValues values;
+    smp::ErrorList errors("test.yaml");
+    values.read(config.protocols[0], module, true, errors);
+    CHECK(errors.empty());
+    REQUIRE(values.size() == 3);
+    CHECK(std::strcmp(values.data()[0].string, "/srv") == 0);
+    CHECK(values.data()[0].line == 5);
+    CHECK(values.data()[1].number == 256 * 1024);
+    CHECK(values.data()[1].line == 0);
+    REQUIRE(values.data()[2].list_length == 2);
+    CHECK(std::strcmp(values.data()[2].list[1], "b") == 0);
+
+    const auto bad = config_with(
+        "protocols:\n"
+        "  - module: proto\n"
+        "    host: ::1\n"
+        "    port: 1\n"
+        "    blok_size: 1k\n"
+        "    block_size: lots\n");
+    smp::ModuleValues bad_values;
+    smp::ErrorList bad_errors("test.yaml");
+    bad_values.read(bad.protocols[0], module, true, bad_errors);
+    REQUIRE(bad_errors.errors().size() == 3);
+    CHECK(bad_errors.errors()[0] == "test.yaml:5: protocols[0].blok_size: unknown key of module 'proto'");
+    CHECK(bad_errors.errors()[1] == "test.yaml:2: protocols[0].root: missing required key");
+    CHECK(bad_errors.errors()[2] ==
+          "test.yaml:6: protocols[0].block_size: must be a size such as 4096, 256KiB, 1MiB or 10MB");
+}
+
+TEST_CASE("modules built with the wrong ABI are refused by name") {
+    const std::string prefix = "module_dir: " SMP_FIXTURE_DIR "\nprotocols:\n  - {module: ";
+    CHECK(load_errors(prefix + "bad_major, host: 127.0.0.1, port: 1}\n")
+              .find("test.yaml:3: protocols[0].module: module 'bad_major': built for ABI major version 99") !=
+          std::string::npos);
+    CHECK(load_errors(prefix + "missing_hook, host: 127.0.0.1, port: 1}\n")
+              .find("module 'missing_hook': required hook accept is missing") != std::string::npos);
+    CHECK(load_errors(prefix + "nosuch, host: 127.0.0.1, port: 1}\n")
+              .find("module 'nosuch' not found (looked for " SMP_FIXTURE_DIR "/nosuch.so)") != std::string::npos);
+}

@@ -1,0 +1,134 @@
+#include "log.hpp"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <ctime>
+#include <spdlog/sinks/basic_file_sink.h>
+#include <spdlog/sinks/stdout_color_sinks.h>
+#include <stdexcept>
+
+namespace smp {
+namespace {
+
+void append_quoted(std::string& line, const char* text) {
+    line += '"';
+    if (text == nullptr || *text == '\0') {
+        line += '-';
+    } else {
+        // Escape what would break the line for log readers, as nginx does.
+        for (const char* p = text; *p; ++p) {
+            const auto c = static_cast<unsigned char>(*p);
+            if (c == '"' || c == '\\' || c < 0x20 || c >= 0x7f) {
+                char escaped[5];
+                std::snprintf(escaped, sizeof escaped, "\\x%02X", c);
+                line += escaped;
+            } else {
+                line += static_cast<char>(c);
+            }
+        }
+    }
+    line += '"';
+}
+
+}  // namespace
+
+spdlog::level::level_enum to_spdlog(LogLevel level) {
+    switch (level) {
+    case LogLevel::trace: return spdlog::level::trace;
+    case LogLevel::debug: return spdlog::level::debug;
+    case LogLevel::info: return spdlog::level::info;
+    case LogLevel::warn: return spdlog::level::warn;
+    case LogLevel::error: return spdlog::level::err;
+    }
+    return spdlog::level::info;
+}
+
+spdlog::level::level_enum to_spdlog(smp_log_level level) {
+    return to_spdlog(static_cast<LogLevel>(std::clamp(static_cast<int>(level), 0, 4)));
+}
+
+void setup_logging(const LogConfig& config) {
+    std::vector<spdlog::sink_ptr> sinks;
+    sinks.push_back(std::make_shared<spdlog::sinks::stdout_color_sink_mt>());
+    if (!config.file.empty()) {
+        try {
+            sinks.push_back(std::make_shared<spdlog::sinks::basic_file_sink_mt>(config.file));
+        } catch (const spdlog::spdlog_ex& e) {
+            throw std::runtime_error("log.file: cannot open " + config.file + ": " + e.what());
+        }
+    }
+    auto logger = std::make_shared<spdlog::logger>("smprotocol", sinks.begin(), sinks.end());
+    logger->set_level(to_spdlog(config.level));
+    // Every line is written out at once: workers share the files, and a line
+    // buffered at fork time would otherwise be written twice.
+    logger->flush_on(spdlog::level::trace);
+    spdlog::set_default_logger(logger);
+    set_log_role("master");
+}
+
+void set_log_role(const std::string& role) {
+    spdlog::set_pattern("%Y-%m-%d %H:%M:%S.%e %^%-5l%$ [" + role + "] %v");
+}
+
+void print_banner() {
+    std::fputs(R"(    _____ __  _______             __                   __
+   / ___//  |/  / __ \_________  / /_____  _________  / /
+   \__ \/ /|_/ / /_/ / ___/ __ \/ __/ __ \/ ___/ __ \/ /
+  ___/ / /  / / ____/ /  / /_/ / /_/ /_/ / /__/ /_/ / /
+ /____/_/  /_/_/   /_/   \____/\__/\____/\___/\____/_/
+)",
+               stdout);
+    std::fflush(stdout);
+}
+
+AccessLog::~AccessLog() {
+    if (fd_ >= 0) close(fd_);
+}
+
+void AccessLog::open(const std::string& path) {
+    fd_ = ::open(path.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
+    if (fd_ < 0) throw std::runtime_error("log.access_log: cannot open " + path + ": " + std::strerror(errno));
+}
+
+void AccessLog::write(const smp_record& record) {
+    if (fd_ < 0) return;
+    const int64_t second = record.end_us / 1'000'000;
+    if (second != time_second_) {
+        time_second_ = second;
+        const time_t t = static_cast<time_t>(second);
+        struct tm local {};
+        localtime_r(&t, &local);
+        char text[64];
+        strftime(text, sizeof text, "[%d/%b/%Y:%H:%M:%S %z]", &local);
+        time_text_ = text;
+    }
+    line_.clear();
+    line_ += record.client_ip ? record.client_ip : "-";
+    line_ += " - - ";
+    line_ += time_text_;
+    line_ += ' ';
+    if (record.method != nullptr) {
+        std::string request = std::string(record.method) + " " + (record.target ? record.target : "-") + " " +
+                              (record.protocol ? record.protocol : "-");
+        append_quoted(line_, request.c_str());
+    } else {
+        append_quoted(line_, nullptr);
+    }
+    line_ += ' ';
+    line_ += std::to_string(record.status);
+    line_ += ' ';
+    line_ += std::to_string(record.body_bytes);
+    line_ += ' ';
+    append_quoted(line_, record.referer);
+    line_ += ' ';
+    append_quoted(line_, record.user_agent);
+    line_ += '\n';
+    // A short write to a local file only happens on a full disk; the line is lost then, as in nginx.
+    [[maybe_unused]] auto written = ::write(fd_, line_.data(), line_.size());
+}
+
+}  // namespace smp

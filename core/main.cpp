@@ -1,0 +1,105 @@
+// smprotocol: the download server's command line.
+#include <getopt.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include <array>
+#include <cstdio>
+#include <cstdlib>
+#include <string>
+
+#include "master.hpp"
+
+namespace {
+
+constexpr const char* kUsage =
+    "usage: smprotocol [--config PATH] [--test-config|-t] [--version]\n"
+    "  -c, --config PATH    configuration file (default " SMP_DEFAULT_CONFIG ")\n"
+    "  -t, --test-config    check the configuration and load every module, then exit\n"
+    "  -v, --version        print the version and exit\n";
+
+struct Options {
+    std::string config = SMP_DEFAULT_CONFIG;
+    bool test_config = false;
+};
+
+// Exits on --version, --help or a usage error.
+Options parse_options(int argc, char** argv) {
+    static const option long_options[] = {{"config", required_argument, nullptr, 'c'},
+                                          {"test-config", no_argument, nullptr, 't'},
+                                          {"version", no_argument, nullptr, 'v'},
+                                          {"help", no_argument, nullptr, 'h'},
+                                          {nullptr, 0, nullptr, 0}};
+    Options options;
+    int option = 0;
+    while ((option = getopt_long(argc, argv, "c:tvh", long_options, nullptr)) != -1) {
+        switch (option) {
+        case 'c': options.config = optarg; break;
+        case 't': options.test_config = true; break;
+        case 'v': std::printf("smprotocol %s\n", SMP_VERSION); std::exit(0);
+        case 'h': std::fputs(kUsage, stdout); std::exit(0);
+        default: std::fputs(kUsage, stderr); std::exit(2);
+        }
+    }
+    if (optind < argc) {
+        std::fprintf(stderr, "smprotocol: unexpected argument '%s'\n%s", argv[optind], kUsage);
+        std::exit(2);
+    }
+    return options;
+}
+
+// Each idle keep-alive connection and each cached open file holds a
+// descriptor: take what the hard limit allows, as nginx's worker_rlimit_nofile.
+void raise_file_limit() {
+    rlimit limit{};
+    if (getrlimit(RLIMIT_NOFILE, &limit) == 0 && limit.rlim_cur < limit.rlim_max) {
+        limit.rlim_cur = limit.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &limit);
+    }
+}
+
+std::string host_name() {
+    std::array<char, 256> name{};
+    gethostname(name.data(), name.size() - 1);
+    return name.data();
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    const Options options = parse_options(argc, argv);
+    const char* environment = std::getenv("APPLICATION_ENV");
+    smp::Runtime runtime;
+    try {
+        runtime.config = smp::load_config(options.config, environment ? environment : "");
+        smp::setup_logging(runtime.config.log);
+        if (!options.test_config) smp::print_banner();
+        if (!runtime.config.environment.empty())
+            spdlog::info("Environment '{}' applied from APPLICATION_ENV", runtime.config.environment);
+        else if (environment != nullptr && *environment != '\0')
+            spdlog::info("APPLICATION_ENV={}: no such entry under environments, using the base settings", environment);
+        runtime.modules = smp::load_modules(runtime.config, smp::core_api());
+        for (const auto& module : runtime.modules)
+            spdlog::debug("Module '{}' loaded from {}", module->entry->module, module->object->path());
+        if (options.test_config) {
+            smp::unload_modules(runtime.modules);
+            std::printf("configuration OK: %s\n", options.config.c_str());
+            return 0;
+        }
+        if (!runtime.config.log.access_log.empty()) runtime.access_log.open(runtime.config.log.access_log);
+        raise_file_limit();
+        runtime.node = host_name();
+        runtime.listeners = smp::bind_listeners(runtime.config, runtime.modules);
+    } catch (const smp::ConfigErrors& errors) {
+        for (const auto& error : errors.errors()) std::fprintf(stderr, "smprotocol: %s\n", error.c_str());
+        std::fprintf(stderr, "smprotocol: configuration has %zu error(s); not starting\n", errors.errors().size());
+        return 1;
+    } catch (const std::exception& e) {
+        std::fprintf(stderr, "smprotocol: %s; not starting\n", e.what());
+        return 1;
+    }
+    smp::Master master(runtime);
+    const int code = master.run();
+    smp::unload_modules(runtime.modules);
+    return code;
+}

@@ -1,0 +1,229 @@
+#include "worker.hpp"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <array>
+#include <cerrno>
+#include <chrono>
+#include <cstring>
+
+namespace smp {
+namespace {
+
+// Connections taken from one listener per wake-up: enough to drain a burst,
+// few enough that one busy listener does not starve the others.
+constexpr int kAcceptBatch = 64;
+
+Worker* self(smp_worker* worker) { return reinterpret_cast<Worker*>(worker); }
+
+void api_log(smp_log_level level, const char* module, const char* message) {
+    spdlog::log(to_spdlog(level), "[{}] {}", module ? module : "?", message ? message : "");
+}
+
+int api_log_enabled(smp_log_level level) { return spdlog::should_log(to_spdlog(level)) ? 1 : 0; }
+
+void api_transfer(smp_worker* worker, const smp_record* record) { self(worker)->transfer(*record); }
+void api_close(smp_worker* worker, const smp_record* record) { self(worker)->close(*record); }
+void api_disconnect(smp_worker* worker, const smp_connection_info* info) { self(worker)->disconnect(*info); }
+
+constexpr smp_core_api kCoreApi{sizeof(smp_core_api), api_log, api_log_enabled, api_transfer, api_close, api_disconnect};
+
+int64_t now_us() {
+    using namespace std::chrono;
+    return duration_cast<microseconds>(system_clock::now().time_since_epoch()).count();
+}
+
+// Text address and port of a socket address.
+uint16_t describe(const sockaddr_storage& address, char* text, size_t size) {
+    if (address.ss_family == AF_INET6) {
+        const auto& in6 = reinterpret_cast<const sockaddr_in6&>(address);
+        inet_ntop(AF_INET6, &in6.sin6_addr, text, static_cast<socklen_t>(size));
+        return ntohs(in6.sin6_port);
+    }
+    const auto& in4 = reinterpret_cast<const sockaddr_in&>(address);
+    inet_ntop(AF_INET, &in4.sin_addr, text, static_cast<socklen_t>(size));
+    return ntohs(in4.sin_port);
+}
+
+}  // namespace
+
+const smp_core_api& core_api() { return kCoreApi; }
+
+Worker::Worker(Runtime& runtime, int slot) : runtime_(runtime), slot_(slot), id_(static_cast<uint32_t>(slot + 1)) {}
+
+int Worker::run() {
+    if (int error = uv_loop_init(&loop_); error != 0) {
+        spdlog::error("cannot create the event loop: {}", uv_strerror(error));
+        return 1;
+    }
+    // Signals stay blocked (the master blocked them before fork); this worker
+    // reads its own through a signalfd on its own loop.
+    sigset_t signals;
+    sigemptyset(&signals);
+    sigaddset(&signals, SIGTERM);
+    sigaddset(&signals, SIGQUIT);
+    signal_fd_ = signalfd(-1, &signals, SFD_NONBLOCK | SFD_CLOEXEC);
+    uv_poll_init(&loop_, &signal_poll_, signal_fd_);
+    signal_poll_.data = this;
+    uv_poll_start(&signal_poll_, UV_READABLE, on_signal);
+
+    smp_worker_context context{sizeof(smp_worker_context), &loop_, reinterpret_cast<smp_worker*>(this), id_,
+                               runtime_.node.c_str()};
+    for (auto& module : runtime_.modules) {
+        if (module->api->kind == SMP_MODULE_PLUGIN) plugins_.push_back(module.get());
+        if (module->api->init_worker == nullptr) continue;
+        std::array<char, 512> message{};
+        if (module->api->init_worker(module->instance, &context, &module->worker_state, message.data(),
+                                     message.size()) != SMP_OK) {
+            spdlog::error("module '{}' failed to start in worker {}: {}", module->entry->module, id_, message.data());
+            return 1;
+        }
+    }
+    for (const auto& listener : runtime_.listeners) {
+        auto watch = std::make_unique<Watch>();
+        watch->worker = this;
+        watch->listener = &listener;
+        watch->fd = listener.fd_for(slot_);
+        uv_poll_init(&loop_, &watch->poll, watch->fd);
+        watch->poll.data = watch.get();
+        watches_.push_back(std::move(watch));
+    }
+    set_accepting(true);
+
+    uv_run(&loop_, UV_RUN_DEFAULT);
+
+    // Stopped: let each module free its worker state and close its handles,
+    // then run the loop once more so every close callback has run.
+    for (auto& module : runtime_.modules)
+        if (module->worker_state != nullptr && module->api->exit_worker != nullptr)
+            module->api->exit_worker(module->worker_state);
+    uv_run(&loop_, UV_RUN_DEFAULT);
+    if (int error = uv_loop_close(&loop_); error != 0)
+        spdlog::warn("event loop closed with handles still open: {}", uv_strerror(error));
+    spdlog::info("Worker stopped");
+    return 0;
+}
+
+void Worker::set_accepting(bool accepting) {
+    if (accepting == accepting_) return;
+    accepting_ = accepting;
+    for (auto& watch : watches_) {
+        if (accepting)
+            uv_poll_start(&watch->poll, UV_READABLE, on_acceptable);
+        else
+            uv_poll_stop(&watch->poll);
+    }
+}
+
+void Worker::on_acceptable(uv_poll_t* handle, int status, int /*events*/) {
+    auto& watch = *static_cast<Watch*>(handle->data);
+    if (status < 0) {
+        spdlog::warn("listener {}: {}", watch.listener->address, uv_strerror(status));
+        return;
+    }
+    watch.worker->accept_from(watch);
+}
+
+void Worker::accept_from(Watch& watch) {
+    for (int i = 0; i < kAcceptBatch && accepting_; ++i) {
+        sockaddr_storage peer{};
+        socklen_t peer_length = sizeof peer;
+        const int fd = accept4(watch.fd, reinterpret_cast<sockaddr*>(&peer), &peer_length, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0) {
+            if (errno == EAGAIN || errno == EINTR || errno == ECONNABORTED) return;
+            // Out of descriptors or memory: stop for now; the next wake-up retries.
+            spdlog::warn("accept on {} failed: {}", watch.listener->address, std::strerror(errno));
+            return;
+        }
+        sockaddr_storage local{};
+        socklen_t local_length = sizeof local;
+        getsockname(fd, reinterpret_cast<sockaddr*>(&local), &local_length);
+        char client_ip[INET6_ADDRSTRLEN];
+        char local_ip[INET6_ADDRSTRLEN];
+        smp_connection_info info{};
+        info.size = sizeof info;
+        info.connection_id = next_connection_id_++;
+        info.worker_id = id_;
+        info.module = watch.listener->entry->module.c_str();
+        info.client_port = describe(peer, client_ip, sizeof client_ip);
+        info.client_ip = client_ip;
+        info.local_port = describe(local, local_ip, sizeof local_ip);
+        info.local_ip = local_ip;
+        info.accepted_us = now_us();
+
+        bool refused = false;
+        for (auto* plugin : plugins_)
+            if (plugin->api->on_connection != nullptr &&
+                plugin->api->on_connection(plugin->worker_state, &info) == SMP_REFUSE)
+                refused = true;
+        if (refused) {
+            spdlog::debug("Connection from {}:{} refused by a plugin", client_ip, info.client_port);
+            ::close(fd);
+            for (auto* plugin : plugins_)
+                if (plugin->api->on_disconnect != nullptr) plugin->api->on_disconnect(plugin->worker_state, &info);
+            continue;
+        }
+        spdlog::debug("Connection received from {} on port {}", client_ip, info.client_port);
+        ++connections_;
+        const ModuleInstance& protocol = *watch.listener->protocol;
+        protocol.api->accept(protocol.worker_state, fd, &info);
+        if (connections_ >= runtime_.config.max_connections) set_accepting(false);
+    }
+}
+
+void Worker::transfer(const smp_record& record) {
+    for (auto* plugin : plugins_)
+        if (plugin->api->on_transfer != nullptr) plugin->api->on_transfer(plugin->worker_state, &record);
+}
+
+void Worker::close(const smp_record& record) {
+    runtime_.access_log.write(record);
+    for (auto* plugin : plugins_)
+        if (plugin->api->on_close != nullptr) plugin->api->on_close(plugin->worker_state, &record);
+}
+
+void Worker::disconnect(const smp_connection_info& info) {
+    for (auto* plugin : plugins_)
+        if (plugin->api->on_disconnect != nullptr) plugin->api->on_disconnect(plugin->worker_state, &info);
+    --connections_;
+    if (stopping_)
+        finish_if_drained();
+    else if (connections_ < runtime_.config.max_connections)
+        set_accepting(true);
+}
+
+void Worker::on_signal(uv_poll_t* handle, int /*status*/, int /*events*/) {
+    auto& worker = *static_cast<Worker*>(handle->data);
+    signalfd_siginfo info{};
+    while (read(worker.signal_fd_, &info, sizeof info) == sizeof info)
+        if (info.ssi_signo == SIGTERM || info.ssi_signo == SIGQUIT) worker.begin_shutdown();
+}
+
+void Worker::begin_shutdown() {
+    if (stopping_) return;
+    stopping_ = true;
+    spdlog::info("Stopping: no new connections, {} open connection(s) finishing", connections_);
+    set_accepting(false);
+    for (auto& watch : watches_) {
+        uv_close(reinterpret_cast<uv_handle_t*>(&watch->poll), nullptr);
+        ::close(watch->fd);
+    }
+    for (auto& module : runtime_.modules)
+        if (module->api->kind == SMP_MODULE_PROTOCOL) module->api->shutdown(module->worker_state);
+    finish_if_drained();
+}
+
+void Worker::finish_if_drained() {
+    if (finished_ || connections_ > 0) return;
+    finished_ = true;
+    uv_close(reinterpret_cast<uv_handle_t*>(&signal_poll_), nullptr);
+    ::close(signal_fd_);
+    uv_stop(&loop_);
+}
+
+}  // namespace smp

@@ -1,0 +1,62 @@
+// A worker process: its own uv loop, the listeners it adopted, and the
+// protocol modules that own the accepted connections.
+#pragma once
+
+#include <uv.h>
+
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "runtime.hpp"
+
+namespace smp {
+
+class Worker {
+   public:
+    // `slot` is 0-based; the worker's id is slot + 1.
+    Worker(Runtime& runtime, int slot);
+    Worker(const Worker&) = delete;
+    Worker& operator=(const Worker&) = delete;
+
+    // Runs until a graceful stop has drained every connection; returns the
+    // process exit code.
+    int run();
+
+    // The core API calls, on the worker's loop.
+    void transfer(const smp_record& record);
+    void close(const smp_record& record);
+    void disconnect(const smp_connection_info& info);
+
+   private:
+    struct Watch {
+        uv_poll_t poll{};
+        Worker* worker = nullptr;
+        const Listener* listener = nullptr;
+        int fd = -1;
+        bool active = false;
+    };
+
+    static void on_acceptable(uv_poll_t* handle, int status, int events);
+    static void on_signal(uv_poll_t* handle, int status, int events);
+    void accept_from(Watch& watch);
+    void set_accepting(bool accepting);
+    void begin_shutdown();
+    void finish_if_drained();
+
+    Runtime& runtime_;
+    int slot_;
+    uint32_t id_;
+    uv_loop_t loop_{};
+    uv_poll_t signal_poll_{};
+    int signal_fd_ = -1;
+    std::vector<std::unique_ptr<Watch>> watches_;
+    std::vector<ModuleInstance*> plugins_;
+    int64_t connections_ = 0;
+    uint64_t next_connection_id_ = 1;
+    bool accepting_ = false;
+    bool stopping_ = false;
+    bool finished_ = false;
+};
+
+}  // namespace smp

@@ -1,0 +1,645 @@
+#include "connection.hpp"
+
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/sendfile.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <array>
+#include <cerrno>
+#include <charconv>
+#include <chrono>
+#include <cstring>
+#include <string>
+
+#include "path.hpp"
+
+namespace smp::http {
+namespace {
+
+constexpr std::string_view kServer = "smprotocol";
+constexpr size_t kMaxIovecs = 16;
+
+int64_t wall_clock_us() {
+    using namespace std::chrono;
+    return duration_cast<microseconds>(system_clock::now().time_since_epoch()).count();
+}
+
+bool equals_ignoring_case(std::string_view a, std::string_view b) {
+    return a.size() == b.size() &&
+           std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) { return (x | 0x20) == (y | 0x20); });
+}
+
+// End of the header block (one past its blank line), or 0 when incomplete.
+// Accepts bare LF line ends as RFC 9112 §2.2 allows.
+size_t find_header_end(const char* data, size_t length) {
+    for (size_t i = 0; i < length; ++i) {
+        if (data[i] != '\n') continue;
+        if (i + 1 < length && data[i + 1] == '\n') return i + 2;
+        if (i + 2 < length && data[i + 1] == '\r' && data[i + 2] == '\n') return i + 3;
+    }
+    return 0;
+}
+
+void append_number(std::string& out, uint64_t value) {
+    char digits[24];
+    auto [end, error] = std::to_chars(digits, digits + sizeof digits, value);
+    out.append(digits, static_cast<size_t>(end - digits));
+}
+
+// http_parser callbacks: record where things are; the parser owns no memory.
+Exchange& exchange_of(http_parser* parser) { return *static_cast<Exchange*>(parser->data); }
+
+int on_url(http_parser* parser, const char* at, size_t length) {
+    exchange_of(parser).target = {at, length};
+    return 0;
+}
+
+int on_header_field(http_parser* parser, const char* at, size_t length) {
+    exchange_of(parser).current_field = {at, length};
+    return 0;
+}
+
+int on_header_value(http_parser* parser, const char* at, size_t length) {
+    Exchange& e = exchange_of(parser);
+    const std::string_view field = e.current_field;
+    const std::string_view value{at, length};
+    if (equals_ignoring_case(field, "host")) {
+        ++e.host_count;
+    } else if (equals_ignoring_case(field, "user-agent")) {
+        e.user_agent = value;
+    } else if (equals_ignoring_case(field, "referer")) {
+        e.referer = value;
+    } else if (equals_ignoring_case(field, "range")) {
+        e.range_repeated = !e.range.empty();
+        e.range = value;
+    } else if (equals_ignoring_case(field, "if-match")) {
+        e.conditions.if_match = value;
+    } else if (equals_ignoring_case(field, "if-none-match")) {
+        e.conditions.if_none_match = value;
+    } else if (equals_ignoring_case(field, "if-modified-since")) {
+        e.conditions.if_modified_since = value;
+    } else if (equals_ignoring_case(field, "if-unmodified-since")) {
+        e.conditions.if_unmodified_since = value;
+    } else if (equals_ignoring_case(field, "if-range")) {
+        e.conditions.if_range = value;
+    }
+    return 0;
+}
+
+const http_parser_settings kParserSettings = [] {
+    http_parser_settings settings{};
+    settings.on_url = on_url;
+    settings.on_header_field = on_header_field;
+    settings.on_header_value = on_header_value;
+    return settings;
+}();
+
+// The views end before a CR, LF or space of the header block, all parsed
+// already: writing a NUL there turns them into C strings for the records.
+void terminate_in_place(std::string_view view) {
+    if (view.data() != nullptr) const_cast<char*>(view.data())[view.size()] = '\0';
+}
+
+const char* c_string(std::string_view view) { return view.data() != nullptr ? view.data() : nullptr; }
+
+}  // namespace
+
+void Exchange::reset() {
+    parser = {};
+    request_parsed = false;
+    current_field = {};
+    target = {};
+    user_agent = {};
+    referer = {};
+    range = {};
+    conditions = {};
+    host_count = 0;
+    range_repeated = false;
+    header_length = 0;
+    path.clear();
+    out.clear();
+    segments.clear();
+    segment = 0;
+    segment_sent = 0;
+    intervals.clear();
+    file = nullptr;
+    status = 0;
+    close_after = false;
+    header_bytes = 0;
+    body_bytes = 0;
+    header_total = 0;
+    start_us = 0;
+    last_progress_report_ms = 0;
+}
+
+std::string_view reason_phrase(int status) {
+    switch (status) {
+    case 200: return "OK";
+    case 206: return "Partial Content";
+    case 304: return "Not Modified";
+    case 400: return "Bad Request";
+    case 403: return "Forbidden";
+    case 404: return "Not Found";
+    case 405: return "Method Not Allowed";
+    case 412: return "Precondition Failed";
+    case 414: return "URI Too Long";
+    case 416: return "Range Not Satisfiable";
+    case 431: return "Request Header Fields Too Large";
+    case 500: return "Internal Server Error";
+    case 503: return "Service Unavailable";
+    default: return "Unknown";
+    }
+}
+
+smp_end_reason reason_for_status(int status) {
+    switch (status) {
+    case 304: return SMP_END_NOT_MODIFIED;
+    case 400:
+    case 414:
+    case 431: return SMP_END_BAD_REQUEST;
+    case 403: return SMP_END_FORBIDDEN;
+    case 404: return SMP_END_NOT_FOUND;
+    case 405: return SMP_END_METHOD_NOT_ALLOWED;
+    case 412: return SMP_END_PRECONDITION_FAILED;
+    case 416: return SMP_END_RANGE_NOT_SATISFIABLE;
+    case 500:
+    case 503: return SMP_END_INTERNAL_ERROR;
+    default: return SMP_END_COMPLETED;
+    }
+}
+
+// ---- reading ----------------------------------------------------------------
+
+void WorkerState::on_readable(Connection& c) {
+    if (c.state == ConnectionState::lingering) {
+        // Discard what the client still sends, so that closing does not reset
+        // the connection before it has read our last response.
+        std::array<char, 4096> discard;
+        for (;;) {
+            const ssize_t n = read(c.fd, discard.data(), discard.size());
+            if (n > 0) continue;
+            if (n < 0 && errno == EAGAIN) return;
+            return close_connection(c, SMP_END_COMPLETED);
+        }
+    }
+    if (c.in == nullptr) c.in = take_buffer();
+    const size_t capacity = settings_.max_header_size;
+    if (c.in_length == capacity) return process_input(c);  // full: the buffer is answered first
+    const ssize_t n = read(c.fd, c.in + c.in_length, capacity - c.in_length);
+    if (n > 0) {
+        if (c.in_length == 0) {
+            c.request_start_us = wall_clock_us();
+            c.deadline_ms = uv_now(loop_) + settings_.header_timeout_ms;
+        }
+        c.in_length += static_cast<size_t>(n);
+        return process_input(c);
+    }
+    if (n < 0 && (errno == EAGAIN || errno == EINTR)) return;
+    // End of stream or an error before a whole request arrived.
+    if (c.in_length > 0) report(c, nullptr, n == 0 ? SMP_END_CLIENT_CLOSED : SMP_END_READ_ERROR, true);
+    close_connection(c, n == 0 ? SMP_END_CLIENT_CLOSED : SMP_END_READ_ERROR);
+}
+
+void WorkerState::process_input(Connection& c) {
+    const size_t end = find_header_end(c.in, c.in_length);
+    if (end > 0) return start_exchange(c, end);
+    if (c.in_length < settings_.max_header_size) {
+        set_poll(c, UV_READABLE);
+        return;
+    }
+    // The buffer is full and holds no whole header block: the request line
+    // alone is too long (414), or the header fields are (431).
+    const bool line_complete = std::memchr(c.in, '\n', c.in_length) != nullptr;
+    start_exchange(c, 0);
+    respond_error(c, line_complete ? 431 : 414);
+}
+
+void WorkerState::start_exchange(Connection& c, size_t header_length) {
+    c.exchange = take_exchange();
+    Exchange& e = *c.exchange;
+    e.start_us = c.request_start_us ? c.request_start_us : wall_clock_us();
+    e.header_length = header_length;
+    e.last_progress_report_ms = uv_now(loop_);
+    ++c.requests;
+    c.state = ConnectionState::writing;
+    c.deadline_ms = uv_now(loop_) + settings_.send_timeout_ms;
+    if (header_length == 0) return;  // the caller answers an oversized request
+
+    http_parser_init(&e.parser, HTTP_REQUEST);
+    e.parser.data = &e;
+    const size_t parsed = http_parser_execute(&e.parser, &kParserSettings, c.in, header_length);
+    const bool parsed_all = parsed == header_length && HTTP_PARSER_ERRNO(&e.parser) == HPE_OK;
+    for (auto view : {e.target, e.user_agent, e.referer, e.range, e.conditions.if_match, e.conditions.if_none_match,
+                      e.conditions.if_modified_since, e.conditions.if_unmodified_since, e.conditions.if_range})
+        terminate_in_place(view);
+    if (!parsed_all || e.target.empty()) return respond_error(c, 400);
+    e.request_parsed = true;
+    respond(c);
+}
+
+// ---- answering --------------------------------------------------------------
+
+void WorkerState::respond(Connection& c) {
+    Exchange& e = *c.exchange;
+    const http_parser& p = e.parser;
+    const bool has_body = (p.content_length > 0 && p.content_length != ULLONG_MAX) || (p.flags & F_CHUNKED);
+    // A body we do not read would be taken for the next request: close after.
+    e.close_after = !http_should_keep_alive(&p) || has_body || stopping_;
+    if (p.method != HTTP_GET && p.method != HTTP_HEAD) return respond_error(c, 405);
+    if (p.http_major == 1 && p.http_minor >= 1 && e.host_count != 1) return respond_error(c, 400);
+
+    http_parser_url url;
+    http_parser_url_init(&url);
+    if (http_parser_parse_url(e.target.data(), e.target.size(), 0, &url) != 0) return respond_error(c, 400);
+    std::string_view path = "/";
+    if (url.field_set & (1 << UF_PATH))
+        path = e.target.substr(url.field_data[UF_PATH].off, url.field_data[UF_PATH].len);
+    if (normalize_path(path, e.path) != PathError::none) return respond_error(c, 400);
+
+    switch (files_.acquire(e.path, uv_now(loop_), e.file)) {
+    case OpenResult::ok: return respond_file(c);
+    case OpenResult::not_found: return respond_error(c, 404);
+    case OpenResult::forbidden:
+    case OpenResult::is_directory: return respond_error(c, 403);
+    case OpenResult::error: return respond_error(c, 500);
+    }
+}
+
+std::string_view WorkerState::date() {
+    const time_t now = time(nullptr);
+    if (now != date_second_) {
+        date_second_ = now;
+        format_http_date(now, date_);
+    }
+    return {date_, kHttpDateLength};
+}
+
+// Appends the status line and the fields every response has.
+static void begin_header(std::string& out, int status, std::string_view date) {
+    out += "HTTP/1.1 ";
+    append_number(out, static_cast<uint64_t>(status));
+    out += ' ';
+    out += reason_phrase(status);
+    out += "\r\nServer: ";
+    out += kServer;
+    out += "\r\nDate: ";
+    out += date;
+    out += "\r\n";
+}
+
+static void end_header(std::string& out, const Exchange& e) {
+    if (e.close_after)
+        out += "Connection: close\r\n";
+    else if (e.parser.http_major == 1 && e.parser.http_minor == 0)
+        out += "Connection: keep-alive\r\n";
+    out += "\r\n";
+}
+
+void WorkerState::respond_error(Connection& c, int status) {
+    Exchange& e = *c.exchange;
+    e.status = status;
+    if (status == 400 || status == 414 || status == 431 || status == 405) e.close_after = true;
+    if (e.file != nullptr && status != 416) {
+        files_.release(e.file);
+        e.file = nullptr;
+    }
+    const bool head = e.parser.method == HTTP_HEAD;
+    std::string& out = e.out;
+    const size_t body_offset = out.size();
+    append_number(out, static_cast<uint64_t>(status));
+    out += ' ';
+    out += reason_phrase(status);
+    out += '\n';
+    const size_t body_length = out.size() - body_offset;
+    const size_t header_offset = out.size();
+    begin_header(out, status, date());
+    out += "Content-Type: text/plain\r\nContent-Length: ";
+    append_number(out, body_length);
+    out += "\r\n";
+    if (status == 405) out += "Allow: GET, HEAD\r\n";
+    if (status == 416) {
+        out += "Content-Range: bytes */";
+        append_number(out, e.file->size);
+        out += "\r\n";
+    }
+    end_header(out, e);
+    e.header_total = out.size() - header_offset;
+    e.segments.push_back({false, header_offset, e.header_total});
+    if (!head) e.segments.push_back({false, body_offset, body_length});
+    send_response(c);
+}
+
+void WorkerState::respond_file(Connection& c) {
+    Exchange& e = *c.exchange;
+    const OpenFile& file = *e.file;
+    const bool head = e.parser.method == HTTP_HEAD;
+
+    switch (evaluate_preconditions(e.conditions, file.etag, file.mtime_s)) {
+    case Precondition::failed: return respond_error(c, 412);
+    case Precondition::not_modified: {
+        e.status = 304;
+        begin_header(e.out, 304, date());
+        e.out += "ETag: ";
+        e.out += file.etag;
+        e.out += "\r\nLast-Modified: ";
+        e.out.append(file.last_modified, kHttpDateLength);
+        e.out += "\r\n";
+        end_header(e.out, e);
+        e.header_total = e.out.size();
+        e.segments.push_back({false, 0, e.header_total});
+        return send_response(c);
+    }
+    case Precondition::proceed: break;
+    }
+
+    // Range applies to GET only (RFC 9110 §14.2); If-Range decides whether it
+    // applies to this representation; a repeated Range field is invalid.
+    RangeRequest& ranges = e.range_request;
+    ranges.outcome = RangeOutcome::ignore;
+    if (!head && !e.range.empty() && !e.range_repeated && if_range_allows(e.conditions.if_range, file.etag, file.mtime_s))
+        parse_range(e.range, file.size, settings_.max_ranges, ranges);
+    if (ranges.outcome == RangeOutcome::unsatisfiable) return respond_error(c, 416);
+
+    std::string& out = e.out;
+    const bool multipart = ranges.outcome == RangeOutcome::partial && ranges.ranges.size() > 1;
+    char boundary[24] = {};
+    uint64_t content_length = file.size;
+    if (multipart) {
+        // Framing first, into `out`; the header goes after it and is sent first.
+        std::snprintf(boundary, sizeof boundary, "%08x%012llx", worker_id_,
+                      static_cast<unsigned long long>(++boundary_counter_));
+        content_length = 0;
+        for (size_t i = 0; i < ranges.ranges.size(); ++i) {
+            const ByteRange& r = ranges.ranges[i];
+            const size_t offset = out.size();
+            out += i == 0 ? "--" : "\r\n--";
+            out += boundary;
+            out += "\r\nContent-Type: ";
+            out += file.content_type;
+            out += "\r\nContent-Range: bytes ";
+            append_number(out, r.first);
+            out += '-';
+            append_number(out, r.last);
+            out += '/';
+            append_number(out, file.size);
+            out += "\r\n\r\n";
+            e.segments.push_back({false, offset, out.size() - offset});
+            e.segments.push_back({true, r.first, r.length()});
+            content_length += out.size() - offset + r.length();
+        }
+        const size_t offset = out.size();
+        out += "\r\n--";
+        out += boundary;
+        out += "--\r\n";
+        e.segments.push_back({false, offset, out.size() - offset});
+        content_length += out.size() - offset;
+    } else if (ranges.outcome == RangeOutcome::partial) {
+        content_length = ranges.ranges[0].length();
+        e.segments.push_back({true, ranges.ranges[0].first, content_length});
+    } else if (file.size > 0) {
+        e.segments.push_back({true, 0, file.size});
+    }
+    if (head) e.segments.clear();
+
+    e.status = ranges.outcome == RangeOutcome::partial ? 206 : 200;
+    const size_t header_offset = out.size();
+    begin_header(out, e.status, date());
+    out += "Content-Type: ";
+    if (multipart) {
+        out += "multipart/byteranges; boundary=";
+        out += boundary;
+    } else {
+        out += file.content_type;
+    }
+    out += "\r\nContent-Length: ";
+    append_number(out, content_length);
+    out += "\r\nLast-Modified: ";
+    out.append(file.last_modified, kHttpDateLength);
+    out += "\r\nETag: ";
+    out += file.etag;
+    out += "\r\nAccept-Ranges: bytes\r\n";
+    if (e.status == 206 && !multipart) {
+        out += "Content-Range: bytes ";
+        append_number(out, ranges.ranges[0].first);
+        out += '-';
+        append_number(out, ranges.ranges[0].last);
+        out += '/';
+        append_number(out, file.size);
+        out += "\r\n";
+    }
+    end_header(out, e);
+    e.header_total = out.size() - header_offset;
+    e.segments.insert(e.segments.begin(), Segment{false, header_offset, e.header_total});
+    send_response(c);
+}
+
+// ---- sending ----------------------------------------------------------------
+
+void WorkerState::on_writable(Connection& c) { send_response(c); }
+
+void WorkerState::send_response(Connection& c) {
+    Exchange& e = *c.exchange;
+    uint64_t file_budget = settings_.block_size;  // file bytes handed to the kernel this turn
+    bool progressed = false;
+    while (e.segment < e.segments.size()) {
+        const Segment& s = e.segments[e.segment];
+        ssize_t sent = 0;
+        if (!s.from_file) {
+            // Gather this and the following memory segments in one call; say
+            // more is coming when a file segment follows, so that a small
+            // response leaves in as few packets as possible.
+            std::array<iovec, kMaxIovecs> vectors;
+            size_t count = 0;
+            size_t index = e.segment;
+            uint64_t skip = e.segment_sent;
+            for (; index < e.segments.size() && !e.segments[index].from_file && count < kMaxIovecs; ++index) {
+                const Segment& m = e.segments[index];
+                vectors[count++] = {e.out.data() + m.offset + skip, m.length - skip};
+                skip = 0;
+            }
+            msghdr message{};
+            message.msg_iov = vectors.data();
+            message.msg_iovlen = count;
+            const int flags = MSG_NOSIGNAL | (index < e.segments.size() ? MSG_MORE : 0);
+            sent = sendmsg(c.fd, &message, flags);
+        } else {
+            if (file_budget == 0) break;
+            off_t offset = static_cast<off_t>(s.offset + e.segment_sent);
+            const uint64_t length = std::min(s.length - e.segment_sent, file_budget);
+            sent = sendfile(c.fd, e.file->fd, &offset, length);
+            if (sent == 0) {
+                // The file shrank under us: the promised length cannot be kept.
+                return close_connection(c, SMP_END_READ_ERROR);
+            }
+        }
+        if (sent < 0) {
+            if (errno == EAGAIN || errno == EINTR) {
+                set_poll(c, UV_WRITABLE);
+                break;
+            }
+            const bool client_gone = errno == EPIPE || errno == ECONNRESET;
+            return close_connection(c, client_gone ? SMP_END_CLIENT_CLOSED : SMP_END_WRITE_ERROR);
+        }
+        progressed = true;
+        // Account for what the kernel took, segment by segment.
+        uint64_t remaining = static_cast<uint64_t>(sent);
+        while (remaining > 0) {
+            const Segment& current = e.segments[e.segment];
+            const uint64_t taken = std::min(remaining, current.length - e.segment_sent);
+            if (current.from_file) {
+                const uint64_t first = current.offset + e.segment_sent;
+                if (!e.intervals.empty() && e.intervals.back().last + 1 == first)
+                    e.intervals.back().last += taken;
+                else
+                    e.intervals.push_back({first, first + taken - 1});
+                file_budget -= std::min(file_budget, taken);
+            }
+            const uint64_t header_left = e.header_total > e.header_bytes ? e.header_total - e.header_bytes : 0;
+            const uint64_t header_part = std::min(taken, header_left);
+            e.header_bytes += header_part;
+            e.body_bytes += taken - header_part;
+            e.segment_sent += taken;
+            remaining -= taken;
+            if (e.segment_sent == current.length) {
+                ++e.segment;
+                e.segment_sent = 0;
+            }
+        }
+    }
+    if (progressed) {
+        c.deadline_ms = uv_now(loop_) + settings_.send_timeout_ms;
+        if (uv_now(loop_) - e.last_progress_report_ms >= 1000) {
+            e.last_progress_report_ms = uv_now(loop_);
+            report(c, &e, SMP_END_COMPLETED, false);
+        }
+    }
+    if (e.segment < e.segments.size()) {
+        // More to send: wait for room in the socket, or for the next turn.
+        set_poll(c, UV_WRITABLE);
+        return;
+    }
+    finish_exchange(c, reason_for_status(e.status));
+    after_response(c);
+}
+
+// ---- ending -----------------------------------------------------------------
+
+void WorkerState::report(Connection& c, const Exchange* e, smp_end_reason reason, bool final) {
+    smp_record record{};
+    record.size = sizeof record;
+    record.connection_id = c.info.connection_id;
+    record.request_id = c.requests;
+    record.worker_id = worker_id_;
+    record.module = "http_download";
+    record.node = node_;
+    record.start_us = e ? e->start_us : c.request_start_us;
+    record.end_us = wall_clock_us();
+    record.client_ip = c.client_ip;
+    record.client_port = c.info.client_port;
+    record.file_size = -1;
+    record.reason = reason;
+    if (e != nullptr) {
+        record.method = e->request_parsed ? http_method_str(static_cast<http_method>(e->parser.method)) : nullptr;
+        record.protocol = e->parser.http_minor == 0 ? "HTTP/1.0" : "HTTP/1.1";
+        record.target = c_string(e->target);
+        record.path = e->path.empty() && e->status == 0 ? nullptr : e->path.c_str();
+        record.user_agent = c_string(e->user_agent);
+        record.referer = c_string(e->referer);
+        record.range = c_string(e->range);
+        if (e->file != nullptr) {
+            record.etag = e->file->etag.c_str();
+            record.file_size = static_cast<int64_t>(e->file->size);
+        }
+        record.status = e->status;
+        record.intervals = e->intervals.data();
+        record.interval_count = e->intervals.size();
+        record.header_bytes = e->header_bytes;
+        record.body_bytes = e->body_bytes;
+    }
+    if (final)
+        core_->close(worker_, &record);
+    else
+        core_->transfer(worker_, &record);
+}
+
+void WorkerState::finish_exchange(Connection& c, smp_end_reason reason) {
+    Exchange& e = *c.exchange;
+    report(c, &e, reason, true);
+    if (reason == SMP_END_COMPLETED && (e.status == 200 || e.status == 206) && e.parser.method == HTTP_GET &&
+        core_->log_enabled(SMP_LOG_INFO)) {
+        const double seconds = static_cast<double>(wall_clock_us() - e.start_us) / 1e6;
+        char message[512];
+        std::snprintf(message, sizeof message, "File downloaded \"/%s\" %d, %llu bytes to %s:%u in %.3f s",
+                      e.path.c_str(), e.status, static_cast<unsigned long long>(e.body_bytes), c.client_ip,
+                      c.info.client_port, seconds);
+        core_->log(SMP_LOG_INFO, "http_download", message);
+    }
+    if (e.file != nullptr) files_.release(e.file);
+    e.file = nullptr;
+}
+
+void WorkerState::after_response(Connection& c) {
+    Exchange* e = c.exchange;
+    const bool keep = !e->close_after && !stopping_;
+    const size_t consumed = e->header_length;
+    give_exchange(c.exchange);
+    if (!keep) return linger(c);
+    // Keep-alive: what follows the request in the buffer is the next one.
+    c.in_length -= consumed;
+    if (c.in_length > 0) {
+        std::memmove(c.in, c.in + consumed, c.in_length);
+        c.request_start_us = wall_clock_us();
+    }
+    c.state = ConnectionState::reading;
+    if (c.in_length > 0) {
+        c.deadline_ms = uv_now(loop_) + settings_.header_timeout_ms;
+        return process_input(c);
+    }
+    give_buffer(c.in);
+    c.request_start_us = 0;
+    c.deadline_ms = uv_now(loop_) + settings_.keepalive_timeout_ms;
+    set_poll(c, UV_READABLE);
+}
+
+void WorkerState::linger(Connection& c) {
+    give_buffer(c.in);
+    c.in_length = 0;
+    c.state = ConnectionState::lingering;
+    c.deadline_ms = uv_now(loop_) + settings_.lingering_timeout_ms;
+    ::shutdown(c.fd, SHUT_WR);
+    set_poll(c, UV_READABLE);
+}
+
+void WorkerState::close_connection(Connection& c, smp_end_reason reason) {
+    if (c.closing) return;
+    c.closing = true;
+    if (c.exchange != nullptr) {
+        finish_exchange(c, reason);
+        give_exchange(c.exchange);
+    }
+    give_buffer(c.in);
+    if (core_->log_enabled(SMP_LOG_DEBUG)) {
+        char message[160];
+        std::snprintf(message, sizeof message, "Connection closed with message \"%s\" (%s:%u, %llu request(s))",
+                      smp_end_reason_name(reason), c.client_ip, c.info.client_port,
+                      static_cast<unsigned long long>(c.requests));
+        core_->log(SMP_LOG_DEBUG, "http_download", message);
+    }
+    // Unlink now; the memory goes in the close callback, once libuv let go.
+    if (c.previous != nullptr) c.previous->next = c.next;
+    if (c.next != nullptr) c.next->previous = c.previous;
+    if (connections_ == &c) connections_ = c.next;
+    uv_close(reinterpret_cast<uv_handle_t*>(&c.poll), on_closed);
+}
+
+void WorkerState::set_poll(Connection& c, int events) {
+    if (c.poll_events == events) return;
+    c.poll_events = events;
+    uv_poll_start(&c.poll, events, on_poll);
+}
+
+}  // namespace smp::http

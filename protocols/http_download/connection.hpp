@@ -1,0 +1,174 @@
+// http_download's worker side: settings, the per-worker state, and the
+// connection state machine (read a request, send the response, repeat).
+#pragma once
+
+#include <http_parser.h>
+#include <uv.h>
+
+#include <cstdint>
+#include <ctime>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "conditional.hpp"
+#include "file_cache.hpp"
+#include "mime.hpp"
+#include "range.hpp"
+#include "smp_module.h"
+
+namespace smp::http {
+
+// The module's settings, read in the master from the config table.
+struct Settings {
+    const smp_core_api* core = nullptr;
+    std::string root;
+    int root_fd = -1;
+    uint64_t block_size = 256 * 1024;
+    size_t max_ranges = 16;
+    size_t max_header_size = 8 * 1024;
+    uint64_t header_timeout_ms = 10'000;
+    uint64_t keepalive_timeout_ms = 75'000;
+    uint64_t send_timeout_ms = 60'000;
+    uint64_t lingering_timeout_ms = 2'000;
+    size_t open_file_cache = 1000;
+    uint64_t open_file_cache_valid_ms = 1'000;
+    MimeTypes mime;
+};
+
+// A piece of a response: bytes of `Exchange::out`, or bytes of the file.
+struct Segment {
+    bool from_file = false;
+    uint64_t offset = 0;  // into `out`, or into the file
+    uint64_t length = 0;
+};
+
+// One request and its response. Pooled per worker and reused, so the steady
+// state allocates nothing: the vectors and strings keep their capacity.
+struct Exchange {
+    http_parser parser{};
+    bool request_parsed = false;  // the header block parsed without error
+    // What the request said; views into the connection's input buffer,
+    // NUL-terminated in place once the header block has been parsed.
+    std::string_view current_field;
+    std::string_view target;
+    std::string_view user_agent;
+    std::string_view referer;
+    std::string_view range;
+    Conditions conditions;
+    int host_count = 0;
+    bool range_repeated = false;
+    size_t header_length = 0;  // bytes of the request in the input buffer
+
+    // The response.
+    std::string path;  // decoded, relative to the root
+    std::string out;   // response header and multipart framing
+    std::vector<Segment> segments;
+    size_t segment = 0;
+    uint64_t segment_sent = 0;
+    RangeRequest range_request;
+    std::vector<smp_interval> intervals;
+    OpenFile* file = nullptr;
+    int status = 0;
+    bool close_after = false;
+    uint64_t header_bytes = 0;
+    uint64_t body_bytes = 0;
+    uint64_t header_total = 0;  // bytes of the response header to send
+    int64_t start_us = 0;
+    uint64_t last_progress_report_ms = 0;
+
+    void reset();
+};
+
+class WorkerState;
+
+enum class ConnectionState { reading, writing, lingering };
+
+struct Connection {
+    uv_poll_t poll{};
+    WorkerState* worker = nullptr;
+    int fd = -1;
+    Connection* previous = nullptr;  // the worker's list of connections
+    Connection* next = nullptr;
+    ConnectionState state = ConnectionState::reading;
+    int poll_events = 0;
+    uint64_t deadline_ms = 0;
+    char* in = nullptr;  // input buffer from the worker's pool; null while idle
+    size_t in_length = 0;
+    int64_t request_start_us = 0;
+    Exchange* exchange = nullptr;
+    uint64_t requests = 0;
+    bool closing = false;
+    smp_connection_info info{};
+    char client_ip[46] = {};
+    char local_ip[46] = {};
+};
+
+class WorkerState {
+   public:
+    WorkerState(const Settings& settings, const smp_worker_context& context);
+    ~WorkerState();
+    WorkerState(const WorkerState&) = delete;
+    WorkerState& operator=(const WorkerState&) = delete;
+
+    void accept(int fd, const smp_connection_info& info);
+    void shutdown();
+    // Closes the worker's own handles; the loop then runs their callbacks.
+    void close_handles();
+
+    const Settings& settings() const { return settings_; }
+    uv_loop_t* loop() const { return loop_; }
+
+   private:
+    friend struct ConnectionOps;
+    static void on_sweep(uv_timer_t* timer);
+    static void on_poll(uv_poll_t* handle, int status, int events);
+    static void on_closed(uv_handle_t* handle);
+
+    // The connection state machine (connection.cpp).
+    void on_readable(Connection& c);
+    void on_writable(Connection& c);
+    void process_input(Connection& c);
+    void start_exchange(Connection& c, size_t header_length);
+    void respond(Connection& c);
+    void respond_error(Connection& c, int status);
+    void respond_file(Connection& c);
+    void send_response(Connection& c);
+    void finish_exchange(Connection& c, smp_end_reason reason);
+    void after_response(Connection& c);
+    void linger(Connection& c);
+    void close_connection(Connection& c, smp_end_reason reason);
+    void set_poll(Connection& c, int events);
+    void report(Connection& c, const Exchange* e, smp_end_reason reason, bool final);
+    std::string_view date();
+
+    char* take_buffer();
+    void give_buffer(char*& buffer);
+    Exchange* take_exchange();
+    void give_exchange(Exchange*& exchange);
+
+    const Settings& settings_;
+    const smp_core_api* core_;
+    uv_loop_t* loop_;
+    smp_worker* worker_;
+    uint32_t worker_id_;
+    const char* node_;
+    FileCache files_;
+    uv_timer_t sweep_timer_{};
+    Connection* connections_ = nullptr;
+    bool stopping_ = false;
+    std::vector<char*> free_buffers_;
+    std::vector<std::unique_ptr<Exchange>> exchanges_;
+    std::vector<Exchange*> free_exchanges_;
+    char date_[kHttpDateLength] = {};
+    time_t date_second_ = 0;
+    uint64_t boundary_counter_ = 0;
+};
+
+// Status line text, e.g. "Not Found".
+std::string_view reason_phrase(int status);
+// The end reason of an exchange whose response was sent in full.
+smp_end_reason reason_for_status(int status);
+
+}  // namespace smp::http

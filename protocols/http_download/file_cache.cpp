@@ -1,0 +1,145 @@
+#include "file_cache.hpp"
+
+#include <fcntl.h>
+#include <linux/openat2.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
+
+namespace smp::http {
+namespace {
+
+// openat2(2) with RESOLVE_BENEATH: the kernel refuses any path, ".." or
+// symlink that resolves outside the root, with no race between check and use.
+int open_beneath_root(int root_fd, const char* path) {
+    open_how how{};
+    how.flags = O_RDONLY | O_CLOEXEC | O_NOCTTY;
+    how.resolve = RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS;
+    return static_cast<int>(syscall(SYS_openat2, root_fd, path, &how, sizeof how));
+}
+
+OpenResult from_errno(int error) {
+    switch (error) {
+    case ENOENT:
+    case ENOTDIR:
+    case ENAMETOOLONG: return OpenResult::not_found;
+    case EACCES:
+    case EPERM:
+    case EXDEV:  // the path resolved outside the root
+    case ELOOP: return OpenResult::forbidden;
+    default: return OpenResult::error;
+    }
+}
+
+}  // namespace
+
+std::string make_etag(uint64_t size, int64_t mtime_ns) {
+    char text[48];
+    std::snprintf(text, sizeof text, "\"%llx-%llx\"", static_cast<unsigned long long>(size),
+                  static_cast<unsigned long long>(mtime_ns));
+    return text;
+}
+
+FileCache::~FileCache() {
+    for (auto& file : lru_)
+        if (file.fd >= 0) close(file.fd);
+}
+
+OpenResult FileCache::open_beneath(std::string_view path, OpenFile& file) const {
+    std::string name(path.empty() ? "." : path);
+    const int fd = open_beneath_root(root_fd_, name.c_str());
+    if (fd < 0) return from_errno(errno);
+    struct stat info {};
+    if (fstat(fd, &info) != 0) {
+        const int error = errno;
+        close(fd);
+        return from_errno(error);
+    }
+    if (!S_ISREG(info.st_mode)) {
+        close(fd);
+        return S_ISDIR(info.st_mode) ? OpenResult::is_directory : OpenResult::forbidden;
+    }
+    file.fd = fd;
+    file.size = static_cast<uint64_t>(info.st_size);
+    file.mtime_s = info.st_mtim.tv_sec;
+    file.mtime_ns = info.st_mtim.tv_sec * 1'000'000'000LL + info.st_mtim.tv_nsec;
+    file.device = info.st_dev;
+    file.inode = info.st_ino;
+    file.etag = make_etag(file.size, file.mtime_ns);
+    format_http_date(file.mtime_s, file.last_modified);
+    file.content_type = types_.lookup(path);
+    return OpenResult::ok;
+}
+
+OpenResult FileCache::acquire(std::string_view path, uint64_t now_ms, OpenFile*& file) {
+    if (auto found = index_.find(path); found != index_.end()) {
+        auto entry = found->second;
+        if (now_ms - entry->validated_ms < valid_ms_) {
+            lru_.splice(lru_.begin(), lru_, entry);
+            ++entry->references;
+            file = &*entry;
+            return OpenResult::ok;
+        }
+        // Expired: look again. The same file keeps its entry; a changed one
+        // leaves the cache (closed once its running transfers end).
+        OpenFile fresh;
+        const OpenResult result = open_beneath(path, fresh);
+        if (result == OpenResult::ok && fresh.inode == entry->inode && fresh.device == entry->device &&
+            fresh.size == entry->size && fresh.mtime_ns == entry->mtime_ns) {
+            close(fresh.fd);
+            entry->validated_ms = now_ms;
+            lru_.splice(lru_.begin(), lru_, entry);
+            ++entry->references;
+            file = &*entry;
+            return OpenResult::ok;
+        }
+        if (fresh.fd >= 0) close(fresh.fd);
+        index_.erase(found);
+        entry->cached = false;
+        if (entry->references == 0) {
+            close(entry->fd);
+            lru_.erase(entry);
+        }
+        if (result != OpenResult::ok) return result;
+    }
+    OpenFile opened;
+    const OpenResult result = open_beneath(path, opened);
+    if (result != OpenResult::ok) return result;
+    opened.key = path;
+    opened.validated_ms = now_ms;
+    opened.references = 1;
+    lru_.push_front(std::move(opened));
+    index_.emplace(lru_.front().key, lru_.begin());
+    file = &lru_.front();
+    evict_beyond_capacity();
+    return OpenResult::ok;
+}
+
+void FileCache::release(OpenFile* file) {
+    --file->references;
+    if (file->references > 0 || file->cached) return;
+    close(file->fd);
+    for (auto it = lru_.begin(); it != lru_.end(); ++it) {
+        if (&*it == file) {
+            lru_.erase(it);
+            return;
+        }
+    }
+}
+
+void FileCache::evict_beyond_capacity() {
+    // Walk from the least recently used end; entries still sending stay.
+    auto it = lru_.end();
+    while (index_.size() > capacity_ && it != lru_.begin()) {
+        --it;
+        if (!it->cached || it->references > 0) continue;
+        index_.erase(it->key);
+        close(it->fd);
+        it = lru_.erase(it);
+    }
+}
+
+}  // namespace smp::http

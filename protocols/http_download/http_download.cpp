@@ -1,0 +1,308 @@
+// http_download: the file server. Serves the files under `root` over
+// HTTP/1.1 with Range, conditional requests and keep-alive; bodies go out
+// with sendfile(2).
+//
+// In the order of every module: includes, config struct, the table of config
+// keys, the hooks (master, then worker), and the registration struct last.
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <new>
+
+#include "connection.hpp"
+
+namespace smp::http {
+namespace {
+
+// ---- config -----------------------------------------------------------------
+
+enum Key : size_t {
+    kRoot,
+    kBlockSize,
+    kMaxRanges,
+    kMaxHeaderSize,
+    kHeaderTimeout,
+    kKeepaliveTimeout,
+    kSendTimeout,
+    kOpenFileCache,
+    kOpenFileCacheValid,
+    kMimeTypes,
+    kKeyCount
+};
+
+constexpr smp_config_key kKeys[kKeyCount] = {
+    {"root", SMP_CONFIG_STRING, nullptr, 1, "folder whose files are served"},
+    {"block_size", SMP_CONFIG_SIZE, "256KiB", 0, "file bytes handed to the kernel per send turn"},
+    {"max_ranges", SMP_CONFIG_INT, "16", 0, "most ranges in one request; more are answered with the whole file"},
+    {"max_header_size", SMP_CONFIG_SIZE, "8KiB", 0, "request line and header fields; longer gets 414 or 431"},
+    {"header_timeout", SMP_CONFIG_DURATION, "10s", 0, "time to receive a request's header block"},
+    {"keepalive_timeout", SMP_CONFIG_DURATION, "75s", 0, "idle time allowed between requests"},
+    {"send_timeout", SMP_CONFIG_DURATION, "60s", 0, "time a response may stall with no byte taken by the client"},
+    {"open_file_cache", SMP_CONFIG_INT, "1000", 0, "open files kept per worker"},
+    {"open_file_cache_valid", SMP_CONFIG_DURATION, "1s", 0, "time before a cached file is checked again"},
+    {"mime_types", SMP_CONFIG_STRING, "/etc/mime.types", 0, "extension to Content-Type map"},
+};
+
+constexpr uint64_t kSweepIntervalMs = 500;
+
+// Reads the table's values into `settings`; false with a message when one
+// is out of range or the root cannot be opened.
+bool read_settings(const smp_config_value* values, Settings& settings, char* error, size_t error_size) {
+    auto fail = [&](const char* key, const char* problem, int line) {
+        std::snprintf(error, error_size, "%s: %s (line %d)", key, problem, line);
+        return false;
+    };
+    settings.root = values[kRoot].string;
+    settings.block_size = static_cast<uint64_t>(values[kBlockSize].number);
+    settings.max_header_size = static_cast<size_t>(values[kMaxHeaderSize].number);
+    settings.header_timeout_ms = static_cast<uint64_t>(values[kHeaderTimeout].number);
+    settings.keepalive_timeout_ms = static_cast<uint64_t>(values[kKeepaliveTimeout].number);
+    settings.send_timeout_ms = static_cast<uint64_t>(values[kSendTimeout].number);
+    settings.open_file_cache_valid_ms = static_cast<uint64_t>(values[kOpenFileCacheValid].number);
+    if (settings.block_size < 1024) return fail("block_size", "must be at least 1KiB", values[kBlockSize].line);
+    if (values[kMaxRanges].number < 1 || values[kMaxRanges].number > 64)
+        return fail("max_ranges", "must be between 1 and 64", values[kMaxRanges].line);
+    settings.max_ranges = static_cast<size_t>(values[kMaxRanges].number);
+    if (settings.max_header_size < 1024 || settings.max_header_size > 1024 * 1024)
+        return fail("max_header_size", "must be between 1KiB and 1MiB", values[kMaxHeaderSize].line);
+    if (values[kOpenFileCache].number < 1 || values[kOpenFileCache].number > 1'000'000)
+        return fail("open_file_cache", "must be between 1 and 1000000", values[kOpenFileCache].line);
+    settings.open_file_cache = static_cast<size_t>(values[kOpenFileCache].number);
+    for (Key key : {kHeaderTimeout, kKeepaliveTimeout, kSendTimeout})
+        if (values[key].number < 1) return fail(kKeys[key].name, "must be more than 0", values[key].line);
+
+    settings.root_fd = open(settings.root.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (settings.root_fd < 0) {
+        char problem[300];
+        std::snprintf(problem, sizeof problem, "cannot open folder '%s': %s", settings.root.c_str(),
+                      std::strerror(errno));
+        return fail("root", problem, values[kRoot].line);
+    }
+    if (!settings.mime.load(values[kMimeTypes].string) && settings.core != nullptr) {
+        char message[300];
+        std::snprintf(message, sizeof message, "cannot read %s: every file is served as application/octet-stream",
+                      values[kMimeTypes].string);
+        settings.core->log(SMP_LOG_WARN, "http_download", message);
+    }
+    return true;
+}
+
+// ---- master hooks -------------------------------------------------------------
+
+int init_master(const smp_core_api* core, const smp_config_value* values, void** instance, char* error,
+                size_t error_size) {
+    try {
+        auto settings = std::make_unique<Settings>();
+        settings->core = core;
+        if (!read_settings(values, *settings, error, error_size)) {
+            if (settings->root_fd >= 0) close(settings->root_fd);
+            return SMP_ERROR;
+        }
+        *instance = settings.release();
+        return SMP_OK;
+    } catch (const std::exception& e) {
+        std::snprintf(error, error_size, "%s", e.what());
+        return SMP_ERROR;
+    }
+}
+
+void exit_master(void* instance) {
+    auto* settings = static_cast<Settings*>(instance);
+    if (settings->root_fd >= 0) close(settings->root_fd);
+    delete settings;
+}
+
+// ---- worker hooks -------------------------------------------------------------
+
+int init_worker(void* instance, const smp_worker_context* context, void** worker_state, char* error,
+                size_t error_size) {
+    try {
+        *worker_state = new WorkerState(*static_cast<Settings*>(instance), *context);
+        return SMP_OK;
+    } catch (const std::exception& e) {
+        std::snprintf(error, error_size, "%s", e.what());
+        return SMP_ERROR;
+    }
+}
+
+void exit_worker(void* worker_state) {
+    // The handles close first; the state is freed when the last one has.
+    static_cast<WorkerState*>(worker_state)->close_handles();
+}
+
+int accept_connection(void* worker_state, int fd, const smp_connection_info* info) {
+    try {
+        static_cast<WorkerState*>(worker_state)->accept(fd, *info);
+        return SMP_OK;
+    } catch (...) {
+        return SMP_ERROR;  // accept() closed the descriptor and told the core
+    }
+}
+
+void shutdown_worker(void* worker_state) { static_cast<WorkerState*>(worker_state)->shutdown(); }
+
+}  // namespace
+
+// ---- the worker's state ---------------------------------------------------------
+
+WorkerState::WorkerState(const Settings& settings, const smp_worker_context& context)
+    : settings_(settings),
+      core_(settings.core),
+      loop_(context.loop),
+      worker_(context.worker),
+      worker_id_(context.worker_id),
+      node_(context.node),
+      files_(settings.root_fd, settings.mime, settings.open_file_cache, settings.open_file_cache_valid_ms) {
+    uv_timer_init(loop_, &sweep_timer_);
+    sweep_timer_.data = this;
+    uv_timer_start(&sweep_timer_, on_sweep, kSweepIntervalMs, kSweepIntervalMs);
+    // Not a reason to keep the loop alive: the loop ends with the last connection.
+    uv_unref(reinterpret_cast<uv_handle_t*>(&sweep_timer_));
+}
+
+WorkerState::~WorkerState() {
+    for (char* buffer : free_buffers_) delete[] buffer;
+}
+
+void WorkerState::close_handles() {
+    uv_close(reinterpret_cast<uv_handle_t*>(&sweep_timer_), [](uv_handle_t* handle) {
+        delete static_cast<WorkerState*>(handle->data);
+    });
+}
+
+void WorkerState::accept(int fd, const smp_connection_info& info) {
+    Connection* c = nullptr;
+    try {
+        c = new Connection;
+    } catch (const std::bad_alloc&) {
+        ::close(fd);
+        core_->disconnect(worker_, &info);
+        throw;
+    }
+    c->worker = this;
+    c->fd = fd;
+    c->info = info;
+    std::snprintf(c->client_ip, sizeof c->client_ip, "%s", info.client_ip);
+    std::snprintf(c->local_ip, sizeof c->local_ip, "%s", info.local_ip);
+    c->info.client_ip = c->client_ip;
+    c->info.local_ip = c->local_ip;
+    c->info.module = "http_download";
+    const int on = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &on, sizeof on);
+    uv_poll_init_socket(loop_, &c->poll, fd);
+    c->poll.data = c;
+    c->next = connections_;
+    if (connections_ != nullptr) connections_->previous = c;
+    connections_ = c;
+    c->deadline_ms = uv_now(loop_) + settings_.header_timeout_ms;
+    set_poll(*c, UV_READABLE);
+}
+
+void WorkerState::shutdown() {
+    stopping_ = true;
+    // Idle connections close now; a request being read or answered finishes,
+    // then its connection closes.
+    for (Connection* c = connections_; c != nullptr;) {
+        Connection* next = c->next;
+        if (c->state == ConnectionState::reading && c->in_length == 0) close_connection(*c, SMP_END_SERVER_SHUTDOWN);
+        c = next;
+    }
+}
+
+void WorkerState::on_sweep(uv_timer_t* timer) {
+    auto& self = *static_cast<WorkerState*>(timer->data);
+    const uint64_t now = uv_now(self.loop_);
+    for (Connection* c = self.connections_; c != nullptr;) {
+        Connection* next = c->next;
+        if (now >= c->deadline_ms && !c->closing) {
+            // A partly received request is recorded; an idle keep-alive
+            // connection or a lingering close just ends.
+            if (c->state == ConnectionState::reading && c->in_length > 0)
+                self.report(*c, nullptr, SMP_END_TIMEOUT, true);
+            self.close_connection(*c, SMP_END_TIMEOUT);
+        }
+        c = next;
+    }
+}
+
+void WorkerState::on_poll(uv_poll_t* handle, int status, int events) {
+    auto& c = *static_cast<Connection*>(handle->data);
+    WorkerState& self = *c.worker;
+    if (status < 0) return self.close_connection(c, SMP_END_WRITE_ERROR);
+    if (c.state == ConnectionState::writing) {
+        if (events & UV_WRITABLE) self.on_writable(c);
+    } else if (events & (UV_READABLE | UV_DISCONNECT)) {
+        self.on_readable(c);
+    }
+}
+
+void WorkerState::on_closed(uv_handle_t* handle) {
+    auto* c = static_cast<Connection*>(handle->data);
+    WorkerState& self = *c->worker;
+    ::close(c->fd);
+    const smp_connection_info info = c->info;
+    delete c;
+    self.core_->disconnect(self.worker_, &info);
+}
+
+char* WorkerState::take_buffer() {
+    if (free_buffers_.empty()) return new char[settings_.max_header_size];
+    char* buffer = free_buffers_.back();
+    free_buffers_.pop_back();
+    return buffer;
+}
+
+void WorkerState::give_buffer(char*& buffer) {
+    if (buffer == nullptr) return;
+    free_buffers_.push_back(buffer);
+    buffer = nullptr;
+}
+
+Exchange* WorkerState::take_exchange() {
+    if (free_exchanges_.empty()) {
+        exchanges_.push_back(std::make_unique<Exchange>());
+        exchanges_.back()->out.reserve(1024);
+        return exchanges_.back().get();
+    }
+    Exchange* exchange = free_exchanges_.back();
+    free_exchanges_.pop_back();
+    return exchange;
+}
+
+void WorkerState::give_exchange(Exchange*& exchange) {
+    exchange->reset();
+    free_exchanges_.push_back(exchange);
+    exchange = nullptr;
+}
+
+}  // namespace smp::http
+
+// ---- registration -------------------------------------------------------------
+
+extern "C" const smp_module* smp_module_entry(void) {
+    static const smp_module module = [] {
+        smp_module m{};
+        m.size = sizeof(smp_module);
+        m.abi_major = SMP_ABI_MAJOR;
+        m.abi_minor = SMP_ABI_MINOR;
+        m.kind = SMP_MODULE_PROTOCOL;
+        m.name = "http_download";
+        m.description = "HTTP/1.1 file server with Range, conditional requests and sendfile";
+        m.config_keys = smp::http::kKeys;
+        m.config_key_count = smp::http::kKeyCount;
+        m.init_master = smp::http::init_master;
+        m.exit_master = smp::http::exit_master;
+        m.init_worker = smp::http::init_worker;
+        m.exit_worker = smp::http::exit_worker;
+        m.accept = smp::http::accept_connection;
+        m.shutdown = smp::http::shutdown_worker;
+        return m;
+    }();
+    return &module;
+}

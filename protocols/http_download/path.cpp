@@ -1,0 +1,58 @@
+#include "path.hpp"
+
+#include <cstring>
+
+namespace smp::http {
+namespace {
+
+int hex_value(char c) {
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+    return -1;
+}
+
+}  // namespace
+
+PathError normalize_path(std::string_view path, std::string& out) {
+    out.clear();
+    if (path.empty() || path.front() != '/') return PathError::bad_encoding;
+    // Decode first, into `out`, then normalise in place: "%2e%2e" and "%2f"
+    // are dots and slashes like any other once decoded.
+    for (size_t i = 0; i < path.size(); ++i) {
+        char c = path[i];
+        if (c == '%') {
+            const int high = i + 1 < path.size() ? hex_value(path[i + 1]) : -1;
+            const int low = i + 2 < path.size() ? hex_value(path[i + 2]) : -1;
+            if (high < 0 || low < 0) return PathError::bad_encoding;
+            c = static_cast<char>(high * 16 + low);
+            i += 2;
+        }
+        if (c == '\0') return PathError::nul;
+        out.push_back(c);
+    }
+    const bool trailing_slash = out.size() > 1 && out.back() == '/';
+
+    size_t written = 0;  // `out` is rewritten in place: segments only ever shrink
+    size_t position = 0;
+    while (position < out.size()) {
+        size_t end = out.find('/', position);
+        if (end == std::string::npos) end = out.size();
+        const std::string_view segment(out.data() + position, end - position);
+        if (segment == "..") {
+            if (written == 0) return PathError::escapes_root;
+            const size_t slash = out.rfind('/', written - 1);
+            written = slash == std::string::npos ? 0 : slash;
+        } else if (!segment.empty() && segment != ".") {
+            if (written > 0) out[written++] = '/';
+            std::memmove(out.data() + written, segment.data(), segment.size());
+            written += segment.size();
+        }
+        position = end + 1;
+    }
+    out.resize(written);
+    if (trailing_slash && written > 0) out.push_back('/');
+    return PathError::none;
+}
+
+}  // namespace smp::http

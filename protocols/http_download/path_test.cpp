@@ -1,0 +1,52 @@
+#include "path.hpp"
+
+#include <doctest/doctest.h>
+
+using namespace smp::http;
+
+namespace {
+
+std::string normalized(std::string_view path, PathError expected = PathError::none) {
+    std::string out;
+    CHECK(normalize_path(path, out) == expected);
+    return out;
+}
+
+}  // namespace
+
+TEST_CASE("paths are made relative to the root") {
+    CHECK(normalized("/") == "");
+    CHECK(normalized("/file.bin") == "file.bin");
+    CHECK(normalized("//a///b") == "a/b");
+    CHECK(normalized("/a/./b/.") == "a/b");
+    CHECK(normalized("/a/b/../c") == "a/c");
+    CHECK(normalized("/a/..") == "");
+    CHECK(normalized("/sub/") == "sub/");
+    CHECK(normalized("/file.bin/") == "file.bin/");
+}
+
+TEST_CASE("percent-decoding happens once") {
+    CHECK(normalized("/a%20b.txt") == "a b.txt");
+    CHECK(normalized("/%41") == "A");
+    CHECK(normalized("/%2541") == "%41");  // decoded once: "%41" stays literal
+    CHECK(normalized("/a%2fb") == "a/b");
+}
+
+TEST_CASE("escaping the root is refused however it is spelled") {
+    normalized("/..", PathError::escapes_root);
+    normalized("/../etc/passwd", PathError::escapes_root);
+    normalized("/a/../../etc/passwd", PathError::escapes_root);
+    normalized("/%2e%2e/%2e%2e/etc/passwd", PathError::escapes_root);
+    normalized("/%2e%2e%2fetc/passwd", PathError::escapes_root);
+    normalized("/sub/%2E%2E/%2E%2E/x", PathError::escapes_root);
+    CHECK(normalized("/a/%2e%2e/b") == "b");  // inside the root: fine
+}
+
+TEST_CASE("NUL and bad escapes are refused") {
+    normalized("/file%00.txt", PathError::nul);
+    normalized("/bad%zz", PathError::bad_encoding);
+    normalized("/bad%4", PathError::bad_encoding);
+    normalized("/bad%", PathError::bad_encoding);
+    normalized("relative", PathError::bad_encoding);
+    normalized("", PathError::bad_encoding);
+}
