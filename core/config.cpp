@@ -237,11 +237,11 @@ Config parse_config(const std::string& text, const std::string& name, const std:
         }
     }
 
-    check_keys(root, "",
-               std::array<std::string_view, 10>{"workers", "max_connections", "backlog", "shutdown_timeout",
-                                                "module_dir", "reuseport", "log", "protocols", "plugins",
-                                                "environments"},
-               errors);
+    check_keys(
+        root, "",
+        std::array<std::string_view, 10>{"workers", "max_connections", "backlog", "shutdown_timeout", "module_dir",
+                                         "reuseport", "log", "protocols", "plugins", "environments"},
+        errors);
 
     if (const auto node = root["workers"]) {
         if (node.IsScalar() && node.Scalar() == "auto") {

@@ -48,7 +48,7 @@ struct ModuleEntry {
     std::string module;  // the .so name and the YAML name
     std::string key;     // "protocols[0]", for error messages
     int line = 0;
-    YAML::Node node;     // the whole map, checked by the loader
+    YAML::Node node;  // the whole map, checked by the loader
     // Protocol entries only.
     std::string host;
     uint16_t port = 0;
@@ -69,7 +69,7 @@ struct Config {
     int64_t max_connections = 1024;
     int backlog = 511;
     int64_t shutdown_timeout_ms = 30'000;
-    bool reuseport = true;  // one listening socket per worker (SO_REUSEPORT)
+    bool reuseport = true;   // one listening socket per worker (SO_REUSEPORT)
     std::string module_dir;  // empty: found next to the binary or the install default
     LogConfig log;
     std::vector<ModuleEntry> protocols;

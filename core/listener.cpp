@@ -38,7 +38,8 @@ int bind_one(const addrinfo& address, int backlog, bool reuseport, const std::st
 
 }  // namespace
 
-std::vector<Listener> bind_listeners(const Config& config, const std::vector<std::unique_ptr<ModuleInstance>>& modules) {
+std::vector<Listener> bind_listeners(const Config& config,
+                                     const std::vector<std::unique_ptr<ModuleInstance>>& modules) {
     std::vector<Listener> listeners;
     for (const auto& module : modules) {
         if (module->api->kind != SMP_MODULE_PROTOCOL) continue;

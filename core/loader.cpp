@@ -3,18 +3,16 @@
 #include <dlfcn.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <array>
 #include <climits>
 #include <map>
 #include <span>
-#include <algorithm>
 
 namespace smp {
 namespace {
 
-const char* kind_name(smp_module_kind kind) {
-    return kind == SMP_MODULE_PROTOCOL ? "protocol" : "plugin";
-}
+const char* kind_name(smp_module_kind kind) { return kind == SMP_MODULE_PROTOCOL ? "protocol" : "plugin"; }
 
 std::string executable_dir() {
     std::array<char, PATH_MAX> buffer{};
@@ -26,37 +24,53 @@ std::string executable_dir() {
 
 bool is_readable(const std::string& path) { return access(path.c_str(), R_OK) == 0; }
 
-void read_value(const YAML::Node& node, const smp_config_key& key, const std::string& name,
-                smp_config_value& value, std::deque<std::string>& strings,
-                std::deque<std::vector<const char*>>& lists, ErrorList& errors) {
+void read_value(const YAML::Node& node, const smp_config_key& key, const std::string& name, smp_config_value& value,
+                std::deque<std::string>& strings, std::deque<std::vector<const char*>>& lists, ErrorList& errors) {
     std::optional<int64_t> number;
     switch (key.type) {
-    case SMP_CONFIG_STRING:
-        if (auto text = read_string(node, name, errors)) {
-            value.string = strings.emplace_back(*text).c_str();
-            value.present = 1;
-        }
-        return;
-    case SMP_CONFIG_STRING_LIST:
-        if (auto items = read_string_list(node, name, errors)) {
-            auto& pointers = lists.emplace_back();
-            for (const auto& item : *items) pointers.push_back(strings.emplace_back(item).c_str());
-            value.list = pointers.data();
-            value.list_length = pointers.size();
-            value.present = 1;
-        }
-        return;
-    case SMP_CONFIG_INT: number = read_int(node, name, errors); break;
-    case SMP_CONFIG_SIZE: number = read_size(node, name, errors); break;
-    case SMP_CONFIG_DURATION: number = read_duration(node, name, errors); break;
-    case SMP_CONFIG_BOOL:
-        if (auto flag = read_bool(node, name, errors)) number = *flag ? 1 : 0;
-        break;
+        case SMP_CONFIG_STRING:
+            if (auto text = read_string(node, name, errors)) {
+                value.string = strings.emplace_back(*text).c_str();
+                value.present = 1;
+            }
+            return;
+        case SMP_CONFIG_STRING_LIST:
+            if (auto items = read_string_list(node, name, errors)) {
+                auto& pointers = lists.emplace_back();
+                for (const auto& item : *items) pointers.push_back(strings.emplace_back(item).c_str());
+                value.list = pointers.data();
+                value.list_length = pointers.size();
+                value.present = 1;
+            }
+            return;
+        case SMP_CONFIG_INT: number = read_int(node, name, errors); break;
+        case SMP_CONFIG_SIZE: number = read_size(node, name, errors); break;
+        case SMP_CONFIG_DURATION: number = read_duration(node, name, errors); break;
+        case SMP_CONFIG_BOOL:
+            if (auto flag = read_bool(node, name, errors)) number = *flag ? 1 : 0;
+            break;
     }
     if (number) {
         value.number = *number;
         value.present = 1;
     }
+}
+
+// A module's init error that starts with one of its keys ("root: cannot
+// open...") is reported at that key's line.
+void report_init_error(const ModuleInstance& module, std::string_view message, ErrorList& errors) {
+    if (message.empty()) message = "init failed";
+    const ModuleEntry& entry = *module.entry;
+    const auto table = std::span(module.api->config_keys, module.api->config_key_count);
+    const auto colon = message.find(": ");
+    for (size_t i = 0; colon != std::string_view::npos && i < table.size(); ++i) {
+        if (message.substr(0, colon) != table[i].name) continue;
+        const int line = module.values.data()[i].line;
+        errors.add_line(line > 0 ? line : line_of(entry.node), entry.key + "." + table[i].name,
+                        std::string(message.substr(colon + 2)));
+        return;
+    }
+    errors.add(entry.node, entry.key, "module '" + entry.module + "': " + std::string(message));
 }
 
 }  // namespace
@@ -94,8 +108,8 @@ void ModuleValues::read(const ModuleEntry& entry, const smp_module& module, bool
     for (const auto& item : entry.node) {
         const auto name = item.first.Scalar();
         const bool core_key = name == "module" || (is_protocol && (name == "host" || name == "port"));
-        const bool module_key = std::any_of(table.begin(), table.end(),
-                                            [&](const smp_config_key& key) { return name == key.name; });
+        const bool module_key =
+            std::any_of(table.begin(), table.end(), [&](const smp_config_key& key) { return name == key.name; });
         if (!core_key && !module_key)
             errors.add(item.first, entry.key + "." + name, "unknown key of module '" + entry.module + "'");
     }
@@ -151,7 +165,8 @@ std::vector<std::unique_ptr<ModuleInstance>> load_modules(const Config& config, 
                 }
             }
             if (path.empty()) {
-                errors.add(entry.node["module"], key, "module '" + entry.module + "' not found (looked for " + tried + ")");
+                errors.add(entry.node["module"], key,
+                           "module '" + entry.module + "' not found (looked for " + tried + ")");
                 return;
             }
             void* handle = dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL);
@@ -193,9 +208,7 @@ std::vector<std::unique_ptr<ModuleInstance>> load_modules(const Config& config, 
         } catch (...) {
             std::snprintf(message.data(), message.size(), "threw an exception across the C boundary");
         }
-        if (result != SMP_OK)
-            errors.add(module->entry->node, module->entry->key,
-                       "module '" + module->entry->module + "': " + (message[0] ? message.data() : "init failed"));
+        if (result != SMP_OK) report_init_error(*module, message.data(), errors);
     }
     if (!errors.empty()) {
         unload_modules(modules);

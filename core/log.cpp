@@ -3,12 +3,12 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <spdlog/sinks/basic_file_sink.h>
+#include <spdlog/sinks/stdout_color_sinks.h>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
 #include <ctime>
-#include <spdlog/sinks/basic_file_sink.h>
-#include <spdlog/sinks/stdout_color_sinks.h>
 #include <stdexcept>
 
 namespace smp {
@@ -38,11 +38,11 @@ void append_quoted(std::string& line, const char* text) {
 
 spdlog::level::level_enum to_spdlog(LogLevel level) {
     switch (level) {
-    case LogLevel::trace: return spdlog::level::trace;
-    case LogLevel::debug: return spdlog::level::debug;
-    case LogLevel::info: return spdlog::level::info;
-    case LogLevel::warn: return spdlog::level::warn;
-    case LogLevel::error: return spdlog::level::err;
+        case LogLevel::trace: return spdlog::level::trace;
+        case LogLevel::debug: return spdlog::level::debug;
+        case LogLevel::info: return spdlog::level::info;
+        case LogLevel::warn: return spdlog::level::warn;
+        case LogLevel::error: return spdlog::level::err;
     }
     return spdlog::level::info;
 }
@@ -70,9 +70,7 @@ void setup_logging(const LogConfig& config) {
     set_log_role("master");
 }
 
-void set_log_role(const std::string& role) {
-    spdlog::set_pattern("%Y-%m-%d %H:%M:%S.%e %^%-5l%$ [" + role + "] %v");
-}
+void set_log_role(const std::string& role) { spdlog::set_pattern("%Y-%m-%d %H:%M:%S.%e %^%-5l%$ [" + role + "] %v"); }
 
 void print_banner() {
     std::fputs(R"(    _____ __  _______             __                   __

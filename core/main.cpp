@@ -1,5 +1,6 @@
 // smprotocol: the download server's command line.
 #include <getopt.h>
+#include <signal.h>
 #include <sys/resource.h>
 #include <unistd.h>
 
@@ -14,7 +15,8 @@ namespace {
 
 constexpr const char* kUsage =
     "usage: smprotocol [--config PATH] [--test-config|-t] [--version]\n"
-    "  -c, --config PATH    configuration file (default " SMP_DEFAULT_CONFIG ")\n"
+    "  -c, --config PATH    configuration file (default " SMP_DEFAULT_CONFIG
+    ")\n"
     "  -t, --test-config    check the configuration and load every module, then exit\n"
     "  -v, --version        print the version and exit\n";
 
@@ -34,11 +36,11 @@ Options parse_options(int argc, char** argv) {
     int option = 0;
     while ((option = getopt_long(argc, argv, "c:tvh", long_options, nullptr)) != -1) {
         switch (option) {
-        case 'c': options.config = optarg; break;
-        case 't': options.test_config = true; break;
-        case 'v': std::printf("smprotocol %s\n", SMP_VERSION); std::exit(0);
-        case 'h': std::fputs(kUsage, stdout); std::exit(0);
-        default: std::fputs(kUsage, stderr); std::exit(2);
+            case 'c': options.config = optarg; break;
+            case 't': options.test_config = true; break;
+            case 'v': std::printf("smprotocol %s\n", SMP_VERSION); std::exit(0);
+            case 'h': std::fputs(kUsage, stdout); std::exit(0);
+            default: std::fputs(kUsage, stderr); std::exit(2);
         }
     }
     if (optind < argc) {
@@ -68,6 +70,9 @@ std::string host_name() {
 
 int main(int argc, char** argv) {
     const Options options = parse_options(argc, argv);
+    // A client that goes away makes sendfile(2) fail with EPIPE; without this
+    // it would kill the worker instead.
+    signal(SIGPIPE, SIG_IGN);
     const char* environment = std::getenv("APPLICATION_ENV");
     smp::Runtime runtime;
     try {

@@ -74,7 +74,7 @@ void Master::spawn(size_t slot) {
     if (pid == 0) become_worker(slot);
     slots_[slot].pid = pid;
     slots_[slot].started_ms = uv_now(&loop_);
-    spdlog::info("Success: detached worker {} with pid <{}>, parent pid <{}>", slot + 1, pid, parent);
+    spdlog::info("Success: detached with pid <{}>, parent pid <{}> (worker {})", pid, parent, slot + 1);
 }
 
 void Master::become_worker(size_t slot) {
@@ -106,13 +106,13 @@ void Master::on_signal(uv_poll_t* handle, int /*status*/, int /*events*/) {
     signalfd_siginfo info{};
     while (read(master.signal_fd_, &info, sizeof info) == sizeof info) {
         switch (info.ssi_signo) {
-        case SIGCHLD: master.reap_children(); break;
-        case SIGTERM:
-        case SIGINT:
-        case SIGQUIT: master.begin_shutdown(static_cast<int>(info.ssi_signo)); break;
-        case SIGHUP: spdlog::warn("SIGHUP: configuration reload is not supported yet; still running"); break;
-        case SIGUSR1: spdlog::info("SIGUSR1: log files are reopened on write"); break;
-        default: break;
+            case SIGCHLD: master.reap_children(); break;
+            case SIGTERM:
+            case SIGINT:
+            case SIGQUIT: master.begin_shutdown(static_cast<int>(info.ssi_signo)); break;
+            case SIGHUP: spdlog::warn("SIGHUP: configuration reload is not supported yet; still running"); break;
+            case SIGUSR1: spdlog::info("SIGUSR1: log files are reopened on write"); break;
+            default: break;
         }
     }
 }
@@ -163,7 +163,8 @@ void Master::begin_shutdown(int signal) {
         uv_timer_stop(&slot.respawn_timer);
         if (slot.pid > 0) kill(slot.pid, SIGTERM);
     }
-    uv_timer_start(&shutdown_timer_, on_shutdown_timeout, static_cast<uint64_t>(runtime_.config.shutdown_timeout_ms), 0);
+    uv_timer_start(&shutdown_timer_, on_shutdown_timeout, static_cast<uint64_t>(runtime_.config.shutdown_timeout_ms),
+                   0);
     finish_if_done();
 }
 

@@ -103,20 +103,20 @@ typedef enum smp_config_type {
 } smp_config_type;
 
 typedef struct smp_config_key {
-    const char *name;
+    const char* name;
     smp_config_type type;
-    const char *default_value; /* as it would be written in YAML; NULL: none */
+    const char* default_value; /* as it would be written in YAML; NULL: none */
     int required;              /* 1: the key must be present */
-    const char *description;
+    const char* description;
 } smp_config_key;
 
 typedef struct smp_config_value {
-    int present;                  /* 1 when set in the YAML or by a default */
-    const char *string;           /* STRING */
-    int64_t number;               /* INT, SIZE, DURATION, BOOL (0 or 1) */
-    const char *const *list;      /* STRING_LIST */
-    size_t list_length;           /* STRING_LIST */
-    int line;                     /* 1-based line in the config file; 0 for a default */
+    int present;             /* 1 when set in the YAML or by a default */
+    const char* string;      /* STRING */
+    int64_t number;          /* INT, SIZE, DURATION, BOOL (0 or 1) */
+    const char* const* list; /* STRING_LIST */
+    size_t list_length;      /* STRING_LIST */
+    int line;                /* 1-based line in the config file; 0 for a default */
 } smp_config_value;
 
 /* ---- records ------------------------------------------------------------ */
@@ -132,10 +132,10 @@ typedef struct smp_connection_info {
     uint32_t size;
     uint64_t connection_id; /* unique within the worker's lifetime, with worker_id unique on the node */
     uint32_t worker_id;
-    const char *module;     /* the protocol module's name */
-    const char *client_ip;  /* textual, "127.0.0.1" or "::1" */
+    const char* module;    /* the protocol module's name */
+    const char* client_ip; /* textual, "127.0.0.1" or "::1" */
     uint16_t client_port;
-    const char *local_ip;
+    const char* local_ip;
     uint16_t local_port;
     int64_t accepted_us; /* wall clock, microseconds since the Unix epoch */
 } smp_connection_info;
@@ -150,24 +150,24 @@ typedef struct smp_record {
     uint64_t connection_id;
     uint64_t request_id; /* 1, 2, ... within the connection */
     uint32_t worker_id;
-    const char *module;
-    const char *node;      /* host name */
-    int64_t start_us;      /* first byte of the request received */
-    int64_t end_us;        /* last byte sent, or the end of the exchange */
-    const char *client_ip;
+    const char* module;
+    const char* node; /* host name */
+    int64_t start_us; /* first byte of the request received */
+    int64_t end_us;   /* last byte sent, or the end of the exchange */
+    const char* client_ip;
     uint16_t client_port;
-    const char *forwarded_ip; /* filled by later layers; NULL for now */
-    const char *method;
-    const char *path;      /* the decoded path served */
-    const char *target;    /* the request target as received */
-    const char *protocol;  /* "HTTP/1.1" */
-    const char *user_agent;
-    const char *referer;
-    const char *range;     /* the Range header as received */
-    const char *etag;
-    int64_t file_size;     /* -1 when no file was resolved */
-    int status;            /* 0 when no response was sent */
-    const smp_interval *intervals; /* byte intervals of the file sent so far */
+    const char* forwarded_ip; /* filled by later layers; NULL for now */
+    const char* method;
+    const char* path;     /* the decoded path served */
+    const char* target;   /* the request target as received */
+    const char* protocol; /* "HTTP/1.1" */
+    const char* user_agent;
+    const char* referer;
+    const char* range; /* the Range header as received */
+    const char* etag;
+    int64_t file_size;             /* -1 when no file was resolved */
+    int status;                    /* 0 when no response was sent */
+    const smp_interval* intervals; /* byte intervals of the file sent so far */
     size_t interval_count;
     uint64_t header_bytes; /* response header bytes sent */
     uint64_t body_bytes;   /* response body bytes sent (multipart framing included) */
@@ -181,97 +181,96 @@ typedef struct smp_worker smp_worker; /* opaque: the core's per-worker state */
 typedef struct smp_core_api {
     uint32_t size;
     /* Logs through the core's logger, prefixed with the module's name. */
-    void (*log)(smp_log_level level, const char *module, const char *message);
+    void (*log)(smp_log_level level, const char* module, const char* message);
     int (*log_enabled)(smp_log_level level);
     /* Worker side: progress of a running exchange (throttle it: at most about once a second). */
-    void (*transfer)(smp_worker *worker, const smp_record *record);
+    void (*transfer)(smp_worker* worker, const smp_record* record);
     /* Worker side: an exchange ended; the final record. Exactly once per record. */
-    void (*close)(smp_worker *worker, const smp_record *record);
+    void (*close)(smp_worker* worker, const smp_record* record);
     /* Worker side: the module closed a connection it was given by accept.
        Exactly once per accepted connection, after its last close(). */
-    void (*disconnect)(smp_worker *worker, const smp_connection_info *info);
+    void (*disconnect)(smp_worker* worker, const smp_connection_info* info);
 } smp_core_api;
 
 /* What a worker gives a module after fork. */
 typedef struct smp_worker_context {
     uint32_t size;
-    uv_loop_t *loop;       /* the worker's own loop, created after fork */
-    smp_worker *worker;    /* pass back to smp_core_api calls */
-    uint32_t worker_id;    /* 1..N */
-    const char *node;
+    uv_loop_t* loop;    /* the worker's own loop, created after fork */
+    smp_worker* worker; /* pass back to smp_core_api calls */
+    uint32_t worker_id; /* 1..N */
+    const char* node;
 } smp_worker_context;
 
 /* ---- the module --------------------------------------------------------- */
 
 typedef struct smp_module {
-    uint32_t size;        /* sizeof(smp_module) as the module was compiled */
-    uint32_t abi_major;   /* SMP_ABI_MAJOR */
-    uint32_t abi_minor;   /* SMP_ABI_MINOR */
+    uint32_t size;      /* sizeof(smp_module) as the module was compiled */
+    uint32_t abi_major; /* SMP_ABI_MAJOR */
+    uint32_t abi_minor; /* SMP_ABI_MINOR */
     smp_module_kind kind;
-    const char *name;     /* equals the .so name and the YAML name */
-    const char *description;
+    const char* name; /* equals the .so name and the YAML name */
+    const char* description;
 
-    const smp_config_key *config_keys; /* may be NULL when there are none */
+    const smp_config_key* config_keys; /* may be NULL when there are none */
     size_t config_key_count;
 
     /* REQUIRED. Master, before fork: check the values and build the
        instance. On failure, write a sentence to `error` and return SMP_ERROR. */
-    int (*init_master)(const smp_core_api *core, const smp_config_value *values,
-                       void **instance, char *error, size_t error_size);
+    int (*init_master)(const smp_core_api* core, const smp_config_value* values, void** instance, char* error,
+                       size_t error_size);
     /* OPTIONAL. Master, at exit. */
-    void (*exit_master)(void *instance);
+    void (*exit_master)(void* instance);
 
     /* REQUIRED for protocols, OPTIONAL for plugins. Worker, after fork:
        build the worker's state. */
-    int (*init_worker)(void *instance, const smp_worker_context *context,
-                       void **worker_state, char *error, size_t error_size);
+    int (*init_worker)(void* instance, const smp_worker_context* context, void** worker_state, char* error,
+                       size_t error_size);
     /* OPTIONAL. Worker, when its loop has stopped, to free the worker's state. */
-    void (*exit_worker)(void *worker_state);
+    void (*exit_worker)(void* worker_state);
 
     /* Protocols. */
     /* REQUIRED. A connection accepted on this module's listener: the module
        owns `fd` (non-blocking) from now on, even when it returns SMP_ERROR,
        and calls core->disconnect once when it closed it. */
-    int (*accept)(void *worker_state, int fd, const smp_connection_info *info);
+    int (*accept)(void* worker_state, int fd, const smp_connection_info* info);
     /* REQUIRED. Graceful stop: close idle connections now, let running
        exchanges finish, then close their connections. */
-    void (*shutdown)(void *worker_state);
+    void (*shutdown)(void* worker_state);
 
     /* Plugins: all OPTIONAL, at least one of them REQUIRED. */
     /* A connection was accepted; SMP_REFUSE closes it before any byte is read. */
-    int (*on_connection)(void *worker_state, const smp_connection_info *info);
-    void (*on_transfer)(void *worker_state, const smp_record *record);
-    void (*on_close)(void *worker_state, const smp_record *record);
-    void (*on_disconnect)(void *worker_state, const smp_connection_info *info);
+    int (*on_connection)(void* worker_state, const smp_connection_info* info);
+    void (*on_transfer)(void* worker_state, const smp_record* record);
+    void (*on_close)(void* worker_state, const smp_record* record);
+    void (*on_disconnect)(void* worker_state, const smp_connection_info* info);
 } smp_module;
 
 /* The smallest module struct the core accepts: everything up to on_disconnect. */
-#define SMP_MODULE_MIN_SIZE (offsetof(smp_module, on_disconnect) + sizeof(void *))
+#define SMP_MODULE_MIN_SIZE (offsetof(smp_module, on_disconnect) + sizeof(void*))
 
 #define SMP_MODULE_ENTRY_SYMBOL "smp_module_entry"
-typedef const smp_module *(*smp_module_entry_fn)(void);
+typedef const smp_module* (*smp_module_entry_fn)(void);
 
 /* Text of an end reason as stored and logged ("completed", "client_closed"...). */
-static inline const char *smp_end_reason_name(smp_end_reason reason)
-{
+static inline const char* smp_end_reason_name(smp_end_reason reason) {
     switch (reason) {
-    case SMP_END_COMPLETED: return "completed";
-    case SMP_END_CLIENT_CLOSED: return "client_closed";
-    case SMP_END_TIMEOUT: return "timeout";
-    case SMP_END_WRITE_ERROR: return "write_error";
-    case SMP_END_READ_ERROR: return "read_error";
-    case SMP_END_SERVER_SHUTDOWN: return "server_shutdown";
-    case SMP_END_REJECTED_LIMIT: return "rejected_limit";
-    case SMP_END_NOT_FOUND: return "not_found";
-    case SMP_END_NOT_MODIFIED: return "not_modified";
-    case SMP_END_RANGE_NOT_SATISFIABLE: return "range_not_satisfiable";
-    case SMP_END_BAD_REQUEST: return "bad_request";
-    case SMP_END_UPSTREAM_ERROR: return "upstream_error";
-    case SMP_END_WORKER_LOST: return "worker_lost";
-    case SMP_END_FORBIDDEN: return "forbidden";
-    case SMP_END_METHOD_NOT_ALLOWED: return "method_not_allowed";
-    case SMP_END_PRECONDITION_FAILED: return "precondition_failed";
-    case SMP_END_INTERNAL_ERROR: return "internal_error";
+        case SMP_END_COMPLETED: return "completed";
+        case SMP_END_CLIENT_CLOSED: return "client_closed";
+        case SMP_END_TIMEOUT: return "timeout";
+        case SMP_END_WRITE_ERROR: return "write_error";
+        case SMP_END_READ_ERROR: return "read_error";
+        case SMP_END_SERVER_SHUTDOWN: return "server_shutdown";
+        case SMP_END_REJECTED_LIMIT: return "rejected_limit";
+        case SMP_END_NOT_FOUND: return "not_found";
+        case SMP_END_NOT_MODIFIED: return "not_modified";
+        case SMP_END_RANGE_NOT_SATISFIABLE: return "range_not_satisfiable";
+        case SMP_END_BAD_REQUEST: return "bad_request";
+        case SMP_END_UPSTREAM_ERROR: return "upstream_error";
+        case SMP_END_WORKER_LOST: return "worker_lost";
+        case SMP_END_FORBIDDEN: return "forbidden";
+        case SMP_END_METHOD_NOT_ALLOWED: return "method_not_allowed";
+        case SMP_END_PRECONDITION_FAILED: return "precondition_failed";
+        case SMP_END_INTERNAL_ERROR: return "internal_error";
     }
     return "unknown";
 }

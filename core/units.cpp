@@ -17,13 +17,13 @@ constexpr std::array<Unit, 16> kSizeUnits{{
     {"k", kKi},
     {"K", kKi},
     {"KiB", kKi},
-    {"m", kKi * kKi},
-    {"M", kKi * kKi},
-    {"MiB", kKi * kKi},
-    {"g", kKi * kKi * kKi},
-    {"G", kKi * kKi * kKi},
-    {"GiB", kKi * kKi * kKi},
-    {"TiB", kKi * kKi * kKi * kKi},
+    {"m", kKi* kKi},
+    {"M", kKi* kKi},
+    {"MiB", kKi* kKi},
+    {"g", kKi* kKi* kKi},
+    {"G", kKi* kKi* kKi},
+    {"GiB", kKi* kKi* kKi},
+    {"TiB", kKi* kKi* kKi* kKi},
     {"KB", 1000},
     {"MB", 1000 * 1000},
     {"GB", 1000 * 1000 * 1000},
@@ -62,8 +62,6 @@ std::optional<int64_t> parse_with_units(std::string_view text, const std::array<
 
 std::optional<int64_t> parse_size(std::string_view text) { return parse_with_units(text, kSizeUnits); }
 
-std::optional<int64_t> parse_duration(std::string_view text) {
-    return parse_with_units(text, kDurationUnits);
-}
+std::optional<int64_t> parse_duration(std::string_view text) { return parse_with_units(text, kDurationUnits); }
 
 }  // namespace smp

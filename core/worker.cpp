@@ -31,7 +31,8 @@ void api_transfer(smp_worker* worker, const smp_record* record) { self(worker)->
 void api_close(smp_worker* worker, const smp_record* record) { self(worker)->close(*record); }
 void api_disconnect(smp_worker* worker, const smp_connection_info* info) { self(worker)->disconnect(*info); }
 
-constexpr smp_core_api kCoreApi{sizeof(smp_core_api), api_log, api_log_enabled, api_transfer, api_close, api_disconnect};
+constexpr smp_core_api kCoreApi{sizeof(smp_core_api), api_log,   api_log_enabled,
+                                api_transfer,         api_close, api_disconnect};
 
 int64_t now_us() {
     using namespace std::chrono;
@@ -133,7 +134,8 @@ void Worker::accept_from(Watch& watch) {
     for (int i = 0; i < kAcceptBatch && accepting_; ++i) {
         sockaddr_storage peer{};
         socklen_t peer_length = sizeof peer;
-        const int fd = accept4(watch.fd, reinterpret_cast<sockaddr*>(&peer), &peer_length, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        const int fd =
+            accept4(watch.fd, reinterpret_cast<sockaddr*>(&peer), &peer_length, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd < 0) {
             if (errno == EAGAIN || errno == EINTR || errno == ECONNABORTED) return;
             // Out of descriptors or memory: stop for now; the next wake-up retries.

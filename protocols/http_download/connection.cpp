@@ -58,9 +58,35 @@ int on_url(http_parser* parser, const char* at, size_t length) {
     return 0;
 }
 
+// RFC 9110 §5.6.2: a field name is a token. Debian builds http_parser in
+// its lenient mode, which lets "Bad Name" through.
+bool is_token(std::string_view text) {
+    constexpr std::string_view kSpecials = "!#$%&'*+-.^_`|~";
+    return !text.empty() && std::all_of(text.begin(), text.end(), [&](char c) {
+        return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+               kSpecials.find(c) != std::string_view::npos;
+    });
+}
+
 int on_header_field(http_parser* parser, const char* at, size_t length) {
     exchange_of(parser).current_field = {at, length};
-    return 0;
+    return is_token({at, length}) ? 0 : 1;
+}
+
+// The HTTP-version of the request line, which the lenient parser does not
+// check letter by letter: 0 for "HTTP/1.x", else the status to answer with.
+int check_version(const char* request, size_t length) {
+    std::string_view line(request, length);
+    line = line.substr(0, line.find('\n'));
+    if (line.ends_with('\r')) line.remove_suffix(1);
+    const auto space = line.rfind(' ');
+    if (space == std::string_view::npos) return 400;
+    const std::string_view version = line.substr(space + 1);
+    const auto digit = [](char c) { return c >= '0' && c <= '9'; };
+    if (version.size() != 8 || !version.starts_with("HTTP/") || !digit(version[5]) || version[6] != '.' ||
+        !digit(version[7]))
+        return 400;
+    return version[5] == '1' ? 0 : 505;
 }
 
 int on_header_value(http_parser* parser, const char* at, size_t length) {
@@ -138,37 +164,38 @@ void Exchange::reset() {
 
 std::string_view reason_phrase(int status) {
     switch (status) {
-    case 200: return "OK";
-    case 206: return "Partial Content";
-    case 304: return "Not Modified";
-    case 400: return "Bad Request";
-    case 403: return "Forbidden";
-    case 404: return "Not Found";
-    case 405: return "Method Not Allowed";
-    case 412: return "Precondition Failed";
-    case 414: return "URI Too Long";
-    case 416: return "Range Not Satisfiable";
-    case 431: return "Request Header Fields Too Large";
-    case 500: return "Internal Server Error";
-    case 503: return "Service Unavailable";
-    default: return "Unknown";
+        case 200: return "OK";
+        case 206: return "Partial Content";
+        case 304: return "Not Modified";
+        case 400: return "Bad Request";
+        case 403: return "Forbidden";
+        case 404: return "Not Found";
+        case 405: return "Method Not Allowed";
+        case 412: return "Precondition Failed";
+        case 414: return "URI Too Long";
+        case 416: return "Range Not Satisfiable";
+        case 431: return "Request Header Fields Too Large";
+        case 500: return "Internal Server Error";
+        case 503: return "Service Unavailable";
+    case 505: return "HTTP Version Not Supported";
+        default: return "Unknown";
     }
 }
 
 smp_end_reason reason_for_status(int status) {
     switch (status) {
-    case 304: return SMP_END_NOT_MODIFIED;
-    case 400:
-    case 414:
-    case 431: return SMP_END_BAD_REQUEST;
-    case 403: return SMP_END_FORBIDDEN;
-    case 404: return SMP_END_NOT_FOUND;
-    case 405: return SMP_END_METHOD_NOT_ALLOWED;
-    case 412: return SMP_END_PRECONDITION_FAILED;
-    case 416: return SMP_END_RANGE_NOT_SATISFIABLE;
-    case 500:
-    case 503: return SMP_END_INTERNAL_ERROR;
-    default: return SMP_END_COMPLETED;
+        case 304: return SMP_END_NOT_MODIFIED;
+        case 400:
+        case 414:
+        case 431: return SMP_END_BAD_REQUEST;
+        case 403: return SMP_END_FORBIDDEN;
+        case 404: return SMP_END_NOT_FOUND;
+        case 405: return SMP_END_METHOD_NOT_ALLOWED;
+        case 412: return SMP_END_PRECONDITION_FAILED;
+        case 416: return SMP_END_RANGE_NOT_SATISFIABLE;
+        case 500:
+        case 503: return SMP_END_INTERNAL_ERROR;
+        default: return SMP_END_COMPLETED;
     }
 }
 
@@ -233,10 +260,12 @@ void WorkerState::start_exchange(Connection& c, size_t header_length) {
     e.parser.data = &e;
     const size_t parsed = http_parser_execute(&e.parser, &kParserSettings, c.in, header_length);
     const bool parsed_all = parsed == header_length && HTTP_PARSER_ERRNO(&e.parser) == HPE_OK;
+    const int version_status = parsed_all ? check_version(c.in, header_length) : 400;
     for (auto view : {e.target, e.user_agent, e.referer, e.range, e.conditions.if_match, e.conditions.if_none_match,
                       e.conditions.if_modified_since, e.conditions.if_unmodified_since, e.conditions.if_range})
         terminate_in_place(view);
     if (!parsed_all || e.target.empty()) return respond_error(c, 400);
+    if (version_status != 0) return respond_error(c, version_status);
     e.request_parsed = true;
     respond(c);
 }
@@ -261,11 +290,11 @@ void WorkerState::respond(Connection& c) {
     if (normalize_path(path, e.path) != PathError::none) return respond_error(c, 400);
 
     switch (files_.acquire(e.path, uv_now(loop_), e.file)) {
-    case OpenResult::ok: return respond_file(c);
-    case OpenResult::not_found: return respond_error(c, 404);
-    case OpenResult::forbidden:
-    case OpenResult::is_directory: return respond_error(c, 403);
-    case OpenResult::error: return respond_error(c, 500);
+        case OpenResult::ok: return respond_file(c);
+        case OpenResult::not_found: return respond_error(c, 404);
+        case OpenResult::forbidden:
+        case OpenResult::is_directory: return respond_error(c, 403);
+        case OpenResult::error: return respond_error(c, 500);
     }
 }
 
@@ -302,7 +331,7 @@ static void end_header(std::string& out, const Exchange& e) {
 void WorkerState::respond_error(Connection& c, int status) {
     Exchange& e = *c.exchange;
     e.status = status;
-    if (status == 400 || status == 414 || status == 431 || status == 405) e.close_after = true;
+    if (status == 400 || status == 414 || status == 431 || status == 405 || status == 505) e.close_after = true;
     if (e.file != nullptr && status != 416) {
         files_.release(e.file);
         e.file = nullptr;
@@ -339,28 +368,29 @@ void WorkerState::respond_file(Connection& c) {
     const bool head = e.parser.method == HTTP_HEAD;
 
     switch (evaluate_preconditions(e.conditions, file.etag, file.mtime_s)) {
-    case Precondition::failed: return respond_error(c, 412);
-    case Precondition::not_modified: {
-        e.status = 304;
-        begin_header(e.out, 304, date());
-        e.out += "ETag: ";
-        e.out += file.etag;
-        e.out += "\r\nLast-Modified: ";
-        e.out.append(file.last_modified, kHttpDateLength);
-        e.out += "\r\n";
-        end_header(e.out, e);
-        e.header_total = e.out.size();
-        e.segments.push_back({false, 0, e.header_total});
-        return send_response(c);
-    }
-    case Precondition::proceed: break;
+        case Precondition::failed: return respond_error(c, 412);
+        case Precondition::not_modified: {
+            e.status = 304;
+            begin_header(e.out, 304, date());
+            e.out += "ETag: ";
+            e.out += file.etag;
+            e.out += "\r\nLast-Modified: ";
+            e.out.append(file.last_modified, kHttpDateLength);
+            e.out += "\r\n";
+            end_header(e.out, e);
+            e.header_total = e.out.size();
+            e.segments.push_back({false, 0, e.header_total});
+            return send_response(c);
+        }
+        case Precondition::proceed: break;
     }
 
     // Range applies to GET only (RFC 9110 §14.2); If-Range decides whether it
     // applies to this representation; a repeated Range field is invalid.
     RangeRequest& ranges = e.range_request;
     ranges.outcome = RangeOutcome::ignore;
-    if (!head && !e.range.empty() && !e.range_repeated && if_range_allows(e.conditions.if_range, file.etag, file.mtime_s))
+    if (!head && !e.range.empty() && !e.range_repeated &&
+        if_range_allows(e.conditions.if_range, file.etag, file.mtime_s))
         parse_range(e.range, file.size, settings_.max_ranges, ranges);
     if (ranges.outcome == RangeOutcome::unsatisfiable) return respond_error(c, 416);
 

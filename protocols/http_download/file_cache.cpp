@@ -23,14 +23,14 @@ int open_beneath_root(int root_fd, const char* path) {
 
 OpenResult from_errno(int error) {
     switch (error) {
-    case ENOENT:
-    case ENOTDIR:
-    case ENAMETOOLONG: return OpenResult::not_found;
-    case EACCES:
-    case EPERM:
-    case EXDEV:  // the path resolved outside the root
-    case ELOOP: return OpenResult::forbidden;
-    default: return OpenResult::error;
+        case ENOENT:
+        case ENOTDIR:
+        case ENAMETOOLONG: return OpenResult::not_found;
+        case EACCES:
+        case EPERM:
+        case EXDEV:  // the path resolved outside the root
+        case ELOOP: return OpenResult::forbidden;
+        default: return OpenResult::error;
     }
 }
 
@@ -77,7 +77,13 @@ OpenResult FileCache::open_beneath(std::string_view path, OpenFile& file) const 
 OpenResult FileCache::acquire(std::string_view path, uint64_t now_ms, OpenFile*& file) {
     if (auto found = index_.find(path); found != index_.end()) {
         auto entry = found->second;
-        if (now_ms - entry->validated_ms < valid_ms_) {
+        // Within the validity time one fstat of the open file still catches a
+        // file rewritten in place; a file replaced by rename is seen at the
+        // next revalidation, and until then its old, complete content is served.
+        struct stat info {};
+        const bool unchanged = fstat(entry->fd, &info) == 0 && static_cast<uint64_t>(info.st_size) == entry->size &&
+                               info.st_mtim.tv_sec * 1'000'000'000LL + info.st_mtim.tv_nsec == entry->mtime_ns;
+        if (unchanged && now_ms - entry->validated_ms < valid_ms_) {
             lru_.splice(lru_.begin(), lru_, entry);
             ++entry->references;
             file = &*entry;

@@ -54,8 +54,9 @@ constexpr uint64_t kSweepIntervalMs = 500;
 // Reads the table's values into `settings`; false with a message when one
 // is out of range or the root cannot be opened.
 bool read_settings(const smp_config_value* values, Settings& settings, char* error, size_t error_size) {
-    auto fail = [&](const char* key, const char* problem, int line) {
-        std::snprintf(error, error_size, "%s: %s (line %d)", key, problem, line);
+    // "key: problem": the core reports it at the key's line.
+    auto fail = [&](const char* key, const char* problem) {
+        std::snprintf(error, error_size, "%s: %s", key, problem);
         return false;
     };
     settings.root = values[kRoot].string;
@@ -65,24 +66,24 @@ bool read_settings(const smp_config_value* values, Settings& settings, char* err
     settings.keepalive_timeout_ms = static_cast<uint64_t>(values[kKeepaliveTimeout].number);
     settings.send_timeout_ms = static_cast<uint64_t>(values[kSendTimeout].number);
     settings.open_file_cache_valid_ms = static_cast<uint64_t>(values[kOpenFileCacheValid].number);
-    if (settings.block_size < 1024) return fail("block_size", "must be at least 1KiB", values[kBlockSize].line);
+    if (settings.block_size < 1024) return fail("block_size", "must be at least 1KiB");
     if (values[kMaxRanges].number < 1 || values[kMaxRanges].number > 64)
-        return fail("max_ranges", "must be between 1 and 64", values[kMaxRanges].line);
+        return fail("max_ranges", "must be between 1 and 64");
     settings.max_ranges = static_cast<size_t>(values[kMaxRanges].number);
     if (settings.max_header_size < 1024 || settings.max_header_size > 1024 * 1024)
-        return fail("max_header_size", "must be between 1KiB and 1MiB", values[kMaxHeaderSize].line);
+        return fail("max_header_size", "must be between 1KiB and 1MiB");
     if (values[kOpenFileCache].number < 1 || values[kOpenFileCache].number > 1'000'000)
-        return fail("open_file_cache", "must be between 1 and 1000000", values[kOpenFileCache].line);
+        return fail("open_file_cache", "must be between 1 and 1000000");
     settings.open_file_cache = static_cast<size_t>(values[kOpenFileCache].number);
     for (Key key : {kHeaderTimeout, kKeepaliveTimeout, kSendTimeout})
-        if (values[key].number < 1) return fail(kKeys[key].name, "must be more than 0", values[key].line);
+        if (values[key].number < 1) return fail(kKeys[key].name, "must be more than 0");
 
     settings.root_fd = open(settings.root.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (settings.root_fd < 0) {
         char problem[300];
         std::snprintf(problem, sizeof problem, "cannot open folder '%s': %s", settings.root.c_str(),
                       std::strerror(errno));
-        return fail("root", problem, values[kRoot].line);
+        return fail("root", problem);
     }
     if (!settings.mime.load(values[kMimeTypes].string) && settings.core != nullptr) {
         char message[300];
@@ -171,9 +172,8 @@ WorkerState::~WorkerState() {
 }
 
 void WorkerState::close_handles() {
-    uv_close(reinterpret_cast<uv_handle_t*>(&sweep_timer_), [](uv_handle_t* handle) {
-        delete static_cast<WorkerState*>(handle->data);
-    });
+    uv_close(reinterpret_cast<uv_handle_t*>(&sweep_timer_),
+             [](uv_handle_t* handle) { delete static_cast<WorkerState*>(handle->data); });
 }
 
 void WorkerState::accept(int fd, const smp_connection_info& info) {

@@ -81,7 +81,8 @@ void parse_range(std::string_view header, uint64_t size, size_t max_ranges, Rang
                            [&](const ByteRange& b) { return &a != &b && a.first <= b.last && b.first <= a.last; });
     });
     if (overlapping) {
-        std::sort(ranges.begin(), ranges.end(), [](const ByteRange& a, const ByteRange& b) { return a.first < b.first; });
+        std::sort(ranges.begin(), ranges.end(),
+                  [](const ByteRange& a, const ByteRange& b) { return a.first < b.first; });
         size_t merged = 0;
         for (size_t i = 1; i < ranges.size(); ++i) {
             if (ranges[i].first <= ranges[merged].last)

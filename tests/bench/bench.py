@@ -156,6 +156,19 @@ def cpu_ticks(pids):
     return total
 
 
+def cpu_busy_ticks():
+    """Non-idle ticks (all fields but idle, iowait; guest is already in user)
+    of CPU 0 + CPU 1 from /proc/stat."""
+    total = 0
+    with open("/proc/stat") as f:
+        for line in f:
+            parts = line.split()
+            if parts[0] in ("cpu" + SERVER_CPU, "cpu" + CLIENT_CPU):
+                v = [int(x) for x in parts[1:9]]  # user nice system idle iowait irq softirq steal
+                total += sum(v) - v[3] - v[4]
+    return total
+
+
 def rss_bytes(pids):
     total = 0
     for p in pids:
@@ -219,6 +232,8 @@ class Server:
         self.port = None
         self.proc = None
         self.out = None
+        self.access_log = tmp / ("%s%s-access.log" % (self.key, tag))
+        self.sent = 0  # complete responses counted by wrk/curl/checks
 
     @property
     def name(self):
@@ -332,7 +347,7 @@ class Nginx(Server):
         conf = prefix / "nginx.conf"
         conf.write_text(NGINX_CONF.format(
             prefix=prefix, port=self.port, root=self.files_dir,
-            access_log=self.tmp / ("nginx%s-access.log" % self.tag),
+            access_log=self.access_log,
             error_log=self.error_log))
         return [NGINX, "-c", str(conf), "-p", str(prefix), "-g", "daemon off;"]
 
@@ -379,7 +394,7 @@ class Smp(Server):
     def command(self):
         cfg = self.tmp / ("smp%s.yaml" % self.tag)
         cfg.write_text(SMP_CONF.format(
-            access_log=self.tmp / ("smp%s-access.log" % self.tag),
+            access_log=self.access_log,
             port=self.port, root=self.files_dir))
         return [str(self.binary), "--config", str(cfg)]
 
@@ -506,7 +521,7 @@ def run_client(cmd, timeout):
     return p.returncode, out.decode("utf-8", "replace"), err.decode("utf-8", "replace")
 
 
-def wrk(srv, path, conns, duration, script, script_args=(), measure_cpu=True):
+def wrk(srv, path, conns, duration, script, script_args=()):
     cmd = ["wrk", "-t1", "-c%d" % conns, "-d%ds" % duration, "-s", str(LUA / script),
            srv.url(path)]
     if script_args:
@@ -515,9 +530,11 @@ def wrk(srv, path, conns, duration, script, script_args=(), measure_cpu=True):
     tw0 = time_wait_count(srv.port)
     ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     c0 = cpu_ticks(pids)
+    b0 = cpu_busy_ticks()
     t0 = time.monotonic()
     rc, out, err = run_client(cmd, timeout=duration + 60)
     wall = time.monotonic() - t0
+    b1 = cpu_busy_ticks()
     c1 = cpu_ticks(pids)
     ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
     tw1 = time_wait_count(srv.port)
@@ -527,6 +544,7 @@ def wrk(srv, path, conns, duration, script, script_args=(), measure_cpu=True):
         raise BenchError("wrk failed (rc %d) against %s:\n%s\n%s" % (rc, srv.name, out, err))
     kv = dict(x.split("=") for x in m.group(1).split())
     kv = {k: int(v) for k, v in kv.items()}
+    srv.sent += kv["requests"]
     dur = kv["duration_us"] / 1e6
     res = {
         "requests": kv["requests"],
@@ -542,6 +560,11 @@ def wrk(srv, path, conns, duration, script, script_args=(), measure_cpu=True):
         "wrk_cpu_pct": 100.0 * ((ru1.ru_utime - ru0.ru_utime) + (ru1.ru_stime - ru0.ru_stime))
         / wall,
         "time_wait_delta": tw1 - tw0,
+        # CPU 0+1 busy time not spent in the server or wrk processes: softirq /
+        # kernel threads for loopback, plus anything else running (noise).
+        "other_cpu_pct": 100.0 * ((b1 - b0) / CLK_TCK - (c1 - c0) / CLK_TCK
+                                  - ((ru1.ru_utime - ru0.ru_utime)
+                                     + (ru1.ru_stime - ru0.ru_stime))) / wall,
         "server_pids_changed": pids != pids_after,
         "server_alive": srv.proc.poll() is None,
     }
@@ -560,6 +583,7 @@ def curl_stream(srv, path="/1g.bin"):
     except ValueError:
         raise BenchError("curl against %s: rc %d, unparsable output %r %r"
                          % (srv.name, rc, out, err))
+    srv.sent += 1
     return {"rc": rc, "http_code": code, "size": size, "mib_s": speed / MIB}
 
 
@@ -639,9 +663,10 @@ def fmt_errors(e):
 
 
 def describe_wrk(r):
-    s = "%9.0f req/s %7.1f MiB/s  srv cpu %3.0f%%  wrk cpu %3.0f%%  p99 %5.2f ms  %s" % (
-        r["rps"], r["mib_s"], r["server_cpu_pct"], r["wrk_cpu_pct"], r["p99_us"] / 1000,
-        fmt_errors(r["errors"]))
+    s = ("%9.0f req/s %7.1f MiB/s  srv cpu %3.0f%%  wrk cpu %3.0f%%  other %3.0f%%  "
+         "p99 %5.2f ms  %s" % (r["rps"], r["mib_s"], r["server_cpu_pct"], r["wrk_cpu_pct"],
+                               r["other_cpu_pct"], r["p99_us"] / 1000,
+                               fmt_errors(r["errors"])))
     if r["wrk_cpu_pct"] >= 95:
         s += "  [client-bound: wrk used ~all of CPU %s]" % CLIENT_CPU
     if r["time_wait_delta"] > 1000:
@@ -757,6 +782,13 @@ def main():
         }
         log("SMProtocol benchmark: servers %s, %d run(s), %d s per wrk run, temp dir %s"
             % ("+".join(SERVER_NAMES[s] for s in servers), args.runs, args.duration, tmp))
+        b0, t0 = cpu_busy_ticks(), time.monotonic()
+        time.sleep(1.0)
+        busy = 100.0 * (cpu_busy_ticks() - b0) / CLK_TCK / (time.monotonic() - t0)
+        meta["idle_busy_pct_cpu01"] = round(busy, 1)
+        if busy > 10:
+            warn("CPUs %s+%s were %.0f%% busy before the benchmark started (of 200%%): the "
+                 "machine is not idle, expect noisy numbers" % (SERVER_CPU, CLIENT_CPU, busy))
         log("files:")
         files_dir = tmp / "files"
         expect = make_files(files_dir, CACHE_DIR)
@@ -770,12 +802,14 @@ def main():
                 live.append(srv[s])
                 srv[s].start()
                 check_basic(srv[s], expect)
+                srv[s].sent += 1 + len(expect["rsample"])
                 log("  %-10s pid %d port %d, processes %s: 4k.bin sha256 OK, keep-alive OK"
                     % (srv[s].name, srv[s].proc.pid, srv[s].port, srv[s].pids()))
                 for what, fn in (("1m.bin", lambda: check_1m(srv[s], expect)),
                                  ("range", lambda: check_range(srv[s], expect, tmp)),
                                  ("1g.bin", lambda: check_1g(srv[s]))):
                     prob = fn()
+                    srv[s].sent += 1
                     if prob:
                         row = {"1m.bin": ["rps_1m", "mibs_1m"], "range": ["rps_range"],
                                "1g.bin": ["mibs_1g"]}[what]
@@ -843,6 +877,18 @@ def main():
         for s in list(srv):
             srv[s].stop()
             live.remove(srv[s])
+            try:
+                with open(srv[s].access_log, "rb") as f:
+                    lines = sum(chunk.count(b"\n") for chunk in iter(lambda: f.read(MIB), b""))
+            except OSError:
+                lines = 0
+            meta.setdefault("access_log_lines", {})[s] = {"lines": lines,
+                                                         "responses_counted": srv[s].sent}
+            log("  %-10s access log: %d lines for %d responses counted by the clients"
+                % (srv[s].name, lines, srv[s].sent))
+            if lines < 0.99 * srv[s].sent:
+                warn("%s wrote only %d access log lines for %d responses (lost lines?)"
+                     % (srv[s].name, lines, srv[s].sent))
             tail = srv[s].output_tail(1500).strip()
             if tail:
                 log("  %s output/error log (tail):\n    %s"

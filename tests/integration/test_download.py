@@ -4,6 +4,7 @@ keep-alive, pipelining and HTTP/1.0."""
 
 import os
 import re
+import time
 import unittest
 
 import harness
@@ -168,14 +169,18 @@ class DownloadTest(harness.ServerTestCase):
         self.assertEqual(second, third, 'ETag changed over a restart')
 
     def test_etag_changes_when_file_changes(self):
+        # workers cache open files for open_file_cache_valid (default 1s):
+        # a changed file must be seen within that time, on every worker
         path = self.env.add_file('changing.bin', os.urandom(100))
         before = http(self.port, 'HEAD', '/changing.bin').header('etag')
         st = os.stat(path)
         self.env.add_file('changing.bin', os.urandom(200))
         os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 5 * 10**9))
-        resp = http(self.port, 'GET', '/changing.bin')
-        self.assertEqual(resp.body, self.content('changing.bin'))
-        self.assertNotEqual(before, resp.header('etag'))
+        time.sleep(1.5)
+        for _ in range(6):  # separate connections: both workers
+            resp = http(self.port, 'GET', '/changing.bin')
+            self.assertNotEqual(before, resp.header('etag'), 'stale ETag 1.5 s after the change')
+            self.assertEqual(resp.body, self.content('changing.bin'), 'stale body 1.5 s after the change')
 
     # -- keep-alive ---------------------------------------------------
 

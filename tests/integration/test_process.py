@@ -152,6 +152,21 @@ class ShutdownTest(harness.ServerTestCase):
             self.assertLess(elapsed, 10)
             self.assertTrue(c.closed_by_peer(2), 'idle connection left open after shutdown')
 
+    def test_sigterm_exit_code_repeated(self):
+        # shutdown races show up only sometimes: stop 25 servers, each right
+        # after serving one keep-alive request, and require exit 0 every time
+        codes = []
+        for i in range(25):
+            s = self.new_server(workers=2)
+            with harness.Conn(s.port) as c:
+                c.send(harness.request_bytes('GET', '/small.bin', close=False))
+                c.read_response()
+                codes.append(s.terminate(timeout=12))
+            if codes[-1] != 0:
+                break
+        self.assertTrue(all(c == 0 for c in codes),
+                        'exit codes of successive SIGTERM shutdowns: %r (-6 = abort)' % codes)
+
     def test_sigterm_during_slow_download(self):
         s = self.new_server(workers=2, shutdown_timeout='30s')
         workers = s.wait_workers(2)

@@ -228,6 +228,20 @@ class SecurityTest(harness.ServerTestCase):
             s.close()
         self.assert_still_serving()
 
+    def test_client_disconnect_does_not_kill_worker(self):
+        # a client that sends a request and closes at once makes the server
+        # write to a closed socket: that must be EPIPE, not a dead worker
+        before = self.server.wait_workers(2)
+        for _ in range(3):
+            s = harness.connect(self.port)
+            s.sendall(request_bytes('GET', '/big.bin'))
+            s.close()
+        time.sleep(0.5)
+        after = self.server.workers()
+        self.assertEqual(after, before, 'workers changed (died?) after client disconnects: '
+                         '%r -> %r\n%s' % (before, after, '\n'.join(
+                             l for l in self.server.log().splitlines() if 'killed' in l)))
+
     def test_client_resets_during_transfer(self):
         for _ in range(5):
             s = harness.connect(self.port)

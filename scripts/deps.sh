@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Installs SMProtocol's Debian 12 packages. Usage: scripts/deps.sh [build] [test] [bench]
+# Skips apt-get entirely when everything asked for is already installed.
+set -euo pipefail
+
+declare -A groups=(
+  [build]="g++ meson ninja-build pkg-config libuv1-dev libyaml-cpp-dev libspdlog-dev doctest-dev libhttp-parser-dev media-types"
+  [test]="python3 curl wget aria2"
+  [bench]="nginx-light wrk curl python3 util-linux"
+)
+
+wanted=()
+for group in "${@:-build}"; do
+  [[ -n "${groups[$group]:-}" ]] || { echo "deps.sh: unknown group '$group'" >&2; exit 2; }
+  read -ra names <<< "${groups[$group]}"
+  wanted+=("${names[@]}")
+done
+
+missing=()
+for name in "${wanted[@]}"; do
+  dpkg-query -W -f='${Status}' "$name" 2>/dev/null | grep -q "install ok installed" || missing+=("$name")
+done
+[[ ${#missing[@]} -eq 0 ]] && exit 0
+
+sudo=""
+[[ $(id -u) -ne 0 ]] && sudo="sudo"
+echo "Installing Debian packages: ${missing[*]}"
+$sudo apt-get update -qq
+# policy-rc.d keeps the nginx package from starting a system nginx on port 80.
+DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
