@@ -14,23 +14,26 @@
 namespace smp {
 namespace {
 
-void append_quoted(std::string& line, const char* text) {
-    line += '"';
-    if (text == nullptr || *text == '\0') {
-        line += '-';
-    } else {
-        // Escape what would break the line for log readers, as nginx does.
-        for (const char* p = text; *p; ++p) {
-            const auto c = static_cast<unsigned char>(*p);
-            if (c == '"' || c == '\\' || c < 0x20 || c >= 0x7f) {
-                char escaped[5];
-                std::snprintf(escaped, sizeof escaped, "\\x%02X", c);
-                line += escaped;
-            } else {
-                line += static_cast<char>(c);
-            }
+// Appends `text`, escaping what would break the line for log readers, as nginx does.
+void append_escaped(std::string& line, const char* text) {
+    for (const char* p = text; *p; ++p) {
+        const auto c = static_cast<unsigned char>(*p);
+        if (c == '"' || c == '\\' || c < 0x20 || c >= 0x7f) {
+            char escaped[5];
+            std::snprintf(escaped, sizeof escaped, "\\x%02X", c);
+            line += escaped;
+        } else {
+            line += static_cast<char>(c);
         }
     }
+}
+
+void append_quoted(std::string& line, const char* text) {
+    line += '"';
+    if (text == nullptr || *text == '\0')
+        line += '-';
+    else
+        append_escaped(line, text);
     line += '"';
 }
 
@@ -110,11 +113,15 @@ void AccessLog::write(const smp_record& record) {
     line_ += time_text_;
     line_ += ' ';
     if (record.method != nullptr) {
-        std::string request = std::string(record.method) + " " + (record.target ? record.target : "-") + " " +
-                              (record.protocol ? record.protocol : "-");
-        append_quoted(line_, request.c_str());
+        line_ += '"';
+        append_escaped(line_, record.method);
+        line_ += ' ';
+        append_escaped(line_, record.target ? record.target : "-");
+        line_ += ' ';
+        append_escaped(line_, record.protocol ? record.protocol : "-");
+        line_ += '"';
     } else {
-        append_quoted(line_, nullptr);
+        line_ += "\"-\"";
     }
     line_ += ' ';
     line_ += std::to_string(record.status);

@@ -753,6 +753,12 @@ def main():
                                            fmt_errors(res["errors"])))
             for k in row_keys:
                 R[k].flagged.setdefault(s, set()).add("wrk errors")
+        if res["other_cpu_pct"] > 10:
+            warn("%s %s run %d: %.0f%% of CPU time on CPUs %s+%s went to other processes "
+                 "(noisy run)" % (SERVER_NAMES[s], row_keys[0], run, res["other_cpu_pct"],
+                                  SERVER_CPU, CLIENT_CPU))
+            for k in row_keys:
+                R[k].flagged.setdefault(s, set()).add("noisy")
         if res["wrk_cpu_pct"] >= 95:
             warn("%s %s run %d: wrk used %.0f%% of CPU %s (client-bound; the server "
                  "may be faster than measured)" % (SERVER_NAMES[s], row_keys[0], run,
@@ -988,8 +994,8 @@ def print_table(rows, servers):
     log("ratio = smprotocol median / nginx median: >1 is better for smprotocol on "
         "throughput rows, <1 is better on the '(lower is better)' rows.")
     if any(r.flagged for r in rows):
-        log("(!) = at least one run had wrk socket errors / non-2xx responses or was "
-            "client-bound; see the warnings below.")
+        log("(!) = at least one run had wrk socket errors / non-2xx responses, was "
+            "client-bound or noisy; see the warnings below.")
     if any(r.invalid for r in rows):
         log("FAILED CHECK = the server failed the correctness check for that row, so it "
             "was not measured.")
