@@ -22,6 +22,7 @@ std::string join_errors(const std::vector<std::string>& errors) {
 template <size_t N>
 void check_keys(const YAML::Node& map, const std::string& prefix, const std::array<std::string_view, N>& known,
                 ErrorList& errors) {
+    check_repeated_keys(map, prefix, errors);
     for (const auto& item : map) {
         const auto name = item.first.Scalar();
         // A key merged in from an environment overlay has no mark of its own; its value has.
@@ -123,6 +124,19 @@ void read_positive(const YAML::Node& node, std::string_view key, T& out, ErrorLi
 
 ConfigErrors::ConfigErrors(std::vector<std::string> errors)
     : std::runtime_error(join_errors(errors)), errors_(std::move(errors)) {}
+
+void check_repeated_keys(const YAML::Node& map, const std::string& prefix, ErrorList& errors) {
+    // YAML forbids repeated keys, but yaml-cpp silently keeps one of them.
+    std::vector<std::pair<std::string, int>> seen;
+    for (const auto& item : map) {
+        const auto name = item.first.Scalar();
+        const auto first = std::find_if(seen.begin(), seen.end(), [&](const auto& s) { return s.first == name; });
+        if (first != seen.end())
+            errors.add(item.first, prefix.empty() ? name : prefix + "." + name,
+                       "repeated key (first at line " + std::to_string(first->second) + ")");
+        seen.emplace_back(name, line_of(item.first));
+    }
+}
 
 int line_of(const YAML::Node& node) {
     const auto mark = node.Mark();

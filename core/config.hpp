@@ -43,6 +43,8 @@ class ErrorList {
 
 // 1-based line of a node, 0 when yaml-cpp does not know it.
 int line_of(const YAML::Node& node);
+// Each key of `map` that appears twice is an error.
+void check_repeated_keys(const YAML::Node& map, const std::string& prefix, ErrorList& errors);
 
 struct ModuleEntry {
     std::string module;  // the .so name and the YAML name

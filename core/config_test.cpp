@@ -70,6 +70,11 @@ TEST_CASE("missing required keys are named") {
           "test.yaml:2: protocols[0].port: must be between 1 and 65535\n");
 }
 
+TEST_CASE("a repeated key is an error, not a silent choice") {
+    CHECK(errors_of(std::string("workers: 2\nworkers: 3\n") + kMinimal) ==
+          "test.yaml:2: workers: repeated key (first at line 1)\n");
+}
+
 TEST_CASE("every error is reported, not only the first") {
     const auto text = errors_of(std::string("workers: x\nbacklog: y\n") + kMinimal);
     CHECK(text.find("test.yaml:1: workers") != std::string::npos);

@@ -105,6 +105,7 @@ std::string check_module(const smp_module* module, std::string_view name, smp_mo
 
 void ModuleValues::read(const ModuleEntry& entry, const smp_module& module, bool is_protocol, ErrorList& errors) {
     const auto table = std::span(module.config_keys, module.config_key_count);
+    check_repeated_keys(entry.node, entry.key, errors);
     for (const auto& item : entry.node) {
         const auto name = item.first.Scalar();
         const bool core_key = name == "module" || (is_protocol && (name == "host" || name == "port"));

@@ -18,6 +18,7 @@ namespace {
 // Connections taken from one listener per wake-up: enough to drain a burst,
 // few enough that one busy listener does not starve the others.
 constexpr int kAcceptBatch = 64;
+constexpr uint64_t kAcceptPauseMs = 100;
 
 Worker* self(smp_worker* worker) { return reinterpret_cast<Worker*>(worker); }
 
@@ -94,6 +95,9 @@ int Worker::run() {
         watch->poll.data = watch.get();
         watches_.push_back(std::move(watch));
     }
+    uv_timer_init(&loop_, &accept_pause_timer_);
+    accept_pause_timer_.data = this;
+    uv_unref(reinterpret_cast<uv_handle_t*>(&accept_pause_timer_));
     set_accepting(true);
 
     uv_run(&loop_, UV_RUN_DEFAULT);
@@ -138,8 +142,13 @@ void Worker::accept_from(Watch& watch) {
             accept4(watch.fd, reinterpret_cast<sockaddr*>(&peer), &peer_length, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (fd < 0) {
             if (errno == EAGAIN || errno == EINTR || errno == ECONNABORTED) return;
-            // Out of descriptors or memory: stop for now; the next wake-up retries.
-            spdlog::warn("accept on {} failed: {}", watch.listener->address, std::strerror(errno));
+            // Out of descriptors or memory: the listener stays readable, so
+            // polling it now would spin. Pause accepting and retry shortly;
+            // the connections wait in the backlog meanwhile.
+            spdlog::warn("accept on {} failed: {}; pausing accepts for {} ms", watch.listener->address,
+                         std::strerror(errno), kAcceptPauseMs);
+            set_accepting(false);
+            uv_timer_start(&accept_pause_timer_, on_accept_pause_end, kAcceptPauseMs, 0);
             return;
         }
         sockaddr_storage local{};
@@ -176,6 +185,11 @@ void Worker::accept_from(Watch& watch) {
         protocol.api->accept(protocol.worker_state, fd, &info);
         if (connections_ >= runtime_.config.max_connections) set_accepting(false);
     }
+}
+
+void Worker::on_accept_pause_end(uv_timer_t* timer) {
+    auto& worker = *static_cast<Worker*>(timer->data);
+    if (!worker.stopping_ && worker.connections_ < worker.runtime_.config.max_connections) worker.set_accepting(true);
 }
 
 void Worker::transfer(const smp_record& record) {
@@ -223,6 +237,7 @@ void Worker::begin_shutdown() {
 void Worker::finish_if_drained() {
     if (finished_ || connections_ > 0) return;
     finished_ = true;
+    uv_close(reinterpret_cast<uv_handle_t*>(&accept_pause_timer_), nullptr);
     uv_close(reinterpret_cast<uv_handle_t*>(&signal_poll_), nullptr);
     ::close(signal_fd_);
     uv_stop(&loop_);

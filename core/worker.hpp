@@ -39,6 +39,7 @@ class Worker {
 
     static void on_acceptable(uv_poll_t* handle, int status, int events);
     static void on_signal(uv_poll_t* handle, int status, int events);
+    static void on_accept_pause_end(uv_timer_t* timer);
     void accept_from(Watch& watch);
     void set_accepting(bool accepting);
     void begin_shutdown();
@@ -49,6 +50,7 @@ class Worker {
     uint32_t id_;
     uv_loop_t loop_{};
     uv_poll_t signal_poll_{};
+    uv_timer_t accept_pause_timer_{};
     int signal_fd_ = -1;
     std::vector<std::unique_ptr<Watch>> watches_;
     std::vector<ModuleInstance*> plugins_;

@@ -1,0 +1,88 @@
+"""Connection limits of a worker: max_connections, and running out of file
+descriptors. Past either, new connections wait in the listen backlog and
+are served once room is made; the worker never spins."""
+
+import os
+import socket
+import time
+import unittest
+
+import harness
+
+
+def worker_cpu_seconds(pid):
+    fields = harness._stat_fields(pid)
+    # The fields after the command name: state is [0], utime [11], stime [12].
+    return (int(fields[11]) + int(fields[12])) / os.sysconf('SC_CLK_TCK')
+
+
+class MaxConnections(unittest.TestCase):
+    def setUp(self):
+        self.env = harness.TestEnv({'small.bin': 4096})
+        port = harness.free_port()
+        text = harness.config_text(port, self.env.www, workers=1).replace('max_connections: 1024',
+                                                                          'max_connections: 2')
+        self.server = harness.Server(self.env, port=port, config=text)
+        self.server.start()
+
+    def tearDown(self):
+        self.server.kill()
+        self.env.cleanup()
+
+    def test_third_connection_waits_until_one_closes(self):
+        first, second = harness.Conn(self.server.port), harness.Conn(self.server.port)
+        for c in (first, second):
+            c.send(harness.request_bytes('GET', '/small.bin', close=False))
+            self.assertEqual(c.read_response().status, 200)
+        third = harness.connect(self.server.port, timeout=1.0)
+        third.sendall(harness.request_bytes('GET', '/small.bin'))
+        with self.assertRaises(socket.timeout, msg='a third connection was served past max_connections'):
+            third.recv(1)
+        first.close()
+        third.settimeout(5.0)
+        data, _ = harness.recv_all(third, timeout=5.0)
+        self.assertTrue(data.startswith(b'HTTP/1.1 200'), data[:100])
+        third.close()
+        second.close()
+
+
+class OutOfDescriptors(unittest.TestCase):
+    def setUp(self):
+        self.env = harness.TestEnv({'small.bin': 4096})
+        # The server raises its soft limit to the hard one; prlimit sets both.
+        self.wrapper = harness.write_file(self.env.path('limited.sh'),
+                                          '#!/bin/sh\nexec prlimit --nofile=40:40 %s "$@"\n' % harness.BINARY)
+        os.chmod(self.wrapper, 0o755)
+        self.binary, harness.BINARY = harness.BINARY, self.wrapper
+        self.server = harness.Server(self.env, workers=1)
+        self.server.start()
+
+    def tearDown(self):
+        harness.BINARY = self.binary
+        self.server.kill()
+        self.env.cleanup()
+
+    def test_accepts_pause_instead_of_spinning(self):
+        worker = self.server.wait_workers(1)[0]
+        clients = []
+        for _ in range(60):
+            s = harness.connect(self.server.port)
+            s.sendall(harness.request_bytes('GET', '/small.bin', close=False))
+            clients.append(s)
+        time.sleep(0.5)
+        before = worker_cpu_seconds(worker)
+        time.sleep(1.0)
+        spent = worker_cpu_seconds(worker) - before
+        self.assertLess(spent, 0.3, 'the worker spun at %.2f s of CPU per second' % spent)
+        self.assertIn('pausing accepts', self.server.log())
+        for s in clients:
+            s.close()
+        # Room again: a new client is served, and the waiting ones got their turn.
+        resp = harness.wait_for(lambda: harness.maybe_response(self.server.port, harness.request_bytes(
+            'GET', '/small.bin')), 5.0)
+        self.assertIsNotNone(resp)
+        self.assertEqual(resp.status, 200)
+
+
+if __name__ == '__main__':
+    unittest.main()
