@@ -176,8 +176,9 @@ void Master::on_shutdown_timeout(uv_timer_t* timer) {
 }
 
 void Master::finish_if_done() {
-    if (!stopping_) return;
+    if (!stopping_ || finished_) return;
     if (std::any_of(slots_.begin(), slots_.end(), [](const Slot& s) { return s.pid > 0; })) return;
+    finished_ = true;  // a second SIGCHLD read in the same turn must not close the handles again
     uv_close(reinterpret_cast<uv_handle_t*>(&signal_poll_), nullptr);
     uv_close(reinterpret_cast<uv_handle_t*>(&shutdown_timer_), nullptr);
     for (auto& slot : slots_) uv_close(reinterpret_cast<uv_handle_t*>(&slot.respawn_timer), nullptr);

@@ -46,6 +46,7 @@ class Master {
     int signal_fd_ = -1;
     std::vector<Slot> slots_;
     bool stopping_ = false;
+    bool finished_ = false;
 };
 
 }  // namespace smp

@@ -26,7 +26,6 @@ MIB = 1024 * 1024
 # name -> size of the random files created in every test www/ folder
 DEFAULT_FILES = {
     'empty.bin': 0,
-    'one.bin': 1 * KIB,
     'small.bin': 1 * KIB,
     'medium.bin': 1 * MIB,
     'big.bin': 20 * MIB,
@@ -640,23 +639,24 @@ class Conn:
     def _read_chunked(self, deadline):
         body = b''
         while True:
-            while b'\r\n' not in self.buf:
-                if not self._fill(deadline):
-                    raise ConnectionError('closed inside chunked body')
-            line, self.buf = self.buf.split(b'\r\n', 1)
+            line = self._read_line(deadline)
             size = int(line.split(b';')[0], 16)
             if size == 0:
-                while b'\r\n\r\n' not in b'\r\n' + self.buf:
-                    if not self._fill(deadline):
-                        break
-                # drop trailers
-                self.buf = (b'\r\n' + self.buf).split(b'\r\n\r\n', 1)[1] if b'\r\n\r\n' in b'\r\n' + self.buf else b''
+                while self._read_line(deadline):  # trailer fields up to the empty line
+                    pass
                 return body
             while len(self.buf) < size + 2:
                 if not self._fill(deadline):
-                    raise ConnectionError('closed inside chunk')
+                    raise ConnectionError('closed inside a chunk')
             body += self.buf[:size]
             self.buf = self.buf[size + 2:]
+
+    def _read_line(self, deadline):
+        while b'\r\n' not in self.buf:
+            if not self._fill(deadline):
+                raise ConnectionError('closed inside a chunked body')
+        line, self.buf = self.buf.split(b'\r\n', 1)
+        return line
 
     def closed_by_peer(self, timeout=3.0):
         """True if the peer closes (EOF/reset) within timeout with no extra data."""

@@ -168,19 +168,45 @@ class DownloadTest(harness.ServerTestCase):
         self.assertEqual(first, second, 'ETag differs between two servers')
         self.assertEqual(second, third, 'ETag changed over a restart')
 
-    def test_etag_changes_when_file_changes(self):
-        # workers cache open files for open_file_cache_valid (default 1s):
-        # a changed file must be seen within that time, on every worker
-        path = self.env.add_file('changing.bin', os.urandom(100))
-        before = http(self.port, 'HEAD', '/changing.bin').header('etag')
+    def test_file_rewritten_in_place_seen_at_once(self):
+        # the open-file cache re-checks with fstat on every hit
+        path = self.env.add_file('rewritten.bin', os.urandom(100))
+        before = http(self.port, 'HEAD', '/rewritten.bin').header('etag')
+        for _ in range(4):  # warm both workers' caches
+            http(self.port, 'GET', '/rewritten.bin')
         st = os.stat(path)
-        self.env.add_file('changing.bin', os.urandom(200))
+        self.env.add_file('rewritten.bin', os.urandom(200))  # same inode, truncated
         os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 5 * 10**9))
-        time.sleep(1.5)
         for _ in range(6):  # separate connections: both workers
-            resp = http(self.port, 'GET', '/changing.bin')
-            self.assertNotEqual(before, resp.header('etag'), 'stale ETag 1.5 s after the change')
-            self.assertEqual(resp.body, self.content('changing.bin'), 'stale body 1.5 s after the change')
+            resp = http(self.port, 'GET', '/rewritten.bin')
+            self.assertNotEqual(before, resp.header('etag'), 'stale ETag after an in-place rewrite')
+            self.assertEqual(resp.body, self.content('rewritten.bin'), 'stale body after an in-place rewrite')
+
+    def test_file_replaced_by_rename_seen_within_cache_validity(self):
+        # a renamed-over file is seen within open_file_cache_valid (1s);
+        # until then the old file is served whole and consistent with its ETag
+        old = os.urandom(300)
+        path = self.env.add_file('replaced.bin', old)
+        old_etag = http(self.port, 'HEAD', '/replaced.bin').header('etag')
+        for _ in range(4):
+            http(self.port, 'GET', '/replaced.bin')
+        new = os.urandom(500)
+        tmp = path + '.tmp'
+        with open(tmp, 'wb') as f:
+            f.write(new)
+        st = os.stat(path)
+        os.utime(tmp, ns=(st.st_atime_ns, st.st_mtime_ns + 5 * 10**9))
+        os.rename(tmp, path)
+        self.env.content['replaced.bin'] = new
+        resp = http(self.port, 'GET', '/replaced.bin')
+        etag = resp.header('etag')
+        consistent = (etag == old_etag and resp.body == old) or (etag != old_etag and resp.body == new)
+        self.assertTrue(consistent, 'right after the rename the response mixes old and new file')
+        time.sleep(1.5)
+        for _ in range(6):
+            resp = http(self.port, 'GET', '/replaced.bin')
+            self.assertNotEqual(old_etag, resp.header('etag'), 'old ETag 1.5 s after the rename')
+            self.assertEqual(resp.body, new, 'old body 1.5 s after the rename')
 
     # -- keep-alive ---------------------------------------------------
 
@@ -250,6 +276,41 @@ class DownloadTest(harness.ServerTestCase):
             self.assertEqual(r3.body, self.content('small.bin'))
             self.assertTrue(c.closed_by_peer(3))
 
+    # -- request forms ----------------------------------------------------
+
+    def test_absolute_form_target(self):
+        resp = harness.raw_request(self.port, b'GET http://127.0.0.1/small.bin HTTP/1.1\r\n'
+                                   b'Host: 127.0.0.1\r\nConnection: close\r\n\r\n')
+        self.assertEqual(resp.status, 200, repr(resp))
+        self.assertEqual(resp.body, self.content('small.bin'))
+
+    def test_bare_lf_line_endings(self):
+        resp = harness.raw_request(self.port, b'GET /small.bin HTTP/1.1\nHost: x\nConnection: close\n\n')
+        self.assertEqual(resp.status, 200, repr(resp))
+        self.assertEqual(resp.body, self.content('small.bin'))
+
+    def test_header_names_case_insensitive(self):
+        resp = harness.raw_request(self.port, b'GET /medium.bin HTTP/1.1\r\nhOsT: x\r\n'
+                                   b'CONNECTION: close\r\nrAnGe: bytes=0-9\r\n\r\n')
+        self.assertEqual(resp.status, 206, repr(resp))
+        self.assertEqual(resp.body, self.content('medium.bin')[:10])
+
+    def test_get_with_body_answered_then_closed(self):
+        with harness.Conn(self.port) as c:
+            c.send(b'GET /small.bin HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello')
+            r = c.read_response()
+            self.assertEqual(r.status, 200)
+            self.assertEqual(r.body, self.content('small.bin'))
+            self.assertTrue(c.closed_by_peer(3), 'connection kept open after a GET with a body')
+
+    def test_trailing_slash_on_file_404(self):
+        self.assertEqual(http(self.port, 'GET', '/small.bin/').status, 404)
+
+    def test_date_and_server_headers(self):
+        resp = http(self.port, 'GET', '/small.bin')
+        self.assertRegex(resp.header('date', ''), r'^[A-Z][a-z]{2}, \d{2} [A-Z][a-z]{2} \d{4} '
+                         r'\d{2}:\d{2}:\d{2} GMT$')
+
     # -- HTTP/1.0 -----------------------------------------------------
 
     def test_http10_response_and_close(self):
@@ -260,6 +321,17 @@ class DownloadTest(harness.ServerTestCase):
         self.assertEqual(resp.status, 200)
         self.assertRegex(resp.version, r'^HTTP/1\.[01]$')
         self.assertEqual(resp.body, self.content('small.bin'))
+
+
+    def test_http10_keep_alive(self):
+        with harness.Conn(self.port) as c:
+            c.send(b'GET /small.bin HTTP/1.0\r\nConnection: keep-alive\r\n\r\n')
+            r1 = c.read_response()
+            self.assertEqual(r1.header('connection', '').lower(), 'keep-alive')
+            c.send(b'GET /sub/file.txt HTTP/1.0\r\nConnection: keep-alive\r\n\r\n')
+            r2 = c.read_response()
+        self.assertEqual(r1.body, self.content('small.bin'))
+        self.assertEqual(r2.body, self.content('sub/file.txt'))
 
 
 if __name__ == '__main__':

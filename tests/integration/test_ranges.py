@@ -89,7 +89,33 @@ class RangeTest(harness.ServerTestCase):
         self.assertIsNotNone(resp.header('etag'))
         self.assertEqual(resp.header('accept-ranges'), 'bytes')
 
+    def test_huge_last_position_clamps(self):
+        resp = self.get({'Range': 'bytes=10-99999999999999999999999999'})
+        self.assert_206(resp, 10, self.size - 1)
+
+    def test_repeated_range_field_ignored(self):
+        raw = (b'GET /medium.bin HTTP/1.1\r\nHost: x\r\nConnection: close\r\n'
+               b'Range: bytes=0-9\r\nRange: bytes=20-29\r\n\r\n')
+        self.assert_full_200(harness.raw_request(self.port, raw))
+
     # -- unsatisfiable ------------------------------------------------
+
+    def test_huge_first_position_416(self):
+        resp = self.get({'Range': 'bytes=99999999999999999999999999-'})
+        self.assertEqual(resp.status, 416, repr(resp))
+        self.assertEqual(resp.header('content-range'), 'bytes */%d' % self.size)
+
+    def test_zero_suffix_416(self):
+        resp = self.get({'Range': 'bytes=-0'})
+        self.assertEqual(resp.status, 416, repr(resp))
+        self.assertEqual(resp.header('content-range'), 'bytes */%d' % self.size)
+
+    def test_range_of_empty_file_416(self):
+        for value in ('bytes=0-0', 'bytes=0-', 'bytes=-5'):
+            with self.subTest(range=value):
+                resp = http(self.port, 'GET', '/empty.bin', {'Range': value})
+                self.assertEqual(resp.status, 416, repr(resp))
+                self.assertEqual(resp.header('content-range'), 'bytes */0')
 
     def test_start_past_end_is_416(self):
         resp = self.get({'Range': 'bytes=%d-' % self.size})
@@ -187,6 +213,43 @@ class RangeTest(harness.ServerTestCase):
         else:
             self.assert_206(resp, 0, 9)
 
+    def test_overlapping_ranges_merged(self):
+        # overlapping ranges may be merged (RFC 9110 17.15): whatever the
+        # shape, the bytes 0-149 must come back exactly once
+        resp = self.get({'Range': 'bytes=50-149,0-99'})
+        self.assertEqual(resp.status, 206, repr(resp))
+        ctype = resp.header('content-type', '')
+        if ctype.startswith('multipart/byteranges'):
+            parts = harness.parse_multipart_byteranges(ctype, resp.body)
+            self.assertEqual(len(parts), 1, 'overlapping ranges not merged: %r'
+                             % [h.get('content-range') for h, _ in parts])
+            body = parts[0][1]
+        else:
+            self.assertEqual(resp.header('content-range'), 'bytes 0-149/%d' % self.size)
+            body = resp.body
+        self.assertEqual(body, self.data[:150])
+
+    def test_non_overlapping_ranges_keep_client_order(self):
+        resp = self.get({'Range': 'bytes=100-109,0-9'})
+        self.assertEqual(resp.status, 206)
+        parts = harness.parse_multipart_byteranges(resp.header('content-type'), resp.body)
+        self.assertEqual([h['content-range'] for h, _ in parts],
+                         ['bytes 100-109/%d' % self.size, 'bytes 0-9/%d' % self.size])
+
+    def test_more_than_max_ranges_gives_full_200(self):
+        # max_ranges is 16 in the test config
+        ranges = ','.join('%d-%d' % (i * 100, i * 100 + 9) for i in range(17))
+        self.assert_full_200(self.get({'Range': 'bytes=' + ranges}))
+
+    def test_exactly_max_ranges_is_206(self):
+        ranges = ','.join('%d-%d' % (i * 100, i * 100 + 9) for i in range(16))
+        resp = self.get({'Range': 'bytes=' + ranges})
+        self.assertEqual(resp.status, 206)
+        parts = harness.parse_multipart_byteranges(resp.header('content-type'), resp.body)
+        self.assertEqual(len(parts), 16)
+        for i, (_, body) in enumerate(parts):
+            self.assertEqual(body, self.data[i * 100:i * 100 + 10])
+
     # -- If-Range -----------------------------------------------------
 
     def etag(self):
@@ -207,6 +270,53 @@ class RangeTest(harness.ServerTestCase):
         # If-Range uses the strong comparison: W/"x" never matches
         resp = self.get({'Range': 'bytes=0-99', 'If-Range': 'W/' + self.etag()})
         self.assert_full_200(resp)
+
+    def test_if_range_current_date(self):
+        resp = self.get({'Range': 'bytes=0-99', 'If-Range': self.last_modified()})
+        self.assert_206(resp, 0, 99)
+
+    def test_if_range_other_date(self):
+        resp = self.get({'Range': 'bytes=0-99', 'If-Range': 'Sat, 01 Jan 2000 00:00:00 GMT'})
+        self.assert_full_200(resp)
+
+    # -- If-Match / If-Unmodified-Since ---------------------------------
+
+    def test_if_match_current_etag_200(self):
+        self.assert_full_200(self.get({'If-Match': self.etag()}))
+
+    def test_if_match_star_200(self):
+        self.assert_full_200(self.get({'If-Match': '*'}))
+
+    def test_if_match_other_etag_412(self):
+        resp = self.get({'If-Match': '"other"'})
+        self.assertEqual(resp.status, 412, repr(resp))
+        self.assertNotEqual(resp.body[:64], self.data[:64])
+
+    def test_if_match_weak_etag_412(self):
+        # If-Match uses the strong comparison
+        resp = self.get({'If-Match': 'W/' + self.etag()})
+        self.assertEqual(resp.status, 412, repr(resp))
+
+    def test_if_match_with_range_206(self):
+        self.assert_206(self.get({'If-Match': self.etag(), 'Range': 'bytes=0-9'}), 0, 9)
+
+    def test_if_unmodified_since_past_412(self):
+        resp = self.get({'If-Unmodified-Since': 'Sat, 01 Jan 2000 00:00:00 GMT'})
+        self.assertEqual(resp.status, 412, repr(resp))
+
+    def test_if_unmodified_since_equal_200(self):
+        self.assert_full_200(self.get({'If-Unmodified-Since': self.last_modified()}))
+
+    def test_if_match_takes_precedence_over_ius(self):
+        # matching If-Match: If-Unmodified-Since is not evaluated
+        resp = self.get({'If-Match': self.etag(),
+                         'If-Unmodified-Since': 'Sat, 01 Jan 2000 00:00:00 GMT'})
+        self.assert_full_200(resp)
+
+    def test_if_match_failure_beats_if_none_match(self):
+        # RFC 9110 13.2.2: If-Match is evaluated first
+        resp = self.get({'If-Match': '"other"', 'If-None-Match': self.etag()})
+        self.assertEqual(resp.status, 412, repr(resp))
 
     # -- If-None-Match / If-Modified-Since -----------------------------
 

@@ -29,6 +29,7 @@ class SecurityTest(harness.ServerTestCase):
         os.symlink('/etc', os.path.join(www, 'etc_dir_link'))
         os.symlink('small.bin', os.path.join(www, 'small_link.bin'))
         os.symlink('../small.bin', os.path.join(www, 'sub', 'up_link.bin'))
+        os.symlink(os.path.join(www, 'small.bin'), os.path.join(www, 'abs_inside_link.bin'))
 
     def assert_not_leaked(self, resp, what):
         self.assertNotEqual(resp.status, 200, '%s answered 200: %r' % (what, resp))
@@ -133,6 +134,12 @@ class SecurityTest(harness.ServerTestCase):
         self.assertEqual(resp.status, 200, '../small.bin symlink inside the root refused: %r' % resp)
         self.assertEqual(resp.body, self.content('small.bin'))
 
+    def test_absolute_symlink_inside_root_refused(self):
+        # documented choice (docs/http.md): absolute symlinks are refused even
+        # when they point inside the root
+        resp = http(self.port, 'GET', '/abs_inside_link.bin')
+        self.assertIn(resp.status, (403, 404), repr(resp))
+
     # -- directories ------------------------------------------------------
 
     def test_directory_not_served(self):
@@ -176,6 +183,20 @@ class SecurityTest(harness.ServerTestCase):
         # RFC 9112 3.2: MUST respond 400 to an HTTP/1.1 request lacking Host
         resp = harness.raw_request(self.port, b'GET /small.bin HTTP/1.1\r\nConnection: close\r\n\r\n')
         self.assertEqual(resp.status, 400, repr(resp))
+
+    def test_two_host_fields_is_400(self):
+        # RFC 9112 3.2: a request with more than one Host field gets 400
+        resp = harness.raw_request(self.port, b'GET /small.bin HTTP/1.1\r\nHost: a\r\nHost: b\r\n'
+                                   b'Connection: close\r\n\r\n')
+        self.assertEqual(resp.status, 400, repr(resp))
+
+    def test_content_length_with_transfer_encoding_is_400(self):
+        with harness.Conn(self.port) as c:
+            c.send(b'GET /small.bin HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n'
+                   b'Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n')
+            r = c.read_response()
+            self.assertEqual(r.status, 400, repr(r))
+            self.assertTrue(c.closed_by_peer(4), 'connection not closed after CL+TE')
 
     def test_unsupported_http_version(self):
         resp = harness.raw_request(self.port, b'GET /small.bin HTTP/2.0\r\nHost: x\r\n\r\n')
@@ -253,9 +274,9 @@ class SecurityTest(harness.ServerTestCase):
 
 
 class SlowClientTest(harness.ServerTestCase):
-    """A short header_timeout: slow or silent clients are dropped."""
+    """Short timeouts: slow, silent, idle or stalled clients are dropped."""
 
-    server_config = {'header_timeout': '2s'}
+    server_config = {'header_timeout': '2s', 'keepalive_timeout': '3s', 'send_timeout': '2s'}
 
     def measure_close(self, sock, limit):
         """Seconds until the server closes sock (None if not within limit)."""
@@ -344,6 +365,37 @@ class SlowClientTest(harness.ServerTestCase):
         finally:
             for s in socks:
                 s.close()
+
+
+    def test_idle_keepalive_closed_after_keepalive_timeout(self):
+        with harness.Conn(self.port) as c:
+            c.send(request_bytes('GET', '/small.bin', close=False))
+            self.assertEqual(c.read_response().status, 200)
+            t0 = time.monotonic()
+            closed = c.closed_by_peer(8)
+            elapsed = time.monotonic() - t0
+        self.assertTrue(closed, 'idle keep-alive connection still open after 8 s (keepalive_timeout 3s)')
+        self.assertGreater(elapsed, 2.0, 'closed after %.1f s, before keepalive_timeout 3s' % elapsed)
+        self.assertLess(elapsed, 5.0, 'closed after %.1f s (keepalive_timeout 3s)' % elapsed)
+
+    def test_stalled_reader_dropped_after_send_timeout(self):
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)
+        s.settimeout(5)
+        s.connect(('127.0.0.1', self.port))
+        try:
+            s.sendall(request_bytes('GET', '/big.bin'))
+            time.sleep(5)  # read nothing: the send makes no progress for > send_timeout
+            data, closed = harness.recv_all(s, timeout=5)
+        finally:
+            s.close()
+        self.assertTrue(closed, 'stalled connection still open (send_timeout 2s)')
+        self.assertLess(len(data), len(self.content('big.bin')), 'the whole file arrived anyway')
+        self.assert_still_serving()
+
+    def assert_still_serving(self):
+        resp = http(self.port, 'GET', '/small.bin')
+        self.assertEqual(resp.body, self.content('small.bin'))
 
 
 if __name__ == '__main__':
