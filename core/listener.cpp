@@ -58,6 +58,10 @@ std::vector<Listener> bind_listeners(const Config& config,
         listener.protocol = module.get();
         listener.address = format_address(entry.host, entry.port);
         spdlog::info("Binding on {}", listener.address);
+        // SO_REUSEPORT would let this server share a port that another
+        // process listens on, splitting its traffic silently: a plain bind
+        // first finds out whether the port is free.
+        if (config.reuseport) close(bind_one(*found, config.backlog, false, listener.address));
         const int sockets = config.reuseport ? config.workers : 1;
         try {
             for (int i = 0; i < sockets; ++i)

@@ -356,6 +356,14 @@ class ConfigCheckTest(harness.ServerTestCase):
         self.assertIsNotNone(r.returncode, 'server kept running although its port is taken')
         self.assertNotEqual(r.returncode, 0)
 
+    def test_second_server_on_same_port_fails(self):
+        # Workers listen with SO_REUSEPORT; a second server must still not share the port.
+        first = self.new_server(workers=1)
+        path = harness.write_file(self.env.path('twin.yaml'), harness.config_text(first.port, self.env.www))
+        r = run([BINARY, '--config', path], timeout=10, cwd=self.env.dir)
+        self.assertEqual(r.returncode, 1, 'a second server started on port %d' % first.port)
+        self.assertIn('cannot listen on 127.0.0.1:%d: Address already in use' % first.port, r.stderr)
+
 
 if __name__ == '__main__':
     harness.main()
