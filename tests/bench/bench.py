@@ -723,7 +723,7 @@ def main():
                          "nginx's own default config)")
     ap.add_argument("--retry-noisy", type=int, default=2,
                     help="re-measure a wrk run up to this many times when other processes "
-                         "used more than %d%% of CPUs 0+1 during it (default 2)" % NOISY_PCT)
+                         "used more than %d%%%% of CPUs 0+1 during it (default 2)" % NOISY_PCT)
     ap.add_argument("--json", help="also write the results as JSON to this file")
     ap.add_argument("--conns", type=int, default=10000,
                     help="idle keep-alive connections for the RSS row (default 10000; "
