@@ -25,7 +25,7 @@ struct Settings {
     const smp_core_api* core = nullptr;
     std::string root;
     int root_fd = -1;
-    uint64_t block_size = 256 * 1024;
+    uint64_t block_size = 2 * 1024 * 1024;
     size_t max_ranges = 16;
     size_t max_header_size = 8 * 1024;
     uint64_t header_timeout_ms = 10'000;

@@ -38,7 +38,7 @@ enum Key : size_t {
 
 constexpr smp_config_key kKeys[kKeyCount] = {
     {"root", SMP_CONFIG_STRING, nullptr, 1, "folder whose files are served"},
-    {"block_size", SMP_CONFIG_SIZE, "256KiB", 0, "file bytes handed to the kernel per send turn"},
+    {"block_size", SMP_CONFIG_SIZE, "2MiB", 0, "file bytes handed to the kernel per send turn"},
     {"max_ranges", SMP_CONFIG_INT, "16", 0, "most ranges in one request; more are answered with the whole file"},
     {"max_header_size", SMP_CONFIG_SIZE, "8KiB", 0, "request line and header fields; longer gets 414 or 431"},
     {"header_timeout", SMP_CONFIG_DURATION, "10s", 0, "time to receive a request's header block"},

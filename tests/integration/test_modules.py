@@ -54,6 +54,9 @@ class HookCounts(unittest.TestCase):
         self.assertEqual(harness.sha256_file(out), harness.sha256_bytes(self.env.content['slow.bin']))
 
         self.assertEqual(self.server.terminate(), 0, self.server.log_tail())
+        # Each worker closes its loop after the modules closed their handles; a leak is logged.
+        self.assertNotIn('handles still open', self.server.log())
+        self.assertEqual(self.server.log().count('Worker stopped'), 2, self.server.log_tail())
         counts = counts_of(self.output)
         # Six connections of ours, and the harness's readiness probe.
         self.assertEqual(counts.get('connection'), 7, counts)
