@@ -562,7 +562,7 @@ void WorkerState::report(Connection& c, const Exchange* e, smp_end_reason reason
     smp_record record{};
     record.size = sizeof record;
     record.connection_id = c.info.connection_id;
-    record.request_id = c.requests;
+    record.request_id = e != nullptr ? c.requests : c.requests + 1;  // a request cut short was never counted
     record.worker_id = worker_id_;
     record.module = "http_download";
     record.node = node_;
