@@ -4,6 +4,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [[ ! -f build/build.ninja ]]; then
-  meson setup build --wrap-mode=nofallback --buildtype=debugoptimized >/dev/null
+  meson setup build --wrap-mode=nofallback --buildtype=debugoptimized
 fi
-ninja -C build >/dev/null
+ninja -C build

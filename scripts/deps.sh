@@ -26,5 +26,4 @@ sudo=""
 [[ $(id -u) -ne 0 ]] && sudo="sudo"
 echo "Installing Debian packages: ${missing[*]}"
 $sudo apt-get update -qq
-# policy-rc.d keeps the nginx package from starting a system nginx on port 80.
-DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
