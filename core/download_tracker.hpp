@@ -23,13 +23,13 @@ struct LogicalDownload {
     std::string path;
     std::string etag;
     uint64_t file_size = 0;
-    IntervalSet delivered;  // bytes of the file
-    IntervalSet active;     // microseconds in which a request was transferring
+    IntervalSet delivered;    // bytes of the file
+    IntervalSet active;       // microseconds in which a request was transferring
     uint64_t bytes_sent = 0;  // file bytes sent, counting repeats
     uint32_t requests = 0;
-    uint32_t resumes = 0;     // requests that began after every earlier one had ended
-    int64_t first_us = 0;     // start of the first request
-    int64_t last_us = 0;      // end of the latest request
+    uint32_t resumes = 0;  // requests that began after every earlier one had ended
+    int64_t first_us = 0;  // start of the first request
+    int64_t last_us = 0;   // end of the latest request
     smp_end_reason last_reason = SMP_END_COMPLETED;
 
     uint64_t distinct_bytes() const { return delivered.size(); }

@@ -1,0 +1,137 @@
+#include "record_codec.hpp"
+
+#include <algorithm>
+#include <cstring>
+
+namespace smp {
+namespace {
+
+constexpr uint32_t kMagic = 0x534d5231;  // "SMR1": bump when the layout changes
+constexpr uint16_t kAbsent = 0xffff;
+constexpr size_t kMaxString = 4096;
+
+struct Fixed {
+    uint32_t magic;
+    uint32_t pid;
+    uint64_t connection_id;
+    uint64_t request_id;
+    int64_t start_us;
+    int64_t end_us;
+    int64_t file_size;
+    uint64_t header_bytes;
+    uint64_t body_bytes;
+    uint32_t worker_id;
+    int32_t status;
+    uint32_t interval_count;
+    uint16_t client_port;
+    uint8_t reason;
+    uint8_t kind;
+    uint16_t lengths[12];
+};
+
+// The record's strings, in wire order.
+std::array<const char*, 12> strings_of(const smp_record& r) {
+    return {r.module, r.node,     r.client_ip,  r.forwarded_ip, r.method, r.path,
+            r.target, r.protocol, r.user_agent, r.referer,      r.range,  r.etag};
+}
+
+template <typename T>
+void append(std::string& out, const T& value) {
+    out.append(reinterpret_cast<const char*>(&value), sizeof value);
+}
+
+}  // namespace
+
+void encode_record(const smp_record& record, RecordKind kind, uint32_t pid, std::string& out) {
+    out.clear();
+    Fixed fixed{};
+    fixed.magic = kMagic;
+    fixed.pid = pid;
+    fixed.connection_id = record.connection_id;
+    fixed.request_id = record.request_id;
+    fixed.start_us = record.start_us;
+    fixed.end_us = record.end_us;
+    fixed.file_size = record.file_size;
+    fixed.header_bytes = record.header_bytes;
+    fixed.body_bytes = record.body_bytes;
+    fixed.worker_id = record.worker_id;
+    fixed.status = record.status;
+    fixed.client_port = record.client_port;
+    fixed.reason = static_cast<uint8_t>(record.reason);
+    fixed.kind = static_cast<uint8_t>(kind);
+    const auto strings = strings_of(record);
+    for (size_t i = 0; i < strings.size(); ++i)
+        fixed.lengths[i] =
+            strings[i] == nullptr ? kAbsent : static_cast<uint16_t>(std::min(std::strlen(strings[i]), kMaxString));
+    const size_t room = (kMaxRecordBytes - sizeof(Fixed) - 12 * kMaxString) / sizeof(smp_interval);
+    fixed.interval_count = static_cast<uint32_t>(std::min(record.interval_count, room));
+    append(out, fixed);
+    for (size_t i = 0; i < strings.size(); ++i)
+        if (fixed.lengths[i] != kAbsent) out.append(strings[i], fixed.lengths[i]);
+    if (fixed.interval_count > 0)
+        out.append(reinterpret_cast<const char*>(record.intervals), fixed.interval_count * sizeof(smp_interval));
+}
+
+DecodedRecord& DecodedRecord::operator=(const DecodedRecord& other) {
+    kind = other.kind;
+    pid = other.pid;
+    record_ = other.record_;
+    strings_ = other.strings_;
+    present_ = other.present_;
+    intervals_ = other.intervals_;
+    bind();
+    return *this;
+}
+
+void DecodedRecord::bind() {
+    const char** fields[kStrings] = {&record_.module,     &record_.node,    &record_.client_ip, &record_.forwarded_ip,
+                                     &record_.method,     &record_.path,    &record_.target,    &record_.protocol,
+                                     &record_.user_agent, &record_.referer, &record_.range,     &record_.etag};
+    for (size_t i = 0; i < kStrings; ++i) *fields[i] = present_[i] ? strings_[i].c_str() : nullptr;
+    record_.intervals = intervals_.data();
+    record_.interval_count = intervals_.size();
+}
+
+std::optional<DecodedRecord> DecodedRecord::decode(std::string_view data) {
+    Fixed fixed{};
+    if (data.size() < sizeof fixed) return std::nullopt;
+    std::memcpy(&fixed, data.data(), sizeof fixed);
+    if (fixed.magic != kMagic) return std::nullopt;
+    if (fixed.kind != static_cast<uint8_t>(RecordKind::transfer) &&
+        fixed.kind != static_cast<uint8_t>(RecordKind::close))
+        return std::nullopt;
+    data.remove_prefix(sizeof fixed);
+    DecodedRecord decoded;
+    for (size_t i = 0; i < kStrings; ++i) {
+        if (fixed.lengths[i] == kAbsent) continue;
+        if (fixed.lengths[i] > kMaxString || data.size() < fixed.lengths[i]) return std::nullopt;
+        decoded.strings_[i].assign(data.data(), fixed.lengths[i]);
+        decoded.present_[i] = true;
+        data.remove_prefix(fixed.lengths[i]);
+    }
+    if (data.size() != size_t{fixed.interval_count} * sizeof(smp_interval)) return std::nullopt;
+    decoded.intervals_.resize(fixed.interval_count);
+    if (!data.empty()) std::memcpy(decoded.intervals_.data(), data.data(), data.size());
+    for (const auto& interval : decoded.intervals_)
+        if (interval.last < interval.first) return std::nullopt;
+
+    decoded.kind = static_cast<RecordKind>(fixed.kind);
+    decoded.pid = fixed.pid;
+    smp_record& r = decoded.record_;
+    r.size = sizeof r;
+    r.connection_id = fixed.connection_id;
+    r.request_id = fixed.request_id;
+    r.worker_id = fixed.worker_id;
+    r.start_us = fixed.start_us;
+    r.end_us = fixed.end_us;
+    r.client_port = fixed.client_port;
+    r.file_size = fixed.file_size;
+    r.status = fixed.status;
+    r.header_bytes = fixed.header_bytes;
+    r.body_bytes = fixed.body_bytes;
+    r.reason = static_cast<smp_end_reason>(fixed.reason);
+    decoded.bind();
+    return decoded;
+}
+
+}  // namespace smp

@@ -1,0 +1,112 @@
+#include "record_codec.hpp"
+
+#include <doctest/doctest.h>
+
+#include <cstring>
+#include <string>
+
+using smp::DecodedRecord;
+using smp::encode_record;
+using smp::RecordKind;
+
+namespace {
+
+smp_record sample(const smp_interval* intervals, size_t count) {
+    smp_record r{};
+    r.size = sizeof r;
+    r.connection_id = 42;
+    r.request_id = 3;
+    r.worker_id = 2;
+    r.module = "http_download";
+    r.node = "node-a";
+    r.start_us = 1'700'000'000'000'000;
+    r.end_us = 1'700'000'001'500'000;
+    r.client_ip = "2001:db8::1";
+    r.client_port = 51234;
+    r.method = "GET";
+    r.path = "big.bin";
+    r.target = "/big.bin?x=1";
+    r.protocol = "HTTP/1.1";
+    r.user_agent = "aria2/1.36.0";
+    r.range = "bytes=0-99,200-299";
+    r.etag = "\"1400000-18eb\"";
+    r.file_size = 20 * 1024 * 1024;
+    r.status = 206;
+    r.intervals = intervals;
+    r.interval_count = count;
+    r.header_bytes = 250;
+    r.body_bytes = 400;
+    r.reason = SMP_END_CLIENT_CLOSED;
+    return r;
+}
+
+bool same_text(const char* a, const char* b) { return (a == nullptr) == (b == nullptr) && (!a || !std::strcmp(a, b)); }
+
+}  // namespace
+
+TEST_CASE("a record survives the wire field by field") {
+    const smp_interval intervals[] = {{0, 99}, {200, 299}};
+    const smp_record in = sample(intervals, 2);
+    std::string wire;
+    encode_record(in, RecordKind::close, 1234, wire);
+    auto decoded = DecodedRecord::decode(wire);
+    REQUIRE(decoded);
+    const DecodedRecord copy = *decoded;  // the copy must point at its own storage
+    decoded.reset();
+    const smp_record& out = copy.record();
+    CHECK(copy.kind == RecordKind::close);
+    CHECK(copy.pid == 1234);
+    CHECK(out.connection_id == 42);
+    CHECK(out.request_id == 3);
+    CHECK(out.worker_id == 2);
+    CHECK(out.start_us == in.start_us);
+    CHECK(out.end_us == in.end_us);
+    CHECK(out.client_port == 51234);
+    CHECK(out.file_size == in.file_size);
+    CHECK(out.status == 206);
+    CHECK(out.header_bytes == 250);
+    CHECK(out.body_bytes == 400);
+    CHECK(out.reason == SMP_END_CLIENT_CLOSED);
+    for (auto [a, b] : {std::pair{in.module, out.module},
+                        {in.node, out.node},
+                        {in.client_ip, out.client_ip},
+                        {in.forwarded_ip, out.forwarded_ip},
+                        {in.method, out.method},
+                        {in.path, out.path},
+                        {in.target, out.target},
+                        {in.protocol, out.protocol},
+                        {in.user_agent, out.user_agent},
+                        {in.referer, out.referer},
+                        {in.range, out.range},
+                        {in.etag, out.etag}})
+        CHECK(same_text(a, b));
+    CHECK(out.referer == nullptr);
+    REQUIRE(out.interval_count == 2);
+    CHECK(out.intervals[1].first == 200);
+    CHECK(out.intervals[1].last == 299);
+}
+
+TEST_CASE("truncated, corrupted or foreign datagrams are refused") {
+    const smp_interval intervals[] = {{0, 99}};
+    std::string wire;
+    encode_record(sample(intervals, 1), RecordKind::transfer, 1, wire);
+    REQUIRE(DecodedRecord::decode(wire));
+    for (size_t cut = 0; cut < wire.size(); cut += 7) CHECK_FALSE(DecodedRecord::decode(wire.substr(0, cut)));
+    CHECK_FALSE(DecodedRecord::decode(wire + "x"));
+    std::string foreign = wire;
+    foreign[0] ^= 0x55;
+    CHECK_FALSE(DecodedRecord::decode(foreign));
+    CHECK_FALSE(DecodedRecord::decode("garbage"));
+}
+
+TEST_CASE("a long string is cut, the datagram stays bounded") {
+    const std::string agent(100'000, 'a');
+    smp_record r = sample(nullptr, 0);
+    r.user_agent = agent.c_str();
+    std::string wire;
+    encode_record(r, RecordKind::close, 1, wire);
+    CHECK(wire.size() <= smp::kMaxRecordBytes);
+    auto decoded = DecodedRecord::decode(wire);
+    REQUIRE(decoded);
+    CHECK(std::strlen(decoded->record().user_agent) == 4096);
+}
