@@ -109,6 +109,24 @@ void read_log(const YAML::Node& node, LogConfig& log, ErrorList& errors) {
         if (auto file = read_string(node["access_log"], "log.access_log", errors)) log.access_log = *file;
 }
 
+void read_tracking(const YAML::Node& node, TrackingConfig& tracking, ErrorList& errors) {
+    if (!node) return;
+    if (!node.IsMap()) {
+        errors.add(node, "tracking", "must be a map");
+        return;
+    }
+    check_keys(node, "tracking", std::array<std::string_view, 2>{"enabled", "idle_window"}, errors);
+    if (node["enabled"])
+        if (auto value = read_bool(node["enabled"], "tracking.enabled", errors)) tracking.enabled = *value;
+    if (node["idle_window"])
+        if (auto value = read_duration(node["idle_window"], "tracking.idle_window", errors)) {
+            if (*value < 1000)
+                errors.add(node["idle_window"], "tracking.idle_window", "must be at least 1s");
+            else
+                tracking.idle_window_ms = *value;
+        }
+}
+
 template <typename T>
 void read_positive(const YAML::Node& node, std::string_view key, T& out, ErrorList& errors, int64_t max) {
     if (!node) return;
@@ -253,8 +271,8 @@ Config parse_config(const std::string& text, const std::string& name, const std:
 
     check_keys(
         root, "",
-        std::array<std::string_view, 10>{"workers", "max_connections", "backlog", "shutdown_timeout", "module_dir",
-                                         "reuseport", "log", "protocols", "plugins", "environments"},
+        std::array<std::string_view, 11>{"workers", "max_connections", "backlog", "shutdown_timeout", "module_dir",
+                                         "reuseport", "log", "tracking", "protocols", "plugins", "environments"},
         errors);
 
     if (const auto node = root["workers"]) {
@@ -273,6 +291,7 @@ Config parse_config(const std::string& text, const std::string& name, const std:
     if (const auto node = root["reuseport"])
         if (auto value = read_bool(node, "reuseport", errors)) config.reuseport = *value;
     read_log(root["log"], config.log, errors);
+    read_tracking(root["tracking"], config.tracking, errors);
 
     const YAML::Node protocols = root["protocols"];
     if (!protocols || (protocols.IsSequence() && protocols.size() == 0))

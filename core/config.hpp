@@ -64,6 +64,12 @@ struct LogConfig {
     std::string access_log;  // empty: none
 };
 
+struct TrackingConfig {
+    // Off until the storage of issue 3 lands: the collector only logs today.
+    bool enabled = false;
+    int64_t idle_window_ms = 30 * 60 * 1000;  // a download idle this long is finished
+};
+
 struct Config {
     std::string path;
     std::string environment;  // APPLICATION_ENV applied, empty for none
@@ -74,6 +80,7 @@ struct Config {
     bool reuseport = true;   // one listening socket per worker (SO_REUSEPORT)
     std::string module_dir;  // empty: found next to the binary or the install default
     LogConfig log;
+    TrackingConfig tracking;
     std::vector<ModuleEntry> protocols;
     std::vector<ModuleEntry> plugins;
 };

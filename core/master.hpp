@@ -34,10 +34,16 @@ class Master {
     static void on_respawn_timer(uv_timer_t* timer);
     static void on_shutdown_timeout(uv_timer_t* timer);
     void spawn(size_t slot);
+    void spawn_collector();
+    void tell_collector_lost(pid_t worker);
     void reap_children();
     void begin_shutdown(int signal);
+    // 0 to start again at once, or the back-off after deaths soon after start.
+    static uint64_t next_start_delay(Slot& slot, uint64_t now_ms);
     void finish_if_done();
     [[noreturn]] void become_worker(size_t slot);
+    [[noreturn]] void become_collector();
+    void close_inherited_descriptors();
 
     Runtime& runtime_;
     uv_loop_t loop_{};
@@ -45,8 +51,10 @@ class Master {
     uv_timer_t shutdown_timer_{};
     int signal_fd_ = -1;
     std::vector<Slot> slots_;
+    Slot collector_;  // pid 0 when tracking is off or it is not running
     bool stopping_ = false;
     bool finished_ = false;
+    bool collector_stopping_ = false;
 };
 
 }  // namespace smp

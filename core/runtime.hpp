@@ -25,6 +25,10 @@ struct Runtime {
     std::vector<Listener> listeners;
     AccessLog access_log;
     std::string node;  // host name
+    // The records socket (a SOCK_DGRAM socketpair) when tracking is on:
+    // workers and the master send on one end, the collector reads the other.
+    int records_send_fd = -1;
+    int records_receive_fd = -1;
 };
 
 // The core API handed to every module.

@@ -192,13 +192,29 @@ void Worker::on_accept_pause_end(uv_timer_t* timer) {
     if (!worker.stopping_ && worker.connections_ < worker.runtime_.config.max_connections) worker.set_accepting(true);
 }
 
+void Worker::send_to_collector(const smp_record& record, RecordKind kind) {
+    if (runtime_.records_send_fd < 0) return;
+    encode_record(record, kind, static_cast<uint32_t>(getpid()), wire_);
+    if (send(runtime_.records_send_fd, wire_.data(), wire_.size(), MSG_DONTWAIT | MSG_NOSIGNAL) >= 0) return;
+    // Never wait for the collector: a full queue loses the record, and says so.
+    ++records_dropped_;
+    const uint64_t now = uv_now(&loop_);
+    if (now - drops_reported_at_ms_ >= 1000) {
+        drops_reported_at_ms_ = now;
+        spdlog::warn("stats collector not keeping up: {} record(s) dropped so far ({})", records_dropped_,
+                     std::strerror(errno));
+    }
+}
+
 void Worker::transfer(const smp_record& record) {
+    send_to_collector(record, RecordKind::transfer);
     for (auto* plugin : plugins_)
         if (plugin->api->on_transfer != nullptr) plugin->api->on_transfer(plugin->worker_state, &record);
 }
 
 void Worker::close(const smp_record& record) {
     runtime_.access_log.write(record);
+    send_to_collector(record, RecordKind::close);
     for (auto* plugin : plugins_)
         if (plugin->api->on_close != nullptr) plugin->api->on_close(plugin->worker_state, &record);
 }

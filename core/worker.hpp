@@ -8,6 +8,7 @@
 #include <memory>
 #include <vector>
 
+#include "record_codec.hpp"
 #include "runtime.hpp"
 
 namespace smp {
@@ -41,6 +42,7 @@ class Worker {
     static void on_signal(uv_poll_t* handle, int status, int events);
     static void on_accept_pause_end(uv_timer_t* timer);
     void accept_from(Watch& watch);
+    void send_to_collector(const smp_record& record, RecordKind kind);
     void set_accepting(bool accepting);
     void begin_shutdown();
     void finish_if_drained();
@@ -59,6 +61,9 @@ class Worker {
     bool accepting_ = false;
     bool stopping_ = false;
     bool finished_ = false;
+    std::string wire_;              // the record being sent to the collector
+    uint64_t records_dropped_ = 0;  // the collector's queue was full
+    uint64_t drops_reported_at_ms_ = 0;
 };
 
 }  // namespace smp

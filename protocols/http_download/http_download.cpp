@@ -234,7 +234,14 @@ void WorkerState::on_sweep(uv_timer_t* timer) {
 void WorkerState::on_poll(uv_poll_t* handle, int status, int events) {
     auto& c = *static_cast<Connection*>(handle->data);
     WorkerState& self = *c.worker;
-    if (status < 0) return self.close_connection(c, SMP_END_WRITE_ERROR);
+    if (status < 0) {
+        // libuv reports EPOLLERR as UV_EBADF; the socket knows what happened.
+        int error = 0;
+        socklen_t length = sizeof error;
+        getsockopt(c.fd, SOL_SOCKET, SO_ERROR, &error, &length);
+        const bool client_gone = error == ECONNRESET || error == EPIPE;
+        return self.close_connection(c, client_gone ? SMP_END_CLIENT_CLOSED : SMP_END_WRITE_ERROR);
+    }
     if (c.state == ConnectionState::writing) {
         if (events & UV_WRITABLE) self.on_writable(c);
     } else if (events & (UV_READABLE | UV_DISCONNECT)) {

@@ -192,6 +192,18 @@ def pids_holding_connections(port, pids):
     return holders
 
 
+def comm_of(pid):
+    """The process name (/proc/PID/comm), or '' if it is gone."""
+    try:
+        with open('/proc/%d/comm' % pid) as f:
+            return f.read().strip()
+    except OSError:
+        return ''
+
+
+COLLECTOR_NAME = 'smp-collector'
+
+
 def zombie_children(ppid):
     return [p for p in children_of(ppid) if (proc_stat(p) or ('?',))[0] == 'Z']
 
@@ -357,13 +369,18 @@ class Server:
                           % (self.port, timeout, self.log_tail()))
 
     def wait_workers(self, count, timeout=5.0):
-        """Wait until the master has `count` live children; returns the pids."""
-        pids = wait_for(lambda: (lambda c: c if len(c) == count else None)(
-            children_of(self.pid, include_zombies=False)), timeout)
-        return pids or children_of(self.pid, include_zombies=False)
+        """Wait until the master has `count` live workers; returns the pids."""
+        pids = wait_for(lambda: (lambda c: c if len(c) == count else None)(self.workers()), timeout)
+        return pids or self.workers()
 
     def workers(self):
-        return children_of(self.pid, include_zombies=False)
+        """Live children of the master, the stats collector excepted."""
+        return [p for p in children_of(self.pid, include_zombies=False) if comm_of(p) != COLLECTOR_NAME]
+
+    def collector(self):
+        """Pid of the stats collector, or None."""
+        found = [p for p in children_of(self.pid, include_zombies=False) if comm_of(p) == COLLECTOR_NAME]
+        return found[0] if found else None
 
     def running(self):
         return self.proc is not None and self.proc.poll() is None

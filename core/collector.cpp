@@ -1,0 +1,148 @@
+#include "collector.hpp"
+
+#include <signal.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <array>
+#include <chrono>
+#include <cstring>
+#include <vector>
+
+#include "log.hpp"
+
+namespace smp {
+namespace {
+
+constexpr uint64_t kTickMs = 1000;
+constexpr int kReceiveBatch = 256;
+
+int64_t now_us() {
+    using namespace std::chrono;
+    return duration_cast<microseconds>(system_clock::now().time_since_epoch()).count();
+}
+
+}  // namespace
+
+std::string describe_download(const LogicalDownload& d) {
+    const double active_s = static_cast<double>(d.active_us()) / 1e6;
+    return fmt::format(
+        "Download finished: \"/{}\" for {} \"{}\": {}, {:.1f}% of {} bytes, {} request(s), {} resume(s), "
+        "{} wasted byte(s), {:.3f} s active, {:.1f} MiB/s",
+        d.path, d.client_ip, d.user_agent, smp_end_reason_name(d.reason()), d.coverage() * 100.0, d.file_size,
+        d.requests, d.resumes, d.wasted_bytes(), active_s, d.average_speed() / (1024.0 * 1024.0));
+}
+
+Collector::Collector(const Config& config, int socket_fd)
+    : config_(config), fd_(socket_fd), tracker_(config.tracking.idle_window_ms * 1000) {}
+
+int Collector::run() {
+    uv_loop_init(&loop_);
+    sigset_t signals;
+    sigemptyset(&signals);
+    sigaddset(&signals, SIGTERM);
+    sigaddset(&signals, SIGQUIT);
+    signal_fd_ = signalfd(-1, &signals, SFD_NONBLOCK | SFD_CLOEXEC);
+    uv_poll_init(&loop_, &signal_poll_, signal_fd_);
+    signal_poll_.data = this;
+    uv_poll_start(&signal_poll_, UV_READABLE, on_signal);
+    uv_poll_init(&loop_, &poll_, fd_);
+    poll_.data = this;
+    uv_poll_start(&poll_, UV_READABLE, on_readable);
+    uv_timer_init(&loop_, &tick_);
+    tick_.data = this;
+    uv_timer_start(&tick_, on_tick, kTickMs, kTickMs);
+    spdlog::info("Stats collector ready: downloads end after {} s idle", config_.tracking.idle_window_ms / 1000);
+
+    uv_run(&loop_, UV_RUN_DEFAULT);
+    if (uv_loop_close(&loop_) != 0) spdlog::warn("event loop closed with handles still open");
+    spdlog::info("Stats collector stopped: {} record(s), {} download(s), {} malformed datagram(s)", records_,
+                 downloads_, malformed_);
+    return 0;
+}
+
+void Collector::on_readable(uv_poll_t* handle, int /*status*/, int /*events*/) {
+    static_cast<Collector*>(handle->data)->receive();
+}
+
+int Collector::receive() {
+    std::array<char, kMaxRecordBytes> buffer;
+    int received = 0;
+    for (; received < kReceiveBatch; ++received) {
+        const ssize_t n = recv(fd_, buffer.data(), buffer.size(), MSG_DONTWAIT);
+        if (n < 0) break;  // EAGAIN: drained
+        const std::string_view data(buffer.data(), static_cast<size_t>(n));
+        CollectorNotice notice;
+        if (data.size() == sizeof notice) {
+            std::memcpy(&notice, data.data(), sizeof notice);
+            if (notice.magic == CollectorNotice::kMagic) {
+                close_requests_of(notice.lost_pid);
+                continue;
+            }
+        }
+        if (auto decoded = DecodedRecord::decode(data))
+            handle(*decoded);
+        else
+            ++malformed_;
+    }
+    return received;
+}
+
+void Collector::handle(const DecodedRecord& decoded) {
+    const smp_record& record = decoded.record();
+    const RequestKey key{decoded.pid, record.connection_id, record.request_id};
+    if (decoded.kind == RecordKind::transfer) {
+        in_flight_[key] = decoded;
+        return;
+    }
+    ++records_;
+    in_flight_.erase(key);
+    tracker_.add(record);
+}
+
+void Collector::close_requests_of(uint32_t pid) {
+    // The last progress a dead worker reported is all that is known of its
+    // running requests: they end there, with reason worker_lost.
+    for (auto it = in_flight_.lower_bound({pid, 0, 0}); it != in_flight_.end() && std::get<0>(it->first) == pid;) {
+        smp_record record = it->second.record();
+        record.reason = SMP_END_WORKER_LOST;
+        ++records_;
+        tracker_.add(record);
+        it = in_flight_.erase(it);
+    }
+}
+
+void Collector::on_tick(uv_timer_t* timer) {
+    auto& self = *static_cast<Collector*>(timer->data);
+    self.tracker_.expire(now_us(), [&](const LogicalDownload& d) { self.finish(d); });
+}
+
+void Collector::finish(const LogicalDownload& download) {
+    ++downloads_;
+    spdlog::info("{}", describe_download(download));
+}
+
+void Collector::on_signal(uv_poll_t* handle, int /*status*/, int /*events*/) {
+    auto& self = *static_cast<Collector*>(handle->data);
+    signalfd_siginfo info{};
+    while (read(self.signal_fd_, &info, sizeof info) == sizeof info) self.stop();
+}
+
+void Collector::stop() {
+    if (stopping_) return;
+    stopping_ = true;
+    // The workers are gone (the master stops the collector last): what is in
+    // the socket is all there will be.
+    while (receive() == kReceiveBatch) {
+    }
+    for (auto it = in_flight_.begin(); it != in_flight_.end(); it = in_flight_.begin())
+        close_requests_of(std::get<0>(it->first));
+    tracker_.expire(INT64_MAX, [&](const LogicalDownload& d) { finish(d); });
+    for (auto* handle : {reinterpret_cast<uv_handle_t*>(&poll_), reinterpret_cast<uv_handle_t*>(&tick_),
+                         reinterpret_cast<uv_handle_t*>(&signal_poll_)})
+        uv_close(handle, nullptr);
+    ::close(signal_fd_);
+}
+
+}  // namespace smp

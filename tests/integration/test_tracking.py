@@ -1,0 +1,138 @@
+"""Download tracking, as far as it is built: the stats collector process
+merges the requests of the workers into logical downloads and logs each
+finished one ("Download finished: ..."). These tests read those log lines;
+once the sqlite store and `smprotocol stats` exist they will read the
+reports instead."""
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import time
+import unittest
+
+import harness
+from harness import MIB
+
+FINISHED = re.compile(
+    r'Download finished: "(?P<path>[^"]*)" for (?P<ip>\S+) "(?P<agent>[^"]*)": (?P<reason>\w+), '
+    r'(?P<coverage>[\d.]+)% of (?P<size>\d+) bytes, (?P<requests>\d+) request\(s\), (?P<resumes>\d+) resume\(s\)')
+
+
+def finished_downloads(server, agent):
+    return [m.groupdict() for m in FINISHED.finditer(server.log()) if m.group('agent') == agent]
+
+
+def wait_finished(server, agent, count=1, timeout=15.0):
+    return harness.wait_for(lambda: (lambda d: d if len(d) >= count else None)(finished_downloads(server, agent)),
+                            timeout) or finished_downloads(server, agent)
+
+
+class Tracking(unittest.TestCase):
+    def setUp(self):
+        self.env = harness.TestEnv({'big.bin': 20 * MIB, 'small.bin': 4096})
+        self.server = self.start_server('1s')
+
+    def tearDown(self):
+        self.server.kill()
+        self.env.cleanup()
+
+    def start_server(self, idle_window):
+        server = harness.Server(self.env, workers=2,
+                                core_extra={'tracking': '{enabled: true, idle_window: %s}' % idle_window})
+        return server.start()
+
+    def test_collector_is_a_named_child_beside_the_workers(self):
+        self.assertIsNotNone(self.server.collector(), harness.children_of(self.server.pid))
+        self.assertEqual(len(self.server.wait_workers(2)), 2)
+
+    def test_aria2c_segments_are_one_completed_download(self):
+        out = self.env.path('aria')
+        r = harness.run(['aria2c', '-q', '-x8', '-s8', '-k1M', '--user-agent=seg-test', '--allow-overwrite=true',
+                         '--auto-file-renaming=false', '--file-allocation=none', '-d', out, '-o', 'big.bin',
+                         self.server.url('/big.bin')], timeout=60)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(harness.sha256_file(os.path.join(out, 'big.bin')),
+                         harness.sha256_bytes(self.env.content['big.bin']))
+        downloads = wait_finished(self.server, 'seg-test')
+        time.sleep(1.5)  # a second line would have appeared by now
+        downloads = finished_downloads(self.server, 'seg-test')
+        self.assertEqual(len(downloads), 1, downloads)
+        self.assertEqual(downloads[0]['reason'], 'completed')
+        self.assertEqual(downloads[0]['coverage'], '100.0')
+        self.assertGreaterEqual(int(downloads[0]['requests']), 8)
+
+    def test_wget_cut_and_resumed_is_one_download(self):
+        target = self.env.path('wget')
+        os.makedirs(target)
+        cut = harness.spawn(['wget', '-q', '-U', 'wget-resume', '--limit-rate=4m', '-P', target,
+                             self.server.url('/big.bin')])
+        time.sleep(1.5)
+        cut.kill()
+        cut.wait(timeout=5)
+        partial = os.path.getsize(os.path.join(target, 'big.bin'))
+        self.assertLess(partial, 20 * MIB, 'the first wget was not cut')
+        r = harness.run(['wget', '-q', '-c', '-U', 'wget-resume', '-P', target, self.server.url('/big.bin')],
+                        timeout=60)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(harness.sha256_file(os.path.join(target, 'big.bin')),
+                         harness.sha256_bytes(self.env.content['big.bin']))
+        downloads = wait_finished(self.server, 'wget-resume')
+        self.assertEqual(len(downloads), 1, downloads)
+        self.assertEqual(downloads[0]['reason'], 'completed')
+        self.assertGreaterEqual(int(downloads[0]['requests']), 2)
+        self.assertGreaterEqual(int(downloads[0]['resumes']), 1)
+
+    def test_client_gone_halfway_is_an_incomplete_download(self):
+        with socket.create_connection(('127.0.0.1', self.server.port), timeout=5) as s:
+            s.sendall(harness.request_bytes('GET', '/big.bin', {'User-Agent': 'halfway'}))
+            received = 0
+            while received < 10 * MIB:
+                received += len(s.recv(65536))
+        downloads = wait_finished(self.server, 'halfway')
+        self.assertEqual(len(downloads), 1, downloads)
+        self.assertEqual(downloads[0]['reason'], 'client_closed')
+        # What the server handed to the kernel: what was read, plus the socket buffers.
+        self.assertGreaterEqual(float(downloads[0]['coverage']), 45.0)
+        self.assertLess(float(downloads[0]['coverage']), 90.0)
+
+    def test_head_304_and_404_are_not_downloads(self):
+        port = self.server.port
+        ua = {'User-Agent': 'not-a-download'}
+        etag = harness.http(port, 'HEAD', '/small.bin', ua).header('etag')
+        self.assertEqual(harness.http(port, 'GET', '/small.bin', dict(ua, **{'If-None-Match': etag})).status, 304)
+        self.assertEqual(harness.http(port, 'GET', '/missing.bin', ua).status, 404)
+        time.sleep(3)  # past the idle window and a collector tick
+        self.assertEqual(finished_downloads(self.server, 'not-a-download'), [])
+
+    def test_worker_killed_mid_download_is_worker_lost(self):
+        client = harness.spawn(['curl', '-s', '-A', 'lost', '--limit-rate', '2M', '-o', '/dev/null',
+                                self.server.url('/big.bin')])
+        time.sleep(2.5)  # long enough for a progress record to reach the collector
+        holders = harness.wait_for(lambda: harness.pids_holding_connections(self.server.port, self.server.workers()),
+                                   3.0)
+        self.assertTrue(holders, 'no worker holds the download')
+        os.kill(holders[0], signal.SIGKILL)
+        client.wait(timeout=10)
+        downloads = wait_finished(self.server, 'lost')
+        self.assertEqual(len(downloads), 1, downloads)
+        self.assertEqual(downloads[0]['reason'], 'worker_lost')
+        self.assertLess(float(downloads[0]['coverage']), 100.0)
+
+    def test_graceful_stop_finishes_open_downloads(self):
+        self.server.kill()
+        self.server = self.start_server('1h')
+        for agent in ('stop-a', 'stop-b'):
+            harness.http(self.server.port, 'GET', '/small.bin', {'User-Agent': agent})
+        self.assertEqual(finished_downloads(self.server, 'stop-a'), [])  # the window is an hour
+        self.assertEqual(self.server.terminate(), 0, self.server.log_tail())
+        for agent in ('stop-a', 'stop-b'):
+            downloads = finished_downloads(self.server, agent)
+            self.assertEqual(len(downloads), 1, (agent, self.server.log_tail()))
+            self.assertEqual(downloads[0]['reason'], 'completed')
+        self.assertIn('Stats collector (pid', self.server.log())
+
+
+if __name__ == '__main__':
+    unittest.main()
