@@ -25,17 +25,24 @@ int64_t now_us() {
 
 }  // namespace
 
-std::string describe_download(const LogicalDownload& d) {
+std::string describe_download(const LogicalDownload& d, const GeoInfo& geo) {
     const double active_s = static_cast<double>(d.active_us()) / 1e6;
-    return fmt::format(
+    std::string text = fmt::format(
         "Download finished: \"/{}\" for {} \"{}\": {}, {:.1f}% of {} bytes, {} request(s), {} resume(s), "
         "{} wasted byte(s), {:.3f} s active, {:.1f} MiB/s",
         d.path, d.client_ip, d.user_agent, smp_end_reason_name(d.reason()), d.coverage() * 100.0, d.file_size,
         d.requests, d.resumes, d.wasted_bytes(), active_s, d.average_speed() / (1024.0 * 1024.0));
+    if (!geo.country.empty() || !geo.city.empty()) text += fmt::format(", from {} {}", geo.country, geo.city);
+    if (geo.has_location) text += fmt::format(" ({:.4f}, {:.4f})", geo.latitude, geo.longitude);
+    if (geo.asn != 0) text += fmt::format(", AS{} \"{}\"", geo.asn, geo.organisation);
+    return text;
 }
 
 Collector::Collector(const Config& config, int socket_fd)
-    : config_(config), fd_(socket_fd), tracker_(config.tracking.idle_window_ms * 1000) {}
+    : config_(config),
+      fd_(socket_fd),
+      tracker_(config.tracking.idle_window_ms * 1000),
+      geoip_(config.geoip.city_db, config.geoip.asn_db) {}
 
 int Collector::run() {
     uv_loop_init(&loop_);
@@ -120,7 +127,7 @@ void Collector::on_tick(uv_timer_t* timer) {
 
 void Collector::finish(const LogicalDownload& download) {
     ++downloads_;
-    spdlog::info("{}", describe_download(download));
+    spdlog::info("{}", describe_download(download, geoip_.lookup(download.client_ip)));
 }
 
 void Collector::on_signal(uv_poll_t* handle, int /*status*/, int /*events*/) {

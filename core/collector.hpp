@@ -13,6 +13,7 @@
 
 #include "config.hpp"
 #include "download_tracker.hpp"
+#include "geoip.hpp"
 #include "record_codec.hpp"
 
 namespace smp {
@@ -25,7 +26,7 @@ struct CollectorNotice {
 };
 
 // One line per finished download, as logged.
-std::string describe_download(const LogicalDownload& download);
+std::string describe_download(const LogicalDownload& download, const GeoInfo& geo);
 
 class Collector {
    public:
@@ -56,6 +57,7 @@ class Collector {
     uv_poll_t signal_poll_{};
     int signal_fd_ = -1;
     DownloadTracker tracker_;
+    GeoIp geoip_;
     std::map<RequestKey, DecodedRecord> in_flight_;  // last transfer record of running requests
     uint64_t records_ = 0;
     uint64_t malformed_ = 0;

@@ -7,6 +7,7 @@
 #include <fstream>
 #include <sstream>
 
+#include "address_set.hpp"
 #include "units.hpp"
 
 namespace smp {
@@ -125,6 +126,32 @@ void read_tracking(const YAML::Node& node, TrackingConfig& tracking, ErrorList& 
             else
                 tracking.idle_window_ms = *value;
         }
+}
+
+void read_geoip(const YAML::Node& node, GeoIpConfig& geoip, ErrorList& errors) {
+    if (!node) return;
+    if (!node.IsMap()) {
+        errors.add(node, "geoip", "must be a map");
+        return;
+    }
+    check_keys(node, "geoip", std::array<std::string_view, 2>{"city_db", "asn_db"}, errors);
+    if (node["city_db"])
+        if (auto value = read_string(node["city_db"], "geoip.city_db", errors)) geoip.city_db = *value;
+    if (node["asn_db"])
+        if (auto value = read_string(node["asn_db"], "geoip.asn_db", errors)) geoip.asn_db = *value;
+}
+
+void read_trusted_proxies(const YAML::Node& node, std::vector<std::string>& proxies, ErrorList& errors) {
+    if (!node) return;
+    auto list = read_string_list(node, "trusted_proxies", errors);
+    if (!list) return;
+    for (size_t i = 0; i < list->size(); ++i) {
+        AddressSet check;
+        if (!check.add((*list)[i]))
+            errors.add(node[i], "trusted_proxies[" + std::to_string(i) + "]",
+                       "'" + (*list)[i] + "' is not an IP address or network (127.0.0.1, 10.0.0.0/8, ::1)");
+    }
+    proxies = *list;
 }
 
 template <typename T>
@@ -269,11 +296,11 @@ Config parse_config(const std::string& text, const std::string& name, const std:
         }
     }
 
-    check_keys(
-        root, "",
-        std::array<std::string_view, 11>{"workers", "max_connections", "backlog", "shutdown_timeout", "module_dir",
-                                         "reuseport", "log", "tracking", "protocols", "plugins", "environments"},
-        errors);
+    check_keys(root, "",
+               std::array<std::string_view, 13>{"workers", "max_connections", "backlog", "shutdown_timeout",
+                                                "module_dir", "reuseport", "log", "tracking", "geoip",
+                                                "trusted_proxies", "protocols", "plugins", "environments"},
+               errors);
 
     if (const auto node = root["workers"]) {
         if (node.IsScalar() && node.Scalar() == "auto") {
@@ -292,6 +319,8 @@ Config parse_config(const std::string& text, const std::string& name, const std:
         if (auto value = read_bool(node, "reuseport", errors)) config.reuseport = *value;
     read_log(root["log"], config.log, errors);
     read_tracking(root["tracking"], config.tracking, errors);
+    read_geoip(root["geoip"], config.geoip, errors);
+    read_trusted_proxies(root["trusted_proxies"], config.trusted_proxies, errors);
 
     const YAML::Node protocols = root["protocols"];
     if (!protocols || (protocols.IsSequence() && protocols.size() == 0))

@@ -70,6 +70,11 @@ struct TrackingConfig {
     int64_t idle_window_ms = 30 * 60 * 1000;  // a download idle this long is finished
 };
 
+struct GeoIpConfig {
+    std::string city_db;  // empty: none
+    std::string asn_db;
+};
+
 struct Config {
     std::string path;
     std::string environment;  // APPLICATION_ENV applied, empty for none
@@ -81,6 +86,8 @@ struct Config {
     std::string module_dir;  // empty: found next to the binary or the install default
     LogConfig log;
     TrackingConfig tracking;
+    GeoIpConfig geoip;
+    std::vector<std::string> trusted_proxies;  // CIDRs whose X-Forwarded-For / Forwarded is believed
     std::vector<ModuleEntry> protocols;
     std::vector<ModuleEntry> plugins;
 };

@@ -70,6 +70,26 @@ TEST_CASE("missing required keys are named") {
           "test.yaml:2: protocols[0].port: must be between 1 and 65535\n");
 }
 
+TEST_CASE("trusted proxies must be addresses or networks") {
+    const auto config =
+        parse_config(std::string("trusted_proxies: [127.0.0.1, 10.0.0.0/8, '::1']\n") + kMinimal, "t", "");
+    CHECK(config.trusted_proxies.size() == 3);
+    CHECK(errors_of(std::string("trusted_proxies:\n  - 10.0.0.0/8\n  - proxy.example\n") + kMinimal) ==
+          "test.yaml:3: trusted_proxies[1]: 'proxy.example' is not an IP address or network (127.0.0.1, 10.0.0.0/8, "
+          "::1)\n");
+}
+
+TEST_CASE("tracking and geoip keys") {
+    const auto config = parse_config(
+        std::string("tracking: {enabled: true, idle_window: 10m}\ngeoip: {city_db: /c.mmdb}\n") + kMinimal, "t", "");
+    CHECK(config.tracking.enabled);
+    CHECK(config.tracking.idle_window_ms == 600'000);
+    CHECK(config.geoip.city_db == "/c.mmdb");
+    CHECK(config.geoip.asn_db.empty());
+    CHECK(errors_of(std::string("geoip: {country_db: x}\n") + kMinimal) ==
+          "test.yaml:1: geoip.country_db: unknown key\n");
+}
+
 TEST_CASE("a repeated key is an error, not a silent choice") {
     CHECK(errors_of(std::string("workers: 2\nworkers: 3\n") + kMinimal) ==
           "test.yaml:2: workers: repeated key (first at line 1)\n");

@@ -25,7 +25,9 @@ bool is_download_record(const smp_record& record) {
 
 const LogicalDownload* DownloadTracker::add(const smp_record& record) {
     if (!is_download_record(record)) return nullptr;
-    Key key{record.path, record.etag, or_empty(record.client_ip), or_empty(record.user_agent)};
+    // Behind a trusted proxy the client is the one it forwarded for.
+    const char* client = record.forwarded_ip != nullptr ? record.forwarded_ip : or_empty(record.client_ip);
+    Key key{record.path, record.etag, client, or_empty(record.user_agent)};
     auto found = downloads_.find(key);
     // Past the idle window the same client and file start a new download;
     // the old one is finished by the next expire().
@@ -41,7 +43,7 @@ const LogicalDownload* DownloadTracker::add(const smp_record& record) {
         fresh.id = next_id_++;
         fresh.path = record.path;
         fresh.etag = record.etag;
-        fresh.client_ip = or_empty(record.client_ip);
+        fresh.client_ip = client;
         fresh.user_agent = or_empty(record.user_agent);
         fresh.file_size = static_cast<uint64_t>(record.file_size);
         fresh.first_us = record.start_us;

@@ -92,6 +92,7 @@ int main(int argc, char** argv) {
             return 0;
         }
         if (!runtime.config.log.access_log.empty()) runtime.access_log.open(runtime.config.log.access_log);
+        for (const auto& network : runtime.config.trusted_proxies) runtime.trusted_proxies.add(network);
         raise_file_limit();
         runtime.node = host_name();
         runtime.listeners = smp::bind_listeners(runtime.config, runtime.modules);

@@ -5,6 +5,7 @@
 #include <string>
 #include <vector>
 
+#include "address_set.hpp"
 #include "config.hpp"
 #include "loader.hpp"
 #include "log.hpp"
@@ -24,6 +25,7 @@ struct Runtime {
     std::vector<std::unique_ptr<ModuleInstance>> modules;
     std::vector<Listener> listeners;
     AccessLog access_log;
+    AddressSet trusted_proxies;
     std::string node;  // host name
     // The records socket (a SOCK_DGRAM socketpair) when tracking is on:
     // workers and the master send on one end, the collector reads the other.

@@ -42,7 +42,7 @@ extern "C" {
 #endif
 
 #define SMP_ABI_MAJOR 1
-#define SMP_ABI_MINOR 0
+#define SMP_ABI_MINOR 1
 
 /* Return codes of hooks. Negative values are errors. */
 #define SMP_OK 0
@@ -156,7 +156,7 @@ typedef struct smp_record {
     int64_t end_us;   /* last byte sent, or the end of the exchange */
     const char* client_ip;
     uint16_t client_port;
-    const char* forwarded_ip; /* filled by later layers; NULL for now */
+    const char* forwarded_ip; /* the client behind a trusted proxy; NULL when none */
     const char* method;
     const char* path;     /* the decoded path served */
     const char* target;   /* the request target as received */
@@ -190,6 +190,9 @@ typedef struct smp_core_api {
     /* Worker side: the module closed a connection it was given by accept.
        Exactly once per accepted connection, after its last close(). */
     void (*disconnect)(smp_worker* worker, const smp_connection_info* info);
+    /* ABI 1.1. Worker side: 1 when `ip` is one of the configured
+       trusted_proxies, whose X-Forwarded-For / Forwarded may be believed. */
+    int (*trusted_proxy)(smp_worker* worker, const char* ip);
 } smp_core_api;
 
 /* What a worker gives a module after fork. */

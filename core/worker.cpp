@@ -32,8 +32,10 @@ void api_transfer(smp_worker* worker, const smp_record* record) { self(worker)->
 void api_close(smp_worker* worker, const smp_record* record) { self(worker)->close(*record); }
 void api_disconnect(smp_worker* worker, const smp_connection_info* info) { self(worker)->disconnect(*info); }
 
-constexpr smp_core_api kCoreApi{sizeof(smp_core_api), api_log,   api_log_enabled,
-                                api_transfer,         api_close, api_disconnect};
+int api_trusted_proxy(smp_worker* worker, const char* ip) { return self(worker)->trusted_proxy(ip) ? 1 : 0; }
+
+constexpr smp_core_api kCoreApi{sizeof(smp_core_api), api_log,          api_log_enabled, api_transfer, api_close,
+                                api_disconnect,       api_trusted_proxy};
 
 int64_t now_us() {
     using namespace std::chrono;

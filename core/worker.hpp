@@ -28,6 +28,7 @@ class Worker {
     void transfer(const smp_record& record);
     void close(const smp_record& record);
     void disconnect(const smp_connection_info& info);
+    bool trusted_proxy(const char* ip) const { return ip != nullptr && runtime_.trusted_proxies.contains(ip); }
 
    private:
     struct Watch {

@@ -112,6 +112,10 @@ int on_header_value(http_parser* parser, const char* at, size_t length) {
         e.conditions.if_unmodified_since = value;
     } else if (equals_ignoring_case(field, "if-range")) {
         e.conditions.if_range = value;
+    } else if (equals_ignoring_case(field, "x-forwarded-for")) {
+        e.x_forwarded_for = value;
+    } else if (equals_ignoring_case(field, "forwarded")) {
+        e.forwarded = value;
     }
     return 0;
 }
@@ -139,6 +143,9 @@ void Exchange::reset() {
     request_parsed = false;
     current_field = {};
     target = {};
+    forwarded = {};
+    x_forwarded_for = {};
+    has_forwarded_client = false;
     user_agent = {};
     referer = {};
     range = {};
@@ -266,11 +273,24 @@ void WorkerState::start_exchange(Connection& c, size_t header_length) {
         terminate_in_place(view);
     if (!parsed_all || e.target.empty()) return respond_error(c, 400);
     if (version_status != 0) return respond_error(c, version_status);
+    find_forwarded_client(c);
     e.request_parsed = true;
     respond(c);
 }
 
 // ---- answering --------------------------------------------------------------
+
+void WorkerState::find_forwarded_client(Connection& c) {
+    Exchange& e = *c.exchange;
+    // Only a trusted proxy's word is taken; trusted_proxy is ABI 1.1.
+    const bool core_knows_proxies = core_->size >= offsetof(smp_core_api, trusted_proxy) + sizeof(void*);
+    if (!core_knows_proxies || (e.forwarded.empty() && e.x_forwarded_for.empty()) ||
+        !core_->trusted_proxy(worker_, c.client_ip))
+        return;
+    e.has_forwarded_client = forwarded_client(
+        e.forwarded, e.x_forwarded_for, [this](const char* ip) { return core_->trusted_proxy(worker_, ip) != 0; },
+        e.forwarded_client);
+}
 
 void WorkerState::respond(Connection& c) {
     Exchange& e = *c.exchange;
@@ -580,6 +600,7 @@ void WorkerState::report(Connection& c, const Exchange* e, smp_end_reason reason
         record.user_agent = c_string(e->user_agent);
         record.referer = c_string(e->referer);
         record.range = c_string(e->range);
+        record.forwarded_ip = e->has_forwarded_client ? e->forwarded_client.data() : nullptr;
         if (e->file != nullptr) {
             record.etag = e->file->etag.c_str();
             record.file_size = static_cast<int64_t>(e->file->size);

@@ -14,6 +14,7 @@
 
 #include "conditional.hpp"
 #include "file_cache.hpp"
+#include "forwarded.hpp"
 #include "mime.hpp"
 #include "range.hpp"
 #include "smp_module.h"
@@ -56,10 +57,15 @@ struct Exchange {
     std::string_view user_agent;
     std::string_view referer;
     std::string_view range;
+    std::string_view forwarded;        // Forwarded (RFC 7239)
+    std::string_view x_forwarded_for;  // X-Forwarded-For
     Conditions conditions;
     int host_count = 0;
     bool range_repeated = false;
     size_t header_length = 0;  // bytes of the request in the input buffer
+
+    ClientAddress forwarded_client{};  // the client behind a trusted proxy, when known
+    bool has_forwarded_client = false;
 
     // The response.
     std::string path;  // decoded, relative to the root
@@ -131,6 +137,7 @@ class WorkerState {
     void on_writable(Connection& c);
     void process_input(Connection& c);
     void start_exchange(Connection& c, size_t header_length);
+    void find_forwarded_client(Connection& c);
     void respond(Connection& c);
     void respond_error(Connection& c, int status);
     void respond_file(Connection& c);

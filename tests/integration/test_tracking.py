@@ -84,9 +84,19 @@ class Tracking(unittest.TestCase):
         self.assertGreaterEqual(int(downloads[0]['requests']), 2)
         self.assertGreaterEqual(int(downloads[0]['resumes']), 1)
 
+    def slow_client(self, agent):
+        """A client with a small, fixed receive buffer: the kernel cannot
+        take the whole file at once (loopback autotuning here grows a
+        receive buffer to 32 MiB), so the server sends as the client reads."""
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+        s.settimeout(5)
+        s.connect(('127.0.0.1', self.server.port))
+        s.sendall(harness.request_bytes('GET', '/big.bin', {'User-Agent': agent}))
+        return s
+
     def test_client_gone_halfway_is_an_incomplete_download(self):
-        with socket.create_connection(('127.0.0.1', self.server.port), timeout=5) as s:
-            s.sendall(harness.request_bytes('GET', '/big.bin', {'User-Agent': 'halfway'}))
+        with self.slow_client('halfway') as s:
             received = 0
             while received < 10 * MIB:
                 received += len(s.recv(65536))
@@ -107,16 +117,16 @@ class Tracking(unittest.TestCase):
         self.assertEqual(finished_downloads(self.server, 'not-a-download'), [])
 
     def test_worker_killed_mid_download_is_worker_lost(self):
-        client = harness.spawn(['curl', '-s', '-A', 'lost', '--limit-rate', '2M', '-o', '/dev/null',
-                                self.server.url('/big.bin')])
-        time.sleep(2.5)  # long enough for a progress record to reach the collector
-        holders = harness.wait_for(lambda: harness.pids_holding_connections(self.server.port, self.server.workers()),
-                                   3.0)
-        self.assertTrue(holders, 'no worker holds the download')
-        os.kill(holders[0], signal.SIGKILL)
-        client.wait(timeout=10)
+        with self.slow_client('lost') as s:
+            deadline = time.monotonic() + 2.5  # long enough for progress records to reach the collector
+            while time.monotonic() < deadline:
+                s.recv(65536)
+                time.sleep(0.01)
+            holders = harness.pids_holding_connections(self.server.port, self.server.workers())
+            self.assertEqual(len(holders), 1, 'no worker holds the download')
+            os.kill(holders[0], signal.SIGKILL)
         downloads = wait_finished(self.server, 'lost')
-        self.assertEqual(len(downloads), 1, downloads)
+        self.assertEqual(len(downloads), 1, self.server.log_tail(30))
         self.assertEqual(downloads[0]['reason'], 'worker_lost')
         self.assertLess(float(downloads[0]['coverage']), 100.0)
 
@@ -132,6 +142,64 @@ class Tracking(unittest.TestCase):
             self.assertEqual(len(downloads), 1, (agent, self.server.log_tail()))
             self.assertEqual(downloads[0]['reason'], 'completed')
         self.assertIn('Stats collector (pid', self.server.log())
+
+
+class GeoAndProxies(unittest.TestCase):
+    """Geo-IP from MaxMind databases the test writes, and X-Forwarded-For
+    believed only from trusted proxies."""
+
+    def setUp(self):
+        self.env = harness.TestEnv({'small.bin': 4096})
+        here = os.path.dirname(os.path.abspath(__file__))
+        self.city = self.env.path('city.mmdb')
+        self.asn = self.env.path('asn.mmdb')
+        for kind, out in (('city', self.city), ('asn', self.asn)):
+            r = harness.run(['perl', os.path.join(here, 'make_mmdb.pl'), kind, out], timeout=30)
+            self.assertEqual(r.returncode, 0, r.stderr)
+        self.servers = []
+
+    def tearDown(self):
+        for server in self.servers:
+            server.kill()
+        self.env.cleanup()
+
+    def start(self, trusted):
+        extra = {'tracking': '{enabled: true, idle_window: 1s}',
+                 'geoip': '{city_db: %s, asn_db: %s}' % (self.city, self.asn),
+                 'trusted_proxies': trusted}
+        server = harness.Server(self.env, workers=1, core_extra=extra)
+        self.servers.append(server)
+        return server.start()
+
+    def test_forwarded_client_from_trusted_proxy_is_located(self):
+        server = self.start('[127.0.0.0/8]')
+        for agent, header in (('via-xff', 'X-Forwarded-For'), ('via-forwarded', 'Forwarded')):
+            value = '203.0.113.9, 127.0.0.1' if header == 'X-Forwarded-For' else 'for=203.0.113.9;proto=http'
+            self.assertEqual(harness.http(server.port, 'GET', '/small.bin',
+                                          {'User-Agent': agent, header: value}).status, 200)
+        for agent in ('via-xff', 'via-forwarded'):
+            downloads = wait_finished(server, agent)
+            self.assertEqual(len(downloads), 1, server.log_tail())
+            self.assertEqual(downloads[0]['ip'], '203.0.113.9')
+            line = [l for l in server.log().splitlines() if '"%s"' % agent in l and 'Download finished' in l][0]
+            self.assertIn('from FR Paris (48.8566, 2.3522), AS64500 "Example Transit"', line)
+
+    def test_same_header_from_untrusted_peer_is_ignored(self):
+        server = self.start('[10.0.0.0/8]')
+        harness.http(server.port, 'GET', '/small.bin', {'User-Agent': 'untrusted', 'X-Forwarded-For': '203.0.113.9'})
+        downloads = wait_finished(server, 'untrusted')
+        self.assertEqual(len(downloads), 1, server.log_tail())
+        self.assertEqual(downloads[0]['ip'], '127.0.0.1')
+        self.assertNotIn('from FR', server.log())
+
+    def test_missing_database_warns_once_and_serves(self):
+        extra = {'tracking': '{enabled: true, idle_window: 1s}', 'geoip': '{city_db: %s}' % self.env.path('no.mmdb')}
+        server = harness.Server(self.env, workers=2, core_extra=extra)
+        self.servers.append(server)
+        server.start()
+        self.assertEqual(harness.http(server.port, 'GET', '/small.bin', {'User-Agent': 'no-geo'}).status, 200)
+        self.assertEqual(len(wait_finished(server, 'no-geo')), 1)
+        self.assertEqual(server.log().count('geoip.city_db: cannot open'), 1, server.log_tail())
 
 
 if __name__ == '__main__':
