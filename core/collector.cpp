@@ -74,7 +74,7 @@ void Collector::on_readable(uv_poll_t* handle, int /*status*/, int /*events*/) {
 }
 
 int Collector::receive() {
-    std::array<char, kMaxRecordBytes> buffer;
+    std::array<char, kMaxBatchBytes> buffer;
     int received = 0;
     for (; received < kReceiveBatch; ++received) {
         const ssize_t n = recv(fd_, buffer.data(), buffer.size(), MSG_DONTWAIT);
@@ -88,10 +88,7 @@ int Collector::receive() {
                 continue;
             }
         }
-        if (auto decoded = DecodedRecord::decode(data))
-            handle(*decoded);
-        else
-            ++malformed_;
+        if (!DecodedRecord::for_each(data, [this](const DecodedRecord& decoded) { handle(decoded); })) ++malformed_;
     }
     return received;
 }

@@ -29,13 +29,17 @@ const LogicalDownload* DownloadTracker::add(const smp_record& record) {
     const char* client = record.forwarded_ip != nullptr ? record.forwarded_ip : or_empty(record.client_ip);
     Key key{record.path, record.etag, client, or_empty(record.user_agent)};
     auto found = downloads_.find(key);
-    // Past the idle window the same client and file start a new download;
-    // the old one is finished by the next expire().
-    if (found != downloads_.end() && record.start_us > found->second.last_us + idle_window_us_) {
-        // The caller sees the old one at expire(); keep it under a unique key until then.
-        auto old = downloads_.extract(found);
-        std::get<3>(old.key()) += '\0' + std::to_string(old.mapped().id);
-        downloads_.insert(std::move(old));
+    // The same client and file start a new download past the idle window, or
+    // with a whole-file request once every byte was delivered (downloading
+    // it again). The old one is handed out by the next expire().
+    // A request that began before the download's last activity is part of it,
+    // however late its record arrives (aria2c's first, whole-file request
+    // often ends after the segments that cut it short).
+    const bool again = record.status == 200 && found != downloads_.end() && found->second.completed() &&
+                       record.start_us > found->second.last_us;
+    if (found != downloads_.end() && (record.start_us > found->second.last_us + idle_window_us_ || again)) {
+        finished_.push_back(std::move(found->second));
+        downloads_.erase(found);
         found = downloads_.end();
     }
     if (found == downloads_.end()) {
@@ -69,6 +73,8 @@ const LogicalDownload* DownloadTracker::add(const smp_record& record) {
 }
 
 void DownloadTracker::expire(int64_t now_us, const std::function<void(const LogicalDownload&)>& finished) {
+    for (const auto& download : finished_) finished(download);
+    finished_.clear();
     for (auto it = downloads_.begin(); it != downloads_.end();) {
         if (now_us > it->second.last_us + idle_window_us_) {
             finished(it->second);

@@ -10,6 +10,7 @@
 #include <map>
 #include <string>
 #include <tuple>
+#include <vector>
 
 #include "interval_set.hpp"
 #include "smp_module.h"
@@ -58,12 +59,14 @@ class DownloadTracker {
     // and forgets it.
     void expire(int64_t now_us, const std::function<void(const LogicalDownload&)>& finished);
     size_t open_downloads() const { return downloads_.size(); }
+    size_t finished_downloads() const { return finished_.size(); }
 
    private:
     using Key = std::tuple<std::string, std::string, std::string, std::string>;  // path, etag, ip, agent
     int64_t idle_window_us_;
     uint64_t next_id_ = 1;
     std::map<Key, LogicalDownload> downloads_;
+    std::vector<LogicalDownload> finished_;  // ended early, handed out by the next expire()
 };
 
 }  // namespace smp

@@ -127,3 +127,34 @@ TEST_CASE("a download stays open until the idle window has passed") {
     tracker.expire(kWindow + 2 * kSecond, [&](const LogicalDownload&) { ++finished; });
     CHECK(finished == 1);
 }
+
+TEST_CASE("downloading a completed file again is a new download") {
+    DownloadTracker tracker(kWindow);
+    Request first(0, 1, 0, kSize - 1, 200);
+    Request again(5, 6, 0, kSize - 1, 200);
+    Request resumed(8, 9, 100, kSize - 1, 206);  // a range after completion continues the latest download
+    tracker.add(first.record);
+    tracker.add(again.record);
+    tracker.add(resumed.record);
+    CHECK(tracker.finished_downloads() == 1);
+    const auto done = finish_all(tracker);
+    REQUIRE(done.size() == 2);
+    CHECK(done[0].requests == 1);
+    CHECK(done[1].requests == 2);
+    CHECK(done[1].wasted_bytes() == kSize - 100);
+}
+
+TEST_CASE("a whole-file request that ends after the segments stays in the download") {
+    DownloadTracker tracker(kWindow);
+    const uint64_t half = kSize / 2;
+    Request second_half(1, 2, half, kSize - 1, 206);
+    Request first_half(1, 2, 0, half - 1, 206);
+    Request first_connection(0, 3, 0, half + 999, 200, SMP_END_CLIENT_CLOSED);  // began first, closed last
+    tracker.add(second_half.record);
+    tracker.add(first_half.record);
+    tracker.add(first_connection.record);
+    const auto done = finish_all(tracker);
+    REQUIRE(done.size() == 1);
+    CHECK(done[0].requests == 3);
+    CHECK(done[0].completed());
+}

@@ -42,8 +42,9 @@ void append(std::string& out, const T& value) {
 
 }  // namespace
 
-void encode_record(const smp_record& record, RecordKind kind, uint32_t pid, std::string& out) {
-    out.clear();
+void append_record(const smp_record& record, RecordKind kind, uint32_t pid, std::string& out) {
+    const size_t frame = out.size();
+    append(out, uint32_t{0});  // the length, written once known
     Fixed fixed{};
     fixed.magic = kMagic;
     fixed.pid = pid;
@@ -70,6 +71,8 @@ void encode_record(const smp_record& record, RecordKind kind, uint32_t pid, std:
         if (fixed.lengths[i] != kAbsent) out.append(strings[i], fixed.lengths[i]);
     if (fixed.interval_count > 0)
         out.append(reinterpret_cast<const char*>(record.intervals), fixed.interval_count * sizeof(smp_interval));
+    const auto length = static_cast<uint32_t>(out.size() - frame - sizeof(uint32_t));
+    std::memcpy(out.data() + frame, &length, sizeof length);
 }
 
 DecodedRecord& DecodedRecord::operator=(const DecodedRecord& other) {

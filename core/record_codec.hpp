@@ -5,6 +5,7 @@
 
 #include <array>
 #include <cstdint>
+#include <cstring>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -16,11 +17,15 @@ namespace smp {
 
 enum class RecordKind : uint8_t { transfer = 1, close = 2 };
 
-// The largest datagram a record becomes; longer strings are cut to fit.
+// The largest encoding of one record; longer strings are cut to fit.
 constexpr size_t kMaxRecordBytes = 32 * 1024;
+// The largest datagram: a worker sends the records of one loop turn together,
+// each framed by its length (uint32_t), so that one datagram and one wake-up
+// of the collector carry many records.
+constexpr size_t kMaxBatchBytes = 64 * 1024;
 
-// Appends the encoding of `record` to `out` (cleared first).
-void encode_record(const smp_record& record, RecordKind kind, uint32_t pid, std::string& out);
+// Appends the framed encoding of `record` to `batch`.
+void append_record(const smp_record& record, RecordKind kind, uint32_t pid, std::string& batch);
 
 // A decoded record that owns its strings and intervals.
 class DecodedRecord {
@@ -29,8 +34,12 @@ class DecodedRecord {
     uint32_t pid = 0;  // the worker process that sent it
     const smp_record& record() const { return record_; }
 
-    // Empty when `data` is not a whole, valid encoding.
+    // Empty when `data` is not a whole, valid encoding of one record.
     static std::optional<DecodedRecord> decode(std::string_view data);
+    // The records of a batch, in order, to `each`; false when the batch is
+    // malformed (the records before the damage were still delivered).
+    template <typename Each>
+    static bool for_each(std::string_view batch, Each&& each);
 
     DecodedRecord() = default;
     DecodedRecord(const DecodedRecord& other) { *this = other; }
@@ -45,5 +54,21 @@ class DecodedRecord {
     std::array<bool, kStrings> present_{};
     std::vector<smp_interval> intervals_;
 };
+
+template <typename Each>
+bool DecodedRecord::for_each(std::string_view batch, Each&& each) {
+    while (!batch.empty()) {
+        uint32_t length = 0;
+        if (batch.size() < sizeof length) return false;
+        std::memcpy(&length, batch.data(), sizeof length);
+        batch.remove_prefix(sizeof length);
+        if (length > batch.size()) return false;
+        auto decoded = decode(batch.substr(0, length));
+        if (!decoded) return false;
+        each(*decoded);
+        batch.remove_prefix(length);
+    }
+    return true;
+}
 
 }  // namespace smp

@@ -4,9 +4,9 @@
 
 #include <cstring>
 #include <string>
+#include <vector>
 
 using smp::DecodedRecord;
-using smp::encode_record;
 using smp::RecordKind;
 
 namespace {
@@ -48,8 +48,8 @@ TEST_CASE("a record survives the wire field by field") {
     const smp_interval intervals[] = {{0, 99}, {200, 299}};
     const smp_record in = sample(intervals, 2);
     std::string wire;
-    encode_record(in, RecordKind::close, 1234, wire);
-    auto decoded = DecodedRecord::decode(wire);
+    smp::append_record(in, RecordKind::close, 1234, wire);
+    auto decoded = DecodedRecord::decode(std::string_view(wire).substr(4));
     REQUIRE(decoded);
     const DecodedRecord copy = *decoded;  // the copy must point at its own storage
     decoded.reset();
@@ -88,8 +88,9 @@ TEST_CASE("a record survives the wire field by field") {
 
 TEST_CASE("truncated, corrupted or foreign datagrams are refused") {
     const smp_interval intervals[] = {{0, 99}};
-    std::string wire;
-    encode_record(sample(intervals, 1), RecordKind::transfer, 1, wire);
+    std::string framed;
+    smp::append_record(sample(intervals, 1), RecordKind::transfer, 1, framed);
+    const std::string wire = framed.substr(4);
     REQUIRE(DecodedRecord::decode(wire));
     for (size_t cut = 0; cut < wire.size(); cut += 7) CHECK_FALSE(DecodedRecord::decode(wire.substr(0, cut)));
     CHECK_FALSE(DecodedRecord::decode(wire + "x"));
@@ -104,9 +105,26 @@ TEST_CASE("a long string is cut, the datagram stays bounded") {
     smp_record r = sample(nullptr, 0);
     r.user_agent = agent.c_str();
     std::string wire;
-    encode_record(r, RecordKind::close, 1, wire);
-    CHECK(wire.size() <= smp::kMaxRecordBytes);
-    auto decoded = DecodedRecord::decode(wire);
+    smp::append_record(r, RecordKind::close, 1, wire);
+    CHECK(wire.size() <= smp::kMaxRecordBytes + 4);
+    auto decoded = DecodedRecord::decode(std::string_view(wire).substr(4));
     REQUIRE(decoded);
     CHECK(std::strlen(decoded->record().user_agent) == 4096);
+}
+
+TEST_CASE("a batch carries several records in order, and stops at damage") {
+    const smp_interval intervals[] = {{0, 9}};
+    std::string batch;
+    for (uint64_t id = 1; id <= 3; ++id) {
+        smp_record r = sample(intervals, 1);
+        r.request_id = id;
+        smp::append_record(r, RecordKind::close, 7, batch);
+    }
+    std::vector<uint64_t> seen;
+    CHECK(DecodedRecord::for_each(batch, [&](const DecodedRecord& d) { seen.push_back(d.record().request_id); }));
+    CHECK(seen == std::vector<uint64_t>{1, 2, 3});
+    seen.clear();
+    CHECK_FALSE(DecodedRecord::for_each(std::string_view(batch).substr(0, batch.size() - 1),
+                                        [&](const DecodedRecord& d) { seen.push_back(d.record().request_id); }));
+    CHECK(seen == std::vector<uint64_t>{1, 2});
 }

@@ -97,6 +97,9 @@ int Worker::run() {
         watch->poll.data = watch.get();
         watches_.push_back(std::move(watch));
     }
+    uv_check_init(&loop_, &flush_check_);
+    flush_check_.data = this;
+    uv_unref(reinterpret_cast<uv_handle_t*>(&flush_check_));
     uv_timer_init(&loop_, &accept_pause_timer_);
     accept_pause_timer_.data = this;
     uv_unref(reinterpret_cast<uv_handle_t*>(&accept_pause_timer_));
@@ -196,16 +199,31 @@ void Worker::on_accept_pause_end(uv_timer_t* timer) {
 
 void Worker::send_to_collector(const smp_record& record, RecordKind kind) {
     if (runtime_.records_send_fd < 0) return;
-    encode_record(record, kind, static_cast<uint32_t>(getpid()), wire_);
-    if (send(runtime_.records_send_fd, wire_.data(), wire_.size(), MSG_DONTWAIT | MSG_NOSIGNAL) >= 0) return;
-    // Never wait for the collector: a full queue loses the record, and says so.
-    ++records_dropped_;
-    const uint64_t now = uv_now(&loop_);
-    if (now - drops_reported_at_ms_ >= 1000) {
-        drops_reported_at_ms_ = now;
-        spdlog::warn("stats collector not keeping up: {} record(s) dropped so far ({})", records_dropped_,
-                     std::strerror(errno));
+    if (batch_.size() + kMaxRecordBytes + sizeof(uint32_t) > kMaxBatchBytes) flush_records();
+    append_record(record, kind, static_cast<uint32_t>(getpid()), batch_);
+    ++batch_records_;
+    // Sent once this loop turn's I/O is handled: one datagram for all its records.
+    if (!uv_is_active(reinterpret_cast<uv_handle_t*>(&flush_check_)))
+        uv_check_start(&flush_check_, [](uv_check_t* check) { static_cast<Worker*>(check->data)->flush_records(); });
+}
+
+void Worker::flush_records() {
+    uv_check_stop(&flush_check_);
+    if (batch_.empty()) return;
+    const bool sent = send(runtime_.records_send_fd, batch_.data(), batch_.size(), MSG_DONTWAIT | MSG_NOSIGNAL) >= 0;
+    const int error = errno;
+    if (!sent) {
+        // Never wait for the collector: a full queue loses the records, and says so.
+        records_dropped_ += batch_records_;
+        const uint64_t now = uv_now(&loop_);
+        if (now - drops_reported_at_ms_ >= 1000) {
+            drops_reported_at_ms_ = now;
+            spdlog::warn("stats collector not keeping up: {} record(s) dropped so far ({})", records_dropped_,
+                         std::strerror(error));
+        }
     }
+    batch_.clear();
+    batch_records_ = 0;
 }
 
 void Worker::transfer(const smp_record& record) {
@@ -255,6 +273,8 @@ void Worker::begin_shutdown() {
 void Worker::finish_if_drained() {
     if (finished_ || connections_ > 0) return;
     finished_ = true;
+    flush_records();  // the last records of this worker
+    uv_close(reinterpret_cast<uv_handle_t*>(&flush_check_), nullptr);
     uv_close(reinterpret_cast<uv_handle_t*>(&accept_pause_timer_), nullptr);
     uv_close(reinterpret_cast<uv_handle_t*>(&signal_poll_), nullptr);
     ::close(signal_fd_);

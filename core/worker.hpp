@@ -44,6 +44,7 @@ class Worker {
     static void on_accept_pause_end(uv_timer_t* timer);
     void accept_from(Watch& watch);
     void send_to_collector(const smp_record& record, RecordKind kind);
+    void flush_records();
     void set_accepting(bool accepting);
     void begin_shutdown();
     void finish_if_drained();
@@ -62,7 +63,9 @@ class Worker {
     bool accepting_ = false;
     bool stopping_ = false;
     bool finished_ = false;
-    std::string wire_;              // the record being sent to the collector
+    uv_check_t flush_check_{};
+    std::string batch_;  // records for the collector, sent once per loop turn
+    size_t batch_records_ = 0;
     uint64_t records_dropped_ = 0;  // the collector's queue was full
     uint64_t drops_reported_at_ms_ = 0;
 };
