@@ -124,7 +124,9 @@ void Collector::on_tick(uv_timer_t* timer) {
 
 void Collector::finish(const LogicalDownload& download) {
     ++downloads_;
-    spdlog::info("{}", describe_download(download, geoip_.lookup(download.client_ip)));
+    // Described only when it will be written: at full load that is thousands a second.
+    if (spdlog::should_log(spdlog::level::info))
+        spdlog::info("{}", describe_download(download, geoip_.lookup(download.client_ip)));
 }
 
 void Collector::on_signal(uv_poll_t* handle, int /*status*/, int /*events*/) {
