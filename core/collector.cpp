@@ -8,6 +8,7 @@
 #include <array>
 #include <chrono>
 #include <cstring>
+#include <utility>
 #include <vector>
 
 #include "log.hpp"
@@ -38,13 +39,42 @@ std::string describe_download(const LogicalDownload& d, const GeoInfo& geo) {
     return text;
 }
 
-Collector::Collector(const Config& config, int socket_fd)
-    : config_(config),
+Collector::Collector(Runtime& runtime, int socket_fd)
+    : runtime_(runtime),
+      config_(runtime.config),
       fd_(socket_fd),
-      tracker_(config.tracking.idle_window_ms * 1000),
-      geoip_(config.geoip.city_db, config.geoip.asn_db) {}
+      tracker_(runtime.config.tracking.idle_window_ms * 1000, static_cast<uint64_t>(now_us())),
+      geoip_(runtime.config.geoip.city_db, runtime.config.geoip.asn_db) {}
+
+bool Collector::start_stores() {
+    for (auto& module : runtime_.modules) {
+        if (SMP_MODULE_HOOK(module->api, store) == nullptr) continue;
+        if (auto init = SMP_MODULE_HOOK(module->api, init_collector)) {
+            std::array<char, 512> error{};
+            if (init(module->instance, &module->worker_state, error.data(), error.size()) != SMP_OK) {
+                spdlog::error("[{}] cannot start in the stats collector: {}", module->entry->module, error.data());
+                return false;
+            }
+        } else {
+            module->worker_state = module->instance;
+        }
+        stores_.push_back(module.get());
+    }
+    if (!stores_.empty()) storage_ = std::make_unique<StorageThread>(stores_);
+    return true;
+}
+
+void Collector::stop_stores() {
+    if (storage_) {
+        storage_->submit(std::move(batch_));
+        storage_->stop();
+    }
+    for (auto* module : stores_)
+        if (auto exit = SMP_MODULE_HOOK(module->api, exit_collector)) exit(module->worker_state);
+}
 
 int Collector::run() {
+    if (!start_stores()) return 1;
     uv_loop_init(&loop_);
     sigset_t signals;
     sigemptyset(&signals);
@@ -103,16 +133,18 @@ void Collector::handle(const DecodedRecord& decoded) {
     ++records_;
     in_flight_.erase(key);
     tracker_.add(record);
+    if (storage_) batch_.records.push_back(decoded);
 }
 
 void Collector::close_requests_of(uint32_t pid) {
     // The last progress a dead worker reported is all that is known of its
     // running requests: they end there, with reason worker_lost.
     for (auto it = in_flight_.lower_bound({pid, 0, 0}); it != in_flight_.end() && std::get<0>(it->first) == pid;) {
-        smp_record record = it->second.record();
-        record.reason = SMP_END_WORKER_LOST;
+        DecodedRecord& lost = it->second;
+        lost.set_reason(SMP_END_WORKER_LOST);
         ++records_;
-        tracker_.add(record);
+        tracker_.add(lost.record());
+        if (storage_) batch_.records.push_back(lost);
         it = in_flight_.erase(it);
     }
 }
@@ -120,13 +152,17 @@ void Collector::close_requests_of(uint32_t pid) {
 void Collector::on_tick(uv_timer_t* timer) {
     auto& self = *static_cast<Collector*>(timer->data);
     self.tracker_.expire(now_us(), [&](const LogicalDownload& d) { self.finish(d); });
+    if (self.storage_) self.storage_->submit(std::exchange(self.batch_, Batch{}));
 }
 
 void Collector::finish(const LogicalDownload& download) {
     ++downloads_;
-    // Described only when it will be written: at full load that is thousands a second.
-    if (spdlog::should_log(spdlog::level::info))
-        spdlog::info("{}", describe_download(download, geoip_.lookup(download.client_ip)));
+    const bool logged = spdlog::should_log(spdlog::level::info);
+    // Looked up only when used: at full load there are thousands a second.
+    if (!logged && !storage_) return;
+    GeoInfo geo = geoip_.lookup(download.client_ip);
+    if (logged) spdlog::info("{}", describe_download(download, geo));
+    if (storage_) batch_.downloads.push_back({download, std::move(geo)});
 }
 
 void Collector::on_signal(uv_poll_t* handle, int /*status*/, int /*events*/) {
@@ -145,6 +181,7 @@ void Collector::stop() {
     for (auto it = in_flight_.begin(); it != in_flight_.end(); it = in_flight_.begin())
         close_requests_of(std::get<0>(it->first));
     tracker_.expire(INT64_MAX, [&](const LogicalDownload& d) { finish(d); });
+    stop_stores();
     for (auto* handle : {reinterpret_cast<uv_handle_t*>(&poll_), reinterpret_cast<uv_handle_t*>(&tick_),
                          reinterpret_cast<uv_handle_t*>(&signal_poll_)})
         uv_close(handle, nullptr);

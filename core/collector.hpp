@@ -8,13 +8,17 @@
 
 #include <cstdint>
 #include <map>
+#include <memory>
 #include <string>
 #include <tuple>
+#include <vector>
 
 #include "config.hpp"
 #include "download_tracker.hpp"
 #include "geoip.hpp"
 #include "record_codec.hpp"
+#include "runtime.hpp"
+#include "storage.hpp"
 
 namespace smp {
 
@@ -30,7 +34,7 @@ std::string describe_download(const LogicalDownload& download, const GeoInfo& ge
 
 class Collector {
    public:
-    Collector(const Config& config, int socket_fd);
+    Collector(Runtime& runtime, int socket_fd);
     Collector(const Collector&) = delete;
     Collector& operator=(const Collector&) = delete;
 
@@ -47,8 +51,11 @@ class Collector {
     void close_requests_of(uint32_t pid);
     void finish(const LogicalDownload& download);
     void stop();
+    bool start_stores();
+    void stop_stores();
 
     using RequestKey = std::tuple<uint32_t, uint64_t, uint64_t>;  // worker pid, connection, request
+    Runtime& runtime_;
     const Config& config_;
     int fd_;
     uv_loop_t loop_{};
@@ -59,6 +66,9 @@ class Collector {
     DownloadTracker tracker_;
     GeoIp geoip_;
     std::map<RequestKey, DecodedRecord> in_flight_;  // last transfer record of running requests
+    std::vector<ModuleInstance*> stores_;
+    std::unique_ptr<StorageThread> storage_;
+    Batch batch_;  // what the next tick hands to the storage thread
     uint64_t records_ = 0;
     uint64_t malformed_ = 0;
     uint64_t downloads_ = 0;

@@ -50,7 +50,10 @@ bool is_download_record(const smp_record& record);
 
 class DownloadTracker {
    public:
-    explicit DownloadTracker(int64_t idle_window_us) : idle_window_us_(idle_window_us) {}
+    // Ids count up from `first_id`: the collector starts them at its start
+    // time in microseconds, so a restarted collector does not reuse them.
+    explicit DownloadTracker(int64_t idle_window_us, uint64_t first_id = 1)
+        : idle_window_us_(idle_window_us), next_id_(first_id) {}
 
     // Adds a finished request; returns the download it joined, or nullptr
     // when the record is not part of a download.
@@ -64,7 +67,7 @@ class DownloadTracker {
    private:
     using Key = std::tuple<std::string, std::string, std::string, std::string>;  // path, etag, ip, agent
     int64_t idle_window_us_;
-    uint64_t next_id_ = 1;
+    uint64_t next_id_;
     std::map<Key, LogicalDownload> downloads_;
     std::vector<LogicalDownload> finished_;  // ended early, handed out by the next expire()
 };

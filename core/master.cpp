@@ -134,7 +134,7 @@ void Master::become_collector() {
     set_log_role("collector");
     int code = 1;
     try {
-        Collector collector(runtime_.config, runtime_.records_receive_fd);
+        Collector collector(runtime_, runtime_.records_receive_fd);
         code = collector.run();
     } catch (const std::exception& e) {
         spdlog::critical("stats collector failed: {}", e.what());

@@ -33,6 +33,7 @@ class DecodedRecord {
     RecordKind kind = RecordKind::close;
     uint32_t pid = 0;  // the worker process that sent it
     const smp_record& record() const { return record_; }
+    void set_reason(smp_end_reason reason) { record_.reason = reason; }
 
     // Empty when `data` is not a whole, valid encoding of one record.
     static std::optional<DecodedRecord> decode(std::string_view data);

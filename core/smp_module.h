@@ -42,7 +42,7 @@ extern "C" {
 #endif
 
 #define SMP_ABI_MAJOR 1
-#define SMP_ABI_MINOR 1
+#define SMP_ABI_MINOR 2
 
 /* Return codes of hooks. Negative values are errors. */
 #define SMP_OK 0
@@ -174,6 +174,46 @@ typedef struct smp_record {
     smp_end_reason reason;
 } smp_record;
 
+/* A logical download as stored (ABI 1.2): every request of one client for
+   one file and ETag within the idle window. */
+typedef struct smp_download {
+    uint32_t size;
+    uint64_t id; /* unique per node; a download stored twice is stored once (upsert) */
+    const char* client_ip; /* the forwarded client behind a trusted proxy, else the peer */
+    const char* user_agent;
+    const char* path;
+    const char* etag;
+    uint64_t file_size;
+    uint64_t distinct_bytes; /* bytes of the file delivered at least once */
+    uint64_t bytes_sent;     /* file bytes sent, repeats included */
+    uint64_t wasted_bytes;   /* bytes_sent - distinct_bytes */
+    int completed;           /* every byte delivered */
+    uint32_t requests;
+    uint32_t resumes;
+    int64_t first_us;
+    int64_t last_us;
+    int64_t active_us; /* time in which at least one request was transferring */
+    smp_end_reason reason;
+    const smp_interval* delivered; /* the union of the byte intervals delivered */
+    size_t delivered_count;
+    const char* country; /* ISO code, or NULL */
+    const char* city;
+    int has_location;
+    double latitude;
+    double longitude;
+    uint32_t asn; /* 0: unknown */
+    const char* organisation;
+} smp_download;
+
+/* What a storage plugin stores in one call. */
+typedef struct smp_batch {
+    uint32_t size;
+    const smp_record* records; /* finished requests */
+    size_t record_count;
+    const smp_download* downloads; /* finished logical downloads */
+    size_t download_count;
+} smp_batch;
+
 /* ---- what the core offers a module -------------------------------------- */
 
 typedef struct smp_worker smp_worker; /* opaque: the core's per-worker state */
@@ -246,10 +286,25 @@ typedef struct smp_module {
     void (*on_transfer)(void* worker_state, const smp_record* record);
     void (*on_close)(void* worker_state, const smp_record* record);
     void (*on_disconnect)(void* worker_state, const smp_connection_info* info);
+
+    /* ABI 1.2. Storage plugins: these run in the stats collector process. */
+    /* OPTIONAL. Collector, after fork: build the collector's state. */
+    int (*init_collector)(void* instance, void** collector_state, char* error, size_t error_size);
+    /* OPTIONAL. Collector, at exit, after the last store. */
+    void (*exit_collector)(void* collector_state);
+    /* OPTIONAL; a plugin that has it is a store. Called on the collector's
+       storage thread, one call at a time, never on an event loop. SMP_ERROR
+       with a sentence in `error`: the batch is kept and offered again. */
+    int (*store)(void* collector_state, const smp_batch* batch, char* error, size_t error_size);
 } smp_module;
 
 /* The smallest module struct the core accepts: everything up to on_disconnect. */
 #define SMP_MODULE_MIN_SIZE (offsetof(smp_module, on_disconnect) + sizeof(void*))
+
+/* A hook of a later ABI minor than the module may know: NULL when its
+   struct is too small to hold it. */
+#define SMP_MODULE_HOOK(module, field) \
+    ((module)->size >= offsetof(smp_module, field) + sizeof((module)->field) ? (module)->field : NULL)
 
 #define SMP_MODULE_ENTRY_SYMBOL "smp_module_entry"
 typedef const smp_module* (*smp_module_entry_fn)(void);

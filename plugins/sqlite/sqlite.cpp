@@ -1,0 +1,301 @@
+// sqlite: the embedded store of download statistics. Stores every finished
+// request and every finished logical download in one SQLite file (WAL), in
+// one transaction per batch, on the collector's storage thread.
+//
+// In the order of every module: includes, config struct, the table of config
+// keys, the hooks (master, then collector), and the registration struct last.
+#include <sqlite3.h>
+
+#include <cstdio>
+#include <cstring>
+#include <memory>
+#include <string>
+
+#include "smp_module.h"
+
+namespace {
+
+// ---- config -----------------------------------------------------------------
+
+struct Settings {
+    const smp_core_api* core = nullptr;
+    std::string path;
+};
+
+enum Key : size_t { kPath, kKeyCount };
+
+constexpr smp_config_key kKeys[kKeyCount] = {
+    {"path", SMP_CONFIG_STRING, nullptr, 1, "the database file; created with its schema when missing"},
+};
+
+// ---- the database -------------------------------------------------------------
+
+struct DatabaseCloser {
+    void operator()(sqlite3* db) const noexcept { sqlite3_close_v2(db); }
+};
+struct StatementCloser {
+    void operator()(sqlite3_stmt* statement) const noexcept { sqlite3_finalize(statement); }
+};
+using Database = std::unique_ptr<sqlite3, DatabaseCloser>;
+using Statement = std::unique_ptr<sqlite3_stmt, StatementCloser>;
+
+// Schema migrations, in order: the database's user_version is how many ran.
+constexpr const char* kMigrations[] = {
+    R"(CREATE TABLE requests (
+         id INTEGER PRIMARY KEY,
+         node TEXT, worker_id INTEGER, connection_id INTEGER, request_id INTEGER, module TEXT,
+         start_us INTEGER NOT NULL, end_us INTEGER NOT NULL,
+         client_ip TEXT, client_port INTEGER, forwarded_ip TEXT,
+         method TEXT, path TEXT, target TEXT, protocol TEXT, user_agent TEXT, referer TEXT, range TEXT,
+         etag TEXT, file_size INTEGER, status INTEGER NOT NULL,
+         header_bytes INTEGER NOT NULL, body_bytes INTEGER NOT NULL,
+         intervals TEXT NOT NULL, reason TEXT NOT NULL,
+         UNIQUE (node, worker_id, connection_id, request_id, start_us));
+       CREATE INDEX requests_by_time ON requests (start_us);
+       CREATE INDEX requests_by_reason ON requests (reason);
+       CREATE TABLE downloads (
+         id INTEGER PRIMARY KEY,
+         client_ip TEXT, user_agent TEXT, path TEXT NOT NULL, etag TEXT NOT NULL,
+         file_size INTEGER NOT NULL, distinct_bytes INTEGER NOT NULL, bytes_sent INTEGER NOT NULL,
+         wasted_bytes INTEGER NOT NULL, completed INTEGER NOT NULL,
+         requests INTEGER NOT NULL, resumes INTEGER NOT NULL,
+         first_us INTEGER NOT NULL, last_us INTEGER NOT NULL, active_us INTEGER NOT NULL,
+         reason TEXT NOT NULL, delivered TEXT NOT NULL,
+         country TEXT, city TEXT, latitude REAL, longitude REAL, asn INTEGER, organisation TEXT);
+       CREATE INDEX downloads_by_time ON downloads (first_us);
+       CREATE INDEX downloads_by_path ON downloads (path);
+       CREATE INDEX downloads_by_country ON downloads (country);)",
+};
+constexpr int kSchemaVersion = sizeof kMigrations / sizeof kMigrations[0];
+
+bool fail(sqlite3* db, const char* doing, char* error, size_t error_size) {
+    std::snprintf(error, error_size, "%s: %s", doing, db ? sqlite3_errmsg(db) : "out of memory");
+    return false;
+}
+
+// Opens `path` (creating it), switches to WAL and brings the schema up to date.
+bool open_database(const std::string& path, Database& db, char* error, size_t error_size) {
+    sqlite3* raw = nullptr;
+    const int opened = sqlite3_open_v2(path.c_str(), &raw, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, nullptr);
+    db.reset(raw);
+    if (opened != SQLITE_OK) return fail(raw, ("path: cannot open " + path).c_str(), error, error_size);
+    sqlite3_busy_timeout(db.get(), 5000);
+    if (sqlite3_exec(db.get(), "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;", nullptr, nullptr, nullptr) !=
+        SQLITE_OK)
+        return fail(db.get(), ("path: cannot use " + path).c_str(), error, error_size);
+    int version = 0;
+    {
+        sqlite3_stmt* raw_statement = nullptr;
+        sqlite3_prepare_v2(db.get(), "PRAGMA user_version", -1, &raw_statement, nullptr);
+        Statement statement(raw_statement);
+        if (statement && sqlite3_step(statement.get()) == SQLITE_ROW) version = sqlite3_column_int(statement.get(), 0);
+    }
+    if (version > kSchemaVersion) {
+        std::snprintf(error, error_size, "path: %s has schema version %d, newer than this server's %d", path.c_str(),
+                      version, kSchemaVersion);
+        return false;
+    }
+    for (int step = version; step < kSchemaVersion; ++step) {
+        const std::string sql = std::string("BEGIN; ") + kMigrations[step] +
+                                "; PRAGMA user_version = " + std::to_string(step + 1) + "; COMMIT;";
+        if (sqlite3_exec(db.get(), sql.c_str(), nullptr, nullptr, nullptr) != SQLITE_OK) {
+            sqlite3_exec(db.get(), "ROLLBACK", nullptr, nullptr, nullptr);
+            return fail(db.get(), ("path: cannot migrate " + path).c_str(), error, error_size);
+        }
+    }
+    return true;
+}
+
+// "0-99,200-299": byte intervals as text, readable in the sqlite3 shell.
+std::string intervals_text(const smp_interval* intervals, size_t count) {
+    std::string text;
+    for (size_t i = 0; i < count; ++i) {
+        if (i > 0) text += ',';
+        text += std::to_string(intervals[i].first) + '-' + std::to_string(intervals[i].last);
+    }
+    return text;
+}
+
+struct Store {
+    Database db;
+    Statement insert_request;
+    Statement upsert_download;
+};
+
+void bind_text(sqlite3_stmt* statement, int index, const char* text) {
+    if (text != nullptr)
+        sqlite3_bind_text(statement, index, text, -1, SQLITE_TRANSIENT);
+    else
+        sqlite3_bind_null(statement, index);
+}
+
+bool step_and_reset(sqlite3_stmt* statement) {
+    const int result = sqlite3_step(statement);
+    sqlite3_reset(statement);
+    sqlite3_clear_bindings(statement);
+    return result == SQLITE_DONE;
+}
+
+bool store_request(Store& s, const smp_record& r) {
+    sqlite3_stmt* st = s.insert_request.get();
+    bind_text(st, 1, r.node);
+    sqlite3_bind_int64(st, 2, r.worker_id);
+    sqlite3_bind_int64(st, 3, static_cast<sqlite3_int64>(r.connection_id));
+    sqlite3_bind_int64(st, 4, static_cast<sqlite3_int64>(r.request_id));
+    bind_text(st, 5, r.module);
+    sqlite3_bind_int64(st, 6, r.start_us);
+    sqlite3_bind_int64(st, 7, r.end_us);
+    bind_text(st, 8, r.client_ip);
+    sqlite3_bind_int(st, 9, r.client_port);
+    bind_text(st, 10, r.forwarded_ip);
+    bind_text(st, 11, r.method);
+    bind_text(st, 12, r.path);
+    bind_text(st, 13, r.target);
+    bind_text(st, 14, r.protocol);
+    bind_text(st, 15, r.user_agent);
+    bind_text(st, 16, r.referer);
+    bind_text(st, 17, r.range);
+    bind_text(st, 18, r.etag);
+    if (r.file_size >= 0)
+        sqlite3_bind_int64(st, 19, r.file_size);
+    else
+        sqlite3_bind_null(st, 19);
+    sqlite3_bind_int(st, 20, r.status);
+    sqlite3_bind_int64(st, 21, static_cast<sqlite3_int64>(r.header_bytes));
+    sqlite3_bind_int64(st, 22, static_cast<sqlite3_int64>(r.body_bytes));
+    const std::string intervals = intervals_text(r.intervals, r.interval_count);
+    sqlite3_bind_text(st, 23, intervals.c_str(), -1, SQLITE_TRANSIENT);
+    sqlite3_bind_text(st, 24, smp_end_reason_name(r.reason), -1, SQLITE_STATIC);
+    return step_and_reset(st);
+}
+
+bool store_download(Store& s, const smp_download& d) {
+    sqlite3_stmt* st = s.upsert_download.get();
+    sqlite3_bind_int64(st, 1, static_cast<sqlite3_int64>(d.id));
+    bind_text(st, 2, d.client_ip);
+    bind_text(st, 3, d.user_agent);
+    bind_text(st, 4, d.path);
+    bind_text(st, 5, d.etag);
+    sqlite3_bind_int64(st, 6, static_cast<sqlite3_int64>(d.file_size));
+    sqlite3_bind_int64(st, 7, static_cast<sqlite3_int64>(d.distinct_bytes));
+    sqlite3_bind_int64(st, 8, static_cast<sqlite3_int64>(d.bytes_sent));
+    sqlite3_bind_int64(st, 9, static_cast<sqlite3_int64>(d.wasted_bytes));
+    sqlite3_bind_int(st, 10, d.completed);
+    sqlite3_bind_int64(st, 11, d.requests);
+    sqlite3_bind_int64(st, 12, d.resumes);
+    sqlite3_bind_int64(st, 13, d.first_us);
+    sqlite3_bind_int64(st, 14, d.last_us);
+    sqlite3_bind_int64(st, 15, d.active_us);
+    sqlite3_bind_text(st, 16, smp_end_reason_name(d.reason), -1, SQLITE_STATIC);
+    const std::string delivered = intervals_text(d.delivered, d.delivered_count);
+    sqlite3_bind_text(st, 17, delivered.c_str(), -1, SQLITE_TRANSIENT);
+    bind_text(st, 18, d.country);
+    bind_text(st, 19, d.city);
+    if (d.has_location) {
+        sqlite3_bind_double(st, 20, d.latitude);
+        sqlite3_bind_double(st, 21, d.longitude);
+    }
+    if (d.asn != 0) sqlite3_bind_int64(st, 22, d.asn);
+    bind_text(st, 23, d.organisation);
+    return step_and_reset(st);
+}
+
+// ---- master hooks -------------------------------------------------------------
+
+int init_master(const smp_core_api* core, const smp_config_value* values, void** instance, char* error,
+                size_t error_size) {
+    try {
+        auto settings = std::make_unique<Settings>();
+        settings->core = core;
+        settings->path = values[kPath].string;
+        // Create or migrate now, so that a bad path stops the server at start.
+        Database db;
+        if (!open_database(settings->path, db, error, error_size)) return SMP_ERROR;
+        *instance = settings.release();
+        return SMP_OK;
+    } catch (const std::exception& e) {
+        std::snprintf(error, error_size, "%s", e.what());
+        return SMP_ERROR;
+    }
+}
+
+void exit_master(void* instance) { delete static_cast<Settings*>(instance); }
+
+// ---- collector hooks ----------------------------------------------------------
+
+int init_collector(void* instance, void** collector_state, char* error, size_t error_size) {
+    try {
+        const auto& settings = *static_cast<Settings*>(instance);
+        auto store = std::make_unique<Store>();
+        if (!open_database(settings.path, store->db, error, error_size)) return SMP_ERROR;
+        const char* insert = R"(INSERT OR IGNORE INTO requests (node, worker_id, connection_id, request_id, module,
+            start_us, end_us, client_ip, client_port, forwarded_ip, method, path, target, protocol, user_agent,
+            referer, range, etag, file_size, status, header_bytes, body_bytes, intervals, reason)
+            VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21,
+                    ?22, ?23, ?24))";
+        const char* upsert = R"(INSERT INTO downloads (id, client_ip, user_agent, path, etag, file_size,
+            distinct_bytes, bytes_sent, wasted_bytes, completed, requests, resumes, first_us, last_us, active_us,
+            reason, delivered, country, city, latitude, longitude, asn, organisation)
+            VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21,
+                    ?22, ?23)
+            ON CONFLICT (id) DO UPDATE SET distinct_bytes = excluded.distinct_bytes,
+              bytes_sent = excluded.bytes_sent, wasted_bytes = excluded.wasted_bytes,
+              completed = excluded.completed, requests = excluded.requests, resumes = excluded.resumes,
+              last_us = excluded.last_us, active_us = excluded.active_us, reason = excluded.reason,
+              delivered = excluded.delivered)";
+        sqlite3_stmt* raw = nullptr;
+        if (sqlite3_prepare_v2(store->db.get(), insert, -1, &raw, nullptr) != SQLITE_OK)
+            return fail(store->db.get(), "preparing", error, error_size), SMP_ERROR;
+        store->insert_request.reset(raw);
+        if (sqlite3_prepare_v2(store->db.get(), upsert, -1, &raw, nullptr) != SQLITE_OK)
+            return fail(store->db.get(), "preparing", error, error_size), SMP_ERROR;
+        store->upsert_download.reset(raw);
+        *collector_state = store.release();
+        return SMP_OK;
+    } catch (const std::exception& e) {
+        std::snprintf(error, error_size, "%s", e.what());
+        return SMP_ERROR;
+    }
+}
+
+void exit_collector(void* collector_state) { delete static_cast<Store*>(collector_state); }
+
+int store_batch(void* collector_state, const smp_batch* batch, char* error, size_t error_size) {
+    auto& s = *static_cast<Store*>(collector_state);
+    sqlite3* db = s.db.get();
+    // One transaction per batch: all of it is stored, or none, and the batch is offered again.
+    if (sqlite3_exec(db, "BEGIN IMMEDIATE", nullptr, nullptr, nullptr) != SQLITE_OK)
+        return fail(db, "begin", error, error_size), SMP_ERROR;
+    bool ok = true;
+    for (size_t i = 0; ok && i < batch->record_count; ++i) ok = store_request(s, batch->records[i]);
+    for (size_t i = 0; ok && i < batch->download_count; ++i) ok = store_download(s, batch->downloads[i]);
+    if (ok && sqlite3_exec(db, "COMMIT", nullptr, nullptr, nullptr) == SQLITE_OK) return SMP_OK;
+    fail(db, "store", error, error_size);
+    sqlite3_exec(db, "ROLLBACK", nullptr, nullptr, nullptr);
+    return SMP_ERROR;
+}
+
+}  // namespace
+
+// ---- registration -------------------------------------------------------------
+
+extern "C" const smp_module* smp_module_entry(void) {
+    static const smp_module module = [] {
+        smp_module m{};
+        m.size = sizeof(smp_module);
+        m.abi_major = SMP_ABI_MAJOR;
+        m.abi_minor = SMP_ABI_MINOR;
+        m.kind = SMP_MODULE_PLUGIN;
+        m.name = "sqlite";
+        m.description = "embedded store of download statistics (SQLite, WAL)";
+        m.config_keys = kKeys;
+        m.config_key_count = kKeyCount;
+        m.init_master = init_master;
+        m.exit_master = exit_master;
+        m.init_collector = init_collector;
+        m.exit_collector = exit_collector;
+        m.store = store_batch;
+        return m;
+    }();
+    return &module;
+}
