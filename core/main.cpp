@@ -8,13 +8,16 @@
 #include <cstdio>
 #include <cstdlib>
 #include <string>
+#include <string_view>
 
 #include "master.hpp"
+#include "stats_command.hpp"
 
 namespace {
 
 constexpr const char* kUsage =
     "usage: smprotocol [--config PATH] [--test-config|-t] [--version]\n"
+    "       smprotocol stats [--config PATH] [--since T] [--until T] [--file PATH] [--json] REPORT\n"
     "  -c, --config PATH    configuration file (default " SMP_DEFAULT_CONFIG
     ")\n"
     "  -t, --test-config    check the configuration and load every module, then exit\n"
@@ -69,6 +72,7 @@ std::string host_name() {
 }  // namespace
 
 int main(int argc, char** argv) {
+    if (argc > 1 && std::string_view(argv[1]) == "stats") return smp::run_stats(argc - 1, argv + 1);
     const Options options = parse_options(argc, argv);
     // A client that goes away makes sendfile(2) fail with EPIPE; without this
     // it would kill the worker instead.

@@ -214,6 +214,26 @@ typedef struct smp_batch {
     size_t download_count;
 } smp_batch;
 
+/* A report asked of a store by `smprotocol stats` (ABI 1.2). */
+typedef struct smp_query {
+    uint32_t size;
+    const char* report; /* "summary", "files", "countries", "reasons", "downloads" */
+    int64_t since_us;   /* 0: from the start */
+    int64_t until_us;   /* 0: until now */
+    const char* path;   /* only this file (as stored: relative to the root), or NULL */
+} smp_query;
+
+/* A report's answer: a table the core prints as text or JSON. The store
+   owns it until it is handed back to its free_table hook. */
+typedef struct smp_table {
+    uint32_t size;
+    size_t column_count;
+    const char* const* columns;  /* names, also the JSON keys */
+    const int* numeric;          /* per column: 1 when its cells are numbers */
+    size_t row_count;
+    const char* const* cells;    /* row after row; NULL for no value */
+} smp_table;
+
 /* ---- what the core offers a module -------------------------------------- */
 
 typedef struct smp_worker smp_worker; /* opaque: the core's per-worker state */
@@ -296,6 +316,11 @@ typedef struct smp_module {
        storage thread, one call at a time, never on an event loop. SMP_ERROR
        with a sentence in `error`: the batch is kept and offered again. */
     int (*store)(void* collector_state, const smp_batch* batch, char* error, size_t error_size);
+    /* OPTIONAL; answers `smprotocol stats`. Master (the stats command's own
+       process), after init_master. SMP_ERROR with a sentence in `error`. */
+    int (*query)(void* instance, const smp_query* query, smp_table** table, char* error, size_t error_size);
+    /* REQUIRED with query: frees what query returned. */
+    void (*free_table)(void* instance, smp_table* table);
 } smp_module;
 
 /* The smallest module struct the core accepts: everything up to on_disconnect. */

@@ -1,0 +1,140 @@
+"""`smprotocol stats` over the sqlite store: the reports after real traffic,
+the JSON checked field by field."""
+
+import json
+import socket
+import subprocess
+import unittest
+
+import harness
+from harness import MIB
+
+
+class Stats(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.env = harness.TestEnv({'a.bin': 2 * MIB, 'b.bin': 3 * MIB, 'big.bin': 20 * MIB})
+        cls.db = cls.env.path('stats.db')
+        port = harness.free_port()
+        text = harness.config_text(port, cls.env.www, workers=2,
+                                   core_extra={'tracking': '{enabled: true, idle_window: 1s}'})
+        cls.config = cls.env.path('stats.yaml')
+        harness.write_file(cls.config, text.replace('plugins: []',
+                                                    'plugins:\n  - module: sqlite\n    path: %s\n' % cls.db))
+        with open(cls.config) as f:
+            cls.server = harness.Server(cls.env, port=port, config=f.read())
+        cls.server.start()
+        try:
+            cls.make_traffic(port)
+        finally:
+            cls.stopped = cls.server.terminate()
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.server.kill()
+        cls.env.cleanup()
+
+    @classmethod
+    def make_traffic(cls, port):
+        # Two files, two agents, interleaved: four downloads, one request each.
+        for path in ('/a.bin', '/b.bin'):
+            for agent in ('agent-one', 'agent-two'):
+                assert harness.http(port, 'GET', path, {'User-Agent': agent}).status == 200
+        # agent-one resumes a.bin with a range: same download, a second request.
+        assert harness.http(port, 'GET', '/a.bin', {'User-Agent': 'agent-one', 'Range': 'bytes=100-'}).status == 206
+        # Not downloads: a HEAD, a 304, a 404, a 416.
+        etag = harness.http(port, 'HEAD', '/a.bin', {'User-Agent': 'other'}).header('etag')
+        assert harness.http(port, 'GET', '/a.bin', {'User-Agent': 'other', 'If-None-Match': etag}).status == 304
+        assert harness.http(port, 'GET', '/missing.bin', {'User-Agent': 'other'}).status == 404
+        assert harness.http(port, 'GET', '/a.bin', {'User-Agent': 'other', 'Range': 'bytes=999999999-'}).status == 416
+        # A client that leaves halfway, with a small receive buffer so the server cannot run ahead.
+        s = socket.socket()
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+        s.connect(('127.0.0.1', port))
+        s.sendall(harness.request_bytes('GET', '/big.bin', {'User-Agent': 'halfway'}))
+        received = 0
+        while received < 10 * MIB:
+            received += len(s.recv(65536))
+        s.close()
+
+    def stats(self, *args):
+        r = subprocess.run([harness.BINARY, 'stats', '--config', self.config, *args], capture_output=True,
+                           text=True, timeout=30)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        return r.stdout
+
+    def rows(self, report, *args):
+        answer = json.loads(self.stats('--json', *args, report))
+        self.assertEqual(answer['report'], report)
+        return answer['rows']
+
+    def test_server_stopped_cleanly(self):
+        self.assertEqual(self.stopped, 0)
+
+    def test_summary_json_field_by_field(self):
+        [summary] = self.rows('summary')
+        self.assertEqual(set(summary), {'downloads', 'completed', 'completion_rate', 'bytes', 'distinct_clients',
+                                        'median_duration_s', 'p95_duration_s'})
+        self.assertEqual(summary['downloads'], 5)  # four whole files and the halfway one
+        self.assertEqual(summary['completed'], 4)
+        self.assertAlmostEqual(summary['completion_rate'], 0.8, places=3)
+        self.assertGreater(summary['bytes'], 2 * (2 + 3) * MIB)  # plus what the halfway client got
+        self.assertEqual(summary['distinct_clients'], 1)  # all from 127.0.0.1
+        self.assertIsInstance(summary['median_duration_s'], float)
+        self.assertGreaterEqual(summary['p95_duration_s'], summary['median_duration_s'])
+
+    def test_files_counts_are_exact(self):
+        files = {row['path']: row for row in self.rows('files')}
+        self.assertEqual(set(files), {'a.bin', 'b.bin', 'big.bin'})
+        self.assertEqual((files['a.bin']['downloads'], files['a.bin']['completed']), (2, 2))
+        self.assertEqual((files['b.bin']['downloads'], files['b.bin']['completed']), (2, 2))
+        self.assertEqual(files['a.bin']['bytes'], 2 * 2 * MIB)
+        self.assertEqual((files['big.bin']['downloads'], files['big.bin']['completed']), (1, 0))
+
+    def test_downloads_per_client_and_the_resume(self):
+        downloads = self.rows('downloads')
+        per_agent = {}
+        for row in downloads:
+            per_agent.setdefault(row['user_agent'], []).append(row)
+        self.assertEqual(len(per_agent['agent-one']), 2)
+        self.assertEqual(len(per_agent['agent-two']), 2)
+        resumed = [row for row in per_agent['agent-one'] if row['path'] == 'a.bin'][0]
+        self.assertEqual(resumed['requests'], 2)
+        [halfway] = per_agent['halfway']
+        self.assertEqual(halfway['reason'], 'client_closed')
+        self.assertEqual(halfway['completed'], 0)
+        self.assertGreater(halfway['coverage'], 0.45)
+        self.assertLess(halfway['coverage'], 0.9)
+        self.assertNotIn('other', per_agent)  # HEAD, 304, 404, 416 are not downloads
+
+    def test_reasons_count_requests_that_are_not_downloads(self):
+        reasons = {row['reason']: row for row in self.rows('reasons')}
+        self.assertEqual(reasons['not_found']['requests'], 1)
+        self.assertEqual(reasons['not_found']['downloads'], 0)
+        self.assertEqual(reasons['not_modified']['requests'], 1)
+        self.assertEqual(reasons['range_not_satisfiable']['requests'], 1)
+        self.assertEqual(reasons['client_closed']['downloads'], 1)
+
+    def test_filters(self):
+        self.assertEqual(self.rows('summary', '--since', '2h')[0]['downloads'], 5)
+        self.assertEqual(self.rows('summary', '--since', '2099-01-01')[0]['downloads'], 0)
+        self.assertEqual(self.rows('summary', '--file', '/b.bin')[0]['downloads'], 2)
+
+    def test_human_table(self):
+        text = self.stats('files')
+        self.assertTrue(text.startswith('path'), text)
+        self.assertIn('a.bin', text)
+
+    def test_bad_report_and_time(self):
+        r = subprocess.run([harness.BINARY, 'stats', '--config', self.config, 'bogus'], capture_output=True,
+                           text=True, timeout=30)
+        self.assertEqual(r.returncode, 1)
+        self.assertIn("no report 'bogus'", r.stderr)
+        r = subprocess.run([harness.BINARY, 'stats', '--config', self.config, '--since', 'soon', 'summary'],
+                           capture_output=True, text=True, timeout=30)
+        self.assertEqual(r.returncode, 2)
+        self.assertIn("--since: 'soon' is not a time", r.stderr)
+
+
+if __name__ == '__main__':
+    unittest.main()
