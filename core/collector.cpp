@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "log.hpp"
+#include "stop_signals.hpp"
 
 namespace smp {
 namespace {
@@ -76,14 +77,7 @@ void Collector::stop_stores() {
 int Collector::run() {
     if (!start_stores()) return 1;
     uv_loop_init(&loop_);
-    sigset_t signals;
-    sigemptyset(&signals);
-    sigaddset(&signals, SIGTERM);
-    sigaddset(&signals, SIGQUIT);
-    signal_fd_ = signalfd(-1, &signals, SFD_NONBLOCK | SFD_CLOEXEC);
-    uv_poll_init(&loop_, &signal_poll_, signal_fd_);
-    signal_poll_.data = this;
-    uv_poll_start(&signal_poll_, UV_READABLE, on_signal);
+    signal_fd_ = watch_stop_signals(&loop_, &signal_poll_, this, on_signal);
     uv_poll_init(&loop_, &poll_, fd_);
     poll_.data = this;
     uv_poll_start(&poll_, UV_READABLE, on_readable);

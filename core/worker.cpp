@@ -12,6 +12,8 @@
 #include <chrono>
 #include <cstring>
 
+#include "stop_signals.hpp"
+
 namespace smp {
 namespace {
 
@@ -65,16 +67,7 @@ int Worker::run() {
         spdlog::error("cannot create the event loop: {}", uv_strerror(error));
         return 1;
     }
-    // Signals stay blocked (the master blocked them before fork); this worker
-    // reads its own through a signalfd on its own loop.
-    sigset_t signals;
-    sigemptyset(&signals);
-    sigaddset(&signals, SIGTERM);
-    sigaddset(&signals, SIGQUIT);
-    signal_fd_ = signalfd(-1, &signals, SFD_NONBLOCK | SFD_CLOEXEC);
-    uv_poll_init(&loop_, &signal_poll_, signal_fd_);
-    signal_poll_.data = this;
-    uv_poll_start(&signal_poll_, UV_READABLE, on_signal);
+    signal_fd_ = watch_stop_signals(&loop_, &signal_poll_, this, on_signal);
 
     smp_worker_context context{sizeof(smp_worker_context), &loop_, reinterpret_cast<smp_worker*>(this), id_,
                                runtime_.node.c_str()};

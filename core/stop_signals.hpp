@@ -1,0 +1,26 @@
+// How a child process (worker or collector) hears SIGTERM and SIGQUIT: the
+// master blocked them before fork, and each child reads its own through a
+// signalfd watched on its own loop, so no signal handler state crosses fork.
+#pragma once
+
+#include <signal.h>
+#include <sys/signalfd.h>
+#include <uv.h>
+
+namespace smp {
+
+// Starts `poll` on a new signalfd for SIGTERM and SIGQUIT; returns the fd,
+// which the caller closes after uv_close(poll).
+inline int watch_stop_signals(uv_loop_t* loop, uv_poll_t* poll, void* data, uv_poll_cb on_signal) {
+    sigset_t signals;
+    sigemptyset(&signals);
+    sigaddset(&signals, SIGTERM);
+    sigaddset(&signals, SIGQUIT);
+    const int fd = signalfd(-1, &signals, SFD_NONBLOCK | SFD_CLOEXEC);
+    uv_poll_init(loop, poll, fd);
+    poll->data = data;
+    uv_poll_start(poll, UV_READABLE, on_signal);
+    return fd;
+}
+
+}  // namespace smp
