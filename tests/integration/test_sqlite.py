@@ -57,6 +57,29 @@ class SqliteStore(unittest.TestCase):
         self.assertEqual(reasons, {'not_found': 1})
         self.assertIn('Save download(s) tracker in database', self.server.log())
 
+    def test_store_locked_during_traffic_loses_nothing(self):
+        # Another process holds the write lock for a few seconds: every batch in
+        # that time fails (SQLITE_BUSY) and is offered again once it lets go.
+        port = self.server.port
+        locker = sqlite3.connect(self.db, isolation_level=None, timeout=10)
+        locker.execute('BEGIN EXCLUSIVE')
+        try:
+            for i in range(20):
+                harness.http(port, 'GET', '/small.bin', {'User-Agent': 'locked-%d' % i})
+            harness.wait_for(lambda: 'cannot store downloads' in self.server.log(), 10.0)
+            self.assertIn('cannot store downloads', self.server.log())
+        finally:
+            locker.execute('ROLLBACK')
+            locker.close()
+        harness.wait_for(lambda: 'Store writable again' in self.server.log(), 15.0)
+        self.assertEqual(self.server.terminate(), 0, self.server.log_tail())
+        self.assertEqual(self.server.log().count('cannot store downloads'), 1, 'logged once per outage')
+        agents = [row[0] for row in self.query("SELECT user_agent FROM downloads WHERE user_agent LIKE 'locked-%'")]
+        self.assertEqual(sorted(agents), sorted('locked-%d' % i for i in range(20)))  # all there, none twice
+        requests = self.query("SELECT count(*), count(DISTINCT user_agent) FROM requests "
+                              "WHERE user_agent LIKE 'locked-%'")[0]
+        self.assertEqual(requests, (20, 20))
+
     def test_unwritable_path_stops_the_start(self):
         text = harness.config_text(harness.free_port(), self.env.www).replace(
             'plugins: []', 'plugins:\n  - module: sqlite\n    path: /nonexistent/dir/stats.db\n')
