@@ -40,8 +40,12 @@ struct LogicalDownload {
     int64_t wall_us() const { return last_us - first_us; }
     int64_t active_us() const { return static_cast<int64_t>(active.size()); }
     double average_speed() const;  // distinct bytes per second of active time
-    // completed when every byte was delivered, else the reason of the last request.
-    smp_end_reason reason() const { return completed() ? SMP_END_COMPLETED : last_reason; }
+    // completed when every byte was delivered; else the reason of the last
+    // request, or incomplete when that one ended well.
+    smp_end_reason reason() const {
+        if (completed()) return SMP_END_COMPLETED;
+        return last_reason == SMP_END_COMPLETED ? SMP_END_INCOMPLETE : last_reason;
+    }
 };
 
 // True for the records that take part in downloads: GET answered 200 or 206

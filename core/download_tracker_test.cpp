@@ -158,3 +158,13 @@ TEST_CASE("a whole-file request that ends after the segments stays in the downlo
     CHECK(done[0].requests == 3);
     CHECK(done[0].completed());
 }
+
+TEST_CASE("a part asked for and delivered, and no more, is an incomplete download") {
+    DownloadTracker tracker(kWindow);
+    Request part(0, 1, 0, 99, 206, SMP_END_COMPLETED);
+    tracker.add(part.record);
+    const auto done = finish_all(tracker);
+    REQUIRE(done.size() == 1);
+    CHECK_FALSE(done[0].completed());
+    CHECK(done[0].reason() == SMP_END_INCOMPLETE);
+}

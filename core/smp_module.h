@@ -84,7 +84,10 @@ typedef enum smp_end_reason {
     SMP_END_FORBIDDEN = 13,
     SMP_END_METHOD_NOT_ALLOWED = 14,
     SMP_END_PRECONDITION_FAILED = 15,
-    SMP_END_INTERNAL_ERROR = 16
+    SMP_END_INTERNAL_ERROR = 16,
+    /* Downloads only: every request ended well, but they did not cover the
+       whole file (a client that asked for part of it, and no more). */
+    SMP_END_INCOMPLETE = 17
 } smp_end_reason;
 
 /* ---- configuration ------------------------------------------------------
@@ -178,7 +181,7 @@ typedef struct smp_record {
    one file and ETag within the idle window. */
 typedef struct smp_download {
     uint32_t size;
-    uint64_t id; /* unique per node; a download stored twice is stored once (upsert) */
+    uint64_t id;           /* unique per node; a download stored twice is stored once (upsert) */
     const char* client_ip; /* the forwarded client behind a trusted proxy, else the peer */
     const char* user_agent;
     const char* path;
@@ -228,10 +231,10 @@ typedef struct smp_query {
 typedef struct smp_table {
     uint32_t size;
     size_t column_count;
-    const char* const* columns;  /* names, also the JSON keys */
-    const int* numeric;          /* per column: 1 when its cells are numbers */
+    const char* const* columns; /* names, also the JSON keys */
+    const int* numeric;         /* per column: 1 when its cells are numbers */
     size_t row_count;
-    const char* const* cells;    /* row after row; NULL for no value */
+    const char* const* cells; /* row after row; NULL for no value */
 } smp_table;
 
 /* ---- what the core offers a module -------------------------------------- */
@@ -354,6 +357,7 @@ static inline const char* smp_end_reason_name(smp_end_reason reason) {
         case SMP_END_METHOD_NOT_ALLOWED: return "method_not_allowed";
         case SMP_END_PRECONDITION_FAILED: return "precondition_failed";
         case SMP_END_INTERNAL_ERROR: return "internal_error";
+        case SMP_END_INCOMPLETE: return "incomplete";
     }
     return "unknown";
 }

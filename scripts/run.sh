@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what SMProtocol needs, builds it, and runs it in the foreground on
-# an example config serving FOLDER (default: a small demo folder it creates).
+# an example config serving FOLDER (default: a small demo folder it creates),
+# with download tracking into build/demo-stats.db.
 # Usage: scripts/run.sh [FOLDER] [PORT]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -21,7 +22,8 @@ fi
 folder="$(cd "$folder" && pwd)"
 
 config="build/demo.yaml"
-sed -e "s|@ROOT@|$folder|" -e "s|@PORT@|$port|" etc/demo.yaml.in > "$config"
+sed -e "s|@ROOT@|$folder|" -e "s|@PORT@|$port|" -e "s|@STATE@|$PWD/build|" etc/demo.yaml.in > "$config"
 echo "Serving $folder"
 echo "Try:  curl -O http://127.0.0.1:$port/hello.txt    (Ctrl-C stops the server)"
+echo "Then: build/core/smprotocol stats --config $config summary"
 exec build/core/smprotocol --config "$config"
