@@ -399,12 +399,14 @@ http {{
 class Smp(Server):
     key = "smp"
     binary = None
+    tracking = False  # --tracking: the stats collector and the sqlite store on
 
     def command(self):
         cfg = self.tmp / ("smp%s.yaml" % self.tag)
-        cfg.write_text(SMP_CONF.format(
-            access_log=self.access_log,
-            port=self.port, root=self.files_dir))
+        text = SMP_CONF.format(access_log=self.access_log, port=self.port, root=self.files_dir)
+        if self.tracking:
+            text += SMP_TRACKING_CONF.format(db=self.tmp / ("smp%s-stats.db" % self.tag))
+        cfg.write_text(text)
         return [str(self.binary), "--config", str(cfg)]
 
 
@@ -419,6 +421,14 @@ protocols:
     host: 127.0.0.1
     port: {port}
     root: {root}
+"""
+
+
+SMP_TRACKING_CONF = """\
+tracking: {{ enabled: true }}
+plugins:
+  - module: sqlite
+    path: {db}
 """
 
 
@@ -725,6 +735,8 @@ def main():
                     help="re-measure a wrk run up to this many times when other processes "
                          "used more than %d%%%% of CPUs 0+1 during it (default 2)" % NOISY_PCT)
     ap.add_argument("--json", help="also write the results as JSON to this file")
+    ap.add_argument("--tracking", action="store_true",
+                    help="run smprotocol with download tracking into sqlite (compare with a run without)")
     ap.add_argument("--conns", type=int, default=10000,
                     help="idle keep-alive connections for the RSS row (default 10000; "
                          "capped by RLIMIT_NOFILE)")
@@ -736,6 +748,7 @@ def main():
     if args.quick:
         args.runs, args.duration = 1, 2
     Nginx.open_file_cache = args.nginx_open_file_cache
+    Smp.tracking = args.tracking
     rows_wanted = {int(x) for x in args.rows.split(",") if x.strip()}
     servers = [args.only] if args.only else list(SERVERS_ALL)
 
