@@ -112,22 +112,23 @@ int Collector::receive() {
                 continue;
             }
         }
-        if (!DecodedRecord::for_each(data, [this](const DecodedRecord& decoded) { handle(decoded); })) ++malformed_;
+        if (!DecodedRecord::for_each(data, [this](DecodedRecord&& decoded) { handle(std::move(decoded)); }))
+            ++malformed_;
     }
     return received;
 }
 
-void Collector::handle(const DecodedRecord& decoded) {
+void Collector::handle(DecodedRecord&& decoded) {
     const smp_record& record = decoded.record();
     const RequestKey key{decoded.pid, record.connection_id, record.request_id};
     if (decoded.kind == RecordKind::transfer) {
-        in_flight_[key] = decoded;
+        in_flight_[key] = std::move(decoded);
         return;
     }
     ++records_;
     in_flight_.erase(key);
     tracker_.add(record);
-    if (storage_) batch_.records.push_back(decoded);
+    if (storage_) batch_.records.push_back(std::move(decoded));
 }
 
 void Collector::close_requests_of(uint32_t pid) {

@@ -47,7 +47,7 @@ class Collector {
     static void on_tick(uv_timer_t* timer);
     static void on_signal(uv_poll_t* handle, int status, int events);
     int receive();  // datagrams read, at most one batch
-    void handle(const DecodedRecord& decoded);
+    void handle(DecodedRecord&& decoded);
     void close_requests_of(uint32_t pid);
     void finish(const LogicalDownload& download);
     void stop();

@@ -86,6 +86,17 @@ DecodedRecord& DecodedRecord::operator=(const DecodedRecord& other) {
     return *this;
 }
 
+DecodedRecord& DecodedRecord::operator=(DecodedRecord&& other) noexcept {
+    kind = other.kind;
+    pid = other.pid;
+    record_ = other.record_;
+    strings_ = std::move(other.strings_);
+    present_ = other.present_;
+    intervals_ = std::move(other.intervals_);
+    bind();  // short strings live inside the std::string: the pointers change with it
+    return *this;
+}
+
 void DecodedRecord::bind() {
     const char** fields[kStrings] = {&record_.module,     &record_.node,    &record_.client_ip, &record_.forwarded_ip,
                                      &record_.method,     &record_.path,    &record_.target,    &record_.protocol,

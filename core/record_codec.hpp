@@ -9,6 +9,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "smp_module.h"
@@ -44,7 +45,9 @@ class DecodedRecord {
 
     DecodedRecord() = default;
     DecodedRecord(const DecodedRecord& other) { *this = other; }
+    DecodedRecord(DecodedRecord&& other) noexcept { *this = std::move(other); }
     DecodedRecord& operator=(const DecodedRecord& other);
+    DecodedRecord& operator=(DecodedRecord&& other) noexcept;
 
    private:
     void bind();  // points record_'s strings and intervals at this object's storage
@@ -66,7 +69,7 @@ bool DecodedRecord::for_each(std::string_view batch, Each&& each) {
         if (length > batch.size()) return false;
         auto decoded = decode(batch.substr(0, length));
         if (!decoded) return false;
-        each(*decoded);
+        each(std::move(*decoded));
         batch.remove_prefix(length);
     }
     return true;

@@ -51,8 +51,11 @@ TEST_CASE("a record survives the wire field by field") {
     smp::append_record(in, RecordKind::close, 1234, wire);
     auto decoded = DecodedRecord::decode(std::string_view(wire).substr(4));
     REQUIRE(decoded);
-    const DecodedRecord copy = *decoded;  // the copy must point at its own storage
+    const DecodedRecord copy = *decoded;        // the copy must point at its own storage
+    DecodedRecord moved = std::move(*decoded);  // so must a moved-to record
     decoded.reset();
+    CHECK(std::strcmp(moved.record().method, "GET") == 0);
+    CHECK(std::strcmp(moved.record().etag, in.etag) == 0);
     const smp_record& out = copy.record();
     CHECK(copy.kind == RecordKind::close);
     CHECK(copy.pid == 1234);
@@ -121,10 +124,10 @@ TEST_CASE("a batch carries several records in order, and stops at damage") {
         smp::append_record(r, RecordKind::close, 7, batch);
     }
     std::vector<uint64_t> seen;
-    CHECK(DecodedRecord::for_each(batch, [&](const DecodedRecord& d) { seen.push_back(d.record().request_id); }));
+    CHECK(DecodedRecord::for_each(batch, [&](DecodedRecord&& d) { seen.push_back(d.record().request_id); }));
     CHECK(seen == std::vector<uint64_t>{1, 2, 3});
     seen.clear();
     CHECK_FALSE(DecodedRecord::for_each(std::string_view(batch).substr(0, batch.size() - 1),
-                                        [&](const DecodedRecord& d) { seen.push_back(d.record().request_id); }));
+                                        [&](DecodedRecord&& d) { seen.push_back(d.record().request_id); }));
     CHECK(seen == std::vector<uint64_t>{1, 2});
 }

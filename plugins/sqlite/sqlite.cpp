@@ -130,9 +130,10 @@ struct Store {
     Statement upsert_download;
 };
 
+// The batch outlives the statement's step and reset: no copy is needed.
 void bind_text(sqlite3_stmt* statement, int index, const char* text) {
     if (text != nullptr)
-        sqlite3_bind_text(statement, index, text, -1, SQLITE_TRANSIENT);
+        sqlite3_bind_text(statement, index, text, -1, SQLITE_STATIC);
     else
         sqlite3_bind_null(statement, index);
 }
