@@ -42,7 +42,6 @@ std::string describe_download(const LogicalDownload& d, const GeoInfo& geo) {
 
 Collector::Collector(Runtime& runtime, int socket_fd)
     : runtime_(runtime),
-      config_(runtime.config),
       fd_(socket_fd),
       tracker_(runtime.config.tracking.idle_window_ms * 1000, static_cast<uint64_t>(now_us())),
       geoip_(runtime.config.geoip.city_db, runtime.config.geoip.asn_db) {}
@@ -84,7 +83,8 @@ int Collector::run() {
     uv_timer_init(&loop_, &tick_);
     tick_.data = this;
     uv_timer_start(&tick_, on_tick, kTickMs, kTickMs);
-    spdlog::info("Stats collector ready: downloads end after {} s idle", config_.tracking.idle_window_ms / 1000);
+    spdlog::info("Stats collector ready: downloads end after {} s idle",
+                 runtime_.config.tracking.idle_window_ms / 1000);
 
     uv_run(&loop_, UV_RUN_DEFAULT);
     if (uv_loop_close(&loop_) != 0) spdlog::warn("event loop closed with handles still open");

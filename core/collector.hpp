@@ -56,7 +56,6 @@ class Collector {
 
     using RequestKey = std::tuple<uint32_t, uint64_t, uint64_t>;  // worker pid, connection, request
     Runtime& runtime_;
-    const Config& config_;
     int fd_;
     uv_loop_t loop_{};
     uv_poll_t poll_{};

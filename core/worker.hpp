@@ -36,7 +36,6 @@ class Worker {
         Worker* worker = nullptr;
         const Listener* listener = nullptr;
         int fd = -1;
-        bool active = false;
     };
 
     static void on_acceptable(uv_poll_t* handle, int status, int events);

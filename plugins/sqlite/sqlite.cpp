@@ -25,7 +25,6 @@ namespace {
 struct OwnedTable;
 
 struct Settings {
-    const smp_core_api* core = nullptr;
     std::string path;
     std::map<const smp_table*, std::unique_ptr<OwnedTable>> tables;  // handed out by query, until free_table
 };
@@ -392,11 +391,10 @@ bool report_downloads(Reader& reader, OwnedTable*& out) {
 
 // ---- master hooks -------------------------------------------------------------
 
-int init_master(const smp_core_api* core, const smp_config_value* values, void** instance, char* error,
+int init_master(const smp_core_api* /*core*/, const smp_config_value* values, void** instance, char* error,
                 size_t error_size) {
     try {
         auto settings = std::make_unique<Settings>();
-        settings->core = core;
         settings->path = values[kPath].string;
         // Create or migrate now, so that a bad path stops the server at start.
         Database db;
