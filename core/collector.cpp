@@ -8,6 +8,7 @@
 #include <array>
 #include <chrono>
 #include <cstring>
+#include <map>
 #include <utility>
 #include <vector>
 
@@ -44,37 +45,42 @@ Collector::Collector(Runtime& runtime, int socket_fd)
     : runtime_(runtime),
       fd_(socket_fd),
       tracker_(runtime.config.tracking.idle_window_ms * 1000, static_cast<uint64_t>(now_us())),
-      geoip_(runtime.config.geoip.city_db, runtime.config.geoip.asn_db) {}
+      geoip_(runtime.config.geoip.city_db, runtime.config.geoip.asn_db),
+      origin_(static_cast<uint64_t>(now_us())) {
+    batch_.origin = origin_;
+    batch_.sequence = 1;
+}
 
-bool Collector::start_stores() {
+void Collector::start_stores() {
+    // A spool directory per store, named after its module (and its rank
+    // among entries of the same module).
+    std::map<std::string, int> seen;
     for (auto& module : runtime_.modules) {
         if (SMP_MODULE_HOOK(module->api, store) == nullptr) continue;
-        if (auto init = SMP_MODULE_HOOK(module->api, init_collector)) {
-            std::array<char, 512> error{};
-            if (init(module->instance, &module->worker_state, error.data(), error.size()) != SMP_OK) {
-                spdlog::error("[{}] cannot start in the stats collector: {}", module->entry->module, error.data());
-                return false;
-            }
-        } else {
-            module->worker_state = module->instance;
-        }
-        stores_.push_back(module.get());
+        const std::string& name = module->entry->module;
+        const int rank = seen[name]++;
+        const std::string dir =
+            runtime_.config.state_dir + "/spool/" + name + (rank > 0 ? fmt::format("-{}", rank) : "");
+        storage_.push_back(std::make_unique<StorageThread>(*module, dir));
     }
-    if (!stores_.empty()) storage_ = std::make_unique<StorageThread>(stores_);
-    return true;
+}
+
+void Collector::hand_to_stores() {
+    if (storage_.empty() || batch_.empty()) return;
+    Batch next;
+    next.origin = origin_;
+    next.sequence = batch_.sequence + 1;
+    auto batch = std::make_shared<const Batch>(std::exchange(batch_, std::move(next)));
+    for (auto& storage : storage_) storage->submit(batch);
 }
 
 void Collector::stop_stores() {
-    if (storage_) {
-        storage_->submit(std::move(batch_));
-        storage_->stop();
-    }
-    for (auto* module : stores_)
-        if (auto exit = SMP_MODULE_HOOK(module->api, exit_collector)) exit(module->worker_state);
+    hand_to_stores();
+    for (auto& storage : storage_) storage->stop();
 }
 
 int Collector::run() {
-    if (!start_stores()) return 1;
+    start_stores();
     uv_loop_init(&loop_);
     signal_fd_ = watch_stop_signals(&loop_, &signal_poll_, this, on_signal);
     uv_poll_init(&loop_, &poll_, fd_);
@@ -128,7 +134,7 @@ void Collector::handle(DecodedRecord&& decoded) {
     ++records_;
     in_flight_.erase(key);
     tracker_.add(record);
-    if (storage_) batch_.records.push_back(std::move(decoded));
+    if (!storage_.empty()) batch_.records.push_back(std::move(decoded));
 }
 
 void Collector::close_requests_of(uint32_t pid) {
@@ -139,7 +145,7 @@ void Collector::close_requests_of(uint32_t pid) {
         lost.set_reason(SMP_END_WORKER_LOST);
         ++records_;
         tracker_.add(lost.record());
-        if (storage_) batch_.records.push_back(lost);
+        if (!storage_.empty()) batch_.records.push_back(lost);
         it = in_flight_.erase(it);
     }
 }
@@ -147,17 +153,23 @@ void Collector::close_requests_of(uint32_t pid) {
 void Collector::on_tick(uv_timer_t* timer) {
     auto& self = *static_cast<Collector*>(timer->data);
     self.tracker_.expire(now_us(), [&](const LogicalDownload& d) { self.finish(d); });
-    if (self.storage_) self.storage_->submit(std::exchange(self.batch_, Batch{}));
+    if (!self.storage_.empty()) {
+        // Stores show downloads as they grow: each second, the ones a request joined.
+        self.tracker_.each_changed([&](const LogicalDownload& d) {
+            self.batch_.downloads.emplace_back(d, self.geoip_.lookup(d.client_ip), false);
+        });
+    }
+    self.hand_to_stores();
 }
 
 void Collector::finish(const LogicalDownload& download) {
     ++downloads_;
     const bool logged = spdlog::should_log(spdlog::level::info);
     // Looked up only when used: at full load there are thousands a second.
-    if (!logged && !storage_) return;
+    if (!logged && storage_.empty()) return;
     GeoInfo geo = geoip_.lookup(download.client_ip);
     if (logged) spdlog::info("{}", describe_download(download, geo));
-    if (storage_) batch_.downloads.push_back({download, std::move(geo)});
+    if (!storage_.empty()) batch_.downloads.emplace_back(download, std::move(geo), true);
 }
 
 void Collector::on_signal(uv_poll_t* handle, int /*status*/, int /*events*/) {

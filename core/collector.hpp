@@ -1,7 +1,7 @@
 // The stats collector: a child of the master that receives every worker's
-// records, merges them into logical downloads, and closes the requests of a
-// worker that died with reason worker_lost. (Storage arrives with issue 3's
-// plugins; today a finished download is logged.)
+// records, merges them into logical downloads, closes the requests of a
+// worker that died with reason worker_lost, and once a second hands the
+// ended requests and the changed downloads to every store.
 #pragma once
 
 #include <uv.h>
@@ -50,8 +50,9 @@ class Collector {
     void handle(DecodedRecord&& decoded);
     void close_requests_of(uint32_t pid);
     void finish(const LogicalDownload& download);
+    void hand_to_stores();
     void stop();
-    bool start_stores();
+    void start_stores();
     void stop_stores();
 
     using RequestKey = std::tuple<uint32_t, uint64_t, uint64_t>;  // worker pid, connection, request
@@ -64,10 +65,10 @@ class Collector {
     int signal_fd_ = -1;
     DownloadTracker tracker_;
     GeoIp geoip_;
-    std::map<RequestKey, DecodedRecord> in_flight_;  // last transfer record of running requests
-    std::vector<ModuleInstance*> stores_;
-    std::unique_ptr<StorageThread> storage_;
-    Batch batch_;  // what the next tick hands to the storage thread
+    std::map<RequestKey, DecodedRecord> in_flight_;        // last transfer record of running requests
+    std::vector<std::unique_ptr<StorageThread>> storage_;  // one per store
+    Batch batch_;                                          // what the next tick hands to the stores
+    const uint64_t origin_;                                // names this run's batches
     uint64_t records_ = 0;
     uint64_t malformed_ = 0;
     uint64_t downloads_ = 0;

@@ -297,8 +297,8 @@ Config parse_config(const std::string& text, const std::string& name, const std:
     }
 
     check_keys(root, "",
-               std::array<std::string_view, 13>{"workers", "max_connections", "backlog", "shutdown_timeout",
-                                                "module_dir", "reuseport", "log", "tracking", "geoip",
+               std::array<std::string_view, 14>{"workers", "max_connections", "backlog", "shutdown_timeout",
+                                                "module_dir", "state_dir", "reuseport", "log", "tracking", "geoip",
                                                 "trusted_proxies", "protocols", "plugins", "environments"},
                errors);
 
@@ -315,6 +315,13 @@ Config parse_config(const std::string& text, const std::string& name, const std:
         if (auto value = read_duration(node, "shutdown_timeout", errors)) config.shutdown_timeout_ms = *value;
     if (const auto node = root["module_dir"])
         if (auto value = read_string(node, "module_dir", errors)) config.module_dir = *value;
+    if (const auto node = root["state_dir"])
+        if (auto value = read_string(node, "state_dir", errors)) {
+            if (value->empty())
+                errors.add(node, "state_dir", "must not be empty");
+            else
+                config.state_dir = *value;
+        }
     if (const auto node = root["reuseport"])
         if (auto value = read_bool(node, "reuseport", errors)) config.reuseport = *value;
     read_log(root["log"], config.log, errors);

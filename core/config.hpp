@@ -65,8 +65,7 @@ struct LogConfig {
 };
 
 struct TrackingConfig {
-    // Off until the storage of issue 3 lands: the collector only logs today.
-    bool enabled = false;
+    bool enabled = true;
     int64_t idle_window_ms = 30 * 60 * 1000;  // a download idle this long is finished
 };
 
@@ -84,6 +83,9 @@ struct Config {
     int64_t shutdown_timeout_ms = 30'000;
     bool reuseport = true;   // one listening socket per worker (SO_REUSEPORT)
     std::string module_dir;  // empty: found next to the binary or the install default
+    // Where the server keeps its state: the default store's database
+    // (stats.db) and the spool of batches a store could not take yet.
+    std::string state_dir = "/var/lib/smprotocol";
     LogConfig log;
     TrackingConfig tracking;
     GeoIpConfig geoip;

@@ -57,6 +57,7 @@ const LogicalDownload* DownloadTracker::add(const smp_record& record) {
     // A resume: this request began after every earlier request had ended.
     if (download.requests > 0 && record.start_us > download.last_us) ++download.resumes;
     ++download.requests;
+    download.changed = true;
     for (size_t i = 0; i < record.interval_count; ++i) {
         const smp_interval& sent = record.intervals[i];
         download.delivered.add(sent.first, sent.last);
@@ -82,6 +83,14 @@ void DownloadTracker::expire(int64_t now_us, const std::function<void(const Logi
         } else {
             ++it;
         }
+    }
+}
+
+void DownloadTracker::each_changed(const std::function<void(const LogicalDownload&)>& changed) {
+    for (auto& [key, download] : downloads_) {
+        if (!download.changed) continue;
+        download.changed = false;
+        changed(download);
     }
 }
 

@@ -32,6 +32,7 @@ struct LogicalDownload {
     int64_t first_us = 0;  // start of the first request
     int64_t last_us = 0;   // end of the latest request
     smp_end_reason last_reason = SMP_END_COMPLETED;
+    bool changed = false;  // a request joined since the last each_changed()
 
     uint64_t distinct_bytes() const { return delivered.size(); }
     uint64_t wasted_bytes() const { return bytes_sent - delivered.size(); }
@@ -65,6 +66,9 @@ class DownloadTracker {
     // Hands every download idle for longer than the window to `finished`,
     // and forgets it.
     void expire(int64_t now_us, const std::function<void(const LogicalDownload&)>& finished);
+    // Hands every open download that a request joined since the last call to
+    // `changed`: stores show downloads as they grow, not only once ended.
+    void each_changed(const std::function<void(const LogicalDownload&)>& changed);
     size_t open_downloads() const { return downloads_.size(); }
     size_t finished_downloads() const { return finished_.size(); }
 

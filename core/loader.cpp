@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <array>
 #include <climits>
+#include <filesystem>
 #include <map>
 #include <span>
 
@@ -199,6 +200,25 @@ std::vector<std::unique_ptr<ModuleInstance>> load_modules(const Config& config, 
     for (const auto& entry : config.protocols) load(entry, SMP_MODULE_PROTOCOL);
     for (const auto& entry : config.plugins) load(entry, SMP_MODULE_PLUGIN);
     if (!errors.empty()) throw ConfigErrors(errors.take());
+
+    const bool has_store = std::any_of(modules.begin(), modules.end(),
+                                       [](const auto& m) { return SMP_MODULE_HOOK(m->api, store) != nullptr; });
+    if (config.tracking.enabled && !has_store) {
+        std::error_code error;
+        std::filesystem::create_directories(config.state_dir, error);
+        if (error)
+            throw ConfigErrors({config.path + ": state_dir: cannot create " + config.state_dir + " for the default " +
+                                "store: " + error.message() + " (set state_dir, name a store under plugins, or " +
+                                "set tracking.enabled: false)"});
+        auto entry = std::make_unique<ModuleEntry>();
+        entry->module = "sqlite";
+        entry->key = "default store";
+        entry->node["module"] = "sqlite";
+        entry->node["path"] = config.state_dir + "/stats.db";
+        load(*entry, SMP_MODULE_PLUGIN);
+        if (!errors.empty()) throw ConfigErrors(errors.take());
+        modules.back()->implied_entry = std::move(entry);
+    }
 
     for (auto& module : modules) {
         std::array<char, 512> message{};

@@ -53,7 +53,8 @@ class SharedObject {
 
 // One module entry of the config, loaded and, after init_master, running.
 struct ModuleInstance {
-    const ModuleEntry* entry = nullptr;
+    const ModuleEntry* entry = nullptr;          // in the config, or implied_entry
+    std::unique_ptr<ModuleEntry> implied_entry;  // the default store, named by no entry
     std::shared_ptr<SharedObject> object;
     const smp_module* api = nullptr;
     ModuleValues values;
@@ -67,7 +68,9 @@ struct ModuleInstance {
 std::vector<std::string> module_search_path(const Config& config);
 
 // Loads every protocol and plugin of `config`, checks ABI and keys, and runs
-// init_master. Throws ConfigErrors listing every problem.
+// init_master. With tracking on and no store among the plugins, the sqlite
+// store is added, its database at state_dir/stats.db. Throws ConfigErrors
+// listing every problem.
 std::vector<std::unique_ptr<ModuleInstance>> load_modules(const Config& config, const smp_core_api& core);
 
 // Runs exit_master on every instance, in reverse order.

@@ -206,15 +206,22 @@ typedef struct smp_download {
     double longitude;
     uint32_t asn; /* 0: unknown */
     const char* organisation;
+    int finished; /* 0: still open (more requests may join it); 1: ended, this is its final state */
 } smp_download;
 
-/* What a storage plugin stores in one call. */
+/* What a storage plugin stores in one call. A download appears in every
+   batch of the second it changed in, open at first, finished at last: a
+   store upserts it by id. A batch may be offered again (after a failed
+   call, or replayed from the spool after a restart): `origin` and
+   `sequence` name it, so a store can skip one it already stored. */
 typedef struct smp_batch {
     uint32_t size;
     const smp_record* records; /* finished requests */
     size_t record_count;
-    const smp_download* downloads; /* finished logical downloads */
+    const smp_download* downloads; /* logical downloads that changed */
     size_t download_count;
+    uint64_t origin;   /* the collector run that made it: its start time, microseconds */
+    uint64_t sequence; /* 1, 2, ... within an origin, in the order the batches are offered */
 } smp_batch;
 
 /* A report asked of a store by `smprotocol stats` (ABI 1.2). */
@@ -317,7 +324,8 @@ typedef struct smp_module {
     void (*exit_collector)(void* collector_state);
     /* OPTIONAL; a plugin that has it is a store. Called on the collector's
        storage thread, one call at a time, never on an event loop. SMP_ERROR
-       with a sentence in `error`: the batch is kept and offered again. */
+       with a sentence in `error`: the batch goes to the spool on disk and
+       is offered again, in order, until it is stored. */
     int (*store)(void* collector_state, const smp_batch* batch, char* error, size_t error_size);
     /* OPTIONAL; answers `smprotocol stats`. Master (the stats command's own
        process), after init_master. SMP_ERROR with a sentence in `error`. */

@@ -1,56 +1,58 @@
-// The collector's storage thread: batches of finished requests and downloads
-// go to every storage plugin, one call at a time, off the event loop. A store
-// that fails keeps its batch, which is offered again a second later, in order.
+// The collector's storage: one thread per store, each with its own queue and
+// spool, so that a store that fails or is slow holds back no other and never
+// the collector's event loop. A batch a store refuses goes to its spool on
+// disk, and every later batch behind it; the spool is offered again every
+// second, in order, and at the next start when the server stopped first.
+// A store that cannot start (its database unreachable) is treated the same:
+// its start is tried again every second, its batches spooled meanwhile.
 #pragma once
 
+#include <chrono>
 #include <condition_variable>
 #include <deque>
+#include <memory>
 #include <mutex>
+#include <string>
 #include <thread>
-#include <vector>
 
-#include "download_tracker.hpp"
-#include "geoip.hpp"
+#include "batch.hpp"
 #include "loader.hpp"
-#include "record_codec.hpp"
+#include "spool.hpp"
 
 namespace smp {
 
-struct StoredDownload {
-    LogicalDownload download;
-    GeoInfo geo;
-};
-
-struct Batch {
-    std::vector<DecodedRecord> records;
-    std::vector<StoredDownload> downloads;
-    bool empty() const { return records.empty() && downloads.empty(); }
-};
-
 class StorageThread {
    public:
-    // `stores`: plugins with a store hook, their collector state already made.
-    explicit StorageThread(std::vector<ModuleInstance*> stores);
-    ~StorageThread();  // stops and joins: every queued batch is offered first
+    // `store`: a plugin with a store hook; its init_collector and
+    // exit_collector run on this thread.
+    StorageThread(ModuleInstance& store, std::string spool_dir);
+    ~StorageThread();  // stops and joins
     StorageThread(const StorageThread&) = delete;
     StorageThread& operator=(const StorageThread&) = delete;
 
-    void submit(Batch batch);
-    // Stops after the queued batches; a store still failing then gives up
-    // after a few tries and logs what was not stored.
+    void submit(std::shared_ptr<const Batch> batch);
+    // Stores or spools every submitted batch, tries the spool once more, and
+    // returns; what the store did not take stays in the spool for the next start.
     void stop();
 
    private:
+    using Clock = std::chrono::steady_clock;
     void run();
-    bool store(const Batch& batch);
-    bool stop_requested();
+    bool start();                    // init_collector; false: failing until next_try_
+    bool store(const Batch& batch);  // false: failing until next_try_
+    void fail(const char* doing, const char* error);
+    void drain_spool();
 
-    std::vector<ModuleInstance*> stores_;
+    ModuleInstance& store_;
+    const std::string name_;
+    Spool spool_;
     std::mutex mutex_;
     std::condition_variable wake_;
-    std::deque<Batch> queue_;
+    std::deque<std::shared_ptr<const Batch>> queue_;
     bool stopping_ = false;
+    bool started_ = false;  // init_collector succeeded
     bool failing_ = false;  // logged once per outage
+    Clock::time_point next_try_{};
     std::thread thread_;
 };
 

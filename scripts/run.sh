@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what SMProtocol needs, builds it, and runs it in the foreground on
 # an example config serving FOLDER (default: a small demo folder it creates),
-# with download tracking into build/demo-stats.db.
+# with download tracking into build/demo-state/stats.db.
 # Usage: scripts/run.sh [FOLDER] [PORT]
 set -euo pipefail
 cd "$(dirname "$0")/.."

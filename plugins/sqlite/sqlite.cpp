@@ -1,13 +1,16 @@
 // sqlite: the embedded store of download statistics. Stores every finished
-// request and every finished logical download in one SQLite file (WAL), in
-// one transaction per batch, on the collector's storage thread.
+// request and every logical download, as it grows and once ended, in one
+// SQLite file (WAL), one transaction per batch, on the collector's storage
+// thread.
 //
 // In the order of every module: includes, config struct, the table of config
 // keys, the hooks (master, then collector), and the registration struct last.
 #include <sqlite3.h>
+#include <sys/stat.h>
 
 #include <algorithm>
 #include <cmath>
+#include <cstddef>
 #include <cstdio>
 #include <cstring>
 #include <map>
@@ -72,6 +75,25 @@ constexpr const char* kMigrations[] = {
        CREATE INDEX downloads_by_time ON downloads (first_us);
        CREATE INDEX downloads_by_path ON downloads (path);
        CREATE INDEX downloads_by_country ON downloads (country);)",
+    // 2: requests without the unique key (the cost of every insert): a batch
+    // names itself instead, and `batches` keeps the last one stored per
+    // collector run. Downloads are stored as they grow: `finished` says
+    // whether one has ended.
+    R"(CREATE TABLE requests_2 (
+         id INTEGER PRIMARY KEY,
+         node TEXT, worker_id INTEGER, connection_id INTEGER, request_id INTEGER, module TEXT,
+         start_us INTEGER NOT NULL, end_us INTEGER NOT NULL,
+         client_ip TEXT, client_port INTEGER, forwarded_ip TEXT,
+         method TEXT, path TEXT, target TEXT, protocol TEXT, user_agent TEXT, referer TEXT, range TEXT,
+         etag TEXT, file_size INTEGER, status INTEGER NOT NULL,
+         header_bytes INTEGER NOT NULL, body_bytes INTEGER NOT NULL,
+         intervals TEXT NOT NULL, reason TEXT NOT NULL);
+       INSERT INTO requests_2 SELECT * FROM requests;
+       DROP TABLE requests;
+       ALTER TABLE requests_2 RENAME TO requests;
+       CREATE INDEX requests_by_time ON requests (start_us);
+       ALTER TABLE downloads ADD COLUMN finished INTEGER NOT NULL DEFAULT 1;
+       CREATE TABLE batches (origin INTEGER PRIMARY KEY, sequence INTEGER NOT NULL);)",
 };
 constexpr int kSchemaVersion = sizeof kMigrations / sizeof kMigrations[0];
 
@@ -130,6 +152,8 @@ struct Store {
     Database db;
     Statement insert_request;
     Statement upsert_download;
+    Statement last_batch;
+    Statement mark_batch;
 };
 
 // The batch outlives the statement's step and reset: no copy is needed.
@@ -208,6 +232,8 @@ bool store_download(Store& s, const smp_download& d) {
     }
     if (d.asn != 0) sqlite3_bind_int64(st, 22, d.asn);
     bind_text(st, 23, d.organisation);
+    const bool knows_finished = d.size >= offsetof(smp_download, finished) + sizeof d.finished;
+    sqlite3_bind_int(st, 24, knows_finished ? d.finished : 1);
     return step_and_reset(st);
 }
 
@@ -375,30 +401,53 @@ bool report_downloads(Reader& reader, OwnedTable*& out) {
                           {"resumes", true},
                           {"duration_s", true},
                           {"active_s", true},
-                          {"reason", false}});
+                          {"reason", false},
+                          {"finished", true}});
     return reader.each(
         "SELECT id, strftime('%Y-%m-%dT%H:%M:%SZ', first_us / 1000000, 'unixepoch'), path, client_ip, user_agent, "
         "country, asn, printf('%.4f', CASE WHEN file_size > 0 THEN 1.0 * distinct_bytes / file_size ELSE completed "
         "END), completed, requests, resumes, printf('%.3f', (last_us - first_us) / 1e6), "
-        "printf('%.3f', active_us / 1e6), reason FROM downloads WHERE" DOWNLOAD_FILTER
+        "printf('%.3f', active_us / 1e6), reason, finished FROM downloads WHERE" DOWNLOAD_FILTER
         "ORDER BY first_us DESC, id DESC LIMIT 50",
         [&](sqlite3_stmt* row) {
             std::vector<std::optional<std::string>> cells;
-            for (int i = 0; i < 14; ++i) cells.push_back(column_text(row, i));
+            for (int i = 0; i < 15; ++i) cells.push_back(column_text(row, i));
             out->add_row(std::move(cells));
         });
 }
 
 // ---- master hooks -------------------------------------------------------------
 
-int init_master(const smp_core_api* /*core*/, const smp_config_value* values, void** instance, char* error,
+// Errors of a database that exists but cannot be written now (read-only
+// volume, full disk, held lock): the server starts, and the collector spools
+// downloads until it can write. Anything else (no such directory, not a
+// database) is a configuration error.
+bool is_outage(const std::string& path, int code) {
+    struct stat st {};
+    if (::stat(path.c_str(), &st) != 0 || !S_ISREG(st.st_mode)) return false;
+    switch (code & 0xff) {
+        case SQLITE_CANTOPEN:  // its -wal and -shm files cannot be made on a read-only volume
+        case SQLITE_READONLY:
+        case SQLITE_FULL:
+        case SQLITE_BUSY:
+        case SQLITE_LOCKED:
+        case SQLITE_IOERR: return true;
+        default: return false;
+    }
+}
+
+int init_master(const smp_core_api* core, const smp_config_value* values, void** instance, char* error,
                 size_t error_size) {
     try {
         auto settings = std::make_unique<Settings>();
         settings->path = values[kPath].string;
         // Create or migrate now, so that a bad path stops the server at start.
         Database db;
-        if (!open_database(settings->path, db, error, error_size)) return SMP_ERROR;
+        if (!open_database(settings->path, db, error, error_size)) {
+            if (!db || !is_outage(settings->path, sqlite3_errcode(db.get()))) return SMP_ERROR;
+            core->log(SMP_LOG_WARN, "sqlite",
+                      (std::string(error) + "; downloads are spooled until it can be written").c_str());
+        }
         *instance = settings.release();
         return SMP_OK;
     } catch (const std::exception& e) {
@@ -455,28 +504,35 @@ int init_collector(void* instance, void** collector_state, char* error, size_t e
         const auto& settings = *static_cast<Settings*>(instance);
         auto store = std::make_unique<Store>();
         if (!open_database(settings.path, store->db, error, error_size)) return SMP_ERROR;
-        const char* insert = R"(INSERT OR IGNORE INTO requests (node, worker_id, connection_id, request_id, module,
+        const char* insert = R"(INSERT INTO requests (node, worker_id, connection_id, request_id, module,
             start_us, end_us, client_ip, client_port, forwarded_ip, method, path, target, protocol, user_agent,
             referer, range, etag, file_size, status, header_bytes, body_bytes, intervals, reason)
             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21,
                     ?22, ?23, ?24))";
         const char* upsert = R"(INSERT INTO downloads (id, client_ip, user_agent, path, etag, file_size,
             distinct_bytes, bytes_sent, wasted_bytes, completed, requests, resumes, first_us, last_us, active_us,
-            reason, delivered, country, city, latitude, longitude, asn, organisation)
+            reason, delivered, country, city, latitude, longitude, asn, organisation, finished)
             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21,
-                    ?22, ?23)
+                    ?22, ?23, ?24)
             ON CONFLICT (id) DO UPDATE SET distinct_bytes = excluded.distinct_bytes,
               bytes_sent = excluded.bytes_sent, wasted_bytes = excluded.wasted_bytes,
               completed = excluded.completed, requests = excluded.requests, resumes = excluded.resumes,
-              last_us = excluded.last_us, active_us = excluded.active_us, reason = excluded.reason,
-              delivered = excluded.delivered)";
-        sqlite3_stmt* raw = nullptr;
-        if (sqlite3_prepare_v2(store->db.get(), insert, -1, &raw, nullptr) != SQLITE_OK)
-            return fail(store->db.get(), "preparing", error, error_size), SMP_ERROR;
-        store->insert_request.reset(raw);
-        if (sqlite3_prepare_v2(store->db.get(), upsert, -1, &raw, nullptr) != SQLITE_OK)
-            return fail(store->db.get(), "preparing", error, error_size), SMP_ERROR;
-        store->upsert_download.reset(raw);
+              first_us = excluded.first_us, last_us = excluded.last_us, active_us = excluded.active_us,
+              reason = excluded.reason, delivered = excluded.delivered, finished = excluded.finished)";
+        const std::pair<Statement*, const char*> statements[] = {
+            {&store->insert_request, insert},
+            {&store->upsert_download, upsert},
+            {&store->last_batch, "SELECT sequence FROM batches WHERE origin = ?1"},
+            {&store->mark_batch,
+             "INSERT INTO batches (origin, sequence) VALUES (?1, ?2) "
+             "ON CONFLICT (origin) DO UPDATE SET sequence = excluded.sequence"},
+        };
+        for (const auto& [statement, sql] : statements) {
+            sqlite3_stmt* raw = nullptr;
+            if (sqlite3_prepare_v2(store->db.get(), sql, -1, &raw, nullptr) != SQLITE_OK)
+                return fail(store->db.get(), "preparing", error, error_size), SMP_ERROR;
+            statement->reset(raw);
+        }
         *collector_state = store.release();
         return SMP_OK;
     } catch (const std::exception& e) {
@@ -487,15 +543,36 @@ int init_collector(void* instance, void** collector_state, char* error, size_t e
 
 void exit_collector(void* collector_state) { delete static_cast<Store*>(collector_state); }
 
+// The sequence of the last batch of `origin` stored; 0 for none.
+uint64_t last_stored(Store& s, uint64_t origin) {
+    sqlite3_stmt* st = s.last_batch.get();
+    sqlite3_bind_int64(st, 1, static_cast<sqlite3_int64>(origin));
+    const uint64_t sequence = sqlite3_step(st) == SQLITE_ROW ? static_cast<uint64_t>(sqlite3_column_int64(st, 0)) : 0;
+    sqlite3_reset(st);
+    return sequence;
+}
+
 int store_batch(void* collector_state, const smp_batch* batch, char* error, size_t error_size) {
     auto& s = *static_cast<Store*>(collector_state);
     sqlite3* db = s.db.get();
     // One transaction per batch: all of it is stored, or none, and the batch is offered again.
     if (sqlite3_exec(db, "BEGIN IMMEDIATE", nullptr, nullptr, nullptr) != SQLITE_OK)
         return fail(db, "begin", error, error_size), SMP_ERROR;
+    // A batch offered again after it was stored (the server stopped between
+    // the commit and forgetting it) is stored once.
+    const bool named = batch->size >= offsetof(smp_batch, sequence) + sizeof batch->sequence && batch->origin != 0;
+    if (named && last_stored(s, batch->origin) >= batch->sequence) {
+        sqlite3_exec(db, "ROLLBACK", nullptr, nullptr, nullptr);
+        return SMP_OK;
+    }
     bool ok = true;
     for (size_t i = 0; ok && i < batch->record_count; ++i) ok = store_request(s, batch->records[i]);
     for (size_t i = 0; ok && i < batch->download_count; ++i) ok = store_download(s, batch->downloads[i]);
+    if (ok && named) {
+        sqlite3_bind_int64(s.mark_batch.get(), 1, static_cast<sqlite3_int64>(batch->origin));
+        sqlite3_bind_int64(s.mark_batch.get(), 2, static_cast<sqlite3_int64>(batch->sequence));
+        ok = step_and_reset(s.mark_batch.get());
+    }
     if (ok && sqlite3_exec(db, "COMMIT", nullptr, nullptr, nullptr) == SQLITE_OK) return SMP_OK;
     fail(db, "store", error, error_size);
     sqlite3_exec(db, "ROLLBACK", nullptr, nullptr, nullptr);

@@ -241,7 +241,8 @@ class TestEnv:
 
 def config_text(port, root, workers=2, access_log=None, log_level='info',
                 shutdown_timeout='30s', core_extra=None, **proto):
-    """YAML text of a config with one http_download protocol."""
+    """YAML text of a config with one http_download protocol. Tracking is on
+    (the default), into the default store under the test's own state/."""
     p = {
         'block_size': '256KiB',
         'max_ranges': 16,
@@ -255,6 +256,7 @@ def config_text(port, root, workers=2, access_log=None, log_level='info',
         'max_connections: 1024',
         'backlog: 511',
         'shutdown_timeout: %s' % shutdown_timeout,
+        'state_dir: %s' % os.path.join(os.path.dirname(os.path.abspath(root)), 'state'),
     ]
     for k, v in (core_extra or {}).items():
         lines.append('%s: %s' % (k, v))

@@ -74,14 +74,14 @@ class AbiChecks(unittest.TestCase):
         self.env.cleanup()
 
     def check_config(self, module_lines):
-        text = ('protocols:\n' + module_lines)
+        text = 'state_dir: %s\nprotocols:\n%s' % (self.env.path('state'), module_lines)
         path = harness.write_file(self.env.path('c.yaml'), text)
         return subprocess.run([harness.BINARY, '-t', '-c', path], capture_output=True, text=True, timeout=20)
 
     def test_wrong_major_version_is_refused(self):
         result = self.check_config('  - {module: bad_major, host: 127.0.0.1, port: 1}\n')
         self.assertEqual(result.returncode, 1)
-        self.assertIn("c.yaml:2: protocols[0].module: module 'bad_major': built for ABI major version 99",
+        self.assertIn("c.yaml:3: protocols[0].module: module 'bad_major': built for ABI major version 99",
                       result.stderr)
 
     def test_missing_required_hook_is_refused(self):

@@ -38,9 +38,9 @@ class WorkerTest(harness.ServerTestCase):
         s = self.new_server(workers=2)
         pids = s.wait_workers(2)
         self.assertEqual(len(pids), 2)
-        # "Success: detached with pid N, parent pid M" (a worker number and
-        # <> around the pids are tolerated)
-        rx = re.compile(r'Success: detached (?:worker \d+ )?with pid <?(\d+)>?, parent pid <?(\d+)>?')
+        # "Success: detached with pid <N>, parent pid <M> (worker K)"; the
+        # stats collector's line ends in "(stats collector)" instead.
+        rx = re.compile(r'Success: detached with pid <(\d+)>, parent pid <(\d+)> \(worker \d+\)')
         harness.wait_for(lambda: len(rx.findall(s.log())) >= 2, 3)
         log = s.log()
         self.assertIn('Binding on 127.0.0.1:%d' % s.port, log)

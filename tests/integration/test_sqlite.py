@@ -1,8 +1,12 @@
 """The sqlite store: finished requests and logical downloads written by the
-stats collector, read back here with Python's own sqlite3 module."""
+stats collector, read back here with Python's own sqlite3 module; the spool
+that keeps what the store cannot take, across an outage and a restart."""
 
+import glob
 import os
+import shutil
 import sqlite3
+import subprocess
 import unittest
 
 import harness
@@ -10,15 +14,24 @@ from harness import MIB
 
 
 class SqliteStore(unittest.TestCase):
+    idle_window = '1s'
+
     def setUp(self):
         self.env = harness.TestEnv({'big.bin': 20 * MIB, 'small.bin': 4096})
         self.db = self.env.path('stats.db')
+        self.spool = self.env.path('state', 'spool', 'sqlite')
+        self.server = self.make_server(self.db)
+        self.server.start()
+
+    def make_server(self, db):
         port = harness.free_port()
         text = harness.config_text(port, self.env.www, workers=2,
-                                   core_extra={'tracking': '{enabled: true, idle_window: 1s}'})
-        text = text.replace('plugins: []', 'plugins:\n  - module: sqlite\n    path: %s\n' % self.db)
-        self.server = harness.Server(self.env, port=port, config=text)
-        self.server.start()
+                                   core_extra={'tracking': '{enabled: true, idle_window: %s}' % self.idle_window})
+        text = text.replace('plugins: []', 'plugins:\n  - module: sqlite\n    path: %s\n' % db)
+        return harness.Server(self.env, port=port, config=text)
+
+    def spool_files(self):
+        return sorted(glob.glob(os.path.join(self.spool, '*.spool')))
 
     def tearDown(self):
         self.server.kill()
@@ -40,7 +53,7 @@ class SqliteStore(unittest.TestCase):
         self.assertEqual(self.server.terminate(), 0, self.server.log_tail())
 
         self.assertEqual(self.query('PRAGMA journal_mode')[0][0], 'wal')
-        self.assertEqual(self.query('PRAGMA user_version')[0][0], 1)
+        self.assertEqual(self.query('PRAGMA user_version')[0][0], 2)
         rows = self.query('SELECT path, completed, distinct_bytes, file_size, requests, reason, typeof(first_us) '
                           'FROM downloads WHERE user_agent = ?', 'stored')
         self.assertEqual(len(rows), 1, rows)
@@ -71,7 +84,7 @@ class SqliteStore(unittest.TestCase):
         finally:
             locker.execute('ROLLBACK')
             locker.close()
-        harness.wait_for(lambda: 'Store writable again' in self.server.log(), 15.0)
+        harness.wait_for(lambda: 'store writable again' in self.server.log(), 15.0)
         self.assertEqual(self.server.terminate(), 0, self.server.log_tail())
         self.assertEqual(self.server.log().count('cannot store downloads'), 1, 'logged once per outage')
         agents = [row[0] for row in self.query("SELECT user_agent FROM downloads WHERE user_agent LIKE 'locked-%'")]
@@ -80,6 +93,45 @@ class SqliteStore(unittest.TestCase):
                               "WHERE user_agent LIKE 'locked-%'")[0]
         self.assertEqual(requests, (20, 20))
 
+    def hold_write_lock(self):
+        locker = sqlite3.connect(self.db, isolation_level=None, timeout=10)
+        locker.execute('BEGIN EXCLUSIVE')
+        return locker
+
+    def test_spool_survives_a_stop_and_is_replayed_once(self):
+        # The store stays locked until the server has stopped: its batches
+        # must be on disk, then stored by the next start, and stored once even
+        # when the same spool files are offered again.
+        port = self.server.port
+        locker = self.hold_write_lock()
+        try:
+            for i in range(10):
+                harness.http(port, 'GET', '/small.bin', {'User-Agent': 'spooled-%d' % i})
+            harness.wait_for(lambda: self.spool_files(), 10.0)
+            self.assertEqual(self.server.terminate(), 0, self.server.log_tail())
+        finally:
+            locker.execute('ROLLBACK')
+            locker.close()
+        self.assertIn('they are stored at the next start', self.server.log())
+        files = self.spool_files()
+        self.assertTrue(files, 'nothing was spooled:\n' + self.server.log_tail())
+        saved = self.env.path('saved-spool')
+        shutil.copytree(self.spool, saved)
+        self.assertEqual(self.query("SELECT count(*) FROM downloads WHERE user_agent LIKE 'spooled-%'"), [(0,)])
+
+        for attempt in range(2):  # the second start replays the very same files again
+            if attempt == 1:
+                for name in os.listdir(saved):
+                    shutil.copy(os.path.join(saved, name), self.spool)
+            self.server.start()
+            self.assertTrue(harness.wait_for(lambda: not self.spool_files(), 10.0), 'spool not replayed')
+            self.assertEqual(self.server.terminate(), 0, self.server.log_tail())
+            agents = [row[0] for row in
+                      self.query("SELECT user_agent FROM downloads WHERE user_agent LIKE 'spooled-%'")]
+            self.assertEqual(sorted(agents), sorted('spooled-%d' % i for i in range(10)))
+            self.assertEqual(self.query("SELECT count(*) FROM requests WHERE user_agent LIKE 'spooled-%'"), [(10,)])
+        self.assertEqual(self.server.log().count('replaying the spool'), 2)
+
     def test_unwritable_path_stops_the_start(self):
         text = harness.config_text(harness.free_port(), self.env.www).replace(
             'plugins: []', 'plugins:\n  - module: sqlite\n    path: /nonexistent/dir/stats.db\n')
@@ -87,6 +139,120 @@ class SqliteStore(unittest.TestCase):
         r = harness.run([harness.BINARY, '-t', '-c', path], timeout=20)
         self.assertEqual(r.returncode, 1)
         self.assertIn('plugins[0].path: cannot open /nonexistent/dir/stats.db', r.stderr)
+
+
+def mount_tmpfs(path, size):
+    """Mounts a small tmpfs at path; the reason when this machine cannot (not root, no CAP_SYS_ADMIN)."""
+    os.makedirs(path, exist_ok=True)
+    r = harness.run(['mount', '-t', 'tmpfs', '-o', 'size=%s' % size, 'tmpfs', path], timeout=10)
+    return None if r.returncode == 0 else 'cannot mount a tmpfs here: %s' % r.stderr.strip()
+
+
+class UnwritableVolume(unittest.TestCase):
+    """The database on its own small volume, made read-only and then full
+    during traffic: the batches go to the spool and every download is stored
+    once the volume can be written again."""
+
+    def setUp(self):
+        self.env = harness.TestEnv({'small.bin': 4096})
+        self.volume = self.env.path('volume')
+        reason = mount_tmpfs(self.volume, '8m')
+        if reason:
+            self.env.cleanup()
+            self.skipTest(reason)
+        self.db = os.path.join(self.volume, 'stats.db')
+        port = harness.free_port()
+        text = harness.config_text(port, self.env.www, workers=2,
+                                   core_extra={'tracking': '{enabled: true, idle_window: 1s}'})
+        text = text.replace('plugins: []', 'plugins:\n  - module: sqlite\n    path: %s\n' % self.db)
+        self.server = harness.Server(self.env, port=port, config=text)
+        self.server.start()
+
+    def tearDown(self):
+        self.server.kill()
+        harness.run(['umount', '-l', self.volume], timeout=10)
+        if os.environ.get('SMP_KEEP_TMP'):
+            print('kept', self.env.dir)
+        else:
+            self.env.cleanup()
+
+    def stored(self, prefix):
+        db = sqlite3.connect('file:%s?mode=ro' % self.db, uri=True)  # closed: the volume may be remounted
+        try:
+            return sorted(row[0] for row in db.execute(
+                'SELECT user_agent FROM downloads WHERE user_agent LIKE ?', (prefix + '%',)))
+        finally:
+            db.close()
+
+    def outage(self, prefix, break_volume, mend_volume, restart=False):
+        """One download stored, the volume broken, 20 more, the volume mended:
+        all 21 stored once. With restart, the server is stopped around
+        break_volume (a volume with files open for writing cannot be
+        remounted read-only)."""
+        port = self.server.port
+        harness.http(port, 'GET', '/small.bin', {'User-Agent': prefix + 'before'})
+        self.assertTrue(harness.wait_for(lambda: self.stored(prefix) == [prefix + 'before'], 10.0))
+        outages = self.server.log().count('[sqlite] cannot ')
+        if restart:
+            self.assertEqual(self.server.terminate(), 0, self.server.log_tail())
+        break_volume()
+        try:
+            if restart:
+                self.server.start()
+            for i in range(20):
+                self.assertEqual(harness.http(port, 'GET', '/small.bin', {'User-Agent': '%s%02d' % (prefix, i)}).status,
+                                 200)
+            self.assertTrue(harness.wait_for(lambda: self.server.log().count('[sqlite] cannot ') > outages, 10.0),
+                            self.server.log_tail())
+            self.assertTrue(harness.wait_for(lambda: glob.glob(self.env.path('state', 'spool', 'sqlite', '*')), 5.0),
+                            'nothing spooled')
+        finally:
+            mend_volume()
+        self.assertTrue(harness.wait_for(lambda: len(self.stored(prefix)) == 21, 15.0), self.stored(prefix))
+        self.assertEqual(self.server.terminate(), 0, self.server.log_tail())
+        expected = sorted([prefix + 'before'] + ['%s%02d' % (prefix, i) for i in range(20)])
+        self.assertEqual(self.stored(prefix), expected)  # every one, none twice
+        self.assertEqual(self.server.log().count('[sqlite] cannot '), outages + 1, 'logged once per outage')
+        self.assertNotIn('are lost', self.server.log())
+
+    def test_read_only_then_writable(self):
+        def remount(mode):
+            r = harness.run(['mount', '-o', 'remount,' + mode, self.volume], timeout=10)
+            self.assertEqual(r.returncode, 0, r.stderr)
+
+        self.outage('ro-', lambda: remount('ro'), lambda: remount('rw'), restart=True)
+
+    def test_full_then_freed(self):
+        filler = os.path.join(self.volume, 'filler')
+
+        def fill():
+            # dd stops at ENOSPC: the volume is full afterwards.
+            subprocess.run(['dd', 'if=/dev/zero', 'of=' + filler, 'bs=64k'], capture_output=True, timeout=30)
+
+        self.outage('full-', fill, lambda: os.unlink(filler))
+
+
+class OpenDownloads(SqliteStore):
+    """A download is in the store while it is open, not only once it ended."""
+    idle_window = '60s'
+
+    def test_open_download_is_stored_then_finished(self):
+        r = harness.http(self.server.port, 'GET', '/small.bin', {'User-Agent': 'open'})
+        self.assertEqual(r.status, 200)
+        query = "SELECT completed, finished, requests FROM downloads WHERE user_agent = 'open'"
+        rows = harness.wait_for(lambda: self.query(query), 5.0)
+        self.assertEqual(rows, [(1, 0, 1)])  # within a second or two, long before the 60 s window ends
+        r = harness.http(self.server.port, 'GET', '/small.bin', {'User-Agent': 'open', 'Range': 'bytes=0-99'})
+        self.assertEqual(r.status, 206)
+        self.assertTrue(harness.wait_for(lambda: self.query(query) == [(1, 0, 2)], 5.0), self.query(query))
+        self.assertEqual(self.server.terminate(), 0, self.server.log_tail())
+        self.assertEqual(self.query(query), [(1, 1, 2)])  # the same row, now finished
+
+    # The inherited tests run once, in SqliteStore.
+    test_downloads_and_requests_are_stored = None
+    test_store_locked_during_traffic_loses_nothing = None
+    test_spool_survives_a_stop_and_is_replayed_once = None
+    test_unwritable_path_stops_the_start = None
 
 
 if __name__ == '__main__':

@@ -1,0 +1,231 @@
+#include "batch.hpp"
+
+#include <cstring>
+
+namespace smp {
+namespace {
+
+constexpr uint32_t kBatchMagic = 0x534d4231;     // "SMB1": bump when the layout changes
+constexpr uint32_t kDownloadMagic = 0x534d4431;  // "SMD1"
+
+struct BatchHeader {
+    uint32_t magic;
+    uint32_t record_count;
+    uint64_t origin;
+    uint64_t sequence;
+    uint32_t download_count;
+    uint32_t reserved;
+};
+
+struct DownloadFixed {
+    uint32_t magic;
+    uint32_t interval_count;
+    uint64_t id;
+    uint64_t file_size;
+    uint64_t distinct_bytes;
+    uint64_t bytes_sent;
+    int64_t first_us;
+    int64_t last_us;
+    int64_t active_us;
+    double latitude;
+    double longitude;
+    uint32_t requests;
+    uint32_t resumes;
+    uint32_t asn;
+    uint8_t reason;
+    uint8_t completed;
+    uint8_t finished;
+    uint8_t has_location;
+    uint32_t lengths[7];
+};
+
+template <typename T>
+void append(std::string& out, const T& value) {
+    out.append(reinterpret_cast<const char*>(&value), sizeof value);
+}
+
+// Takes a T from the front of `data`; false when too short.
+template <typename T>
+bool take(std::string_view& data, T& value) {
+    if (data.size() < sizeof value) return false;
+    std::memcpy(&value, data.data(), sizeof value);
+    data.remove_prefix(sizeof value);
+    return true;
+}
+
+// Takes a length-framed piece from the front of `data`.
+bool take_frame(std::string_view& data, std::string_view& frame) {
+    uint32_t length = 0;
+    if (!take(data, length) || length > data.size()) return false;
+    frame = data.substr(0, length);
+    data.remove_prefix(length);
+    return true;
+}
+
+template <typename Row>
+auto strings_of(Row& row) {
+    return std::array{&row.client_ip, &row.user_agent,      &row.path, &row.etag, &row.geo.country,
+                      &row.geo.city,  &row.geo.organisation};
+}
+
+void append_download(const DownloadRow& row, std::string& out) {
+    const size_t frame = out.size();
+    append(out, uint32_t{0});  // the length, written once known
+    DownloadFixed fixed{};
+    fixed.magic = kDownloadMagic;
+    fixed.interval_count = static_cast<uint32_t>(row.delivered.size());
+    fixed.id = row.id;
+    fixed.file_size = row.file_size;
+    fixed.distinct_bytes = row.distinct_bytes;
+    fixed.bytes_sent = row.bytes_sent;
+    fixed.first_us = row.first_us;
+    fixed.last_us = row.last_us;
+    fixed.active_us = row.active_us;
+    fixed.latitude = row.geo.latitude;
+    fixed.longitude = row.geo.longitude;
+    fixed.requests = row.requests;
+    fixed.resumes = row.resumes;
+    fixed.asn = row.geo.asn;
+    fixed.reason = static_cast<uint8_t>(row.reason);
+    fixed.completed = row.completed;
+    fixed.finished = row.finished;
+    fixed.has_location = row.geo.has_location;
+    const auto strings = strings_of(row);
+    for (size_t i = 0; i < strings.size(); ++i) fixed.lengths[i] = static_cast<uint32_t>(strings[i]->size());
+    append(out, fixed);
+    for (const auto* text : strings) out += *text;
+    out.append(reinterpret_cast<const char*>(row.delivered.data()), row.delivered.size() * sizeof(smp_interval));
+    const auto length = static_cast<uint32_t>(out.size() - frame - sizeof(uint32_t));
+    std::memcpy(out.data() + frame, &length, sizeof length);
+}
+
+std::optional<DownloadRow> decode_download(std::string_view data) {
+    DownloadFixed fixed{};
+    if (!take(data, fixed) || fixed.magic != kDownloadMagic) return std::nullopt;
+    DownloadRow row;
+    for (size_t i = 0; auto* text : strings_of(row)) {
+        const uint32_t length = fixed.lengths[i++];
+        if (length > data.size()) return std::nullopt;
+        text->assign(data.data(), length);
+        data.remove_prefix(length);
+    }
+    if (data.size() != size_t{fixed.interval_count} * sizeof(smp_interval)) return std::nullopt;
+    row.delivered.resize(fixed.interval_count);
+    if (!data.empty()) std::memcpy(row.delivered.data(), data.data(), data.size());
+    row.id = fixed.id;
+    row.file_size = fixed.file_size;
+    row.distinct_bytes = fixed.distinct_bytes;
+    row.bytes_sent = fixed.bytes_sent;
+    row.first_us = fixed.first_us;
+    row.last_us = fixed.last_us;
+    row.active_us = fixed.active_us;
+    row.geo.latitude = fixed.latitude;
+    row.geo.longitude = fixed.longitude;
+    row.geo.has_location = fixed.has_location != 0;
+    row.geo.asn = fixed.asn;
+    row.requests = fixed.requests;
+    row.resumes = fixed.resumes;
+    row.reason = static_cast<smp_end_reason>(fixed.reason);
+    row.completed = fixed.completed != 0;
+    row.finished = fixed.finished != 0;
+    return row;
+}
+
+const char* or_null(const std::string& text) { return text.empty() ? nullptr : text.c_str(); }
+
+}  // namespace
+
+DownloadRow::DownloadRow(const LogicalDownload& d, GeoInfo geo_info, bool is_finished)
+    : id(d.id),
+      client_ip(d.client_ip),
+      user_agent(d.user_agent),
+      path(d.path),
+      etag(d.etag),
+      file_size(d.file_size),
+      distinct_bytes(d.distinct_bytes()),
+      bytes_sent(d.bytes_sent),
+      completed(d.completed()),
+      finished(is_finished),
+      requests(d.requests),
+      resumes(d.resumes),
+      first_us(d.first_us),
+      last_us(d.last_us),
+      active_us(d.active_us()),
+      reason(d.reason()),
+      geo(std::move(geo_info)) {
+    delivered.reserve(d.delivered.intervals().size());
+    for (const auto& interval : d.delivered.intervals()) delivered.push_back({interval.first, interval.last});
+}
+
+smp_download DownloadRow::view() const {
+    smp_download out{};
+    out.size = sizeof out;
+    out.id = id;
+    out.client_ip = client_ip.c_str();
+    out.user_agent = user_agent.c_str();
+    out.path = path.c_str();
+    out.etag = etag.c_str();
+    out.file_size = file_size;
+    out.distinct_bytes = distinct_bytes;
+    out.bytes_sent = bytes_sent;
+    out.wasted_bytes = bytes_sent - distinct_bytes;
+    out.completed = completed ? 1 : 0;
+    out.requests = requests;
+    out.resumes = resumes;
+    out.first_us = first_us;
+    out.last_us = last_us;
+    out.active_us = active_us;
+    out.reason = reason;
+    out.delivered = delivered.data();
+    out.delivered_count = delivered.size();
+    out.country = or_null(geo.country);
+    out.city = or_null(geo.city);
+    out.has_location = geo.has_location ? 1 : 0;
+    out.latitude = geo.latitude;
+    out.longitude = geo.longitude;
+    out.asn = geo.asn;
+    out.organisation = or_null(geo.organisation);
+    out.finished = finished ? 1 : 0;
+    return out;
+}
+
+BatchView::BatchView(const Batch& batch) {
+    records_.reserve(batch.records.size());
+    for (const auto& record : batch.records) records_.push_back(record.record());
+    downloads_.reserve(batch.downloads.size());
+    for (const auto& download : batch.downloads) downloads_.push_back(download.view());
+    batch_ = {sizeof batch_,     records_.data(), records_.size(), downloads_.data(),
+              downloads_.size(), batch.origin,    batch.sequence};
+}
+
+std::string encode_batch(const Batch& batch) {
+    std::string out;
+    append(out, BatchHeader{kBatchMagic, static_cast<uint32_t>(batch.records.size()), batch.origin, batch.sequence,
+                            static_cast<uint32_t>(batch.downloads.size()), 0});
+    for (const auto& record : batch.records) append_record(record.record(), record.kind, record.pid, out);
+    for (const auto& download : batch.downloads) append_download(download, out);
+    return out;
+}
+
+std::optional<Batch> decode_batch(std::string_view data) {
+    BatchHeader header{};
+    if (!take(data, header) || header.magic != kBatchMagic) return std::nullopt;
+    Batch batch;
+    batch.origin = header.origin;
+    batch.sequence = header.sequence;
+    std::string_view frame;
+    for (uint32_t i = 0; i < header.record_count; ++i) {
+        auto record = take_frame(data, frame) ? DecodedRecord::decode(frame) : std::nullopt;
+        if (!record) return std::nullopt;
+        batch.records.push_back(std::move(*record));
+    }
+    for (uint32_t i = 0; i < header.download_count; ++i) {
+        auto download = take_frame(data, frame) ? decode_download(frame) : std::nullopt;
+        if (!download) return std::nullopt;
+        batch.downloads.push_back(std::move(*download));
+    }
+    if (!data.empty()) return std::nullopt;
+    return batch;
+}
+
+}  // namespace smp

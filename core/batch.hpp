@@ -1,0 +1,71 @@
+// What the collector hands to its stores once a second: the requests that
+// ended, and the logical downloads that changed (open) or ended (finished).
+// A batch owns everything its C view (smp_batch) points at, and has a byte
+// encoding for the spool.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "download_tracker.hpp"
+#include "geoip.hpp"
+#include "record_codec.hpp"
+#include "smp_module.h"
+
+namespace smp {
+
+// One logical download as stores receive it, geo-located.
+struct DownloadRow {
+    uint64_t id = 0;
+    std::string client_ip;
+    std::string user_agent;
+    std::string path;
+    std::string etag;
+    uint64_t file_size = 0;
+    uint64_t distinct_bytes = 0;
+    uint64_t bytes_sent = 0;
+    bool completed = false;
+    bool finished = false;
+    uint32_t requests = 0;
+    uint32_t resumes = 0;
+    int64_t first_us = 0;
+    int64_t last_us = 0;
+    int64_t active_us = 0;
+    smp_end_reason reason = SMP_END_COMPLETED;
+    std::vector<smp_interval> delivered;
+    GeoInfo geo;
+
+    DownloadRow() = default;
+    DownloadRow(const LogicalDownload& download, GeoInfo geo, bool finished);
+    smp_download view() const;  // points into this row
+};
+
+struct Batch {
+    uint64_t origin = 0;
+    uint64_t sequence = 0;
+    std::vector<DecodedRecord> records;
+    std::vector<DownloadRow> downloads;
+
+    bool empty() const { return records.empty() && downloads.empty(); }
+};
+
+// The C view of a batch, valid while the batch lives.
+class BatchView {
+   public:
+    explicit BatchView(const Batch& batch);
+    const smp_batch* get() const { return &batch_; }
+
+   private:
+    std::vector<smp_record> records_;
+    std::vector<smp_download> downloads_;
+    smp_batch batch_{};
+};
+
+// The spool's encoding of a batch; decode is empty when `data` is not one.
+std::string encode_batch(const Batch& batch);
+std::optional<Batch> decode_batch(std::string_view data);
+
+}  // namespace smp
