@@ -70,6 +70,7 @@ void Collector::hand_to_stores() {
     Batch next;
     next.origin = origin_;
     next.sequence = batch_.sequence + 1;
+    next.records.reserve(batch_.records.size());  // the next second is likely as busy as this one
     auto batch = std::make_shared<const Batch>(std::exchange(batch_, std::move(next)));
     for (auto& storage : storage_) storage->submit(batch);
 }

@@ -6,7 +6,7 @@
 namespace smp {
 namespace {
 
-constexpr uint32_t kMagic = 0x534d5231;  // "SMR1": bump when the layout changes
+constexpr uint32_t kMagic = 0x534d5232;  // "SMR2": bump when the layout changes
 constexpr uint16_t kAbsent = 0xffff;
 constexpr size_t kMaxString = 4096;
 
@@ -26,8 +26,11 @@ struct Fixed {
     uint16_t client_port;
     uint8_t reason;
     uint8_t kind;
-    uint16_t lengths[12];
+    uint16_t lengths[12];  // without the NUL that follows each string
 };
+// The intervals follow the fixed part; a decoded record keeps both in one
+// heap block, where this keeps the intervals aligned.
+static_assert(sizeof(Fixed) % alignof(smp_interval) == 0);
 
 // The record's strings, in wire order.
 std::array<const char*, 12> strings_of(const smp_record& r) {
@@ -64,46 +67,31 @@ void append_record(const smp_record& record, RecordKind kind, uint32_t pid, std:
     for (size_t i = 0; i < strings.size(); ++i)
         fixed.lengths[i] =
             strings[i] == nullptr ? kAbsent : static_cast<uint16_t>(std::min(std::strlen(strings[i]), kMaxString));
-    const size_t room = (kMaxRecordBytes - sizeof(Fixed) - 12 * kMaxString) / sizeof(smp_interval);
+    const size_t room = (kMaxRecordBytes - sizeof(Fixed) - 12 * (kMaxString + 1)) / sizeof(smp_interval);
     fixed.interval_count = static_cast<uint32_t>(std::min(record.interval_count, room));
     append(out, fixed);
-    for (size_t i = 0; i < strings.size(); ++i)
-        if (fixed.lengths[i] != kAbsent) out.append(strings[i], fixed.lengths[i]);
     if (fixed.interval_count > 0)
         out.append(reinterpret_cast<const char*>(record.intervals), fixed.interval_count * sizeof(smp_interval));
+    for (size_t i = 0; i < strings.size(); ++i)
+        if (fixed.lengths[i] != kAbsent) {
+            out.append(strings[i], fixed.lengths[i]);
+            out += '\0';
+        }
     const auto length = static_cast<uint32_t>(out.size() - frame - sizeof(uint32_t));
     std::memcpy(out.data() + frame, &length, sizeof length);
 }
 
 DecodedRecord& DecodedRecord::operator=(const DecodedRecord& other) {
+    if (this == &other) return *this;
+    if (!other.bytes_) {
+        *this = DecodedRecord();
+    } else {
+        *this = *decode(std::string_view(other.bytes_.get(), other.size_));
+        record_.reason = other.record_.reason;  // set_reason may have changed it
+    }
     kind = other.kind;
     pid = other.pid;
-    record_ = other.record_;
-    strings_ = other.strings_;
-    present_ = other.present_;
-    intervals_ = other.intervals_;
-    bind();
     return *this;
-}
-
-DecodedRecord& DecodedRecord::operator=(DecodedRecord&& other) noexcept {
-    kind = other.kind;
-    pid = other.pid;
-    record_ = other.record_;
-    strings_ = std::move(other.strings_);
-    present_ = other.present_;
-    intervals_ = std::move(other.intervals_);
-    bind();  // short strings live inside the std::string: the pointers change with it
-    return *this;
-}
-
-void DecodedRecord::bind() {
-    const char** fields[kStrings] = {&record_.module,     &record_.node,    &record_.client_ip, &record_.forwarded_ip,
-                                     &record_.method,     &record_.path,    &record_.target,    &record_.protocol,
-                                     &record_.user_agent, &record_.referer, &record_.range,     &record_.etag};
-    for (size_t i = 0; i < kStrings; ++i) *fields[i] = present_[i] ? strings_[i].c_str() : nullptr;
-    record_.intervals = intervals_.data();
-    record_.interval_count = intervals_.size();
 }
 
 std::optional<DecodedRecord> DecodedRecord::decode(std::string_view data) {
@@ -114,24 +102,37 @@ std::optional<DecodedRecord> DecodedRecord::decode(std::string_view data) {
     if (fixed.kind != static_cast<uint8_t>(RecordKind::transfer) &&
         fixed.kind != static_cast<uint8_t>(RecordKind::close))
         return std::nullopt;
-    data.remove_prefix(sizeof fixed);
-    DecodedRecord decoded;
-    for (size_t i = 0; i < kStrings; ++i) {
-        if (fixed.lengths[i] == kAbsent) continue;
-        if (fixed.lengths[i] > kMaxString || data.size() < fixed.lengths[i]) return std::nullopt;
-        decoded.strings_[i].assign(data.data(), fixed.lengths[i]);
-        decoded.present_[i] = true;
-        data.remove_prefix(fixed.lengths[i]);
+    // Check the layout before copying anything.
+    size_t expected = sizeof fixed + size_t{fixed.interval_count} * sizeof(smp_interval);
+    for (const uint16_t length : fixed.lengths) {
+        if (length == kAbsent) continue;
+        if (length > kMaxString) return std::nullopt;
+        expected += length + 1u;
     }
-    if (data.size() != size_t{fixed.interval_count} * sizeof(smp_interval)) return std::nullopt;
-    decoded.intervals_.resize(fixed.interval_count);
-    if (!data.empty()) std::memcpy(decoded.intervals_.data(), data.data(), data.size());
-    for (const auto& interval : decoded.intervals_)
-        if (interval.last < interval.first) return std::nullopt;
+    if (data.size() != expected) return std::nullopt;
+
+    DecodedRecord decoded;
+    decoded.bytes_ = std::make_unique_for_overwrite<char[]>(data.size());
+    decoded.size_ = data.size();
+    char* bytes = decoded.bytes_.get();
+    std::memcpy(bytes, data.data(), data.size());
+    smp_record& r = decoded.record_;
+    r.intervals = reinterpret_cast<const smp_interval*>(bytes + sizeof fixed);
+    r.interval_count = fixed.interval_count;
+    for (size_t i = 0; i < r.interval_count; ++i)
+        if (r.intervals[i].last < r.intervals[i].first) return std::nullopt;
+    const char** fields[] = {&r.module, &r.node,     &r.client_ip,  &r.forwarded_ip, &r.method, &r.path,
+                             &r.target, &r.protocol, &r.user_agent, &r.referer,      &r.range,  &r.etag};
+    size_t at = sizeof fixed + r.interval_count * sizeof(smp_interval);
+    for (size_t i = 0; i < std::size(fields); ++i) {
+        if (fixed.lengths[i] == kAbsent) continue;
+        if (bytes[at + fixed.lengths[i]] != '\0') return std::nullopt;
+        *fields[i] = bytes + at;
+        at += fixed.lengths[i] + 1u;
+    }
 
     decoded.kind = static_cast<RecordKind>(fixed.kind);
     decoded.pid = fixed.pid;
-    smp_record& r = decoded.record_;
     r.size = sizeof r;
     r.connection_id = fixed.connection_id;
     r.request_id = fixed.request_id;
@@ -144,7 +145,6 @@ std::optional<DecodedRecord> DecodedRecord::decode(std::string_view data) {
     r.header_bytes = fixed.header_bytes;
     r.body_bytes = fixed.body_bytes;
     r.reason = static_cast<smp_end_reason>(fixed.reason);
-    decoded.bind();
     return decoded;
 }
 

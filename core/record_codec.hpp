@@ -1,11 +1,12 @@
-// Records on the wire between a worker and the stats collector: one
-// datagram per record, fixed-size fields first, then the strings, then the
-// byte intervals. Both ends are the same binary, so native byte order is used.
+// Records on the wire between a worker and the stats collector: fixed-size
+// fields first, then the byte intervals, then the strings, each followed by a
+// NUL. Both ends are the same binary, so native byte order is used.
 #pragma once
 
 #include <array>
 #include <cstdint>
 #include <cstring>
+#include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -28,7 +29,10 @@ constexpr size_t kMaxBatchBytes = 64 * 1024;
 // Appends the framed encoding of `record` to `batch`.
 void append_record(const smp_record& record, RecordKind kind, uint32_t pid, std::string& batch);
 
-// A decoded record that owns its strings and intervals.
+// A decoded record: one heap block holds the datagram's bytes, and the
+// record's strings and intervals point into it (the wire format carries the
+// strings NUL-terminated and the intervals aligned for that). A move keeps
+// the block, so moving a record costs no allocation.
 class DecodedRecord {
    public:
     RecordKind kind = RecordKind::close;
@@ -45,18 +49,14 @@ class DecodedRecord {
 
     DecodedRecord() = default;
     DecodedRecord(const DecodedRecord& other) { *this = other; }
-    DecodedRecord(DecodedRecord&& other) noexcept { *this = std::move(other); }
+    DecodedRecord(DecodedRecord&& other) noexcept = default;
     DecodedRecord& operator=(const DecodedRecord& other);
-    DecodedRecord& operator=(DecodedRecord&& other) noexcept;
+    DecodedRecord& operator=(DecodedRecord&& other) noexcept = default;
 
    private:
-    void bind();  // points record_'s strings and intervals at this object's storage
-
-    static constexpr size_t kStrings = 12;
     smp_record record_{};
-    std::array<std::string, kStrings> strings_;
-    std::array<bool, kStrings> present_{};
-    std::vector<smp_interval> intervals_;
+    std::unique_ptr<char[]> bytes_;
+    size_t size_ = 0;
 };
 
 template <typename Each>

@@ -9,6 +9,7 @@
 #include <sys/stat.h>
 
 #include <algorithm>
+#include <charconv>
 #include <cmath>
 #include <cstddef>
 #include <cstdio>
@@ -112,8 +113,8 @@ bool open_database(const std::string& path, Database& db, char* error, size_t er
     db.reset(raw);
     if (opened != SQLITE_OK) return fail(raw, ("path: cannot open " + path).c_str(), error, error_size);
     sqlite3_busy_timeout(db.get(), 5000);
-    if (sqlite3_exec(db.get(), "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;", nullptr, nullptr, nullptr) !=
-        SQLITE_OK)
+    if (sqlite3_exec(db.get(), "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA cache_size=-16384;", nullptr,
+                     nullptr, nullptr) != SQLITE_OK)
         return fail(db.get(), ("path: cannot use " + path).c_str(), error, error_size);
     int version = 0;
     {
@@ -141,9 +142,14 @@ bool open_database(const std::string& path, Database& db, char* error, size_t er
 // "0-99,200-299": byte intervals as text, readable in the sqlite3 shell.
 std::string intervals_text(const smp_interval* intervals, size_t count) {
     std::string text;
+    char number[48];
     for (size_t i = 0; i < count; ++i) {
-        if (i > 0) text += ',';
-        text += std::to_string(intervals[i].first) + '-' + std::to_string(intervals[i].last);
+        char* end = number;
+        if (i > 0) *end++ = ',';
+        end = std::to_chars(end, number + sizeof number, intervals[i].first).ptr;
+        *end++ = '-';
+        end = std::to_chars(end, number + sizeof number, intervals[i].last).ptr;
+        text.append(number, end);
     }
     return text;
 }
@@ -164,10 +170,11 @@ void bind_text(sqlite3_stmt* statement, int index, const char* text) {
         sqlite3_bind_null(statement, index);
 }
 
+// Every parameter is bound before each step (NULL included), so no
+// sqlite3_clear_bindings is needed.
 bool step_and_reset(sqlite3_stmt* statement) {
     const int result = sqlite3_step(statement);
     sqlite3_reset(statement);
-    sqlite3_clear_bindings(statement);
     return result == SQLITE_DONE;
 }
 
@@ -229,8 +236,14 @@ bool store_download(Store& s, const smp_download& d) {
     if (d.has_location) {
         sqlite3_bind_double(st, 20, d.latitude);
         sqlite3_bind_double(st, 21, d.longitude);
+    } else {
+        sqlite3_bind_null(st, 20);
+        sqlite3_bind_null(st, 21);
     }
-    if (d.asn != 0) sqlite3_bind_int64(st, 22, d.asn);
+    if (d.asn != 0)
+        sqlite3_bind_int64(st, 22, d.asn);
+    else
+        sqlite3_bind_null(st, 22);
     bind_text(st, 23, d.organisation);
     const bool knows_finished = d.size >= offsetof(smp_download, finished) + sizeof d.finished;
     sqlite3_bind_int(st, 24, knows_finished ? d.finished : 1);
@@ -439,6 +452,9 @@ bool is_outage(const std::string& path, int code) {
 int init_master(const smp_core_api* core, const smp_config_value* values, void** instance, char* error,
                 size_t error_size) {
     try {
+        // SQLite's memory statistics take a global mutex on every allocation;
+        // nothing here reads them. Only possible before SQLite's first use.
+        sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0);
         auto settings = std::make_unique<Settings>();
         settings->path = values[kPath].string;
         // Create or migrate now, so that a bad path stops the server at start.

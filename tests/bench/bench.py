@@ -43,8 +43,8 @@ CLIENT_CPU = "1"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 NOISY_PCT = 10  # % of CPUs 0+1 used by other processes that makes a run "noisy"
 
-SERVERS_ALL = ("smp", "nginx")
-SERVER_NAMES = {"smp": "smprotocol", "nginx": "nginx"}
+SERVERS_ALL = ("smp", "smpt", "nginx")
+SERVER_NAMES = {"smp": "smprotocol", "smpt": "smp+tracking", "nginx": "nginx"}
 
 
 class BenchError(Exception):
@@ -339,6 +339,7 @@ class Server:
 class Nginx(Server):
     key = "nginx"
     open_file_cache = False
+    log_buffer = ""  # --tracking: " buffer=64k flush=1s", nginx's cheapest way to record every request
 
     def command(self):
         prefix = self.tmp / ("nginx%s" % self.tag)
@@ -350,7 +351,7 @@ class Nginx(Server):
         conf.write_text(NGINX_CONF.format(
             prefix=prefix, port=self.port, root=self.files_dir,
             extra=NGINX_OPEN_FILE_CACHE if self.open_file_cache else "",
-            access_log=self.access_log,
+            access_log="%s combined%s" % (self.access_log, self.log_buffer),
             error_log=self.error_log))
         return [NGINX, "-c", str(conf), "-p", str(prefix), "-g", "daemon off;"]
 
@@ -376,7 +377,7 @@ events {{
 http {{
     types {{ application/octet-stream bin; }}
     default_type application/octet-stream;
-    access_log {access_log} combined;
+    access_log {access_log};
     sendfile on;
     tcp_nopush on;
     keepalive_requests 100000;
@@ -397,17 +398,46 @@ http {{
 
 
 class Smp(Server):
+    """smprotocol with its access log and without tracking (the download
+    statistics are measured separately, by SmpTracking)."""
     key = "smp"
     binary = None
-    tracking = False  # --tracking: the stats collector and the sqlite store on
+    access_log_on = True  # --tracking turns it off: nothing recorded at all
 
     def command(self):
-        cfg = self.tmp / ("smp%s.yaml" % self.tag)
-        text = SMP_CONF.format(access_log=self.access_log, port=self.port, root=self.files_dir)
-        if self.tracking:
-            text += SMP_TRACKING_CONF.format(db=self.tmp / ("smp%s-stats.db" % self.tag))
-        cfg.write_text(text)
+        cfg = self.tmp / ("%s%s.yaml" % (self.key, self.tag))
+        cfg.write_text(self.config_text())
         return [str(self.binary), "--config", str(cfg)]
+
+    def config_text(self):
+        log_line = "log: { level: warn%s }" % (
+            ", access_log: %s" % self.access_log if self.access_log_on else "")
+        return SMP_CONF.format(log=log_line, port=self.port, root=self.files_dir,
+                               tracking="false", state=self.tmp / ("%s%s-state" % (self.key, self.tag)))
+
+
+class SmpTracking(Smp):
+    """smprotocol recording every request and download: the stats collector
+    and the default store (sqlite at state_dir/stats.db); no access log."""
+    key = "smpt"
+
+    def config_text(self):
+        return SMP_CONF.format(log="log: { level: warn }", port=self.port, root=self.files_dir,
+                               tracking="true", state=self.state_dir())
+
+    def state_dir(self):
+        return self.tmp / ("%s%s-state" % (self.key, self.tag))
+
+    def stored_requests(self):
+        """Rows in the store's requests table (0 before the first batch)."""
+        import sqlite3
+        db = sqlite3.connect("file:%s?mode=ro" % (self.state_dir() / "stats.db"), uri=True, timeout=10)
+        try:
+            return db.execute("SELECT count(*) FROM requests").fetchone()[0]
+        except sqlite3.OperationalError:
+            return 0
+        finally:
+            db.close()
 
 
 SMP_CONF = """\
@@ -415,20 +445,14 @@ SMP_CONF = """\
 workers: 1
 max_connections: 20000
 backlog: 65535
-log: {{ level: warn, access_log: {access_log} }}
+state_dir: {state}
+{log}
+tracking: {{ enabled: {tracking} }}
 protocols:
   - module: http_download
     host: 127.0.0.1
     port: {port}
     root: {root}
-"""
-
-
-SMP_TRACKING_CONF = """\
-tracking: {{ enabled: true }}
-plugins:
-  - module: sqlite
-    path: {db}
 """
 
 
@@ -451,7 +475,7 @@ def build_fingerprint(binary):
 
 
 def make_server(key, tmp, files_dir, tag=""):
-    return (Smp if key == "smp" else Nginx)(tmp, files_dir, tag)
+    return {"smp": Smp, "smpt": SmpTracking, "nginx": Nginx}[key](tmp, files_dir, tag)
 
 
 # --------------------------------------------------------------------------
@@ -685,12 +709,44 @@ class Row:
             return None
         return {"min": min(v), "median": statistics.median(v), "max": max(v), "runs": v}
 
-    def ratio(self):
-        a, b = self.stats("smp"), self.stats("nginx")
-        if not a or not b or not b["median"] or "smp" in self.invalid or \
-                "nginx" in self.invalid:
+    def ratio(self, a="smp", b="nginx"):
+        sa, sb = self.stats(a), self.stats(b)
+        if not sa or not sb or not sb["median"] or a in self.invalid or b in self.invalid:
             return None
-        return a["median"] / b["median"]
+        return sa["median"] / sb["median"]
+
+
+def store_lag(srv, stored_before, res, limit_s=60.0):
+    """After a wrk run against smp+tracking: how long until the store holds a
+    row for every response wrk counted (the collector hands batches to the
+    store once a second), and how many rows it holds then."""
+    t0 = time.monotonic()
+    stored = 0
+    while time.monotonic() - t0 < limit_s:
+        stored = srv.stored_requests() - stored_before
+        if stored >= res["requests"]:
+            break
+        time.sleep(0.1)
+    lag = time.monotonic() - t0
+    return {"stored": stored, "store_lag_s": lag, "caught_up": stored >= res["requests"],
+            "stored_per_s": stored / (res["duration_s"] + lag) if res.get("duration_s") else float("nan")}
+
+
+def describe_store(r):
+    return ("store: %d rows for %d responses, %s %.1f s after the load ended; %.0f rows/s stored"
+            % (r["stored"], r["requests"], "complete" if r["caught_up"] else "INCOMPLETE",
+               r["store_lag_s"], r["stored_per_s"]))
+
+
+def print_collector(runs):
+    per_s = [r["stored_per_s"] for r in runs]
+    lags = [r["store_lag_s"] for r in runs]
+    missing = sum(max(0, r["requests"] - r["stored"]) for r in runs)
+    log("\ncollector and store (smp+tracking, %d wrk runs): rows stored per second of load+catch-up "
+        "min/med/max %.0f / %.0f / %.0f; catch-up after the load min/med/max %.1f / %.1f / %.1f s; "
+        "responses without a row: %d"
+        % (len(runs), min(per_s), statistics.median(per_s), max(per_s), min(lags),
+           statistics.median(lags), max(lags), missing))
 
 
 def fmt_errors(e):
@@ -736,7 +792,8 @@ def main():
                          "used more than %d%%%% of CPUs 0+1 during it (default 2)" % NOISY_PCT)
     ap.add_argument("--json", help="also write the results as JSON to this file")
     ap.add_argument("--tracking", action="store_true",
-                    help="run smprotocol with download tracking into sqlite (compare with a run without)")
+                    help="three servers: smprotocol without any recording, smprotocol with download "
+                         "tracking into its default store (sqlite), and nginx with a buffered access log")
     ap.add_argument("--conns", type=int, default=10000,
                     help="idle keep-alive connections for the RSS row (default 10000; "
                          "capped by RLIMIT_NOFILE)")
@@ -748,9 +805,15 @@ def main():
     if args.quick:
         args.runs, args.duration = 1, 2
     Nginx.open_file_cache = args.nginx_open_file_cache
-    Smp.tracking = args.tracking
     rows_wanted = {int(x) for x in args.rows.split(",") if x.strip()}
-    servers = [args.only] if args.only else list(SERVERS_ALL)
+    if args.tracking:
+        Smp.access_log_on = False
+        Nginx.log_buffer = " buffer=64k flush=1s"
+        servers = ["smp", "smpt", "nginx"]
+    else:
+        servers = ["smp", "nginx"]
+    if args.only:
+        servers = [args.only]
 
     # Preconditions.
     if os.cpu_count() < 2 or not {0, 1} <= os.sched_getaffinity(0):
@@ -761,7 +824,7 @@ def main():
                              % (tool, {"taskset": "util-linux"}.get(tool, tool)))
     if "nginx" in servers and not os.access(NGINX, os.X_OK):
         raise BenchError("%s not found (apt-get install -y nginx-light)" % NGINX)
-    if "smp" in servers:
+    if {"smp", "smpt"} & set(servers):
         Smp.binary = Path(args.binary).resolve()
         if not os.access(Smp.binary, os.X_OK):
             raise BenchError("smprotocol binary %s not found / not executable (build it: "
@@ -824,7 +887,7 @@ def main():
             "cpus": os.cpu_count(),
             "runs": args.runs, "duration_s": args.duration, "warmup_s": args.warmup,
             "nginx_open_file_cache": args.nginx_open_file_cache,
-            "servers": servers, "binary": str(Smp.binary) if "smp" in servers else None,
+            "servers": servers, "binary": str(Smp.binary) if Smp.binary else None,
             "nginx": subprocess.run([NGINX, "-v"], capture_output=True, text=True,
                                     timeout=10).stderr.strip(),
             "wrk": subprocess.run(["wrk", "-v"], capture_output=True, text=True,
@@ -843,13 +906,14 @@ def main():
         if busy > 10:
             warn("CPUs %s+%s were %.0f%% busy before the benchmark started (of 200%%): the "
                  "machine is not idle, expect noisy numbers" % (SERVER_CPU, CLIENT_CPU, busy))
-        fp0 = build_fingerprint(Smp.binary) if "smp" in servers else None
+        fp0 = build_fingerprint(Smp.binary) if Smp.binary else None
         log("files:")
         files_dir = tmp / "files"
         expect = make_files(files_dir, CACHE_DIR)
 
         # ---- rows 1-5 (+6) on long-lived instances
         srv = {}
+        collector_runs = []  # smpt wrk runs: what the store had when, see store_lag()
         if rows_wanted & {1, 2, 3, 4, 5}:
             log("starting servers:")
             for s in servers:
@@ -894,8 +958,13 @@ def main():
             for run in range(1, args.runs + 1):
                 for s in active:
                     for attempt in range(args.retry_noisy + 1):
+                        stored_before = srv[s].stored_requests() if s == "smpt" else 0
                         res = wrk(srv[s], path, conns, args.duration, script, sargs)
                         log("  run %d %-10s %s" % (run, srv[s].name, describe_wrk(res)))
+                        if s == "smpt":
+                            res.update(store_lag(srv[s], stored_before, res))
+                            collector_runs.append(res)
+                            log("         %s" % describe_store(res))
                         details.append({"row": keys[0], "server": s, "run": run,
                                         "attempt": attempt + 1, **res})
                         if res["other_cpu_pct"] <= NOISY_PCT or attempt == args.retry_noisy:
@@ -940,6 +1009,16 @@ def main():
         for s in list(srv):
             srv[s].stop()
             live.remove(srv[s])
+            if s == "smpt":
+                stored = srv[s].stored_requests()
+                meta.setdefault("stored_requests", {})[s] = {"rows": stored, "responses_counted": srv[s].sent}
+                log("  %-10s store: %d request rows for %d responses counted by the clients"
+                    % (srv[s].name, stored, srv[s].sent))
+                if stored < srv[s].sent:
+                    warn("%s stored only %d request rows for %d responses (lost records?)"
+                         % (srv[s].name, stored, srv[s].sent))
+            if s in ("smp", "smpt") and not (s == "smp" and Smp.access_log_on):
+                continue
             try:
                 with open(srv[s].access_log, "rb") as f:
                     lines = sum(chunk.count(b"\n") for chunk in iter(lambda: f.read(MIB), b""))
@@ -996,6 +1075,9 @@ def main():
 
         # ---- table
         table = print_table(rows, servers)
+        if collector_runs:
+            print_collector(collector_runs)
+            meta["collector"] = collector_runs
         if warnings:
             log("\nwarnings (%d):" % len(warnings))
             for w in warnings:
@@ -1025,35 +1107,36 @@ def print_table(rows, servers):
         return "%s / %s / %s%s" % (f.format(st["min"]), f.format(st["median"]),
                                    f.format(st["max"]), " (!)" if s in row.flagged else "")
 
+    # Ratios of medians: each smprotocol variant over nginx, and the cost of tracking.
+    ratios = [(a, "nginx") for a in ("smp", "smpt") if a in servers and "nginx" in servers]
+    if "smp" in servers and "smpt" in servers:
+        ratios.append(("smpt", "smp"))
+    ratio_names = ["%s/%s" % (SERVER_NAMES[a], SERVER_NAMES[b]) for a, b in ratios]
+
     table = []
-    lines = []
-    w0 = max(len(r.label) for r in rows if any(r.values.values()) or r.invalid) \
-        if any(any(r.values.values()) for r in rows) else 30
-    cells = []
-    for r in rows:
-        if not any(r.values.values()) and not r.invalid:
-            continue
-        ratio = r.ratio()
-        cells.append((r, cell(r, "smp"), cell(r, "nginx"),
-                      "%.2f" % ratio if ratio is not None else "-"))
+    shown = [r for r in rows if any(r.values.values()) or r.invalid]
+    header = ["row"] + ["%s (min/med/max)" % SERVER_NAMES[s] for s in servers] + ratio_names
+    lines_cells = []
+    for r in shown:
+        values = [r.ratio(a, b) for a, b in ratios]
+        lines_cells.append([r.label] + [cell(r, s) for s in servers] +
+                           ["%.2f" % v if v is not None else "-" for v in values])
         table.append({
             "key": r.key, "label": r.label, "unit": r.unit,
             "lower_is_better": r.lower_is_better,
-            "smprotocol": r.stats("smp"), "nginx": r.stats("nginx"),
+            **{SERVER_NAMES[s]: r.stats(s) for s in servers},
             "invalid": r.invalid or None,
             "flagged": {k: sorted(v) for k, v in r.flagged.items()} or None,
-            "ratio_smp_over_nginx": ratio,
+            **{"ratio_%s_over_%s" % ab: v for ab, v in zip(ratios, values)},
         })
-    w1 = max([len("smprotocol (min/med/max)")] + [len(c[1]) for c in cells])
-    w2 = max([len("nginx (min/med/max)")] + [len(c[2]) for c in cells])
-    lines.append("%-*s  %-*s  %-*s  %s" % (w0, "row", w1, "smprotocol (min/med/max)", w2,
-                                           "nginx (min/med/max)", "ratio smp/nginx"))
-    lines.append("-" * (w0 + w1 + w2 + 6 + len("ratio smp/nginx")))
-    for r, a, b, c in cells:
-        lines.append("%-*s  %-*s  %-*s  %s" % (w0, r.label, w1, a, w2, b, c))
+    widths = [max(len(line[i]) for line in [header] + lines_cells) for i in range(len(header))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(header, widths)).rstrip(),
+             "-" * (sum(widths) + 2 * (len(widths) - 1))]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(line, widths)).rstrip() for line in lines_cells]
     log("\n" + "\n".join(lines))
-    log("ratio = smprotocol median / nginx median: >1 is better for smprotocol on "
-        "throughput rows, <1 is better on the '(lower is better)' rows.")
+    if ratios:
+        log("ratio = median / median: >1 is better for the first server on throughput rows, "
+            "<1 on the '(lower is better)' rows.")
     if any(r.flagged for r in rows):
         log("(!) = at least one run had wrk socket errors / non-2xx responses, was "
             "client-bound or noisy; see the warnings below.")
