@@ -33,6 +33,8 @@ TEST_CASE("a minimal config takes the defaults") {
     CHECK(config.workers == 1);
     CHECK(config.max_connections == 1024);
     CHECK(config.shutdown_timeout_ms == 30'000);
+    CHECK(config.tracking.enabled);  // into the default store
+    CHECK(config.state_dir == "/var/lib/smprotocol");
     REQUIRE(config.protocols.size() == 1);
     CHECK(config.protocols[0].module == "http_download");
     CHECK(config.protocols[0].host == "127.0.0.1");
@@ -79,10 +81,14 @@ TEST_CASE("trusted proxies must be addresses or networks") {
           "::1)\n");
 }
 
-TEST_CASE("tracking and geoip keys") {
+TEST_CASE("tracking, state_dir and geoip keys") {
     const auto config = parse_config(
-        std::string("tracking: {enabled: true, idle_window: 10m}\ngeoip: {city_db: /c.mmdb}\n") + kMinimal, "t", "");
-    CHECK(config.tracking.enabled);
+        std::string("tracking: {enabled: false, idle_window: 10m}\ngeoip: {city_db: /c.mmdb}\nstate_dir: st\n") +
+            kMinimal,
+        "t", "");
+    CHECK_FALSE(config.tracking.enabled);
+    CHECK(config.state_dir == "st");
+    CHECK(errors_of(std::string("state_dir: ''\n") + kMinimal) == "test.yaml:1: state_dir: must not be empty\n");
     CHECK(config.tracking.idle_window_ms == 600'000);
     CHECK(config.geoip.city_db == "/c.mmdb");
     CHECK(config.geoip.asn_db.empty());

@@ -93,6 +93,10 @@ class Stats(unittest.TestCase):
 
     def test_downloads_per_client_and_the_resume(self):
         downloads = self.rows('downloads')
+        self.assertEqual(set(downloads[0]), {'id', 'started', 'path', 'client_ip', 'user_agent', 'country', 'asn',
+                                             'coverage', 'completed', 'requests', 'resumes', 'duration_s',
+                                             'active_s', 'reason', 'finished'})
+        self.assertEqual({row['finished'] for row in downloads}, {1})  # the server stopped: every one ended
         per_agent = {}
         for row in downloads:
             per_agent.setdefault(row['user_agent'], []).append(row)
