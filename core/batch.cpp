@@ -6,7 +6,7 @@ namespace smp {
 namespace {
 
 constexpr uint32_t kBatchMagic = 0x534d4231;     // "SMB1": bump when the layout changes
-constexpr uint32_t kDownloadMagic = 0x534d4431;  // "SMD1"
+constexpr uint32_t kDownloadMagic = 0x534d4432;  // "SMD2"
 
 struct BatchHeader {
     uint32_t magic;
@@ -36,7 +36,7 @@ struct DownloadFixed {
     uint8_t completed;
     uint8_t finished;
     uint8_t has_location;
-    uint32_t lengths[7];
+    uint32_t lengths[8];
 };
 
 template <typename T>
@@ -64,8 +64,8 @@ bool take_frame(std::string_view& data, std::string_view& frame) {
 
 template <typename Row>
 auto strings_of(Row& row) {
-    return std::array{&row.client_ip, &row.user_agent,      &row.path, &row.etag, &row.geo.country,
-                      &row.geo.city,  &row.geo.organisation};
+    return std::array{&row.node, &row.client_ip,   &row.user_agent, &row.path,
+                      &row.etag, &row.geo.country, &row.geo.city,   &row.geo.organisation};
 }
 
 void append_download(const DownloadRow& row, std::string& out) {
@@ -137,6 +137,7 @@ const char* or_null(const std::string& text) { return text.empty() ? nullptr : t
 
 DownloadRow::DownloadRow(const LogicalDownload& d, GeoInfo geo_info, bool is_finished)
     : id(d.id),
+      node(d.node),
       client_ip(d.client_ip),
       user_agent(d.user_agent),
       path(d.path),
@@ -186,16 +187,18 @@ smp_download DownloadRow::view() const {
     out.asn = geo.asn;
     out.organisation = or_null(geo.organisation);
     out.finished = finished ? 1 : 0;
+    out.node = node.c_str();
     return out;
 }
 
-BatchView::BatchView(const Batch& batch) {
-    records_.reserve(batch.records.size());
-    for (const auto& record : batch.records) records_.push_back(record.record());
-    downloads_.reserve(batch.downloads.size());
-    for (const auto& download : batch.downloads) downloads_.push_back(download.view());
+BatchView::BatchView(std::span<const Batch* const> batches) {
+    for (const Batch* batch : batches) {
+        for (const auto& record : batch->records) records_.push_back(record.record());
+        for (const auto& download : batch->downloads) downloads_.push_back(download.view());
+    }
+    const Batch& last = *batches.back();
     batch_ = {sizeof batch_,     records_.data(), records_.size(), downloads_.data(),
-              downloads_.size(), batch.origin,    batch.sequence};
+              downloads_.size(), last.origin,     last.sequence};
 }
 
 std::string encode_batch(const Batch& batch) {

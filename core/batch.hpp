@@ -4,8 +4,10 @@
 // encoding for the spool.
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <optional>
+#include <span>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -20,6 +22,7 @@ namespace smp {
 // One logical download as stores receive it, geo-located.
 struct DownloadRow {
     uint64_t id = 0;
+    std::string node;
     std::string client_ip;
     std::string user_agent;
     std::string path;
@@ -52,10 +55,13 @@ struct Batch {
     bool empty() const { return records.empty() && downloads.empty(); }
 };
 
-// The C view of a batch, valid while the batch lives.
+// The C view of a batch, or of consecutive batches of one origin stored in one
+// call (named by the last: a store that has it has them all). Valid while
+// the batches live.
 class BatchView {
    public:
-    explicit BatchView(const Batch& batch);
+    explicit BatchView(const Batch& batch) : BatchView(std::span<const Batch* const>(std::array{&batch})) {}
+    explicit BatchView(std::span<const Batch* const> batches);
     const smp_batch* get() const { return &batch_; }
 
    private:

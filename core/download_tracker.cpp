@@ -45,6 +45,7 @@ const LogicalDownload* DownloadTracker::add(const smp_record& record) {
     if (found == downloads_.end()) {
         LogicalDownload fresh;
         fresh.id = next_id_++;
+        fresh.node = or_empty(record.node);
         fresh.path = record.path;
         fresh.etag = record.etag;
         fresh.client_ip = client;

@@ -19,6 +19,7 @@ namespace smp {
 
 struct LogicalDownload {
     uint64_t id = 0;
+    std::string node;  // the server's name, from its first request
     std::string client_ip;
     std::string user_agent;
     std::string path;

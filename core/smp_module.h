@@ -207,6 +207,7 @@ typedef struct smp_download {
     uint32_t asn; /* 0: unknown */
     const char* organisation;
     int finished; /* 0: still open (more requests may join it); 1: ended, this is its final state */
+    const char* node; /* the server that served it (ids are unique per node) */
 } smp_download;
 
 /* What a storage plugin stores in one call. A download appears in every

@@ -64,9 +64,9 @@ bool StorageThread::start() {
     return true;
 }
 
-bool StorageThread::store(const Batch& batch) {
+bool StorageThread::store(std::span<const Batch* const> batches) {
     if (!start()) return false;
-    const BatchView view(batch);
+    const BatchView view(batches);
     std::array<char, 512> error{};
     int result = SMP_ERROR;
     try {
@@ -75,9 +75,9 @@ bool StorageThread::store(const Batch& batch) {
         std::snprintf(error.data(), error.size(), "threw an exception across the C boundary");
     }
     if (result == SMP_OK) {
-        if (!batch.downloads.empty())
-            spdlog::info("Save download(s) tracker in database: {} download(s), {} request(s)", batch.downloads.size(),
-                         batch.records.size());
+        if (view.get()->download_count > 0)
+            spdlog::info("Save download(s) tracker in database: {} download(s), {} request(s)",
+                         view.get()->download_count, view.get()->record_count);
         return true;
     }
     fail("store downloads", error.data());
@@ -118,9 +118,16 @@ void StorageThread::run() {
             stopping = stopping_;
         }
         // Nothing passes a spooled batch, and a failing store is left alone
-        // until its next try.
-        for (const auto& batch : arrived)
-            if (!spool_.empty() || Clock::now() < next_try_ || !store(*batch)) spool_.push(*batch);
+        // until its next try. Batches that queued up while the store was
+        // busy (or pacing itself) go in one call, per origin.
+        for (size_t first = 0; first < arrived.size();) {
+            std::vector<const Batch*> run;
+            for (size_t i = first; i < arrived.size() && arrived[i]->origin == arrived[first]->origin; ++i)
+                run.push_back(arrived[i].get());
+            if (!spool_.empty() || Clock::now() < next_try_ || !store(run))
+                for (const Batch* batch : run) spool_.push(*batch);
+            first += run.size();
+        }
         if (stopping) break;
         if (!spool_.empty() && Clock::now() >= next_try_) drain_spool();
     }

@@ -12,6 +12,7 @@
 #include <deque>
 #include <memory>
 #include <mutex>
+#include <span>
 #include <string>
 #include <thread>
 
@@ -38,8 +39,10 @@ class StorageThread {
    private:
     using Clock = std::chrono::steady_clock;
     void run();
-    bool start();                    // init_collector; false: failing until next_try_
-    bool store(const Batch& batch);  // false: failing until next_try_
+    bool start();  // init_collector; false: failing until next_try_
+    // Consecutive batches of one origin, in one call; false: failing until next_try_.
+    bool store(std::span<const Batch* const> batches);
+    bool store(const Batch& batch) { return store(std::span<const Batch* const>(std::array{&batch})); }
     void fail(const char* doing, const char* error);
     void drain_spool();
 

@@ -20,17 +20,16 @@
 #include <string>
 #include <vector>
 
+#include "report_table.hpp"
 #include "smp_module.h"
 
 namespace {
 
 // ---- config -----------------------------------------------------------------
 
-struct OwnedTable;
-
 struct Settings {
     std::string path;
-    std::map<const smp_table*, std::unique_ptr<OwnedTable>> tables;  // handed out by query, until free_table
+    smp_report::Tables tables;  // handed out by query, until free_table
 };
 
 enum Key : size_t { kPath, kKeyCount };
@@ -142,14 +141,15 @@ bool open_database(const std::string& path, Database& db, char* error, size_t er
 // "0-99,200-299": byte intervals as text, readable in the sqlite3 shell.
 std::string intervals_text(const smp_interval* intervals, size_t count) {
     std::string text;
-    char number[48];
+    char number[24];  // a 64-bit number in decimal
+    const auto append = [&](uint64_t value) {
+        text.append(number, std::to_chars(number, std::end(number), value).ptr);
+    };
     for (size_t i = 0; i < count; ++i) {
-        char* end = number;
-        if (i > 0) *end++ = ',';
-        end = std::to_chars(end, number + sizeof number, intervals[i].first).ptr;
-        *end++ = '-';
-        end = std::to_chars(end, number + sizeof number, intervals[i].last).ptr;
-        text.append(number, end);
+        if (i > 0) text += ',';
+        append(intervals[i].first);
+        text += '-';
+        append(intervals[i].last);
     }
     return text;
 }
@@ -251,54 +251,14 @@ bool store_download(Store& s, const smp_download& d) {
 }
 
 // ---- reports ------------------------------------------------------------------
+// Computed in SQL, formatted by plugins/common/report_table.hpp as every store does.
 
-// A table the plugin owns until free_table.
-struct OwnedTable {
-    smp_table table{};
-    std::vector<std::string> names;
-    std::vector<const char*> name_pointers;
-    std::vector<int> numeric;
-    std::vector<std::optional<std::string>> values;
-    std::vector<const char*> cell_pointers;
+using smp_report::Cell;
+using smp_report::OwnedTable;
 
-    OwnedTable(std::initializer_list<std::pair<const char*, bool>> columns) {
-        for (const auto& [name, is_number] : columns) {
-            names.emplace_back(name);
-            numeric.push_back(is_number ? 1 : 0);
-        }
-    }
-    void add_row(std::vector<std::optional<std::string>> row) {
-        for (auto& cell : row) values.push_back(std::move(cell));
-    }
-    smp_table* finish() {
-        for (const auto& name : names) name_pointers.push_back(name.c_str());
-        for (const auto& value : values) cell_pointers.push_back(value ? value->c_str() : nullptr);
-        table.size = sizeof table;
-        table.column_count = names.size();
-        table.columns = name_pointers.data();
-        table.numeric = numeric.data();
-        table.row_count = names.empty() ? 0 : values.size() / names.size();
-        table.cells = cell_pointers.data();
-        return &table;
-    }
-};
-
-std::optional<std::string> column_text(sqlite3_stmt* statement, int column) {
+Cell column_text(sqlite3_stmt* statement, int column) {
     if (sqlite3_column_type(statement, column) == SQLITE_NULL) return std::nullopt;
     return std::string(reinterpret_cast<const char*>(sqlite3_column_text(statement, column)));
-}
-
-std::string number(double value) {
-    char text[32];
-    std::snprintf(text, sizeof text, "%.3f", value);
-    return text;
-}
-
-// Nearest-rank percentile of sorted values, in seconds; empty when there are none.
-std::optional<std::string> percentile_seconds(const std::vector<int64_t>& sorted_us, double fraction) {
-    if (sorted_us.empty()) return std::nullopt;
-    const auto rank = static_cast<size_t>(std::ceil(fraction * static_cast<double>(sorted_us.size())));
-    return number(static_cast<double>(sorted_us[std::max<size_t>(rank, 1) - 1]) / 1e6);
 }
 
 class Reader {
@@ -327,14 +287,7 @@ class Reader {
 #define DOWNLOAD_FILTER " first_us >= ?1 AND first_us < ?2 AND (?3 IS NULL OR path = ?3) "
 #define REQUEST_FILTER " start_us >= ?1 AND start_us < ?2 AND (?3 IS NULL OR path = ?3) "
 
-bool report_summary(Reader& reader, OwnedTable*& out) {
-    out = new OwnedTable({{"downloads", true},
-                          {"completed", true},
-                          {"completion_rate", true},
-                          {"bytes", true},
-                          {"distinct_clients", true},
-                          {"median_duration_s", true},
-                          {"p95_duration_s", true}});
+bool report_summary(Reader& reader, OwnedTable& out) {
     std::vector<int64_t> durations;
     bool ok =
         reader.each("SELECT last_us - first_us FROM downloads WHERE completed = 1 AND" DOWNLOAD_FILTER "ORDER BY 1",
@@ -343,21 +296,14 @@ bool report_summary(Reader& reader, OwnedTable*& out) {
                    "SELECT count(*), coalesce(sum(completed), 0), coalesce(sum(distinct_bytes), 0), "
                    "count(DISTINCT client_ip) FROM downloads WHERE" DOWNLOAD_FILTER,
                    [&](sqlite3_stmt* row) {
-                       const int64_t downloads = sqlite3_column_int64(row, 0);
-                       const int64_t completed = sqlite3_column_int64(row, 1);
-                       out->add_row({std::to_string(downloads), std::to_string(completed),
-                                     downloads > 0 ? std::optional(number(static_cast<double>(completed) /
-                                                                          static_cast<double>(downloads)))
-                                                   : std::nullopt,
-                                     column_text(row, 2), column_text(row, 3), percentile_seconds(durations, 0.5),
-                                     percentile_seconds(durations, 0.95)});
+                       out.add_row(smp_report::summary_row(sqlite3_column_int64(row, 0), sqlite3_column_int64(row, 1),
+                                                           sqlite3_column_int64(row, 2), sqlite3_column_int64(row, 3),
+                                                           durations));
                    });
     return ok;
 }
 
-bool report_files(Reader& reader, OwnedTable*& out) {
-    out = new OwnedTable(
-        {{"path", false}, {"downloads", true}, {"completed", true}, {"bytes", true}, {"median_duration_s", true}});
+bool report_files(Reader& reader, OwnedTable& out) {
     std::map<std::string, std::vector<int64_t>> durations;
     bool ok = reader.each(
         "SELECT path, last_us - first_us FROM downloads WHERE completed = 1 AND" DOWNLOAD_FILTER "ORDER BY 1, 2",
@@ -367,24 +313,22 @@ bool report_files(Reader& reader, OwnedTable*& out) {
                      "GROUP BY path ORDER BY 2 DESC, 1",
                      [&](sqlite3_stmt* row) {
                          const std::string path = *column_text(row, 0);
-                         out->add_row({path, column_text(row, 1), column_text(row, 2), column_text(row, 3),
-                                       percentile_seconds(durations[path], 0.5)});
+                         out.add_row({path, column_text(row, 1), column_text(row, 2), column_text(row, 3),
+                                      smp_report::percentile_seconds(durations[path], 0.5)});
                      });
     return ok;
 }
 
-bool report_countries(Reader& reader, OwnedTable*& out) {
-    out = new OwnedTable({{"country", false}, {"downloads", true}, {"completed", true}, {"bytes", true}});
+bool report_countries(Reader& reader, OwnedTable& out) {
     return reader.each(
         "SELECT country, count(*), sum(completed), sum(distinct_bytes) FROM downloads WHERE" DOWNLOAD_FILTER
         "GROUP BY country ORDER BY 2 DESC, 1",
         [&](sqlite3_stmt* row) {
-            out->add_row({column_text(row, 0), column_text(row, 1), column_text(row, 2), column_text(row, 3)});
+            out.add_row({column_text(row, 0), column_text(row, 1), column_text(row, 2), column_text(row, 3)});
         });
 }
 
-bool report_reasons(Reader& reader, OwnedTable*& out) {
-    out = new OwnedTable({{"reason", false}, {"requests", true}, {"downloads", true}});
+bool report_reasons(Reader& reader, OwnedTable& out) {
     std::map<std::string, std::pair<int64_t, int64_t>> counts;
     bool ok =
         reader.each("SELECT reason, count(*) FROM requests WHERE" REQUEST_FILTER "GROUP BY reason",
@@ -392,40 +336,22 @@ bool report_reasons(Reader& reader, OwnedTable*& out) {
     ok = ok &&
          reader.each("SELECT reason, count(*) FROM downloads WHERE" DOWNLOAD_FILTER "GROUP BY reason",
                      [&](sqlite3_stmt* row) { counts[*column_text(row, 0)].second = sqlite3_column_int64(row, 1); });
-    std::vector<std::pair<std::string, std::pair<int64_t, int64_t>>> sorted(counts.begin(), counts.end());
-    std::stable_sort(sorted.begin(), sorted.end(),
-                     [](const auto& a, const auto& b) { return a.second.first > b.second.first; });
-    for (const auto& [reason, count] : sorted)
-        out->add_row({reason, std::to_string(count.first), std::to_string(count.second)});
+    smp_report::add_reason_rows(out, counts);
     return ok;
 }
 
-bool report_downloads(Reader& reader, OwnedTable*& out) {
-    out = new OwnedTable({{"id", true},
-                          {"started", false},
-                          {"path", false},
-                          {"client_ip", false},
-                          {"user_agent", false},
-                          {"country", false},
-                          {"asn", true},
-                          {"coverage", true},
-                          {"completed", true},
-                          {"requests", true},
-                          {"resumes", true},
-                          {"duration_s", true},
-                          {"active_s", true},
-                          {"reason", false},
-                          {"finished", true}});
+bool report_downloads(Reader& reader, OwnedTable& out) {
     return reader.each(
-        "SELECT id, strftime('%Y-%m-%dT%H:%M:%SZ', first_us / 1000000, 'unixepoch'), path, client_ip, user_agent, "
-        "country, asn, printf('%.4f', CASE WHEN file_size > 0 THEN 1.0 * distinct_bytes / file_size ELSE completed "
-        "END), completed, requests, resumes, printf('%.3f', (last_us - first_us) / 1e6), "
-        "printf('%.3f', active_us / 1e6), reason, finished FROM downloads WHERE" DOWNLOAD_FILTER
+        "SELECT id, first_us, path, client_ip, user_agent, country, asn, distinct_bytes, file_size, completed, "
+        "requests, resumes, last_us, active_us, reason, finished FROM downloads WHERE" DOWNLOAD_FILTER
         "ORDER BY first_us DESC, id DESC LIMIT 50",
         [&](sqlite3_stmt* row) {
-            std::vector<std::optional<std::string>> cells;
-            for (int i = 0; i < 15; ++i) cells.push_back(column_text(row, i));
-            out->add_row(std::move(cells));
+            const auto number = [row](int column) { return sqlite3_column_int64(row, column); };
+            out.add_row({column_text(row, 0), smp_report::utc_time(number(1)), column_text(row, 2), column_text(row, 3),
+                         column_text(row, 4), column_text(row, 5), column_text(row, 6),
+                         smp_report::coverage(number(7), number(8), number(9) != 0), column_text(row, 9),
+                         column_text(row, 10), column_text(row, 11), smp_report::seconds(number(12) - number(1)),
+                         smp_report::seconds(number(13)), column_text(row, 14), column_text(row, 15)});
         });
 }
 
@@ -477,6 +403,8 @@ void exit_master(void* instance) { delete static_cast<Settings*>(instance); }
 int query(void* instance, const smp_query* query, smp_table** table, char* error, size_t error_size) {
     try {
         auto& settings = *static_cast<Settings*>(instance);
+        auto out = smp_report::make_table(query->report);
+        if (!out) return std::snprintf(error, error_size, "no report '%s'", query->report), SMP_ERROR;
         sqlite3* raw = nullptr;
         const int opened =
             sqlite3_open_v2(settings.path.c_str(), &raw, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX, nullptr);
@@ -486,24 +414,13 @@ int query(void* instance, const smp_query* query, smp_table** table, char* error
         sqlite3_busy_timeout(db.get(), 5000);
         Reader reader(db.get(), *query);
         const std::string report = query->report;
-        OwnedTable* out = nullptr;
-        bool ok = false;
-        if (report == "summary")
-            ok = report_summary(reader, out);
-        else if (report == "files")
-            ok = report_files(reader, out);
-        else if (report == "countries")
-            ok = report_countries(reader, out);
-        else if (report == "reasons")
-            ok = report_reasons(reader, out);
-        else if (report == "downloads")
-            ok = report_downloads(reader, out);
-        else
-            return std::snprintf(error, error_size, "no report '%s'", query->report), SMP_ERROR;
-        std::unique_ptr<OwnedTable> owned(out);
+        const bool ok = report == "summary"     ? report_summary(reader, *out)
+                        : report == "files"     ? report_files(reader, *out)
+                        : report == "countries" ? report_countries(reader, *out)
+                        : report == "reasons"   ? report_reasons(reader, *out)
+                                                : report_downloads(reader, *out);
         if (!ok) return fail(db.get(), "query", error, error_size), SMP_ERROR;
-        *table = owned->finish();
-        settings.tables.emplace(*table, std::move(owned));
+        *table = settings.tables.keep(std::move(out));
         return SMP_OK;
     } catch (const std::exception& e) {
         std::snprintf(error, error_size, "%s", e.what());
@@ -511,7 +428,7 @@ int query(void* instance, const smp_query* query, smp_table** table, char* error
     }
 }
 
-void free_table(void* instance, smp_table* table) { static_cast<Settings*>(instance)->tables.erase(table); }
+void free_table(void* instance, smp_table* table) { static_cast<Settings*>(instance)->tables.free(table); }
 
 // ---- collector hooks ----------------------------------------------------------
 
