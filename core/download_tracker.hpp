@@ -40,7 +40,9 @@ struct LogicalDownload {
     bool completed() const { return file_size == 0 ? requests > 0 : delivered.covers(0, file_size - 1); }
     double coverage() const;  // 0..1
     int64_t wall_us() const { return last_us - first_us; }
-    int64_t active_us() const { return static_cast<int64_t>(active.size()); }
+    // The time spans of requests are [start, end] in microseconds; their
+    // length is end - start, not the count of microseconds in them.
+    int64_t active_us() const { return static_cast<int64_t>(active.size() - active.intervals().size()); }
     double average_speed() const;  // distinct bytes per second of active time
     // completed when every byte was delivered; else the reason of the last
     // request, or incomplete when that one ended well.

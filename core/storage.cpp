@@ -8,6 +8,7 @@
 namespace smp {
 namespace {
 constexpr auto kRetryDelay = std::chrono::seconds(1);
+constexpr size_t kMaxMerged = 8;  // batches (seconds of traffic) stored in one call
 }  // namespace
 
 StorageThread::StorageThread(ModuleInstance& store, std::string spool_dir)
@@ -119,12 +120,15 @@ void StorageThread::run() {
         }
         // Nothing passes a spooled batch, and a failing store is left alone
         // until its next try. Batches that queued up while the store was
-        // busy (or pacing itself) go in one call, per origin.
+        // busy (or pacing itself) go in one call, per origin, a few at a
+        // time; more than that means a store slower than the traffic, and
+        // the rest waits on disk rather than in memory.
         for (size_t first = 0; first < arrived.size();) {
             std::vector<const Batch*> run;
-            for (size_t i = first; i < arrived.size() && arrived[i]->origin == arrived[first]->origin; ++i)
+            for (size_t i = first;
+                 i < arrived.size() && run.size() < kMaxMerged && arrived[i]->origin == arrived[first]->origin; ++i)
                 run.push_back(arrived[i].get());
-            if (!spool_.empty() || Clock::now() < next_try_ || !store(run))
+            if (!spool_.empty() || Clock::now() < next_try_ || first > 0 || !store(run))
                 for (const Batch* batch : run) spool_.push(*batch);
             first += run.size();
         }

@@ -519,10 +519,26 @@ bool report_downloads(Reader& reader, OwnedTable& out) {
 
 // ---- master hooks -------------------------------------------------------------
 
-int init_master(const smp_core_api* /*core*/, const smp_config_value* values, void** instance, char* error,
+// libmongoc's own log (server monitoring, connection errors) into the
+// server's log; its debug and trace chatter only when the level asks for it.
+void log_to_core(mongoc_log_level_t level, const char* domain, const char* message, void* user_data) {
+    const auto* core = static_cast<const smp_core_api*>(user_data);
+    smp_log_level ours = SMP_LOG_DEBUG;
+    if (level <= MONGOC_LOG_LEVEL_CRITICAL)
+        ours = SMP_LOG_ERROR;
+    else if (level == MONGOC_LOG_LEVEL_WARNING)
+        ours = SMP_LOG_WARN;
+    else if (level == MONGOC_LOG_LEVEL_TRACE)
+        ours = SMP_LOG_TRACE;
+    if (!core->log_enabled(ours)) return;
+    core->log(ours, "mongodb", (std::string("libmongoc ") + domain + ": " + message).c_str());
+}
+
+int init_master(const smp_core_api* core, const smp_config_value* values, void** instance, char* error,
                 size_t error_size) {
     try {
         mongoc_init();
+        mongoc_log_set_handler(log_to_core, const_cast<smp_core_api*>(core));
         auto settings = std::make_unique<Settings>();
         bson_error_t e;
         settings->uri.reset(mongoc_uri_new_with_error(values[kUri].string, &e));
@@ -616,13 +632,27 @@ int init_collector(void* instance, void** collector_state, char* error, size_t e
 
 void exit_collector(void* collector_state) { delete static_cast<Store*>(collector_state); }
 
+// True when the newest thing in the batch is older than `interval`: it waited
+// (in the spool, or behind a slow write) and should not wait more.
+bool is_backlog(const smp_batch& batch, std::chrono::milliseconds interval) {
+    int64_t newest_us = 0;
+    for (size_t i = 0; i < batch.record_count; ++i) newest_us = std::max(newest_us, batch.records[i].end_us);
+    for (size_t i = 0; i < batch.download_count; ++i) newest_us = std::max(newest_us, batch.downloads[i].last_us);
+    const int64_t now_us =
+        std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::system_clock::now().time_since_epoch())
+            .count();
+    return now_us - newest_us > std::chrono::duration_cast<std::chrono::microseconds>(interval).count();
+}
+
 int store_batch(void* collector_state, const smp_batch* batch, char* error, size_t error_size) {
     try {
         auto& store = *static_cast<Store*>(collector_state);
         const Settings& settings = *store.settings;
-        // At most one write per flush_interval: what arrives meanwhile is
-        // merged into the next call by the core. This is the store's own thread.
-        std::this_thread::sleep_until(store.last_write + settings.flush_interval);
+        // At most one write per flush_interval while the store keeps up: what
+        // arrives meanwhile is merged into the next call by the core (this is
+        // the store's own thread). A backlog (a replayed spool) is not paced.
+        if (!is_backlog(*batch, settings.flush_interval))
+            std::this_thread::sleep_until(store.last_write + settings.flush_interval);
         store.last_write = std::chrono::steady_clock::now();
         const PooledClient client(store.pool.get());
         const Collection requests = collection(client.get(), settings, "requests");

@@ -283,6 +283,35 @@ def write_file(path, text):
     return path
 
 
+def stats_traffic(port, located_ip=None):
+    """Traffic whose reports the stats tests know: two files, two agents
+    interleaved (four downloads), a resume with a Range, a HEAD, a 304, a 404, a
+    416, a client that leaves halfway through big.bin; with located_ip, one
+    more download of b.bin forwarded for that address (needs a trusted proxy)."""
+    for path in ('/a.bin', '/b.bin'):
+        for agent in ('agent-one', 'agent-two'):
+            assert http(port, 'GET', path, {'User-Agent': agent}).status == 200
+    # agent-one resumes a.bin with a range: same download, a second request.
+    assert http(port, 'GET', '/a.bin', {'User-Agent': 'agent-one', 'Range': 'bytes=100-'}).status == 206
+    # Not downloads: a HEAD, a 304, a 404, a 416.
+    etag = http(port, 'HEAD', '/a.bin', {'User-Agent': 'other'}).header('etag')
+    assert http(port, 'GET', '/a.bin', {'User-Agent': 'other', 'If-None-Match': etag}).status == 304
+    assert http(port, 'GET', '/missing.bin', {'User-Agent': 'other'}).status == 404
+    assert http(port, 'GET', '/a.bin', {'User-Agent': 'other', 'Range': 'bytes=999999999-'}).status == 416
+    if located_ip:
+        assert http(port, 'GET', '/b.bin', {'User-Agent': 'located', 'X-Forwarded-For': located_ip}).status == 200
+    # A client that leaves halfway, with a small receive buffer so the server cannot run ahead.
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+    s.settimeout(10)
+    s.connect(('127.0.0.1', port))
+    s.sendall(request_bytes('GET', '/big.bin', {'User-Agent': 'halfway'}))
+    received = 0
+    while received < 10 * MIB:
+        received += len(s.recv(65536))
+    s.close()
+
+
 # --------------------------------------------------------------------------
 # server process
 # --------------------------------------------------------------------------

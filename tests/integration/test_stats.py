@@ -2,7 +2,6 @@
 the JSON checked field by field."""
 
 import json
-import socket
 import subprocess
 import unittest
 
@@ -25,7 +24,7 @@ class Stats(unittest.TestCase):
             cls.server = harness.Server(cls.env, port=port, config=f.read())
         cls.server.start()
         try:
-            cls.make_traffic(port)
+            harness.stats_traffic(port)
         finally:
             cls.stopped = cls.server.terminate()
 
@@ -33,29 +32,6 @@ class Stats(unittest.TestCase):
     def tearDownClass(cls):
         cls.server.kill()
         cls.env.cleanup()
-
-    @classmethod
-    def make_traffic(cls, port):
-        # Two files, two agents, interleaved: four downloads, one request each.
-        for path in ('/a.bin', '/b.bin'):
-            for agent in ('agent-one', 'agent-two'):
-                assert harness.http(port, 'GET', path, {'User-Agent': agent}).status == 200
-        # agent-one resumes a.bin with a range: same download, a second request.
-        assert harness.http(port, 'GET', '/a.bin', {'User-Agent': 'agent-one', 'Range': 'bytes=100-'}).status == 206
-        # Not downloads: a HEAD, a 304, a 404, a 416.
-        etag = harness.http(port, 'HEAD', '/a.bin', {'User-Agent': 'other'}).header('etag')
-        assert harness.http(port, 'GET', '/a.bin', {'User-Agent': 'other', 'If-None-Match': etag}).status == 304
-        assert harness.http(port, 'GET', '/missing.bin', {'User-Agent': 'other'}).status == 404
-        assert harness.http(port, 'GET', '/a.bin', {'User-Agent': 'other', 'Range': 'bytes=999999999-'}).status == 416
-        # A client that leaves halfway, with a small receive buffer so the server cannot run ahead.
-        s = socket.socket()
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
-        s.connect(('127.0.0.1', port))
-        s.sendall(harness.request_bytes('GET', '/big.bin', {'User-Agent': 'halfway'}))
-        received = 0
-        while received < 10 * MIB:
-            received += len(s.recv(65536))
-        s.close()
 
     def stats(self, *args):
         r = subprocess.run([harness.BINARY, 'stats', '--config', self.config, *args], capture_output=True,
