@@ -135,8 +135,10 @@ void StorageThread::run() {
         if (stopping) break;
         if (!spool_.empty() && Clock::now() >= next_try_) drain_spool();
     }
-    // Stopping: one more try; the spool keeps the rest for the next start.
-    if (!spool_.empty()) drain_spool();
+    // Stopping: what is on disk waits for the next start (a slow store would
+    // otherwise hold the stop for as long as its backlog takes); what only
+    // memory holds gets one more try.
+    if (spool_.batches_in_memory() > 0) drain_spool();
     if (spool_.batches_in_memory() > 0)
         spdlog::error("[{}] stopping with {} batch(es) that neither the store nor the spool {} took: they are lost",
                       name_, spool_.batches_in_memory(), spool_.dir());

@@ -10,13 +10,9 @@ one process), not MongoDB: figure 1 measures the plugin and the double together,
 the double (one Python thread at a time) is expected to be the limit. It says nothing
 about a real MongoDB's rate.
 
-The double as shipped finds a document by _id or by a unique SINGLE-field index only: each
-upsert of a download by {node, id} (a compound unique index) scans the whole collection,
-so a run of 400,000 downloads takes hours (O(n^2)). This script therefore runs the double
-with two shortcuts added in its own process (mongo_double.py itself is not changed): an
-equality lookup through a compound unique index, and `count` without a query answered
-from the collection's size (the poll below would otherwise scan and lock it twice a
-second). --stock-double runs it unchanged (expect INCOMPLETE rows).
+The double finds a document by _id or through a unique index (the downloads are upserted
+by {node, id}, a compound unique index), and answers `count` without a query from the
+collection's size, as MongoDB does from its metadata (the poll below uses it).
 
 Pinning: smprotocol (master, worker, collector and its storage threads) on CPU 0;
 wrk on CPU 1, and the double on CPU 1 too (this machine has 2 CPUs): during a run
@@ -108,18 +104,13 @@ def stop_process(proc, pids, timeout=60.0):
 class Double:
     """mongo_double.py, in memory (no --data-dir: no journal), pinned to CPU 1."""
 
-    stock = False  # --stock-double: mongo_double.py exactly as shipped
-
     def __init__(self, tmp, tag):
         self.tmp, self.tag = tmp, tag
         self.proc, self.port, self.client = None, None, None
 
     def start(self, timeout=15.0):
         self.err = open(self.tmp / ('double-%s.log' % self.tag), 'wb')
-        if self.stock:
-            cmd = [PYTHON, str(DOUBLE_SCRIPT), '--port', '0']
-        else:
-            cmd = [PYTHON, str(Path(__file__).resolve()), '--serve-double', '--port', '0']
+        cmd = [PYTHON, str(DOUBLE_SCRIPT), '--port', '0']
         self.proc = subprocess.Popen(['taskset', '-c', CLIENT_CPU] + cmd,
                                      stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=self.err,
                                      start_new_session=True)
@@ -395,42 +386,6 @@ def table(header, rows):
 
 
 # --------------------------------------------------------------------------
-# the double with two shortcuts (see the docstring), run as its own process
-
-def serve_double(argv):
-    sys.path.insert(0, str(DOUBLE_SCRIPT.parent))
-    import mongo_double as md
-
-    stock_candidates = md.Collection.candidates
-
-    def candidates(self, query):
-        equal = {f: v for f, v in query.items()
-                 if not f.startswith('$') and v is not None and not isinstance(v, (dict, list, md.Regex, re.Pattern))}
-        if '_id' not in equal:
-            for name, entries in self.unique.items():
-                spec = self.indexes[name]
-                fields = list(spec['key'])
-                if (len(fields) > 1 and all(f in equal for f in fields) and not spec.get('sparse')
-                        and 'partialFilterExpression' not in spec):
-                    holder = entries.get(tuple(md.canon(equal[f]) for f in fields))
-                    return [self.docs[holder]] if holder is not None else []
-        return stock_candidates(self, query)
-
-    stock_count = md.Server.cmd_count
-
-    def cmd_count(self, db, body):
-        if not body.get('query') and not body.get('skip') and not body.get('limit'):
-            coll = self.store.collection(db, body['count'])
-            return {'n': len(coll.docs) if coll else 0}
-        return stock_count(self, db, body)
-
-    md.Collection.candidates = candidates
-    md.Server.cmd_count = cmd_count
-    sys.argv = [str(DOUBLE_SCRIPT)] + argv
-    return md.main()
-
-
-# --------------------------------------------------------------------------
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -445,10 +400,7 @@ def main():
     ap.add_argument('--figures', default='1,2', help='which figures (default %(default)s)')
     ap.add_argument('--json', help='also write every measurement as JSON to this file')
     ap.add_argument('--keep-tmp', action='store_true', help='keep the temp dir (configs, logs)')
-    ap.add_argument('--stock-double', action='store_true',
-                    help='run mongo_double.py unchanged (no compound-index lookup: upserts scan everything)')
     args = ap.parse_args()
-    Double.stock = args.stock_double
     if args.quick:
         args.runs, args.duration = 1, 3
     binary = Path(args.binary).resolve()
@@ -504,10 +456,7 @@ def main():
             % (args.runs, args.duration, tmp))
         log('pinning: smprotocol on CPU %s; wrk AND the MongoDB test double on CPU %s (2 CPUs here: the double '
             'competes with wrk)' % (SERVER_CPU, CLIENT_CPU))
-        log('MongoDB here is tests/mongodb/mongo_double.py, an in-memory Python TEST DOUBLE, not MongoDB%s.'
-            % (', run unchanged (--stock-double)' if args.stock_double else
-               ', run with two shortcuts added by this script (a compound unique index lookup for the upserts '
-               'by {node, id}, count without a query from the collection size)'))
+        log('MongoDB here is tests/mongodb/mongo_double.py, an in-memory Python TEST DOUBLE, not MongoDB.')
 
         if 1 in figures:
             log('\nfigure 1: request records stored per second into the double, by batch_size '
@@ -611,8 +560,6 @@ def _on_sigterm(signum, frame):
 
 
 if __name__ == '__main__':
-    if sys.argv[1:2] == ['--serve-double']:
-        sys.exit(serve_double(sys.argv[2:]))
     signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         sys.exit(main())

@@ -1047,19 +1047,20 @@ class Collection:
         self.unique.pop(name, None)
 
     def candidates(self, query):
-        """Documents that may match query: by _id or a unique single-field index when the
-        query has a plain equality on one, else all of them."""
-        for field, value in query.items():
-            if field.startswith('$') or value is None or isinstance(value, (dict, list, Regex, re.Pattern)):
-                continue
-            if field == '_id':
-                doc = self.docs.get(canon(value))
-                return [doc] if doc is not None else []
-            for name, entries in self.unique.items():
-                spec = self.indexes[name]
-                if list(spec['key']) == [field] and 'partialFilterExpression' not in spec:
-                    holder = entries.get((canon(value),))
-                    return [self.docs[holder]] if holder is not None else []
+        """Documents that may match query: by _id, or by a unique index (one field or
+        several) whose fields all have a plain equality in the query, else all of them."""
+        equal = {field: value for field, value in query.items()
+                 if not field.startswith('$') and value is not None
+                 and not isinstance(value, (dict, list, Regex, re.Pattern))}
+        if '_id' in equal:
+            doc = self.docs.get(canon(equal['_id']))
+            return [doc] if doc is not None else []
+        for name, entries in self.unique.items():
+            spec = self.indexes[name]
+            fields = list(spec['key'])
+            if all(f in equal for f in fields) and 'partialFilterExpression' not in spec:
+                holder = entries.get(tuple(canon(equal[f]) for f in fields))
+                return [self.docs[holder]] if holder is not None else []
         return list(self.docs.values())
 
     def find(self, query):
@@ -1424,6 +1425,8 @@ class Server:
 
     def cmd_count(self, db, body):
         coll = self.store.collection(db, body['count'])
+        if not body.get('query') and not body.get('skip') and not body.get('limit'):
+            return {'n': len(coll.docs) if coll else 0}  # the collection's size, as MongoDB's metadata count
         docs = coll.find(body.get('query') or {}) if coll else []
         docs = docs[int(body.get('skip', 0)):]
         limit = abs(int(body.get('limit', 0)))
