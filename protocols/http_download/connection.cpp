@@ -167,6 +167,7 @@ void Exchange::reset() {
     header_total = 0;
     start_us = 0;
     last_progress_report_ms = 0;
+    download_slot = 0;
 }
 
 std::string_view reason_phrase(int status) {
@@ -181,6 +182,7 @@ std::string_view reason_phrase(int status) {
         case 412: return "Precondition Failed";
         case 414: return "URI Too Long";
         case 416: return "Range Not Satisfiable";
+        case 429: return "Too Many Requests";
         case 431: return "Request Header Fields Too Large";
         case 500: return "Internal Server Error";
         case 503: return "Service Unavailable";
@@ -199,6 +201,7 @@ smp_end_reason reason_for_status(int status) {
         case 404: return SMP_END_NOT_FOUND;
         case 405: return SMP_END_METHOD_NOT_ALLOWED;
         case 412: return SMP_END_PRECONDITION_FAILED;
+        case 429: return SMP_END_REJECTED_LIMIT;
         case 416: return SMP_END_RANGE_NOT_SATISFIABLE;
         case 500:
         case 503: return SMP_END_INTERNAL_ERROR;
@@ -298,6 +301,10 @@ void WorkerState::respond(Connection& c) {
     const bool has_body = (p.content_length > 0 && p.content_length != ULLONG_MAX) || (p.flags & F_CHUNKED);
     // A body we do not read would be taken for the next request: close after.
     e.close_after = !http_should_keep_alive(&p) || has_body || stopping_;
+    if (c.over_limit) {
+        e.close_after = true;
+        return respond_error(c, 429);
+    }
     if (p.method != HTTP_GET && p.method != HTTP_HEAD) return respond_error(c, 405);
     if (p.http_major == 1 && p.http_minor >= 1 && e.host_count != 1) return respond_error(c, 400);
 
@@ -370,6 +377,11 @@ void WorkerState::respond_error(Connection& c, int status) {
     append_number(out, body_length);
     out += "\r\n";
     if (status == 405) out += "Allow: GET, HEAD\r\n";
+    if (status == 429) {
+        out += "Retry-After: ";
+        append_number(out, kRetryAfterSeconds);
+        out += "\r\n";
+    }
     if (status == 416) {
         out += "Content-Range: bytes */";
         append_number(out, e.file->size);
@@ -413,6 +425,15 @@ void WorkerState::respond_file(Connection& c) {
         if_range_allows(e.conditions.if_range, file.etag, file.mtime_s))
         parse_range(e.range, file.size, settings_.max_ranges, ranges);
     if (ranges.outcome == RangeOutcome::unsatisfiable) return respond_error(c, 416);
+
+    // unique_ip: one download of this file by this client at a time (the
+    // client behind a trusted proxy). A HEAD transfers nothing and is let be.
+    if (settings_.unique_ip && !head) {
+        const uint64_t key =
+            limit_key("download", e.has_forwarded_client ? e.forwarded_client.data() : c.client_ip, e.path);
+        if (!settings_.counters->acquire(key, 1)) return respond_error(c, 429);
+        e.download_slot = key;
+    }
 
     std::string& out = e.out;
     const bool multipart = ranges.outcome == RangeOutcome::partial && ranges.ranges.size() > 1;
@@ -631,6 +652,8 @@ void WorkerState::finish_exchange(Connection& c, smp_end_reason reason) {
     }
     if (e.file != nullptr) files_.release(e.file);
     e.file = nullptr;
+    if (e.download_slot != 0) settings_.counters->release(e.download_slot);
+    e.download_slot = 0;
 }
 
 void WorkerState::after_response(Connection& c) {
@@ -673,6 +696,8 @@ void WorkerState::close_connection(Connection& c, smp_end_reason reason) {
         give_exchange(c.exchange);
     }
     give_buffer(c.in);
+    if (c.ip_slot != 0) settings_.counters->release(c.ip_slot);
+    c.ip_slot = 0;
     if (core_->log_enabled(SMP_LOG_DEBUG)) {
         char message[160];
         std::snprintf(message, sizeof message, "Connection closed with message \"%s\" (%s:%u, %llu request(s))",

@@ -15,6 +15,7 @@
 #include "conditional.hpp"
 #include "file_cache.hpp"
 #include "forwarded.hpp"
+#include "limits.hpp"
 #include "mime.hpp"
 #include "range.hpp"
 #include "smp_module.h"
@@ -36,7 +37,14 @@ struct Settings {
     size_t open_file_cache = 1000;
     uint64_t open_file_cache_valid_ms = 1'000;
     MimeTypes mime;
+    // Limits, off by default; counters shared by the workers (limits.hpp).
+    bool unique_ip = false;                    // one download of a file per client at a time
+    uint32_t max_connections_per_ip = 0;       // 0: no limit
+    std::unique_ptr<SharedCounters> counters;  // made when a limit is on
 };
+
+// What a refused request is told: try again in this many seconds.
+constexpr int kRetryAfterSeconds = 10;
 
 // A piece of a response: bytes of `Exchange::out`, or bytes of the file.
 struct Segment {
@@ -83,6 +91,7 @@ struct Exchange {
     uint64_t header_total = 0;  // bytes of the response header to send
     int64_t start_us = 0;
     uint64_t last_progress_report_ms = 0;
+    uint64_t download_slot = 0;  // unique_ip key held until the exchange ends; 0: none
 
     void reset();
 };
@@ -106,6 +115,8 @@ struct Connection {
     Exchange* exchange = nullptr;
     uint64_t requests = 0;
     bool closing = false;
+    uint64_t ip_slot = 0;     // max_connections_per_ip key held until close; 0: none
+    bool over_limit = false;  // past max_connections_per_ip: its request gets 429
     smp_connection_info info{};
     char client_ip[46] = {};
     char local_ip[46] = {};

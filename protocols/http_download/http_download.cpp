@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstddef>
 #include <cstdio>
 #include <cstring>
 #include <new>
@@ -33,6 +34,8 @@ enum Key : size_t {
     kOpenFileCache,
     kOpenFileCacheValid,
     kMimeTypes,
+    kUniqueIp,
+    kMaxConnectionsPerIp,
     kKeyCount
 };
 
@@ -47,6 +50,10 @@ constexpr smp_config_key kKeys[kKeyCount] = {
     {"open_file_cache", SMP_CONFIG_INT, "1000", 0, "open files kept per worker"},
     {"open_file_cache_valid", SMP_CONFIG_DURATION, "1s", 0, "time before a cached file is checked again"},
     {"mime_types", SMP_CONFIG_STRING, "/etc/mime.types", 0, "extension to Content-Type map"},
+    {"unique_ip", SMP_CONFIG_BOOL, "false", 0,
+     "refuse (429) a second concurrent download of the same file by the same client IP"},
+    {"max_connections_per_ip", SMP_CONFIG_INT, "0", 0,
+     "open connections one client IP may hold; past it requests get 429 (0: no limit)"},
 };
 
 constexpr uint64_t kSweepIntervalMs = 500;
@@ -77,6 +84,13 @@ bool read_settings(const smp_config_value* values, Settings& settings, char* err
     settings.open_file_cache = static_cast<size_t>(values[kOpenFileCache].number);
     for (Key key : {kHeaderTimeout, kKeepaliveTimeout, kSendTimeout})
         if (values[key].number < 1) return fail(kKeys[key].name, "must be more than 0");
+    settings.unique_ip = values[kUniqueIp].number != 0;
+    if (values[kMaxConnectionsPerIp].number < 0 || values[kMaxConnectionsPerIp].number > 1'000'000)
+        return fail("max_connections_per_ip", "must be between 0 (no limit) and 1000000");
+    settings.max_connections_per_ip = static_cast<uint32_t>(values[kMaxConnectionsPerIp].number);
+    // In the master, before fork: every worker maps the same counters.
+    if (settings.unique_ip || settings.max_connections_per_ip > 0)
+        settings.counters = std::make_unique<SharedCounters>();
 
     settings.root_fd = open(settings.root.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (settings.root_fd < 0) {
@@ -200,6 +214,16 @@ void WorkerState::accept(int fd, const smp_connection_info& info) {
     c->next = connections_;
     if (connections_ != nullptr) connections_->previous = c;
     connections_ = c;
+    // Connections per client: counted on the peer, unless it is a trusted
+    // proxy (its clients are many).
+    const bool core_knows_proxies = core_->size >= offsetof(smp_core_api, trusted_proxy) + sizeof(void*);
+    if (settings_.max_connections_per_ip > 0 && !(core_knows_proxies && core_->trusted_proxy(worker_, c->client_ip))) {
+        const uint64_t key = limit_key("connections", c->client_ip);
+        if (settings_.counters->acquire(key, settings_.max_connections_per_ip))
+            c->ip_slot = key;
+        else
+            c->over_limit = true;
+    }
     c->deadline_ms = uv_now(loop_) + settings_.header_timeout_ms;
     set_poll(*c, UV_READABLE);
 }

@@ -1,0 +1,127 @@
+#include "limits.hpp"
+
+#include <sched.h>
+#include <signal.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <system_error>
+
+namespace smp::http {
+namespace {
+constexpr uint64_t kEmpty = 0;
+constexpr uint64_t kTombstone = 1;
+
+uint64_t fnv1a(uint64_t hash, std::string_view data) {
+    for (const unsigned char c : data) hash = (hash ^ c) * 0x100000001b3ull;
+    return hash;
+}
+}  // namespace
+
+uint64_t limit_key(std::string_view kind, std::string_view a, std::string_view b) {
+    uint64_t hash = fnv1a(0xcbf29ce484222325ull, kind);
+    hash = fnv1a(fnv1a(hash, {"\0", 1}), a);
+    hash = fnv1a(fnv1a(hash, {"\0", 1}), b);
+    return hash <= kTombstone ? hash + 2 : hash;  // 0 and 1 mark entries
+}
+
+SharedCounters::SharedCounters(uint32_t capacity)
+    : capacity_(capacity), bytes_(sizeof(Table) + (capacity - 1) * sizeof(Entry)) {
+    void* memory = mmap(nullptr, bytes_, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    if (memory == MAP_FAILED) throw std::system_error(errno, std::generic_category(), "mmap of the limits table");
+    table_ = new (memory) Table{};  // anonymous memory is zero: every entry empty
+}
+
+SharedCounters::~SharedCounters() { munmap(table_, bytes_); }
+
+void SharedCounters::lock() {
+    // Held for a few probes at most: spin, yielding the CPU to a holder that
+    // was preempted.
+    while (table_->lock.exchange(1, std::memory_order_acquire) != 0) sched_yield();
+}
+
+void SharedCounters::unlock() { table_->lock.store(0, std::memory_order_release); }
+
+void SharedCounters::vacate(uint32_t at) {
+    // A tombstone keeps later entries of a probe run reachable; one with an
+    // empty entry after it is not needed, nor are the tombstones before it.
+    Entry* entries = table_->entries;
+    const uint32_t mask = capacity_ - 1;
+    entries[at].key = kTombstone;
+    if (entries[(at + 1) & mask].key != kEmpty) return;
+    while (entries[at].key == kTombstone) {
+        entries[at].key = kEmpty;
+        at = (at - 1) & mask;
+    }
+}
+
+bool SharedCounters::alive(pid_t pid) { return kill(pid, 0) == 0 || errno != ESRCH; }
+
+bool SharedCounters::full() const { return table_->full.load() != 0; }
+
+bool SharedCounters::acquire(uint64_t key, uint32_t limit) {
+    const pid_t self = getpid();
+    lock();
+    uint32_t held = 0;
+    Entry* mine = nullptr;
+    Entry* free_entry = nullptr;
+    // The holdings of one key lie on its probe run, up to the first empty entry.
+    for (uint32_t i = 0, at = static_cast<uint32_t>(key) & (capacity_ - 1); i < capacity_;
+         ++i, at = (at + 1) & (capacity_ - 1)) {
+        Entry& e = table_->entries[at];
+        if (e.key == kEmpty) {
+            if (free_entry == nullptr) free_entry = &e;
+            break;
+        }
+        if (e.key == key && e.pid != self && !alive(e.pid)) vacate(at);  // a dead process's slot
+        if (e.key == kTombstone) {
+            if (free_entry == nullptr) free_entry = &e;
+            continue;
+        }
+        if (e.key != key) continue;
+        held += e.held;
+        if (e.pid == self) mine = &e;
+    }
+    bool admitted = held < limit;
+    if (admitted) {
+        if (mine != nullptr) {
+            ++mine->held;
+        } else if (free_entry != nullptr) {
+            *free_entry = Entry{key, self, 1};
+        } else {
+            table_->full.store(1);  // fail open: a full table must not refuse everyone
+        }
+    }
+    unlock();
+    return admitted;
+}
+
+void SharedCounters::release(uint64_t key) {
+    const pid_t self = getpid();
+    lock();
+    for (uint32_t i = 0, at = static_cast<uint32_t>(key) & (capacity_ - 1); i < capacity_;
+         ++i, at = (at + 1) & (capacity_ - 1)) {
+        Entry& e = table_->entries[at];
+        if (e.key == kEmpty) break;
+        if (e.key != key || e.pid != self) continue;
+        if (--e.held == 0) vacate(at);
+        break;
+    }
+    unlock();
+}
+
+uint32_t SharedCounters::count(uint64_t key) {
+    lock();
+    uint32_t held = 0;
+    for (uint32_t i = 0, at = static_cast<uint32_t>(key) & (capacity_ - 1); i < capacity_;
+         ++i, at = (at + 1) & (capacity_ - 1)) {
+        const Entry& e = table_->entries[at];
+        if (e.key == kEmpty) break;
+        if (e.key == key && alive(e.pid)) held += e.held;
+    }
+    unlock();
+    return held;
+}
+
+}  // namespace smp::http

@@ -1,0 +1,60 @@
+// Limits shared by every worker of one server: counters in shared memory,
+// mapped by the master before fork, so that all workers agree on how many
+// downloads of a file one client runs, or how many connections it holds.
+//
+// A holding records the process that took it. A holding of a process that no
+// longer exists (a worker killed mid-download) is reclaimed by the next
+// acquire that meets it, so a crash never keeps a slot.
+#pragma once
+
+#include <sys/types.h>
+
+#include <atomic>
+#include <cstdint>
+#include <string_view>
+
+namespace smp::http {
+
+class SharedCounters {
+   public:
+    // Maps room for `capacity` holdings (a power of two), shared with the
+    // processes forked later. Throws std::system_error when mmap fails.
+    explicit SharedCounters(uint32_t capacity = 1u << 16);
+    ~SharedCounters();
+    SharedCounters(const SharedCounters&) = delete;
+    SharedCounters& operator=(const SharedCounters&) = delete;
+
+    // Takes one of `limit` slots of `key` for this process; false when all
+    // are held (by live processes). A full table admits (and says so in full()).
+    bool acquire(uint64_t key, uint32_t limit);
+    // Gives back one slot of `key` taken by this process.
+    void release(uint64_t key);
+    // Live holdings of `key`, for tests.
+    uint32_t count(uint64_t key);
+    bool full() const;
+
+   private:
+    struct Entry {
+        uint64_t key;  // 0: empty; kTombstone: was used, probe on
+        int32_t pid;
+        uint32_t held;
+    };
+    struct Table {
+        std::atomic<uint32_t> lock;
+        std::atomic<uint32_t> full;  // an acquire found no free entry
+        Entry entries[1];            // `capacity` of them
+    };
+    void lock();
+    void unlock();
+    void vacate(uint32_t at);  // frees entry `at`, under the lock
+    static bool alive(pid_t pid);
+
+    Table* table_ = nullptr;
+    uint32_t capacity_;
+    size_t bytes_;
+};
+
+// The key of a limit: FNV-1a of its kind and its parts.
+uint64_t limit_key(std::string_view kind, std::string_view a, std::string_view b = {});
+
+}  // namespace smp::http

@@ -1,0 +1,142 @@
+"""Limits of the embedded layer (counters in shared memory, one server):
+unique_ip and max_connections_per_ip, answered with 429 and Retry-After,
+recorded with reason rejected_limit, and freed however a transfer ends."""
+
+import json
+import os
+import signal
+import socket
+import sqlite3
+import subprocess
+import time
+import unittest
+
+import harness
+from harness import MIB
+
+
+def slow_download(port, path, agent='holder'):
+    """A GET whose client reads a little and then stops reading: the server
+    stays busy sending it (its socket buffers are full) until it is closed."""
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 32 * 1024)
+    s.settimeout(5)
+    s.connect(('127.0.0.1', port))
+    s.sendall(harness.request_bytes('GET', path, {'User-Agent': agent}, close=False))
+    head = b''
+    while b'\r\n\r\n' not in head:
+        head += s.recv(4096)
+    assert head.startswith(b'HTTP/1.1 200'), head[:100]
+    return s
+
+
+class Limits(unittest.TestCase):
+    workers = 2
+    limits = {}
+
+    def setUp(self):
+        self.env = harness.TestEnv({'big.bin': 64 * MIB, 'other.bin': 1 * MIB, 'small.bin': 4096})
+        self.port = harness.free_port()
+        text = harness.config_text(self.port, self.env.www, workers=self.workers,
+                                   core_extra={'tracking': '{enabled: true, idle_window: 1s}'}, **self.limits)
+        self.server = harness.Server(self.env, port=self.port, config=text)
+        self.server.start()
+        self.server.wait_workers(self.workers)
+        self.open = []
+
+    def tearDown(self):
+        for s in self.open:
+            s.close()
+        self.server.kill()
+        self.env.cleanup()
+
+    def get(self, path, headers=None):
+        """A GET of the first 100 bytes (a download too, and quick to read)."""
+        return harness.http(self.port, 'GET', path,
+                            dict({'User-Agent': 'probe', 'Range': 'bytes=0-99'}, **(headers or {})))
+
+    def stats(self, report):
+        config = self.server.config_path
+        r = subprocess.run([harness.BINARY, 'stats', '--config', config, '--json', report], capture_output=True,
+                           text=True, timeout=30)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        return json.loads(r.stdout)['rows']
+
+
+class UniqueIp(Limits):
+    limits = {'unique_ip': 'true'}
+
+    def test_second_concurrent_download_is_refused_on_every_worker(self):
+        holder = slow_download(self.port, '/big.bin')
+        self.open.append(holder)
+        # New connections are spread over both workers by SO_REUSEPORT.
+        for _ in range(12):
+            r = self.get('/big.bin')
+            self.assertEqual(r.status, 429)
+            self.assertEqual(r.header('retry-after'), '10')
+        self.assertEqual(self.get('/other.bin').status, 206)  # another file
+        self.assertEqual(harness.http(self.port, 'HEAD', '/big.bin').status, 200)  # a HEAD downloads nothing
+        self.assertEqual(self.get('/big.bin', {'X-Forwarded-For': '203.0.113.7'}).status, 429)  # untrusted header
+        holder.close()
+        self.open.remove(holder)
+        self.assertTrue(harness.wait_for(lambda: self.get('/big.bin').status == 206, 5.0),
+                        'the slot was not freed when the first download ended')
+        self.assertEqual(self.server.terminate(), 0, self.server.log_tail())
+        # Refused on both workers (the counters are shared), recorded, and never a download.
+        db = sqlite3.connect(self.env.path('state', 'stats.db'))
+        try:
+            rows = db.execute("SELECT worker_id, reason FROM requests WHERE status = 429").fetchall()
+        finally:
+            db.close()
+        self.assertEqual(len(rows), 13)
+        self.assertEqual({reason for _, reason in rows}, {'rejected_limit'})
+        self.assertEqual({worker for worker, _ in rows}, {1, 2})
+        reasons = {row['reason']: row for row in self.stats('reasons')}
+        self.assertEqual(reasons['rejected_limit']['requests'], 13)
+        self.assertEqual(reasons['rejected_limit']['downloads'], 0)
+
+    def test_worker_killed_while_holding_a_slot_frees_it(self):
+        holder = slow_download(self.port, '/big.bin')
+        self.open.append(holder)
+        self.assertEqual(self.get('/big.bin').status, 429)
+        [pid] = harness.pids_holding_connections(self.port, self.server.workers())
+        os.kill(pid, signal.SIGKILL)
+        # Reaped by the master: a zombie still counts as a live holder.
+        self.assertTrue(harness.wait_for(lambda: not os.path.exists('/proc/%d' % pid), 5.0))
+        self.assertEqual(self.get('/big.bin').status, 206)
+
+
+class ConnectionsPerIp(Limits):
+    limits = {'max_connections_per_ip': 3}
+
+    def test_exact_at_the_boundary(self):
+        conns = [harness.Conn(self.port) for _ in range(3)]
+        for c in conns:
+            c.send(harness.request_bytes('GET', '/small.bin', close=False))
+            self.assertEqual(c.read_response().status, 200)
+        fourth = harness.Conn(self.port)
+        fourth.send(harness.request_bytes('GET', '/small.bin', close=False))
+        r = fourth.read_response()
+        self.assertEqual(r.status, 429)
+        self.assertEqual(r.header('retry-after'), '10')
+        self.assertEqual(r.header('connection'), 'close')
+        self.assertTrue(fourth.closed_by_peer())
+        fourth.close()
+        conns[0].close()
+        # The closed connection's slot is free again: exactly one more fits.
+        again = harness.wait_for(lambda: self._fits(), 5.0)
+        self.assertTrue(again, 'a slot was not freed by a closed connection')
+        for c in conns[1:]:
+            c.close()
+
+    def _fits(self):
+        c = harness.Conn(self.port)
+        c.send(harness.request_bytes('GET', '/small.bin'))
+        ok = c.read_response().status == 200
+        c.close()
+        time.sleep(0.05)
+        return ok
+
+
+if __name__ == '__main__':
+    unittest.main()
