@@ -22,6 +22,7 @@ namespace {
 
 constexpr std::string_view kServer = "smprotocol";
 constexpr size_t kMaxIovecs = 16;
+constexpr uint64_t kPaceIntervalMs = 10;  // how often connections waiting for rate budget are looked at
 
 int64_t wall_clock_us() {
     using namespace std::chrono;
@@ -168,6 +169,9 @@ void Exchange::reset() {
     start_us = 0;
     last_progress_report_ms = 0;
     download_slot = 0;
+    rate_start_ms = 0;
+    rate_key = 0;
+    granted = 0;
 }
 
 std::string_view reason_phrase(int status) {
@@ -426,6 +430,12 @@ void WorkerState::respond_file(Connection& c) {
         parse_range(e.range, file.size, settings_.max_ranges, ranges);
     if (ranges.outcome == RangeOutcome::unsatisfiable) return respond_error(c, 416);
 
+    e.rate_start_ms = uv_now(loop_);
+    if (settings_.limit_rate_per_download > 0 && !head) {
+        // The logical download: client (forwarded behind a trusted proxy), user agent, file.
+        const std::string_view client = e.has_forwarded_client ? e.forwarded_client.data() : c.client_ip;
+        e.rate_key = limit_key("rate", std::string(client) + '\0' + std::string(e.user_agent), e.path);
+    }
     // unique_ip: one download of this file by this client at a time (the
     // client behind a trusted proxy). A HEAD transfers nothing and is let be.
     if (settings_.unique_ip && !head) {
@@ -512,9 +522,71 @@ void WorkerState::respond_file(Connection& c) {
 
 void WorkerState::on_writable(Connection& c) { send_response(c); }
 
+uint64_t WorkerState::rate_budget(Exchange& e, uint64_t& wait_ms) {
+    uint64_t budget = settings_.block_size;
+    wait_ms = 0;
+    const uint64_t now = uv_now(loop_);
+    if (settings_.limit_rate > 0) {
+        // As nginx: limit_rate_after bytes at once, then the rate, counted
+        // from the start of the response.
+        const uint64_t allowed = settings_.limit_rate_after + settings_.limit_rate * (now - e.rate_start_ms) / 1000;
+        if (allowed <= e.body_bytes) {
+            const uint64_t quantum = std::max<uint64_t>(settings_.limit_rate / 10, 1);
+            wait_ms = (e.body_bytes + quantum - allowed) * 1000 / settings_.limit_rate + 1;
+            return 0;
+        }
+        budget = std::min(budget, allowed - e.body_bytes);
+    }
+    if (e.rate_key != 0) {
+        if (e.granted == 0) {
+            int64_t wait_us = 0;
+            e.granted = settings_.buckets->grant(e.rate_key, budget, settings_.limit_rate_per_download, wall_clock_us(),
+                                                 wait_us);
+            if (e.granted == 0) {
+                wait_ms = static_cast<uint64_t>(std::max<int64_t>(wait_us, 0)) / 1000 + 1;
+                return 0;
+            }
+        }
+        budget = std::min(budget, e.granted);
+    }
+    return budget;
+}
+
+void WorkerState::pause(Connection& c, uint64_t wait_ms) {
+    c.paused = true;
+    c.resume_ms = uv_now(loop_) + wait_ms;
+    c.deadline_ms = c.resume_ms + settings_.send_timeout_ms;
+    set_poll(c, 0);
+    paused_.push_back(&c);
+    if (!uv_is_active(reinterpret_cast<uv_handle_t*>(&pace_timer_)))
+        uv_timer_start(&pace_timer_, on_pace, kPaceIntervalMs, kPaceIntervalMs);
+}
+
+void WorkerState::on_pace(uv_timer_t* timer) {
+    auto& self = *static_cast<WorkerState*>(timer->data);
+    const uint64_t now = uv_now(self.loop_);
+    std::vector<Connection*> due;
+    for (size_t i = 0; i < self.paused_.size();) {
+        Connection* c = self.paused_[i];
+        if (c->resume_ms > now) {
+            ++i;
+            continue;
+        }
+        c->paused = false;
+        due.push_back(c);
+        self.paused_[i] = self.paused_.back();
+        self.paused_.pop_back();
+    }
+    for (Connection* c : due) self.send_response(*c);
+    if (self.paused_.empty()) uv_timer_stop(timer);
+}
+
 void WorkerState::send_response(Connection& c) {
     Exchange& e = *c.exchange;
-    uint64_t file_budget = settings_.block_size;  // file bytes handed to the kernel this turn
+    // File bytes handed to the kernel this turn: a block, or what the rate limits allow.
+    uint64_t wait_ms = 0;
+    const bool limited = settings_.limit_rate > 0 || e.rate_key != 0;
+    uint64_t file_budget = limited ? rate_budget(e, wait_ms) : settings_.block_size;
     bool progressed = false;
     while (e.segment < e.segments.size()) {
         const Segment& s = e.segments[e.segment];
@@ -568,6 +640,7 @@ void WorkerState::send_response(Connection& c) {
                 else
                     e.intervals.push_back({first, first + taken - 1});
                 file_budget -= std::min(file_budget, taken);
+                e.granted -= std::min(e.granted, taken);
             }
             const uint64_t header_left = e.header_total > e.header_bytes ? e.header_total - e.header_bytes : 0;
             const uint64_t header_part = std::min(taken, header_left);
@@ -589,7 +662,11 @@ void WorkerState::send_response(Connection& c) {
         }
     }
     if (e.segment < e.segments.size()) {
-        // More to send: wait for room in the socket, or for the next turn.
+        // More to send: wait for the rate budget, for room in the socket, or for the next turn.
+        if (limited && file_budget == 0 && e.segments[e.segment].from_file) {
+            if (wait_ms == 0) rate_budget(e, wait_ms);
+            if (wait_ms > 0) return pause(c, wait_ms);
+        }
         set_poll(c, UV_WRITABLE);
         return;
     }
@@ -696,6 +773,8 @@ void WorkerState::close_connection(Connection& c, smp_end_reason reason) {
         give_exchange(c.exchange);
     }
     give_buffer(c.in);
+    if (c.paused) std::erase(paused_, &c);
+    c.paused = false;
     if (c.ip_slot != 0) settings_.counters->release(c.ip_slot);
     c.ip_slot = 0;
     if (core_->log_enabled(SMP_LOG_DEBUG)) {
@@ -715,7 +794,10 @@ void WorkerState::close_connection(Connection& c, smp_end_reason reason) {
 void WorkerState::set_poll(Connection& c, int events) {
     if (c.poll_events == events) return;
     c.poll_events = events;
-    uv_poll_start(&c.poll, events, on_poll);
+    if (events == 0)
+        uv_poll_stop(&c.poll);
+    else
+        uv_poll_start(&c.poll, events, on_poll);
 }
 
 }  // namespace smp::http

@@ -41,6 +41,10 @@ struct Settings {
     bool unique_ip = false;                    // one download of a file per client at a time
     uint32_t max_connections_per_ip = 0;       // 0: no limit
     std::unique_ptr<SharedCounters> counters;  // made when a limit is on
+    uint64_t limit_rate = 0;                   // bytes/s per request after limit_rate_after; 0: none
+    uint64_t limit_rate_after = 0;
+    uint64_t limit_rate_per_download = 0;    // bytes/s shared by the requests of one download; 0: none
+    std::unique_ptr<SharedBuckets> buckets;  // made when limit_rate_per_download is on
 };
 
 // What a refused request is told: try again in this many seconds.
@@ -92,6 +96,9 @@ struct Exchange {
     int64_t start_us = 0;
     uint64_t last_progress_report_ms = 0;
     uint64_t download_slot = 0;  // unique_ip key held until the exchange ends; 0: none
+    uint64_t rate_start_ms = 0;  // when the response began, for limit_rate
+    uint64_t rate_key = 0;       // the download's shared budget (limit_rate_per_download); 0: none
+    uint64_t granted = 0;        // bytes of that budget granted and not sent yet
 
     void reset();
 };
@@ -117,6 +124,8 @@ struct Connection {
     bool closing = false;
     uint64_t ip_slot = 0;     // max_connections_per_ip key held until close; 0: none
     bool over_limit = false;  // past max_connections_per_ip: its request gets 429
+    bool paused = false;      // waiting for its rate budget, in the worker's paused list
+    uint64_t resume_ms = 0;
     smp_connection_info info{};
     char client_ip[46] = {};
     char local_ip[46] = {};
@@ -142,6 +151,7 @@ class WorkerState {
     static void on_sweep(uv_timer_t* timer);
     static void on_poll(uv_poll_t* handle, int status, int events);
     static void on_closed(uv_handle_t* handle);
+    static void on_pace(uv_timer_t* timer);
 
     // The connection state machine (connection.cpp).
     void on_readable(Connection& c);
@@ -158,6 +168,9 @@ class WorkerState {
     void linger(Connection& c);
     void close_connection(Connection& c, smp_end_reason reason);
     void set_poll(Connection& c, int events);
+    // File bytes the rate limits allow this turn; 0 with `wait_ms` until more.
+    uint64_t rate_budget(Exchange& e, uint64_t& wait_ms);
+    void pause(Connection& c, uint64_t wait_ms);
     void report(Connection& c, const Exchange* e, smp_end_reason reason, bool final);
     std::string_view date();
 
@@ -174,6 +187,9 @@ class WorkerState {
     const char* node_;
     FileCache files_;
     uv_timer_t sweep_timer_{};
+    uv_timer_t pace_timer_{};  // runs while connections wait for rate budget
+    std::vector<Connection*> paused_;
+    int open_handles_ = 2;  // the two timers, closed by close_handles
     Connection* connections_ = nullptr;
     bool stopping_ = false;
     std::vector<char*> free_buffers_;

@@ -36,6 +36,9 @@ enum Key : size_t {
     kMimeTypes,
     kUniqueIp,
     kMaxConnectionsPerIp,
+    kLimitRate,
+    kLimitRateAfter,
+    kLimitRatePerDownload,
     kKeyCount
 };
 
@@ -54,6 +57,10 @@ constexpr smp_config_key kKeys[kKeyCount] = {
      "refuse (429) a second concurrent download of the same file by the same client IP"},
     {"max_connections_per_ip", SMP_CONFIG_INT, "0", 0,
      "open connections one client IP may hold; past it requests get 429 (0: no limit)"},
+    {"limit_rate", SMP_CONFIG_SIZE, "0", 0, "bytes per second of one response, after limit_rate_after (0: none)"},
+    {"limit_rate_after", SMP_CONFIG_SIZE, "0", 0, "bytes of a response sent at full speed before limit_rate"},
+    {"limit_rate_per_download", SMP_CONFIG_SIZE, "0", 0,
+     "bytes per second shared by all the requests of one download, segments included (0: none)"},
 };
 
 constexpr uint64_t kSweepIntervalMs = 500;
@@ -88,6 +95,10 @@ bool read_settings(const smp_config_value* values, Settings& settings, char* err
     if (values[kMaxConnectionsPerIp].number < 0 || values[kMaxConnectionsPerIp].number > 1'000'000)
         return fail("max_connections_per_ip", "must be between 0 (no limit) and 1000000");
     settings.max_connections_per_ip = static_cast<uint32_t>(values[kMaxConnectionsPerIp].number);
+    settings.limit_rate = static_cast<uint64_t>(values[kLimitRate].number);
+    settings.limit_rate_after = static_cast<uint64_t>(values[kLimitRateAfter].number);
+    settings.limit_rate_per_download = static_cast<uint64_t>(values[kLimitRatePerDownload].number);
+    if (settings.limit_rate_per_download > 0) settings.buckets = std::make_unique<SharedBuckets>();
     // In the master, before fork: every worker maps the same counters.
     if (settings.unique_ip || settings.max_connections_per_ip > 0)
         settings.counters = std::make_unique<SharedCounters>();
@@ -179,6 +190,10 @@ WorkerState::WorkerState(const Settings& settings, const smp_worker_context& con
     uv_timer_start(&sweep_timer_, on_sweep, kSweepIntervalMs, kSweepIntervalMs);
     // Not a reason to keep the loop alive: the loop ends with the last connection.
     uv_unref(reinterpret_cast<uv_handle_t*>(&sweep_timer_));
+    // Active only while a connection waits for its rate budget, and then it
+    // keeps the loop running (that connection's poll is stopped meanwhile).
+    uv_timer_init(loop_, &pace_timer_);
+    pace_timer_.data = this;
 }
 
 WorkerState::~WorkerState() {
@@ -186,8 +201,12 @@ WorkerState::~WorkerState() {
 }
 
 void WorkerState::close_handles() {
-    uv_close(reinterpret_cast<uv_handle_t*>(&sweep_timer_),
-             [](uv_handle_t* handle) { delete static_cast<WorkerState*>(handle->data); });
+    const auto closed = [](uv_handle_t* handle) {
+        auto* self = static_cast<WorkerState*>(handle->data);
+        if (--self->open_handles_ == 0) delete self;
+    };
+    uv_close(reinterpret_cast<uv_handle_t*>(&pace_timer_), closed);
+    uv_close(reinterpret_cast<uv_handle_t*>(&sweep_timer_), closed);
 }
 
 void WorkerState::accept(int fd, const smp_connection_info& info) {

@@ -5,6 +5,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <system_error>
 
@@ -122,6 +123,50 @@ uint32_t SharedCounters::count(uint64_t key) {
     }
     unlock();
     return held;
+}
+
+SharedBuckets::SharedBuckets(uint32_t capacity)
+    : capacity_(capacity), bytes_(sizeof(Table) + (capacity - 1) * sizeof(Bucket)) {
+    void* memory = mmap(nullptr, bytes_, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+    if (memory == MAP_FAILED) throw std::system_error(errno, std::generic_category(), "mmap of the rate table");
+    table_ = new (memory) Table{};
+}
+
+SharedBuckets::~SharedBuckets() { munmap(table_, bytes_); }
+
+uint64_t SharedBuckets::grant(uint64_t key, uint64_t want, uint64_t rate, int64_t now_us, int64_t& wait_us) {
+    constexpr int64_t kBurstNs = 100'000'000;  // a tenth of a second of the rate may go at once
+    constexpr int kProbes = 8;
+    const int64_t now = now_us * 1000;  // nanoseconds: small grants must not round to no time
+    // Nothing smaller than a hundredth of a second's worth is granted: many
+    // tiny grants would cost more than the bytes they let through.
+    const uint64_t quantum = std::min<uint64_t>(want, std::max<uint64_t>(rate / 100, 1));
+    const auto duration = [rate](uint64_t bytes) { return static_cast<int64_t>(bytes * 1'000'000'000 / rate); };
+    while (table_->lock.exchange(1, std::memory_order_acquire) != 0) sched_yield();
+    // A bucket whose tat is past is full again, as good as free: a key takes
+    // its own bucket, or the first idle one on its probe run.
+    Bucket* bucket = nullptr;
+    for (int i = 0; i < kProbes; ++i) {
+        Bucket& b = table_->buckets[(static_cast<uint32_t>(key) + i) & (capacity_ - 1)];
+        if (b.key == key) {
+            bucket = &b;
+            break;
+        }
+        if (bucket == nullptr && b.tat_ns < now - kBurstNs) bucket = &b;
+    }
+    uint64_t granted = want;  // every bucket on the run busy: admit rather than stall
+    wait_us = 0;
+    if (bucket != nullptr) {
+        if (bucket->key != key) *bucket = Bucket{key, now};
+        const int64_t tat = std::max(bucket->tat_ns, now);
+        const int64_t room_ns = now + kBurstNs - tat;
+        const uint64_t room = room_ns > 0 ? static_cast<uint64_t>(room_ns) * rate / 1'000'000'000 : 0;
+        granted = room >= quantum ? std::min(want, room) : 0;
+        if (granted == 0) wait_us = (tat - kBurstNs + duration(quantum) - now) / 1000 + 1;
+        bucket->tat_ns = tat + duration(granted);
+    }
+    table_->lock.store(0, std::memory_order_release);
+    return granted;
 }
 
 }  // namespace smp::http

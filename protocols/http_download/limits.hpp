@@ -54,6 +54,36 @@ class SharedCounters {
     size_t bytes_;
 };
 
+// Bandwidth budgets shared by every worker: one per key (a logical download),
+// a generic cell rate: each key has a theoretical arrival time (tat) that
+// moves forward by bytes / rate as bytes are granted; a grant is possible
+// while tat is less than `burst` ahead of now. The segments of one download
+// on several connections (and workers) draw from one budget.
+class SharedBuckets {
+   public:
+    explicit SharedBuckets(uint32_t capacity = 1u << 14);
+    ~SharedBuckets();
+    SharedBuckets(const SharedBuckets&) = delete;
+    SharedBuckets& operator=(const SharedBuckets&) = delete;
+
+    // Up to `want` bytes of `key`'s budget at `rate` bytes/s, now; 0 when
+    // none is left, and then `wait_us` says when some will be.
+    uint64_t grant(uint64_t key, uint64_t want, uint64_t rate, int64_t now_us, int64_t& wait_us);
+
+   private:
+    struct Bucket {
+        uint64_t key;
+        int64_t tat_ns;
+    };
+    struct Table {
+        std::atomic<uint32_t> lock;
+        Bucket buckets[1];
+    };
+    Table* table_ = nullptr;
+    uint32_t capacity_;
+    size_t bytes_;
+};
+
 // The key of a limit: FNV-1a of its kind and its parts.
 uint64_t limit_key(std::string_view kind, std::string_view a, std::string_view b = {});
 

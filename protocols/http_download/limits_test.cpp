@@ -56,3 +56,21 @@ TEST_CASE("freed entries keep the table usable: many keys come and go") {
     CHECK(counters.acquire(limit_key("ip", "one more"), 1));  // no room: admitted, and said
     CHECK(counters.full());
 }
+
+TEST_CASE("a shared budget grants its rate, whoever asks") {
+    smp::http::SharedBuckets buckets(64);
+    const uint64_t key = limit_key("rate", "192.0.2.1", "big.bin");
+    constexpr uint64_t kRate = 1 << 20;
+    uint64_t granted = 0;
+    const int64_t start = 1'700'000'000'000'000;
+    int64_t wait_us = 0;
+    // Eight askers (segments), each asking for 64 KiB every millisecond, for 5 s.
+    for (int64_t now = start; now < start + 5'000'000; now += 1000)
+        for (int asker = 0; asker < 8; ++asker) granted += buckets.grant(key, 64 * 1024, kRate, now, wait_us);
+    // 5 s of the rate, plus the burst of a tenth of a second at the start.
+    CHECK(granted >= 5 * kRate);
+    CHECK(granted <= 5 * kRate + kRate / 10 + 64 * 1024);
+    CHECK(buckets.grant(key, 64 * 1024, kRate, start + 4'999'000, wait_us) == 0);  // spent
+    CHECK(wait_us > 0);
+    CHECK(buckets.grant(limit_key("rate", "other"), 1000, kRate, start + 5'000'000, wait_us) == 1000);
+}

@@ -8,6 +8,7 @@ import signal
 import socket
 import sqlite3
 import subprocess
+import threading
 import time
 import unittest
 
@@ -136,6 +137,74 @@ class ConnectionsPerIp(Limits):
         c.close()
         time.sleep(0.05)
         return ok
+
+
+def timed_get(port, path, agent='timed'):
+    """Seconds until the whole response arrived, and the response."""
+    s = socket.create_connection(('127.0.0.1', port), timeout=30)
+    s.sendall(harness.request_bytes('GET', path, {'User-Agent': agent}))
+    start = time.monotonic()
+    data = bytearray()
+    while True:
+        chunk = s.recv(1 << 16)
+        if not chunk:
+            break
+        data += chunk
+    s.close()
+    return time.monotonic() - start, bytes(data)
+
+
+class RatePerRequest(Limits):
+    limits = {'limit_rate': '1MiB', 'limit_rate_after': '2MiB'}
+
+    def setUp(self):
+        super().setUp()
+        self.env.add_file('seven.bin', os.urandom(7 * MIB))
+
+    def test_rate_after_the_free_bytes_within_ten_percent(self):
+        # 2 MiB at once, then 5 MiB at 1 MiB/s: 5 s.
+        seconds, data = timed_get(self.port, '/seven.bin')
+        self.assertTrue(data.startswith(b'HTTP/1.1 200'), data[:80])
+        self.assertEqual(harness.sha256_bytes(data.split(b'\r\n\r\n', 1)[1]), harness.sha256_bytes(self.env.content['seven.bin']))
+        self.assertGreater(seconds, 4.5)
+        self.assertLess(seconds, 5.5)
+
+
+class RatePerDownload(Limits):
+    limits = {'limit_rate_per_download': '2MiB'}
+
+    def setUp(self):
+        super().setUp()
+        self.env.add_file('ten.bin', os.urandom(10 * MIB))
+
+    def test_segments_share_one_budget(self):
+        # aria2c's 8 connections draw from one budget: 10 MiB at 2 MiB/s is
+        # 5 s (less the tenth of a second of burst), not 8 times faster.
+        out = self.env.path('aria')
+        start = time.monotonic()
+        r = harness.run(['aria2c', '-q', '-x8', '-s8', '-k1M', '--allow-overwrite=true', '--file-allocation=none',
+                         '-d', out, '-o', 'ten.bin', self.server.url('/ten.bin')], timeout=60)
+        seconds = time.monotonic() - start
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(harness.sha256_file(os.path.join(out, 'ten.bin')), harness.sha256_bytes(self.env.content['ten.bin']))
+        self.assertGreater(seconds, 4.5)
+        self.assertLess(seconds, 5.5)
+
+    def test_two_clients_have_a_budget_each(self):
+        # Two downloads of 5 MiB by two user agents at once: 2.5 s each, side by side.
+        self.env.add_file('five.bin', os.urandom(5 * MIB))
+        results = {}
+        threads = [threading.Thread(target=lambda a=a: results.__setitem__(a, timed_get(self.port, '/five.bin', a)))
+                   for a in ('first', 'second')]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+        for agent in ('first', 'second'):
+            seconds, data = results[agent]
+            self.assertTrue(data.startswith(b'HTTP/1.1 200'), data[:80])
+            self.assertGreater(seconds, 2.2)
+            self.assertLess(seconds, 3.0)
 
 
 if __name__ == '__main__':
