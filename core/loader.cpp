@@ -98,9 +98,14 @@ std::string check_module(const smp_module* module, std::string_view name, smp_mo
         if (module->accept == nullptr) return who + ": required hook accept is missing";
         if (module->shutdown == nullptr) return who + ": required hook shutdown is missing";
     } else if (module->on_connection == nullptr && module->on_transfer == nullptr && module->on_close == nullptr &&
-               module->on_disconnect == nullptr && SMP_MODULE_HOOK(module, store) == nullptr) {
-        return who + ": a plugin needs at least one of on_connection, on_transfer, on_close, on_disconnect, store";
+               module->on_disconnect == nullptr && SMP_MODULE_HOOK(module, store) == nullptr &&
+               SMP_MODULE_HOOK(module, counter_acquire) == nullptr) {
+        return who +
+               ": a plugin needs at least one of on_connection, on_transfer, on_close, on_disconnect, store, "
+               "counter_acquire";
     }
+    if ((SMP_MODULE_HOOK(module, counter_acquire) == nullptr) != (SMP_MODULE_HOOK(module, counter_release) == nullptr))
+        return who + ": counter_acquire and counter_release come together";
     return {};
 }
 

@@ -42,7 +42,7 @@ extern "C" {
 #endif
 
 #define SMP_ABI_MAJOR 1
-#define SMP_ABI_MINOR 2
+#define SMP_ABI_MINOR 3
 
 /* Return codes of hooks. Negative values are errors. */
 #define SMP_OK 0
@@ -206,7 +206,7 @@ typedef struct smp_download {
     double longitude;
     uint32_t asn; /* 0: unknown */
     const char* organisation;
-    int finished; /* 0: still open (more requests may join it); 1: ended, this is its final state */
+    int finished;     /* 0: still open (more requests may join it); 1: ended, this is its final state */
     const char* node; /* the server that served it (ids are unique per node) */
 } smp_download;
 
@@ -264,6 +264,14 @@ typedef struct smp_core_api {
     /* ABI 1.1. Worker side: 1 when `ip` is one of the configured
        trusted_proxies, whose X-Forwarded-For / Forwarded may be believed. */
     int (*trusted_proxy)(smp_worker* worker, const char* ip);
+    /* ABI 1.3. Worker side: one of `limit` slots of `key` in a counter that
+       plugins share across servers (memcache), held at most `ttl_s` seconds.
+       1: taken, release it with limit_release; 0: all taken; -1: no shared
+       counter can answer (none configured, or its server is down and the
+       plugin says to fall back): use the server's own counters. Never blocks
+       the loop for longer than the plugin's timeouts (tens of milliseconds). */
+    int (*limit_acquire)(smp_worker* worker, const char* key, uint32_t limit, uint32_t ttl_s);
+    void (*limit_release)(smp_worker* worker, const char* key);
 } smp_core_api;
 
 /* What a worker gives a module after fork. */
@@ -333,6 +341,10 @@ typedef struct smp_module {
     int (*query)(void* instance, const smp_query* query, smp_table** table, char* error, size_t error_size);
     /* REQUIRED with query: frees what query returned. */
     void (*free_table)(void* instance, smp_table* table);
+
+    /* ABI 1.3. Shared counters (core->limit_acquire), worker side; both or neither. */
+    int (*counter_acquire)(void* worker_state, const char* key, uint32_t limit, uint32_t ttl_s);
+    void (*counter_release)(void* worker_state, const char* key);
 } smp_module;
 
 /* The smallest module struct the core accepts: everything up to on_disconnect. */

@@ -36,8 +36,13 @@ void api_disconnect(smp_worker* worker, const smp_connection_info* info) { self(
 
 int api_trusted_proxy(smp_worker* worker, const char* ip) { return self(worker)->trusted_proxy(ip) ? 1 : 0; }
 
-constexpr smp_core_api kCoreApi{sizeof(smp_core_api), api_log,          api_log_enabled, api_transfer, api_close,
-                                api_disconnect,       api_trusted_proxy};
+int api_limit_acquire(smp_worker* worker, const char* key, uint32_t limit, uint32_t ttl_s) {
+    return self(worker)->limit_acquire(key, limit, ttl_s);
+}
+void api_limit_release(smp_worker* worker, const char* key) { self(worker)->limit_release(key); }
+
+constexpr smp_core_api kCoreApi{sizeof(smp_core_api), api_log,           api_log_enabled,   api_transfer,     api_close,
+                                api_disconnect,       api_trusted_proxy, api_limit_acquire, api_limit_release};
 
 int64_t now_us() {
     using namespace std::chrono;
@@ -59,6 +64,20 @@ uint16_t describe(const sockaddr_storage& address, char* text, size_t size) {
 }  // namespace
 
 const smp_core_api& core_api() { return kCoreApi; }
+
+int Worker::limit_acquire(const char* key, uint32_t limit, uint32_t ttl_s) {
+    for (auto* plugin : plugins_)
+        if (auto acquire = SMP_MODULE_HOOK(plugin->api, counter_acquire)) {
+            const int answer = acquire(plugin->worker_state, key, limit, ttl_s);
+            if (answer >= 0) return answer;
+        }
+    return -1;
+}
+
+void Worker::limit_release(const char* key) {
+    for (auto* plugin : plugins_)
+        if (auto release = SMP_MODULE_HOOK(plugin->api, counter_release)) release(plugin->worker_state, key);
+}
 
 Worker::Worker(Runtime& runtime, int slot) : runtime_(runtime), slot_(slot), id_(static_cast<uint32_t>(slot + 1)) {}
 

@@ -29,6 +29,9 @@ class Worker {
     void close(const smp_record& record);
     void disconnect(const smp_connection_info& info);
     bool trusted_proxy(const char* ip) const { return ip != nullptr && runtime_.trusted_proxies.contains(ip); }
+    // The first plugin with shared counters answers; -1 when none does.
+    int limit_acquire(const char* key, uint32_t limit, uint32_t ttl_s);
+    void limit_release(const char* key);
 
    private:
     struct Watch {

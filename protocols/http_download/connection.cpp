@@ -441,7 +441,7 @@ void WorkerState::respond_file(Connection& c) {
     if (settings_.unique_ip && !head) {
         const uint64_t key =
             limit_key("download", e.has_forwarded_client ? e.forwarded_client.data() : c.client_ip, e.path);
-        if (!settings_.counters->acquire(key, 1)) return respond_error(c, 429);
+        if (!acquire_slot(key, 1, e.download_slot_shared)) return respond_error(c, 429);
         e.download_slot = key;
     }
 
@@ -729,7 +729,7 @@ void WorkerState::finish_exchange(Connection& c, smp_end_reason reason) {
     }
     if (e.file != nullptr) files_.release(e.file);
     e.file = nullptr;
-    if (e.download_slot != 0) settings_.counters->release(e.download_slot);
+    if (e.download_slot != 0) release_slot(e.download_slot, e.download_slot_shared);
     e.download_slot = 0;
 }
 
@@ -775,7 +775,7 @@ void WorkerState::close_connection(Connection& c, smp_end_reason reason) {
     give_buffer(c.in);
     if (c.paused) std::erase(paused_, &c);
     c.paused = false;
-    if (c.ip_slot != 0) settings_.counters->release(c.ip_slot);
+    if (c.ip_slot != 0) release_slot(c.ip_slot, c.ip_slot_shared);
     c.ip_slot = 0;
     if (core_->log_enabled(SMP_LOG_DEBUG)) {
         char message[160];
@@ -789,6 +789,32 @@ void WorkerState::close_connection(Connection& c, smp_end_reason reason) {
     if (c.next != nullptr) c.next->previous = c.previous;
     if (connections_ == &c) connections_ = c.next;
     uv_close(reinterpret_cast<uv_handle_t*>(&c.poll), on_closed);
+}
+
+// The name of a limit's key in the shared counters: its hash in hex.
+static void slot_name(uint64_t key, char (&name)[24]) {
+    std::snprintf(name, sizeof name, "l%016llx", static_cast<unsigned long long>(key));
+}
+
+bool WorkerState::acquire_slot(uint64_t key, uint32_t limit, bool& shared) {
+    shared = false;
+    if (core_->size >= offsetof(smp_core_api, limit_acquire) + sizeof(void*)) {  // ABI 1.3
+        char name[24];
+        slot_name(key, name);
+        const int answer = core_->limit_acquire(worker_, name, limit, 0);
+        if (answer >= 0) {
+            shared = answer == 1;
+            return answer == 1;
+        }
+    }
+    return settings_.counters->acquire(key, limit);
+}
+
+void WorkerState::release_slot(uint64_t key, bool shared) {
+    if (!shared) return settings_.counters->release(key);
+    char name[24];
+    slot_name(key, name);
+    core_->limit_release(worker_, name);
 }
 
 void WorkerState::set_poll(Connection& c, int events) {

@@ -95,10 +95,11 @@ struct Exchange {
     uint64_t header_total = 0;  // bytes of the response header to send
     int64_t start_us = 0;
     uint64_t last_progress_report_ms = 0;
-    uint64_t download_slot = 0;  // unique_ip key held until the exchange ends; 0: none
-    uint64_t rate_start_ms = 0;  // when the response began, for limit_rate
-    uint64_t rate_key = 0;       // the download's shared budget (limit_rate_per_download); 0: none
-    uint64_t granted = 0;        // bytes of that budget granted and not sent yet
+    uint64_t download_slot = 0;         // unique_ip key held until the exchange ends; 0: none
+    bool download_slot_shared = false;  // held in the plugins' shared counters, not this server's
+    uint64_t rate_start_ms = 0;         // when the response began, for limit_rate
+    uint64_t rate_key = 0;              // the download's shared budget (limit_rate_per_download); 0: none
+    uint64_t granted = 0;               // bytes of that budget granted and not sent yet
 
     void reset();
 };
@@ -122,7 +123,8 @@ struct Connection {
     Exchange* exchange = nullptr;
     uint64_t requests = 0;
     bool closing = false;
-    uint64_t ip_slot = 0;     // max_connections_per_ip key held until close; 0: none
+    uint64_t ip_slot = 0;  // max_connections_per_ip key held until close; 0: none
+    bool ip_slot_shared = false;
     bool over_limit = false;  // past max_connections_per_ip: its request gets 429
     bool paused = false;      // waiting for its rate budget, in the worker's paused list
     uint64_t resume_ms = 0;
@@ -168,6 +170,10 @@ class WorkerState {
     void linger(Connection& c);
     void close_connection(Connection& c, smp_end_reason reason);
     void set_poll(Connection& c, int events);
+    // A slot of a limit: in the counters plugins share across servers
+    // (memcache) when one answers, else in this server's own. `shared` says which.
+    bool acquire_slot(uint64_t key, uint32_t limit, bool& shared);
+    void release_slot(uint64_t key, bool shared);
     // File bytes the rate limits allow this turn; 0 with `wait_ms` until more.
     uint64_t rate_budget(Exchange& e, uint64_t& wait_ms);
     void pause(Connection& c, uint64_t wait_ms);

@@ -238,7 +238,7 @@ void WorkerState::accept(int fd, const smp_connection_info& info) {
     const bool core_knows_proxies = core_->size >= offsetof(smp_core_api, trusted_proxy) + sizeof(void*);
     if (settings_.max_connections_per_ip > 0 && !(core_knows_proxies && core_->trusted_proxy(worker_, c->client_ip))) {
         const uint64_t key = limit_key("connections", c->client_ip);
-        if (settings_.counters->acquire(key, settings_.max_connections_per_ip))
+        if (acquire_slot(key, settings_.max_connections_per_ip, c->ip_slot_shared))
             c->ip_slot = key;
         else
             c->over_limit = true;

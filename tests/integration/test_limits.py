@@ -27,7 +27,9 @@ def slow_download(port, path, agent='holder'):
     head = b''
     while b'\r\n\r\n' not in head:
         head += s.recv(4096)
-    assert head.startswith(b'HTTP/1.1 200'), head[:100]
+    if not head.startswith(b'HTTP/1.1 200'):
+        s.close()
+        raise AssertionError(head[:100])
     return s
 
 
