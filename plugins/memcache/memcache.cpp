@@ -25,7 +25,7 @@ enum Key : size_t { kServers, kPrefix, kOnError, kSlotTtl, kTimeout, kKeyCount }
 
 constexpr smp_config_key kKeys[kKeyCount] = {
     {"servers", SMP_CONFIG_STRING_LIST, nullptr, 1, "memcached servers, \"host:port\", spread by consistent hashing"},
-    {"prefix", SMP_CONFIG_STRING, "smp:", 0, "prefix of every key, to share memcached with other users"},
+    {"prefix", SMP_CONFIG_STRING, "\"smp:\"", 0, "prefix of every key, to share memcached with other users"},
     {"on_error", SMP_CONFIG_STRING, "allow", 0,
      "memcached unreachable: allow (each server's own limits) or deny (refuse what needs a slot)"},
     {"slot_ttl", SMP_CONFIG_DURATION, "1h", 0, "a slot not given back (its server died) expires after this"},
@@ -55,6 +55,9 @@ struct MemcachedCloser {
 struct Client {
     const Settings* settings = nullptr;
     std::unique_ptr<memcached_st, MemcachedCloser> memc;
+    // The same servers without replies: a release needs no answer, so it
+    // costs the loop one write, not a round trip.
+    std::unique_ptr<memcached_st, MemcachedCloser> quiet;
     bool failing = false;  // logged once per outage
 };
 
@@ -149,6 +152,9 @@ int init_worker(void* instance, const smp_worker_context* /*context*/, void** wo
                                      memcached_strerror(memc, rc)),
                        SMP_ERROR;
         }
+        client->quiet.reset(memcached_clone(nullptr, memc));
+        if (!client->quiet) return std::snprintf(error, error_size, "cannot make a memcached client"), SMP_ERROR;
+        memcached_behavior_set(client->quiet.get(), MEMCACHED_BEHAVIOR_NOREPLY, 1);
         *worker_state = client.release();
         return SMP_OK;
     } catch (const std::exception& e) {
@@ -160,7 +166,7 @@ int init_worker(void* instance, const smp_worker_context* /*context*/, void** wo
 void exit_worker(void* worker_state) { delete static_cast<Client*>(worker_state); }
 
 // One of `limit` slots of `key`: incr (created at 1 with the slot's expiry);
-// past the limit, decr back and refuse.
+// past the limit, decr back and refuse. One round trip when admitted.
 int counter_acquire(void* worker_state, const char* key, uint32_t limit, uint32_t ttl_s) {
     auto& client = *static_cast<Client*>(worker_state);
     const std::string name = full_key(client, key);
@@ -169,10 +175,7 @@ int counter_acquire(void* worker_state, const char* key, uint32_t limit, uint32_
     memcached_return_t rc =
         memcached_increment_with_initial(client.memc.get(), name.data(), name.size(), 1, 1, expiry, &value);
     if (!check(client, rc, "take a shared slot")) return client.settings->deny_on_error ? 0 : -1;
-    if (value <= limit) {
-        memcached_touch(client.memc.get(), name.data(), name.size(), expiry);  // a new holder renews the expiry
-        return 1;
-    }
+    if (value <= limit) return 1;
     rc = memcached_decrement(client.memc.get(), name.data(), name.size(), 1, &value);
     check(client, rc, "give back a shared slot");
     return 0;
@@ -182,7 +185,7 @@ void counter_release(void* worker_state, const char* key) {
     auto& client = *static_cast<Client*>(worker_state);
     const std::string name = full_key(client, key);
     uint64_t value = 0;
-    check(client, memcached_decrement(client.memc.get(), name.data(), name.size(), 1, &value),
+    check(client, memcached_decrement(client.quiet.get(), name.data(), name.size(), 1, &value),
           "give back a shared slot");
 }
 

@@ -119,5 +119,26 @@ class SharedLimits(unittest.TestCase):
         self.assertEqual(harness.http(c.port, 'HEAD', '/small.bin').status, 200)  # a HEAD needs none
 
 
+class Config(unittest.TestCase):
+    def test_defaults_are_valid_and_bad_values_are_named(self):
+        env = harness.TestEnv({'small.bin': 16})
+        try:
+            def check(plugin_lines):
+                text = harness.config_text(harness.free_port(), env.www).replace(
+                    'plugins: []', 'plugins:\n  - module: memcache\n' + plugin_lines)
+                path = harness.write_file(env.path('m.yaml'), text)
+                return harness.run([harness.BINARY, '-t', '-c', path], timeout=20)
+            r = check('    servers: ["127.0.0.1:11211"]\n')  # every other key at its default
+            self.assertEqual(r.returncode, 0, r.stderr)
+            r = check('    servers: ["127.0.0.1:99999"]\n')
+            self.assertEqual(r.returncode, 1)
+            self.assertIn('plugins[0].servers', r.stderr)
+            r = check('    servers: ["127.0.0.1:11211"]\n    on_error: maybe\n')
+            self.assertEqual(r.returncode, 1)
+            self.assertIn('on_error: must be allow or deny', r.stderr)
+        finally:
+            env.cleanup()
+
+
 if __name__ == '__main__':
     unittest.main()
