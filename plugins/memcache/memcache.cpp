@@ -55,9 +55,6 @@ struct MemcachedCloser {
 struct Client {
     const Settings* settings = nullptr;
     std::unique_ptr<memcached_st, MemcachedCloser> memc;
-    // The same servers without replies: a release needs no answer, so it
-    // costs the loop one write, not a round trip.
-    std::unique_ptr<memcached_st, MemcachedCloser> quiet;
     bool failing = false;  // logged once per outage
 };
 
@@ -152,9 +149,6 @@ int init_worker(void* instance, const smp_worker_context* /*context*/, void** wo
                                      memcached_strerror(memc, rc)),
                        SMP_ERROR;
         }
-        client->quiet.reset(memcached_clone(nullptr, memc));
-        if (!client->quiet) return std::snprintf(error, error_size, "cannot make a memcached client"), SMP_ERROR;
-        memcached_behavior_set(client->quiet.get(), MEMCACHED_BEHAVIOR_NOREPLY, 1);
         *worker_state = client.release();
         return SMP_OK;
     } catch (const std::exception& e) {
@@ -185,7 +179,10 @@ void counter_release(void* worker_state, const char* key) {
     auto& client = *static_cast<Client*>(worker_state);
     const std::string name = full_key(client, key);
     uint64_t value = 0;
-    check(client, memcached_decrement(client.quiet.get(), name.data(), name.size(), 1, &value),
+    // Answered, on the same connection as the acquires: a release must be
+    // counted before an acquire that follows it (a dead worker's slot given
+    // back, then taken again).
+    check(client, memcached_decrement(client.memc.get(), name.data(), name.size(), 1, &value),
           "give back a shared slot");
 }
 

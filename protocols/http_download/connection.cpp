@@ -796,15 +796,26 @@ static void slot_name(uint64_t key, char (&name)[24]) {
     std::snprintf(name, sizeof name, "l%016llx", static_cast<unsigned long long>(key));
 }
 
+// A shared slot is also noted in this server's own table under this key, with
+// the pid of its holder: the slots of a worker that died are given back to the
+// shared counters by the next request for the same key.
+static uint64_t shadow_of(uint64_t key) {
+    const uint64_t shadow = key ^ 0x9e3779b97f4a7c15ull;
+    return shadow <= 1 ? shadow + 2 : shadow;
+}
+
 bool WorkerState::acquire_slot(uint64_t key, uint32_t limit, bool& shared) {
     shared = false;
     if (core_->size >= offsetof(smp_core_api, limit_acquire) + sizeof(void*)) {  // ABI 1.3
         char name[24];
         slot_name(key, name);
+        for (uint32_t dead = settings_.counters->reclaim(shadow_of(key)); dead > 0; --dead)
+            core_->limit_release(worker_, name);
         const int answer = core_->limit_acquire(worker_, name, limit, 0);
         if (answer >= 0) {
             shared = answer == 1;
-            return answer == 1;
+            if (shared) settings_.counters->acquire(shadow_of(key), UINT32_MAX);
+            return shared;
         }
     }
     return settings_.counters->acquire(key, limit);
@@ -815,6 +826,7 @@ void WorkerState::release_slot(uint64_t key, bool shared) {
     char name[24];
     slot_name(key, name);
     core_->limit_release(worker_, name);
+    settings_.counters->release(shadow_of(key));
 }
 
 void WorkerState::set_poll(Connection& c, int events) {

@@ -112,6 +112,21 @@ void SharedCounters::release(uint64_t key) {
     unlock();
 }
 
+uint32_t SharedCounters::reclaim(uint64_t key) {
+    lock();
+    uint32_t reclaimed = 0;
+    for (uint32_t i = 0, at = static_cast<uint32_t>(key) & (capacity_ - 1); i < capacity_;
+         ++i, at = (at + 1) & (capacity_ - 1)) {
+        Entry& e = table_->entries[at];
+        if (e.key == kEmpty) break;
+        if (e.key != key || alive(e.pid)) continue;
+        reclaimed += e.held;
+        vacate(at);
+    }
+    unlock();
+    return reclaimed;
+}
+
 uint32_t SharedCounters::count(uint64_t key) {
     lock();
     uint32_t held = 0;

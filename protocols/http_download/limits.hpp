@@ -29,6 +29,8 @@ class SharedCounters {
     bool acquire(uint64_t key, uint32_t limit);
     // Gives back one slot of `key` taken by this process.
     void release(uint64_t key);
+    // Forgets the holdings of `key` by processes that no longer exist; how many.
+    uint32_t reclaim(uint64_t key);
     // Live holdings of `key`, for tests.
     uint32_t count(uint64_t key);
     bool full() const;

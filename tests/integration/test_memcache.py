@@ -4,6 +4,7 @@ what happens when memcached goes away and comes back."""
 
 import os
 import shutil
+import signal
 import subprocess
 import time
 import unittest
@@ -90,6 +91,17 @@ class SharedLimits(unittest.TestCase):
         self.assertEqual(self.status(a), 429)
         self.release(holder)
 
+    def test_worker_killed_while_holding_a_shared_slot_frees_it(self):
+        a, b = self.server('a'), self.server('b')
+        self.hold(a)
+        self.assertEqual(self.status(b), 429)
+        [pid] = harness.pids_holding_connections(a.port, a.workers())
+        os.kill(pid, signal.SIGKILL)
+        self.assertTrue(harness.wait_for(lambda: not os.path.exists('/proc/%d' % pid), 5.0))
+        # The next request for that download on a gives the dead worker's slot back.
+        self.assertEqual(self.status(a), 206)
+        self.assertEqual(self.status(b), 206)
+
     def test_memcached_down_allow_uses_each_servers_own_limits_then_recovers(self):
         # One worker in b: its outage and its recovery are logged by the same client.
         a, b = self.server('a'), self.server('b', workers=1)
@@ -101,10 +113,14 @@ class SharedLimits(unittest.TestCase):
         # outage a does not know of it either. docs/limits.md says so.)
         self.release(holder)
         self.memcached.start()
-        # Shared again: a new holder on a is seen by b.
-        holder = self.hold(a)
-        self.assertTrue(harness.wait_for(lambda: self.status(b) == 429, 5.0), 'limits not shared again')
-        self.release(holder)
+        # Shared again: a new holder on a is seen by b, once a's client tries
+        # memcached again (a server that failed is retried after a second).
+        def shared_again():
+            holder = self.hold(a)
+            refused = self.status(b) == 429
+            self.release(holder)
+            return refused
+        self.assertTrue(harness.wait_for(shared_again, 5.0, interval=0.2), 'limits not shared again')
         log = b.log()
         # Once per outage (and per worker: each has its own client).
         self.assertEqual(log.count('[memcache] cannot take a shared slot'), 1, log)
