@@ -265,7 +265,8 @@ class Reader {
    public:
     Reader(sqlite3* db, const smp_query& query) : db_(db), query_(query) {}
 
-    // Runs `sql` with the query's filters bound as ?1 since, ?2 until, ?3 path.
+    // Runs `sql` with the query's filters bound as ?1 since, ?2 until, ?3 path,
+    // and ?4 the number of downloads the `downloads` report lists.
     template <typename Row>
     bool each(const char* sql, Row&& row) {
         sqlite3_stmt* raw = nullptr;
@@ -274,6 +275,7 @@ class Reader {
         sqlite3_bind_int64(raw, 1, query_.since_us);
         sqlite3_bind_int64(raw, 2, query_.until_us > 0 ? query_.until_us : INT64_MAX);
         bind_text(raw, 3, query_.path);
+        sqlite3_bind_int(raw, 4, smp_report::kLatestDownloads);  // SQLITE_RANGE where there is no ?4
         int result = 0;
         while ((result = sqlite3_step(raw)) == SQLITE_ROW) row(raw);
         return result == SQLITE_DONE;
@@ -344,7 +346,7 @@ bool report_downloads(Reader& reader, OwnedTable& out) {
     return reader.each(
         "SELECT id, first_us, path, client_ip, user_agent, country, asn, distinct_bytes, file_size, completed, "
         "requests, resumes, last_us, active_us, reason, finished FROM downloads WHERE" DOWNLOAD_FILTER
-        "ORDER BY first_us DESC, id DESC LIMIT 50",
+        "ORDER BY first_us DESC, id DESC LIMIT ?4",
         [&](sqlite3_stmt* row) {
             const auto number = [row](int column) { return sqlite3_column_int64(row, column); };
             out.add_row({column_text(row, 0), smp_report::utc_time(number(1)), column_text(row, 2), column_text(row, 3),
