@@ -12,6 +12,8 @@ int init_worker_ok(void*, const smp_worker_context*, void**, char*, size_t) { re
 int accept_ok(void*, int, const smp_connection_info*) { return SMP_OK; }
 void shutdown_noop(void*) {}
 void on_close_noop(void*, const smp_record*) {}
+uint64_t cache_max_size_zero(void*) { return 0; }
+int cache_get_miss(void*, const char*, void*, uint64_t) { return 0; }
 
 smp_module protocol_module() {
     smp_module module{};
@@ -76,6 +78,13 @@ TEST_CASE("the ABI check names what is wrong") {
         CHECK(smp::check_module(&module, "proto", SMP_MODULE_PLUGIN).find("at least one") != std::string::npos);
         module.on_close = on_close_noop;
         CHECK(smp::check_module(&module, "proto", SMP_MODULE_PLUGIN).empty());
+    }
+    SUBCASE("the cache hooks come together") {
+        module.kind = SMP_MODULE_PLUGIN;
+        module.cache_max_size = cache_max_size_zero;
+        module.cache_get = cache_get_miss;
+        CHECK(smp::check_module(&module, "proto", SMP_MODULE_PLUGIN) ==
+              "module 'proto': cache_max_size, cache_get and cache_set come together");
     }
 }
 

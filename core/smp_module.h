@@ -42,7 +42,7 @@ extern "C" {
 #endif
 
 #define SMP_ABI_MAJOR 1
-#define SMP_ABI_MINOR 3
+#define SMP_ABI_MINOR 4
 
 /* Return codes of hooks. Negative values are errors. */
 #define SMP_OK 0
@@ -272,6 +272,17 @@ typedef struct smp_core_api {
        the loop for longer than the plugin's timeouts (tens of milliseconds). */
     int (*limit_acquire)(smp_worker* worker, const char* key, uint32_t limit, uint32_t ttl_s);
     void (*limit_release)(smp_worker* worker, const char* key);
+    /* ABI 1.4. Worker side: a cache of file bodies that plugins share across
+       servers (memcache). `key` names one version of a file (the module puts
+       its size and mtime in it, so a changed file is a new key).
+       cache_max_size: the largest body a plugin would keep; 0: no cache.
+       cache_get: 1: `size` bytes copied into `buffer`; 0: not cached;
+       -1: cannot answer (too big, or the cache is down).
+       cache_set: offers a body; the plugin copies what it keeps.
+       Same bound on blocking as limit_acquire. */
+    uint64_t (*cache_max_size)(smp_worker* worker);
+    int (*cache_get)(smp_worker* worker, const char* key, void* buffer, uint64_t size);
+    void (*cache_set)(smp_worker* worker, const char* key, const void* data, uint64_t size);
 } smp_core_api;
 
 /* What a worker gives a module after fork. */
@@ -345,6 +356,12 @@ typedef struct smp_module {
     /* ABI 1.3. Shared counters (core->limit_acquire), worker side; both or neither. */
     int (*counter_acquire)(void* worker_state, const char* key, uint32_t limit, uint32_t ttl_s);
     void (*counter_release)(void* worker_state, const char* key);
+
+    /* ABI 1.4. A shared cache of file bodies (core->cache_get), worker side;
+       all three or none. Same meaning as the core's functions of those names. */
+    uint64_t (*cache_max_size)(void* worker_state);
+    int (*cache_get)(void* worker_state, const char* key, void* buffer, uint64_t size);
+    void (*cache_set)(void* worker_state, const char* key, const void* data, uint64_t size);
 } smp_module;
 
 /* The smallest module struct the core accepts: everything up to on_disconnect. */

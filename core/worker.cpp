@@ -41,8 +41,17 @@ int api_limit_acquire(smp_worker* worker, const char* key, uint32_t limit, uint3
 }
 void api_limit_release(smp_worker* worker, const char* key) { self(worker)->limit_release(key); }
 
-constexpr smp_core_api kCoreApi{sizeof(smp_core_api), api_log,           api_log_enabled,   api_transfer,     api_close,
-                                api_disconnect,       api_trusted_proxy, api_limit_acquire, api_limit_release};
+uint64_t api_cache_max_size(smp_worker* worker) { return self(worker)->cache_max_size(); }
+int api_cache_get(smp_worker* worker, const char* key, void* buffer, uint64_t size) {
+    return self(worker)->cache_get(key, buffer, size);
+}
+void api_cache_set(smp_worker* worker, const char* key, const void* data, uint64_t size) {
+    self(worker)->cache_set(key, data, size);
+}
+
+constexpr smp_core_api kCoreApi{
+    sizeof(smp_core_api), api_log,           api_log_enabled,   api_transfer,       api_close,     api_disconnect,
+    api_trusted_proxy,    api_limit_acquire, api_limit_release, api_cache_max_size, api_cache_get, api_cache_set};
 
 int64_t now_us() {
     using namespace std::chrono;
@@ -77,6 +86,24 @@ int Worker::limit_acquire(const char* key, uint32_t limit, uint32_t ttl_s) {
 void Worker::limit_release(const char* key) {
     for (auto* plugin : plugins_)
         if (auto release = SMP_MODULE_HOOK(plugin->api, counter_release)) release(plugin->worker_state, key);
+}
+
+// The cache is the first plugin that has one (a server names one cache).
+uint64_t Worker::cache_max_size() const {
+    for (auto* plugin : plugins_)
+        if (auto max_size = SMP_MODULE_HOOK(plugin->api, cache_max_size)) return max_size(plugin->worker_state);
+    return 0;
+}
+
+int Worker::cache_get(const char* key, void* buffer, uint64_t size) {
+    for (auto* plugin : plugins_)
+        if (auto get = SMP_MODULE_HOOK(plugin->api, cache_get)) return get(plugin->worker_state, key, buffer, size);
+    return -1;
+}
+
+void Worker::cache_set(const char* key, const void* data, uint64_t size) {
+    for (auto* plugin : plugins_)
+        if (auto set = SMP_MODULE_HOOK(plugin->api, cache_set)) return set(plugin->worker_state, key, data, size);
 }
 
 Worker::Worker(Runtime& runtime, int slot) : runtime_(runtime), slot_(slot), id_(static_cast<uint32_t>(slot + 1)) {}

@@ -32,6 +32,9 @@ class Worker {
     // The first plugin with shared counters answers; -1 when none does.
     int limit_acquire(const char* key, uint32_t limit, uint32_t ttl_s);
     void limit_release(const char* key);
+    uint64_t cache_max_size() const;
+    int cache_get(const char* key, void* buffer, uint64_t size);
+    void cache_set(const char* key, const void* data, uint64_t size);
 
    private:
     struct Watch {

@@ -1,6 +1,7 @@
 // memcache: counters shared by every smprotocol server that names the same
 // memcached servers, so that the limits of http_download (unique_ip,
-// max_connections_per_ip) hold across a cluster. libmemcached, one client
+// max_connections_per_ip) hold across a cluster; and a cache of small file
+// bodies those servers share (cache_max_file_size). libmemcached, one client
 // per worker made after fork, consistent (ketama) hashing over the servers,
 // tight timeouts: a call holds a worker's loop for milliseconds at most.
 //
@@ -21,7 +22,7 @@ namespace {
 
 // ---- config -----------------------------------------------------------------
 
-enum Key : size_t { kServers, kPrefix, kOnError, kSlotTtl, kTimeout, kKeyCount };
+enum Key : size_t { kServers, kPrefix, kOnError, kSlotTtl, kTimeout, kCacheMaxFileSize, kKeyCount };
 
 constexpr smp_config_key kKeys[kKeyCount] = {
     {"servers", SMP_CONFIG_STRING_LIST, nullptr, 1, "memcached servers, \"host:port\", spread by consistent hashing"},
@@ -30,7 +31,14 @@ constexpr smp_config_key kKeys[kKeyCount] = {
      "memcached unreachable: allow (each server's own limits) or deny (refuse what needs a slot)"},
     {"slot_ttl", SMP_CONFIG_DURATION, "1h", 0, "a slot not given back (its server died) expires after this"},
     {"timeout", SMP_CONFIG_DURATION, "50ms", 0, "connect and reply timeout of one call"},
+    {"cache_max_file_size", SMP_CONFIG_SIZE, "0", 0,
+     "files up to this size are served from memcached, shared by the servers; 0: no cache"},
 };
+
+// memcached's own limits: a key of at most 250 bytes, and by default an item
+// of at most 1 MiB (its -I option) with its header.
+constexpr size_t kMaxKeyLength = 250;
+constexpr uint64_t kMaxCachedFile = 1024 * 1024 - 1024;
 
 struct Server {
     std::string host;
@@ -44,6 +52,7 @@ struct Settings {
     bool deny_on_error = false;
     uint32_t slot_ttl_s = 3600;
     uint64_t timeout_ms = 50;
+    uint64_t cache_max_file_size = 0;
 };
 
 // ---- worker state ---------------------------------------------------------------
@@ -62,9 +71,11 @@ void log(const Settings& settings, smp_log_level level, const std::string& messa
     settings.core->log(level, "memcache", message.c_str());
 }
 
-// Notes the outcome of a call: one line when an outage starts and one when it ends.
+// Notes the outcome of a call: one line when an outage starts and one when it
+// ends. An answer that refuses (an item too big, say) is not an outage.
+// True when the call did what was asked.
 bool check(Client& client, memcached_return_t rc, const char* doing) {
-    const bool ok = memcached_success(rc) || rc == MEMCACHED_NOTFOUND;
+    const bool ok = !memcached_fatal(rc);
     if (!ok && !client.failing)
         log(*client.settings, SMP_LOG_ERROR,
             std::string("cannot ") + doing + ": " + memcached_strerror(client.memc.get(), rc) +
@@ -72,7 +83,7 @@ bool check(Client& client, memcached_return_t rc, const char* doing) {
                                                 : "; each server uses its own limits until it answers"));
     if (ok && client.failing) log(*client.settings, SMP_LOG_INFO, "memcached answers again: limits are shared again");
     client.failing = !ok;
-    return ok;
+    return memcached_success(rc);
 }
 
 std::string full_key(const Client& client, const char* key) { return client.settings->prefix + key; }
@@ -113,6 +124,13 @@ int init_master(const smp_core_api* core, const smp_config_value* values, void**
         if (values[kTimeout].number < 1)
             return std::snprintf(error, error_size, "timeout: must be more than 0"), SMP_ERROR;
         settings->timeout_ms = static_cast<uint64_t>(values[kTimeout].number);
+        if (values[kCacheMaxFileSize].number < 0 ||
+            static_cast<uint64_t>(values[kCacheMaxFileSize].number) > kMaxCachedFile)
+            return std::snprintf(error, error_size,
+                                 "cache_max_file_size: at most %llu bytes (memcached's item size, with its header)",
+                                 static_cast<unsigned long long>(kMaxCachedFile)),
+                   SMP_ERROR;
+        settings->cache_max_file_size = static_cast<uint64_t>(values[kCacheMaxFileSize].number);
         *instance = settings.release();
         return SMP_OK;
     } catch (const std::exception& e) {
@@ -186,6 +204,39 @@ void counter_release(void* worker_state, const char* key) {
           "give back a shared slot");
 }
 
+uint64_t cache_max_size(void* worker_state) {
+    return static_cast<const Client*>(worker_state)->settings->cache_max_file_size;
+}
+
+// A file body, when memcached has this version of the file: the key names its
+// size and mtime, so a changed file is never served from here.
+int cache_get(void* worker_state, const char* key, void* buffer, uint64_t size) {
+    auto& client = *static_cast<Client*>(worker_state);
+    const std::string name = full_key(client, key);
+    if (size > client.settings->cache_max_file_size || name.size() > kMaxKeyLength) return -1;
+    size_t length = 0;
+    uint32_t flags = 0;
+    memcached_return_t rc = MEMCACHED_SUCCESS;
+    std::unique_ptr<char, decltype(&std::free)> value(
+        memcached_get(client.memc.get(), name.data(), name.size(), &length, &flags, &rc), &std::free);
+    if (rc == MEMCACHED_NOTFOUND) return 0;
+    if (!check(client, rc, "read the file cache")) return -1;
+    if (value == nullptr || length != size) return 0;  // not what the key promised: read the file
+    std::memcpy(buffer, value.get(), size);
+    return 1;
+}
+
+void cache_set(void* worker_state, const char* key, const void* data, uint64_t size) {
+    auto& client = *static_cast<Client*>(worker_state);
+    const std::string name = full_key(client, key);
+    if (size > client.settings->cache_max_file_size || name.size() > kMaxKeyLength) return;
+    // No expiry: an old version of a file is never asked for again, and
+    // memcached's LRU lets it go.
+    check(client,
+          memcached_set(client.memc.get(), name.data(), name.size(), static_cast<const char*>(data), size, 0, 0),
+          "fill the file cache");
+}
+
 }  // namespace
 
 // ---- registration -------------------------------------------------------------
@@ -198,7 +249,7 @@ extern "C" const smp_module* smp_module_entry(void) {
         m.abi_minor = SMP_ABI_MINOR;
         m.kind = SMP_MODULE_PLUGIN;
         m.name = "memcache";
-        m.description = "limits shared across servers, in memcached (libmemcached)";
+        m.description = "limits and a file cache shared across servers, in memcached (libmemcached)";
         m.config_keys = kKeys;
         m.config_key_count = kKeyCount;
         m.init_master = init_master;
@@ -207,6 +258,9 @@ extern "C" const smp_module* smp_module_entry(void) {
         m.exit_worker = exit_worker;
         m.counter_acquire = counter_acquire;
         m.counter_release = counter_release;
+        m.cache_max_size = cache_max_size;
+        m.cache_get = cache_get;
+        m.cache_set = cache_set;
         return m;
     }();
     return &module;

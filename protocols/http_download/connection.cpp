@@ -161,6 +161,10 @@ void Exchange::reset() {
     segment_sent = 0;
     intervals.clear();
     file = nullptr;
+    // A pooled exchange keeps a small body's room, not a large one's.
+    if (body.capacity() > kKeptBodyCapacity) std::string().swap(body);
+    body.clear();
+    body_in_memory = false;
     status = 0;
     close_after = false;
     header_bytes = 0;
@@ -485,6 +489,7 @@ void WorkerState::respond_file(Connection& c) {
         e.segments.push_back({true, 0, file.size});
     }
     if (head) e.segments.clear();
+    if (!head && file.size > 0) use_shared_cache(e);
 
     e.status = ranges.outcome == RangeOutcome::partial ? 206 : 200;
     const size_t header_offset = out.size();
@@ -516,6 +521,29 @@ void WorkerState::respond_file(Connection& c) {
     e.header_total = out.size() - header_offset;
     e.segments.insert(e.segments.begin(), Segment{false, header_offset, e.header_total});
     send_response(c);
+}
+
+// Small files come from the cache the servers share (memcache), filled from
+// the file on a miss; the body is then sent from memory. The key names the
+// file's size and mtime, so a changed file is read again.
+void WorkerState::use_shared_cache(Exchange& e) {
+    const OpenFile& file = *e.file;
+    if (core_->size < offsetof(smp_core_api, cache_set) + sizeof(void*)) return;  // ABI 1.4
+    if (file.size > core_->cache_max_size(worker_)) return;
+    const std::string key = shared_cache_key(file.key, file.etag);
+    e.body.resize(file.size);
+    const int answer = core_->cache_get(worker_, key.c_str(), e.body.data(), file.size);
+    if (answer < 0) return;
+    if (answer == 0) {
+        for (uint64_t done = 0; done < file.size;) {
+            const ssize_t n = pread(file.fd, e.body.data() + done, file.size - done, static_cast<off_t>(done));
+            if (n < 0 && errno == EINTR) continue;
+            if (n <= 0) return;  // changed under us: sendfile will say so
+            done += static_cast<uint64_t>(n);
+        }
+        core_->cache_set(worker_, key.c_str(), e.body.data(), file.size);
+    }
+    e.body_in_memory = true;
 }
 
 // ---- sending ----------------------------------------------------------------
@@ -613,7 +641,8 @@ void WorkerState::send_response(Connection& c) {
             if (file_budget == 0) break;
             off_t offset = static_cast<off_t>(s.offset + e.segment_sent);
             const uint64_t length = std::min(s.length - e.segment_sent, file_budget);
-            sent = sendfile(c.fd, e.file->fd, &offset, length);
+            sent = e.body_in_memory ? send(c.fd, e.body.data() + offset, length, MSG_NOSIGNAL)
+                                    : sendfile(c.fd, e.file->fd, &offset, length);
             if (sent == 0) {
                 // The file shrank under us: the promised length cannot be kept.
                 return close_connection(c, SMP_END_READ_ERROR);

@@ -50,6 +50,9 @@ struct Settings {
 // What a refused request is told: try again in this many seconds.
 constexpr int kRetryAfterSeconds = 10;
 
+// The room for a cached body that a pooled exchange keeps between requests.
+constexpr size_t kKeptBodyCapacity = 64 * 1024;
+
 // A piece of a response: bytes of `Exchange::out`, or bytes of the file.
 struct Segment {
     bool from_file = false;
@@ -88,6 +91,8 @@ struct Exchange {
     RangeRequest range_request;
     std::vector<smp_interval> intervals;
     OpenFile* file = nullptr;
+    std::string body;             // the file's bytes, when they came from the shared cache
+    bool body_in_memory = false;  // file segments are sent from `body`, not the file
     int status = 0;
     bool close_after = false;
     uint64_t header_bytes = 0;
@@ -164,6 +169,7 @@ class WorkerState {
     void respond(Connection& c);
     void respond_error(Connection& c, int status);
     void respond_file(Connection& c);
+    void use_shared_cache(Exchange& e);
     void send_response(Connection& c);
     void finish_exchange(Connection& c, smp_end_reason reason);
     void after_response(Connection& c);

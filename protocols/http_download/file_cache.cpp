@@ -6,8 +6,11 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdio>
+
+#include "limits.hpp"
 
 namespace smp::http {
 namespace {
@@ -41,6 +44,26 @@ std::string make_etag(uint64_t size, int64_t mtime_ns) {
     std::snprintf(text, sizeof text, "\"%llx-%llx\"", static_cast<unsigned long long>(size),
                   static_cast<unsigned long long>(mtime_ns));
     return text;
+}
+
+std::string shared_cache_key(std::string_view path, std::string_view etag) {
+    constexpr size_t kLongestPlainPath = 160;  // with prefix and ETag, well inside memcached's 250
+    const bool plain = path.size() <= kLongestPlainPath &&
+                       std::all_of(path.begin(), path.end(), [](char c) { return c > ' ' && c < 0x7f; });
+    std::string key = "f:";
+    if (plain) {
+        key += path;
+    } else {
+        char hash[40];
+        std::snprintf(hash, sizeof hash, "#%016llx%016llx",
+                      static_cast<unsigned long long>(limit_key("cache-path", path)),
+                      static_cast<unsigned long long>(limit_key("cache-path-2", path, path)));
+        key += hash;
+    }
+    key += ':';
+    if (etag.size() >= 2 && etag.front() == '"' && etag.back() == '"') etag = etag.substr(1, etag.size() - 2);
+    key += etag;
+    return key;
 }
 
 FileCache::~FileCache() {

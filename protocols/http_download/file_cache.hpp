@@ -64,4 +64,9 @@ class FileCache {
 // The strong validator of a file: the same for every worker and restart.
 std::string make_etag(uint64_t size, int64_t mtime_ns);
 
+// The name of one version of a file in the cache that servers share: the path
+// (or, when it is long or has bytes a memcached key cannot, a 128-bit hash of
+// it) and the ETag's size and mtime.
+std::string shared_cache_key(std::string_view path, std::string_view etag);
+
 }  // namespace smp::http

@@ -126,3 +126,19 @@ TEST_CASE("what is not a regular file beneath the root is refused") {
     CHECK(cache.acquire("sub", 0, file) == OpenResult::is_directory);
     CHECK(cache.acquire("", 0, file) == OpenResult::is_directory);
 }
+
+TEST_CASE("a shared cache key names the path and the version of the file") {
+    const std::string etag = make_etag(4096, 1'700'000'000'123'456'789);
+    CHECK(shared_cache_key("dir/file.bin", etag) == "f:dir/file.bin:1000-17979cfe3d85cd15");
+    // Another size or mtime is another key.
+    CHECK(shared_cache_key("dir/file.bin", make_etag(4097, 1)) != shared_cache_key("dir/file.bin", make_etag(4096, 1)));
+    CHECK(shared_cache_key("dir/file.bin", make_etag(4096, 2)) != shared_cache_key("dir/file.bin", make_etag(4096, 1)));
+    // Bytes a memcached key cannot hold, or a long path: a fixed-length hash.
+    const std::string spaced = shared_cache_key("a b.txt", etag);
+    CHECK(spaced.rfind("f:#", 0) == 0);
+    CHECK(spaced.find(' ') == std::string::npos);
+    CHECK(spaced != shared_cache_key("a c.txt", etag));
+    const std::string long_path(500, 'x');
+    CHECK(shared_cache_key(long_path, etag).size() < 100);
+    CHECK(shared_cache_key("caf\xc3\xa9", etag).rfind("f:#", 0) == 0);
+}

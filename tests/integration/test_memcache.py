@@ -1,10 +1,12 @@
 """The memcache plugin: unique_ip held across two smprotocol servers that
 share one memcached (Debian's, started here on a free loopback port), and
-what happens when memcached goes away and comes back."""
+what happens when memcached goes away and comes back; the cache of small
+files the servers share."""
 
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import time
 import unittest
@@ -30,6 +32,29 @@ class Memcached:
         if self.proc and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait(5)
+
+    def command(self, line, data=None):
+        """One text-protocol command; memcached's reply up to its last line."""
+        with socket.create_connection(('127.0.0.1', self.port), timeout=5) as s:
+            s.sendall(line.encode() + b'\r\n' + (data + b'\r\n' if data is not None else b''))
+            reply = b''
+            while not reply.endswith((b'END\r\n', b'STORED\r\n', b'ERROR\r\n', b'NOT_STORED\r\n')):
+                chunk = s.recv(65536)
+                if not chunk:
+                    break
+                reply += chunk
+            return reply
+
+    def get(self, key):
+        """The value of `key`, or None."""
+        reply = self.command('get ' + key)
+        if not reply.startswith(b'VALUE '):
+            return None
+        head, _, rest = reply.partition(b'\r\n')
+        return rest[:int(head.split()[3])]
+
+    def set(self, key, value):
+        return self.command('set %s 0 0 %d' % (key, len(value)), value)
 
 
 @unittest.skipUnless(shutil.which('memcached'), 'memcached is not installed (Debian package memcached)')
@@ -135,6 +160,95 @@ class SharedLimits(unittest.TestCase):
         self.assertEqual(harness.http(c.port, 'HEAD', '/small.bin').status, 200)  # a HEAD needs none
 
 
+@unittest.skipUnless(shutil.which('memcached'), 'memcached is not installed (Debian package memcached)')
+class SharedCache(unittest.TestCase):
+    """cache_max_file_size: small files are served from memcached, filled on a
+    miss, and keyed by size and mtime so that a changed file is read again."""
+
+    def setUp(self):
+        self.env = harness.TestEnv({'hot.bin': 4096, 'big.bin': 256 * 1024, 'a b.txt': 1000})
+        self.memcached = Memcached()
+        self.memcached.start()
+        self.prefix = 'c%d:' % os.getpid()
+        self.servers = []
+
+    def tearDown(self):
+        for server in self.servers:
+            server.kill()
+        self.memcached.stop()
+        self.env.cleanup()
+
+    def server(self):
+        port = harness.free_port()
+        text = harness.config_text(port, self.env.www, workers=1, core_extra={'tracking': '{enabled: false}'})
+        text = text.replace('plugins: []', 'plugins:\n  - module: memcache\n    servers: ["127.0.0.1:%d"]\n'
+                            '    prefix: "%s"\n    cache_max_file_size: 64KiB\n' % (self.memcached.port, self.prefix))
+        server = harness.Server(self.env, port=port, config=text)
+        server.start()
+        self.servers.append(server)
+        return server
+
+    def key(self, path, response):
+        """The key docs/limits.md gives: prefix, f:, the path, the ETag's size-mtime."""
+        return self.prefix + 'f:' + path + ':' + response.header('ETag').strip('"')
+
+    def file_bytes(self, name):
+        with open(os.path.join(self.env.www, name), 'rb') as f:
+            return f.read()
+
+    def test_a_small_file_is_filled_in_on_a_miss_and_then_served_from_memcached(self):
+        a, b = self.server(), self.server()
+        first = harness.http(a.port, 'GET', '/hot.bin')
+        self.assertEqual(first.status, 200)
+        self.assertEqual(first.body, self.file_bytes('hot.bin'))
+        key = self.key('hot.bin', first)
+        self.assertEqual(self.memcached.get(key), self.file_bytes('hot.bin'), 'a did not fill the cache')
+        # What memcached holds is what the other server sends: change it there
+        # (not on disk) and b answers with it, whole and in ranges.
+        planted = bytes(range(256)) * 16
+        self.assertIn(b'STORED', self.memcached.set(key, planted))
+        self.assertEqual(harness.http(b.port, 'GET', '/hot.bin').body, planted)
+        ranged = harness.http(b.port, 'GET', '/hot.bin', {'Range': 'bytes=10-19'})
+        self.assertEqual((ranged.status, ranged.body), (206, planted[10:20]))
+        # A HEAD needs no body: served without one, as always.
+        self.assertEqual(harness.http(b.port, 'HEAD', '/hot.bin').body, b'')
+
+    def test_a_changed_file_is_a_new_key(self):
+        a = self.server()
+        old = harness.http(a.port, 'GET', '/hot.bin')
+        new_content = os.urandom(4096)  # the same size: only the mtime tells
+        path = os.path.join(self.env.www, 'hot.bin')
+        with open(path, 'wb') as f:
+            f.write(new_content)
+        os.utime(path, ns=(time.time_ns(), time.time_ns() + 5_000_000_000))
+        # The worker's open-file cache sees the change within a second.
+        self.assertTrue(harness.wait_for(lambda: harness.http(a.port, 'GET', '/hot.bin').body == new_content, 5.0),
+                        'the old body was still served')
+        new = harness.http(a.port, 'GET', '/hot.bin')
+        self.assertNotEqual(new.header('ETag'), old.header('ETag'))
+        self.assertEqual(self.memcached.get(self.key('hot.bin', new)), new_content)
+
+    def test_big_files_and_awkward_names(self):
+        a = self.server()
+        big = harness.http(a.port, 'GET', '/big.bin')
+        self.assertEqual(big.body, self.file_bytes('big.bin'))
+        self.assertIsNone(self.memcached.get(self.key('big.bin', big)), 'a file over cache_max_file_size was cached')
+        # A name with a space is kept under a hash; served from the cache all the same.
+        self.assertEqual(harness.http(a.port, 'GET', '/a%20b.txt').body, self.file_bytes('a b.txt'))
+        stats = self.memcached.command('stats')
+        self.assertIn(b'STAT curr_items 1\r\n', stats, 'expected the one small file only')
+        self.assertEqual(harness.http(a.port, 'GET', '/a%20b.txt').body, self.file_bytes('a b.txt'))
+        self.assertIn(b'STAT get_hits 1\r\n', self.memcached.command('stats'))
+
+    def test_memcached_down_serves_from_disk(self):
+        a = self.server()
+        self.memcached.stop()
+        for _ in range(3):
+            self.assertEqual(harness.http(a.port, 'GET', '/hot.bin').body, self.file_bytes('hot.bin'))
+        log = a.log()
+        self.assertEqual(log.count('[memcache] cannot read the file cache'), 1, log)
+
+
 class Config(unittest.TestCase):
     def test_defaults_are_valid_and_bad_values_are_named(self):
         env = harness.TestEnv({'small.bin': 16})
@@ -152,6 +266,9 @@ class Config(unittest.TestCase):
             r = check('    servers: ["127.0.0.1:11211"]\n    on_error: maybe\n')
             self.assertEqual(r.returncode, 1)
             self.assertIn('on_error: must be allow or deny', r.stderr)
+            r = check('    servers: ["127.0.0.1:11211"]\n    cache_max_file_size: 2MiB\n')
+            self.assertEqual(r.returncode, 1)
+            self.assertIn('cache_max_file_size: at most', r.stderr)
         finally:
             env.cleanup()
 
