@@ -827,10 +827,18 @@ static void slot_name(uint64_t key, char (&name)[24]) {
 
 // A shared slot is also noted in this server's own table under this key, with
 // the pid of its holder: the slots of a worker that died are given back to the
-// shared counters by the next request for the same key.
-static uint64_t shadow_of(uint64_t key) {
-    const uint64_t shadow = key ^ 0x9e3779b97f4a7c15ull;
-    return shadow <= 1 ? shadow + 2 : shadow;
+// shared counters by the next request for the same key, or by the worker
+// that replaces it (give_back_dead_holders).
+static uint64_t shadow_of(uint64_t key) { return key | kSharedSlotBit; }
+
+void WorkerState::give_back_dead_holders() {
+    if (settings_.counters == nullptr || core_->size < offsetof(smp_core_api, limit_release) + sizeof(void*)) return;
+    for (const SharedCounters::Holding& holding : settings_.counters->reclaim_dead()) {
+        if ((holding.key & kSharedSlotBit) == 0) continue;
+        char name[24];
+        slot_name(holding.key & ~kSharedSlotBit, name);
+        for (uint32_t i = 0; i < holding.held; ++i) core_->limit_release(worker_, name);
+    }
 }
 
 bool WorkerState::acquire_slot(uint64_t key, uint32_t limit, bool& shared) {

@@ -180,6 +180,8 @@ class WorkerState {
     // (memcache) when one answers, else in this server's own. `shared` says which.
     bool acquire_slot(uint64_t key, uint32_t limit, bool& shared);
     void release_slot(uint64_t key, bool shared);
+    // The worker that replaces a dead one gives back the slots it held.
+    void give_back_dead_holders();
     // File bytes the rate limits allow this turn; 0 with `wait_ms` until more.
     uint64_t rate_budget(Exchange& e, uint64_t& wait_ms);
     void pause(Connection& c, uint64_t wait_ms);
@@ -204,6 +206,7 @@ class WorkerState {
     int open_handles_ = 2;  // the two timers, closed by close_handles
     Connection* connections_ = nullptr;
     bool stopping_ = false;
+    bool gave_back_dead_holders_ = false;  // done on the first sweep, when the plugins are up
     std::vector<char*> free_buffers_;
     std::vector<std::unique_ptr<Exchange>> exchanges_;
     std::vector<Exchange*> free_exchanges_;

@@ -260,6 +260,10 @@ void WorkerState::shutdown() {
 
 void WorkerState::on_sweep(uv_timer_t* timer) {
     auto& self = *static_cast<WorkerState*>(timer->data);
+    if (!self.gave_back_dead_holders_) {
+        self.gave_back_dead_holders_ = true;
+        self.give_back_dead_holders();
+    }
     const uint64_t now = uv_now(self.loop_);
     for (Connection* c = self.connections_; c != nullptr;) {
         Connection* next = c->next;

@@ -23,7 +23,7 @@ uint64_t fnv1a(uint64_t hash, std::string_view data) {
 uint64_t limit_key(std::string_view kind, std::string_view a, std::string_view b) {
     uint64_t hash = fnv1a(0xcbf29ce484222325ull, kind);
     hash = fnv1a(fnv1a(hash, {"\0", 1}), a);
-    hash = fnv1a(fnv1a(hash, {"\0", 1}), b);
+    hash = fnv1a(fnv1a(hash, {"\0", 1}), b) & ~kSharedSlotBit;
     return hash <= kTombstone ? hash + 2 : hash;  // 0 and 1 mark entries
 }
 
@@ -121,6 +121,23 @@ uint32_t SharedCounters::reclaim(uint64_t key) {
         if (e.key == kEmpty) break;
         if (e.key != key || alive(e.pid)) continue;
         reclaimed += e.held;
+        vacate(at);
+    }
+    unlock();
+    return reclaimed;
+}
+
+std::vector<SharedCounters::Holding> SharedCounters::reclaim_dead() {
+    std::vector<Holding> reclaimed;
+    std::vector<std::pair<pid_t, bool>> seen;  // a few workers' pids: ask the kernel once each
+    lock();
+    for (uint32_t at = 0; at < capacity_; ++at) {
+        Entry& e = table_->entries[at];
+        if (e.key == kEmpty || e.key == kTombstone) continue;
+        auto known = std::find_if(seen.begin(), seen.end(), [&](const auto& p) { return p.first == e.pid; });
+        if (known == seen.end()) known = seen.insert(seen.end(), {e.pid, alive(e.pid)});
+        if (known->second) continue;
+        reclaimed.push_back({e.key, e.held});
         vacate(at);
     }
     unlock();

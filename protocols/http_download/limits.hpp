@@ -12,6 +12,7 @@
 #include <atomic>
 #include <cstdint>
 #include <string_view>
+#include <vector>
 
 namespace smp::http {
 
@@ -31,6 +32,14 @@ class SharedCounters {
     void release(uint64_t key);
     // Forgets the holdings of `key` by processes that no longer exist; how many.
     uint32_t reclaim(uint64_t key);
+    // Forgets the holdings of every process that no longer exists, and says
+    // which they were: a worker that replaces a dead one gives back the dead
+    // one's slots in the counters that servers share.
+    struct Holding {
+        uint64_t key;
+        uint32_t held;
+    };
+    std::vector<Holding> reclaim_dead();
     // Live holdings of `key`, for tests.
     uint32_t count(uint64_t key);
     bool full() const;
@@ -86,7 +95,9 @@ class SharedBuckets {
     size_t bytes_;
 };
 
-// The key of a limit: FNV-1a of its kind and its parts.
+// The key of a limit: FNV-1a of its kind and its parts, without its top bit,
+// which marks the note of a slot held in the shared counters (kSharedSlotBit).
 uint64_t limit_key(std::string_view kind, std::string_view a, std::string_view b = {});
+constexpr uint64_t kSharedSlotBit = 1ull << 63;
 
 }  // namespace smp::http

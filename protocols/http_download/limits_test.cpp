@@ -4,6 +4,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
+
 using smp::http::limit_key;
 using smp::http::SharedCounters;
 
@@ -40,6 +42,42 @@ TEST_CASE("processes forked after the table share it; a dead holder's slot is fr
     kill(child, SIGKILL);
     waitpid(child, nullptr, 0);
     CHECK(counters.acquire(key, 1));  // the dead child's slot was reclaimed
+    close(ready[0]);
+    close(ready[1]);
+}
+
+TEST_CASE("the holdings of dead processes are reclaimed all at once, and said which") {
+    SharedCounters counters(64);
+    const uint64_t own = limit_key("ip", "192.0.2.1");
+    const uint64_t noted = limit_key("download", "192.0.2.1", "big.bin") | smp::http::kSharedSlotBit;
+    CHECK((own & smp::http::kSharedSlotBit) == 0);
+    REQUIRE(counters.acquire(own, 5));  // this process's: kept
+    int ready[2];
+    REQUIRE(pipe(ready) == 0);
+    const pid_t child = fork();
+    REQUIRE(child >= 0);
+    if (child == 0) {
+        const bool ok =
+            counters.acquire(own, 5) && counters.acquire(noted, UINT32_MAX) && counters.acquire(noted, UINT32_MAX);
+        (void)!write(ready[1], ok ? "y" : "n", 1);
+        pause();
+        _exit(0);
+    }
+    char ok = 0;
+    REQUIRE(read(ready[0], &ok, 1) == 1);
+    CHECK(ok == 'y');
+    CHECK(counters.reclaim_dead().empty());  // the child is alive
+    kill(child, SIGKILL);
+    waitpid(child, nullptr, 0);
+    auto reclaimed = counters.reclaim_dead();
+    std::sort(reclaimed.begin(), reclaimed.end(), [](const auto& a, const auto& b) { return a.key < b.key; });
+    REQUIRE(reclaimed.size() == 2);
+    CHECK(reclaimed[0].key == own);
+    CHECK(reclaimed[0].held == 1);
+    CHECK(reclaimed[1].key == noted);
+    CHECK(reclaimed[1].held == 2);
+    CHECK(counters.count(own) == 1);  // this process's holding stays
+    CHECK(counters.reclaim_dead().empty());
     close(ready[0]);
     close(ready[1]);
 }

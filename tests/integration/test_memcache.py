@@ -127,6 +127,16 @@ class SharedLimits(unittest.TestCase):
         self.assertEqual(self.status(a), 206)
         self.assertEqual(self.status(b), 206)
 
+    def test_the_worker_that_replaces_a_killed_one_gives_its_shared_slot_back(self):
+        a, b = self.server('a'), self.server('b')
+        self.hold(a)
+        self.assertEqual(self.status(b), 429)
+        [pid] = harness.pids_holding_connections(a.port, a.workers())
+        os.kill(pid, signal.SIGKILL)
+        # No request reaches a again: its new worker gives the slot back.
+        self.assertTrue(harness.wait_for(lambda: self.status(b) == 206, 5.0), 'the dead worker still holds the slot')
+        self.assertEqual(a.log().count('detached with pid'), 3, a.log())  # two workers, then the new one
+
     def test_memcached_down_allow_uses_each_servers_own_limits_then_recovers(self):
         # One worker in b: its outage and its recovery are logged by the same client.
         a, b = self.server('a'), self.server('b', workers=1)
