@@ -1,0 +1,218 @@
+// forward's worker side: settings, the per-worker state, and the relay of
+// one client connection to the origin (an HTTP exchange after another, or a
+// byte stream in tcp mode).
+#pragma once
+
+#include <http_parser.h>
+#include <sys/socket.h>
+#include <uv.h>
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "../http_download/forwarded.hpp"
+#include "heads.hpp"
+#include "relay_buffer.hpp"
+#include "smp_module.h"
+
+namespace smp::forward {
+
+enum class Mode { http, tcp };
+
+// The module's settings, read in the master from the config table.
+struct Settings {
+    const smp_core_api* core = nullptr;
+    Mode mode = Mode::http;
+    std::string origin_name;  // "host:port", for log lines
+    sockaddr_storage origin{};
+    socklen_t origin_length = 0;
+    uint64_t connect_timeout_ms = 5'000;
+    uint64_t read_timeout_ms = 60'000;
+    uint64_t send_timeout_ms = 60'000;
+    uint64_t header_timeout_ms = 10'000;
+    uint64_t keepalive_timeout_ms = 75'000;
+    size_t max_header_size = 8 * 1024;
+    size_t buffer_size = 64 * 1024;
+};
+
+class WorkerState;
+struct Connection;
+
+// A connection to the origin. Its own allocation: it is closed and freed on
+// its own schedule (an origin that closes between two requests is replaced
+// while the client connection lives on).
+struct Upstream {
+    uv_poll_t poll{};
+    int fd = -1;
+    Connection* owner = nullptr;
+    int poll_events = 0;
+    bool connected = false;
+    bool readable = true;  // not known to be drained: worth a read
+    bool writable = true;
+    bool eof = false;         // the origin sent its FIN
+    bool shut_write = false;  // our FIN went out (tcp mode)
+    uint64_t exchanges = 0;   // responses completed on it
+    uint64_t started_ms = 0;  // connect() called
+};
+
+// One request and its response (http mode). Lives inside its connection and
+// is reset between requests, so the strings keep their capacity.
+struct Exchange {
+    http_parser request{};
+    http_parser response{};
+    std::vector<HeaderField> fields;  // of the head being parsed
+    bool last_was_value = false;      // the parser's previous callback
+    bool bad_field = false;
+    std::string_view target_view;
+
+    // What the record needs, copied out of the buffers that move on.
+    std::string method;
+    std::string target;
+    std::string path;
+    std::string user_agent;
+    std::string referer;
+    std::string range;
+    std::string etag;
+    smp::http::ClientAddress forwarded_client{};
+    bool has_forwarded_client = false;
+    bool head_request = false;
+
+    std::string upstream_head;  // the request head for the origin; kept for a retry
+    size_t upstream_head_sent = 0;
+    uint64_t request_body_ready = 0;  // bytes of the client buffer that belong to this request, parsed
+    bool request_complete = false;
+    bool request_body_sent = false;  // a body byte left: the request cannot be retried
+
+    std::string client_head;  // the response head for the client
+    size_t client_head_sent = 0;
+    size_t local_body_length = 0;  // a local response's body, at the end of client_head
+    bool response_head_done = false;
+    bool response_complete = false;
+    bool local_response = false;       // answered by this proxy (4xx, 502, 504)
+    uint64_t response_body_ready = 0;  // bytes of the origin buffer parsed and ready for the client
+    uint64_t wire_parsed = 0;          // body bytes (framing included) parsed from the origin
+    uint64_t wire_sent = 0;            // of those, taken by the client
+    uint64_t parse_base = 0;           // wire offset of the bytes being parsed now
+    const char* parse_at = nullptr;    // and where they are
+    bool track_body = false;           // a 200 or a single-range 206: body bytes are file bytes
+    BodyMap body_map;
+    std::vector<smp_interval> intervals;
+    int64_t file_size = -1;
+    int status = 0;
+    smp_end_reason reason = SMP_END_COMPLETED;
+    bool close_after = false;
+    bool retried = false;
+
+    uint64_t header_bytes = 0;
+    uint64_t body_bytes = 0;
+    int64_t start_us = 0;
+    uint64_t last_progress_report_ms = 0;
+
+    void reset();
+};
+
+enum class Phase {
+    request_head,  // http: waiting for (the rest of) a request head
+    exchange,      // http: relaying one request and its response
+    stream,        // tcp: relaying bytes both ways
+    lingering,     // the last response went out; reading what the client still sends, then closing
+};
+
+struct Connection {
+    uv_poll_t poll{};
+    WorkerState* worker = nullptr;
+    int fd = -1;
+    Connection* previous = nullptr;  // the worker's list of connections
+    Connection* next = nullptr;
+    Phase phase = Phase::request_head;
+    int poll_events = 0;
+    bool readable = true;
+    bool writable = true;
+    bool eof = false;         // the client sent its FIN
+    bool shut_write = false;  // our FIN went out (tcp mode)
+    bool closing = false;
+    RelayBuffer in;   // client to origin
+    RelayBuffer out;  // origin to client
+    Upstream* upstream = nullptr;
+    Exchange exchange;
+    uint64_t requests = 0;
+    int64_t request_start_us = 0;
+    uint64_t phase_started_ms = 0;    // the current wait began (head, idle keep-alive, linger)
+    uint64_t client_progress_ms = 0;  // the client last took or sent a byte
+    uint64_t origin_progress_ms = 0;  // the origin last took or sent a byte
+    uint64_t bytes_from_client = 0;   // tcp mode: each way
+    uint64_t bytes_to_client = 0;
+    smp_connection_info info{};
+    char client_ip[46] = {};
+    char local_ip[46] = {};
+};
+
+class WorkerState {
+   public:
+    WorkerState(const Settings& settings, const smp_worker_context& context);
+    ~WorkerState();
+    WorkerState(const WorkerState&) = delete;
+    WorkerState& operator=(const WorkerState&) = delete;
+
+    void accept(int fd, const smp_connection_info& info);
+    void shutdown();
+    // Closes the worker's own handles; the loop then runs their callbacks.
+    void close_handles();
+
+   private:
+    friend struct ParserCallbacks;
+    static void on_sweep(uv_timer_t* timer);
+    static void on_client_poll(uv_poll_t* handle, int status, int events);
+    static void on_upstream_poll(uv_poll_t* handle, int status, int events);
+    static void on_client_closed(uv_handle_t* handle);
+    static void on_upstream_closed(uv_handle_t* handle);
+
+    // Moves every byte that can move now, then waits for the sockets (connection.cpp).
+    void pump(Connection& c);
+    bool step_http(Connection& c);
+    bool step_stream(Connection& c);
+    bool read_request_head(Connection& c);
+    void start_exchange(Connection& c, size_t head_length);
+    bool relay_request(Connection& c);
+    bool read_response(Connection& c);
+    void parse_response(Connection& c);
+    void parse_response_head(Connection& c, size_t head_length);
+    bool send_to_client(Connection& c);
+    bool send_to_origin(Connection& c);
+    void respond_locally(Connection& c, int status);
+    void origin_failed(Connection& c, int status, const char* what);
+    void finish_exchange(Connection& c);
+    void linger(Connection& c);
+    void close_connection(Connection& c, smp_end_reason reason);
+    void check_deadlines(Connection& c, uint64_t now);
+    void update_polls(Connection& c);
+
+    bool connect_origin(Connection& c);
+    void close_upstream(Connection& c);
+    void upstream_failure(const char* what);
+    void upstream_success();
+
+    void report(Connection& c, smp_end_reason reason, bool final);
+    void take_buffer(RelayBuffer& buffer);
+    void give_buffer(RelayBuffer& buffer);
+
+    const Settings& settings_;
+    const smp_core_api* core_;
+    uv_loop_t* loop_;
+    smp_worker* worker_;
+    uint32_t worker_id_;
+    const char* node_;
+    uv_timer_t sweep_timer_{};
+    Connection* connections_ = nullptr;
+    bool stopping_ = false;
+    std::vector<char*> free_buffers_;
+    // Origin failures are logged once per burst: the first, then a count.
+    bool origin_failing_ = false;
+    uint64_t failures_in_burst_ = 0;
+    uint64_t burst_started_ms_ = 0;
+    uint64_t burst_logged_ms_ = 0;
+};
+
+}  // namespace smp::forward

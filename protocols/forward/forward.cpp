@@ -1,0 +1,291 @@
+// forward: puts the server in front of another one (the origin) and records
+// what it serves. In http mode each request and its response are relayed and
+// recorded like a local download (path, status, range, ETag, the file bytes
+// the client took); in tcp mode the bytes of a connection are relayed as they
+// are, and the connection is recorded.
+//
+// In the order of every module: includes, config struct, the table of config
+// keys, the hooks (master, then worker), and the registration struct last.
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cstddef>
+#include <cstdio>
+#include <cstring>
+#include <new>
+
+#include "connection.hpp"
+
+namespace smp::forward {
+namespace {
+
+// ---- config -----------------------------------------------------------------
+
+enum Key : size_t {
+    kForwardHost,
+    kForwardPort,
+    kMode,
+    kConnectTimeout,
+    kReadTimeout,
+    kSendTimeout,
+    kHeaderTimeout,
+    kKeepaliveTimeout,
+    kMaxHeaderSize,
+    kBufferSize,
+    kKeyCount
+};
+
+constexpr smp_config_key kKeys[kKeyCount] = {
+    {"forward_host", SMP_CONFIG_STRING, nullptr, 1, "the origin's address or name (resolved once, at start)"},
+    {"forward_port", SMP_CONFIG_INT, nullptr, 1, "the origin's port"},
+    {"mode", SMP_CONFIG_STRING, "http", 0,
+     "http: relay and record each request; tcp: relay the bytes of each connection unchanged"},
+    {"connect_timeout", SMP_CONFIG_DURATION, "5s", 0, "time to open a connection to the origin (then 504, or a close)"},
+    {"read_timeout", SMP_CONFIG_DURATION, "60s", 0,
+     "time the origin may owe a byte (its response, or the rest of it); tcp: time both sides may stay silent"},
+    {"send_timeout", SMP_CONFIG_DURATION, "60s", 0, "time a peer may take no byte while bytes wait for it"},
+    {"header_timeout", SMP_CONFIG_DURATION, "10s", 0, "http: time to receive a request's header block"},
+    {"keepalive_timeout", SMP_CONFIG_DURATION, "75s", 0, "http: idle time allowed between requests"},
+    {"max_header_size", SMP_CONFIG_SIZE, "8KiB", 0, "http: request line and header fields; longer gets 414 or 431"},
+    {"buffer_size", SMP_CONFIG_SIZE, "64KiB", 0,
+     "bytes held per direction; a side is not read while this much waits for the other"},
+};
+
+constexpr uint64_t kSweepIntervalMs = 250;
+
+// Reads the table's values into `settings`; false with a message when one
+// is out of range or the origin's name does not resolve.
+bool read_settings(const smp_config_value* values, Settings& settings, char* error, size_t error_size) {
+    // "key: problem": the core reports it at the key's line.
+    auto fail = [&](const char* key, const char* problem) {
+        std::snprintf(error, error_size, "%s: %s", key, problem);
+        return false;
+    };
+    const std::string mode = values[kMode].string;
+    if (mode == "http")
+        settings.mode = Mode::http;
+    else if (mode == "tcp")
+        settings.mode = Mode::tcp;
+    else
+        return fail("mode", "must be http or tcp");
+    if (values[kForwardPort].number < 1 || values[kForwardPort].number > 65535)
+        return fail("forward_port", "must be between 1 and 65535");
+    for (Key key : {kConnectTimeout, kReadTimeout, kSendTimeout, kHeaderTimeout, kKeepaliveTimeout})
+        if (values[key].number < 1) return fail(kKeys[key].name, "must be more than 0");
+    settings.connect_timeout_ms = static_cast<uint64_t>(values[kConnectTimeout].number);
+    settings.read_timeout_ms = static_cast<uint64_t>(values[kReadTimeout].number);
+    settings.send_timeout_ms = static_cast<uint64_t>(values[kSendTimeout].number);
+    settings.header_timeout_ms = static_cast<uint64_t>(values[kHeaderTimeout].number);
+    settings.keepalive_timeout_ms = static_cast<uint64_t>(values[kKeepaliveTimeout].number);
+    settings.max_header_size = static_cast<size_t>(values[kMaxHeaderSize].number);
+    settings.buffer_size = static_cast<size_t>(values[kBufferSize].number);
+    if (settings.max_header_size < 1024 || settings.max_header_size > 1024 * 1024)
+        return fail("max_header_size", "must be between 1KiB and 1MiB");
+    if (settings.buffer_size < 4096 || settings.buffer_size > 64 * 1024 * 1024)
+        return fail("buffer_size", "must be between 4KiB and 64MiB");
+    if (settings.buffer_size < settings.max_header_size) return fail("buffer_size", "must be at least max_header_size");
+
+    // Resolved here, in the master, where blocking is allowed: a worker never
+    // waits for a name server.
+    const char* host = values[kForwardHost].string;
+    const std::string port = std::to_string(values[kForwardPort].number);
+    addrinfo hints{};
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    addrinfo* found = nullptr;
+    const int resolved = getaddrinfo(host, port.c_str(), &hints, &found);
+    if (resolved != 0 || found == nullptr) {
+        char problem[300];
+        std::snprintf(problem, sizeof problem, "cannot resolve '%s': %s", host, gai_strerror(resolved));
+        return fail("forward_host", problem);
+    }
+    std::memcpy(&settings.origin, found->ai_addr, found->ai_addrlen);
+    settings.origin_length = found->ai_addrlen;
+    freeaddrinfo(found);
+    const bool ipv6 = settings.origin.ss_family == AF_INET6 && std::strchr(host, ':') != nullptr;
+    settings.origin_name = (ipv6 ? "[" + std::string(host) + "]" : std::string(host)) + ":" + port;
+    return true;
+}
+
+// ---- master hooks -------------------------------------------------------------
+
+int init_master(const smp_core_api* core, const smp_config_value* values, void** instance, char* error,
+                size_t error_size) {
+    try {
+        auto settings = std::make_unique<Settings>();
+        settings->core = core;
+        if (!read_settings(values, *settings, error, error_size)) return SMP_ERROR;
+        *instance = settings.release();
+        return SMP_OK;
+    } catch (const std::exception& e) {
+        std::snprintf(error, error_size, "%s", e.what());
+        return SMP_ERROR;
+    }
+}
+
+void exit_master(void* instance) { delete static_cast<Settings*>(instance); }
+
+// ---- worker hooks -------------------------------------------------------------
+
+int init_worker(void* instance, const smp_worker_context* context, void** worker_state, char* error,
+                size_t error_size) {
+    try {
+        *worker_state = new WorkerState(*static_cast<Settings*>(instance), *context);
+        return SMP_OK;
+    } catch (const std::exception& e) {
+        std::snprintf(error, error_size, "%s", e.what());
+        return SMP_ERROR;
+    }
+}
+
+void exit_worker(void* worker_state) {
+    // The timer closes first; the state is freed when it has.
+    static_cast<WorkerState*>(worker_state)->close_handles();
+}
+
+int accept_connection(void* worker_state, int fd, const smp_connection_info* info) {
+    try {
+        static_cast<WorkerState*>(worker_state)->accept(fd, *info);
+        return SMP_OK;
+    } catch (...) {
+        return SMP_ERROR;  // accept() closed the descriptor and told the core
+    }
+}
+
+void shutdown_worker(void* worker_state) { static_cast<WorkerState*>(worker_state)->shutdown(); }
+
+}  // namespace
+
+// ---- the worker's state ---------------------------------------------------------
+
+WorkerState::WorkerState(const Settings& settings, const smp_worker_context& context)
+    : settings_(settings),
+      core_(settings.core),
+      loop_(context.loop),
+      worker_(context.worker),
+      worker_id_(context.worker_id),
+      node_(context.node) {
+    uv_timer_init(loop_, &sweep_timer_);
+    sweep_timer_.data = this;
+    uv_timer_start(&sweep_timer_, on_sweep, kSweepIntervalMs, kSweepIntervalMs);
+    // Not a reason to keep the loop alive: the loop ends with the last connection.
+    uv_unref(reinterpret_cast<uv_handle_t*>(&sweep_timer_));
+}
+
+WorkerState::~WorkerState() {
+    for (char* buffer : free_buffers_) delete[] buffer;
+}
+
+void WorkerState::close_handles() {
+    uv_close(reinterpret_cast<uv_handle_t*>(&sweep_timer_),
+             [](uv_handle_t* handle) { delete static_cast<WorkerState*>(handle->data); });
+}
+
+void WorkerState::accept(int fd, const smp_connection_info& info) {
+    Connection* c = nullptr;
+    try {
+        c = new Connection;
+    } catch (const std::bad_alloc&) {
+        ::close(fd);
+        core_->disconnect(worker_, &info);
+        throw;
+    }
+    c->worker = this;
+    c->fd = fd;
+    c->info = info;
+    std::snprintf(c->client_ip, sizeof c->client_ip, "%s", info.client_ip);
+    std::snprintf(c->local_ip, sizeof c->local_ip, "%s", info.local_ip);
+    c->info.client_ip = c->client_ip;
+    c->info.local_ip = c->local_ip;
+    c->info.module = "forward";
+    const int on = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &on, sizeof on);
+    uv_poll_init_socket(loop_, &c->poll, fd);
+    c->poll.data = c;
+    c->next = connections_;
+    if (connections_ != nullptr) connections_->previous = c;
+    connections_ = c;
+    const uint64_t now = uv_now(loop_);
+    c->phase_started_ms = now;
+    c->client_progress_ms = now;
+    c->origin_progress_ms = now;
+    if (settings_.mode == Mode::tcp) {
+        c->phase = Phase::stream;
+        c->requests = 1;  // the connection is its one record
+        c->exchange.last_progress_report_ms = now;
+        take_buffer(c->in);
+        take_buffer(c->out);
+        if (!connect_origin(*c)) return;  // closed, and recorded as upstream_error
+    }
+    pump(*c);
+}
+
+void WorkerState::shutdown() {
+    stopping_ = true;
+    // Idle connections close now; a request being read or answered finishes,
+    // then its connection closes. A tcp relay runs until one side ends it (or
+    // the core's shutdown_timeout).
+    for (Connection* c = connections_; c != nullptr;) {
+        Connection* next = c->next;
+        if (c->phase == Phase::request_head && (c->in.data == nullptr || c->in.empty()))
+            close_connection(*c, SMP_END_SERVER_SHUTDOWN);
+        c = next;
+    }
+}
+
+void WorkerState::on_sweep(uv_timer_t* timer) {
+    auto& self = *static_cast<WorkerState*>(timer->data);
+    const uint64_t now = uv_now(self.loop_);
+    for (Connection* c = self.connections_; c != nullptr;) {
+        Connection* next = c->next;  // check_deadlines may close c
+        if (!c->closing) self.check_deadlines(*c, now);
+        c = next;
+    }
+}
+
+void WorkerState::take_buffer(RelayBuffer& buffer) {
+    if (buffer.data != nullptr) return;
+    if (free_buffers_.empty()) {
+        buffer.data = new char[settings_.buffer_size];
+    } else {
+        buffer.data = free_buffers_.back();
+        free_buffers_.pop_back();
+    }
+    buffer.capacity = settings_.buffer_size;
+    buffer.begin = buffer.end = 0;
+}
+
+void WorkerState::give_buffer(RelayBuffer& buffer) {
+    if (buffer.data == nullptr) return;
+    free_buffers_.push_back(buffer.data);
+    buffer = RelayBuffer{};
+}
+
+}  // namespace smp::forward
+
+// ---- registration -------------------------------------------------------------
+
+extern "C" const smp_module* smp_module_entry(void) {
+    static const smp_module module = [] {
+        smp_module m{};
+        m.size = sizeof(smp_module);
+        m.abi_major = SMP_ABI_MAJOR;
+        m.abi_minor = SMP_ABI_MINOR;
+        m.kind = SMP_MODULE_PROTOCOL;
+        m.name = "forward";
+        m.description = "relays connections to another server (http or tcp) and records what it serves";
+        m.config_keys = smp::forward::kKeys;
+        m.config_key_count = smp::forward::kKeyCount;
+        m.init_master = smp::forward::init_master;
+        m.exit_master = smp::forward::exit_master;
+        m.init_worker = smp::forward::init_worker;
+        m.exit_worker = smp::forward::exit_worker;
+        m.accept = smp::forward::accept_connection;
+        m.shutdown = smp::forward::shutdown_worker;
+        return m;
+    }();
+    return &module;
+}

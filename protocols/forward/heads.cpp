@@ -1,0 +1,157 @@
+#include "heads.hpp"
+
+#include <strings.h>
+
+#include <charconv>
+
+namespace smp::forward {
+namespace {
+
+// Fields that never cross a proxy. Transfer-Encoding is not among them: the
+// body is relayed with its framing, so its framing field goes along with it.
+constexpr std::string_view kHopByHop[] = {"connection", "keep-alive",          "proxy-connection",  "te",
+                                          "upgrade",    "proxy-authorization", "proxy-authenticate"};
+
+constexpr std::string_view kTokenCharacters =
+    "!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+
+std::string_view trim(std::string_view text) {
+    const auto first = text.find_first_not_of(" \t");
+    if (first == std::string_view::npos) return {};
+    return text.substr(first, text.find_last_not_of(" \t") - first + 1);
+}
+
+// True when the comma-separated `list` holds `name` as one of its elements.
+bool list_contains(std::string_view list, std::string_view name) {
+    while (!list.empty()) {
+        const auto comma = list.find(',');
+        if (same_name(trim(list.substr(0, comma)), name)) return true;
+        if (comma == std::string_view::npos) break;
+        list.remove_prefix(comma + 1);
+    }
+    return false;
+}
+
+void append_field(std::string& out, std::string_view name, std::string_view value) {
+    out += name;
+    out += ": ";
+    out += value;
+    out += "\r\n";
+}
+
+// Appends the values of every field called `name`, joined as one list, then `added`.
+void append_joined(std::string& out, std::string_view name, std::span<const HeaderField> fields,
+                   std::string_view added_prefix, std::string_view added, std::string_view added_suffix) {
+    out += name;
+    out += ": ";
+    for (const HeaderField& field : fields) {
+        if (!same_name(field.name, name) || trim(field.value).empty()) continue;
+        out += trim(field.value);
+        out += ", ";
+    }
+    out += added_prefix;
+    out += added;
+    out += added_suffix;
+    out += "\r\n";
+}
+
+bool parse_number(std::string_view text, uint64_t& value) {
+    if (text.empty()) return false;
+    const auto [end, error] = std::from_chars(text.data(), text.data() + text.size(), value);
+    return error == std::errc() && end == text.data() + text.size();
+}
+
+}  // namespace
+
+size_t head_end(std::string_view data) {
+    for (size_t line_end = data.find('\n'); line_end != std::string_view::npos;
+         line_end = data.find('\n', line_end + 1)) {
+        size_t next = line_end + 1;
+        if (next < data.size() && data[next] == '\r') ++next;
+        if (next < data.size() && data[next] == '\n') return next + 1;
+    }
+    return 0;
+}
+
+std::string_view first_line(std::string_view head) {
+    std::string_view line = head.substr(0, head.find('\n'));
+    if (line.ends_with('\r')) line.remove_suffix(1);
+    return line;
+}
+
+bool is_field_name(std::string_view name) {
+    return !name.empty() && name.find_first_not_of(kTokenCharacters) == std::string_view::npos;
+}
+
+bool same_name(std::string_view a, std::string_view b) {
+    return a.size() == b.size() && strncasecmp(a.data(), b.data(), a.size()) == 0;
+}
+
+bool is_hop_by_hop(std::string_view name, std::span<const HeaderField> fields) {
+    for (std::string_view fixed : kHopByHop)
+        if (same_name(name, fixed)) return true;
+    for (const HeaderField& field : fields)
+        if (same_name(field.name, "connection") && list_contains(field.value, name)) return true;
+    return false;
+}
+
+void build_upstream_head(std::string_view request_line, std::span<const HeaderField> fields, std::string_view client_ip,
+                         std::string& out) {
+    out.clear();
+    out += request_line;
+    out += "\r\n";
+    for (const HeaderField& field : fields) {
+        if (is_hop_by_hop(field.name, fields) || same_name(field.name, "x-forwarded-for") ||
+            same_name(field.name, "forwarded"))
+            continue;
+        append_field(out, field.name, field.value);
+    }
+    append_joined(out, "X-Forwarded-For", fields, "", client_ip, "");
+    // RFC 7239 §6: an IPv6 node is bracketed, and then the value is quoted.
+    const bool ipv6 = client_ip.find(':') != std::string_view::npos;
+    append_joined(out, "Forwarded", fields, ipv6 ? "for=\"[" : "for=", client_ip,
+                  ipv6 ? "]\";proto=http" : ";proto=http");
+    out += "\r\n";
+}
+
+void build_client_head(std::string_view status_line, std::span<const HeaderField> fields, ClientConnection connection,
+                       std::string& out) {
+    out.clear();
+    out += status_line;
+    out += "\r\n";
+    for (const HeaderField& field : fields)
+        if (!is_hop_by_hop(field.name, fields)) append_field(out, field.name, field.value);
+    if (connection == ClientConnection::close) out += "Connection: close\r\n";
+    if (connection == ClientConnection::keep_alive) out += "Connection: keep-alive\r\n";
+    out += "\r\n";
+}
+
+ContentRange parse_content_range(std::string_view value) {
+    ContentRange range;
+    value = trim(value);
+    if (value.size() < 6 || strncasecmp(value.data(), "bytes ", 6) != 0) return range;
+    value = trim(value.substr(6));
+    const auto slash = value.find('/');
+    if (slash == std::string_view::npos) return range;
+    const std::string_view span = value.substr(0, slash);
+    const std::string_view total = value.substr(slash + 1);
+    uint64_t number = 0;
+    if (total != "*") {
+        if (!parse_number(total, number) || number > INT64_MAX) return range;
+        range.total = static_cast<int64_t>(number);
+    }
+    if (span == "*") {
+        range.valid = range.total >= 0;  // "bytes */*" says nothing
+        return range;
+    }
+    const auto dash = span.find('-');
+    if (dash == std::string_view::npos || !parse_number(span.substr(0, dash), range.first) ||
+        !parse_number(span.substr(dash + 1), range.last) || range.last < range.first)
+        return range;
+    if (range.total >= 0 && range.last >= static_cast<uint64_t>(range.total)) return range;
+    range.valid = true;
+    range.satisfied = true;
+    return range;
+}
+
+}  // namespace smp::forward

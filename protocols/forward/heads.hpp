@@ -1,0 +1,59 @@
+// The heads a proxy rewrites: the request it passes to the origin and the
+// response it passes back. Pure functions over views, so that they are
+// tested without sockets.
+#pragma once
+
+#include <cstdint>
+#include <span>
+#include <string>
+#include <string_view>
+
+namespace smp::forward {
+
+// One header field as received; views into the head's buffer.
+struct HeaderField {
+    std::string_view name;
+    std::string_view value;
+};
+
+// One past the blank line that ends a head (CRLF CRLF, or bare LFs as RFC
+// 9112 §2.2 allows), or 0 while the head is incomplete.
+size_t head_end(std::string_view data);
+
+// The first line of a head, without its line end.
+std::string_view first_line(std::string_view head);
+
+// RFC 9110 §5.6.2: a field name is a token.
+bool is_field_name(std::string_view name);
+
+bool same_name(std::string_view a, std::string_view b);
+
+// True for the fields that belong to one connection (RFC 9110 §7.6.1): the
+// fixed list, and those that the message's Connection fields name.
+bool is_hop_by_hop(std::string_view name, std::span<const HeaderField> fields);
+
+// The head for the origin: the request line as received, the end-to-end
+// fields, and X-Forwarded-For and Forwarded with `client_ip` appended to what
+// the client sent (both joined into one field each).
+void build_upstream_head(std::string_view request_line, std::span<const HeaderField> fields, std::string_view client_ip,
+                         std::string& out);
+
+enum class ClientConnection { keep_alive_implied, keep_alive, close };
+
+// The head for the client: the status line as received, the end-to-end
+// fields, and the Connection field this proxy's own decision needs.
+void build_client_head(std::string_view status_line, std::span<const HeaderField> fields, ClientConnection connection,
+                       std::string& out);
+
+// Content-Range of a response (RFC 9110 §14.4): "bytes 0-99/1000", or
+// "bytes */1000" on a 416. `total` is -1 when the sender wrote '*'.
+struct ContentRange {
+    bool valid = false;
+    bool satisfied = false;  // a range was sent; false for "bytes */total"
+    uint64_t first = 0;
+    uint64_t last = 0;
+    int64_t total = -1;
+};
+ContentRange parse_content_range(std::string_view value);
+
+}  // namespace smp::forward

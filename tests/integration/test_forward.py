@@ -1,0 +1,531 @@
+"""The forward module: smprotocol in front of a real origin (Debian's nginx,
+or a small Python server for what nginx's static files do not do), driven by
+curl, aria2c and raw sockets; the records read back from the sqlite store."""
+
+import hashlib
+import http.server
+import json
+import os
+import signal
+import socket
+import socketserver
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+import unittest
+
+import harness
+from harness import KIB, MIB
+
+# The benchmark's /proc helper, rather than a second one.
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', 'bench'))
+from bench import rss_bytes  # noqa: E402
+
+NGINX = '/usr/sbin/nginx'
+BIG = 200 * MIB
+
+NGINX_CONF = """\
+daemon off;
+master_process off;
+worker_processes 1;
+pid {prefix}/nginx.pid;
+error_log {prefix}/error.log warn;
+events {{ worker_connections 1024; }}
+http {{
+    types {{ application/octet-stream bin; }}
+    default_type application/octet-stream;
+    log_format fwd escape=none '$request|$http_range|$http_if_range|$http_x_forwarded_for|$http_forwarded|$http_connection';
+    access_log {prefix}/access.log fwd;
+    sendfile on;
+    keepalive_timeout 75s;
+    client_body_temp_path {prefix}/body;
+    proxy_temp_path {prefix}/proxy;
+    fastcgi_temp_path {prefix}/fastcgi;
+    uwsgi_temp_path {prefix}/uwsgi;
+    scgi_temp_path {prefix}/scgi;
+    server {{
+        listen 127.0.0.1:{port} reuseport;
+        root {root};
+        location / {{ }}
+    }}
+}}
+"""
+
+
+class Nginx:
+    """nginx as the origin: one process (master_process off), in the foreground."""
+
+    def __init__(self, env, port=None):
+        self.env = env
+        self.port = port or harness.free_port()
+        self.prefix = env.path('nginx-%d' % self.port)
+        self.proc = None
+
+    def start(self):
+        for sub in ('', 'body', 'proxy', 'fastcgi', 'uwsgi', 'scgi'):
+            os.makedirs(os.path.join(self.prefix, sub), exist_ok=True)
+        conf = harness.write_file(os.path.join(self.prefix, 'nginx.conf'),
+                                  NGINX_CONF.format(prefix=self.prefix, port=self.port, root=self.env.www))
+        self.proc = harness.spawn([NGINX, '-c', conf, '-p', self.prefix], stdout=subprocess.DEVNULL,
+                                  stderr=subprocess.DEVNULL, start_new_session=True)
+        if not harness.wait_for(lambda: harness.port_accepts(self.port), 10):
+            self.kill()
+            raise AssertionError('nginx did not start on port %d' % self.port)
+        return self
+
+    def kill(self):
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+
+    def log_lines(self):
+        try:
+            with open(os.path.join(self.prefix, 'access.log')) as f:
+                return f.read().splitlines()
+        except OSError:
+            return []
+
+
+class PythonOrigin:
+    """What nginx's static files do not do: a chunked body, and a POST echoed back."""
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        protocol_version = 'HTTP/1.1'
+
+        def log_message(self, *args):
+            pass
+
+        def do_GET(self):
+            if self.path == '/chunked':
+                self.send_response(200)
+                self.send_header('Transfer-Encoding', 'chunked')
+                self.send_header('ETag', '"chunky"')
+                self.end_headers()
+                for piece in PythonOrigin.CHUNKS:
+                    self.wfile.write(b'%x\r\n%s\r\n' % (len(piece), piece))
+                self.wfile.write(b'0\r\n\r\n')
+            elif self.path == '/no-length':
+                # HTTP/1.0-style: the body ends when the connection does.
+                self.send_response(200)
+                self.send_header('Connection', 'close')
+                self.end_headers()
+                self.wfile.write(b'until the end')
+                self.close_connection = True
+            else:
+                self.send_error(404)
+
+        def do_POST(self):
+            body = self.rfile.read(int(self.headers['Content-Length']))
+            self.send_response(200)
+            self.send_header('Content-Length', str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    CHUNKS = [os.urandom(1000), os.urandom(70000), os.urandom(5)]
+
+    def __init__(self):
+        socketserver.ThreadingTCPServer.allow_reuse_address = True
+        self.server = socketserver.ThreadingTCPServer(('127.0.0.1', 0), self.Handler)
+        self.server.daemon_threads = True
+        self.port = self.server.server_address[1]
+        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={'poll_interval': 0.1}, daemon=True)
+        self.thread.start()
+
+    def stop(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def forward_config(env, port, origin_port, state, workers=2, log_level='info', **keys):
+    lines = ['workers: %d' % workers, 'max_connections: 1024', 'shutdown_timeout: 10s',
+             'state_dir: %s' % state, 'tracking: {enabled: true, idle_window: 1s}',
+             'log:', '  level: %s' % log_level,
+             'protocols:', '  - module: forward', '    host: 127.0.0.1', '    port: %d' % port,
+             '    forward_host: 127.0.0.1', '    forward_port: %d' % origin_port]
+    lines += ['    %s: %s' % (k, v) for k, v in keys.items()]
+    lines.append('plugins: []')
+    return '\n'.join(lines) + '\n'
+
+
+class ForwardCase(unittest.TestCase):
+    """One nginx origin and its files per class; a proxy per test (its own
+    state dir, so that its records are its own)."""
+
+    counter = 0
+
+    @classmethod
+    def setUpClass(cls):
+        cls.env = harness.TestEnv({'small.bin': KIB, 'medium.bin': MIB})
+        # 200 MiB written in pieces, hashed on the way (not kept in memory).
+        digest = hashlib.sha256()
+        with open(os.path.join(cls.env.www, 'big.bin'), 'wb') as f:
+            for _ in range(BIG // (8 * MIB)):
+                piece = os.urandom(8 * MIB)
+                digest.update(piece)
+                f.write(piece)
+        cls.big_sha256 = digest.hexdigest()
+        cls.nginx = Nginx(cls.env).start()
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.nginx.kill()
+        cls.env.cleanup()
+
+    def setUp(self):
+        self.servers = []
+
+    def tearDown(self):
+        for s in self.servers:
+            s.terminate(timeout=15)
+            s.kill()
+
+    def proxy(self, origin_port=None, **keys):
+        ForwardCase.counter += 1
+        port = harness.free_port()
+        state = self.env.path('state-%d' % ForwardCase.counter)
+        text = forward_config(self.env, port, origin_port or self.nginx.port, state, **keys)
+        server = harness.Server(self.env, port=port, config=text)
+        server.state_dir = state
+        self.servers.append(server)
+        return server.start()
+
+    def stop_and_read(self, server):
+        """Stops the proxy (the collector stores what it holds) and returns
+        its requests and downloads as dicts."""
+        self.assertEqual(server.terminate(timeout=30), 0, server.log_tail())
+        db = sqlite3.connect(os.path.join(server.state_dir, 'stats.db'))
+        db.row_factory = sqlite3.Row
+        try:
+            requests = [dict(r) for r in db.execute('SELECT * FROM requests ORDER BY start_us')]
+            downloads = [dict(r) for r in db.execute('SELECT * FROM downloads ORDER BY first_us')]
+        finally:
+            db.close()
+        return requests, downloads
+
+    def nginx_etag(self, name):
+        return harness.http(self.nginx.port, 'HEAD', '/' + name).header('etag')
+
+
+class Http(ForwardCase):
+    def test_200_mib_through_the_proxy_is_byte_exact_and_one_completed_download(self):
+        server = self.proxy()
+        out = self.env.path('big.out')
+        r = harness.curl(['-A', 'fwd-curl', '-o', out, '-w', '%{http_code}', server.url('/big.bin')], timeout=120)
+        self.assertEqual(r.stdout, '200', r.stderr)
+        self.assertEqual(harness.sha256_file(out), self.big_sha256)
+        os.unlink(out)
+        requests, downloads = self.stop_and_read(server)
+        [record] = [q for q in requests if q['user_agent'] == 'fwd-curl']
+        self.assertEqual((record['module'], record['method'], record['path'], record['status'], record['reason']),
+                         ('forward', 'GET', 'big.bin', 200, 'completed'))
+        self.assertEqual(record['file_size'], BIG)
+        self.assertEqual(record['etag'], self.nginx_etag('big.bin'))
+        self.assertEqual(record['body_bytes'], BIG)
+        [download] = [d for d in downloads if d['user_agent'] == 'fwd-curl']
+        self.assertEqual((download['completed'], download['distinct_bytes']), (1, BIG))
+
+    def test_aria2c_with_8_connections_is_one_completed_download(self):
+        server = self.proxy()
+        out = self.env.path('aria')
+        r = harness.run(['aria2c', '-q', '-x8', '-s8', '-k1M', '--user-agent=fwd-aria', '--allow-overwrite=true',
+                         '--auto-file-renaming=false', '--file-allocation=none', '-d', out, '-o', 'big.bin',
+                         server.url('/big.bin')], timeout=120)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(harness.sha256_file(os.path.join(out, 'big.bin')), self.big_sha256)
+        os.unlink(os.path.join(out, 'big.bin'))
+        requests, downloads = self.stop_and_read(server)
+        mine = [q for q in requests if q['user_agent'] == 'fwd-aria']
+        self.assertGreater(len(mine), 1)  # aria2c did split it
+        self.assertTrue(any(q['status'] == 206 for q in mine), mine)
+        [download] = [d for d in downloads if d['user_agent'] == 'fwd-aria']
+        self.assertEqual(download['completed'], 1, download)
+        self.assertEqual(download['file_size'], BIG)
+        self.assertEqual(download['distinct_bytes'], BIG)
+        self.assertEqual(download['requests'], len([q for q in mine if q['status'] in (200, 206)]))
+        # The stats command tells the same.
+        config = server.config_path
+        stats = subprocess.run([harness.BINARY, 'stats', '--config', config, '--json', 'downloads'],
+                               capture_output=True, text=True, timeout=30)
+        self.assertEqual(stats.returncode, 0, stats.stderr)
+        rows = [row for row in json.loads(stats.stdout)['rows'] if row['user_agent'] == 'fwd-aria']
+        self.assertEqual([(row['path'], row['completed']) for row in rows], [('big.bin', 1)])
+
+    def test_range_and_if_range_reach_the_origin_unchanged(self):
+        server = self.proxy()
+        data = self.env.content['medium.bin']
+        etag = self.nginx_etag('medium.bin')
+        r = harness.http(server.port, 'GET', '/medium.bin', {'User-Agent': 'fwd-range', 'Range': 'bytes=100-199'})
+        self.assertEqual((r.status, r.body), (206, data[100:200]))
+        self.assertEqual(r.header('content-range'), 'bytes 100-199/%d' % MIB)
+        r = harness.http(server.port, 'GET', '/medium.bin',
+                         {'User-Agent': 'fwd-range', 'Range': 'bytes=1000-', 'If-Range': etag})
+        self.assertEqual((r.status, r.body), (206, data[1000:]))
+        r = harness.http(server.port, 'GET', '/medium.bin',
+                         {'User-Agent': 'fwd-stale', 'Range': 'bytes=1000-', 'If-Range': '"stale"'})
+        self.assertEqual((r.status, len(r.body)), (200, MIB))
+        lines = [line.split('|') for line in self.nginx.log_lines() if '/medium.bin' in line]
+        self.assertIn(['GET /medium.bin HTTP/1.1', 'bytes=100-199', '', '127.0.0.1', 'for=127.0.0.1;proto=http', ''],
+                      lines)
+        self.assertIn(['GET /medium.bin HTTP/1.1', 'bytes=1000-', etag, '127.0.0.1', 'for=127.0.0.1;proto=http', ''],
+                      lines)
+        requests, downloads = self.stop_and_read(server)
+        ranged = [q for q in requests if q['user_agent'] == 'fwd-range']
+        self.assertEqual([(q['status'], q['range'], q['intervals']) for q in ranged],
+                         [(206, 'bytes=100-199', '100-199'), (206, 'bytes=1000-', '1000-%d' % (MIB - 1))])
+        [download] = [d for d in downloads if d['user_agent'] == 'fwd-range']
+        self.assertEqual((download['requests'], download['completed']), (2, 0))
+
+    def test_416_from_the_origin_is_recorded_as_such(self):
+        server = self.proxy()
+        r = harness.http(server.port, 'GET', '/small.bin', {'User-Agent': 'fwd-416', 'Range': 'bytes=999999-'})
+        self.assertEqual(r.status, 416)
+        self.assertEqual(r.header('content-range'), 'bytes */%d' % KIB)
+        requests, downloads = self.stop_and_read(server)
+        [record] = [q for q in requests if q['user_agent'] == 'fwd-416']
+        self.assertEqual((record['status'], record['reason'], record['file_size']),
+                         (416, 'range_not_satisfiable', KIB))
+        self.assertFalse([d for d in downloads if d['user_agent'] == 'fwd-416'])
+
+    def test_keep_alive_requests_follow_each_other_and_the_client_is_appended(self):
+        server = self.proxy()
+        with harness.Conn(server.port) as c:
+            c.send(harness.request_bytes('GET', '/small.bin', {'X-Forwarded-For': '10.1.2.3'}, close=False))
+            first = c.read_response()
+            c.send(harness.request_bytes('HEAD', '/medium.bin', close=False))
+            second = c.read_response(head_request=True)
+            # Two pipelined requests in one write.
+            c.send(harness.request_bytes('GET', '/small.bin', close=False) * 2)
+            third, fourth = c.read_response(), c.read_response()
+        self.assertEqual((first.status, first.body), (200, self.env.content['small.bin']))
+        self.assertEqual((second.status, second.body, second.header('content-length')), (200, b'', str(MIB)))
+        self.assertEqual((third.body, fourth.body), (self.env.content['small.bin'],) * 2)
+        self.assertIsNone(first.header('connection'))
+        xff = [line.split('|')[3] for line in self.nginx.log_lines() if '/small.bin' in line]
+        self.assertIn('10.1.2.3, 127.0.0.1', xff)
+        r = harness.http(server.port, 'GET', '/small.bin', version='HTTP/1.0', host=False,
+                         headers={'Connection': 'keep-alive'})
+        self.assertEqual((r.status, r.header('connection')), (200, 'keep-alive'))
+
+    def test_bad_requests_get_their_4xx_and_the_proxy_lives_on(self):
+        server = self.proxy()
+        cases = [
+            (b'GARBAGE\r\n\r\n', 400),
+            (b'GET /small.bin HTTP/1.1\r\n\r\n', 400),  # no Host
+            (b'GET /small.bin HTTP/1.1\r\nHost: a\r\nBad Name: x\r\n\r\n', 400),
+            (b'GET /small.bin HTTP/1.1\r\nHost: a\r\nX: a\r\n  folded\r\n\r\n', 400),
+            (b'GET /../etc/passwd HTTP/1.1\r\nHost: a\r\n\r\n', 400),
+            (b'GET /small.bin HTTP/2.0\r\nHost: a\r\n\r\n', 505),
+            (b'CONNECT 127.0.0.1:22 HTTP/1.1\r\nHost: a\r\n\r\n', 501),
+            (b'GET /' + b'a' * 9000 + b' HTTP/1.1\r\n\r\n', 414),
+            (b'GET / HTTP/1.1\r\nHost: a\r\nX: ' + b'b' * 9000 + b'\r\n\r\n', 431),
+            (b'POST /x HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n', 400),
+        ]
+        for request, status in cases:
+            r = harness.raw_request(server.port, request)
+            self.assertEqual(r.status, status, request[:60])
+            self.assertEqual(r.header('connection'), 'close')
+        for garbage in (b'\x00\xff' * 3000, b'\r\n' * 10, os.urandom(20000)):
+            harness.raw_exchange(server.port, garbage, timeout=2)
+        self.assertEqual(harness.http(server.port, 'GET', '/small.bin').status, 200)
+        self.assertTrue(server.running())
+
+    def test_a_body_without_length_and_a_chunked_one_and_a_post(self):
+        origin = PythonOrigin()
+        try:
+            server = self.proxy(origin_port=origin.port)
+            expected = b''.join(PythonOrigin.CHUNKS)
+            with harness.Conn(server.port) as c:
+                c.send(harness.request_bytes('GET', '/chunked', {'User-Agent': 'fwd-chunked'}, close=False))
+                r = c.read_response()
+                self.assertEqual((r.status, r.body, r.header('transfer-encoding')), (200, expected, 'chunked'))
+                body = os.urandom(300 * KIB)
+                c.send(harness.request_bytes('POST', '/echo', {'Content-Length': str(len(body))}, close=False) + body)
+                r = c.read_response()
+                self.assertEqual((r.status, r.body), (200, body))
+                c.send(harness.request_bytes('GET', '/no-length', close=False))
+                r = c.read_response()
+                self.assertEqual((r.status, r.body, r.header('connection')), (200, b'until the end', 'close'))
+                self.assertTrue(c.closed_by_peer())
+            requests, downloads = self.stop_and_read(server)
+        finally:
+            origin.stop()
+        [record] = [q for q in requests if q['user_agent'] == 'fwd-chunked']
+        self.assertEqual((record['status'], record['file_size'], record['intervals']),
+                         (200, len(expected), '0-%d' % (len(expected) - 1)))
+        [download] = [d for d in downloads if d['user_agent'] == 'fwd-chunked']
+        self.assertEqual(download['completed'], 1)
+
+    def test_backpressure_a_slow_client_keeps_the_rss_bounded(self):
+        server = self.proxy(workers=1)
+        [worker] = server.wait_workers(1)
+        self.assertEqual(harness.http(server.port, 'GET', '/small.bin').status, 200)
+        before = rss_bytes([worker]) // KIB
+        s = socket.socket()
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * KIB)
+        s.settimeout(10)
+        s.connect(('127.0.0.1', server.port))
+        s.sendall(harness.request_bytes('GET', '/big.bin', {'User-Agent': 'fwd-slow'}))
+        # 100 KiB/s for 8 s: nginx could send the whole 200 MiB in well under a
+        # second, so whatever the proxy held would show in its RSS.
+        received, peak = 0, before
+        start = time.monotonic()
+        while time.monotonic() - start < 8:
+            tick = time.monotonic()
+            wanted = 10 * KIB
+            while wanted > 0:
+                chunk = s.recv(wanted)
+                self.assertTrue(chunk, 'the proxy closed the connection')
+                wanted -= len(chunk)
+                received += len(chunk)
+            peak = max(peak, rss_bytes([worker]) // KIB)
+            time.sleep(max(0.0, 0.1 - (time.monotonic() - tick)))
+        s.close()
+        growth = peak - before
+        print('\n[backpressure] worker RSS %d KiB before, %d KiB peak (+%d KiB) while a client read %d KiB at '
+              '100 KiB/s of a 200 MiB file' % (before, peak, growth, received // KIB))
+        self.assertLess(received, 2 * MIB)
+        self.assertLess(growth, 8 * 1024, 'the proxy buffered what the client did not take')
+        requests, _ = self.stop_and_read(server)
+        [record] = [q for q in requests if q['user_agent'] == 'fwd-slow']
+        self.assertEqual(record['reason'], 'client_closed')
+        self.assertLess(record['body_bytes'], 4 * MIB)
+
+
+class OriginFailures(ForwardCase):
+    def test_origin_refusing_gives_502_and_a_closed_port_in_tcp_mode_a_clean_close(self):
+        closed = harness.free_port()
+        server = self.proxy(origin_port=closed, workers=1)
+        for _ in range(5):
+            r = harness.http(server.port, 'GET', '/small.bin', {'User-Agent': 'fwd-502'})
+            self.assertEqual(r.status, 502)
+        tcp = self.proxy(origin_port=closed, mode='tcp', workers=1)
+        data, closed_by_peer = harness.raw_exchange(tcp.port, b'hello', timeout=5)
+        self.assertEqual((data, closed_by_peer), (b'', True))
+        requests, _ = self.stop_and_read(server)
+        self.assertEqual({(q['status'], q['reason']) for q in requests}, {(502, 'upstream_error')})
+        self.assertEqual(len(requests), 5)
+        # Logged once for the burst, not once per request.
+        self.assertEqual(server.log().count('failures are counted'), 1, server.log_tail())
+
+    def test_a_silent_origin_gives_504_after_read_timeout(self):
+        silent = socket.socket()
+        silent.bind(('127.0.0.1', 0))
+        silent.listen(8)
+        try:
+            server = self.proxy(origin_port=silent.getsockname()[1], read_timeout='1s', workers=1)
+            start = time.monotonic()
+            r = harness.http(server.port, 'GET', '/small.bin', timeout=10)
+            self.assertEqual(r.status, 504)
+            self.assertGreater(time.monotonic() - start, 0.9)
+            requests, _ = self.stop_and_read(server)
+            self.assertEqual([(q['status'], q['reason']) for q in requests], [(504, 'upstream_error')])
+        finally:
+            silent.close()
+
+    def test_origin_stopped_mid_transfer_then_502_until_it_returns(self):
+        nginx = Nginx(self.env).start()
+        try:
+            server = self.proxy(origin_port=nginx.port, workers=1)
+            s = socket.socket()
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * KIB)
+            s.settimeout(10)
+            s.connect(('127.0.0.1', server.port))
+            s.sendall(harness.request_bytes('GET', '/big.bin', {'User-Agent': 'fwd-cut'}))
+            received = len(s.recv(65536))
+            nginx.kill()
+            # What the origin had sent still arrives, then the proxy closes.
+            while True:
+                chunk = s.recv(1 << 20)
+                if not chunk:
+                    break
+                received += len(chunk)
+            s.close()
+            self.assertLess(received, BIG)
+            for _ in range(3):
+                self.assertEqual(harness.http(server.port, 'GET', '/small.bin').status, 502)
+            nginx = Nginx(self.env, port=nginx.port).start()
+            r = harness.http(server.port, 'GET', '/small.bin')
+            self.assertEqual((r.status, r.body), (200, self.env.content['small.bin']))
+            self.assertTrue(server.running())
+            log = server.log()
+            requests, _ = self.stop_and_read(server)
+        finally:
+            nginx.kill()
+        [cut] = [q for q in requests if q['user_agent'] == 'fwd-cut']
+        self.assertEqual((cut['status'], cut['reason']), (200, 'upstream_error'))
+        self.assertEqual([q['status'] for q in requests if q['user_agent'] != 'fwd-cut'][-4:], [502, 502, 502, 200])
+        self.assertEqual(log.count('failures are counted'), 1, log)
+        self.assertIn('answers again, after 4 failure(s)', log)
+
+
+class EchoOrigin:
+    """A non-HTTP origin: echoes what it reads; at the client's end of stream
+    it says BYE and closes (so a half-close must have reached it)."""
+
+    def __init__(self):
+        self.sock = socket.socket()
+        self.sock.bind(('127.0.0.1', 0))
+        self.sock.listen(8)
+        self.port = self.sock.getsockname()[1]
+        self.thread = threading.Thread(target=self.serve, daemon=True)
+        self.thread.start()
+
+    def serve(self):
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self.echo, args=(conn,), daemon=True).start()
+
+    @staticmethod
+    def echo(conn):
+        with conn:
+            conn.settimeout(20)
+            try:
+                while True:
+                    data = conn.recv(65536)
+                    if not data:
+                        break
+                    conn.sendall(data)
+                conn.sendall(b'BYE')
+            except OSError:
+                pass
+
+    def stop(self):
+        self.sock.close()
+
+
+class Tcp(ForwardCase):
+    def test_echo_both_ways_byte_exact_and_the_half_close_is_passed_on(self):
+        origin = EchoOrigin()
+        try:
+            server = self.proxy(origin_port=origin.port, mode='tcp')
+            data = os.urandom(3 * MIB)
+            s = socket.create_connection(('127.0.0.1', server.port), timeout=10)
+            got = []
+            reader = threading.Thread(target=lambda: got.append(harness.recv_all(s, timeout=20, limit=8 * MIB)))
+            reader.start()
+            s.sendall(data)
+            s.shutdown(socket.SHUT_WR)
+            reader.join(30)
+            s.close()
+            received, closed = got[0]
+            self.assertTrue(closed)
+            self.assertEqual(len(received), len(data) + 3)
+            self.assertEqual(received, data + b'BYE')
+            requests, _ = self.stop_and_read(server)
+        finally:
+            origin.stop()
+        # The harness's start-up probe is a connection too: it got its BYE.
+        [record] = [q for q in requests if q['body_bytes'] > 3]
+        self.assertEqual((record['module'], record['protocol'], record['reason'], record['body_bytes']),
+                         ('forward', 'tcp', 'completed', len(data) + 3))
+
+
+if __name__ == '__main__':
+    if not os.path.exists(NGINX):
+        raise SystemExit('test_forward needs nginx (Debian nginx-light: scripts/deps.sh test)')
+    harness.main()
