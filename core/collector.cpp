@@ -176,7 +176,13 @@ void Collector::finish(const LogicalDownload& download) {
 void Collector::on_signal(uv_poll_t* handle, int /*status*/, int /*events*/) {
     auto& self = *static_cast<Collector*>(handle->data);
     signalfd_siginfo info{};
-    while (read(self.signal_fd_, &info, sizeof info) == sizeof info) self.stop();
+    while (read(self.signal_fd_, &info, sizeof info) == sizeof info) {
+        if (info.ssi_signo != SIGUSR1) {
+            self.stop();
+        } else if (auto problem = reopen_log_files(); !problem.empty()) {
+            spdlog::error("{}", problem);
+        }
+    }
 }
 
 void Collector::stop() {

@@ -297,9 +297,9 @@ Config parse_config(const std::string& text, const std::string& name, const std:
     }
 
     check_keys(root, "",
-               std::array<std::string_view, 14>{"workers", "max_connections", "backlog", "shutdown_timeout",
-                                                "module_dir", "state_dir", "reuseport", "log", "tracking", "geoip",
-                                                "trusted_proxies", "protocols", "plugins", "environments"},
+               std::array<std::string_view, 15>{"workers", "max_connections", "backlog", "shutdown_timeout",
+                                                "module_dir", "state_dir", "user", "reuseport", "log", "tracking",
+                                                "geoip", "trusted_proxies", "protocols", "plugins", "environments"},
                errors);
 
     if (const auto node = root["workers"]) {
@@ -321,6 +321,14 @@ Config parse_config(const std::string& text, const std::string& name, const std:
                 errors.add(node, "state_dir", "must not be empty");
             else
                 config.state_dir = *value;
+        }
+    if (const auto node = root["user"])
+        if (auto value = read_string(node, "user", errors)) {
+            if (value->empty())
+                errors.add(node, "user", "must name an account, e.g. nobody");
+            else
+                config.user = *value;
+            config.user_line = line_of(node);
         }
     if (const auto node = root["reuseport"])
         if (auto value = read_bool(node, "reuseport", errors)) config.reuseport = *value;

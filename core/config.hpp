@@ -86,6 +86,10 @@ struct Config {
     // Where the server keeps its state: the default store's database
     // (stats.db) and the spool of batches a store could not take yet.
     std::string state_dir = "/var/lib/smprotocol";
+    // The account the workers and the stats collector run as when the
+    // server is started as root; empty: they keep the master's.
+    std::string user;
+    int user_line = 0;
     LogConfig log;
     TrackingConfig tracking;
     GeoIpConfig geoip;

@@ -54,6 +54,14 @@ spdlog::level::level_enum to_spdlog(smp_log_level level) {
     return to_spdlog(static_cast<LogLevel>(std::clamp(static_cast<int>(level), 0, 4)));
 }
 
+namespace {
+
+// What setup_logging and set_log_role were given, for reopen_log_files.
+LogConfig current_config;
+std::string current_role = "master";
+
+}  // namespace
+
 void setup_logging(const LogConfig& config) {
     std::vector<spdlog::sink_ptr> sinks;
     sinks.push_back(std::make_shared<spdlog::sinks::stdout_color_sink_mt>());
@@ -70,10 +78,24 @@ void setup_logging(const LogConfig& config) {
     // buffered at fork time would otherwise be written twice.
     logger->flush_on(spdlog::level::trace);
     spdlog::set_default_logger(logger);
-    set_log_role("master");
+    current_config = config;
+    set_log_role(current_role);
 }
 
-void set_log_role(const std::string& role) { spdlog::set_pattern("%Y-%m-%d %H:%M:%S.%e %^%-5l%$ [" + role + "] %v"); }
+void set_log_role(const std::string& role) {
+    current_role = role;
+    spdlog::set_pattern("%Y-%m-%d %H:%M:%S.%e %^%-5l%$ [" + role + "] %v");
+}
+
+std::string reopen_log_files() {
+    if (current_config.file.empty()) return {};
+    try {
+        setup_logging(current_config);
+    } catch (const std::exception& e) {
+        return e.what();
+    }
+    return {};
+}
 
 void print_banner() {
     std::fputs(R"(    _____ __  _______             __                   __
@@ -93,6 +115,16 @@ AccessLog::~AccessLog() {
 void AccessLog::open(const std::string& path) {
     fd_ = ::open(path.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
     if (fd_ < 0) throw std::runtime_error("log.access_log: cannot open " + path + ": " + std::strerror(errno));
+    path_ = path;
+}
+
+std::string AccessLog::reopen() {
+    if (fd_ < 0) return {};
+    const int fd = ::open(path_.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
+    if (fd < 0) return "log.access_log: cannot open " + path_ + ": " + std::strerror(errno);
+    dup3(fd, fd_, O_CLOEXEC);
+    ::close(fd);
+    return {};
 }
 
 void AccessLog::write(const smp_record& record) {

@@ -14,6 +14,10 @@ namespace smp {
 void setup_logging(const LogConfig& config);
 // Changes the prefix, e.g. in a worker after fork.
 void set_log_role(const std::string& role);
+// SIGUSR1: opens log.file again by its name, so that after logrotate moved
+// it the lines go to the new file. On failure the old file is kept and the
+// reason returned; empty on success.
+std::string reopen_log_files();
 spdlog::level::level_enum to_spdlog(LogLevel level);
 spdlog::level::level_enum to_spdlog(smp_log_level level);
 
@@ -32,10 +36,15 @@ class AccessLog {
     // Opens (creates) `path` for appending; throws std::runtime_error naming it.
     void open(const std::string& path);
     bool is_open() const { return fd_ >= 0; }
+    // Opens the same path again in place of the current file (SIGUSR1);
+    // the descriptor number stays, so no line is written to a closed one.
+    // The reason on failure, the old file kept; empty on success.
+    std::string reopen();
     void write(const smp_record& record);
 
    private:
     int fd_ = -1;
+    std::string path_;
     std::string line_;
     std::string time_text_;
     int64_t time_second_ = -1;

@@ -4,9 +4,9 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
-#include <array>
 #include <cstdio>
 #include <cstdlib>
+#include <memory>
 #include <string>
 #include <string_view>
 
@@ -63,12 +63,6 @@ void raise_file_limit() {
     }
 }
 
-std::string host_name() {
-    std::array<char, 256> name{};
-    gethostname(name.data(), name.size() - 1);
-    return name.data();
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -77,29 +71,27 @@ int main(int argc, char** argv) {
     // A client that goes away makes sendfile(2) fail with EPIPE; without this
     // it would kill the worker instead.
     signal(SIGPIPE, SIG_IGN);
-    const char* environment = std::getenv("APPLICATION_ENV");
-    smp::Runtime runtime;
+    const char* environment_variable = std::getenv("APPLICATION_ENV");
+    const std::string environment = environment_variable ? environment_variable : "";
+    std::unique_ptr<smp::Runtime> runtime;
     try {
-        runtime.config = smp::load_config(options.config, environment ? environment : "");
-        smp::setup_logging(runtime.config.log);
+        smp::Config config = smp::load_config(options.config, environment);
+        smp::setup_logging(config.log);
         if (!options.test_config) smp::print_banner();
-        if (!runtime.config.environment.empty())
-            spdlog::info("Environment '{}' applied from APPLICATION_ENV", runtime.config.environment);
-        else if (environment != nullptr && *environment != '\0')
+        if (!config.environment.empty())
+            spdlog::info("Environment '{}' applied from APPLICATION_ENV", config.environment);
+        else if (!environment.empty())
             spdlog::info("APPLICATION_ENV={}: no such entry under environments, using the base settings", environment);
-        runtime.modules = smp::load_modules(runtime.config, smp::core_api());
-        for (const auto& module : runtime.modules)
-            spdlog::debug("Module '{}' loaded from {}", module->entry->module, module->object->path());
         if (options.test_config) {
-            smp::unload_modules(runtime.modules);
+            smp::resolve_user(config);
+            auto modules = smp::load_modules(config, smp::core_api());
+            smp::unload_modules(modules);
             std::printf("configuration OK: %s\n", options.config.c_str());
             return 0;
         }
-        if (!runtime.config.log.access_log.empty()) runtime.access_log.open(runtime.config.log.access_log);
-        for (const auto& network : runtime.config.trusted_proxies) runtime.trusted_proxies.add(network);
         raise_file_limit();
-        runtime.node = host_name();
-        runtime.listeners = smp::bind_listeners(runtime.config, runtime.modules);
+        runtime = smp::build_runtime(std::move(config), nullptr);
+        if (runtime->user) smp::give_log_files(runtime->config.log, *runtime->user);
     } catch (const smp::ConfigErrors& errors) {
         for (const auto& error : errors.errors()) std::fprintf(stderr, "smprotocol: %s\n", error.c_str());
         std::fprintf(stderr, "smprotocol: configuration has %zu error(s); not starting\n", errors.errors().size());
@@ -108,8 +100,6 @@ int main(int argc, char** argv) {
         std::fprintf(stderr, "smprotocol: %s; not starting\n", e.what());
         return 1;
     }
-    smp::Master master(runtime);
-    const int code = master.run();
-    smp::unload_modules(runtime.modules);
-    return code;
+    smp::Master master(std::move(runtime), options.config, environment);
+    return master.run();
 }

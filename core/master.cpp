@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <set>
 
 #include "collector.hpp"
 #include "worker.hpp"
@@ -20,6 +21,11 @@ namespace {
 // quick failures in a row back off, so a broken worker does not fork-loop.
 constexpr uint64_t kQuickFailureMs = 1000;
 constexpr uint64_t kMaxBackoffMs = 10'000;
+// How often the master looks whether new workers are ready to accept, and
+// how long a reload waits for them before it gives up and keeps the old ones.
+constexpr uint64_t kReadyPollMs = 10;
+constexpr uint64_t kReadyTimeoutMs = 10'000;
+constexpr uint64_t kHousekeepingMs = 1000;
 
 sigset_t handled_signals() {
     sigset_t signals;
@@ -34,7 +40,28 @@ std::string describe_status(int status) {
     return "stopped";
 }
 
+// What the stats collector was built from: when a reload changes none of
+// it, the running collector is kept, with its open downloads.
+std::string collector_signature(const Runtime& runtime) {
+    const Config& config = runtime.config;
+    if (!config.tracking.enabled) return {};
+    std::string text = fmt::format("{}|{}|{}|{}|{}|{}|{}|{}", config.tracking.idle_window_ms, config.state_dir,
+                                   config.user, config.geoip.city_db, config.geoip.asn_db, config.log.file,
+                                   static_cast<int>(config.log.level), config.module_dir);
+    for (const auto& module : runtime.modules)
+        if (SMP_MODULE_HOOK(module->api, store) != nullptr)
+            text += "|" + module->object->path() + "|" + YAML::Dump(module->entry->node);
+    return text;
+}
+
+void close_handle(uv_handle_t* handle) {
+    if (!uv_is_closing(handle)) uv_close(handle, nullptr);
+}
+
 }  // namespace
+
+Master::Master(std::unique_ptr<Runtime> runtime, std::string config_path, std::string environment)
+    : current_(std::move(runtime)), config_path_(std::move(config_path)), environment_(std::move(environment)) {}
 
 int Master::run() {
     // Signals are read from a signalfd on the master's loop. They stay
@@ -47,33 +74,29 @@ int Master::run() {
     uv_poll_init(&loop_, &signal_poll_, signal_fd_);
     signal_poll_.data = this;
     uv_poll_start(&signal_poll_, UV_READABLE, on_signal);
-    uv_timer_init(&loop_, &shutdown_timer_);
-    shutdown_timer_.data = this;
+    for (uv_timer_t* timer : {&shutdown_timer_, &ready_timer_, &housekeeping_timer_}) {
+        uv_timer_init(&loop_, timer);
+        timer->data = this;
+    }
+    const uint64_t housekeeping_ms = notifier_.watchdog_interval_ms() > 0
+                                         ? std::min(kHousekeepingMs, notifier_.watchdog_interval_ms())
+                                         : kHousekeepingMs;
+    uv_timer_start(&housekeeping_timer_, on_housekeeping, housekeeping_ms, housekeeping_ms);
 
+    collector_.master = this;
     uv_timer_init(&loop_, &collector_.respawn_timer);
-    collector_.respawn_timer.data = this;
-    if (runtime_.config.tracking.enabled) {
-        int ends[2];
-        if (socketpair(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0, ends) != 0) {
-            spdlog::critical("cannot create the records socket: {}", std::strerror(errno));
-            return 1;
-        }
-        // Room for bursts: a few MiB of records queue before a worker has to drop one.
-        const int bytes = 8 << 20;
-        if (setsockopt(ends[0], SOL_SOCKET, SO_SNDBUFFORCE, &bytes, sizeof bytes) != 0)
-            setsockopt(ends[0], SOL_SOCKET, SO_SNDBUF, &bytes, sizeof bytes);
-        runtime_.records_send_fd = ends[0];
-        runtime_.records_receive_fd = ends[1];
+    collector_.respawn_timer.data = &collector_;
+    if (current_->config.tracking.enabled) {
+        if (!open_records_socket()) return 1;
         spawn_collector();
     }
 
-    slots_.resize(static_cast<size_t>(runtime_.config.workers));
-    for (size_t i = 0; i < slots_.size(); ++i) {
-        uv_timer_init(&loop_, &slots_[i].respawn_timer);
-        slots_[i].respawn_timer.data = this;
-        spawn(i);
-    }
+    slots_ = make_slots(*current_);
+    for (auto& slot : slots_) spawn(*slot);
     spdlog::info("Running success: {} worker(s) serving", slots_.size());
+    // READY=1 once every worker accepts; the sockets listen already, so
+    // connections made meanwhile wait in the backlog.
+    uv_timer_start(&ready_timer_, on_ready_timer, kReadyPollMs, kReadyPollMs);
 
     uv_run(&loop_, UV_RUN_DEFAULT);
     uv_loop_close(&loop_);
@@ -82,21 +105,65 @@ int Master::run() {
     return 0;
 }
 
-void Master::spawn(size_t slot) {
+Master::Slots Master::make_slots(Runtime& runtime) {
+    Slots slots;
+    for (int i = 0; i < runtime.config.workers; ++i) {
+        auto slot = std::make_unique<Slot>();
+        slot->master = this;
+        slot->runtime = &runtime;
+        slot->index = static_cast<size_t>(i);
+        uv_timer_init(&loop_, &slot->respawn_timer);
+        slot->respawn_timer.data = slot.get();
+        slots.push_back(std::move(slot));
+    }
+    return slots;
+}
+
+void Master::close_slot(std::unique_ptr<Slot> slot) {
+    uv_timer_stop(&slot->respawn_timer);
+    Slot* owned = slot.release();
+    uv_close(reinterpret_cast<uv_handle_t*>(&owned->respawn_timer),
+             [](uv_handle_t* handle) { delete static_cast<Slot*>(handle->data); });
+}
+
+bool Master::open_records_socket() {
+    if (records_send_fd_ >= 0) return true;
+    int ends[2];
+    if (socketpair(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0, ends) != 0) {
+        spdlog::critical("cannot create the records socket: {}", std::strerror(errno));
+        return false;
+    }
+    // Room for bursts: a few MiB of records queue before a worker has to drop one.
+    const int bytes = 8 << 20;
+    if (setsockopt(ends[0], SOL_SOCKET, SO_SNDBUFFORCE, &bytes, sizeof bytes) != 0)
+        setsockopt(ends[0], SOL_SOCKET, SO_SNDBUF, &bytes, sizeof bytes);
+    records_send_fd_ = ends[0];
+    records_receive_fd_ = ends[1];
+    return true;
+}
+
+void Master::spawn(Slot& slot) {
+    Runtime& runtime = *slot.runtime;
+    runtime.records_send_fd = runtime.config.tracking.enabled ? records_send_fd_ : -1;
+    slot.seat = board_.take();
     const pid_t parent = getpid();
     const pid_t pid = fork();
     if (pid < 0) {
-        spdlog::error("cannot fork worker {}: {}; retrying", slot + 1, std::strerror(errno));
-        uv_timer_start(&slots_[slot].respawn_timer, on_respawn_timer, kMaxBackoffMs, 0);
+        board_.give_back(slot.seat);
+        slot.seat = nullptr;
+        spdlog::error("cannot fork worker {}: {}; retrying", slot.index + 1, std::strerror(errno));
+        uv_timer_start(&slot.respawn_timer, on_respawn_timer, kMaxBackoffMs, 0);
         return;
     }
     if (pid == 0) become_worker(slot);
-    slots_[slot].pid = pid;
-    slots_[slot].started_ms = uv_now(&loop_);
-    spdlog::info("Success: detached with pid <{}>, parent pid <{}> (worker {})", pid, parent, slot + 1);
+    slot.pid = pid;
+    slot.started_ms = uv_now(&loop_);
+    spdlog::info("Success: detached with pid <{}>, parent pid <{}> (worker {})", pid, parent, slot.index + 1);
 }
 
 void Master::spawn_collector() {
+    collector_runtime_ = current_;
+    current_->records_receive_fd = records_receive_fd_;
     const pid_t pid = fork();
     if (pid < 0) {
         spdlog::error("cannot fork the stats collector: {}; retrying", std::strerror(errno));
@@ -106,35 +173,46 @@ void Master::spawn_collector() {
     if (pid == 0) become_collector();
     collector_.pid = pid;
     collector_.started_ms = uv_now(&loop_);
+    collector_stopping_ = false;
     spdlog::info("Success: detached with pid <{}>, parent pid <{}> (stats collector)", pid, getpid());
 }
 
 void Master::tell_collector_lost(pid_t worker) {
-    if (runtime_.records_send_fd < 0) return;
+    if (records_send_fd_ < 0) return;
     CollectorNotice notice;
     notice.lost_pid = static_cast<uint32_t>(worker);
-    send(runtime_.records_send_fd, &notice, sizeof notice, MSG_DONTWAIT | MSG_NOSIGNAL);
+    send(records_send_fd_, &notice, sizeof notice, MSG_DONTWAIT | MSG_NOSIGNAL);
 }
 
-void Master::close_inherited_descriptors() {
+void Master::close_inherited_descriptors(const Runtime* own) {
     // A fresh start: the parent's loop and signalfd are not ours (their epoll
     // instance is shared with the master), so only their descriptors are closed.
     ::close(uv_backend_fd(&loop_));
     ::close(signal_fd_);
+    // The sockets of the other generations: holding one would keep a port
+    // that a reload dropped listening, with nobody accepting on it.
+    std::set<Runtime*> others{current_.get(), incoming_.get()};
+    for (auto& retiring : retiring_) others.insert(retiring.runtime.get());
+    others.erase(nullptr);
+    others.erase(const_cast<Runtime*>(own));
+    for (Runtime* other : others) close_listeners(other->listeners);
+    // Credentials change first: changing them clears the parent-death signal.
+    if (own != nullptr && own->user) drop_privileges(*own->user);
     prctl(PR_SET_PDEATHSIG, SIGTERM);
     if (getppid() == 1) _exit(0);  // the master died before prctl took effect
 }
 
 void Master::become_collector() {
-    close_inherited_descriptors();
-    // Holding a listener would keep it open after the workers closed theirs.
-    close_listeners(runtime_.listeners);
-    ::close(runtime_.records_send_fd);
-    prctl(PR_SET_NAME, "smp-collector");
-    set_log_role("collector");
     int code = 1;
     try {
-        Collector collector(runtime_, runtime_.records_receive_fd);
+        Runtime& runtime = *current_;
+        close_inherited_descriptors(&runtime);
+        // Holding a listener would keep it open after the workers closed theirs.
+        close_listeners(runtime.listeners);
+        ::close(records_send_fd_);
+        prctl(PR_SET_NAME, "smp-collector");
+        set_log_role("collector");
+        Collector collector(runtime, records_receive_fd_);
         code = collector.run();
     } catch (const std::exception& e) {
         spdlog::critical("stats collector failed: {}", e.what());
@@ -144,20 +222,24 @@ void Master::become_collector() {
     _exit(code);
 }
 
-void Master::become_worker(size_t slot) {
-    close_inherited_descriptors();
-    if (runtime_.records_receive_fd >= 0) ::close(runtime_.records_receive_fd);
-    if (runtime_.config.reuseport)
-        for (auto& listener : runtime_.listeners)
-            for (size_t i = 0; i < listener.fds.size(); ++i)
-                if (i != slot) ::close(listener.fds[i]);
-    set_log_role("worker " + std::to_string(slot + 1));
+void Master::become_worker(Slot& slot) {
     int code = 1;
     try {
-        Worker worker(runtime_, static_cast<int>(slot));
+        Runtime& runtime = *slot.runtime;
+        close_inherited_descriptors(&runtime);
+        if (records_receive_fd_ >= 0) ::close(records_receive_fd_);
+        if (!runtime.config.tracking.enabled && records_send_fd_ >= 0) ::close(records_send_fd_);
+        const int index = static_cast<int>(slot.index);
+        for (auto& listener : runtime.listeners) {
+            const auto mine = listener.fds_for(index, runtime.config.workers);
+            for (int fd : listener.fds)
+                if (std::find(mine.begin(), mine.end(), fd) == mine.end()) ::close(fd);
+        }
+        set_log_role("worker " + std::to_string(slot.index + 1));
+        Worker worker(runtime, index, slot.seat);
         code = worker.run();
     } catch (const std::exception& e) {
-        spdlog::critical("worker {} failed: {}", slot + 1, e.what());
+        spdlog::critical("worker {} failed: {}", slot.index + 1, e.what());
     }
     spdlog::default_logger()->flush();
     std::fflush(stdout);
@@ -173,8 +255,8 @@ void Master::on_signal(uv_poll_t* handle, int /*status*/, int /*events*/) {
             case SIGTERM:
             case SIGINT:
             case SIGQUIT: master.begin_shutdown(static_cast<int>(info.ssi_signo)); break;
-            case SIGHUP: spdlog::warn("SIGHUP: configuration reload is not supported yet; still running"); break;
-            case SIGUSR1: spdlog::info("SIGUSR1: log files are reopened on write"); break;
+            case SIGHUP: master.reload(); break;
+            case SIGUSR1: master.reopen_logs(); break;
             default: break;
         }
     }
@@ -184,48 +266,90 @@ void Master::reap_children() {
     int status = 0;
     pid_t pid = 0;
     while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
-        if (pid == collector_.pid) {
-            collector_.pid = 0;
-            if (stopping_) {
-                spdlog::info("Stats collector (pid {}) {}", pid, describe_status(status));
-            } else {
-                // Records sent meanwhile wait in the socket for the next collector.
-                const uint64_t delay = next_start_delay(collector_, uv_now(&loop_));
-                spdlog::error("Stats collector (pid {}) {}; starting a new one in {} ms", pid, describe_status(status),
-                              delay);
-                uv_timer_start(&collector_.respawn_timer, on_respawn_timer, delay, 0);
-            }
+        if (pid != collector_.pid) {
+            if (!reap_worker(pid, status)) continue;
+            tell_collector_lost(pid);
             continue;
         }
-        auto found = std::find_if(slots_.begin(), slots_.end(), [pid](const Slot& s) { return s.pid == pid; });
-        if (found == slots_.end()) continue;
-        const size_t slot = static_cast<size_t>(found - slots_.begin());
-        found->pid = 0;
-        tell_collector_lost(pid);
+        collector_.pid = 0;
         if (stopping_) {
-            spdlog::info("Worker {} (pid {}) {}", slot + 1, pid, describe_status(status));
-            continue;
-        }
-        const uint64_t lived_ms = uv_now(&loop_) - found->started_ms;
-        const uint64_t delay = next_start_delay(*found, uv_now(&loop_));
-        if (delay == 0) {
-            spdlog::warn("Worker {} (pid {}) {}; starting a new one", slot + 1, pid, describe_status(status));
-            spawn(slot);
+            spdlog::info("Stats collector (pid {}) {}", pid, describe_status(status));
+        } else if (!current_->config.tracking.enabled) {
+            spdlog::info("Stats collector (pid {}) {}: tracking is off in the new configuration", pid,
+                         describe_status(status));
+            collector_runtime_.reset();
+        } else if (collector_restart_) {
+            // It flushed its stores and took what was in the socket; the
+            // new collector reads what the workers sent since.
+            collector_restart_ = false;
+            spdlog::info("Stats collector (pid {}) {}; starting the new configuration's", pid, describe_status(status));
+            spawn_collector();
         } else {
-            spdlog::error("Worker {} (pid {}) {} {} ms after start; next try in {} ms", slot + 1, pid,
-                          describe_status(status), lived_ms, delay);
-            uv_timer_start(&found->respawn_timer, on_respawn_timer, delay, 0);
+            // Records sent meanwhile wait in the socket for the next collector.
+            const uint64_t delay = next_start_delay(collector_, uv_now(&loop_));
+            spdlog::error("Stats collector (pid {}) {}; starting a new one in {} ms", pid, describe_status(status),
+                          delay);
+            uv_timer_start(&collector_.respawn_timer, on_respawn_timer, delay, 0);
         }
     }
     finish_if_done();
 }
 
+// False when `pid` is none of the workers.
+bool Master::reap_worker(pid_t pid, int status) {
+    auto retired = std::find_if(retiring_.begin(), retiring_.end(), [pid](const Retiring& r) { return r.pid == pid; });
+    if (retired != retiring_.end()) {
+        spdlog::info("Old worker (pid {}) {}", pid, describe_status(status));
+        board_.give_back(retired->seat);
+        retiring_.erase(retired);  // the last one of a generation runs its modules' exit_master
+        if (!retiring_.empty() || stopping_) return true;
+        spdlog::info("Reload complete: every old worker has finished");
+        return true;
+    }
+    auto owns = [pid](const std::unique_ptr<Slot>& s) { return s->pid == pid; };
+    if (auto found = std::find_if(incoming_slots_.begin(), incoming_slots_.end(), owns);
+        found != incoming_slots_.end()) {
+        Slot& slot = **found;
+        board_.give_back(slot.seat);
+        slot.seat = nullptr;
+        slot.pid = 0;
+        if (!stopping_)
+            abort_reload(fmt::format("worker {} of the new configuration (pid {}) {} before it was ready",
+                                     slot.index + 1, pid, describe_status(status)));
+        return true;
+    }
+    auto found = std::find_if(slots_.begin(), slots_.end(), owns);
+    if (found == slots_.end()) return false;
+    Slot& slot = **found;
+    board_.give_back(slot.seat);
+    slot.seat = nullptr;
+    slot.pid = 0;
+    if (stopping_) {
+        spdlog::info("Worker {} (pid {}) {}", slot.index + 1, pid, describe_status(status));
+        return true;
+    }
+    const uint64_t lived_ms = uv_now(&loop_) - slot.started_ms;
+    const uint64_t delay = next_start_delay(slot, uv_now(&loop_));
+    if (delay == 0) {
+        spdlog::warn("Worker {} (pid {}) {}; starting a new one", slot.index + 1, pid, describe_status(status));
+        spawn(slot);
+    } else {
+        spdlog::error("Worker {} (pid {}) {} {} ms after start; next try in {} ms", slot.index + 1, pid,
+                      describe_status(status), lived_ms, delay);
+        uv_timer_start(&slot.respawn_timer, on_respawn_timer, delay, 0);
+    }
+    return true;
+}
+
 void Master::on_respawn_timer(uv_timer_t* timer) {
-    auto& master = *static_cast<Master*>(timer->data);
+    auto& slot = *static_cast<Slot*>(timer->data);
+    Master& master = *slot.master;
     if (master.stopping_) return;
-    if (timer == &master.collector_.respawn_timer) return master.spawn_collector();
-    for (size_t i = 0; i < master.slots_.size(); ++i)
-        if (&master.slots_[i].respawn_timer == timer && master.slots_[i].pid == 0) master.spawn(i);
+    if (&slot == &master.collector_) {
+        if (master.current_->config.tracking.enabled && master.collector_.pid == 0) master.spawn_collector();
+        return;
+    }
+    if (slot.pid == 0) master.spawn(slot);
 }
 
 uint64_t Master::next_start_delay(Slot& slot, uint64_t now_ms) {
@@ -235,20 +359,206 @@ uint64_t Master::next_start_delay(Slot& slot, uint64_t now_ms) {
     return std::min(kMaxBackoffMs, uint64_t{100} << std::min(slot.quick_failures, 7));
 }
 
+bool Master::all_ready(const Slots& slots) {
+    return std::all_of(slots.begin(), slots.end(), [](const std::unique_ptr<Slot>& s) {
+        return s->pid > 0 && s->seat != nullptr && s->seat->ready.load(std::memory_order_acquire) != 0;
+    });
+}
+
+void Master::on_ready_timer(uv_timer_t* timer) {
+    auto& master = *static_cast<Master*>(timer->data);
+    if (master.incoming_) {
+        if (all_ready(master.incoming_slots_))
+            master.commit_reload();
+        else if (uv_now(&master.loop_) - master.reload_started_ms_ >= kReadyTimeoutMs)
+            master.abort_reload(fmt::format("the new workers were not ready within {} ms", kReadyTimeoutMs));
+        return;
+    }
+    if (master.starting_ && all_ready(master.slots_)) {
+        master.starting_ = false;
+        uv_timer_stop(timer);
+        spdlog::info("Ready: {} worker(s) accepting", master.slots_.size());
+        master.notifier_.ready(master.status_text());
+    }
+}
+
+void Master::reload() {
+    if (stopping_) return;
+    if (incoming_) {
+        // One reload at a time; the file is read again once this one ends.
+        reload_again_ = true;
+        return;
+    }
+    spdlog::info("SIGHUP: reloading {}", config_path_);
+    notifier_.reloading();
+    std::unique_ptr<Runtime> runtime;
+    try {
+        Config config = load_config(config_path_, environment_);
+        // A log file that cannot be opened fails the reload here, before any
+        // module is loaded; the old logger stays meanwhile.
+        if (config.log.file != current_->config.log.file || config.log.level != current_->config.log.level)
+            setup_logging(config.log);
+        runtime = build_runtime(std::move(config), current_.get());
+        if (runtime->user) give_log_files(runtime->config.log, *runtime->user);
+        if (runtime->config.tracking.enabled && !open_records_socket())
+            throw std::runtime_error("cannot create the records socket");
+    } catch (const ConfigErrors& errors) {
+        for (const auto& error : errors.errors()) spdlog::error("reload: {}", error);
+        abort_reload(fmt::format("the configuration has {} error(s)", errors.errors().size()));
+        return;
+    } catch (const std::exception& e) {
+        abort_reload(e.what());
+        return;
+    }
+    incoming_ = std::move(runtime);
+    incoming_slots_ = make_slots(*incoming_);
+    for (auto& slot : incoming_slots_) spawn(*slot);
+    reload_started_ms_ = uv_now(&loop_);
+    uv_timer_start(&ready_timer_, on_ready_timer, kReadyPollMs, kReadyPollMs);
+}
+
+void Master::retire(Slots& slots, const std::shared_ptr<Runtime>& runtime) {
+    const uint64_t deadline = uv_now(&loop_) + static_cast<uint64_t>(current_->config.shutdown_timeout_ms);
+    for (auto& slot : slots) {
+        if (slot->pid > 0) {
+            // SIGTERM is a worker's graceful stop: it stops accepting, closes
+            // its idle connections and finishes the running exchanges.
+            kill(slot->pid, SIGTERM);
+            retiring_.push_back({slot->pid, slot->seat, runtime, deadline});
+        }
+        close_slot(std::move(slot));
+    }
+    slots.clear();
+    // The master's copies of the sockets: those the new generation keeps are
+    // duplicated in it, the others close when their last worker leaves.
+    close_listeners(runtime->listeners);
+}
+
+void Master::commit_reload() {
+    uv_timer_stop(&ready_timer_);
+    starting_ = false;
+    std::shared_ptr<Runtime> previous = std::move(current_);
+    current_ = std::move(incoming_);
+    const size_t old_workers = retiring_.size();
+    retire(slots_, previous);
+    slots_ = std::move(incoming_slots_);
+    incoming_slots_.clear();
+    reload_collector(*previous);
+    spdlog::info("Reloaded: {} worker(s) of the new configuration accepting, {} old worker(s) finishing", slots_.size(),
+                 retiring_.size() - old_workers);
+    notifier_.ready(status_text());
+    if (std::exchange(reload_again_, false)) reload();
+}
+
+void Master::abort_reload(const std::string& reason) {
+    uv_timer_stop(&ready_timer_);
+    // A reload during start-up also ends the wait for READY=1.
+    starting_ = false;
+    if (incoming_) {
+        const std::shared_ptr<Runtime> failed = std::move(incoming_);
+        retire(incoming_slots_, failed);
+    }
+    // The log settings may have been applied before the failure was found.
+    try {
+        setup_logging(current_->config.log);
+    } catch (const std::exception& e) {
+        spdlog::warn("cannot restore the log settings: {}", e.what());
+    }
+    spdlog::error("reload failed: {}; still running on the previous configuration", reason);
+    notifier_.ready("Reload failed: " + reason + "; " + status_text());
+    if (std::exchange(reload_again_, false)) reload();
+}
+
+void Master::reload_collector(const Runtime& previous) {
+    const bool tracking = current_->config.tracking.enabled;
+    if (!tracking) {
+        if (collector_.pid > 0) kill(collector_.pid, SIGTERM);
+        uv_timer_stop(&collector_.respawn_timer);
+        return;
+    }
+    if (collector_.pid == 0) {
+        // Tracking was off, or a collector waits for its back-off to end.
+        if (!uv_is_active(reinterpret_cast<uv_handle_t*>(&collector_.respawn_timer))) spawn_collector();
+        return;
+    }
+    const Runtime& running = collector_runtime_ ? *collector_runtime_ : previous;
+    if (collector_signature(running) == collector_signature(*current_)) {
+        spdlog::info("Stats collector (pid {}) kept: its settings did not change", collector_.pid);
+        return;
+    }
+    // The stores changed: the collector flushes to the old ones and exits;
+    // reap_children starts the new one at once.
+    spdlog::info("Stats collector (pid {}) restarts: its settings changed", collector_.pid);
+    collector_restart_ = true;
+    kill(collector_.pid, SIGTERM);
+}
+
+void Master::reopen_logs() {
+    spdlog::info("SIGUSR1: reopening the log files");
+    if (current_->user) give_log_files(current_->config.log, *current_->user);
+    if (auto problem = reopen_log_files(); !problem.empty()) spdlog::error("{}", problem);
+    if (auto problem = current_->access_log.reopen(); !problem.empty()) spdlog::error("{}", problem);
+    for (pid_t pid : children()) kill(pid, SIGUSR1);
+}
+
+std::vector<pid_t> Master::children() const {
+    std::vector<pid_t> pids;
+    for (const Slots* slots : {&slots_, &incoming_slots_})
+        for (const auto& slot : *slots)
+            if (slot->pid > 0) pids.push_back(slot->pid);
+    for (const auto& retiring : retiring_) pids.push_back(retiring.pid);
+    if (collector_.pid > 0) pids.push_back(collector_.pid);
+    return pids;
+}
+
+std::string Master::status_text() const {
+    int64_t connections = 0;
+    int64_t downloads = 0;
+    auto add = [&](const WorkerSeat* seat) {
+        if (seat == nullptr) return;
+        connections += seat->connections.load(std::memory_order_relaxed);
+        downloads += seat->downloads.load(std::memory_order_relaxed);
+    };
+    for (const Slots* slots : {&slots_, &incoming_slots_})
+        for (const auto& slot : *slots) add(slot->seat);
+    for (const auto& retiring : retiring_) add(retiring.seat);
+    std::string text = fmt::format("{} worker(s), {} connection(s), {} download(s) in progress", slots_.size(),
+                                   connections, downloads);
+    if (!retiring_.empty()) text += fmt::format("; {} old worker(s) finishing", retiring_.size());
+    return text;
+}
+
+void Master::on_housekeeping(uv_timer_t* timer) {
+    auto& master = *static_cast<Master*>(timer->data);
+    if (master.notifier_.watchdog_interval_ms() > 0) master.notifier_.watchdog();
+    if (!master.starting_ && !master.stopping_ && !master.incoming_) master.notifier_.status(master.status_text());
+    const uint64_t now = uv_now(&master.loop_);
+    for (auto& retiring : master.retiring_)
+        if (now >= retiring.deadline_ms && retiring.deadline_ms != 0) {
+            spdlog::warn("Old worker (pid {}) still busy shutdown_timeout after the reload: stopping it now",
+                         retiring.pid);
+            kill(retiring.pid, SIGKILL);
+            retiring.deadline_ms = 0;
+        }
+}
+
 void Master::begin_shutdown(int signal) {
     if (stopping_) return;
     stopping_ = true;
+    notifier_.stopping();
     spdlog::info("{}: stopping; running transfers have {} ms to finish", strsignal(signal),
-                 runtime_.config.shutdown_timeout_ms);
+                 current_->config.shutdown_timeout_ms);
     // The workers hold their own copies; once they close theirs the sockets
     // close and the kernel refuses new connections.
-    close_listeners(runtime_.listeners);
+    close_listeners(current_->listeners);
+    if (incoming_) close_listeners(incoming_->listeners);
+    uv_timer_stop(&ready_timer_);
     uv_timer_stop(&collector_.respawn_timer);
-    for (auto& slot : slots_) {
-        uv_timer_stop(&slot.respawn_timer);
-        if (slot.pid > 0) kill(slot.pid, SIGTERM);
-    }
-    uv_timer_start(&shutdown_timer_, on_shutdown_timeout, static_cast<uint64_t>(runtime_.config.shutdown_timeout_ms),
+    for (const Slots* slots : {&slots_, &incoming_slots_})
+        for (const auto& slot : *slots) uv_timer_stop(&slot->respawn_timer);
+    for (pid_t pid : children())
+        if (pid != collector_.pid) kill(pid, SIGTERM);
+    uv_timer_start(&shutdown_timer_, on_shutdown_timeout, static_cast<uint64_t>(current_->config.shutdown_timeout_ms),
                    0);
     finish_if_done();
 }
@@ -256,13 +566,14 @@ void Master::begin_shutdown(int signal) {
 void Master::on_shutdown_timeout(uv_timer_t* timer) {
     auto& master = *static_cast<Master*>(timer->data);
     spdlog::warn("shutdown_timeout reached: stopping the remaining workers now");
-    for (auto& slot : master.slots_)
-        if (slot.pid > 0) kill(slot.pid, SIGKILL);
+    for (pid_t pid : master.children())
+        if (pid != master.collector_.pid) kill(pid, SIGKILL);
 }
 
 void Master::finish_if_done() {
     if (!stopping_ || finished_) return;
-    if (std::any_of(slots_.begin(), slots_.end(), [](const Slot& s) { return s.pid > 0; })) return;
+    const std::vector<pid_t> running = children();
+    if (running.size() > (collector_.pid > 0 ? 1u : 0u)) return;
     // The collector goes last: every record of the workers is in its socket by now.
     if (collector_.pid > 0) {
         if (!collector_stopping_) kill(collector_.pid, SIGTERM);
@@ -270,10 +581,15 @@ void Master::finish_if_done() {
         return;
     }
     finished_ = true;  // a second SIGCHLD read in the same turn must not close the handles again
-    uv_close(reinterpret_cast<uv_handle_t*>(&signal_poll_), nullptr);
-    uv_close(reinterpret_cast<uv_handle_t*>(&shutdown_timer_), nullptr);
-    uv_close(reinterpret_cast<uv_handle_t*>(&collector_.respawn_timer), nullptr);
-    for (auto& slot : slots_) uv_close(reinterpret_cast<uv_handle_t*>(&slot.respawn_timer), nullptr);
+    for (uv_handle_t* handle :
+         {reinterpret_cast<uv_handle_t*>(&signal_poll_), reinterpret_cast<uv_handle_t*>(&shutdown_timer_),
+          reinterpret_cast<uv_handle_t*>(&ready_timer_), reinterpret_cast<uv_handle_t*>(&housekeeping_timer_),
+          reinterpret_cast<uv_handle_t*>(&collector_.respawn_timer)})
+        close_handle(handle);
+    for (Slots* slots : {&slots_, &incoming_slots_}) {
+        for (auto& slot : *slots) close_slot(std::move(slot));
+        slots->clear();
+    }
 }
 
 }  // namespace smp

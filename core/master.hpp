@@ -1,20 +1,28 @@
-// The master process: forks the workers and supervises them. It does no
-// request work; its loop only watches signals and timers.
+// The master process: forks the workers and the stats collector and
+// supervises them. It does no request work; its loop only watches signals
+// and timers. SIGHUP reloads the configuration: a new generation of workers
+// starts beside the old one, and the old one retires once the new one is
+// ready to accept.
 #pragma once
 
 #include <sys/types.h>
 #include <uv.h>
 
 #include <cstdint>
+#include <memory>
+#include <string>
 #include <vector>
 
+#include "notify.hpp"
 #include "runtime.hpp"
+#include "worker_board.hpp"
 
 namespace smp {
 
 class Master {
    public:
-    explicit Master(Runtime& runtime) : runtime_(runtime) {}
+    // `config_path` and `environment` are read again on SIGHUP.
+    Master(std::unique_ptr<Runtime> runtime, std::string config_path, std::string environment);
     Master(const Master&) = delete;
     Master& operator=(const Master&) = delete;
 
@@ -23,35 +31,84 @@ class Master {
     int run();
 
    private:
+    // A worker position of one generation (index 0..workers-1), or the
+    // collector's. Freed in its timer's close callback.
     struct Slot {
+        Master* master = nullptr;
+        Runtime* runtime = nullptr;  // the generation it belongs to
+        size_t index = 0;
         pid_t pid = 0;
         uint64_t started_ms = 0;
         int quick_failures = 0;  // deaths soon after start, in a row
+        WorkerSeat* seat = nullptr;
         uv_timer_t respawn_timer{};
+    };
+    using Slots = std::vector<std::unique_ptr<Slot>>;
+    // A worker of an earlier generation, finishing its running exchanges.
+    struct Retiring {
+        pid_t pid = 0;
+        WorkerSeat* seat = nullptr;
+        std::shared_ptr<Runtime> runtime;  // its modules' exit_master runs when the last one is reaped
+        uint64_t deadline_ms = 0;          // then it is killed
     };
 
     static void on_signal(uv_poll_t* handle, int status, int events);
     static void on_respawn_timer(uv_timer_t* timer);
     static void on_shutdown_timeout(uv_timer_t* timer);
-    void spawn(size_t slot);
+    static void on_ready_timer(uv_timer_t* timer);
+    static void on_housekeeping(uv_timer_t* timer);
+
+    Slots make_slots(Runtime& runtime);
+    void close_slot(std::unique_ptr<Slot> slot);
+    void spawn(Slot& slot);
     void spawn_collector();
+    bool open_records_socket();
     void tell_collector_lost(pid_t worker);
     void reap_children();
+    bool reap_worker(pid_t pid, int status);
     void begin_shutdown(int signal);
+    void finish_if_done();
+
+    void reload();
+    void commit_reload();
+    void abort_reload(const std::string& reason);
+    void retire(Slots& slots, const std::shared_ptr<Runtime>& runtime);
+    void reload_collector(const Runtime& previous);
+    void reopen_logs();
+
+    static bool all_ready(const Slots& slots);
+    std::vector<pid_t> children() const;
+    std::string status_text() const;
     // 0 to start again at once, or the back-off after deaths soon after start.
     static uint64_t next_start_delay(Slot& slot, uint64_t now_ms);
-    void finish_if_done();
-    [[noreturn]] void become_worker(size_t slot);
-    [[noreturn]] void become_collector();
-    void close_inherited_descriptors();
 
-    Runtime& runtime_;
+    [[noreturn]] void become_worker(Slot& slot);
+    [[noreturn]] void become_collector();
+    void close_inherited_descriptors(const Runtime* own);
+
+    std::shared_ptr<Runtime> current_;
+    std::shared_ptr<Runtime> incoming_;           // a reload's, until its workers are ready
+    std::shared_ptr<Runtime> collector_runtime_;  // what the running collector was forked with
+    std::string config_path_;
+    std::string environment_;
+    Notifier notifier_;
+    WorkerBoard board_;
     uv_loop_t loop_{};
     uv_poll_t signal_poll_{};
     uv_timer_t shutdown_timer_{};
+    uv_timer_t ready_timer_{};
+    uv_timer_t housekeeping_timer_{};
     int signal_fd_ = -1;
-    std::vector<Slot> slots_;
+    int records_send_fd_ = -1;
+    int records_receive_fd_ = -1;
+    Slots slots_;
+    Slots incoming_slots_;
+    std::vector<Retiring> retiring_;
     Slot collector_;  // pid 0 when tracking is off or it is not running
+    uint64_t reload_started_ms_ = 0;
+    bool starting_ = true;            // READY=1 not sent yet
+    bool reload_again_ = false;       // a SIGHUP came during a reload
+    bool collector_restart_ = false;  // the collector stops for the new configuration's one
     bool stopping_ = false;
     bool finished_ = false;
     bool collector_stopping_ = false;

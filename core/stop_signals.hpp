@@ -1,4 +1,5 @@
-// How a child process (worker or collector) hears SIGTERM and SIGQUIT: the
+// How a child process (worker or collector) hears SIGTERM and SIGQUIT (stop)
+// and SIGUSR1 (reopen the log files, forwarded by the master): the
 // master blocked them before fork, and each child reads its own through a
 // signalfd watched on its own loop, so no signal handler state crosses fork.
 #pragma once
@@ -9,13 +10,14 @@
 
 namespace smp {
 
-// Starts `poll` on a new signalfd for SIGTERM and SIGQUIT; returns the fd,
+// Starts `poll` on a new signalfd for SIGTERM, SIGQUIT and SIGUSR1; returns the fd,
 // which the caller closes after uv_close(poll).
 inline int watch_stop_signals(uv_loop_t* loop, uv_poll_t* poll, void* data, uv_poll_cb on_signal) {
     sigset_t signals;
     sigemptyset(&signals);
     sigaddset(&signals, SIGTERM);
     sigaddset(&signals, SIGQUIT);
+    sigaddset(&signals, SIGUSR1);
     const int fd = signalfd(-1, &signals, SFD_NONBLOCK | SFD_CLOEXEC);
     uv_poll_init(loop, poll, fd);
     poll->data = data;

@@ -106,7 +106,8 @@ void Worker::cache_set(const char* key, const void* data, uint64_t size) {
         if (auto set = SMP_MODULE_HOOK(plugin->api, cache_set)) return set(plugin->worker_state, key, data, size);
 }
 
-Worker::Worker(Runtime& runtime, int slot) : runtime_(runtime), slot_(slot), id_(static_cast<uint32_t>(slot + 1)) {}
+Worker::Worker(Runtime& runtime, int slot, WorkerSeat* seat)
+    : runtime_(runtime), slot_(slot), id_(static_cast<uint32_t>(slot + 1)), seat_(seat) {}
 
 int Worker::run() {
     if (int error = uv_loop_init(&loop_); error != 0) {
@@ -127,15 +128,16 @@ int Worker::run() {
             return 1;
         }
     }
-    for (const auto& listener : runtime_.listeners) {
-        auto watch = std::make_unique<Watch>();
-        watch->worker = this;
-        watch->listener = &listener;
-        watch->fd = listener.fd_for(slot_);
-        uv_poll_init(&loop_, &watch->poll, watch->fd);
-        watch->poll.data = watch.get();
-        watches_.push_back(std::move(watch));
-    }
+    for (const auto& listener : runtime_.listeners)
+        for (int fd : listener.fds_for(slot_, runtime_.config.workers)) {
+            auto watch = std::make_unique<Watch>();
+            watch->worker = this;
+            watch->listener = &listener;
+            watch->fd = fd;
+            uv_poll_init(&loop_, &watch->poll, watch->fd);
+            watch->poll.data = watch.get();
+            watches_.push_back(std::move(watch));
+        }
     uv_check_init(&loop_, &flush_check_);
     flush_check_.data = this;
     uv_unref(reinterpret_cast<uv_handle_t*>(&flush_check_));
@@ -143,6 +145,11 @@ int Worker::run() {
     accept_pause_timer_.data = this;
     uv_unref(reinterpret_cast<uv_handle_t*>(&accept_pause_timer_));
     set_accepting(true);
+    if (seat_ != nullptr) {
+        // A reload retires the old workers once every new one is here.
+        seat_->pid.store(getpid(), std::memory_order_relaxed);
+        seat_->ready.store(1, std::memory_order_release);
+    }
 
     uv_run(&loop_, UV_RUN_DEFAULT);
 
@@ -225,6 +232,7 @@ void Worker::accept_from(Watch& watch) {
         }
         spdlog::debug("Connection received from {} on port {}", client_ip, info.client_port);
         ++connections_;
+        post_counts();
         const ModuleInstance& protocol = *watch.listener->protocol;
         protocol.api->accept(protocol.worker_state, fd, &info);
         if (connections_ >= runtime_.config.max_connections) set_accepting(false);
@@ -265,13 +273,23 @@ void Worker::flush_records() {
     batch_records_ = 0;
 }
 
+void Worker::post_counts() {
+    if (seat_ == nullptr) return;
+    seat_->connections.store(connections_, std::memory_order_relaxed);
+    seat_->downloads.store(static_cast<int64_t>(downloads_.size()), std::memory_order_relaxed);
+}
+
 void Worker::transfer(const smp_record& record) {
+    // At most one progress record a second per response: the set costs
+    // nothing on the short requests that never report one.
+    if (downloads_.emplace(record.connection_id, record.request_id).second) post_counts();
     send_to_collector(record, RecordKind::transfer);
     for (auto* plugin : plugins_)
         if (plugin->api->on_transfer != nullptr) plugin->api->on_transfer(plugin->worker_state, &record);
 }
 
 void Worker::close(const smp_record& record) {
+    if (!downloads_.empty() && downloads_.erase({record.connection_id, record.request_id}) > 0) post_counts();
     runtime_.access_log.write(record);
     send_to_collector(record, RecordKind::close);
     for (auto* plugin : plugins_)
@@ -282,6 +300,7 @@ void Worker::disconnect(const smp_connection_info& info) {
     for (auto* plugin : plugins_)
         if (plugin->api->on_disconnect != nullptr) plugin->api->on_disconnect(plugin->worker_state, &info);
     --connections_;
+    post_counts();
     if (stopping_)
         finish_if_drained();
     else if (connections_ < runtime_.config.max_connections)
@@ -291,8 +310,16 @@ void Worker::disconnect(const smp_connection_info& info) {
 void Worker::on_signal(uv_poll_t* handle, int /*status*/, int /*events*/) {
     auto& worker = *static_cast<Worker*>(handle->data);
     signalfd_siginfo info{};
-    while (read(worker.signal_fd_, &info, sizeof info) == sizeof info)
+    while (read(worker.signal_fd_, &info, sizeof info) == sizeof info) {
         if (info.ssi_signo == SIGTERM || info.ssi_signo == SIGQUIT) worker.begin_shutdown();
+        if (info.ssi_signo == SIGUSR1) worker.reopen_logs();
+    }
+}
+
+void Worker::reopen_logs() {
+    // The master created the new files and gave them to this worker's user.
+    if (auto problem = reopen_log_files(); !problem.empty()) spdlog::error("{}", problem);
+    if (auto problem = runtime_.access_log.reopen(); !problem.empty()) spdlog::error("{}", problem);
 }
 
 void Worker::begin_shutdown() {

@@ -6,17 +6,21 @@
 
 #include <cstdint>
 #include <memory>
+#include <set>
+#include <utility>
 #include <vector>
 
 #include "record_codec.hpp"
 #include "runtime.hpp"
+#include "worker_board.hpp"
 
 namespace smp {
 
 class Worker {
    public:
-    // `slot` is 0-based; the worker's id is slot + 1.
-    Worker(Runtime& runtime, int slot);
+    // `slot` is 0-based; the worker's id is slot + 1. `seat` is where it
+    // posts its readiness and counts for the master (nullptr: nowhere).
+    Worker(Runtime& runtime, int slot, WorkerSeat* seat);
     Worker(const Worker&) = delete;
     Worker& operator=(const Worker&) = delete;
 
@@ -53,10 +57,16 @@ class Worker {
     void set_accepting(bool accepting);
     void begin_shutdown();
     void finish_if_drained();
+    void reopen_logs();
+    void post_counts();
 
     Runtime& runtime_;
     int slot_;
     uint32_t id_;
+    WorkerSeat* seat_;
+    // Responses that have reported progress and not ended yet: the
+    // downloads in progress the master shows in its status.
+    std::set<std::pair<uint64_t, uint64_t>> downloads_;
     uv_loop_t loop_{};
     uv_poll_t signal_poll_{};
     uv_timer_t accept_pause_timer_{};
