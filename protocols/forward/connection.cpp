@@ -470,9 +470,8 @@ bool WorkerState::read_response(Connection& c) {
     if (n == 0 && e.response_complete) return true;
     char message[160];
     std::snprintf(message, sizeof message, "%s in the middle of a response", what);
-    upstream_failure(message);
-    close_connection(c, SMP_END_UPSTREAM_ERROR);
-    return false;
+    origin_failed(c, 502, message);
+    return true;
 }
 
 void WorkerState::parse_response(Connection& c) {
@@ -494,8 +493,7 @@ void WorkerState::parse_response(Connection& c) {
     e.parse_at = at;
     const size_t parsed = http_parser_execute(&e.response, &kResponseSettings, at, length);
     if (!parsed_cleanly(e.response)) {
-        upstream_failure("sent a body that does not parse");
-        return close_connection(c, SMP_END_UPSTREAM_ERROR);
+        return origin_failed(c, 502, "sent a body that does not parse");
     }
     e.response_body_ready += parsed;
     e.wire_parsed += parsed;
@@ -876,7 +874,9 @@ void WorkerState::update_polls(Connection& c) {
 
 void WorkerState::on_client_poll(uv_poll_t* handle, int status, int events) {
     auto& c = *static_cast<Connection*>(handle->data);
-    // An error (libuv says UV_EBADF for EPOLLERR) is told by the next read or write.
+    // An error (libuv says UV_EBADF for EPOLLERR, and stops the handle) is
+    // told by the next read or write; the handle is started again if needed.
+    if (status < 0) c.poll_events = 0;
     if (status < 0 || (events & UV_READABLE)) c.readable = true;
     if (status < 0 || (events & UV_WRITABLE)) c.writable = true;
     c.worker->pump(c);
@@ -897,6 +897,7 @@ void WorkerState::on_upstream_poll(uv_poll_t* handle, int status, int events) {
         u.connected = true;
         if (self.settings_.mode == Mode::tcp) self.upstream_success();
     }
+    if (status < 0) u.poll_events = 0;  // libuv stopped the handle
     if (status < 0 || (events & UV_READABLE)) u.readable = true;
     if (status < 0 || (events & UV_WRITABLE)) u.writable = true;
     self.pump(c);

@@ -116,7 +116,6 @@ void build_upstream_head(std::string_view request_line, std::span<const HeaderFi
 
 void build_client_head(std::string_view status_line, std::span<const HeaderField> fields, ClientConnection connection,
                        std::string& out) {
-    out.clear();
     out += status_line;
     out += "\r\n";
     for (const HeaderField& field : fields)

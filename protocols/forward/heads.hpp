@@ -40,8 +40,9 @@ void build_upstream_head(std::string_view request_line, std::span<const HeaderFi
 
 enum class ClientConnection { keep_alive_implied, keep_alive, close };
 
-// The head for the client: the status line as received, the end-to-end
-// fields, and the Connection field this proxy's own decision needs.
+// Appends the head for the client (after an interim 1xx one, if any): the
+// status line as received, the end-to-end fields, and the Connection field
+// this proxy's own decision needs.
 void build_client_head(std::string_view status_line, std::span<const HeaderField> fields, ClientConnection connection,
                        std::string& out);
 
