@@ -515,41 +515,56 @@ class OriginBehaviour(ForwardCase):
         self.assertEqual(server.proc.wait(timeout=30), 0)
 
 
-class CannedOrigin:
-    """An origin that answers each connection's first request with the next
-    of `responses`, as raw bytes, then closes."""
+class SocketOrigin:
+    """A raw TCP origin on a free port: each connection is handed to
+    `answer` on a thread of its own."""
 
-    def __init__(self, responses):
-        self.responses = list(responses)
+    def __init__(self):
         self.sock = socket.socket()
         self.sock.bind(('127.0.0.1', 0))
         self.sock.listen(16)
         self.port = self.sock.getsockname()[1]
-        self.thread = threading.Thread(target=self.serve, daemon=True)
-        self.thread.start()
+        threading.Thread(target=self.serve, daemon=True).start()
 
     def serve(self):
-        while self.responses:
+        while True:
             try:
                 conn, _ = self.sock.accept()
             except OSError:
                 return
-            with conn:
-                conn.settimeout(5)
-                try:
-                    head = b''
-                    while b'\r\n\r\n' not in head:
-                        chunk = conn.recv(65536)
-                        if not chunk:
-                            break
-                        head += chunk
-                    if head:
-                        conn.sendall(self.responses.pop(0))
-                except OSError:
-                    pass
+            threading.Thread(target=self.talk, args=(conn,), daemon=True).start()
+
+    def talk(self, conn):
+        with conn:
+            conn.settimeout(20)
+            try:
+                self.answer(conn)
+            except OSError:
+                pass
 
     def stop(self):
         self.sock.close()
+
+
+class CannedOrigin(SocketOrigin):
+    """Answers each connection's first request with the next of `responses`,
+    as raw bytes, then closes."""
+
+    def __init__(self, responses):
+        self.responses = list(responses)
+        self.lock = threading.Lock()
+        super().__init__()
+
+    def answer(self, conn):
+        head = b''
+        while b'\r\n\r\n' not in head:
+            chunk = conn.recv(65536)
+            if not chunk:
+                return
+            head += chunk
+        with self.lock:
+            response = self.responses.pop(0)
+        conn.sendall(response)
 
 
 class OriginGarbage(ForwardCase):
@@ -584,42 +599,17 @@ class OriginGarbage(ForwardCase):
         self.assertIn((304, 'not_modified'), [(q['status'], q['reason']) for q in requests])
 
 
-class EchoOrigin:
+class EchoOrigin(SocketOrigin):
     """A non-HTTP origin: echoes what it reads; at the client's end of stream
     it says BYE and closes (so a half-close must have reached it)."""
 
-    def __init__(self):
-        self.sock = socket.socket()
-        self.sock.bind(('127.0.0.1', 0))
-        self.sock.listen(8)
-        self.port = self.sock.getsockname()[1]
-        self.thread = threading.Thread(target=self.serve, daemon=True)
-        self.thread.start()
-
-    def serve(self):
+    def answer(self, conn):
         while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            threading.Thread(target=self.echo, args=(conn,), daemon=True).start()
-
-    @staticmethod
-    def echo(conn):
-        with conn:
-            conn.settimeout(20)
-            try:
-                while True:
-                    data = conn.recv(65536)
-                    if not data:
-                        break
-                    conn.sendall(data)
-                conn.sendall(b'BYE')
-            except OSError:
-                pass
-
-    def stop(self):
-        self.sock.close()
+            data = conn.recv(65536)
+            if not data:
+                break
+            conn.sendall(data)
+        conn.sendall(b'BYE')
 
 
 class Tcp(ForwardCase):
