@@ -40,11 +40,11 @@ struct Settings {
     // Limits, off by default; counters shared by the workers (limits.hpp).
     bool unique_ip = false;                    // one download of a file per client at a time
     uint32_t max_connections_per_ip = 0;       // 0: no limit
-    std::unique_ptr<SharedCounters> counters;  // made when a limit is on
+    std::shared_ptr<SharedCounters> counters;  // when a limit is on; kept across a reload (limits.hpp)
     uint64_t limit_rate = 0;                   // bytes/s per request after limit_rate_after; 0: none
     uint64_t limit_rate_after = 0;
     uint64_t limit_rate_per_download = 0;    // bytes/s shared by the requests of one download; 0: none
-    std::unique_ptr<SharedBuckets> buckets;  // made when limit_rate_per_download is on
+    std::shared_ptr<SharedBuckets> buckets;  // when limit_rate_per_download is on; the same
 };
 
 // What a refused request is told: try again in this many seconds.

@@ -10,6 +10,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstddef>
 #include <cstdio>
@@ -64,6 +65,7 @@ constexpr smp_config_key kKeys[kKeyCount] = {
 };
 
 constexpr uint64_t kSweepIntervalMs = 500;
+constexpr uint64_t kShutdownGraceMs = 1000;  // for idle connections at a graceful stop
 
 // Reads the table's values into `settings`; false with a message when one
 // is out of range or the root cannot be opened.
@@ -98,10 +100,11 @@ bool read_settings(const smp_config_value* values, Settings& settings, char* err
     settings.limit_rate = static_cast<uint64_t>(values[kLimitRate].number);
     settings.limit_rate_after = static_cast<uint64_t>(values[kLimitRateAfter].number);
     settings.limit_rate_per_download = static_cast<uint64_t>(values[kLimitRatePerDownload].number);
-    if (settings.limit_rate_per_download > 0) settings.buckets = std::make_unique<SharedBuckets>();
-    // In the master, before fork: every worker maps the same counters.
+    // In the master, before fork: every worker maps the same tables, and the
+    // workers of a reloaded configuration those of the workers they replace.
+    if (settings.limit_rate_per_download > 0) settings.buckets = shared_table<SharedBuckets>(settings.root);
     if (settings.unique_ip || settings.max_connections_per_ip > 0)
-        settings.counters = std::make_unique<SharedCounters>();
+        settings.counters = shared_table<SharedCounters>(settings.root);
 
     settings.root_fd = open(settings.root.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (settings.root_fd < 0) {
@@ -249,13 +252,15 @@ void WorkerState::accept(int fd, const smp_connection_info& info) {
 
 void WorkerState::shutdown() {
     stopping_ = true;
-    // Idle connections close now; a request being read or answered finishes,
-    // then its connection closes.
-    for (Connection* c = connections_; c != nullptr;) {
-        Connection* next = c->next;
-        if (c->state == ConnectionState::reading && c->in_length == 0) close_connection(*c, SMP_END_SERVER_SHUTDOWN);
-        c = next;
-    }
+    // A request being read or answered finishes, then its connection closes.
+    // A connection with no request yet may have one on its way (a reload
+    // under load): closing it now would fail that request. It gets a short
+    // grace instead; a request that comes is answered with Connection: close,
+    // and the sweep closes those that stay silent.
+    const uint64_t grace_end = uv_now(loop_) + kShutdownGraceMs;
+    for (Connection* c = connections_; c != nullptr; c = c->next)
+        if (c->state == ConnectionState::reading && c->in_length == 0)
+            c->deadline_ms = std::min(c->deadline_ms, grace_end);
 }
 
 void WorkerState::on_sweep(uv_timer_t* timer) {
@@ -272,7 +277,8 @@ void WorkerState::on_sweep(uv_timer_t* timer) {
             // connection or a lingering close just ends.
             if (c->state == ConnectionState::reading && c->in_length > 0)
                 self.report(*c, nullptr, SMP_END_TIMEOUT, true);
-            self.close_connection(*c, SMP_END_TIMEOUT);
+            const bool idle = c->state == ConnectionState::reading && c->in_length == 0;
+            self.close_connection(*c, self.stopping_ && idle ? SMP_END_SERVER_SHUTDOWN : SMP_END_TIMEOUT);
         }
         c = next;
     }

@@ -11,6 +11,9 @@
 
 #include <atomic>
 #include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
 #include <string_view>
 #include <vector>
 
@@ -94,6 +97,20 @@ class SharedBuckets {
     uint32_t capacity_;
     size_t bytes_;
 };
+
+// The table of the limits of the files under `root`, made on first use. A
+// reload loads the configuration again while the old workers still run:
+// the new instance gets the table the old one made (both alive in the
+// master), so that a slot held by an old worker still counts. Master only.
+template <class Table>
+std::shared_ptr<Table> shared_table(const std::string& root) {
+    static std::map<std::string, std::weak_ptr<Table>> tables;
+    std::weak_ptr<Table>& entry = tables[root];
+    if (auto existing = entry.lock()) return existing;
+    auto made = std::make_shared<Table>();
+    entry = made;
+    return made;
+}
 
 // The key of a limit: FNV-1a of its kind and its parts, without its top bit,
 // which marks the note of a slot held in the shared counters (kSharedSlotBit).

@@ -108,6 +108,19 @@ class UniqueIp(Limits):
         self.assertTrue(harness.wait_for(lambda: not os.path.exists('/proc/%d' % pid), 5.0))
         self.assertEqual(self.get('/big.bin').status, 206)
 
+    def test_a_download_held_across_a_reload_still_counts(self):
+        holder = slow_download(self.port, '/big.bin')
+        self.open.append(holder)
+        os.kill(self.server.pid, signal.SIGHUP)
+        self.assertTrue(harness.wait_for(lambda: 'Reloaded: ' in self.server.log(), 15.0), self.server.log_tail())
+        # The old worker still sends the download; the new workers know of it.
+        for _ in range(6):
+            self.assertEqual(self.get('/big.bin').status, 429)
+        holder.close()
+        self.open.remove(holder)
+        self.assertTrue(harness.wait_for(lambda: self.get('/big.bin').status == 206, 5.0),
+                        'the slot was not freed when the download ended')
+
 
 class ConnectionsPerIp(Limits):
     limits = {'max_connections_per_ip': 3}
