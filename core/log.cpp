@@ -163,6 +163,9 @@ void AccessLog::write(const smp_record& record) {
     append_quoted(line_, record.referer);
     line_ += ' ';
     append_quoted(line_, record.user_agent);
+    // After the combined fields, the bytes received (nginx's $request_length).
+    line_ += ' ';
+    line_ += std::to_string(smp_record_received_bytes(&record));
     line_ += '\n';
     // A short write to a local file only happens on a full disk; the line is lost then, as in nginx.
     [[maybe_unused]] auto written = ::write(fd_, line_.data(), line_.size());

@@ -24,8 +24,8 @@ spdlog::level::level_enum to_spdlog(smp_log_level level);
 // The ASCII banner of the original daemon, printed once at start.
 void print_banner();
 
-// Combined Log Format, one line per record, appended with one write(2) so the
-// lines of several workers never interleave.
+// Combined Log Format followed by the bytes received, one line per record,
+// appended with one write(2) so the lines of several workers never interleave.
 class AccessLog {
    public:
     AccessLog() = default;

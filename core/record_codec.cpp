@@ -1,12 +1,16 @@
 #include "record_codec.hpp"
 
 #include <algorithm>
+#include <cstddef>
 #include <cstring>
 
 namespace smp {
 namespace {
 
-constexpr uint32_t kMagic = 0x534d5232;  // "SMR2": bump when the layout changes
+constexpr uint32_t kMagic = 0x534d5233;  // "SMR3": bump when the layout changes
+// The layout before received_bytes (ABI 1.4), still found in spool files
+// written by an earlier version: decoded with received_bytes 0.
+constexpr uint32_t kMagicWithoutReceived = 0x534d5232;  // "SMR2"
 constexpr uint16_t kAbsent = 0xffff;
 constexpr size_t kMaxString = 4096;
 
@@ -26,11 +30,13 @@ struct Fixed {
     uint16_t client_port;
     uint8_t reason;
     uint8_t kind;
-    uint16_t lengths[12];  // without the NUL that follows each string
+    uint16_t lengths[12];     // without the NUL that follows each string
+    uint64_t received_bytes;  // SMR3 on; an SMR2 fixed part ends before it
 };
 // The intervals follow the fixed part; a decoded record keeps both in one
 // heap block, where this keeps the intervals aligned.
 static_assert(sizeof(Fixed) % alignof(smp_interval) == 0);
+static_assert(offsetof(Fixed, received_bytes) % alignof(smp_interval) == 0);
 
 // The record's strings, in wire order.
 std::array<const char*, 12> strings_of(const smp_record& r) {
@@ -58,6 +64,7 @@ void append_record(const smp_record& record, RecordKind kind, uint32_t pid, std:
     fixed.file_size = record.file_size;
     fixed.header_bytes = record.header_bytes;
     fixed.body_bytes = record.body_bytes;
+    fixed.received_bytes = smp_record_received_bytes(&record);
     fixed.worker_id = record.worker_id;
     fixed.status = record.status;
     fixed.client_port = record.client_port;
@@ -96,14 +103,18 @@ DecodedRecord& DecodedRecord::operator=(const DecodedRecord& other) {
 
 std::optional<DecodedRecord> DecodedRecord::decode(std::string_view data) {
     Fixed fixed{};
-    if (data.size() < sizeof fixed) return std::nullopt;
-    std::memcpy(&fixed, data.data(), sizeof fixed);
-    if (fixed.magic != kMagic) return std::nullopt;
+    uint32_t magic = 0;
+    if (data.size() < sizeof magic) return std::nullopt;
+    std::memcpy(&magic, data.data(), sizeof magic);
+    if (magic != kMagic && magic != kMagicWithoutReceived) return std::nullopt;
+    const size_t fixed_size = magic == kMagic ? sizeof fixed : offsetof(Fixed, received_bytes);
+    if (data.size() < fixed_size) return std::nullopt;
+    std::memcpy(&fixed, data.data(), fixed_size);
     if (fixed.kind != static_cast<uint8_t>(RecordKind::transfer) &&
         fixed.kind != static_cast<uint8_t>(RecordKind::close))
         return std::nullopt;
     // Check the layout before copying anything.
-    size_t expected = sizeof fixed + size_t{fixed.interval_count} * sizeof(smp_interval);
+    size_t expected = fixed_size + size_t{fixed.interval_count} * sizeof(smp_interval);
     for (const uint16_t length : fixed.lengths) {
         if (length == kAbsent) continue;
         if (length > kMaxString) return std::nullopt;
@@ -117,13 +128,13 @@ std::optional<DecodedRecord> DecodedRecord::decode(std::string_view data) {
     char* bytes = decoded.bytes_.get();
     std::memcpy(bytes, data.data(), data.size());
     smp_record& r = decoded.record_;
-    r.intervals = reinterpret_cast<const smp_interval*>(bytes + sizeof fixed);
+    r.intervals = reinterpret_cast<const smp_interval*>(bytes + fixed_size);
     r.interval_count = fixed.interval_count;
     for (size_t i = 0; i < r.interval_count; ++i)
         if (r.intervals[i].last < r.intervals[i].first) return std::nullopt;
     const char** fields[] = {&r.module, &r.node,     &r.client_ip,  &r.forwarded_ip, &r.method, &r.path,
                              &r.target, &r.protocol, &r.user_agent, &r.referer,      &r.range,  &r.etag};
-    size_t at = sizeof fixed + r.interval_count * sizeof(smp_interval);
+    size_t at = fixed_size + r.interval_count * sizeof(smp_interval);
     for (size_t i = 0; i < std::size(fields); ++i) {
         if (fixed.lengths[i] == kAbsent) continue;
         if (bytes[at + fixed.lengths[i]] != '\0') return std::nullopt;
@@ -144,6 +155,7 @@ std::optional<DecodedRecord> DecodedRecord::decode(std::string_view data) {
     r.status = fixed.status;
     r.header_bytes = fixed.header_bytes;
     r.body_bytes = fixed.body_bytes;
+    r.received_bytes = fixed.received_bytes;  // 0 from an SMR2 record
     r.reason = static_cast<smp_end_reason>(fixed.reason);
     return decoded;
 }

@@ -1,6 +1,8 @@
 // Records on the wire between a worker and the stats collector: fixed-size
 // fields first, then the byte intervals, then the strings, each followed by a
-// NUL. Both ends are the same binary, so native byte order is used.
+// NUL. Both ends are the same binary, so native byte order is used. The
+// spool keeps encoded records across an upgrade, so the decoder also reads the
+// layout of the version before (SMR2, without received_bytes: 0).
 #pragma once
 
 #include <array>

@@ -2,6 +2,7 @@
 
 #include <doctest/doctest.h>
 
+#include <cstddef>
 #include <cstring>
 #include <string>
 #include <vector>
@@ -37,6 +38,7 @@ smp_record sample(const smp_interval* intervals, size_t count) {
     r.header_bytes = 250;
     r.body_bytes = 400;
     r.reason = SMP_END_CLIENT_CLOSED;
+    r.received_bytes = 180;
     return r;
 }
 
@@ -69,6 +71,7 @@ TEST_CASE("a record survives the wire field by field") {
     CHECK(out.status == 206);
     CHECK(out.header_bytes == 250);
     CHECK(out.body_bytes == 400);
+    CHECK(out.received_bytes == 180);
     CHECK(out.reason == SMP_END_CLIENT_CLOSED);
     for (auto [a, b] : {std::pair{in.module, out.module},
                         {in.node, out.node},
@@ -130,4 +133,44 @@ TEST_CASE("a batch carries several records in order, and stops at damage") {
     CHECK_FALSE(DecodedRecord::for_each(std::string_view(batch).substr(0, batch.size() - 1),
                                         [&](DecodedRecord&& d) { seen.push_back(d.record().request_id); }));
     CHECK(seen == std::vector<uint64_t>{1, 2});
+}
+
+TEST_CASE("a module built before ABI 1.4 records no received bytes") {
+    // Its record ends before received_bytes: the core must not read past it.
+    smp_record r = sample(nullptr, 0);
+    r.size = offsetof(smp_record, received_bytes);
+    r.received_bytes = 999;  // what lies past the module's struct: not its
+    std::string wire;
+    smp::append_record(r, RecordKind::close, 1, wire);
+    auto decoded = DecodedRecord::decode(std::string_view(wire).substr(4));
+    REQUIRE(decoded);
+    CHECK(decoded->record().received_bytes == 0);
+    CHECK(decoded->record().body_bytes == 400);
+}
+
+TEST_CASE("a record of the layout before received_bytes (SMR2, in an old spool) still decodes") {
+    // SMR2 is SMR3 without the trailing received_bytes of the fixed part.
+    const smp_interval intervals[] = {{0, 99}, {200, 299}};
+    std::string framed;
+    smp::append_record(sample(intervals, 2), RecordKind::close, 1234, framed);
+    std::string old = framed.substr(4);
+    const uint32_t magic = 0x534d5232;  // "SMR2"
+    std::memcpy(old.data(), &magic, sizeof magic);
+    // The fixed part is 112 bytes in SMR3, its last 8 the received bytes.
+    constexpr size_t kFixed = 112;
+    REQUIRE(old.size() > kFixed);
+    uint64_t received = 0;
+    std::memcpy(&received, old.data() + kFixed - 8, sizeof received);
+    REQUIRE(received == 180);
+    old.erase(kFixed - 8, 8);
+    auto decoded = DecodedRecord::decode(old);
+    REQUIRE(decoded);
+    const smp_record& out = decoded->record();
+    CHECK(out.received_bytes == 0);
+    CHECK(out.body_bytes == 400);
+    CHECK(out.status == 206);
+    REQUIRE(out.interval_count == 2);
+    CHECK(out.intervals[1].last == 299);
+    CHECK(std::strcmp(out.etag, "\"1400000-18eb\"") == 0);
+    CHECK_FALSE(DecodedRecord::decode(old.substr(0, old.size() - 1)));
 }

@@ -175,7 +175,19 @@ typedef struct smp_record {
     uint64_t header_bytes; /* response header bytes sent */
     uint64_t body_bytes;   /* response body bytes sent (multipart framing included) */
     smp_end_reason reason;
+    /* ABI 1.4: bytes received from the client for this exchange: request head
+       and body (tcp mode: every byte). Read only when `size` covers it:
+       smp_record_received_bytes(). */
+    uint64_t received_bytes;
 } smp_record;
+
+/* A record's received_bytes, or 0 when the module was built before ABI 1.4
+   and its record is too small to hold the field. */
+static inline uint64_t smp_record_received_bytes(const smp_record* record) {
+    return record->size >= offsetof(smp_record, received_bytes) + sizeof(record->received_bytes)
+               ? record->received_bytes
+               : 0;
+}
 
 /* A logical download as stored (ABI 1.2): every request of one client for
    one file and ETag within the idle window. */

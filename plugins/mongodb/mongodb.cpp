@@ -123,6 +123,7 @@ Bson request_document(const smp_record& r) {
     BSON_APPEND_INT32(d, "status", r.status);
     BSON_APPEND_INT64(d, "header_bytes", static_cast<int64_t>(r.header_bytes));
     BSON_APPEND_INT64(d, "body_bytes", static_cast<int64_t>(r.body_bytes));
+    BSON_APPEND_INT64(d, "received_bytes", static_cast<int64_t>(smp_record_received_bytes(&r)));
     append_intervals(d, "intervals", r.intervals, r.interval_count);
     BSON_APPEND_UTF8(d, "reason", smp_end_reason_name(r.reason));
     return doc;

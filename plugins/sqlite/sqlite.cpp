@@ -94,6 +94,8 @@ constexpr const char* kMigrations[] = {
        CREATE INDEX requests_by_time ON requests (start_us);
        ALTER TABLE downloads ADD COLUMN finished INTEGER NOT NULL DEFAULT 1;
        CREATE TABLE batches (origin INTEGER PRIMARY KEY, sequence INTEGER NOT NULL);)",
+    // 3: the bytes received from the client (ABI 1.4); rows stored before have 0.
+    R"(ALTER TABLE requests ADD COLUMN received_bytes INTEGER NOT NULL DEFAULT 0;)",
 };
 constexpr int kSchemaVersion = sizeof kMigrations / sizeof kMigrations[0];
 
@@ -208,6 +210,7 @@ bool store_request(Store& s, const smp_record& r) {
     const std::string intervals = intervals_text(r.intervals, r.interval_count);
     sqlite3_bind_text(st, 23, intervals.c_str(), -1, SQLITE_TRANSIENT);
     sqlite3_bind_text(st, 24, smp_end_reason_name(r.reason), -1, SQLITE_STATIC);
+    sqlite3_bind_int64(st, 25, static_cast<sqlite3_int64>(smp_record_received_bytes(&r)));
     return step_and_reset(st);
 }
 
@@ -441,9 +444,9 @@ int init_collector(void* instance, void** collector_state, char* error, size_t e
         if (!open_database(settings.path, store->db, error, error_size)) return SMP_ERROR;
         const char* insert = R"(INSERT INTO requests (node, worker_id, connection_id, request_id, module,
             start_us, end_us, client_ip, client_port, forwarded_ip, method, path, target, protocol, user_agent,
-            referer, range, etag, file_size, status, header_bytes, body_bytes, intervals, reason)
+            referer, range, etag, file_size, status, header_bytes, body_bytes, intervals, reason, received_bytes)
             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21,
-                    ?22, ?23, ?24))";
+                    ?22, ?23, ?24, ?25))";
         const char* upsert = R"(INSERT INTO downloads (id, client_ip, user_agent, path, etag, file_size,
             distinct_bytes, bytes_sent, wasted_bytes, completed, requests, resumes, first_us, last_us, active_us,
             reason, delivered, country, city, latitude, longitude, asn, organisation, finished)

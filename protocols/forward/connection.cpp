@@ -308,6 +308,8 @@ void WorkerState::start_exchange(Connection& c, size_t head_length) {
     c.phase = Phase::exchange;
     c.client_progress_ms = now;
     c.origin_progress_ms = now;
+    // An oversized head is answered from what of it arrived.
+    e.received_bytes = head_length > 0 ? head_length : c.in.size();
     if (head_length == 0) return;  // the caller answers an oversized request
 
     const std::string_view head{c.in.data + c.in.begin, head_length};
@@ -388,6 +390,7 @@ bool WorkerState::relay_request(Connection& c) {
                 return false;
             }
             e.request_body_ready += parsed;
+            e.received_bytes += parsed;
             moved = moved || parsed > 0;
         }
         if (e.request_complete || !c.readable || c.eof || pass == 1) break;
@@ -748,11 +751,11 @@ void WorkerState::report(Connection& c, smp_end_reason reason, bool final) {
     record.reason = reason;
     if (c.phase == Phase::stream) {
         // A relayed connection: no method, path or status; the body bytes are
-        // those sent to the client. The ABI has no field for the bytes the
-        // client sent: they are in the debug line that closes the connection.
+        // those sent to the client, the received bytes those it sent.
         record.start_us = c.info.accepted_us;
         record.protocol = "tcp";
         record.body_bytes = c.bytes_to_client;
+        record.received_bytes = c.bytes_from_client;
     } else {
         record.forwarded_ip = e.has_forwarded_client ? e.forwarded_client.data() : nullptr;
         record.method = c_string(e.method);
@@ -769,6 +772,7 @@ void WorkerState::report(Connection& c, smp_end_reason reason, bool final) {
         record.interval_count = e.intervals.size();
         record.header_bytes = e.header_bytes;
         record.body_bytes = e.body_bytes;
+        record.received_bytes = started ? e.received_bytes : c.in.size();  // else: a head cut short
     }
     if (final)
         core_->close(worker_, &record);

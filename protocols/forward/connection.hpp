@@ -107,6 +107,7 @@ struct Exchange {
 
     uint64_t header_bytes = 0;
     uint64_t body_bytes = 0;
+    uint64_t received_bytes = 0;  // of the client: the request head, then its body (framing included)
     int64_t start_us = 0;
     uint64_t last_progress_report_ms = 0;
 

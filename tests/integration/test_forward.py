@@ -342,11 +342,13 @@ class Http(ForwardCase):
             server = self.proxy(origin_port=origin.port)
             expected = b''.join(PythonOrigin.CHUNKS)
             with harness.Conn(server.port) as c:
-                c.send(harness.request_bytes('GET', '/chunked', {'User-Agent': 'fwd-chunked'}, close=False))
+                get_head = harness.request_bytes('GET', '/chunked', {'User-Agent': 'fwd-chunked'}, close=False)
+                c.send(get_head)
                 r = c.read_response()
                 self.assertEqual((r.status, r.body, r.header('transfer-encoding')), (200, expected, 'chunked'))
                 body = os.urandom(300 * KIB)
-                c.send(harness.request_bytes('POST', '/echo', {'Content-Length': str(len(body))}, close=False) + body)
+                post_head = harness.request_bytes('POST', '/echo', {'Content-Length': str(len(body))}, close=False)
+                c.send(post_head + body)
                 r = c.read_response()
                 self.assertEqual((r.status, r.body), (200, body))
                 c.send(harness.request_bytes('GET', '/no-length', close=False))
@@ -361,6 +363,10 @@ class Http(ForwardCase):
                          (200, len(expected), '0-%d' % (len(expected) - 1)))
         [download] = [d for d in downloads if d['user_agent'] == 'fwd-chunked']
         self.assertEqual(download['completed'], 1)
+        # The bytes received from the client: each request's head, and its body.
+        self.assertEqual(record['received_bytes'], len(get_head))
+        [post] = [q for q in requests if q['method'] == 'POST']
+        self.assertEqual(post['received_bytes'], len(post_head) + len(body))
 
     def test_backpressure_a_slow_client_keeps_the_rss_bounded(self):
         server = self.proxy(workers=1)
@@ -637,6 +643,8 @@ class Tcp(ForwardCase):
         [record] = [q for q in requests if q['body_bytes'] > 3]
         self.assertEqual((record['module'], record['protocol'], record['reason'], record['body_bytes']),
                          ('forward', 'tcp', 'completed', len(data) + 3))
+        # The other way: every byte the client sent.
+        self.assertEqual(record['received_bytes'], len(data))
 
 
 if __name__ == '__main__':

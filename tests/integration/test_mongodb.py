@@ -62,9 +62,10 @@ DOWNLOAD_FIELDS = {'_id', 'node', 'id', 'client_ip', 'user_agent', 'path', 'etag
 REQUEST_FIELDS = {'_id', 'node', 'module', 'worker_id', 'connection_id', 'request_id', 'start', 'end', 'start_us',
                   'end_us', 'client_ip', 'forwarded_ip', 'client_port', 'status', 'method', 'path', 'target',
                   'protocol', 'user_agent', 'referer', 'range', 'etag', 'file_size', 'header_bytes', 'body_bytes',
-                  'intervals', 'reason'}
+                  'received_bytes', 'intervals', 'reason'}
 REQUEST_ALWAYS = {'_id', 'node', 'module', 'worker_id', 'connection_id', 'request_id', 'start', 'end', 'start_us',
-                  'end_us', 'client_ip', 'client_port', 'status', 'header_bytes', 'body_bytes', 'reason'}
+                  'end_us', 'client_ip', 'client_port', 'status', 'header_bytes', 'body_bytes', 'received_bytes',
+                  'reason'}
 
 
 def date_of_us(us):
@@ -350,7 +351,8 @@ class StoreTests:
         self.assertEqual(r.returncode, 0, r.stderr)
         self.assertEqual(harness.sha256_file(os.path.join(out, 'big.bin')),
                          harness.sha256_bytes(self.env.content['big.bin']))
-        self.assertEqual(harness.http(port, 'HEAD', '/small.bin', {'User-Agent': 'mongo-head'}).status, 200)
+        head_request = harness.request_bytes('HEAD', '/small.bin', {'User-Agent': 'mongo-head'})
+        self.assertEqual(harness.raw_request(port, head_request).status, 200)
         self.assertEqual(harness.http(port, 'GET', '/nothing', {'User-Agent': 'mongo-404'}).status, 404)
         c = harness.curl(['-A', 'mongo-range', '-r', '100-199', '-o', self.env.path('range.out'),
                           '-w', '%{http_code}', server.url('/small.bin')])
@@ -425,7 +427,8 @@ class StoreTests:
                              (doc['node'], doc['worker_id'], doc['connection_id'], doc['request_id'], doc['start_us']))
             for field in ('start', 'end'):
                 self.assertIs(type(doc[field]), datetime.datetime, field)
-            for field in ('start_us', 'end_us', 'connection_id', 'request_id', 'header_bytes', 'body_bytes'):
+            for field in ('start_us', 'end_us', 'connection_id', 'request_id', 'header_bytes', 'body_bytes',
+                          'received_bytes'):
                 self.assertIs(type(doc[field]), Int64, '%s is %s' % (field, type(doc[field]).__name__))
             for field in ('status', 'worker_id', 'client_port'):
                 self.assertIs(type(doc[field]), int, '%s is %s, not Int32' % (field, type(doc[field]).__name__))
@@ -452,6 +455,7 @@ class StoreTests:
 
         [head] = by_agent['mongo-head']
         self.assertEqual((head['method'], head['status'], head['body_bytes'], head['file_size']), ('HEAD', 200, 0, 4096))
+        self.assertEqual(head['received_bytes'], len(head_request))  # the request head, as sent
         self.assertEqual(head.get('intervals', []), [])
 
         [missing] = by_agent['mongo-404']

@@ -48,12 +48,16 @@ class SqliteStore(unittest.TestCase):
                          '--auto-file-renaming=false', '--file-allocation=none', '-d', out, '-o', 'big.bin',
                          self.server.url('/big.bin')], timeout=60)
         self.assertEqual(r.returncode, 0, r.stderr)
-        self.assertEqual(harness.http(port, 'HEAD', '/small.bin', {'User-Agent': 'stored'}).status, 200)
+        head = harness.request_bytes('HEAD', '/small.bin', {'User-Agent': 'stored'})
+        self.assertEqual(harness.raw_request(port, head).status, 200)
         self.assertEqual(harness.http(port, 'GET', '/nothing', {'User-Agent': 'stored'}).status, 404)
         self.assertEqual(self.server.terminate(), 0, self.server.log_tail())
 
         self.assertEqual(self.query('PRAGMA journal_mode')[0][0], 'wal')
-        self.assertEqual(self.query('PRAGMA user_version')[0][0], 2)
+        self.assertEqual(self.query('PRAGMA user_version')[0][0], 3)
+        # The bytes received from the client: the request head, as sent.
+        self.assertEqual(self.query("SELECT received_bytes FROM requests WHERE method = 'HEAD' AND user_agent = ?",
+                                    'stored'), [(len(head),)])
         rows = self.query('SELECT path, completed, distinct_bytes, file_size, requests, reason, typeof(first_us) '
                           'FROM downloads WHERE user_agent = ?', 'stored')
         self.assertEqual(len(rows), 1, rows)
@@ -131,6 +135,29 @@ class SqliteStore(unittest.TestCase):
             self.assertEqual(sorted(agents), sorted('spooled-%d' % i for i in range(10)))
             self.assertEqual(self.query("SELECT count(*) FROM requests WHERE user_agent LIKE 'spooled-%'"), [(10,)])
         self.assertEqual(self.server.log().count('replaying the spool'), 2)
+
+    def test_a_version_2_database_is_migrated_to_3(self):
+        # Version 2 is version 3 without requests.received_bytes: made here
+        # from a database this server wrote, with a row that predates the column.
+        port = self.server.port
+        self.assertEqual(harness.http(port, 'GET', '/small.bin', {'User-Agent': 'before'}).status, 200)
+        self.assertEqual(self.server.terminate(), 0, self.server.log_tail())
+        with sqlite3.connect(self.db) as db:
+            db.execute('ALTER TABLE requests DROP COLUMN received_bytes')
+            db.execute('PRAGMA user_version = 2')
+        db.close()
+        self.assertNotIn('received_bytes', [row[1] for row in self.query('PRAGMA table_info(requests)')])
+
+        self.server.start()
+        request = harness.request_bytes('GET', '/small.bin', {'User-Agent': 'after', 'X-Padding': 'p' * 100})
+        self.assertEqual(harness.raw_request(self.server.port, request).status, 200)
+        self.assertEqual(self.server.terminate(), 0, self.server.log_tail())
+        self.assertEqual(self.query('PRAGMA user_version')[0][0], 3)
+        self.assertEqual(self.query('SELECT user_agent, received_bytes FROM requests WHERE user_agent IN (?, ?) '
+                                    'ORDER BY start_us', 'before', 'after'),
+                         [('before', 0), ('after', len(request))])
+        columns = {row[1]: (row[2], row[3], row[4]) for row in self.query('PRAGMA table_info(requests)')}
+        self.assertEqual(columns['received_bytes'], ('INTEGER', 1, '0'))
 
     def test_unwritable_path_stops_the_start(self):
         text = harness.config_text(harness.free_port(), self.env.www).replace(
