@@ -151,7 +151,14 @@ std::vector<std::string> module_search_path(const Config& config) {
     const std::string build_root = SMP_BUILD_ROOT;
     if (executable_dir().starts_with(build_root))
         return {build_root + "/protocols/%", build_root + "/plugins/%", build_root + "/tests/fixtures"};
-    return {SMP_MODULE_DIR};
+    // Installed: beside the binary first (a tree moved elsewhere), then where
+    // it was installed; one entry when they are the same.
+    const std::string installed = SMP_MODULE_DIR;
+    const std::string from_bin = SMP_MODULE_DIR_FROM_BIN;
+    if (from_bin.empty()) return {installed};
+    const std::string beside = std::filesystem::path(executable_dir() + "/" + from_bin).lexically_normal().string();
+    if (beside == std::filesystem::path(installed).lexically_normal().string()) return {installed};
+    return {beside, installed};
 }
 
 std::vector<std::unique_ptr<ModuleInstance>> load_modules(const Config& config, const smp_core_api& core) {

@@ -301,7 +301,8 @@ class InstallTest(unittest.TestCase):
             self.assertEqual(verified.returncode, 0, verified.stdout + verified.stderr)
 
             port = harness.free_port()
-            config = harness.config_text(port, env.www, core_extra={'module_dir': module_dir})
+            # No module_dir: the binary finds the modules beside it in the tree.
+            config = harness.config_text(port, env.www)
             config_path = harness.write_file(env.path('installed.yaml'), config)
             checked = run([binary, '--test-config', '--config', config_path], timeout=30)
             self.assertEqual(checked.returncode, 0, checked.stdout + checked.stderr)
