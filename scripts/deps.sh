@@ -5,7 +5,7 @@ set -euo pipefail
 
 declare -A groups=(
   [build]="g++ meson ninja-build pkg-config libsystemd-dev libuv1-dev libyaml-cpp-dev libspdlog-dev doctest-dev libhttp-parser-dev libmaxminddb-dev libsqlite3-dev libmongoc-dev libmemcached-dev media-types"
-  [test]="python3 python3-pymongo memcached curl wget aria2 libmaxmind-db-writer-perl nginx-light wrk systemd"
+  [test]="python3 python3-pymongo memcached curl wget aria2 libmaxmind-db-writer-perl nginx-light wrk systemd procps"
   [bench]="nginx-light wrk curl python3 util-linux"
 )
 
