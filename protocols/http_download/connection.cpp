@@ -445,7 +445,7 @@ void WorkerState::respond_file(Connection& c) {
     if (settings_.unique_ip && !head) {
         const uint64_t key =
             limit_key("download", e.has_forwarded_client ? e.forwarded_client.data() : c.client_ip, e.path);
-        if (!acquire_slot(key, 1, e.download_slot_shared)) return respond_error(c, 429);
+        if (!slots_->acquire(key, 1, e.download_slot_shared)) return respond_error(c, 429);
         e.download_slot = key;
     }
 
@@ -761,7 +761,7 @@ void WorkerState::finish_exchange(Connection& c, smp_end_reason reason) {
     }
     if (e.file != nullptr) files_.release(e.file);
     e.file = nullptr;
-    if (e.download_slot != 0) release_slot(e.download_slot, e.download_slot_shared);
+    if (e.download_slot != 0) slots_->release(e.download_slot, e.download_slot_shared);
     e.download_slot = 0;
 }
 
@@ -807,7 +807,7 @@ void WorkerState::close_connection(Connection& c, smp_end_reason reason) {
     give_buffer(c.in);
     if (c.paused) std::erase(paused_, &c);
     c.paused = false;
-    if (c.ip_slot != 0) release_slot(c.ip_slot, c.ip_slot_shared);
+    if (c.ip_slot != 0) slots_->release(c.ip_slot, c.ip_slot_shared);
     c.ip_slot = 0;
     if (core_->log_enabled(SMP_LOG_DEBUG)) {
         char message[160];
@@ -821,52 +821,6 @@ void WorkerState::close_connection(Connection& c, smp_end_reason reason) {
     if (c.next != nullptr) c.next->previous = c.previous;
     if (connections_ == &c) connections_ = c.next;
     uv_close(reinterpret_cast<uv_handle_t*>(&c.poll), on_closed);
-}
-
-// The name of a limit's key in the shared counters: its hash in hex.
-static void slot_name(uint64_t key, char (&name)[24]) {
-    std::snprintf(name, sizeof name, "l%016llx", static_cast<unsigned long long>(key));
-}
-
-// A shared slot is also noted in this server's own table under this key, with
-// the pid of its holder: the slots of a worker that died are given back to the
-// shared counters by the next request for the same key, or by the worker
-// that replaces it (give_back_dead_holders).
-static uint64_t shadow_of(uint64_t key) { return key | kSharedSlotBit; }
-
-void WorkerState::give_back_dead_holders() {
-    if (settings_.counters == nullptr || core_->size < offsetof(smp_core_api, limit_release) + sizeof(void*)) return;
-    for (const SharedCounters::Holding& holding : settings_.counters->reclaim_dead()) {
-        if ((holding.key & kSharedSlotBit) == 0) continue;
-        char name[24];
-        slot_name(holding.key & ~kSharedSlotBit, name);
-        for (uint32_t i = 0; i < holding.held; ++i) core_->limit_release(worker_, name);
-    }
-}
-
-bool WorkerState::acquire_slot(uint64_t key, uint32_t limit, bool& shared) {
-    shared = false;
-    if (core_->size >= offsetof(smp_core_api, limit_acquire) + sizeof(void*)) {  // ABI 1.3
-        char name[24];
-        slot_name(key, name);
-        for (uint32_t dead = settings_.counters->reclaim(shadow_of(key)); dead > 0; --dead)
-            core_->limit_release(worker_, name);
-        const int answer = core_->limit_acquire(worker_, name, limit, 0);
-        if (answer >= 0) {
-            shared = answer == 1;
-            if (shared) settings_.counters->acquire(shadow_of(key), UINT32_MAX);
-            return shared;
-        }
-    }
-    return settings_.counters->acquire(key, limit);
-}
-
-void WorkerState::release_slot(uint64_t key, bool shared) {
-    if (!shared) return settings_.counters->release(key);
-    char name[24];
-    slot_name(key, name);
-    core_->limit_release(worker_, name);
-    settings_.counters->release(shadow_of(key));
 }
 
 void WorkerState::set_poll(Connection& c, int events) {

@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <ctime>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -176,12 +177,6 @@ class WorkerState {
     void linger(Connection& c);
     void close_connection(Connection& c, smp_end_reason reason);
     void set_poll(Connection& c, int events);
-    // A slot of a limit: in the counters plugins share across servers
-    // (memcache) when one answers, else in this server's own. `shared` says which.
-    bool acquire_slot(uint64_t key, uint32_t limit, bool& shared);
-    void release_slot(uint64_t key, bool shared);
-    // The worker that replaces a dead one gives back the slots it held.
-    void give_back_dead_holders();
     // File bytes the rate limits allow this turn; 0 with `wait_ms` until more.
     uint64_t rate_budget(Exchange& e, uint64_t& wait_ms);
     void pause(Connection& c, uint64_t wait_ms);
@@ -200,6 +195,7 @@ class WorkerState {
     uint32_t worker_id_;
     const char* node_;
     FileCache files_;
+    std::optional<Slots> slots_;  // when a limit is on (settings_.counters)
     uv_timer_t sweep_timer_{};
     uv_timer_t pace_timer_{};  // runs while connections wait for rate budget
     std::vector<Connection*> paused_;

@@ -197,6 +197,7 @@ WorkerState::WorkerState(const Settings& settings, const smp_worker_context& con
     // keeps the loop running (that connection's poll is stopped meanwhile).
     uv_timer_init(loop_, &pace_timer_);
     pace_timer_.data = this;
+    if (settings.counters != nullptr) slots_.emplace(core_, worker_, *settings.counters);
 }
 
 WorkerState::~WorkerState() {
@@ -241,7 +242,7 @@ void WorkerState::accept(int fd, const smp_connection_info& info) {
     const bool core_knows_proxies = core_->size >= offsetof(smp_core_api, trusted_proxy) + sizeof(void*);
     if (settings_.max_connections_per_ip > 0 && !(core_knows_proxies && core_->trusted_proxy(worker_, c->client_ip))) {
         const uint64_t key = limit_key("connections", c->client_ip);
-        if (acquire_slot(key, settings_.max_connections_per_ip, c->ip_slot_shared))
+        if (slots_->acquire(key, settings_.max_connections_per_ip, c->ip_slot_shared))
             c->ip_slot = key;
         else
             c->over_limit = true;
@@ -267,7 +268,7 @@ void WorkerState::on_sweep(uv_timer_t* timer) {
     auto& self = *static_cast<WorkerState*>(timer->data);
     if (!self.gave_back_dead_holders_) {
         self.gave_back_dead_holders_ = true;
-        self.give_back_dead_holders();
+        if (self.slots_) self.slots_->give_back_dead_holders();
     }
     const uint64_t now = uv_now(self.loop_);
     for (Connection* c = self.connections_; c != nullptr;) {

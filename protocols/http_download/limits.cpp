@@ -7,6 +7,8 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cstddef>
+#include <cstdio>
 #include <system_error>
 
 namespace smp::http {
@@ -17,6 +19,22 @@ constexpr uint64_t kTombstone = 1;
 uint64_t fnv1a(uint64_t hash, std::string_view data) {
     for (const unsigned char c : data) hash = (hash ^ c) * 0x100000001b3ull;
     return hash;
+}
+
+// The name of a limit's key in the shared counters: its hash in hex.
+void slot_name(uint64_t key, char (&name)[24]) {
+    std::snprintf(name, sizeof name, "l%016llx", static_cast<unsigned long long>(key));
+}
+
+// A shared slot is also noted in this server's own table under this key, with
+// the pid of its holder: the slots of a worker that died are given back to the
+// shared counters by the next request for the same key, or by the worker
+// that replaces it (give_back_dead_holders).
+uint64_t shadow_of(uint64_t key) { return key | kSharedSlotBit; }
+
+// limit_acquire and limit_release are ABI 1.3: an older core has neither.
+bool core_shares_counters(const smp_core_api* core) {
+    return core->size >= offsetof(smp_core_api, limit_release) + sizeof(void*);
 }
 }  // namespace
 
@@ -199,6 +217,40 @@ uint64_t SharedBuckets::grant(uint64_t key, uint64_t want, uint64_t rate, int64_
     }
     table_->lock.store(0, std::memory_order_release);
     return granted;
+}
+
+void Slots::give_back_dead_holders() {
+    if (!core_shares_counters(core_)) return;
+    for (const SharedCounters::Holding& holding : counters_.reclaim_dead()) {
+        if ((holding.key & kSharedSlotBit) == 0) continue;
+        char name[24];
+        slot_name(holding.key & ~kSharedSlotBit, name);
+        for (uint32_t i = 0; i < holding.held; ++i) core_->limit_release(worker_, name);
+    }
+}
+
+bool Slots::acquire(uint64_t key, uint32_t limit, bool& shared) {
+    shared = false;
+    if (core_shares_counters(core_)) {
+        char name[24];
+        slot_name(key, name);
+        for (uint32_t dead = counters_.reclaim(shadow_of(key)); dead > 0; --dead) core_->limit_release(worker_, name);
+        const int answer = core_->limit_acquire(worker_, name, limit, 0);
+        if (answer >= 0) {
+            shared = answer == 1;
+            if (shared) counters_.acquire(shadow_of(key), UINT32_MAX);
+            return shared;
+        }
+    }
+    return counters_.acquire(key, limit);
+}
+
+void Slots::release(uint64_t key, bool shared) {
+    if (!shared) return counters_.release(key);
+    char name[24];
+    slot_name(key, name);
+    core_->limit_release(worker_, name);
+    counters_.release(shadow_of(key));
 }
 
 }  // namespace smp::http

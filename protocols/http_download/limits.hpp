@@ -17,6 +17,8 @@
 #include <string_view>
 #include <vector>
 
+#include "smp_module.h"
+
 namespace smp::http {
 
 class SharedCounters {
@@ -116,5 +118,26 @@ std::shared_ptr<Table> shared_table(const std::string& root) {
 // which marks the note of a slot held in the shared counters (kSharedSlotBit).
 uint64_t limit_key(std::string_view kind, std::string_view a, std::string_view b = {});
 constexpr uint64_t kSharedSlotBit = 1ull << 63;
+
+// The slots of the limits of one worker of a protocol module (http_download,
+// forward): in the counters plugins share across servers (memcache) when one
+// answers, else in this server's own table. Worker only.
+class Slots {
+   public:
+    Slots(const smp_core_api* core, smp_worker* worker, SharedCounters& counters)
+        : core_(core), worker_(worker), counters_(counters) {}
+
+    // Takes one of `limit` slots of `key`; false when all are held. `shared`
+    // says where it was taken, for release().
+    bool acquire(uint64_t key, uint32_t limit, bool& shared);
+    void release(uint64_t key, bool shared);
+    // The worker that replaces a dead one gives back the shared slots it held.
+    void give_back_dead_holders();
+
+   private:
+    const smp_core_api* core_;
+    smp_worker* worker_;
+    SharedCounters& counters_;
+};
 
 }  // namespace smp::http
