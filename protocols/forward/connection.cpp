@@ -361,6 +361,21 @@ void WorkerState::start_exchange(Connection& c, size_t head_length) {
             forwarded, x_forwarded_for, [this](const char* ip) { return core_->trusted_proxy(worker_, ip) != 0; },
             e.forwarded_client);
 
+    // Limits: refused before the origin hears of the request. A connection
+    // past max_connections_per_ip gets 429 for its request and is closed.
+    if (c.over_limit) {
+        e.close_after = true;
+        return refuse(429);
+    }
+    // unique_ip: one download (GET) of this path by this client at a time
+    // (the client behind a trusted proxy); a HEAD or another method takes none.
+    if (settings_.unique_ip && e.request.method == HTTP_GET) {
+        const uint64_t key =
+            smp::http::limit_key("download", e.has_forwarded_client ? e.forwarded_client.data() : c.client_ip, e.path);
+        if (!slots_->acquire(key, 1, e.download_slot_shared)) return refuse(429);
+        e.download_slot = key;
+    }
+
     build_upstream_head(first_line(head), e.fields, c.client_ip, e.upstream_head);
     e.fields.clear();
     // An upgrade is not relayed (its fields were dropped): the request ends
@@ -622,14 +637,16 @@ void WorkerState::respond_locally(Connection& c, int status) {
     const int body_length = std::snprintf(body, sizeof body, "%d %s\n", status, phrase);
     char date[smp::http::kHttpDateLength + 1] = {};
     smp::http::format_http_date(time(nullptr), date);
+    char retry_after[32];
+    std::snprintf(retry_after, sizeof retry_after, "Retry-After: %d\r\n", kRetryAfterSeconds);
     char head[256];
-    const int head_length = std::snprintf(
-        head, sizeof head,
-        "HTTP/1.1 %d %s\r\nServer: smprotocol\r\nDate: %s\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n%s\r\n",
-        status, phrase, date, body_length,
-        e.close_after               ? "Connection: close\r\n"
-        : e.request.http_minor == 0 ? "Connection: keep-alive\r\n"
-                                    : "");
+    const int head_length = std::snprintf(head, sizeof head,
+                                          "HTTP/1.1 %d %s\r\nServer: smprotocol\r\nDate: %s\r\nContent-Type: "
+                                          "text/plain\r\nContent-Length: %d\r\n%s%s\r\n",
+                                          status, phrase, date, body_length, status == 429 ? retry_after : "",
+                                          e.close_after               ? "Connection: close\r\n"
+                                          : e.request.http_minor == 0 ? "Connection: keep-alive\r\n"
+                                                                      : "");
     e.client_head.append(head, static_cast<size_t>(head_length));
     if (!e.head_request) e.client_head.append(body, static_cast<size_t>(body_length));
     e.local_body_length = e.head_request ? 0 : static_cast<size_t>(body_length);
@@ -688,6 +705,7 @@ void WorkerState::finish_exchange(Connection& c) {
             close_upstream(c);
     }
     const bool keep = !e.close_after && !stopping_ && !c.eof;
+    release_download_slot(e);
     e.reset();
     c.request_start_us = 0;
     if (c.out.empty()) give_buffer(c.out);
@@ -698,6 +716,11 @@ void WorkerState::finish_exchange(Connection& c) {
         give_buffer(c.in);
     else
         c.request_start_us = wall_clock_us();  // a pipelined request is already here
+}
+
+void WorkerState::release_download_slot(Exchange& e) {
+    if (e.download_slot != 0) slots_->release(e.download_slot, e.download_slot_shared);
+    e.download_slot = 0;
 }
 
 void WorkerState::linger(Connection& c) {
@@ -713,6 +736,9 @@ void WorkerState::close_connection(Connection& c, smp_end_reason reason) {
     if (c.closing) return;
     c.closing = true;
     if (c.phase == Phase::exchange || c.phase == Phase::stream) report(c, reason, true);
+    release_download_slot(c.exchange);
+    if (c.ip_slot != 0) slots_->release(c.ip_slot, c.ip_slot_shared);
+    c.ip_slot = 0;
     close_upstream(c);
     give_buffer(c.in);
     give_buffer(c.out);

@@ -9,10 +9,12 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "../http_download/forwarded.hpp"
+#include "../http_download/limits.hpp"
 #include "heads.hpp"
 #include "relay_buffer.hpp"
 #include "smp_module.h"
@@ -35,7 +37,15 @@ struct Settings {
     uint64_t keepalive_timeout_ms = 75'000;
     size_t max_header_size = 8 * 1024;
     size_t buffer_size = 64 * 1024;
+    // Limits as http_download's (docs/limits.md), off by default; counters
+    // shared by the workers, one table per origin, kept across a reload.
+    bool unique_ip = false;               // http: one download of a path per client at a time
+    uint32_t max_connections_per_ip = 0;  // 0: no limit
+    std::shared_ptr<smp::http::SharedCounters> counters;
 };
+
+// What a refused request is told: try again in this many seconds.
+constexpr int kRetryAfterSeconds = 10;
 
 class WorkerState;
 struct Connection;
@@ -110,6 +120,8 @@ struct Exchange {
     uint64_t received_bytes = 0;  // of the client: the request head, then its body (framing included)
     int64_t start_us = 0;
     uint64_t last_progress_report_ms = 0;
+    uint64_t download_slot = 0;         // unique_ip key held until the exchange ends; 0: none
+    bool download_slot_shared = false;  // held in the plugins' shared counters, not this server's
 
     void reset();
 };
@@ -145,6 +157,9 @@ struct Connection {
     uint64_t origin_progress_ms = 0;  // the origin last took or sent a byte
     uint64_t bytes_from_client = 0;   // tcp mode: each way
     uint64_t bytes_to_client = 0;
+    uint64_t ip_slot = 0;  // max_connections_per_ip key held until close; 0: none
+    bool ip_slot_shared = false;
+    bool over_limit = false;  // past max_connections_per_ip: http: its request gets 429; tcp: closed
     smp_connection_info info{};
     char client_ip[46] = {};
     char local_ip[46] = {};
@@ -185,6 +200,7 @@ class WorkerState {
     void respond_locally(Connection& c, int status);
     void origin_failed(Connection& c, int status, const char* what);
     void finish_exchange(Connection& c);
+    void release_download_slot(Exchange& e);
     void linger(Connection& c);
     void close_connection(Connection& c, smp_end_reason reason);
     void check_deadlines(Connection& c, uint64_t now);
@@ -206,6 +222,8 @@ class WorkerState {
     uint32_t worker_id_;
     const char* node_;
     uv_timer_t sweep_timer_{};
+    std::optional<smp::http::Slots> slots_;  // when a limit is on (settings_.counters)
+    bool gave_back_dead_holders_ = false;    // done on the first sweep, when the plugins are up
     Connection* connections_ = nullptr;
     bool stopping_ = false;
     std::vector<char*> free_buffers_;

@@ -35,6 +35,8 @@ enum Key : size_t {
     kKeepaliveTimeout,
     kMaxHeaderSize,
     kBufferSize,
+    kUniqueIp,
+    kMaxConnectionsPerIp,
     kKeyCount
 };
 
@@ -52,6 +54,11 @@ constexpr smp_config_key kKeys[kKeyCount] = {
     {"max_header_size", SMP_CONFIG_SIZE, "8KiB", 0, "http: request line and header fields; longer gets 414 or 431"},
     {"buffer_size", SMP_CONFIG_SIZE, "64KiB", 0,
      "bytes held per direction; a side is not read while this much waits for the other"},
+    {"unique_ip", SMP_CONFIG_BOOL, "false", 0,
+     "http: refuse (429) a second concurrent download (GET) of the same path by the same client IP"},
+    {"max_connections_per_ip", SMP_CONFIG_INT, "0", 0,
+     "open connections one client IP may hold; past it http requests get 429, tcp connections are closed (0: no "
+     "limit)"},
 };
 
 constexpr uint64_t kSweepIntervalMs = 250;
@@ -107,6 +114,17 @@ bool read_settings(const smp_config_value* values, Settings& settings, char* err
     freeaddrinfo(found);
     const bool ipv6 = settings.origin.ss_family == AF_INET6 && std::strchr(host, ':') != nullptr;
     settings.origin_name = (ipv6 ? "[" + std::string(host) + "]" : std::string(host)) + ":" + port;
+
+    settings.unique_ip = values[kUniqueIp].number != 0;
+    if (settings.unique_ip && settings.mode == Mode::tcp) return fail("unique_ip", "needs mode: http");
+    if (values[kMaxConnectionsPerIp].number < 0 || values[kMaxConnectionsPerIp].number > 1'000'000)
+        return fail("max_connections_per_ip", "must be between 0 (no limit) and 1000000");
+    settings.max_connections_per_ip = static_cast<uint32_t>(values[kMaxConnectionsPerIp].number);
+    // In the master, before fork: every worker maps the same table, and the
+    // workers of a reloaded configuration those of the workers they replace.
+    // One table per origin, as http_download has one per root.
+    if (settings.unique_ip || settings.max_connections_per_ip > 0)
+        settings.counters = smp::http::shared_table<smp::http::SharedCounters>("forward:" + settings.origin_name);
     return true;
 }
 
@@ -173,6 +191,7 @@ WorkerState::WorkerState(const Settings& settings, const smp_worker_context& con
     uv_timer_start(&sweep_timer_, on_sweep, kSweepIntervalMs, kSweepIntervalMs);
     // Not a reason to keep the loop alive: the loop ends with the last connection.
     uv_unref(reinterpret_cast<uv_handle_t*>(&sweep_timer_));
+    if (settings.counters != nullptr) slots_.emplace(core_, worker_, *settings.counters);
 }
 
 WorkerState::~WorkerState() {
@@ -212,10 +231,23 @@ void WorkerState::accept(int fd, const smp_connection_info& info) {
     c->phase_started_ms = now;
     c->client_progress_ms = now;
     c->origin_progress_ms = now;
+    // Connections per client: counted on the peer, unless it is a trusted
+    // proxy (its clients are many), as http_download does.
+    const bool core_knows_proxies = core_->size >= offsetof(smp_core_api, trusted_proxy) + sizeof(void*);
+    if (settings_.max_connections_per_ip > 0 && !(core_knows_proxies && core_->trusted_proxy(worker_, c->client_ip))) {
+        const uint64_t key = smp::http::limit_key("connections", c->client_ip);
+        if (slots_->acquire(key, settings_.max_connections_per_ip, c->ip_slot_shared))
+            c->ip_slot = key;
+        else
+            c->over_limit = true;
+    }
     if (settings_.mode == Mode::tcp) {
         c->phase = Phase::stream;
         c->requests = 1;  // the connection is its one record
         c->exchange.last_progress_report_ms = now;
+        // A byte stream has no way to say "later": it is closed before the
+        // origin hears of it, and recorded.
+        if (c->over_limit) return close_connection(*c, SMP_END_REJECTED_LIMIT);
         take_buffer(c->in);
         take_buffer(c->out);
         if (!connect_origin(*c)) return;  // closed, and recorded as upstream_error
@@ -238,6 +270,10 @@ void WorkerState::shutdown() {
 
 void WorkerState::on_sweep(uv_timer_t* timer) {
     auto& self = *static_cast<WorkerState*>(timer->data);
+    if (!self.gave_back_dead_holders_) {
+        self.gave_back_dead_holders_ = true;
+        if (self.slots_) self.slots_->give_back_dead_holders();
+    }
     const uint64_t now = uv_now(self.loop_);
     for (Connection* c = self.connections_; c != nullptr;) {
         Connection* next = c->next;  // check_deadlines may close c

@@ -22,6 +22,7 @@ from harness import KIB, MIB
 # The benchmark's /proc helper, rather than a second one.
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', 'bench'))
 from bench import rss_bytes  # noqa: E402
+from test_limits import admitted_connections, one_more_fits, slow_download  # noqa: E402
 
 NGINX = '/usr/sbin/nginx'
 BIG = 200 * MIB
@@ -647,6 +648,88 @@ class Tcp(ForwardCase):
                          ('forward', 'tcp', 'completed', len(data) + 3))
         # The other way: every byte the client sent.
         self.assertEqual(record['received_bytes'], len(data))
+
+
+class Limits(ForwardCase):
+    """http_download's limits on the forward module: refused before the origin
+    hears of the request (a marker in the query, which the origin's log shows)."""
+
+    def test_unique_ip_refuses_a_second_download_of_the_same_path(self):
+        server = self.proxy(unique_ip='true')
+        holder = slow_download(server.port, '/big.bin')
+        try:
+            # New connections are spread over both workers by SO_REUSEPORT.
+            for i in range(8):
+                r = harness.http(server.port, 'GET', '/big.bin?refused=%d' % i,
+                                 {'User-Agent': 'fwd-refused', 'Range': 'bytes=0-99'})
+                self.assertEqual(r.status, 429)
+                self.assertEqual(r.header('retry-after'), '10')
+            r = harness.http(server.port, 'GET', '/medium.bin', {'Range': 'bytes=0-99'})
+            self.assertEqual(r.status, 206)  # another file
+            self.assertEqual(harness.http(server.port, 'HEAD', '/big.bin').status, 200)  # a HEAD downloads nothing
+        finally:
+            holder.close()
+        admitted = lambda: harness.http(server.port, 'GET', '/big.bin', {'Range': 'bytes=0-99'}).status == 206
+        self.assertTrue(harness.wait_for(admitted, 5.0), 'the slot was not freed when the first download ended')
+        self.assertFalse([line for line in self.nginx.log_lines() if 'refused=' in line],
+                         'a refused request reached the origin')
+        requests, downloads = self.stop_and_read(server)
+        refused = [q for q in requests if q['user_agent'] == 'fwd-refused']
+        self.assertEqual(len(refused), 8)
+        self.assertEqual({(q['status'], q['reason'], q['path']) for q in refused}, {(429, 'rejected_limit', 'big.bin')})
+        self.assertEqual({q['worker_id'] for q in refused}, {1, 2})
+        self.assertFalse([d for d in downloads if d['user_agent'] == 'fwd-refused'], 'a refused request is a download')
+
+    def test_max_connections_per_ip_is_exact_at_the_boundary(self):
+        server = self.proxy(max_connections_per_ip=3)
+        conns = harness.wait_for(lambda: admitted_connections(server.port, 3), 5.0, interval=0.1)
+        self.assertTrue(conns, 'three connections were never admitted')
+        fourth = harness.Conn(server.port)
+        fourth.send(harness.request_bytes('GET', '/small.bin?fourth', close=False))
+        r = fourth.read_response()
+        self.assertEqual((r.status, r.header('retry-after'), r.header('connection')), (429, '10', 'close'))
+        self.assertTrue(fourth.closed_by_peer())
+        fourth.close()
+        self.assertFalse([line for line in self.nginx.log_lines() if '?fourth' in line])
+        conns[0].close()
+        self.assertTrue(harness.wait_for(lambda: one_more_fits(server.port), 5.0),
+                        'a slot was not freed by a closed connection')
+        for c in conns[1:]:
+            c.close()
+        requests, _ = self.stop_and_read(server)
+        [refused] = [q for q in requests if q['target'] == '/small.bin?fourth']
+        self.assertEqual((refused['status'], refused['reason']), (429, 'rejected_limit'))
+
+    def test_tcp_mode_closes_a_connection_past_max_connections_per_ip(self):
+        origin = EchoOrigin()
+        try:
+            server = self.proxy(origin_port=origin.port, mode='tcp', max_connections_per_ip=1, workers=1)
+
+            def held():
+                # None while the harness's start-up probe still holds the slot.
+                s = socket.create_connection(('127.0.0.1', server.port), timeout=10)
+                try:
+                    s.sendall(b'ping')
+                    if s.recv(4) == b'ping':
+                        return s
+                except OSError:
+                    pass
+                s.close()
+                return None
+
+            first = harness.wait_for(held, 5.0, interval=0.1)
+            self.assertTrue(first, 'the first connection was never admitted')
+            second = socket.create_connection(('127.0.0.1', server.port), timeout=10)
+            received, closed = harness.recv_all(second, timeout=5)
+            self.assertEqual((received, closed), (b'', True))
+            second.close()
+            first.close()
+            requests, _ = self.stop_and_read(server)
+        finally:
+            origin.stop()
+        refused = [q for q in requests if q['reason'] == 'rejected_limit']
+        self.assertTrue(refused)  # the second, and any tried while the start-up probe held the slot
+        self.assertEqual({(q['protocol'], q['body_bytes']) for q in refused}, {('tcp', 0)})
 
 
 if __name__ == '__main__':

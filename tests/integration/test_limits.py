@@ -33,6 +33,31 @@ def slow_download(port, path, agent='holder'):
     return s
 
 
+def admitted_connections(port, count):
+    """`count` keep-alive connections, each answered 200 for /small.bin; None
+    while the connections of the harness's start-up probe are not closed on
+    the server's side yet."""
+    conns = [harness.Conn(port) for _ in range(count)]
+    statuses = []
+    for c in conns:
+        c.send(harness.request_bytes('GET', '/small.bin', close=False))
+        statuses.append(c.read_response().status)
+    if statuses == [200] * count:
+        return conns
+    for c in conns:
+        c.close()
+    return None
+
+
+def one_more_fits(port):
+    c = harness.Conn(port)
+    c.send(harness.request_bytes('GET', '/small.bin'))
+    ok = c.read_response().status == 200
+    c.close()
+    time.sleep(0.05)
+    return ok
+
+
 class Limits(unittest.TestCase):
     workers = 2
     limits = {}
@@ -125,22 +150,8 @@ class UniqueIp(Limits):
 class ConnectionsPerIp(Limits):
     limits = {'max_connections_per_ip': 3}
 
-    def open_three(self):
-        """Three connections, each answered 200; None while the connections
-        of the harness's start-up probe are not closed on the server's side yet."""
-        conns = [harness.Conn(self.port) for _ in range(3)]
-        statuses = []
-        for c in conns:
-            c.send(harness.request_bytes('GET', '/small.bin', close=False))
-            statuses.append(c.read_response().status)
-        if statuses == [200, 200, 200]:
-            return conns
-        for c in conns:
-            c.close()
-        return None
-
     def test_exact_at_the_boundary(self):
-        conns = harness.wait_for(self.open_three, 5.0, interval=0.1)
+        conns = harness.wait_for(lambda: admitted_connections(self.port, 3), 5.0, interval=0.1)
         self.assertTrue(conns, 'three connections were never admitted')
         fourth = harness.Conn(self.port)
         fourth.send(harness.request_bytes('GET', '/small.bin', close=False))
@@ -152,18 +163,11 @@ class ConnectionsPerIp(Limits):
         fourth.close()
         conns[0].close()
         # The closed connection's slot is free again: exactly one more fits.
-        again = harness.wait_for(lambda: self._fits(), 5.0)
+        again = harness.wait_for(lambda: one_more_fits(self.port), 5.0)
         self.assertTrue(again, 'a slot was not freed by a closed connection')
         for c in conns[1:]:
             c.close()
 
-    def _fits(self):
-        c = harness.Conn(self.port)
-        c.send(harness.request_bytes('GET', '/small.bin'))
-        ok = c.read_response().status == 200
-        c.close()
-        time.sleep(0.05)
-        return ok
 
 
 def timed_get(port, path, agent='timed'):
