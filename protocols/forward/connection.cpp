@@ -26,6 +26,7 @@ constexpr const char* kModule = "forward";
 // level-triggered poll brings it back at once.
 constexpr int kMaxRounds = 64;
 constexpr uint64_t kLingerMs = 2'000;
+constexpr uint64_t kPaceIntervalMs = 10;  // how often connections waiting for rate budget are looked at
 // While the origin keeps failing, a line every so often says how many times.
 constexpr uint64_t kFailureLogIntervalMs = 60'000;
 
@@ -543,6 +544,7 @@ void WorkerState::parse_response_head(Connection& c, size_t head_length) {
     }
     e.status = status;
     e.reason = reason_for_status(status);
+    e.rate_start_ms = uv_now(loop_);
     e.etag = field_value(e.fields, "etag");
     // An origin without entity tags (python's http.server) still names a
     // version of the file by its date: the downloads need one or the other.
@@ -583,8 +585,9 @@ bool WorkerState::send_to_client(Connection& c) {
     if (!c.writable) return false;
     const size_t head_left = e.client_head.size() - e.client_head_sent;
     if (head_left == 0 && e.response_body_ready == 0) return false;
-    const ssize_t sent =
-        send_head_and_body(c.fd, e.client_head, e.client_head_sent, c.out.data + c.out.begin, e.response_body_ready);
+    const size_t body = settings_.limit_rate > 0 ? rate_budget(c, e.response_body_ready) : e.response_body_ready;
+    if (head_left == 0 && body == 0) return false;
+    const ssize_t sent = send_head_and_body(c.fd, e.client_head, e.client_head_sent, c.out.data + c.out.begin, body);
     if (sent < 0) {
         if (would_block(errno)) {
             c.writable = false;
@@ -616,6 +619,35 @@ bool WorkerState::send_to_client(Connection& c) {
         report(c, SMP_END_COMPLETED, false);
     }
     return true;
+}
+
+size_t WorkerState::rate_budget(Connection& c, size_t want) {
+    Exchange& e = c.exchange;
+    if (c.paused) return 0;
+    if (e.local_response || e.rate_start_ms == 0 || want == 0) return want;
+    // As nginx and http_download: limit_rate_after bytes at once, then the
+    // rate, counted from the response head (body bytes as relayed).
+    const uint64_t rate = settings_.limit_rate;
+    const uint64_t now = uv_now(loop_);
+    const uint64_t allowed = settings_.limit_rate_after + rate * (now - e.rate_start_ms) / 1000;
+    if (allowed > e.wire_sent) return static_cast<size_t>(std::min<uint64_t>(want, allowed - e.wire_sent));
+    const uint64_t quantum = std::max<uint64_t>(rate / 10, 1);
+    c.paused = true;
+    c.resume_ms = now + (e.wire_sent + quantum - allowed) * 1000 / rate + 1;
+    paused_.push_back(&c);
+    if (!uv_is_active(reinterpret_cast<uv_handle_t*>(&pace_timer_)))
+        uv_timer_start(&pace_timer_, on_pace, kPaceIntervalMs, kPaceIntervalMs);
+    return 0;
+}
+
+void WorkerState::on_pace(uv_timer_t* timer) {
+    auto& self = *static_cast<WorkerState*>(timer->data);
+    const uint64_t now = uv_now(self.loop_);
+    for (Connection* c : smp::http::take_resumable(self.paused_, now)) {
+        c->client_progress_ms = now;  // the wait was the limit's, not the client's: send_timeout counts from here
+        self.pump(*c);
+    }
+    if (self.paused_.empty()) uv_timer_stop(timer);
 }
 
 void WorkerState::respond_locally(Connection& c, int status) {
@@ -737,6 +769,8 @@ void WorkerState::close_connection(Connection& c, smp_end_reason reason) {
     c.closing = true;
     if (c.phase == Phase::exchange || c.phase == Phase::stream) report(c, reason, true);
     release_download_slot(c.exchange);
+    if (c.paused) std::erase(paused_, &c);
+    c.paused = false;
     if (c.ip_slot != 0) slots_->release(c.ip_slot, c.ip_slot_shared);
     c.ip_slot = 0;
     close_upstream(c);
@@ -835,7 +869,7 @@ void WorkerState::check_deadlines(Connection& c, uint64_t now) {
         case Phase::exchange: break;
     }
     const Exchange& e = c.exchange;
-    const bool to_client = e.client_head_sent < e.client_head.size() || e.response_body_ready > 0;
+    const bool to_client = e.client_head_sent < e.client_head.size() || (e.response_body_ready > 0 && !c.paused);
     if (to_client && now - c.client_progress_ms >= s.send_timeout_ms) return close_connection(c, SMP_END_TIMEOUT);
     // A request body that stopped coming, while there is room for it.
     if (!e.request_complete && !e.local_response && has_room(c.in) && now - c.client_progress_ms >= s.read_timeout_ms)
@@ -867,7 +901,8 @@ void WorkerState::update_polls(Connection& c) {
         case Phase::lingering: client |= UV_READABLE; break;
         case Phase::exchange:
             if (!e.request_complete && !e.local_response && !c.eof && has_room(c.in)) client |= UV_READABLE;
-            if (e.client_head_sent < e.client_head.size() || e.response_body_ready > 0) client |= UV_WRITABLE;
+            if (e.client_head_sent < e.client_head.size() || (e.response_body_ready > 0 && !c.paused))
+                client |= UV_WRITABLE;
             if (u != nullptr && !u->connected) {
                 origin |= UV_WRITABLE;
             } else if (u != nullptr) {

@@ -42,6 +42,8 @@ struct Settings {
     bool unique_ip = false;               // http: one download of a path per client at a time
     uint32_t max_connections_per_ip = 0;  // 0: no limit
     std::shared_ptr<smp::http::SharedCounters> counters;
+    uint64_t limit_rate = 0;  // http: body bytes/s of one response, after limit_rate_after; 0: none
+    uint64_t limit_rate_after = 0;
 };
 
 // What a refused request is told: try again in this many seconds.
@@ -120,6 +122,7 @@ struct Exchange {
     uint64_t received_bytes = 0;  // of the client: the request head, then its body (framing included)
     int64_t start_us = 0;
     uint64_t last_progress_report_ms = 0;
+    uint64_t rate_start_ms = 0;         // the response head came, for limit_rate
     uint64_t download_slot = 0;         // unique_ip key held until the exchange ends; 0: none
     bool download_slot_shared = false;  // held in the plugins' shared counters, not this server's
 
@@ -160,6 +163,8 @@ struct Connection {
     uint64_t ip_slot = 0;  // max_connections_per_ip key held until close; 0: none
     bool ip_slot_shared = false;
     bool over_limit = false;  // past max_connections_per_ip: http: its request gets 429; tcp: closed
+    bool paused = false;      // waiting for its limit_rate budget, in the worker's paused list
+    uint64_t resume_ms = 0;
     smp_connection_info info{};
     char client_ip[46] = {};
     char local_ip[46] = {};
@@ -184,6 +189,7 @@ class WorkerState {
     static void on_upstream_poll(uv_poll_t* handle, int status, int events);
     static void on_client_closed(uv_handle_t* handle);
     static void on_upstream_closed(uv_handle_t* handle);
+    static void on_pace(uv_timer_t* timer);
 
     // Moves every byte that can move now, then waits for the sockets (connection.cpp).
     void pump(Connection& c);
@@ -196,6 +202,8 @@ class WorkerState {
     void parse_response(Connection& c);
     void parse_response_head(Connection& c, size_t head_length);
     bool send_to_client(Connection& c);
+    // Body bytes limit_rate lets go to the client now; 0 and a pause when none.
+    size_t rate_budget(Connection& c, size_t want);
     bool send_to_origin(Connection& c);
     void respond_locally(Connection& c, int status);
     void origin_failed(Connection& c, int status, const char* what);
@@ -222,6 +230,9 @@ class WorkerState {
     uint32_t worker_id_;
     const char* node_;
     uv_timer_t sweep_timer_{};
+    uv_timer_t pace_timer_{};  // runs while connections wait for their rate budget
+    std::vector<Connection*> paused_;
+    int open_handles_ = 2;                   // the two timers, closed by close_handles
     std::optional<smp::http::Slots> slots_;  // when a limit is on (settings_.counters)
     bool gave_back_dead_holders_ = false;    // done on the first sweep, when the plugins are up
     Connection* connections_ = nullptr;

@@ -37,6 +37,8 @@ enum Key : size_t {
     kBufferSize,
     kUniqueIp,
     kMaxConnectionsPerIp,
+    kLimitRate,
+    kLimitRateAfter,
     kKeyCount
 };
 
@@ -59,6 +61,10 @@ constexpr smp_config_key kKeys[kKeyCount] = {
     {"max_connections_per_ip", SMP_CONFIG_INT, "0", 0,
      "open connections one client IP may hold; past it http requests get 429, tcp connections are closed (0: no "
      "limit)"},
+    {"limit_rate", SMP_CONFIG_SIZE, "0", 0,
+     "http: body bytes per second of one response, after limit_rate_after (0: none)"},
+    {"limit_rate_after", SMP_CONFIG_SIZE, "0", 0,
+     "http: bytes of a response's body sent at full speed before limit_rate"},
 };
 
 constexpr uint64_t kSweepIntervalMs = 250;
@@ -120,6 +126,9 @@ bool read_settings(const smp_config_value* values, Settings& settings, char* err
     if (values[kMaxConnectionsPerIp].number < 0 || values[kMaxConnectionsPerIp].number > 1'000'000)
         return fail("max_connections_per_ip", "must be between 0 (no limit) and 1000000");
     settings.max_connections_per_ip = static_cast<uint32_t>(values[kMaxConnectionsPerIp].number);
+    settings.limit_rate = static_cast<uint64_t>(values[kLimitRate].number);
+    settings.limit_rate_after = static_cast<uint64_t>(values[kLimitRateAfter].number);
+    if (settings.limit_rate > 0 && settings.mode == Mode::tcp) return fail("limit_rate", "needs mode: http");
     // In the master, before fork: every worker maps the same table, and the
     // workers of a reloaded configuration those of the workers they replace.
     // One table per origin, as http_download has one per root.
@@ -192,6 +201,10 @@ WorkerState::WorkerState(const Settings& settings, const smp_worker_context& con
     // Not a reason to keep the loop alive: the loop ends with the last connection.
     uv_unref(reinterpret_cast<uv_handle_t*>(&sweep_timer_));
     if (settings.counters != nullptr) slots_.emplace(core_, worker_, *settings.counters);
+    // Active only while a connection waits for its rate budget, and then it
+    // keeps the loop running (that connection's client poll is stopped meanwhile).
+    uv_timer_init(loop_, &pace_timer_);
+    pace_timer_.data = this;
 }
 
 WorkerState::~WorkerState() {
@@ -199,8 +212,13 @@ WorkerState::~WorkerState() {
 }
 
 void WorkerState::close_handles() {
-    uv_close(reinterpret_cast<uv_handle_t*>(&sweep_timer_),
-             [](uv_handle_t* handle) { delete static_cast<WorkerState*>(handle->data); });
+    // The state is freed when both timers have closed, in whichever order libuv runs their callbacks.
+    const auto closed = [](uv_handle_t* handle) {
+        auto* self = static_cast<WorkerState*>(handle->data);
+        if (--self->open_handles_ == 0) delete self;
+    };
+    uv_close(reinterpret_cast<uv_handle_t*>(&pace_timer_), closed);
+    uv_close(reinterpret_cast<uv_handle_t*>(&sweep_timer_), closed);
 }
 
 void WorkerState::accept(int fd, const smp_connection_info& info) {

@@ -592,20 +592,7 @@ void WorkerState::pause(Connection& c, uint64_t wait_ms) {
 
 void WorkerState::on_pace(uv_timer_t* timer) {
     auto& self = *static_cast<WorkerState*>(timer->data);
-    const uint64_t now = uv_now(self.loop_);
-    std::vector<Connection*> due;
-    for (size_t i = 0; i < self.paused_.size();) {
-        Connection* c = self.paused_[i];
-        if (c->resume_ms > now) {
-            ++i;
-            continue;
-        }
-        c->paused = false;
-        due.push_back(c);
-        self.paused_[i] = self.paused_.back();
-        self.paused_.pop_back();
-    }
-    for (Connection* c : due) self.send_response(*c);
+    for (Connection* c : take_resumable(self.paused_, uv_now(self.loop_))) self.send_response(*c);
     if (self.paused_.empty()) uv_timer_stop(timer);
 }
 

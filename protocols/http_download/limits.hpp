@@ -114,6 +114,25 @@ std::shared_ptr<Table> shared_table(const std::string& root) {
     return made;
 }
 
+// The connections of `paused` (waiting for their rate budget) whose
+// resume_ms has come: taken out of the list, their `paused` flag cleared.
+template <class Connection>
+std::vector<Connection*> take_resumable(std::vector<Connection*>& paused, uint64_t now_ms) {
+    std::vector<Connection*> due;
+    for (size_t i = 0; i < paused.size();) {
+        Connection* c = paused[i];
+        if (c->resume_ms > now_ms) {
+            ++i;
+            continue;
+        }
+        c->paused = false;
+        due.push_back(c);
+        paused[i] = paused.back();
+        paused.pop_back();
+    }
+    return due;
+}
+
 // The key of a limit: FNV-1a of its kind and its parts, without its top bit,
 // which marks the note of a slot held in the shared counters (kSharedSlotBit).
 uint64_t limit_key(std::string_view kind, std::string_view a, std::string_view b = {});

@@ -22,7 +22,7 @@ from harness import KIB, MIB
 # The benchmark's /proc helper, rather than a second one.
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', 'bench'))
 from bench import rss_bytes  # noqa: E402
-from test_limits import admitted_connections, one_more_fits, slow_download  # noqa: E402
+from test_limits import admitted_connections, one_more_fits, slow_download, timed_get  # noqa: E402
 
 NGINX = '/usr/sbin/nginx'
 BIG = 200 * MIB
@@ -730,6 +730,22 @@ class Limits(ForwardCase):
         refused = [q for q in requests if q['reason'] == 'rejected_limit']
         self.assertTrue(refused)  # the second, and any tried while the start-up probe held the slot
         self.assertEqual({(q['protocol'], q['body_bytes']) for q in refused}, {('tcp', 0)})
+
+    def test_limit_rate_after_the_free_bytes_within_ten_percent(self):
+        self.env.add_file('seven.bin', os.urandom(7 * MIB))
+        server = self.proxy(limit_rate='1MiB', limit_rate_after='2MiB')
+        # 2 MiB at once, then 5 MiB at 1 MiB/s: 5 s.
+        seconds, data = timed_get(server.port, '/seven.bin', agent='fwd-rate')
+        head, body = data.split(b'\r\n\r\n', 1)
+        self.assertTrue(head.startswith(b'HTTP/1.1 200'), head[:80])
+        self.assertEqual(harness.sha256_bytes(body), harness.sha256_bytes(self.env.content['seven.bin']))
+        print('\n[limit_rate] 7 MiB, 2 MiB free then 1 MiB/s: %.2f s (5 s expected)' % seconds)
+        self.assertGreater(seconds, 4.5)
+        self.assertLess(seconds, 5.5)
+        requests, _ = self.stop_and_read(server)
+        [record] = [q for q in requests if q['user_agent'] == 'fwd-rate']
+        self.assertEqual((record['status'], record['reason'], record['body_bytes']), (200, 'completed', 7 * MIB))
+
 
 
 if __name__ == '__main__':
