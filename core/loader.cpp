@@ -187,7 +187,11 @@ std::vector<std::unique_ptr<ModuleInstance>> load_modules(const Config& config, 
                            "module '" + entry.module + "' not found (looked for " + tried + ")");
                 return;
             }
-            void* handle = dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL);
+            // RTLD_NODELETE: a module and the libraries it brings stay in the
+            // process once loaded. Library setup done once per process
+            // (mongoc_init, OpenSSL) must not be undone by a reload that drops
+            // a module, nor done again by one that names it once more.
+            void* handle = dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL | RTLD_NODELETE);
             if (handle == nullptr) {
                 errors.add(entry.node["module"], key, "module '" + entry.module + "' failed to load: " + dlerror());
                 return;

@@ -15,6 +15,7 @@
 #include <cstring>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <thread>
 #include <vector>
@@ -535,10 +536,19 @@ void log_to_core(mongoc_log_level_t level, const char* domain, const char* messa
     core->log(ours, "mongodb", (std::string("libmongoc ") + domain + ": " + message).c_str());
 }
 
+// libmongoc is set up once per process and never torn down: its manual
+// allows nothing after mongoc_cleanup, not even mongoc_init, and a reload
+// retires one configuration's instance while the next one, and every
+// collector forked later, still use the library.
+void init_library_once() {
+    static std::once_flag once;
+    std::call_once(once, [] { mongoc_init(); });
+}
+
 int init_master(const smp_core_api* core, const smp_config_value* values, void** instance, char* error,
                 size_t error_size) {
     try {
-        mongoc_init();
+        init_library_once();
         mongoc_log_set_handler(log_to_core, const_cast<smp_core_api*>(core));
         auto settings = std::make_unique<Settings>();
         bson_error_t e;
@@ -578,10 +588,7 @@ int init_master(const smp_core_api* core, const smp_config_value* values, void**
     }
 }
 
-void exit_master(void* instance) {
-    delete static_cast<Settings*>(instance);
-    mongoc_cleanup();
-}
+void exit_master(void* instance) { delete static_cast<Settings*>(instance); }
 
 int query(void* instance, const smp_query* query, smp_table** table, char* error, size_t error_size) {
     try {

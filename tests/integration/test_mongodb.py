@@ -620,6 +620,57 @@ class OnDouble(StoreTests, MongoCase):
         self.assertEqual(log.count(RECOVERED), 2, log)
         self.assertNotIn('are lost', log)
 
+    def send_agents(self, port, prefix, count):
+        agents = ['%s%03d' % (prefix, i) for i in range(count)]
+        for agent in agents:
+            self.assertEqual(harness.http(port, 'GET', '/small.bin', {'User-Agent': agent}).status, 200)
+        return agents
+
+    def assert_stored(self, database, server, prefix, agents):
+        counts = self.wait_agents(database, 'requests', prefix, agents, 15.0)
+        self.assertEqual(set(counts), set(agents), 'not stored after %s:\n%s' % (prefix, server.log_tail()))
+
+    def reload(self, server, config, wait_for_line):
+        harness.write_file(server.config_path, config)
+        os.kill(server.pid, signal.SIGHUP)
+        self.assertTrue(harness.wait_for(lambda: wait_for_line in server.log(), 20.0),
+                        'no "%s" after the reload:\n%s' % (wait_for_line, server.log_tail()))
+
+    def test_reload_that_changes_the_store_still_stores(self):
+        # A reload that changes the store entry starts a new collector. The
+        # retired configuration used to tear libmongoc down (mongoc_cleanup) in
+        # the master, and the new collector then spooled every batch for ever.
+        database = self.db_name('dl_reload')
+        server = self.new_server([mongo_entry(self.uri(), database)])
+        self.assert_stored(database, server, 'first-', self.send_agents(server.port, 'first-', 5))
+        self.reload(server, server_config(server.port, self.env.www, [mongo_entry(self.uri(), database, 100)]),
+                    'Reload complete')
+        self.assertTrue(harness.wait_for(lambda: "starting the new configuration's" in server.log(), 10.0),
+                        server.log_tail())
+        self.assert_stored(database, server, 'second-', self.send_agents(server.port, 'second-', 5))
+        self.stopped(server)
+        self.assertNotIn(OUTAGE, server.log())
+
+    def test_kept_collector_killed_after_a_reload_its_successor_stores(self):
+        database = self.db_name('dl_respawn')
+        entries = [mongo_entry(self.uri(), database)]
+        server = self.new_server(entries)
+        self.assert_stored(database, server, 'first-', self.send_agents(server.port, 'first-', 5))
+        # Nothing the collector depends on changes: it is kept, and the old
+        # configuration retires (its modules' exit_master runs in the master).
+        config = server_config(server.port, self.env.www, entries)
+        self.assertIn('max_connections: 1024', config)
+        self.reload(server, config.replace('max_connections: 1024', 'max_connections: 512'), 'Reload complete')
+        self.assertIn('kept', server.log())
+        collector = server.collector()
+        self.assertIsNotNone(collector)
+        os.kill(collector, signal.SIGKILL)
+        self.assertTrue(harness.wait_for(lambda: server.collector() not in (None, collector), 15.0),
+                        'no new collector:\n%s' % server.log_tail())
+        self.assert_stored(database, server, 'second-', self.send_agents(server.port, 'second-', 5))
+        self.stopped(server)
+        self.assertNotIn(OUTAGE, server.log())
+
     def test_down_at_start_then_up(self):
         port = harness.free_port()
         uri = ('mongodb://127.0.0.1:%d/?appname=smprotocol&serverSelectionTimeoutMS=2000&connectTimeoutMS=1000'
