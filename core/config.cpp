@@ -116,7 +116,8 @@ void read_tracking(const YAML::Node& node, TrackingConfig& tracking, ErrorList& 
         errors.add(node, "tracking", "must be a map");
         return;
     }
-    check_keys(node, "tracking", std::array<std::string_view, 2>{"enabled", "idle_window"}, errors);
+    check_keys(node, "tracking", std::array<std::string_view, 3>{"enabled", "idle_window", "max_open_downloads"},
+               errors);
     if (node["enabled"])
         if (auto value = read_bool(node["enabled"], "tracking.enabled", errors)) tracking.enabled = *value;
     if (node["idle_window"])
@@ -125,6 +126,13 @@ void read_tracking(const YAML::Node& node, TrackingConfig& tracking, ErrorList& 
                 errors.add(node["idle_window"], "tracking.idle_window", "must be at least 1s");
             else
                 tracking.idle_window_ms = *value;
+        }
+    if (node["max_open_downloads"])
+        if (auto value = read_int(node["max_open_downloads"], "tracking.max_open_downloads", errors)) {
+            if (*value < 1)
+                errors.add(node["max_open_downloads"], "tracking.max_open_downloads", "must be at least 1");
+            else
+                tracking.max_open_downloads = *value;
         }
 }
 

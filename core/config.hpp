@@ -67,6 +67,10 @@ struct LogConfig {
 struct TrackingConfig {
     bool enabled = true;
     int64_t idle_window_ms = 30 * 60 * 1000;  // a download idle this long is finished
+    // Past this many open downloads, the least recently active one is
+    // finished early: the collector's memory is bounded (docs/tracking.md
+    // has the bytes per download this default is measured from).
+    int64_t max_open_downloads = 100'000;
 };
 
 struct GeoIpConfig {

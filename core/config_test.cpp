@@ -90,6 +90,11 @@ TEST_CASE("tracking, state_dir and geoip keys") {
     CHECK(config.state_dir == "st");
     CHECK(errors_of(std::string("state_dir: ''\n") + kMinimal) == "test.yaml:1: state_dir: must not be empty\n");
     CHECK(config.tracking.idle_window_ms == 600'000);
+    CHECK(config.tracking.max_open_downloads == smp::TrackingConfig{}.max_open_downloads);
+    CHECK(parse_config(std::string("tracking: {max_open_downloads: 2000}\n") + kMinimal, "t", "")
+              .tracking.max_open_downloads == 2000);
+    CHECK(errors_of(std::string("tracking: {max_open_downloads: 0}\n") + kMinimal) ==
+          "test.yaml:1: tracking.max_open_downloads: must be at least 1\n");
     CHECK(config.geoip.city_db == "/c.mmdb");
     CHECK(config.geoip.asn_db.empty());
     CHECK(errors_of(std::string("geoip: {country_db: x}\n") + kMinimal) ==

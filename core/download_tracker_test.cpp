@@ -2,6 +2,7 @@
 
 #include <doctest/doctest.h>
 
+#include <string>
 #include <vector>
 
 using smp::DownloadTracker;
@@ -167,4 +168,119 @@ TEST_CASE("a part asked for and delivered, and no more, is an incomplete downloa
     REQUIRE(done.size() == 1);
     CHECK_FALSE(done[0].completed());
     CHECK(done[0].reason() == SMP_END_INCOMPLETE);
+}
+
+namespace {
+
+// A download of its own: a 206 of the first 100 bytes by client `agent`, ending at `at_s`.
+struct Client {
+    std::string agent;
+    Request request;
+    Client(const std::string& name, int64_t at_s, uint64_t last = 99)
+        : agent(name), request(at_s, at_s, 0, last, 206, SMP_END_COMPLETED, nullptr) {
+        request.record.user_agent = agent.c_str();
+    }
+};
+
+uint64_t id_of(DownloadTracker& tracker, const Client& client) { return tracker.add(client.request.record)->id; }
+
+}  // namespace
+
+TEST_CASE("at the cap, a new download finishes the least recently active one early") {
+    DownloadTracker tracker(kWindow, 1, 3);
+    Client a("a", 0), b("b", 1), c("c", 2, kSize - 1), d("d", 4);
+    const uint64_t id_a = id_of(tracker, a);
+    const uint64_t id_b = id_of(tracker, b);
+    const uint64_t id_c = id_of(tracker, c);
+    Client a_again("a", 3);
+    tracker.add(a_again.request.record);  // a is now the most recently active
+    const uint64_t id_d = id_of(tracker, d);
+    CHECK(tracker.open_downloads() == 3);
+    CHECK(tracker.finished_early() == 1);
+    CHECK(tracker.ids_by_activity() == std::vector<uint64_t>{id_c, id_a, id_d});
+    std::vector<LogicalDownload> done;
+    tracker.expire(5 * kSecond, [&](const LogicalDownload& download) { done.push_back(download); });
+    REQUIRE(done.size() == 1);
+    CHECK(done[0].id == id_b);
+    CHECK(done[0].finished_early);
+    CHECK(done[0].reason() == SMP_END_TRACKING_CAP);
+    // The next one finishes c, whose every byte was delivered: completed, however early.
+    Client e("e", 5);
+    tracker.add(e.request.record);
+    done.clear();
+    tracker.expire(6 * kSecond, [&](const LogicalDownload& download) { done.push_back(download); });
+    REQUIRE(done.size() == 1);
+    CHECK(done[0].id == id_c);
+    CHECK(done[0].reason() == SMP_END_COMPLETED);
+    CHECK(tracker.open_downloads() == 3);
+    CHECK(tracker.finished_early() == 2);
+}
+
+TEST_CASE("a request moves its download to the back of the activity order") {
+    DownloadTracker tracker(kWindow);
+    Client a("a", 0), b("b", 1), c("c", 2);
+    const uint64_t id_a = id_of(tracker, a);
+    const uint64_t id_b = id_of(tracker, b);
+    const uint64_t id_c = id_of(tracker, c);
+    CHECK(tracker.ids_by_activity() == std::vector<uint64_t>{id_a, id_b, id_c});
+    Client b_again("b", 3), a_again("a", 4);
+    tracker.add(b_again.request.record);
+    CHECK(tracker.ids_by_activity() == std::vector<uint64_t>{id_a, id_c, id_b});
+    tracker.add(a_again.request.record);
+    CHECK(tracker.ids_by_activity() == std::vector<uint64_t>{id_c, id_b, id_a});
+    // A request for the last one leaves the order as it is.
+    tracker.add(a_again.request.record);
+    CHECK(tracker.ids_by_activity() == std::vector<uint64_t>{id_c, id_b, id_a});
+}
+
+TEST_CASE("the idle scan finishes only the idle downloads and stops at the first active one") {
+    const int64_t window = 30 * kSecond;
+    DownloadTracker tracker(window);
+    Client a("a", 0), b("b", 10), c("c", 20);
+    const uint64_t id_a = id_of(tracker, a);
+    const uint64_t id_b = id_of(tracker, b);
+    const uint64_t id_c = id_of(tracker, c);
+    std::vector<uint64_t> done;
+    const auto finished = [&](const LogicalDownload& download) { done.push_back(download.id); };
+    uint64_t visited = tracker.visited();
+    tracker.expire(35 * kSecond, finished);
+    CHECK(done == std::vector<uint64_t>{id_a});
+    CHECK(tracker.visited() - visited == 2);  // a, finished; b, still active: the scan stops
+    CHECK(tracker.ids_by_activity() == std::vector<uint64_t>{id_b, id_c});
+    visited = tracker.visited();
+    tracker.expire(40 * kSecond, finished);  // not past b's window yet
+    CHECK(done.size() == 1);
+    CHECK(tracker.visited() - visited == 1);
+    tracker.expire(51 * kSecond, finished);
+    CHECK(done == std::vector<uint64_t>{id_a, id_b, id_c});
+    CHECK(tracker.open_downloads() == 0);
+}
+
+TEST_CASE("a tick visits the downloads that changed, not every open one") {
+    DownloadTracker tracker(kWindow);
+    std::vector<Client> clients;
+    clients.reserve(1000);
+    for (int i = 0; i < 1000; ++i) clients.emplace_back("agent-" + std::to_string(i), 0);
+    for (const auto& client : clients) tracker.add(client.request.record);
+    size_t changed = 0;
+    tracker.each_changed([&](const LogicalDownload&) { ++changed; });
+    CHECK(changed == 1000);
+    // Three of them grow; a tick (the idle scan, then the changed ones) looks
+    // at those three and at the least recently active download, no more.
+    for (int i : {7, 500, 999}) tracker.add(clients[static_cast<size_t>(i)].request.record);
+    const uint64_t visited = tracker.visited();
+    int finished = 0;
+    tracker.expire(kSecond, [&](const LogicalDownload&) { ++finished; });
+    changed = 0;
+    tracker.each_changed([&](const LogicalDownload&) { ++changed; });
+    CHECK(finished == 0);
+    CHECK(changed == 3);
+    CHECK(tracker.visited() - visited == 4);
+    // A finished download is not reported as changed as well.
+    tracker.add(clients[1].request.record);
+    tracker.expire(INT64_MAX / 2, [&](const LogicalDownload&) { ++finished; });
+    changed = 0;
+    tracker.each_changed([&](const LogicalDownload&) { ++changed; });
+    CHECK(finished == 1000);
+    CHECK(changed == 0);
 }

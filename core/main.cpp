@@ -100,6 +100,11 @@ int main(int argc, char** argv) {
         std::fprintf(stderr, "smprotocol: %s; not starting\n", e.what());
         return 1;
     }
-    smp::Master master(std::move(runtime), options.config, environment);
-    return master.run();
+    try {
+        smp::Master master(std::move(runtime), options.config, environment);
+        return master.run();
+    } catch (const std::exception& e) {
+        std::fprintf(stderr, "smprotocol: %s\n", e.what());
+        return 1;
+    }
 }

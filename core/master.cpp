@@ -10,6 +10,8 @@
 #include <algorithm>
 #include <cstring>
 #include <set>
+#include <stdexcept>
+#include <system_error>
 
 #include "collector.hpp"
 #include "worker.hpp"
@@ -45,7 +47,8 @@ std::string describe_status(int status) {
 std::string collector_signature(const Runtime& runtime) {
     const Config& config = runtime.config;
     if (!config.tracking.enabled) return {};
-    std::string text = fmt::format("{}|{}|{}|{}|{}|{}|{}|{}", config.tracking.idle_window_ms, config.state_dir,
+    std::string text = fmt::format("{}|{}|{}|{}|{}|{}|{}|{}|{}", config.tracking.idle_window_ms,
+                                   config.tracking.max_open_downloads, config.state_dir,
                                    config.user, config.geoip.city_db, config.geoip.asn_db, config.log.file,
                                    static_cast<int>(config.log.level), config.module_dir);
     for (const auto& module : runtime.modules)
@@ -70,7 +73,9 @@ int Master::run() {
     const sigset_t signals = handled_signals();
     sigprocmask(SIG_BLOCK, &signals, nullptr);
     signal_fd_ = signalfd(-1, &signals, SFD_NONBLOCK | SFD_CLOEXEC);
-    uv_loop_init(&loop_);
+    if (signal_fd_ < 0) throw std::system_error(errno, std::generic_category(), "signalfd for the master");
+    if (int error = uv_loop_init(&loop_); error != 0)
+        throw std::runtime_error(std::string("cannot create the master's event loop: ") + uv_strerror(error));
     uv_poll_init(&loop_, &signal_poll_, signal_fd_);
     signal_poll_.data = this;
     uv_poll_start(&signal_poll_, UV_READABLE, on_signal);
@@ -179,9 +184,47 @@ void Master::spawn_collector() {
 
 void Master::tell_collector_lost(pid_t worker) {
     if (records_send_fd_ < 0) return;
-    CollectorNotice notice;
-    notice.lost_pid = static_cast<uint32_t>(worker);
-    send(records_send_fd_, &notice, sizeof notice, MSG_DONTWAIT | MSG_NOSIGNAL);
+    unsent_lost_.push_back(worker);
+    send_lost_notices();
+}
+
+// A notice the socket cannot take now (a collector that lags behind, or is
+// being replaced) waits here and is offered again every housekeeping tick:
+// the lost worker's transfers must still be closed as worker_lost.
+void Master::send_lost_notices() {
+    while (!unsent_lost_.empty()) {
+        CollectorNotice notice;
+        notice.lost_pid = static_cast<uint32_t>(unsent_lost_.front());
+        if (send(records_send_fd_, &notice, sizeof notice, MSG_DONTWAIT | MSG_NOSIGNAL) < 0) {
+            if (errno == EAGAIN || errno == EWOULDBLOCK || errno == ENOBUFS) {
+                if (!lost_notice_waiting_)
+                    spdlog::warn("Stats collector not taking records: telling it of lost worker (pid {}) later",
+                                 unsent_lost_.front());
+                lost_notice_waiting_ = true;
+                return;
+            }
+            spdlog::error("Cannot tell the stats collector of lost worker (pid {}): {}", unsent_lost_.front(),
+                          std::strerror(errno));
+        }
+        unsent_lost_.pop_front();
+    }
+    lost_notice_waiting_ = false;
+}
+
+// Every configuration that still has processes: the current one, a
+// reload's until it is ready, and the retiring ones until their last worker ends.
+std::set<Runtime*> Master::live_runtimes() const {
+    std::set<Runtime*> runtimes{current_.get(), incoming_.get()};
+    for (const auto& retiring : retiring_) runtimes.insert(retiring.runtime.get());
+    runtimes.erase(nullptr);
+    return runtimes;
+}
+
+void Master::tell_modules_gone(pid_t worker) {
+    for (Runtime* runtime : live_runtimes())
+        for (auto& module : runtime->modules)
+            if (auto gone = SMP_MODULE_HOOK(module->api, worker_gone_master); gone != nullptr && module->instance)
+                gone(module->instance, static_cast<int>(worker));
 }
 
 void Master::close_inherited_descriptors(const Runtime* own) {
@@ -191,9 +234,7 @@ void Master::close_inherited_descriptors(const Runtime* own) {
     ::close(signal_fd_);
     // The sockets of the other generations: holding one would keep a port
     // that a reload dropped listening, with nobody accepting on it.
-    std::set<Runtime*> others{current_.get(), incoming_.get()};
-    for (auto& retiring : retiring_) others.insert(retiring.runtime.get());
-    others.erase(nullptr);
+    std::set<Runtime*> others = live_runtimes();
     others.erase(const_cast<Runtime*>(own));
     for (Runtime* other : others) close_listeners(other->listeners);
     // Credentials change first: changing them clears the parent-death signal.
@@ -267,6 +308,8 @@ void Master::reap_children() {
     pid_t pid = 0;
     while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
         if (pid != collector_.pid) {
+            // Before anything is forked again: a new worker could get this pid.
+            tell_modules_gone(pid);
             if (!reap_worker(pid, status)) continue;
             tell_collector_lost(pid);
             continue;
@@ -532,6 +575,7 @@ void Master::on_housekeeping(uv_timer_t* timer) {
     auto& master = *static_cast<Master*>(timer->data);
     if (master.notifier_.watchdog_interval_ms() > 0) master.notifier_.watchdog();
     if (!master.starting_ && !master.stopping_ && !master.incoming_) master.notifier_.status(master.status_text());
+    if (master.records_send_fd_ >= 0) master.send_lost_notices();
     const uint64_t now = uv_now(&master.loop_);
     for (auto& retiring : master.retiring_)
         if (now >= retiring.deadline_ms && retiring.deadline_ms != 0) {

@@ -9,7 +9,9 @@
 #include <uv.h>
 
 #include <cstdint>
+#include <deque>
 #include <memory>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -64,6 +66,9 @@ class Master {
     void spawn_collector();
     bool open_records_socket();
     void tell_collector_lost(pid_t worker);
+    void send_lost_notices();
+    void tell_modules_gone(pid_t worker);
+    std::set<Runtime*> live_runtimes() const;
     void reap_children();
     bool reap_worker(pid_t pid, int status);
     void begin_shutdown(int signal);
@@ -100,6 +105,8 @@ class Master {
     uv_timer_t housekeeping_timer_{};
     int signal_fd_ = -1;
     int records_send_fd_ = -1;
+    std::deque<pid_t> unsent_lost_;  // lost workers the collector has not been told of yet
+    bool lost_notice_waiting_ = false;
     int records_receive_fd_ = -1;
     Slots slots_;
     Slots incoming_slots_;

@@ -12,6 +12,7 @@ constexpr uint32_t kMagic = 0x534d5233;  // "SMR3": bump when the layout changes
 // written by an earlier version: decoded with received_bytes 0.
 constexpr uint32_t kMagicWithoutReceived = 0x534d5232;  // "SMR2"
 constexpr uint16_t kAbsent = 0xffff;
+constexpr uint8_t kLastReason = SMP_END_TRACKING_CAP;  // the last of smp_end_reason: keep up with smp_module.h
 constexpr size_t kMaxString = 4096;
 
 struct Fixed {
@@ -70,12 +71,21 @@ void append_record(const smp_record& record, RecordKind kind, uint32_t pid, std:
     fixed.client_port = record.client_port;
     fixed.reason = static_cast<uint8_t>(record.reason);
     fixed.kind = static_cast<uint8_t>(kind);
+    // The strings take their room first, in wire order, and the intervals
+    // what is left, so that no encoding is larger than kMaxRecordBytes: twelve
+    // strings of kMaxString alone would not fit. Each string's NUL is set aside.
     const auto strings = strings_of(record);
-    for (size_t i = 0; i < strings.size(); ++i)
-        fixed.lengths[i] =
-            strings[i] == nullptr ? kAbsent : static_cast<uint16_t>(std::min(std::strlen(strings[i]), kMaxString));
-    const size_t room = (kMaxRecordBytes - sizeof(Fixed) - 12 * (kMaxString + 1)) / sizeof(smp_interval);
-    fixed.interval_count = static_cast<uint32_t>(std::min(record.interval_count, room));
+    size_t room = kMaxRecordBytes - sizeof(Fixed) - strings.size();
+    for (size_t i = 0; i < strings.size(); ++i) {
+        if (strings[i] == nullptr) {
+            fixed.lengths[i] = kAbsent;
+            continue;
+        }
+        const size_t length = std::min({std::strlen(strings[i]), kMaxString, room});
+        fixed.lengths[i] = static_cast<uint16_t>(length);
+        room -= length;
+    }
+    fixed.interval_count = static_cast<uint32_t>(std::min(record.interval_count, room / sizeof(smp_interval)));
     append(out, fixed);
     if (fixed.interval_count > 0)
         out.append(reinterpret_cast<const char*>(record.intervals), fixed.interval_count * sizeof(smp_interval));
@@ -113,6 +123,8 @@ std::optional<DecodedRecord> DecodedRecord::decode(std::string_view data) {
     if (fixed.kind != static_cast<uint8_t>(RecordKind::transfer) &&
         fixed.kind != static_cast<uint8_t>(RecordKind::close))
         return std::nullopt;
+    // A reason that smp_end_reason does not name is not a value of the type.
+    if (fixed.reason > kLastReason) return std::nullopt;
     // Check the layout before copying anything.
     size_t expected = fixed_size + size_t{fixed.interval_count} * sizeof(smp_interval);
     for (const uint16_t length : fixed.lengths) {

@@ -21,7 +21,8 @@ namespace smp {
 
 enum class RecordKind : uint8_t { transfer = 1, close = 2 };
 
-// The largest encoding of one record; longer strings are cut to fit.
+// The largest encoding of one record: longer strings are cut to fit (to
+// 4096 bytes each at most), and the intervals that do not fit are left out.
 constexpr size_t kMaxRecordBytes = 32 * 1024;
 // The largest datagram: a worker sends the records of one loop turn together,
 // each framed by its length (uint32_t), so that one datagram and one wake-up

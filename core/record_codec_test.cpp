@@ -104,6 +104,15 @@ TEST_CASE("truncated, corrupted or foreign datagrams are refused") {
     foreign[0] ^= 0x55;
     CHECK_FALSE(DecodedRecord::decode(foreign));
     CHECK_FALSE(DecodedRecord::decode("garbage"));
+    // A reason that smp_end_reason does not name: the byte after the pid,
+    // ids, times, sizes, worker id, status, interval count and port.
+    std::string unknown_reason = wire;
+    const size_t reason_at = 4 + 4 + 8 * 7 + 4 + 4 + 4 + 2;
+    REQUIRE(static_cast<uint8_t>(unknown_reason[reason_at]) == SMP_END_CLIENT_CLOSED);
+    unknown_reason[reason_at] = static_cast<char>(SMP_END_TRACKING_CAP + 1);
+    CHECK_FALSE(DecodedRecord::decode(unknown_reason));
+    unknown_reason[reason_at] = static_cast<char>(SMP_END_TRACKING_CAP);
+    CHECK(DecodedRecord::decode(unknown_reason));
 }
 
 TEST_CASE("a long string is cut, the datagram stays bounded") {
@@ -116,6 +125,34 @@ TEST_CASE("a long string is cut, the datagram stays bounded") {
     auto decoded = DecodedRecord::decode(std::string_view(wire).substr(4));
     REQUIRE(decoded);
     CHECK(std::strlen(decoded->record().user_agent) == 4096);
+}
+
+TEST_CASE("long strings and many intervals together still fit kMaxRecordBytes") {
+    // Twelve strings of 4096 bytes are more than a record holds: the later
+    // strings are cut further, and the intervals that do not fit are left out.
+    const std::string long_text(6000, 'x');
+    const std::vector<smp_interval> intervals(5000, smp_interval{0, 9});
+    smp_record r = sample(intervals.data(), intervals.size());
+    for (const char** field : {&r.module, &r.node, &r.client_ip, &r.forwarded_ip, &r.method, &r.path, &r.target,
+                               &r.protocol, &r.user_agent, &r.referer, &r.range, &r.etag})
+        *field = long_text.c_str();
+    std::string wire;
+    smp::append_record(r, RecordKind::close, 1, wire);
+    CHECK(wire.size() <= smp::kMaxRecordBytes + 4);
+    auto decoded = DecodedRecord::decode(std::string_view(wire).substr(4));
+    REQUIRE(decoded);
+    CHECK(std::strlen(decoded->record().module) == 4096);
+    CHECK(std::strlen(decoded->record().etag) == 0);
+    CHECK(decoded->record().interval_count == 0);
+
+    smp_record few_strings = sample(intervals.data(), intervals.size());
+    wire.clear();
+    smp::append_record(few_strings, RecordKind::close, 1, wire);
+    CHECK(wire.size() <= smp::kMaxRecordBytes + 4);
+    decoded = DecodedRecord::decode(std::string_view(wire).substr(4));
+    REQUIRE(decoded);
+    CHECK(decoded->record().interval_count > 1900);
+    CHECK(decoded->record().interval_count < 5000);
 }
 
 TEST_CASE("a batch carries several records in order, and stops at damage") {

@@ -42,7 +42,7 @@ extern "C" {
 #endif
 
 #define SMP_ABI_MAJOR 1
-#define SMP_ABI_MINOR 4
+#define SMP_ABI_MINOR 5
 
 /* Return codes of hooks. Negative values are errors. */
 #define SMP_OK 0
@@ -87,7 +87,13 @@ typedef enum smp_end_reason {
     SMP_END_INTERNAL_ERROR = 16,
     /* Downloads only: every request ended well, but they did not cover the
        whole file (a client that asked for part of it, and no more). */
-    SMP_END_INCOMPLETE = 17
+    SMP_END_INCOMPLETE = 17,
+    /* ABI 1.5. A running request whose end never reached the stats collector
+       (its close record was lost), ended from its last progress report. */
+    SMP_END_RECORD_LOST = 18,
+    /* ABI 1.5. Downloads only: finished early, before every byte was
+       delivered, because the collector held tracking.max_open_downloads. */
+    SMP_END_TRACKING_CAP = 19
 } smp_end_reason;
 
 /* ---- configuration ------------------------------------------------------
@@ -374,6 +380,24 @@ typedef struct smp_module {
     uint64_t (*cache_max_size)(void* worker_state);
     int (*cache_get)(void* worker_state, const char* key, void* buffer, uint64_t size);
     void (*cache_set)(void* worker_state, const char* key, const void* data, uint64_t size);
+
+    /* ABI 1.5. OPTIONAL. Master: a worker process (of this configuration or
+       of any other still running, during a reload) has ended and been
+       reaped. A module that keeps state in memory its workers share frees
+       what `pid` held there (slots of a limit), so that nothing waits on a
+       process that is gone and a later process given the same pid inherits
+       nothing. Called for every loaded instance; on the master's loop, so it
+       must not block. */
+    void (*worker_gone_master)(void* instance, int pid);
+
+    /* ABI 1.5. OPTIONAL, protocols. Worker: it holds max_connections
+       connections and has stopped accepting, while new ones wait in the
+       listen backlog. Close up to `count` of this module's connections that
+       are cheapest to lose (idle between requests, or a request head still
+       arriving long after it began), oldest first, and return how many are
+       closing; their core->disconnect follows, and the worker accepts again
+       (nginx's reusable connections). */
+    int (*reclaim)(void* worker_state, int count);
 } smp_module;
 
 /* The smallest module struct the core accepts: everything up to on_disconnect. */
@@ -408,6 +432,8 @@ static inline const char* smp_end_reason_name(smp_end_reason reason) {
         case SMP_END_PRECONDITION_FAILED: return "precondition_failed";
         case SMP_END_INTERNAL_ERROR: return "internal_error";
         case SMP_END_INCOMPLETE: return "incomplete";
+        case SMP_END_RECORD_LOST: return "record_lost";
+        case SMP_END_TRACKING_CAP: return "tracking_cap";
     }
     return "unknown";
 }

@@ -204,7 +204,12 @@ void Worker::accept_from(Watch& watch) {
         }
         sockaddr_storage local{};
         socklen_t local_length = sizeof local;
-        getsockname(fd, reinterpret_cast<sockaddr*>(&local), &local_length);
+        if (getsockname(fd, reinterpret_cast<sockaddr*>(&local), &local_length) != 0) {
+            // Only out of kernel memory: the connection cannot be described, so it is not served.
+            spdlog::warn("getsockname on an accepted connection failed: {}; closing it", std::strerror(errno));
+            ::close(fd);
+            continue;
+        }
         char client_ip[INET6_ADDRSTRLEN];
         char local_ip[INET6_ADDRSTRLEN];
         smp_connection_info info{};

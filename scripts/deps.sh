@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
-# Installs SMProtocol's Debian 12 packages. Usage: scripts/deps.sh [build] [test] [bench]
+# Installs SMProtocol's Debian 12 packages. Usage: scripts/deps.sh [build] [test] [bench] [fuzz]
 # Skips apt-get entirely when everything asked for is already installed.
 set -euo pipefail
 
 declare -A groups=(
   [build]="g++ meson ninja-build pkg-config libsystemd-dev libuv1-dev libyaml-cpp-dev libspdlog-dev doctest-dev libhttp-parser-dev libmaxminddb-dev libsqlite3-dev libmongoc-dev libmemcached-dev media-types"
-  [test]="python3 python3-pymongo memcached curl wget aria2 libmaxmind-db-writer-perl nginx-light wrk systemd procps"
+  [test]="python3 python3-pymongo memcached curl wget aria2 libmaxmind-db-writer-perl nginx-light wrk systemd procps slowhttptest iproute2"
   [bench]="nginx-light wrk curl python3 util-linux"
+  # scripts/fuzz.sh: libclang_rt.fuzzer and the sanitizers' runtimes come with
+  # libclang-rt-14-dev; llvm-symbolizer (llvm) names the lines of a crash.
+  [fuzz]="clang libclang-rt-14-dev llvm"
 )
 
 wanted=()

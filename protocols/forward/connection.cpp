@@ -17,6 +17,7 @@
 
 #include "../http_download/conditional.hpp"
 #include "../http_download/path.hpp"
+#include "http_status.hpp"
 
 namespace smp::forward {
 namespace {
@@ -133,26 +134,6 @@ int count_fields(const std::vector<HeaderField>& fields, std::string_view name) 
                                           [&](const HeaderField& field) { return same_name(field.name, name); }));
 }
 
-// Why an exchange ended, from the status the origin (or this proxy) sent.
-smp_end_reason reason_for_status(int status) {
-    switch (status) {
-        case 304: return SMP_END_NOT_MODIFIED;
-        case 401:
-        case 403: return SMP_END_FORBIDDEN;
-        case 404:
-        case 410: return SMP_END_NOT_FOUND;
-        case 405:
-        case 501: return SMP_END_METHOD_NOT_ALLOWED;
-        case 412: return SMP_END_PRECONDITION_FAILED;
-        case 416: return SMP_END_RANGE_NOT_SATISFIABLE;
-        case 429: return SMP_END_REJECTED_LIMIT;
-        default: break;
-    }
-    if (status >= 500) return SMP_END_UPSTREAM_ERROR;
-    if (status >= 400) return SMP_END_BAD_REQUEST;
-    return SMP_END_COMPLETED;
-}
-
 const char* c_string(const std::string& text) { return text.empty() ? nullptr : text.c_str(); }
 
 // Sends what is left of a head, then the bytes of a buffer that are ready,
@@ -263,7 +244,15 @@ bool WorkerState::read_request_head(Connection& c) {
     if (c.in.data == nullptr) take_buffer(c.in);
     const size_t limit = settings_.max_header_size;
     bool moved = false;
-    size_t end = head_end({c.in.data + c.in.begin, std::min(c.in.size(), limit)});
+    // Empty lines before a request line are ignored (RFC 9112 §2.2), and
+    // count toward the limit.
+    const auto find_end = [&] {
+        const std::string_view received{c.in.data + c.in.begin, std::min(c.in.size(), limit)};
+        const size_t empty_lines = leading_empty_lines(received);
+        const size_t end = head_end(received.substr(empty_lines));
+        return end == 0 ? 0 : empty_lines + end;
+    };
+    size_t end = find_end();
     if (end == 0 && c.in.size() < limit && c.readable && !c.eof) {
         const size_t room = std::min(c.in.make_room(), limit - c.in.size());
         const ssize_t n = read(c.fd, c.in.data + c.in.end, room);
@@ -274,7 +263,7 @@ bool WorkerState::read_request_head(Connection& c) {
             }
             c.in.end += static_cast<size_t>(n);
             moved = true;
-            end = head_end({c.in.data + c.in.begin, std::min(c.in.size(), limit)});
+            end = find_end();
         } else if (n < 0 && would_block(errno)) {
             c.readable = false;
         } else {
@@ -313,7 +302,10 @@ void WorkerState::start_exchange(Connection& c, size_t head_length) {
     e.received_bytes = head_length > 0 ? head_length : c.in.size();
     if (head_length == 0) return;  // the caller answers an oversized request
 
-    const std::string_view head{c.in.data + c.in.begin, head_length};
+    // The empty lines before the request line are dropped here: the origin
+    // gets a head written from what was parsed.
+    const std::string_view received{c.in.data + c.in.begin, head_length};
+    const std::string_view head = received.substr(leading_empty_lines(received));
     http_parser_init(&e.request, HTTP_REQUEST);
     e.request.data = &e;
     const size_t parsed = http_parser_execute(&e.request, &kRequestSettings, head.data(), head.size());
@@ -329,15 +321,29 @@ void WorkerState::start_exchange(Connection& c, size_t head_length) {
     }
     // Whatever is wrong, the head is answered, and then what follows it is
     // not a request that can be trusted: 4xx and close.
-    auto refuse = [&](int status) {
+    auto refuse = [&](int status, std::string_view why = {}) {
         c.in.consume(head_length);
+        if (!why.empty() && core_->log_enabled(SMP_LOG_DEBUG)) {
+            char message[200];
+            std::snprintf(message, sizeof message, "%d to %s:%u: %.*s", status, c.client_ip, c.info.client_port,
+                          static_cast<int>(why.size()), why.data());
+            core_->log(SMP_LOG_DEBUG, kModule, message);
+        }
         respond_locally(c, status);
     };
     if (!parsed_all || e.target.empty()) return refuse(400);
+    // What http_parser lets through but another parser may read otherwise
+    // (docs/forward.md, "Request framing and smuggling").
+    if (const std::string_view problem = head_problem(head); !problem.empty()) return refuse(400, problem);
+    if (!is_request_target(e.target)) return refuse(400, "a control character in the request target");
     if (e.request.http_major != 1) return refuse(505);
     // This is a reverse proxy: a tunnel through it is not offered.
     if (e.request.method == HTTP_CONNECT) return refuse(501);
     if (e.request.http_minor >= 1 && count_fields(e.fields, "host") != 1) return refuse(400);
+    if (const std::string_view problem = request_fields_problem(e.fields, e.request.http_minor); !problem.empty())
+        return refuse(400, problem);
+    e.request_chunked = (e.request.flags & F_CHUNKED) != 0;
+    if (e.request_chunked) e.request_framing.start(settings_.max_header_size);
 
     // The path as it would be served, for the records; the origin gets the
     // target as received.
@@ -377,11 +383,10 @@ void WorkerState::start_exchange(Connection& c, size_t head_length) {
         e.download_slot = key;
     }
 
-    build_upstream_head(first_line(head), e.fields, c.client_ip, e.upstream_head);
+    build_upstream_head({e.method, e.target, e.request.http_minor}, e.fields, c.client_ip, e.upstream_head);
     e.fields.clear();
-    // An upgrade is not relayed (its fields were dropped): the request ends
-    // with its head, and the origin answers it as a plain request.
-    if (e.request.upgrade) e.request_complete = true;
+    // An upgrade is not relayed (its fields were dropped): the origin answers
+    // it as a plain request, its body included.
     if (stopping_) e.close_after = true;
     c.in.consume(head_length);
 }
@@ -394,9 +399,14 @@ bool WorkerState::relay_request(Connection& c) {
         if (c.in.size() > e.request_body_ready) {
             // Only this request's body is passed on; the parser stops at its end.
             const char* at = c.in.data + c.in.begin + e.request_body_ready;
-            const size_t length = c.in.size() - e.request_body_ready;
+            size_t length = c.in.size() - e.request_body_ready;
+            // A chunked body is relayed as received once its framing is
+            // strict, and http_parser must end it where the check did.
+            if (e.request_chunked) length = e.request_framing.feed({at, length});
             const size_t parsed = http_parser_execute(&e.request, &kRequestSettings, at, length);
-            if (!parsed_cleanly(e.request)) {
+            const bool framing_agrees = !e.request_chunked || (!e.request_framing.failed() && parsed == length &&
+                                                               e.request_complete == e.request_framing.done());
+            if (!parsed_cleanly(e.request) || !framing_agrees) {
                 e.close_after = true;
                 if (e.client_head.empty()) {
                     respond_locally(c, 400);
@@ -543,7 +553,7 @@ void WorkerState::parse_response_head(Connection& c, size_t head_length) {
         return;
     }
     e.status = status;
-    e.reason = reason_for_status(status);
+    e.reason = smp::protocol::end_reason_for_status(status, smp::protocol::StatusFrom::origin);
     e.rate_start_ms = uv_now(loop_);
     e.etag = field_value(e.fields, "etag");
     // An origin without entity tags (python's http.server) still names a
@@ -657,8 +667,7 @@ void WorkerState::respond_locally(Connection& c, int status) {
     c.out.begin = c.out.end = 0;
     e.local_response = true;
     e.status = status;
-    e.reason = reason_for_status(status);
-    if (status == 502 || status == 504) e.reason = SMP_END_UPSTREAM_ERROR;
+    e.reason = smp::protocol::end_reason_for_status(status);
     // A request that was not read to its end leaves the connection unusable,
     // as does one that could not be understood.
     if (!e.request_complete || status == 400 || status == 414 || status == 431 || status == 501 || status == 505 ||

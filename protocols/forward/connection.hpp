@@ -15,6 +15,7 @@
 
 #include "../http_download/forwarded.hpp"
 #include "../http_download/limits.hpp"
+#include "chunked_framing.hpp"
 #include "heads.hpp"
 #include "relay_buffer.hpp"
 #include "smp_module.h"
@@ -96,6 +97,8 @@ struct Exchange {
     uint64_t request_body_ready = 0;  // bytes of the client buffer that belong to this request, parsed
     bool request_complete = false;
     bool request_body_sent = false;  // a body byte left: the request cannot be retried
+    bool request_chunked = false;    // its body is chunked: checked by request_framing as it is relayed
+    ChunkedFraming request_framing;
 
     std::string client_head;  // the response head for the client
     size_t client_head_sent = 0;

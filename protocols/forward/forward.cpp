@@ -155,6 +155,11 @@ int init_master(const smp_core_api* core, const smp_config_value* values, void**
 
 void exit_master(void* instance) { delete static_cast<Settings*>(instance); }
 
+// The holdings of a reaped worker no longer count (http_download/limits.hpp).
+void worker_gone_master(void* instance, int pid) {
+    if (auto& counters = static_cast<Settings*>(instance)->counters) counters->forget_process(pid);
+}
+
 // ---- worker hooks -------------------------------------------------------------
 
 int init_worker(void* instance, const smp_worker_context* context, void** worker_state, char* error,
@@ -335,6 +340,7 @@ extern "C" const smp_module* smp_module_entry(void) {
         m.config_key_count = smp::forward::kKeyCount;
         m.init_master = smp::forward::init_master;
         m.exit_master = smp::forward::exit_master;
+        m.worker_gone_master = smp::forward::worker_gone_master;
         m.init_worker = smp::forward::init_worker;
         m.exit_worker = smp::forward::exit_worker;
         m.accept = smp::forward::accept_connection;

@@ -2,6 +2,7 @@
 
 #include <strings.h>
 
+#include <algorithm>
 #include <charconv>
 
 namespace smp::forward {
@@ -12,6 +13,10 @@ namespace {
 constexpr std::string_view kHopByHop[] = {"connection", "keep-alive",          "proxy-connection",  "te",
                                           "upgrade",    "proxy-authorization", "proxy-authenticate"};
 
+// The fields that frame a message's body: never dropped while the body is
+// relayed by them.
+constexpr std::string_view kFraming[] = {"content-length", "transfer-encoding"};
+
 constexpr std::string_view kTokenCharacters =
     "!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
 
@@ -21,15 +26,23 @@ std::string_view trim(std::string_view text) {
     return text.substr(first, text.find_last_not_of(" \t") - first + 1);
 }
 
-// True when the comma-separated `list` holds `name` as one of its elements.
-bool list_contains(std::string_view list, std::string_view name) {
-    while (!list.empty()) {
+// Calls `each` with every element of the comma-separated `list`, trimmed;
+// empty elements too.
+template <typename Each>
+void for_each_element(std::string_view list, Each each) {
+    for (;;) {
         const auto comma = list.find(',');
-        if (same_name(trim(list.substr(0, comma)), name)) return true;
-        if (comma == std::string_view::npos) break;
+        each(trim(list.substr(0, comma)));
+        if (comma == std::string_view::npos) return;
         list.remove_prefix(comma + 1);
     }
-    return false;
+}
+
+// True when the comma-separated `list` holds `name` as one of its elements.
+bool list_contains(std::string_view list, std::string_view name) {
+    bool found = false;
+    for_each_element(list, [&](std::string_view element) { found = found || same_name(element, name); });
+    return found;
 }
 
 void append_field(std::string& out, std::string_view name, std::string_view value) {
@@ -55,6 +68,12 @@ void append_joined(std::string& out, std::string_view name, std::span<const Head
     out += "\r\n";
 }
 
+bool is_framing(std::string_view name) {
+    for (std::string_view framing : kFraming)
+        if (same_name(name, framing)) return true;
+    return false;
+}
+
 bool parse_number(std::string_view text, uint64_t& value) {
     if (text.empty()) return false;
     const auto [end, error] = std::from_chars(text.data(), text.data() + text.size(), value);
@@ -73,10 +92,72 @@ size_t head_end(std::string_view data) {
     return 0;
 }
 
+size_t leading_empty_lines(std::string_view data) {
+    size_t length = 0;
+    while (data.substr(length, 2) == "\r\n") length += 2;
+    return length;
+}
+
+std::string_view head_problem(std::string_view head) {
+    for (size_t i = 0; i < head.size(); ++i) {
+        switch (head[i]) {
+            case '\0': return "a NUL in the head";
+            case '\n': return "a line ended by a bare LF";
+            case '\r':
+                if (i + 1 >= head.size() || head[i + 1] != '\n') return "a bare CR";
+                ++i;  // past the LF; a line that starts with white space continues the previous one
+                if (i + 1 < head.size() && (head[i + 1] == ' ' || head[i + 1] == '\t'))
+                    return "a folded line (obs-fold)";
+                break;
+            default: break;
+        }
+    }
+    return {};
+}
+
+bool is_request_target(std::string_view target) {
+    if (target.empty()) return false;
+    for (const char ch : target) {
+        const auto byte = static_cast<unsigned char>(ch);
+        if (byte <= 0x20 || byte == 0x7f) return false;
+    }
+    return true;
+}
+
+std::string_view request_fields_problem(std::span<const HeaderField> fields, unsigned http_minor) {
+    int content_lengths = 0;
+    int transfer_encodings = 0;
+    for (const HeaderField& field : fields) {
+        if (same_name(field.name, "content-length")) {
+            ++content_lengths;
+            uint64_t length = 0;
+            if (!parse_number(trim(field.value), length)) return "a Content-Length that is not one number";
+        } else if (same_name(field.name, "transfer-encoding")) {
+            ++transfer_encodings;
+            // Only the chunked coding, alone: what every origin frames alike.
+            if (!same_name(trim(field.value), "chunked")) return "a Transfer-Encoding other than chunked";
+        } else if (same_name(field.name, "connection")) {
+            bool names_framing = false;
+            for_each_element(field.value, [&](std::string_view option) {
+                names_framing = names_framing || is_framing(option) || same_name(option, "host");
+            });
+            if (names_framing) return "a Connection option naming Content-Length, Transfer-Encoding or Host";
+        }
+    }
+    if (content_lengths > 1) return "several Content-Length fields";
+    if (transfer_encodings > 1) return "several Transfer-Encoding fields";
+    if (transfer_encodings > 0 && content_lengths > 0) return "both Transfer-Encoding and Content-Length";
+    if (transfer_encodings > 0 && http_minor == 0) return "a Transfer-Encoding in HTTP/1.0";
+    return {};
+}
+
 std::string_view first_line(std::string_view head) {
-    std::string_view line = head.substr(0, head.find('\n'));
-    if (line.ends_with('\r')) line.remove_suffix(1);
-    return line;
+    // An empty line before the start line is ignored (RFC 9112 §2.2), as
+    // http_parser ignores it: the start line is the first line with text.
+    head.remove_prefix(std::min(head.find_first_not_of("\r\n"), head.size()));
+    // The lenient parser ends the line at a bare CR too: so does this, so
+    // that a CR never reaches the other side (RFC 9112 §2.2).
+    return head.substr(0, head.find_first_of("\r\n"));
 }
 
 bool is_field_name(std::string_view name) {
@@ -88,6 +169,7 @@ bool same_name(std::string_view a, std::string_view b) {
 }
 
 bool is_hop_by_hop(std::string_view name, std::span<const HeaderField> fields) {
+    if (is_framing(name)) return false;
     for (std::string_view fixed : kHopByHop)
         if (same_name(name, fixed)) return true;
     for (const HeaderField& field : fields)
@@ -95,16 +177,18 @@ bool is_hop_by_hop(std::string_view name, std::span<const HeaderField> fields) {
     return false;
 }
 
-void build_upstream_head(std::string_view request_line, std::span<const HeaderField> fields, std::string_view client_ip,
+void build_upstream_head(const RequestLine& line, std::span<const HeaderField> fields, std::string_view client_ip,
                          std::string& out) {
     out.clear();
-    out += request_line;
-    out += "\r\n";
+    out += line.method;
+    out += ' ';
+    out += line.target;
+    out += line.http_minor == 0 ? " HTTP/1.0\r\n" : " HTTP/1.1\r\n";
     for (const HeaderField& field : fields) {
         if (is_hop_by_hop(field.name, fields) || same_name(field.name, "x-forwarded-for") ||
             same_name(field.name, "forwarded"))
             continue;
-        append_field(out, field.name, field.value);
+        append_field(out, field.name, trim(field.value));
     }
     append_joined(out, "X-Forwarded-For", fields, "", client_ip, "");
     // RFC 7239 §6: an IPv6 node is bracketed, and then the value is quoted.

@@ -20,7 +20,28 @@ struct HeaderField {
 // 9112 §2.2 allows), or 0 while the head is incomplete.
 size_t head_end(std::string_view data);
 
-// The first line of a head, without its line end.
+// The length of the empty lines (CRLF each) before a request line, which a
+// server ignores (RFC 9112 §2.2) and a proxy never relays.
+size_t leading_empty_lines(std::string_view data);
+
+// Why a request head that http_parser takes is still not relayed, or empty
+// when it is strict: a line ended by a bare LF or CR, a NUL, or a folded line
+// (obs-fold). http_parser lets each of them through, and an origin may read
+// them otherwise (docs/forward.md, "Request framing and smuggling").
+std::string_view head_problem(std::string_view head);
+
+// A request target as relayed: no space, no control character.
+bool is_request_target(std::string_view target);
+
+// Why a request's fields leave its framing ambiguous (RFC 9112 §6.1, §6.3),
+// or empty: Transfer-Encoding other than one `chunked` (or in HTTP/1.0),
+// with Content-Length, several Content-Length fields or one that is not a
+// number, or a Connection option naming Content-Length, Transfer-Encoding or
+// Host (which would make them hop-by-hop).
+std::string_view request_fields_problem(std::span<const HeaderField> fields, unsigned http_minor);
+
+// The start line of a head, without its line end: the first line that is
+// not empty, since a head may follow an empty line, up to its CR or LF.
 std::string_view first_line(std::string_view head);
 
 // RFC 9110 §5.6.2: a field name is a token.
@@ -29,13 +50,22 @@ bool is_field_name(std::string_view name);
 bool same_name(std::string_view a, std::string_view b);
 
 // True for the fields that belong to one connection (RFC 9110 §7.6.1): the
-// fixed list, and those that the message's Connection fields name.
+// fixed list, and those that the message's Connection fields name, but never
+// Content-Length or Transfer-Encoding: the body is relayed with its framing.
 bool is_hop_by_hop(std::string_view name, std::span<const HeaderField> fields);
 
-// The head for the origin: the request line as received, the end-to-end
-// fields, and X-Forwarded-For and Forwarded with `client_ip` appended to what
-// the client sent (both joined into one field each).
-void build_upstream_head(std::string_view request_line, std::span<const HeaderField> fields, std::string_view client_ip,
+// A request line as parsed: the method's name, the target, HTTP/1.minor.
+struct RequestLine {
+    std::string_view method;
+    std::string_view target;
+    unsigned http_minor = 1;
+};
+
+// The head for the origin, written anew from what was parsed (never the bytes
+// as received): the request line (HTTP/1.0, or HTTP/1.1 for any later minor),
+// the end-to-end fields, and X-Forwarded-For and Forwarded with `client_ip`
+// appended to what the client sent (both joined into one field each).
+void build_upstream_head(const RequestLine& line, std::span<const HeaderField> fields, std::string_view client_ip,
                          std::string& out);
 
 enum class ClientConnection { keep_alive_implied, keep_alive, close };

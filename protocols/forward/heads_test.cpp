@@ -13,6 +13,15 @@ TEST_CASE("head_end finds the blank line, with CRLF or bare LF") {
     CHECK(head_end("") == 0);
 }
 
+TEST_CASE("first_line is the start line, after an empty line that http_parser skips") {
+    CHECK(first_line("HTTP/1.1 200 OK\r\nA: b\r\n\r\n") == "HTTP/1.1 200 OK");
+    CHECK(first_line("HTTP/1.1 200 OK\nA: b\n\n") == "HTTP/1.1 200 OK");
+    CHECK(first_line("\r\nGET / HTTP/1.1\r\nHost: a\r\n\r\n") == "GET / HTTP/1.1");
+    CHECK(first_line("\nHTTP/1.0 204 No Content\n\n") == "HTTP/1.0 204 No Content");
+    CHECK(first_line("\r\n") == "");
+    CHECK(first_line("HTTP/1.1 416 Range Not Satisfiabl\re\nA: b\n\n") == "HTTP/1.1 416 Range Not Satisfiabl");
+}
+
 TEST_CASE("field names are tokens") {
     CHECK(is_field_name("X-Forwarded-For"));
     CHECK_FALSE(is_field_name("Bad Name"));
@@ -36,16 +45,76 @@ TEST_CASE("the origin's head: hop-by-hop dropped, the client appended to X-Forwa
                                              {"Range", "bytes=0-99"},
                                              {"If-Range", "\"abc\""}};
     std::string out;
-    build_upstream_head("GET /a.bin HTTP/1.1", fields, "192.0.2.7", out);
+    build_upstream_head({"GET", "/a.bin", 1}, fields, "192.0.2.7", out);
     CHECK(out ==
           "GET /a.bin HTTP/1.1\r\nHost: example.org\r\nRange: bytes=0-99\r\nIf-Range: \"abc\"\r\n"
           "X-Forwarded-For: 10.0.0.1, 192.0.2.7\r\nForwarded: for=192.0.2.7;proto=http\r\n\r\n");
 }
 
+TEST_CASE("the origin's request line is written from what was parsed, the fields without their white space") {
+    const std::vector<HeaderField> fields = {{"Host", "a "}, {"Content-Length", "5"}, {"Connection", "close"}};
+    std::string out;
+    build_upstream_head({"POST", "/x?y=1", 0}, fields, "192.0.2.7", out);
+    CHECK(out.starts_with("POST /x?y=1 HTTP/1.0\r\nHost: a\r\nContent-Length: 5\r\nX-Forwarded-For: 192.0.2.7\r\n"));
+    build_upstream_head({"GET", "/", 9}, {}, "192.0.2.7", out);
+    CHECK(out.starts_with("GET / HTTP/1.1\r\n"));
+}
+
+TEST_CASE("framing fields are never hop-by-hop, whatever Connection names") {
+    const std::vector<HeaderField> fields = {{"Connection", "Content-Length, transfer-encoding"}};
+    CHECK_FALSE(is_hop_by_hop("Content-Length", fields));
+    CHECK_FALSE(is_hop_by_hop("Transfer-Encoding", fields));
+}
+
+TEST_CASE("leading empty lines are CRLFs before the request line") {
+    CHECK(leading_empty_lines("GET / HTTP/1.1\r\n") == 0);
+    CHECK(leading_empty_lines("\r\n\r\nGET / HTTP/1.1\r\n") == 4);
+    CHECK(leading_empty_lines("\r\n\nGET") == 2);  // a bare LF is no empty line
+    CHECK(leading_empty_lines("\r") == 0);
+}
+
+TEST_CASE("a head is strict: CRLF line ends, no NUL, no folded line") {
+    CHECK(head_problem("GET / HTTP/1.1\r\nHost: a\r\nX: b c\t\r\n\r\n").empty());
+    CHECK_FALSE(head_problem("GET / HTTP/1.1\nHost: a\n\n").empty());
+    CHECK_FALSE(head_problem("GET / HTTP/1.1\r\nHost: a\n\r\n").empty());
+    CHECK_FALSE(head_problem("GET / HTTP/1.1\r\nX: a\rb\r\n\r\n").empty());
+    CHECK_FALSE(head_problem("GET / HTTP/1.1\r\nX: a\r\n b\r\n\r\n").empty());
+    CHECK_FALSE(head_problem("GET / HTTP/1.1\r\nX:\r\n\tb\r\n\r\n").empty());
+    CHECK_FALSE(head_problem(std::string_view("GET / HTTP/1.1\r\nX: a\0b\r\n\r\n", 26)).empty());
+}
+
+TEST_CASE("a request target has no space and no control character") {
+    CHECK(is_request_target("/a/b?c=d%20e"));
+    CHECK(is_request_target("*"));
+    CHECK(is_request_target("/caf\xc3\xa9"));
+    CHECK_FALSE(is_request_target(""));
+    CHECK_FALSE(is_request_target("/a\tb"));
+    CHECK_FALSE(is_request_target("/a\x7f"));
+}
+
+TEST_CASE("ambiguous framing in a request's fields") {
+    using Fields = std::vector<HeaderField>;
+    CHECK(request_fields_problem(Fields{{"Content-Length", " 5 "}, {"Connection", "close, X-A"}}, 1).empty());
+    CHECK(request_fields_problem(Fields{{"Transfer-Encoding", "Chunked"}}, 1).empty());
+    CHECK_FALSE(request_fields_problem(Fields{{"Connection", "close, Content-Length"}}, 1).empty());
+    CHECK_FALSE(request_fields_problem(Fields{{"Connection", "transfer-encoding"}}, 1).empty());
+    CHECK_FALSE(request_fields_problem(Fields{{"Connection", "keep-alive,host"}}, 1).empty());
+    CHECK_FALSE(request_fields_problem(Fields{{"Content-Length", "5"}, {"Transfer-Encoding", "chunked"}}, 1).empty());
+    CHECK_FALSE(request_fields_problem(Fields{{"Content-Length", "5"}, {"Content-Length", "5"}}, 1).empty());
+    CHECK_FALSE(request_fields_problem(Fields{{"Content-Length", "5, 5"}}, 1).empty());
+    CHECK_FALSE(request_fields_problem(Fields{{"Content-Length", "+5"}}, 1).empty());
+    CHECK_FALSE(request_fields_problem(Fields{{"Content-Length", "99999999999999999999999"}}, 1).empty());
+    CHECK_FALSE(request_fields_problem(Fields{{"Transfer-Encoding", "gzip, chunked"}}, 1).empty());
+    CHECK_FALSE(request_fields_problem(Fields{{"Transfer-Encoding", "chunked, identity"}}, 1).empty());
+    CHECK_FALSE(
+        request_fields_problem(Fields{{"Transfer-Encoding", "identity"}, {"Transfer-Encoding", "chunked"}}, 1).empty());
+    CHECK_FALSE(request_fields_problem(Fields{{"Transfer-Encoding", "chunked"}}, 0).empty());
+}
+
 TEST_CASE("Forwarded brackets and quotes an IPv6 client, after what the client sent") {
     const std::vector<HeaderField> fields = {{"Forwarded", "for=198.51.100.1"}};
     std::string out;
-    build_upstream_head("GET / HTTP/1.1", fields, "::1", out);
+    build_upstream_head({"GET", "/", 1}, fields, "::1", out);
     CHECK(out.find("Forwarded: for=198.51.100.1, for=\"[::1]\";proto=http\r\n") != std::string::npos);
     CHECK(out.find("X-Forwarded-For: ::1\r\n") != std::string::npos);
 }

@@ -95,8 +95,9 @@ Precondition evaluate_preconditions(const Conditions& conditions, std::string_vi
 bool if_range_allows(std::string_view if_range, std::string_view etag, int64_t modified) {
     if_range = trim(if_range);
     if (if_range.empty()) return true;
+    // A strong comparison (§8.8.3.2): neither tag may be weak, the server's included.
     if (if_range.front() == '"' || if_range.starts_with("W/"))
-        return !is_weak(if_range) && opaque(if_range) == opaque(etag) && !opaque(etag).empty();
+        return !is_weak(if_range) && !is_weak(etag) && opaque(if_range) == opaque(etag) && !opaque(etag).empty();
     const auto date = parse_http_date(if_range);
     return date && *date == modified;
 }

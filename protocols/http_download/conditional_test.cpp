@@ -73,4 +73,6 @@ TEST_CASE("If-Range: strong tag or exact date, else the whole file") {
     CHECK(if_range_allows("Sun, 06 Nov 1994 08:49:37 GMT", kEtag, kModified));
     CHECK_FALSE(if_range_allows("Sun, 06 Nov 1994 08:49:38 GMT", kEtag, kModified));
     CHECK_FALSE(if_range_allows("nonsense", kEtag, kModified));
+    // A weak validator of the server's never passes a strong comparison.
+    CHECK_FALSE(if_range_allows("\"1000-5f3a\"", "W/\"1000-5f3a\"", kModified));
 }

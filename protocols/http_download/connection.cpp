@@ -15,7 +15,9 @@
 #include <cstring>
 #include <string>
 
+#include "http_status.hpp"
 #include "path.hpp"
+#include "request_head.hpp"
 
 namespace smp::http {
 namespace {
@@ -29,110 +31,10 @@ int64_t wall_clock_us() {
     return duration_cast<microseconds>(system_clock::now().time_since_epoch()).count();
 }
 
-bool equals_ignoring_case(std::string_view a, std::string_view b) {
-    return a.size() == b.size() &&
-           std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) { return (x | 0x20) == (y | 0x20); });
-}
-
-// End of the header block (one past its blank line), or 0 when incomplete.
-// Accepts bare LF line ends as RFC 9112 §2.2 allows.
-size_t find_header_end(const char* data, size_t length) {
-    for (size_t i = 0; i < length; ++i) {
-        if (data[i] != '\n') continue;
-        if (i + 1 < length && data[i + 1] == '\n') return i + 2;
-        if (i + 2 < length && data[i + 1] == '\r' && data[i + 2] == '\n') return i + 3;
-    }
-    return 0;
-}
-
 void append_number(std::string& out, uint64_t value) {
     char digits[24];
     auto [end, error] = std::to_chars(digits, digits + sizeof digits, value);
     out.append(digits, static_cast<size_t>(end - digits));
-}
-
-// http_parser callbacks: record where things are; the parser owns no memory.
-Exchange& exchange_of(http_parser* parser) { return *static_cast<Exchange*>(parser->data); }
-
-int on_url(http_parser* parser, const char* at, size_t length) {
-    exchange_of(parser).target = {at, length};
-    return 0;
-}
-
-// RFC 9110 §5.6.2: a field name is a token. Debian builds http_parser in
-// its lenient mode, which lets "Bad Name" through.
-bool is_token(std::string_view text) {
-    constexpr std::string_view kSpecials = "!#$%&'*+-.^_`|~";
-    return !text.empty() && std::all_of(text.begin(), text.end(), [&](char c) {
-        return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
-               kSpecials.find(c) != std::string_view::npos;
-    });
-}
-
-int on_header_field(http_parser* parser, const char* at, size_t length) {
-    exchange_of(parser).current_field = {at, length};
-    return is_token({at, length}) ? 0 : 1;
-}
-
-// The HTTP-version of the request line, which the lenient parser does not
-// check letter by letter: 0 for "HTTP/1.x", else the status to answer with.
-int check_version(const char* request, size_t length) {
-    std::string_view line(request, length);
-    line = line.substr(0, line.find('\n'));
-    if (line.ends_with('\r')) line.remove_suffix(1);
-    const auto space = line.rfind(' ');
-    if (space == std::string_view::npos) return 400;
-    const std::string_view version = line.substr(space + 1);
-    const auto digit = [](char c) { return c >= '0' && c <= '9'; };
-    if (version.size() != 8 || !version.starts_with("HTTP/") || !digit(version[5]) || version[6] != '.' ||
-        !digit(version[7]))
-        return 400;
-    return version[5] == '1' ? 0 : 505;
-}
-
-int on_header_value(http_parser* parser, const char* at, size_t length) {
-    Exchange& e = exchange_of(parser);
-    const std::string_view field = e.current_field;
-    const std::string_view value{at, length};
-    if (equals_ignoring_case(field, "host")) {
-        ++e.host_count;
-    } else if (equals_ignoring_case(field, "user-agent")) {
-        e.user_agent = value;
-    } else if (equals_ignoring_case(field, "referer")) {
-        e.referer = value;
-    } else if (equals_ignoring_case(field, "range")) {
-        e.range_repeated = !e.range.empty();
-        e.range = value;
-    } else if (equals_ignoring_case(field, "if-match")) {
-        e.conditions.if_match = value;
-    } else if (equals_ignoring_case(field, "if-none-match")) {
-        e.conditions.if_none_match = value;
-    } else if (equals_ignoring_case(field, "if-modified-since")) {
-        e.conditions.if_modified_since = value;
-    } else if (equals_ignoring_case(field, "if-unmodified-since")) {
-        e.conditions.if_unmodified_since = value;
-    } else if (equals_ignoring_case(field, "if-range")) {
-        e.conditions.if_range = value;
-    } else if (equals_ignoring_case(field, "x-forwarded-for")) {
-        e.x_forwarded_for = value;
-    } else if (equals_ignoring_case(field, "forwarded")) {
-        e.forwarded = value;
-    }
-    return 0;
-}
-
-const http_parser_settings kParserSettings = [] {
-    http_parser_settings settings{};
-    settings.on_url = on_url;
-    settings.on_header_field = on_header_field;
-    settings.on_header_value = on_header_value;
-    return settings;
-}();
-
-// The views end before a CR, LF or space of the header block, all parsed
-// already: writing a NUL there turns them into C strings for the records.
-void terminate_in_place(std::string_view view) {
-    if (view.data() != nullptr) const_cast<char*>(view.data())[view.size()] = '\0';
 }
 
 const char* c_string(std::string_view view) { return view.data() != nullptr ? view.data() : nullptr; }
@@ -199,24 +101,6 @@ std::string_view reason_phrase(int status) {
     }
 }
 
-smp_end_reason reason_for_status(int status) {
-    switch (status) {
-        case 304: return SMP_END_NOT_MODIFIED;
-        case 400:
-        case 414:
-        case 431: return SMP_END_BAD_REQUEST;
-        case 403: return SMP_END_FORBIDDEN;
-        case 404: return SMP_END_NOT_FOUND;
-        case 405: return SMP_END_METHOD_NOT_ALLOWED;
-        case 412: return SMP_END_PRECONDITION_FAILED;
-        case 429: return SMP_END_REJECTED_LIMIT;
-        case 416: return SMP_END_RANGE_NOT_SATISFIABLE;
-        case 500:
-        case 503: return SMP_END_INTERNAL_ERROR;
-        default: return SMP_END_COMPLETED;
-    }
-}
-
 // ---- reading ----------------------------------------------------------------
 
 void WorkerState::on_readable(Connection& c) {
@@ -274,16 +158,8 @@ void WorkerState::start_exchange(Connection& c, size_t header_length) {
     c.deadline_ms = uv_now(loop_) + settings_.send_timeout_ms;
     if (header_length == 0) return;  // the caller answers an oversized request
 
-    http_parser_init(&e.parser, HTTP_REQUEST);
-    e.parser.data = &e;
-    const size_t parsed = http_parser_execute(&e.parser, &kParserSettings, c.in, header_length);
-    const bool parsed_all = parsed == header_length && HTTP_PARSER_ERRNO(&e.parser) == HPE_OK;
-    const int version_status = parsed_all ? check_version(c.in, header_length) : 400;
-    for (auto view : {e.target, e.user_agent, e.referer, e.range, e.conditions.if_match, e.conditions.if_none_match,
-                      e.conditions.if_modified_since, e.conditions.if_unmodified_since, e.conditions.if_range})
-        terminate_in_place(view);
-    if (!parsed_all || e.target.empty()) return respond_error(c, 400);
-    if (version_status != 0) return respond_error(c, version_status);
+    const int head_status = parse_request_head(c.in, header_length, e);
+    if (head_status != 0) return respond_error(c, head_status);
     find_forwarded_client(c);
     e.request_parsed = true;
     respond(c);
@@ -686,7 +562,7 @@ void WorkerState::send_response(Connection& c) {
         set_poll(c, UV_WRITABLE);
         return;
     }
-    finish_exchange(c, reason_for_status(e.status));
+    finish_exchange(c, smp::protocol::end_reason_for_status(e.status));
     after_response(c);
 }
 

@@ -11,6 +11,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "conditional.hpp"
@@ -19,6 +20,7 @@
 #include "limits.hpp"
 #include "mime.hpp"
 #include "range.hpp"
+#include "request_head.hpp"
 #include "smp_module.h"
 
 namespace smp::http {
@@ -35,6 +37,9 @@ struct Settings {
     uint64_t keepalive_timeout_ms = 75'000;
     uint64_t send_timeout_ms = 60'000;
     uint64_t lingering_timeout_ms = 2'000;
+    // Unsent bytes a connection's socket may hold (TCP_NOTSENT_LOWAT); 0: the kernel's default.
+    uint64_t notsent_lowat = 64 * 1024;
+    uint64_t send_min_rate = 240;  // bytes/s a client must take over each window while a response is sent; 0: any
     size_t open_file_cache = 1000;
     uint64_t open_file_cache_valid_ms = 1'000;
     MimeTypes mime;
@@ -63,22 +68,11 @@ struct Segment {
 
 // One request and its response. Pooled per worker and reused, so the steady
 // state allocates nothing: the vectors and strings keep their capacity.
-struct Exchange {
-    http_parser parser{};
+// What the request said (RequestHead) is kept as it was parsed: views into the
+// connection's input buffer, NUL-terminated in place.
+struct Exchange : RequestHead {
     bool request_parsed = false;  // the header block parsed without error
-    // What the request said; views into the connection's input buffer,
-    // NUL-terminated in place once the header block has been parsed.
-    std::string_view current_field;
-    std::string_view target;
-    std::string_view user_agent;
-    std::string_view referer;
-    std::string_view range;
-    std::string_view forwarded;        // Forwarded (RFC 7239)
-    std::string_view x_forwarded_for;  // X-Forwarded-For
-    Conditions conditions;
-    int host_count = 0;
-    bool range_repeated = false;
-    size_t header_length = 0;  // bytes of the request in the input buffer
+    size_t header_length = 0;     // bytes of the request in the input buffer
 
     ClientAddress forwarded_client{};  // the client behind a trusted proxy, when known
     bool has_forwarded_client = false;
@@ -134,6 +128,11 @@ struct Connection {
     bool over_limit = false;  // past max_connections_per_ip: its request gets 429
     bool paused = false;      // waiting for its rate budget, in the worker's paused list
     uint64_t resume_ms = 0;
+    // send_min_rate's current window: the request it measures, its start, and
+    // the response bytes the kernel had taken then.
+    uint64_t rate_window_request = 0;
+    uint64_t rate_window_ms = 0;
+    uint64_t rate_window_sent = 0;
     smp_connection_info info{};
     char client_ip[46] = {};
     char local_ip[46] = {};
@@ -148,6 +147,10 @@ class WorkerState {
 
     void accept(int fd, const smp_connection_info& info);
     void shutdown();
+    // The worker is at max_connections: closes up to `count` idle, lingering,
+    // head-trickling or slower-than-send_min_rate connections, the longest
+    // waiting (or slow) first; how many.
+    int reclaim(int count);
     // Closes the worker's own handles; the loop then runs their callbacks.
     void close_handles();
 
@@ -160,6 +163,12 @@ class WorkerState {
     static void on_poll(uv_poll_t* handle, int status, int events);
     static void on_closed(uv_handle_t* handle);
     static void on_pace(uv_timer_t* timer);
+    // send_min_rate: whether it applies to the response `c` is sending;
+    // whether its client took less than it in the current window so far; and
+    // at the end of a window, whether it did over that window (a new one starts).
+    bool min_rate_applies(const Connection& c) const;
+    bool slow_so_far(const Connection& c, uint64_t now) const;
+    bool below_min_rate(Connection& c, uint64_t now);
 
     // The connection state machine (connection.cpp).
     void on_readable(Connection& c);
@@ -199,6 +208,9 @@ class WorkerState {
     uv_timer_t sweep_timer_{};
     uv_timer_t pace_timer_{};  // runs while connections wait for rate budget
     std::vector<Connection*> paused_;
+    std::vector<std::pair<uint64_t, Connection*>> reclaimable_;  // reclaim's candidates, kept for their capacity
+    uint64_t reclaim_logged_ms_ = 0;
+    uint64_t reclaimed_since_log_ = 0;
     int open_handles_ = 2;  // the two timers, closed by close_handles
     Connection* connections_ = nullptr;
     bool stopping_ = false;

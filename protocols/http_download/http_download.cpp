@@ -32,6 +32,8 @@ enum Key : size_t {
     kHeaderTimeout,
     kKeepaliveTimeout,
     kSendTimeout,
+    kNotsentLowat,
+    kSendMinRate,
     kOpenFileCache,
     kOpenFileCacheValid,
     kMimeTypes,
@@ -51,6 +53,10 @@ constexpr smp_config_key kKeys[kKeyCount] = {
     {"header_timeout", SMP_CONFIG_DURATION, "10s", 0, "time to receive a request's header block"},
     {"keepalive_timeout", SMP_CONFIG_DURATION, "75s", 0, "idle time allowed between requests"},
     {"send_timeout", SMP_CONFIG_DURATION, "60s", 0, "time a response may stall with no byte taken by the client"},
+    {"notsent_lowat", SMP_CONFIG_SIZE, "64KiB", 0,
+     "unsent response bytes queued in a connection's socket (TCP_NOTSENT_LOWAT); 0: no limit"},
+    {"send_min_rate", SMP_CONFIG_SIZE, "240", 0,
+     "bytes per second a client must take, over 10 s, while a response is sent; slower is closed (0: any)"},
     {"open_file_cache", SMP_CONFIG_INT, "1000", 0, "open files kept per worker"},
     {"open_file_cache_valid", SMP_CONFIG_DURATION, "1s", 0, "time before a cached file is checked again"},
     {"mime_types", SMP_CONFIG_STRING, "/etc/mime.types", 0, "extension to Content-Type map"},
@@ -66,6 +72,16 @@ constexpr smp_config_key kKeys[kKeyCount] = {
 
 constexpr uint64_t kSweepIntervalMs = 500;
 constexpr uint64_t kShutdownGraceMs = 1000;  // for idle connections at a graceful stop
+// At max_connections, a connection that has waited this long for a request
+// (or for the rest of its head) may be closed to admit a new one; a younger
+// one may be a client whose request is on its way.
+constexpr uint64_t kReclaimMinWaitMs = 1000;
+// send_min_rate is measured over windows this long: longer than a few lost
+// packets' retransmissions, short enough that slow readers do not pile up.
+constexpr uint64_t kMinRateWindowMs = 10'000;
+// At max_connections, a response whose client has taken less than
+// send_min_rate for this long in its current window may be closed too.
+constexpr uint64_t kReclaimMinSlowMs = 2000;
 
 // Reads the table's values into `settings`; false with a message when one
 // is out of range or the root cannot be opened.
@@ -81,8 +97,12 @@ bool read_settings(const smp_config_value* values, Settings& settings, char* err
     settings.header_timeout_ms = static_cast<uint64_t>(values[kHeaderTimeout].number);
     settings.keepalive_timeout_ms = static_cast<uint64_t>(values[kKeepaliveTimeout].number);
     settings.send_timeout_ms = static_cast<uint64_t>(values[kSendTimeout].number);
+    settings.notsent_lowat = static_cast<uint64_t>(values[kNotsentLowat].number);
+    settings.send_min_rate = static_cast<uint64_t>(values[kSendMinRate].number);
     settings.open_file_cache_valid_ms = static_cast<uint64_t>(values[kOpenFileCacheValid].number);
     if (settings.block_size < 1024) return fail("block_size", "must be at least 1KiB");
+    if (settings.notsent_lowat > 1024 * 1024 * 1024) return fail("notsent_lowat", "must be at most 1GiB");
+    if (settings.send_min_rate > 1024 * 1024 * 1024) return fail("send_min_rate", "must be at most 1GiB");
     if (values[kMaxRanges].number < 1 || values[kMaxRanges].number > 64)
         return fail("max_ranges", "must be between 1 and 64");
     settings.max_ranges = static_cast<size_t>(values[kMaxRanges].number);
@@ -141,6 +161,11 @@ int init_master(const smp_core_api* core, const smp_config_value* values, void**
     }
 }
 
+// The holdings of a reaped worker no longer count (limits.hpp).
+void worker_gone_master(void* instance, int pid) {
+    if (auto& counters = static_cast<Settings*>(instance)->counters) counters->forget_process(pid);
+}
+
 void exit_master(void* instance) {
     auto* settings = static_cast<Settings*>(instance);
     if (settings->root_fd >= 0) close(settings->root_fd);
@@ -175,6 +200,14 @@ int accept_connection(void* worker_state, int fd, const smp_connection_info* inf
 }
 
 void shutdown_worker(void* worker_state) { static_cast<WorkerState*>(worker_state)->shutdown(); }
+
+int reclaim_connections(void* worker_state, int count) {
+    try {
+        return static_cast<WorkerState*>(worker_state)->reclaim(count);
+    } catch (...) {
+        return 0;  // out of memory for the candidates: nothing closed
+    }
+}
 
 }  // namespace
 
@@ -232,7 +265,22 @@ void WorkerState::accept(int fd, const smp_connection_info& info) {
     c->info.module = "http_download";
     const int on = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &on, sizeof on);
-    uv_poll_init_socket(loop_, &c->poll, fd);
+    // A client that reads slowly (or not at all) holds at most this much of
+    // the kernel's socket memory, not the few MiB autotuning would give it:
+    // a thousand slow readers must not exhaust tcp_mem for everyone (docs/http.md).
+    if (settings_.notsent_lowat > 0) {
+        const int lowat = static_cast<int>(settings_.notsent_lowat);
+        setsockopt(fd, IPPROTO_TCP, TCP_NOTSENT_LOWAT, &lowat, sizeof lowat);
+    }
+    if (int error = uv_poll_init_socket(loop_, &c->poll, fd); error != 0) {
+        // The handle was never made, so there is nothing for uv_close.
+        const std::string message = std::string("cannot watch an accepted connection: ") + uv_strerror(error);
+        core_->log(SMP_LOG_WARN, "http_download", message.c_str());
+        ::close(fd);
+        core_->disconnect(worker_, &c->info);
+        delete c;
+        return;
+    }
     c->poll.data = c;
     c->next = connections_;
     if (connections_ != nullptr) connections_->previous = c;
@@ -264,6 +312,81 @@ void WorkerState::shutdown() {
             c->deadline_ms = std::min(c->deadline_ms, grace_end);
 }
 
+// A response paced by a rate limit goes at our pace, not the client's.
+bool WorkerState::min_rate_applies(const Connection& c) const {
+    return settings_.send_min_rate > 0 && c.exchange != nullptr && !c.paused && settings_.limit_rate == 0 &&
+           c.exchange->rate_key == 0;
+}
+
+bool WorkerState::slow_so_far(const Connection& c, uint64_t now) const {
+    const uint64_t sent = c.exchange->header_bytes + c.exchange->body_bytes;
+    return (sent - c.rate_window_sent) * 1000 < settings_.send_min_rate * (now - c.rate_window_ms);
+}
+
+bool WorkerState::below_min_rate(Connection& c, uint64_t now) {
+    if (!min_rate_applies(c)) return false;
+    const uint64_t sent = c.exchange->header_bytes + c.exchange->body_bytes;
+    if (c.rate_window_request != c.requests) {  // a new response: its first window starts
+        c.rate_window_request = c.requests;
+        c.rate_window_ms = now;
+        c.rate_window_sent = sent;
+        return false;
+    }
+    if (now - c.rate_window_ms < kMinRateWindowMs) return false;
+    const bool slow = slow_so_far(c, now);
+    c.rate_window_ms = now;
+    c.rate_window_sent = sent;
+    return slow;
+}
+
+int WorkerState::reclaim(int count) {
+    if (count <= 0 || stopping_) return 0;
+    const uint64_t now = uv_now(loop_);
+    // Each candidate with the time its wait (or its slowness) began. A
+    // connection waiting for a request or the rest of its head was given a
+    // deadline when that wait began: the wait's timeout after its start.
+    reclaimable_.clear();
+    for (Connection* c = connections_; c != nullptr; c = c->next) {
+        if (c->closing) continue;
+        if (c->state == ConnectionState::writing) {
+            if (min_rate_applies(*c) && c->rate_window_request == c->requests &&
+                now >= c->rate_window_ms + kReclaimMinSlowMs && slow_so_far(*c, now))
+                reclaimable_.emplace_back(c->rate_window_ms, c);
+            continue;
+        }
+        const uint64_t timeout = c->state == ConnectionState::lingering ? settings_.lingering_timeout_ms
+                                 : c->in_length == 0 && c->requests > 0 ? settings_.keepalive_timeout_ms
+                                                                        : settings_.header_timeout_ms;
+        const uint64_t since = c->deadline_ms > timeout ? c->deadline_ms - timeout : 0;
+        if (now >= since + kReclaimMinWaitMs) reclaimable_.emplace_back(since, c);
+    }
+    const size_t closing = std::min(reclaimable_.size(), static_cast<size_t>(count));
+    std::partial_sort(reclaimable_.begin(), reclaimable_.begin() + static_cast<std::ptrdiff_t>(closing),
+                      reclaimable_.end());
+    for (size_t i = 0; i < closing; ++i) {
+        Connection& c = *reclaimable_[i].second;
+        if (c.state == ConnectionState::writing) {
+            close_connection(c, SMP_END_TIMEOUT);  // too slow, as at the end of its window
+            continue;
+        }
+        // A head cut short is recorded, as at its timeout.
+        if (c.state == ConnectionState::reading && c.in_length > 0) report(c, nullptr, SMP_END_REJECTED_LIMIT, true);
+        close_connection(c, SMP_END_REJECTED_LIMIT);
+    }
+    reclaimed_since_log_ += closing;
+    if (reclaimed_since_log_ > 0 && now - reclaim_logged_ms_ >= 1000) {
+        char message[200];
+        std::snprintf(message, sizeof message,
+                      "max_connections reached: %llu idle, head-trickling or slow-reading connection(s) closed to "
+                      "admit new ones",
+                      static_cast<unsigned long long>(reclaimed_since_log_));
+        core_->log(SMP_LOG_WARN, "http_download", message);
+        reclaim_logged_ms_ = now;
+        reclaimed_since_log_ = 0;
+    }
+    return static_cast<int>(closing);
+}
+
 void WorkerState::on_sweep(uv_timer_t* timer) {
     auto& self = *static_cast<WorkerState*>(timer->data);
     if (!self.gave_back_dead_holders_) {
@@ -273,6 +396,13 @@ void WorkerState::on_sweep(uv_timer_t* timer) {
     const uint64_t now = uv_now(self.loop_);
     for (Connection* c = self.connections_; c != nullptr;) {
         Connection* next = c->next;
+        if (c->state == ConnectionState::writing && !c->closing && self.below_min_rate(*c, now)) {
+            // Slow read: a client that takes a few bytes now and then keeps
+            // send_timeout from ever expiring, and holds its connection.
+            self.close_connection(*c, SMP_END_TIMEOUT);
+            c = next;
+            continue;
+        }
         if (now >= c->deadline_ms && !c->closing) {
             // A partly received request is recorded; an idle keep-alive
             // connection or a lingering close just ends.
@@ -359,10 +489,12 @@ extern "C" const smp_module* smp_module_entry(void) {
         m.config_key_count = smp::http::kKeyCount;
         m.init_master = smp::http::init_master;
         m.exit_master = smp::http::exit_master;
+        m.worker_gone_master = smp::http::worker_gone_master;
         m.init_worker = smp::http::init_worker;
         m.exit_worker = smp::http::exit_worker;
         m.accept = smp::http::accept_connection;
         m.shutdown = smp::http::shutdown_worker;
+        m.reclaim = smp::http::reclaim_connections;
         return m;
     }();
     return &module;

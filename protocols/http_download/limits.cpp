@@ -1,7 +1,5 @@
 #include "limits.hpp"
 
-#include <sched.h>
-#include <signal.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -15,6 +13,7 @@ namespace smp::http {
 namespace {
 constexpr uint64_t kEmpty = 0;
 constexpr uint64_t kTombstone = 1;
+constexpr int32_t kOrphaned = 0;  // no process has pid 0
 
 uint64_t fnv1a(uint64_t hash, std::string_view data) {
     for (const unsigned char c : data) hash = (hash ^ c) * 0x100000001b3ull;
@@ -45,22 +44,34 @@ uint64_t limit_key(std::string_view kind, std::string_view a, std::string_view b
     return hash <= kTombstone ? hash + 2 : hash;  // 0 and 1 mark entries
 }
 
+void SharedMutex::init() {
+    pthread_mutexattr_t attributes;
+    pthread_mutexattr_init(&attributes);
+    pthread_mutexattr_setpshared(&attributes, PTHREAD_PROCESS_SHARED);
+    pthread_mutexattr_setrobust(&attributes, PTHREAD_MUTEX_ROBUST);
+    const int error = pthread_mutex_init(&mutex_, &attributes);
+    pthread_mutexattr_destroy(&attributes);
+    if (error != 0) throw std::system_error(error, std::generic_category(), "a shared mutex for the limits");
+}
+
+void SharedMutex::lock() {
+    // EOWNERDEAD: the holder died inside a critical section. Every step of
+    // one leaves the table usable (see the class comment), so the lock is
+    // simply taken over; the master forgets the dead process's holdings.
+    if (pthread_mutex_lock(&mutex_) == EOWNERDEAD) pthread_mutex_consistent(&mutex_);
+}
+
+void SharedMutex::unlock() { pthread_mutex_unlock(&mutex_); }
+
 SharedCounters::SharedCounters(uint32_t capacity)
     : capacity_(capacity), bytes_(sizeof(Table) + (capacity - 1) * sizeof(Entry)) {
     void* memory = mmap(nullptr, bytes_, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
     if (memory == MAP_FAILED) throw std::system_error(errno, std::generic_category(), "mmap of the limits table");
     table_ = new (memory) Table{};  // anonymous memory is zero: every entry empty
+    table_->mutex.init();
 }
 
 SharedCounters::~SharedCounters() { munmap(table_, bytes_); }
-
-void SharedCounters::lock() {
-    // Held for a few probes at most: spin, yielding the CPU to a holder that
-    // was preempted.
-    while (table_->lock.exchange(1, std::memory_order_acquire) != 0) sched_yield();
-}
-
-void SharedCounters::unlock() { table_->lock.store(0, std::memory_order_release); }
 
 void SharedCounters::vacate(uint32_t at) {
     // A tombstone keeps later entries of a probe run reachable; one with an
@@ -75,13 +86,11 @@ void SharedCounters::vacate(uint32_t at) {
     }
 }
 
-bool SharedCounters::alive(pid_t pid) { return kill(pid, 0) == 0 || errno != ESRCH; }
-
 bool SharedCounters::full() const { return table_->full.load() != 0; }
 
 bool SharedCounters::acquire(uint64_t key, uint32_t limit) {
     const pid_t self = getpid();
-    lock();
+    table_->mutex.lock();
     uint32_t held = 0;
     Entry* mine = nullptr;
     Entry* free_entry = nullptr;
@@ -89,11 +98,13 @@ bool SharedCounters::acquire(uint64_t key, uint32_t limit) {
     for (uint32_t i = 0, at = static_cast<uint32_t>(key) & (capacity_ - 1); i < capacity_;
          ++i, at = (at + 1) & (capacity_ - 1)) {
         Entry& e = table_->entries[at];
+        // A dead process's slot is freed first: it may leave an empty entry,
+        // which ends the run (a holding put past it could not be found again).
+        if (e.key == key && e.pid == kOrphaned) vacate(at);
         if (e.key == kEmpty) {
             if (free_entry == nullptr) free_entry = &e;
             break;
         }
-        if (e.key == key && e.pid != self && !alive(e.pid)) vacate(at);  // a dead process's slot
         if (e.key == kTombstone) {
             if (free_entry == nullptr) free_entry = &e;
             continue;
@@ -107,18 +118,22 @@ bool SharedCounters::acquire(uint64_t key, uint32_t limit) {
         if (mine != nullptr) {
             ++mine->held;
         } else if (free_entry != nullptr) {
-            *free_entry = Entry{key, self, 1};
+            // The key last: a process killed before it leaves the entry free.
+            free_entry->pid = self;
+            free_entry->held = 1;
+            std::atomic_thread_fence(std::memory_order_release);
+            free_entry->key = key;
         } else {
             table_->full.store(1);  // fail open: a full table must not refuse everyone
         }
     }
-    unlock();
+    table_->mutex.unlock();
     return admitted;
 }
 
 void SharedCounters::release(uint64_t key) {
     const pid_t self = getpid();
-    lock();
+    table_->mutex.lock();
     for (uint32_t i = 0, at = static_cast<uint32_t>(key) & (capacity_ - 1); i < capacity_;
          ++i, at = (at + 1) & (capacity_ - 1)) {
         Entry& e = table_->entries[at];
@@ -127,51 +142,56 @@ void SharedCounters::release(uint64_t key) {
         if (--e.held == 0) vacate(at);
         break;
     }
-    unlock();
+    table_->mutex.unlock();
 }
 
 uint32_t SharedCounters::reclaim(uint64_t key) {
-    lock();
+    table_->mutex.lock();
     uint32_t reclaimed = 0;
     for (uint32_t i = 0, at = static_cast<uint32_t>(key) & (capacity_ - 1); i < capacity_;
          ++i, at = (at + 1) & (capacity_ - 1)) {
         Entry& e = table_->entries[at];
         if (e.key == kEmpty) break;
-        if (e.key != key || alive(e.pid)) continue;
+        if (e.key != key || e.pid != kOrphaned) continue;
         reclaimed += e.held;
         vacate(at);
     }
-    unlock();
+    table_->mutex.unlock();
     return reclaimed;
+}
+
+void SharedCounters::forget_process(pid_t pid) {
+    table_->mutex.lock();
+    for (uint32_t at = 0; at < capacity_; ++at) {
+        Entry& e = table_->entries[at];
+        if (e.key != kEmpty && e.key != kTombstone && e.pid == pid) e.pid = kOrphaned;
+    }
+    table_->mutex.unlock();
 }
 
 std::vector<SharedCounters::Holding> SharedCounters::reclaim_dead() {
     std::vector<Holding> reclaimed;
-    std::vector<std::pair<pid_t, bool>> seen;  // a few workers' pids: ask the kernel once each
-    lock();
+    table_->mutex.lock();
     for (uint32_t at = 0; at < capacity_; ++at) {
         Entry& e = table_->entries[at];
-        if (e.key == kEmpty || e.key == kTombstone) continue;
-        auto known = std::find_if(seen.begin(), seen.end(), [&](const auto& p) { return p.first == e.pid; });
-        if (known == seen.end()) known = seen.insert(seen.end(), {e.pid, alive(e.pid)});
-        if (known->second) continue;
+        if (e.key == kEmpty || e.key == kTombstone || e.pid != kOrphaned) continue;
         reclaimed.push_back({e.key, e.held});
         vacate(at);
     }
-    unlock();
+    table_->mutex.unlock();
     return reclaimed;
 }
 
 uint32_t SharedCounters::count(uint64_t key) {
-    lock();
+    table_->mutex.lock();
     uint32_t held = 0;
     for (uint32_t i = 0, at = static_cast<uint32_t>(key) & (capacity_ - 1); i < capacity_;
          ++i, at = (at + 1) & (capacity_ - 1)) {
         const Entry& e = table_->entries[at];
         if (e.key == kEmpty) break;
-        if (e.key == key && alive(e.pid)) held += e.held;
+        if (e.key == key && e.pid != kOrphaned) held += e.held;
     }
-    unlock();
+    table_->mutex.unlock();
     return held;
 }
 
@@ -180,6 +200,7 @@ SharedBuckets::SharedBuckets(uint32_t capacity)
     void* memory = mmap(nullptr, bytes_, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
     if (memory == MAP_FAILED) throw std::system_error(errno, std::generic_category(), "mmap of the rate table");
     table_ = new (memory) Table{};
+    table_->mutex.init();
 }
 
 SharedBuckets::~SharedBuckets() { munmap(table_, bytes_); }
@@ -192,7 +213,7 @@ uint64_t SharedBuckets::grant(uint64_t key, uint64_t want, uint64_t rate, int64_
     // tiny grants would cost more than the bytes they let through.
     const uint64_t quantum = std::min<uint64_t>(want, std::max<uint64_t>(rate / 100, 1));
     const auto duration = [rate](uint64_t bytes) { return static_cast<int64_t>(bytes * 1'000'000'000 / rate); };
-    while (table_->lock.exchange(1, std::memory_order_acquire) != 0) sched_yield();
+    table_->mutex.lock();
     // A bucket whose tat is past is full again, as good as free: a key takes
     // its own bucket, or the first idle one on its probe run.
     Bucket* bucket = nullptr;
@@ -215,7 +236,7 @@ uint64_t SharedBuckets::grant(uint64_t key, uint64_t want, uint64_t rate, int64_
         if (granted == 0) wait_us = (tat - kBurstNs + duration(quantum) - now) / 1000 + 1;
         bucket->tat_ns = tat + duration(granted);
     }
-    table_->lock.store(0, std::memory_order_release);
+    table_->mutex.unlock();
     return granted;
 }
 

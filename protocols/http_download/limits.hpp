@@ -2,11 +2,13 @@
 // mapped by the master before fork, so that all workers agree on how many
 // downloads of a file one client runs, or how many connections it holds.
 //
-// A holding records the process that took it. A holding of a process that no
-// longer exists (a worker killed mid-download) is reclaimed by the next
-// acquire that meets it, so a crash never keeps a slot.
+// A holding records the process that took it. When the master reaps a
+// worker, it marks that worker's holdings orphaned (forget_process); the next
+// acquire of the key reclaims them, so a crash never keeps a slot, and a
+// later process that gets the same pid inherits nothing.
 #pragma once
 
+#include <pthread.h>
 #include <sys/types.h>
 
 #include <atomic>
@@ -20,6 +22,24 @@
 #include "smp_module.h"
 
 namespace smp::http {
+
+// A mutex in shared memory that a process killed while holding it cannot
+// keep: a robust, process-shared pthread mutex. The kernel releases it when
+// its holder dies, and the next locker is told (EOWNERDEAD). The tables it
+// guards are written so that every instant of a critical section leaves
+// them consistent (a new entry's key is written last), so that locker only
+// marks the mutex consistent and goes on; what the dead process held is
+// taken back when the master reaps it. Lives inside the mapped table.
+class SharedMutex {
+   public:
+    // Once, in the memory that will be shared, before any other process maps it.
+    void init();
+    void lock();
+    void unlock();
+
+   private:
+    pthread_mutex_t mutex_;
+};
 
 class SharedCounters {
    public:
@@ -35,11 +55,15 @@ class SharedCounters {
     bool acquire(uint64_t key, uint32_t limit);
     // Gives back one slot of `key` taken by this process.
     void release(uint64_t key);
-    // Forgets the holdings of `key` by processes that no longer exist; how many.
+    // Master, when it has reaped `pid`: its holdings no longer count, and
+    // wait to be reclaimed (for a note of a shared slot, given back to the
+    // shared counter first: reclaim and reclaim_dead say how many).
+    void forget_process(pid_t pid);
+    // Forgets the orphaned holdings of `key`; how many there were.
     uint32_t reclaim(uint64_t key);
-    // Forgets the holdings of every process that no longer exists, and says
-    // which they were: a worker that replaces a dead one gives back the dead
-    // one's slots in the counters that servers share.
+    // Forgets every orphaned holding, and says which they were: a worker
+    // that replaces a dead one gives back the dead one's slots in the
+    // counters that servers share.
     struct Holding {
         uint64_t key;
         uint32_t held;
@@ -52,18 +76,15 @@ class SharedCounters {
    private:
     struct Entry {
         uint64_t key;  // 0: empty; kTombstone: was used, probe on
-        int32_t pid;
+        int32_t pid;   // the holder; kOrphaned once the master reaped it
         uint32_t held;
     };
     struct Table {
-        std::atomic<uint32_t> lock;
+        SharedMutex mutex;
         std::atomic<uint32_t> full;  // an acquire found no free entry
         Entry entries[1];            // `capacity` of them
     };
-    void lock();
-    void unlock();
     void vacate(uint32_t at);  // frees entry `at`, under the lock
-    static bool alive(pid_t pid);
 
     Table* table_ = nullptr;
     uint32_t capacity_;
@@ -92,7 +113,7 @@ class SharedBuckets {
         int64_t tat_ns;
     };
     struct Table {
-        std::atomic<uint32_t> lock;
+        SharedMutex mutex;
         Bucket buckets[1];
     };
     Table* table_ = nullptr;

@@ -1,10 +1,14 @@
 #include "limits.hpp"
 
 #include <doctest/doctest.h>
+#include <sys/mman.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <csignal>
+#include <new>
+#include <random>
 
 using smp::http::limit_key;
 using smp::http::SharedCounters;
@@ -22,7 +26,7 @@ TEST_CASE("a limit admits up to its number, and a release frees a slot") {
     CHECK(limit_key("u", "a", "bc") != limit_key("u", "ab", "c"));
 }
 
-TEST_CASE("processes forked after the table share it; a dead holder's slot is free again") {
+TEST_CASE("processes forked after the table share it; a reaped holder's slot is free again") {
     SharedCounters counters(64);
     const uint64_t key = limit_key("download", "192.0.2.1", "big.bin");
     int ready[2];
@@ -41,7 +45,9 @@ TEST_CASE("processes forked after the table share it; a dead holder's slot is fr
     CHECK_FALSE(counters.acquire(key, 1));  // held by the child, from another process
     kill(child, SIGKILL);
     waitpid(child, nullptr, 0);
-    CHECK(counters.acquire(key, 1));  // the dead child's slot was reclaimed
+    CHECK_FALSE(counters.acquire(key, 1));  // until the master says the child is gone
+    counters.forget_process(child);          // as the master does when it reaps a worker
+    CHECK(counters.acquire(key, 1));         // the dead child's slot was reclaimed
     close(ready[0]);
     close(ready[1]);
 }
@@ -69,6 +75,7 @@ TEST_CASE("the holdings of dead processes are reclaimed all at once, and said wh
     CHECK(counters.reclaim_dead().empty());  // the child is alive
     kill(child, SIGKILL);
     waitpid(child, nullptr, 0);
+    counters.forget_process(child);
     auto reclaimed = counters.reclaim_dead();
     std::sort(reclaimed.begin(), reclaimed.end(), [](const auto& a, const auto& b) { return a.key < b.key; });
     REQUIRE(reclaimed.size() == 2);
@@ -80,6 +87,103 @@ TEST_CASE("the holdings of dead processes are reclaimed all at once, and said wh
     CHECK(counters.reclaim_dead().empty());
     close(ready[0]);
     close(ready[1]);
+}
+
+TEST_CASE("a process given a forgotten holder's pid inherits none of its slots") {
+    // The pid of a reaped worker can come back in a new worker. The master
+    // forgets the old holdings before it forks again, so the new process,
+    // here this very process standing in for it, starts with nothing.
+    SharedCounters counters(64);
+    const uint64_t key = limit_key("ip", "192.0.2.7");
+    REQUIRE(counters.acquire(key, 1));
+    counters.forget_process(getpid());
+    CHECK(counters.count(key) == 0);
+    CHECK(counters.acquire(key, 1));  // the orphaned holding is reclaimed, this one taken
+    CHECK(counters.count(key) == 1);
+    counters.release(key);  // and the new holding is this process's own
+    CHECK(counters.count(key) == 0);
+}
+
+namespace {
+// Runs `work` in a child process with `seconds` to finish; true when it did.
+template <class Work>
+bool finishes_within(unsigned seconds, Work work) {
+    const pid_t child = fork();
+    if (child == 0) {
+        alarm(seconds);
+        work();
+        _exit(0);
+    }
+    int status = 0;
+    waitpid(child, &status, 0);
+    return WIFEXITED(status) && WEXITSTATUS(status) == 0;
+}
+}  // namespace
+
+TEST_CASE("a process killed while it holds a shared mutex does not keep it") {
+    void* memory = mmap(nullptr, sizeof(smp::http::SharedMutex), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS,
+                        -1, 0);
+    REQUIRE(memory != MAP_FAILED);
+    auto* mutex = new (memory) smp::http::SharedMutex;
+    mutex->init();
+    int ready[2];
+    REQUIRE(pipe(ready) == 0);
+    const pid_t holder = fork();
+    REQUIRE(holder >= 0);
+    if (holder == 0) {
+        mutex->lock();
+        (void)!write(ready[1], "y", 1);
+        pause();  // killed holding it
+        _exit(0);
+    }
+    char ok = 0;
+    REQUIRE(read(ready[0], &ok, 1) == 1);
+    kill(holder, SIGKILL);
+    waitpid(holder, nullptr, 0);
+    CHECK(finishes_within(5, [&] {
+        mutex->lock();
+        mutex->unlock();
+    }));
+    CHECK(finishes_within(5, [&] {  // and after the takeover it works as before
+        mutex->lock();
+        mutex->unlock();
+    }));
+    close(ready[0]);
+    close(ready[1]);
+    munmap(memory, sizeof(smp::http::SharedMutex));
+}
+
+TEST_CASE("workers killed at random inside the table's operations leave it usable and exact") {
+    // The reproduction of a freeze: a worker killed with SIGKILL while it held
+    // the lock of the table left every other process waiting for ever.
+    SharedCounters counters(256);
+    const uint64_t key = limit_key("download", "192.0.2.1", "big.bin");
+    std::mt19937 random(12345);
+    for (int round = 0; round < 100; ++round) {
+        const pid_t busy = fork();
+        REQUIRE(busy >= 0);
+        if (busy == 0) {
+            for (uint64_t i = 0;; ++i) {
+                const uint64_t other = limit_key("ip", std::to_string(i % 64));
+                if (counters.acquire(other, 1000)) counters.release(other);
+                if (counters.acquire(key, 1000)) counters.release(key);
+            }
+        }
+        usleep(100 + random() % 2000);
+        kill(busy, SIGKILL);
+        waitpid(busy, nullptr, 0);
+        counters.forget_process(busy);
+        REQUIRE(finishes_within(5, [&] {
+            if (!counters.acquire(key, 1)) _exit(2);  // no live holder: a slot must be free
+            counters.release(key);
+        }));
+    }
+    // Whatever the dead left half written, the table counts exactly.
+    CHECK(counters.count(key) == 0);
+    CHECK(counters.acquire(key, 2));
+    CHECK(counters.acquire(key, 2));
+    CHECK_FALSE(counters.acquire(key, 2));
+    CHECK_FALSE(counters.full());
 }
 
 TEST_CASE("freed entries keep the table usable: many keys come and go") {

@@ -76,11 +76,18 @@ void parse_range(std::string_view header, uint64_t size, size_t max_ranges, Rang
         return;
     }
     auto& ranges = result.ranges;
-    const bool overlapping = std::any_of(ranges.begin(), ranges.end(), [&](const ByteRange& a) {
-        return std::any_of(ranges.begin(), ranges.end(),
-                           [&](const ByteRange& b) { return &a != &b && a.first <= b.last && b.first <= a.last; });
-    });
-    if (overlapping) {
+    // Up to max_ranges (64 at most) ranges are compared pair by pair, so that
+    // ranges that do not overlap keep their order. More can only be answered
+    // when merging brings them down to max_ranges, and merging sorts them:
+    // they are sorted and merged at once. A Range field as long as
+    // max_header_size (up to 1 MiB) holds a hundred thousand ranges, which
+    // compared pair by pair would hold a worker for tens of seconds.
+    const bool sort_and_merge =
+        ranges.size() > max_ranges || std::any_of(ranges.begin(), ranges.end(), [&](const ByteRange& a) {
+            return std::any_of(ranges.begin(), ranges.end(),
+                               [&](const ByteRange& b) { return &a != &b && a.first <= b.last && b.first <= a.last; });
+        });
+    if (sort_and_merge) {
         std::sort(ranges.begin(), ranges.end(),
                   [](const ByteRange& a, const ByteRange& b) { return a.first < b.first; });
         size_t merged = 0;

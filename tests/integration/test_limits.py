@@ -238,5 +238,55 @@ class RatePerDownload(Limits):
             self.assertLess(seconds, 3.0)
 
 
+class WorkersKilledUnderLoad(Limits):
+    """The reproduction of a freeze: a worker killed with SIGKILL while it held
+    the lock of the limit tables left every other worker, and every
+    replacement, waiting for it for ever. Workers are killed at random every
+    50-100 ms while wrk runs with the three limits on; afterwards every worker
+    answers, and no slot of a dead worker is still held."""
+    workers = 4
+    limits = {'unique_ip': 'true', 'max_connections_per_ip': 64, 'limit_rate_per_download': '100MiB'}
+
+    def test_no_freeze_and_no_slot_left(self):
+        import random
+        rng = random.Random(7)
+        wrk = subprocess.Popen(['wrk', '-t1', '-c16', '-d10s', 'http://127.0.0.1:%d/small.bin' % self.port],
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        try:
+            time.sleep(0.5)
+            killed = 0
+            deadline = time.monotonic() + 5.0
+            while time.monotonic() < deadline:
+                workers = self.server.workers()
+                if workers:
+                    try:
+                        os.kill(rng.choice(workers), signal.SIGKILL)
+                        killed += 1
+                    except ProcessLookupError:
+                        pass
+                time.sleep(rng.uniform(0.05, 0.1))
+            self.assertGreater(killed, 15)
+            # Replacements of workers that died young start after a back-off.
+            self.assertEqual(len(self.server.wait_workers(self.workers, timeout=20.0)), self.workers,
+                             self.server.log_tail())
+            # Every worker answers while the load goes on (206, or 429 when
+            # wrk's connections and downloads fill the limits): none waits on
+            # a dead one's lock.
+            for i in range(40):
+                status = harness.http(self.port, 'GET', '/other.bin',
+                                      {'User-Agent': 'after-%d' % i, 'Range': 'bytes=0-99'}, timeout=3).status
+                self.assertIn(status, (206, 429))
+        finally:
+            out, _ = wrk.communicate(timeout=30)
+        self.assertIn('requests in', out)
+        # Nothing a dead worker held still counts: one client's download of
+        # small.bin is admitted, and 60 connections of one client too.
+        self.assertTrue(harness.wait_for(lambda: self.get('/small.bin').status == 206, 5.0), self.server.log_tail())
+        conns = harness.wait_for(lambda: admitted_connections(self.port, 60), 5.0)
+        self.assertIsNotNone(conns, 'slots of dead workers still held')
+        for c in conns:
+            c.close()
+
+
 if __name__ == '__main__':
     unittest.main()

@@ -8,6 +8,7 @@ import os
 import re
 import signal
 import socket
+import sqlite3
 import subprocess
 import time
 import unittest
@@ -115,6 +116,29 @@ class Tracking(unittest.TestCase):
         self.assertEqual(harness.http(port, 'GET', '/missing.bin', ua).status, 404)
         time.sleep(3)  # past the idle window and a collector tick
         self.assertEqual(finished_downloads(self.server, 'not-a-download'), [])
+
+    def test_each_status_is_stored_with_its_reason(self):
+        # One mapping of status to end reason for every module; a 505 was
+        # stored as `completed`.
+        port = self.server.port
+        cases = [
+            (b'GET /small.bin HTTP/1.1\r\nHost: a\r\nUser-Agent: s200\r\n\r\n', 200, 'completed'),
+            (b'GET /missing.bin HTTP/1.1\r\nHost: a\r\nUser-Agent: s404\r\n\r\n', 404, 'not_found'),
+            (b'DELETE /small.bin HTTP/1.1\r\nHost: a\r\nUser-Agent: s405\r\n\r\n', 405, 'method_not_allowed'),
+            (b'GET /small.bin HTTP/1.1\r\nHost: a\r\nUser-Agent: s416\r\nRange: bytes=9000-\r\n\r\n', 416,
+             'range_not_satisfiable'),
+            (b'GET /small.bin HTTP/2.0\r\nHost: a\r\nUser-Agent: s505\r\n\r\n', 505, 'bad_request'),
+        ]
+        for request, status, _ in cases:
+            self.assertEqual(harness.raw_request(port, request).status, status, request)
+        self.assertEqual(self.server.terminate(), 0, self.server.log_tail())
+        db = sqlite3.connect(self.env.path('state', 'stats.db'))
+        try:
+            stored = dict(db.execute('SELECT status, reason FROM requests').fetchall())
+        finally:
+            db.close()
+        for _, status, reason in cases:
+            self.assertEqual(stored.get(status), reason, status)
 
     def test_worker_killed_mid_download_is_worker_lost(self):
         with self.slow_client('lost') as s:

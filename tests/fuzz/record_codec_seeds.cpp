@@ -1,0 +1,85 @@
+// Writes the seed corpus of record_codec_fuzz with the real encoder:
+// record_codec_seeds DIR. A datagram seed is a '\0' (the target's selector)
+// followed by framed records, as a worker sends them.
+#include <cstdio>
+#include <fstream>
+#include <string>
+
+#include "record_codec.hpp"
+
+namespace {
+
+void write_seed(const std::string& path, const std::string& batch) {
+    std::ofstream(path, std::ios::binary) << '\0' << batch;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    if (argc != 2) {
+        std::fprintf(stderr, "usage: record_codec_seeds DIR\n");
+        return 2;
+    }
+    const std::string dir = argv[1];
+    const smp_interval intervals[] = {{0, 99}, {200, 299}, {1000, 1048575}};
+    smp_record r{};
+    r.size = sizeof r;
+    r.connection_id = 42;
+    r.request_id = 3;
+    r.worker_id = 2;
+    r.module = "http_download";
+    r.node = "node-a";
+    r.start_us = 1'700'000'000'000'000;
+    r.end_us = 1'700'000'001'500'000;
+    r.client_ip = "2001:db8::1";
+    r.client_port = 51234;
+    r.method = "GET";
+    r.path = "big.bin";
+    r.target = "/big.bin?x=1";
+    r.protocol = "HTTP/1.1";
+    r.user_agent = "aria2/1.36.0";
+    r.range = "bytes=0-99,200-299";
+    r.etag = "\"1400000-18eb\"";
+    r.file_size = 20 * 1024 * 1024;
+    r.status = 206;
+    r.intervals = intervals;
+    r.interval_count = 3;
+    r.header_bytes = 250;
+    r.body_bytes = 400;
+    r.reason = SMP_END_CLIENT_CLOSED;
+    r.received_bytes = 180;
+
+    std::string batch;
+    smp::append_record(r, smp::RecordKind::close, 1234, batch);
+    write_seed(dir + "/close_206", batch);
+
+    smp_record transfer = r;
+    transfer.reason = SMP_END_COMPLETED;
+    transfer.interval_count = 1;
+    std::string two;
+    smp::append_record(transfer, smp::RecordKind::transfer, 1234, two);
+    smp::append_record(r, smp::RecordKind::close, 1234, two);
+    write_seed(dir + "/transfer_then_close", two);
+
+    smp_record bare{};  // a refused connection: no strings but the module's
+    bare.size = sizeof bare;
+    bare.module = "forward";
+    bare.client_ip = "192.0.2.7";
+    bare.file_size = -1;
+    bare.reason = SMP_END_REJECTED_LIMIT;
+    batch.clear();
+    smp::append_record(bare, smp::RecordKind::close, 99, batch);
+    write_seed(dir + "/bare_close", batch);
+
+    // The layout before ABI 1.4 (SMR2), still read from spool files: the same
+    // record without received_bytes, and magic "SMR2".
+    batch.clear();
+    smp::append_record(r, smp::RecordKind::close, 1234, batch);
+    std::string old = batch.substr(4);
+    const uint32_t magic = 0x534d5232;
+    old.replace(0, sizeof magic, reinterpret_cast<const char*>(&magic), sizeof magic);
+    old.erase(104, 8);  // offsetof(Fixed, received_bytes), and the field's 8 bytes
+    const auto length = static_cast<uint32_t>(old.size());
+    write_seed(dir + "/smr2_close", std::string(reinterpret_cast<const char*>(&length), sizeof length) + old);
+    return 0;
+}
