@@ -76,7 +76,8 @@ int Master::run() {
     if (signal_fd_ < 0) throw std::system_error(errno, std::generic_category(), "signalfd for the master");
     if (int error = uv_loop_init(&loop_); error != 0)
         throw std::runtime_error(std::string("cannot create the master's event loop: ") + uv_strerror(error));
-    uv_poll_init(&loop_, &signal_poll_, signal_fd_);
+    if (int error = uv_poll_init(&loop_, &signal_poll_, signal_fd_); error != 0)
+        throw std::system_error(-error, std::generic_category(), "watching the master's signals");
     signal_poll_.data = this;
     uv_poll_start(&signal_poll_, UV_READABLE, on_signal);
     for (uv_timer_t* timer : {&shutdown_timer_, &ready_timer_, &housekeeping_timer_}) {

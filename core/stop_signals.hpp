@@ -25,9 +25,12 @@ inline int watch_stop_signals(uv_loop_t* loop, uv_poll_t* poll, void* data, uv_p
     sigaddset(&signals, SIGUSR1);
     const int fd = signalfd(-1, &signals, SFD_NONBLOCK | SFD_CLOEXEC);
     if (fd < 0) throw std::system_error(errno, std::generic_category(), "signalfd for the stop signals");
-    uv_poll_init(loop, poll, fd);
-    poll->data = data;
-    uv_poll_start(poll, UV_READABLE, on_signal);
+    int error = uv_poll_init(loop, poll, fd);
+    if (error == 0) {
+        poll->data = data;
+        error = uv_poll_start(poll, UV_READABLE, on_signal);
+    }
+    if (error != 0) throw std::system_error(-error, std::generic_category(), "watching the stop signals");
     return fd;
 }
 

@@ -11,6 +11,7 @@
 #include <cerrno>
 #include <chrono>
 #include <cstring>
+#include <stdexcept>
 
 #include "stop_signals.hpp"
 
@@ -21,6 +22,9 @@ namespace {
 // few enough that one busy listener does not starve the others.
 constexpr int kAcceptBatch = 64;
 constexpr uint64_t kAcceptPauseMs = 100;
+// Connections the protocol modules are asked to close when the worker is
+// full and a client waits in the backlog (nginx drains 32 at a time).
+constexpr int kReclaimBatch = 32;
 
 Worker* self(smp_worker* worker) { return reinterpret_cast<Worker*>(worker); }
 
@@ -134,7 +138,8 @@ int Worker::run() {
             watch->worker = this;
             watch->listener = &listener;
             watch->fd = fd;
-            uv_poll_init(&loop_, &watch->poll, watch->fd);
+            if (int error = uv_poll_init(&loop_, &watch->poll, watch->fd); error != 0)
+                throw std::runtime_error("cannot watch listener " + listener.address + ": " + uv_strerror(error));
             watch->poll.data = watch.get();
             watches_.push_back(std::move(watch));
         }
@@ -187,6 +192,15 @@ void Worker::on_acceptable(uv_poll_t* handle, int status, int /*events*/) {
 
 void Worker::accept_from(Watch& watch) {
     for (int i = 0; i < kAcceptBatch && accepting_; ++i) {
+        if (connections_ >= runtime_.config.max_connections) {
+            // Full, and a client waits in the backlog: the protocol modules
+            // close connections that are cheap to lose (idle ones, heads
+            // still trickling in, slow readers), as nginx drains its reusable
+            // connections; their closes end this loop turn and the client is
+            // accepted on the next. With none to close, look again shortly.
+            if (reclaim_connections() == 0) pause_accepting();
+            return;
+        }
         sockaddr_storage peer{};
         socklen_t peer_length = sizeof peer;
         const int fd =
@@ -198,8 +212,7 @@ void Worker::accept_from(Watch& watch) {
             // the connections wait in the backlog meanwhile.
             spdlog::warn("accept on {} failed: {}; pausing accepts for {} ms", watch.listener->address,
                          std::strerror(errno), kAcceptPauseMs);
-            set_accepting(false);
-            uv_timer_start(&accept_pause_timer_, on_accept_pause_end, kAcceptPauseMs, 0);
+            pause_accepting();
             return;
         }
         sockaddr_storage local{};
@@ -240,13 +253,29 @@ void Worker::accept_from(Watch& watch) {
         post_counts();
         const ModuleInstance& protocol = *watch.listener->protocol;
         protocol.api->accept(protocol.worker_state, fd, &info);
-        if (connections_ >= runtime_.config.max_connections) set_accepting(false);
     }
+}
+
+int Worker::reclaim_connections() {
+    int closing = 0;
+    for (auto& module : runtime_.modules) {
+        if (module->api->kind != SMP_MODULE_PROTOCOL || module->worker_state == nullptr) continue;
+        if (auto reclaim = SMP_MODULE_HOOK(module->api, reclaim))
+            closing += reclaim(module->worker_state, kReclaimBatch - closing);
+        if (closing >= kReclaimBatch) break;
+    }
+    return closing;
+}
+
+// The listener stays readable, so polling it now would spin.
+void Worker::pause_accepting() {
+    set_accepting(false);
+    uv_timer_start(&accept_pause_timer_, on_accept_pause_end, kAcceptPauseMs, 0);
 }
 
 void Worker::on_accept_pause_end(uv_timer_t* timer) {
     auto& worker = *static_cast<Worker*>(timer->data);
-    if (!worker.stopping_ && worker.connections_ < worker.runtime_.config.max_connections) worker.set_accepting(true);
+    if (!worker.stopping_) worker.set_accepting(true);
 }
 
 void Worker::send_to_collector(const smp_record& record, RecordKind kind) {

@@ -55,6 +55,9 @@ class Worker {
     void send_to_collector(const smp_record& record, RecordKind kind);
     void flush_records();
     void set_accepting(bool accepting);
+    // Full: asks the protocol modules to close cheap connections; how many close.
+    int reclaim_connections();
+    void pause_accepting();
     void begin_shutdown();
     void finish_if_drained();
     void reopen_logs();

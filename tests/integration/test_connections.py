@@ -34,7 +34,7 @@ class MaxConnections(unittest.TestCase):
         for c in (first, second):
             c.send(harness.request_bytes('GET', '/small.bin', close=False))
             self.assertEqual(c.read_response().status, 200)
-        third = harness.connect(self.server.port, timeout=1.0)
+        third = harness.connect(self.server.port, timeout=0.3)
         third.sendall(harness.request_bytes('GET', '/small.bin'))
         with self.assertRaises(socket.timeout, msg='a third connection was served past max_connections'):
             third.recv(1)
@@ -43,6 +43,31 @@ class MaxConnections(unittest.TestCase):
         data, _ = harness.recv_all(third, timeout=5.0)
         self.assertTrue(data.startswith(b'HTTP/1.1 200'), data[:100])
         third.close()
+        second.close()
+
+    def test_longest_idle_connection_makes_room(self):
+        # Full, with a client waiting: once a connection has been idle for
+        # 1 s, the one idle longest is closed to admit it (docs/http.md,
+        # "Slow clients"); the other keeps its keep-alive.
+        first, second = harness.Conn(self.server.port), harness.Conn(self.server.port)
+        for c in (first, second):
+            c.send(harness.request_bytes('GET', '/small.bin', close=False))
+            self.assertEqual(c.read_response().status, 200)
+        time.sleep(0.5)
+        second.send(harness.request_bytes('GET', '/small.bin', close=False))
+        self.assertEqual(second.read_response().status, 200)
+        waiting = time.monotonic()
+        third = harness.connect(self.server.port, timeout=5.0)
+        third.sendall(harness.request_bytes('GET', '/small.bin'))
+        data, _ = harness.recv_all(third, timeout=5.0)
+        third.close()
+        self.assertTrue(data.startswith(b'HTTP/1.1 200'), data[:100])
+        self.assertLess(time.monotonic() - waiting, 3.0)
+        first.sock.settimeout(2.0)
+        self.assertEqual(first.sock.recv(1), b'', 'the longest idle connection is still open')
+        second.send(harness.request_bytes('GET', '/small.bin', close=False))
+        self.assertEqual(second.read_response().status, 200)
+        first.close()
         second.close()
 
 
