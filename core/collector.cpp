@@ -224,9 +224,8 @@ void Collector::close_silent_requests() {
     // with its close record was dropped while this process fell behind.
     const uint64_t now_ms = uv_now(&loop_);
     if (now_ms > kSilentRequestMs)
-        silent_closed_ +=
-            in_flight_.take_silent(now_ms - kSilentRequestMs,
-                                   [this](DecodedRecord& last) { close_lost(last, SMP_END_RECORD_LOST); });
+        silent_closed_ += in_flight_.take_silent(
+            now_ms - kSilentRequestMs, [this](DecodedRecord& last) { close_lost(last, SMP_END_RECORD_LOST); });
     if (const uint64_t closed = silent_warning_.due(silent_closed_, now_ms))
         spdlog::warn(
             "{} running request(s) not heard of for {} min closed with reason record_lost: their end was lost while "

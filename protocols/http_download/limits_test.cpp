@@ -46,8 +46,8 @@ TEST_CASE("processes forked after the table share it; a reaped holder's slot is 
     kill(child, SIGKILL);
     waitpid(child, nullptr, 0);
     CHECK_FALSE(counters.acquire(key, 1));  // until the master says the child is gone
-    counters.forget_process(child);          // as the master does when it reaps a worker
-    CHECK(counters.acquire(key, 1));         // the dead child's slot was reclaimed
+    counters.forget_process(child);         // as the master does when it reaps a worker
+    CHECK(counters.acquire(key, 1));        // the dead child's slot was reclaimed
     close(ready[0]);
     close(ready[1]);
 }
@@ -121,8 +121,8 @@ bool finishes_within(unsigned seconds, Work work) {
 }  // namespace
 
 TEST_CASE("a process killed while it holds a shared mutex does not keep it") {
-    void* memory = mmap(nullptr, sizeof(smp::http::SharedMutex), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS,
-                        -1, 0);
+    void* memory =
+        mmap(nullptr, sizeof(smp::http::SharedMutex), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
     REQUIRE(memory != MAP_FAILED);
     auto* mutex = new (memory) smp::http::SharedMutex;
     mutex->init();
