@@ -159,7 +159,9 @@ class CollectorMemory(unittest.TestCase):
         self.assertEqual(self.query("SELECT count(*) FROM downloads WHERE finished = 1 AND completed = 1 "
                                     "AND reason != 'completed'"), 0)
         self.assertEqual(self.query("SELECT count(*) FROM downloads WHERE finished = 1 AND completed = 0 "
-                                    "AND reason != 'tracking_cap'"), 0)
+                                    "AND reason != 'tracking_cap'"), 0,
+                         self.query("SELECT group_concat(reason || ':' || n) FROM (SELECT reason, count(*) AS n "
+                                    "FROM downloads WHERE finished = 1 AND completed = 0 GROUP BY reason)"))
         self.assertGreater(self.query("SELECT count(*) FROM downloads WHERE finished = 1 AND completed = 0"), 0)
         # Said once (a line a minute at most while it lasts), not once per download.
         lines = re.findall(r'open downloads at the cap \(%d\): finishing the oldest early' % CAP, self.server.log())
