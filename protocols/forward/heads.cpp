@@ -109,7 +109,11 @@ std::string_view head_problem(std::string_view head) {
                 if (i + 1 < head.size() && (head[i + 1] == ' ' || head[i + 1] == '\t'))
                     return "a folded line (obs-fold)";
                 break;
-            default: break;
+            case '\t': break;
+            default:
+                // RFC 9110 §5.5: no control character in a field line.
+                if (static_cast<unsigned char>(head[i]) < 0x20 || head[i] == 0x7f) return "a control character";
+                break;
         }
     }
     return {};
@@ -149,6 +153,19 @@ std::string_view request_fields_problem(std::span<const HeaderField> fields, uns
     if (transfer_encodings > 0 && content_lengths > 0) return "both Transfer-Encoding and Content-Length";
     if (transfer_encodings > 0 && http_minor == 0) return "a Transfer-Encoding in HTTP/1.0";
     return {};
+}
+
+bool is_status_line(std::string_view line, unsigned status) {
+    if (line.size() < 12 || !line.starts_with("HTTP/1.") || line[7] < '0' || line[7] > '9' || line[8] != ' ')
+        return false;
+    const char code[4] = {static_cast<char>('0' + status / 100 % 10), static_cast<char>('0' + status / 10 % 10),
+                          static_cast<char>('0' + status % 10), '\0'};
+    if (status > 999 || line.substr(9, 3) != code) return false;
+    if (line.size() == 12) return true;
+    if (line[12] != ' ') return false;
+    for (const unsigned char c : line.substr(13))
+        if (c != '\t' && (c < 0x20 || c == 0x7f)) return false;
+    return true;
 }
 
 std::string_view first_line(std::string_view head) {

@@ -25,9 +25,9 @@ size_t head_end(std::string_view data);
 size_t leading_empty_lines(std::string_view data);
 
 // Why a request head that http_parser takes is still not relayed, or empty
-// when it is strict: a line ended by a bare LF or CR, a NUL, or a folded line
-// (obs-fold). http_parser lets each of them through, and an origin may read
-// them otherwise (docs/forward.md, "Request framing and smuggling").
+// when it is strict: a line ended by a bare LF or CR, a NUL or another
+// control character but a tab, or a folded line (obs-fold). http_parser lets each of them through, and an origin may
+// read them otherwise (docs/forward.md, "Request framing and smuggling").
 std::string_view head_problem(std::string_view head);
 
 // A request target as relayed: no space, no control character.
@@ -43,6 +43,12 @@ std::string_view request_fields_problem(std::span<const HeaderField> fields, uns
 // The start line of a head, without its line end: the first line that is
 // not empty, since a head may follow an empty line, up to its CR or LF.
 std::string_view first_line(std::string_view head);
+
+// RFC 9112 §4: `HTTP/1.d SP 3DIGIT [SP reason-phrase]` carrying `status`, the
+// reason phrase of tabs, spaces and visible characters only. http_parser reads
+// the version loosely ("HTT*\01.1" passes), so a head it takes may start
+// otherwise, and such a line is not relayed to a client.
+bool is_status_line(std::string_view line, unsigned status);
 
 // RFC 9110 §5.6.2: a field name is a token.
 bool is_field_name(std::string_view name);

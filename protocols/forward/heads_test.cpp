@@ -77,6 +77,7 @@ TEST_CASE("a head is strict: CRLF line ends, no NUL, no folded line") {
     CHECK(head_problem("GET / HTTP/1.1\r\nHost: a\r\nX: b c\t\r\n\r\n").empty());
     CHECK_FALSE(head_problem("GET / HTTP/1.1\nHost: a\n\n").empty());
     CHECK_FALSE(head_problem("GET / HTTP/1.1\r\nHost: a\n\r\n").empty());
+    CHECK_FALSE(head_problem("GET / HTTP/1.1\r\nHost: a\r\nForwarded: \x1f for=x\r\n\r\n").empty());
     CHECK_FALSE(head_problem("GET / HTTP/1.1\r\nX: a\rb\r\n\r\n").empty());
     CHECK_FALSE(head_problem("GET / HTTP/1.1\r\nX: a\r\n b\r\n\r\n").empty());
     CHECK_FALSE(head_problem("GET / HTTP/1.1\r\nX:\r\n\tb\r\n\r\n").empty());
@@ -151,4 +152,18 @@ TEST_CASE("Content-Range of a 206 and of a 416") {
     CHECK_FALSE(parse_content_range("items 0-1/2").valid);
     CHECK_FALSE(parse_content_range("bytes */*").valid);
     CHECK_FALSE(parse_content_range("bytes x-1/2").valid);
+}
+
+TEST_CASE("a status line is relayed only when it is one") {
+    CHECK(smp::forward::is_status_line("HTTP/1.1 200 OK", 200));
+    CHECK(smp::forward::is_status_line("HTTP/1.0 404", 404));
+    CHECK(smp::forward::is_status_line("HTTP/1.1 206 Partial\tContent", 206));
+    CHECK_FALSE(smp::forward::is_status_line(std::string_view("HTT*\0"
+                                                              "1.1 305 Not Modified",
+                                                              25),
+                                             305));
+    CHECK_FALSE(smp::forward::is_status_line("HTTP/1.1 200 OK", 201));
+    CHECK_FALSE(smp::forward::is_status_line("HTTP/1.1 2000 OK", 200));
+    CHECK_FALSE(smp::forward::is_status_line(std::string_view("HTTP/1.1 200 O\0K", 16), 200));
+    CHECK_FALSE(smp::forward::is_status_line("HTTP/2 200 OK", 200));
 }

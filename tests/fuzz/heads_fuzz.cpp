@@ -119,9 +119,11 @@ void check_client_head(std::string_view status_line, const std::vector<HeaderFie
 
 void check_upstream_head(std::vector<HeaderField> fields, std::string_view client_ip) {
     // A request's framing fields are judged before its head is built
-    // (forward refuses what would frame it ambiguously): here, the rest.
+    // (forward refuses what would frame it ambiguously): here, the rest. The
+    // Debian http_parser takes any name that starts with Transfer-Encoding
+    // ("Transfer-Encoding-X") for Transfer-Encoding, so those go too.
     std::erase_if(fields, [](const HeaderField& field) {
-        return same_name(field.name, "content-length") || same_name(field.name, "transfer-encoding");
+        return same_name(field.name, "content-length") || same_name(field.name.substr(0, 17), "transfer-encoding");
     });
     std::string out;
     build_upstream_head({"GET", "/file", 1}, fields, client_ip, out);
@@ -133,8 +135,11 @@ void check_upstream_head(std::vector<HeaderField> fields, std::string_view clien
             "one X-Forwarded-For and one Forwarded");
     require(field_value(reparsed.fields, "x-forwarded-for").ends_with(client_ip),
             "X-Forwarded-For ends with the client");
+    // The proxy's own X-Forwarded-For and Forwarded are sent even when the
+    // client's Connection named them: that made the client's hop-by-hop.
     for (const HeaderField& field : reparsed.fields)
-        require(!is_hop_by_hop(field.name, fields), "no hop-by-hop field reaches the origin");
+        if (!same_name(field.name, "x-forwarded-for") && !same_name(field.name, "forwarded"))
+            require(!is_hop_by_hop(field.name, fields), "no hop-by-hop field of the client reaches the origin");
 }
 
 void check_content_range(std::string_view value) {
@@ -171,14 +176,16 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     ParsedHead parsed;
     if (!parse_head(head, HTTP_RESPONSE, parser, parsed) || parser.status_code == 101) return 0;
     const std::string_view status_line = first_line(head);
-    // The lenient parser checks "HTTP/" loosely: the line is the one it read
-    // when it starts like one and carries the status it found.
-    require(status_line.starts_with('H') && status_line.find(std::to_string(parser.status_code)) != status_line.npos,
-            "the first line of a response head is its status line");
+    // forward answers 502 to a head whose first line is not a status line.
+    if (!is_status_line(status_line, parser.status_code)) return 0;
     require(status_line.find_first_of("\r\n") == std::string_view::npos, "the status line holds no line end");
     check_client_head(status_line, parsed.fields, parser.status_code);
-    check_upstream_head(parsed.fields, "192.0.2.1");
-    check_upstream_head(parsed.fields, "2001:db8::1");
+    // As a request's, these fields reach build_upstream_head only when the
+    // head has no control character (head_problem; forward answers 400).
+    if (head_problem(head).empty()) {
+        check_upstream_head(parsed.fields, "192.0.2.1");
+        check_upstream_head(parsed.fields, "2001:db8::1");
+    }
     check_content_range(field_value(parsed.fields, "content-range"));
     for (const HeaderField& field : parsed.fields) check_content_range(field.value);
     return 0;
