@@ -123,6 +123,15 @@ size_t find_header_end(const char* data, size_t length) {
     return 0;
 }
 
+// obs-fold (RFC 9112 §5.2): a field line that starts with white space. Found
+// on the bytes: after a field with an empty first line, http_parser reports
+// the fold as the field's only value, and on_header_value cannot tell.
+bool has_folded_line(std::string_view head) {
+    for (size_t at = head.find("\r\n"); at != std::string_view::npos; at = head.find("\r\n", at + 2))
+        if (at + 2 < head.size() && (head[at + 2] == ' ' || head[at + 2] == '\t')) return true;
+    return false;
+}
+
 int parse_request_head(char* data, size_t length, RequestHead& head) {
     http_parser_init(&head.parser, HTTP_REQUEST);
     head.parser.data = &head;
@@ -134,7 +143,7 @@ int parse_request_head(char* data, size_t length, RequestHead& head) {
                       head.conditions.if_none_match, head.conditions.if_modified_since,
                       head.conditions.if_unmodified_since, head.conditions.if_range})
         terminate_in_place(view);
-    if (!parsed_all || head.target.empty()) return 400;
+    if (!parsed_all || head.target.empty() || has_folded_line({data, length})) return 400;
     return version_status;
 }
 

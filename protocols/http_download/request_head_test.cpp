@@ -55,6 +55,8 @@ TEST_CASE("a head that the lenient parser accepts is still refused when malforme
     // Folded lines (obs-fold) and a NUL in a value: the lenient parser passes them.
     CHECK(status("GET / HTTP/1.1\r\nHost: a\r\nUser-Agent: one\r\n two\r\n\r\n") == 400);
     CHECK(status("GET / HTTP/1.1\r\nHost: a\r\nRange: bytes=0-1\r\n\t,5-6\r\n\r\n") == 400);
+    // A fold after an empty first line: http_parser reports it as the only value.
+    CHECK(status("GET / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding:\r\n chunked\r\n\r\n") == 400);
     CHECK(status(std::string("GET / HTTP/1.1\r\nHost: a\r\nIf-None-Match: \0\"x\"\r\n\r\n", 48)) == 400);
     CHECK(status("GET / HTTP/1.1\r\nHost: a\r\nUser-Agent:\r\nReferer: \r\n\r\n") == 0);  // empty values
 }
