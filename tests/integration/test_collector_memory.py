@@ -174,7 +174,10 @@ class CollectorMemory(unittest.TestCase):
         growth_mib = (max(samples['rss'], rss_after) - rss_before) / 1024
         memory = 'collector RSS %d KiB before, %d KiB at most, %d KiB after' % (rss_before, samples['rss'], rss_after)
         print(memory)
-        self.assertLess(growth_mib, 55, memory)
+        # Under AddressSanitizer freed memory waits in a quarantine and every
+        # byte has a shadow: RSS says nothing about the collector's own use.
+        if not os.environ.get('SMP_SANITIZED'):
+            self.assertLess(growth_mib, 55, memory)
 
         # Idle: the tick looks at nothing when nothing changed. (Walking 2000
         # open downloads a second would cost far less than this bound: the
