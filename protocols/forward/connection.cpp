@@ -15,8 +15,8 @@
 #include <cstring>
 #include <ctime>
 
-#include "../http_download/conditional.hpp"
-#include "../http_download/path.hpp"
+#include "conditional.hpp"
+#include "path.hpp"
 #include "http_status.hpp"
 
 namespace smp::forward {

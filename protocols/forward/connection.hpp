@@ -13,8 +13,8 @@
 #include <string>
 #include <vector>
 
-#include "../http_download/forwarded.hpp"
-#include "../http_download/limits.hpp"
+#include "forwarded.hpp"
+#include "limits.hpp"
 #include "chunked_framing.hpp"
 #include "heads.hpp"
 #include "relay_buffer.hpp"

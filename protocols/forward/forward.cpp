@@ -155,7 +155,7 @@ int init_master(const smp_core_api* core, const smp_config_value* values, void**
 
 void exit_master(void* instance) { delete static_cast<Settings*>(instance); }
 
-// The holdings of a reaped worker no longer count (http_download/limits.hpp).
+// The holdings of a reaped worker no longer count (protocols/common/limits.hpp).
 void worker_gone_master(void* instance, int pid) {
     if (auto& counters = static_cast<Settings*>(instance)->counters) counters->forget_process(pid);
 }
