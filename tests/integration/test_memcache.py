@@ -122,7 +122,9 @@ class SharedLimits(unittest.TestCase):
         self.assertEqual(self.status(b), 429)
         [pid] = harness.pids_holding_connections(a.port, a.workers())
         os.kill(pid, signal.SIGKILL)
-        self.assertTrue(harness.wait_for(lambda: not os.path.exists('/proc/%d' % pid), 5.0))
+        # Reaped by the master, which then (and only then) marks the dead
+        # worker's slots orphaned; it logs the death right after.
+        self.assertTrue(harness.wait_for(lambda: '(pid %d) was killed' % pid in a.log(), 5.0))
         # The next request for that download on a gives the dead worker's slot back.
         self.assertEqual(self.status(a), 206)
         self.assertEqual(self.status(b), 206)
