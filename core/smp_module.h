@@ -42,7 +42,7 @@ extern "C" {
 #endif
 
 #define SMP_ABI_MAJOR 1
-#define SMP_ABI_MINOR 5
+#define SMP_ABI_MINOR 6
 
 /* Return codes of hooks. Negative values are errors. */
 #define SMP_OK 0
@@ -185,6 +185,17 @@ typedef struct smp_record {
        and body (tcp mode: every byte). Read only when `size` covers it:
        smp_record_received_bytes(). */
     uint64_t received_bytes;
+    /* ABI 1.6, set by the core on the records a store receives (a module
+       leaves them 0): where the record is in its worker's record log, the
+       log's number and the record's index in it (1, 2, ...). A log's records
+       reach a store in index order, but after a collector crash the ones
+       since its last checkpoint are offered again: a store keeps the last
+       index it has of each log, in the same transaction as the batch, and
+       skips a record at or below it. 0 and 0: not from a log (a record the
+       collector made up), never skipped. Read only when `size` covers them:
+       smp_record_log_index(). */
+    uint64_t log_number;
+    uint64_t log_index;
 } smp_record;
 
 /* A record's received_bytes, or 0 when the module was built before ABI 1.4
@@ -193,6 +204,11 @@ static inline uint64_t smp_record_received_bytes(const smp_record* record) {
     return record->size >= offsetof(smp_record, received_bytes) + sizeof(record->received_bytes)
                ? record->received_bytes
                : 0;
+}
+
+/* A record's log_index, or 0 when the record is too small to hold it. */
+static inline uint64_t smp_record_log_index(const smp_record* record) {
+    return record->size >= offsetof(smp_record, log_index) + sizeof(record->log_index) ? record->log_index : 0;
 }
 
 /* A logical download as stored (ABI 1.2): every request of one client for
