@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <malloc.h>
 #include <signal.h>
+#include <sys/prctl.h>
 #include <sys/signalfd.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -203,6 +204,7 @@ int Collector::run() {
 // ---- start-up -----------------------------------------------------------------
 
 void Collector::recover() {
+    remove_new_checkpoints(dir_);  // of a collector that died writing one
     std::vector<LogPlace> places;
     uint64_t first_journal = 0;
     std::string data;
@@ -499,13 +501,17 @@ void Collector::start_checkpoint() {
     pending.logs = places();
     const pid_t pid = fork();
     if (pid == 0) {
+        // Dies with the collector: a collector started after it must never
+        // find this one's file appearing later.
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        if (getppid() == 1) _exit(1);
         Checkpoint checkpoint;
         checkpoint.generation = generation;
         checkpoint.clock_us = clock_us_;
         checkpoint.logs = pending.logs;
         tracker_.save(checkpoint.downloads);
         checkpoint.running = in_flight_.copy();
-        _exit(write_file_synced(checkpoint_path(dir_) + ".new", encode_checkpoint(checkpoint)) ? 0 : 1);
+        _exit(write_file_synced(new_checkpoint_path(dir_, generation), encode_checkpoint(checkpoint)) ? 0 : 1);
     }
     if (pid < 0) {
         if (!checkpoint_failing_)
@@ -526,8 +532,8 @@ void Collector::finish_checkpoint(bool wait) {
         if (exited == 0) return;
         if (exited < 0 || !WIFEXITED(status) || WEXITSTATUS(status) != 0) {
             if (!checkpoint_failing_)
-                spdlog::error("cannot write the stats collector's checkpoint {}.new: trying again",
-                              checkpoint_path(dir_));
+                spdlog::error("cannot write the stats collector's checkpoint {}: trying again",
+                              new_checkpoint_path(dir_, pending.generation));
             checkpoint_failing_ = true;
             pending_.reset();
             return;
@@ -536,7 +542,7 @@ void Collector::finish_checkpoint(bool wait) {
     }
     if (!stores_have(pending.sequence)) return;
     const std::string path = checkpoint_path(dir_);
-    if (std::rename((path + ".new").c_str(), path.c_str()) != 0) {
+    if (std::rename(new_checkpoint_path(dir_, pending.generation).c_str(), path.c_str()) != 0) {
         if (!checkpoint_failing_) spdlog::error("cannot commit the checkpoint {}: {}", path, std::strerror(errno));
         checkpoint_failing_ = true;
         pending_.reset();
@@ -554,6 +560,7 @@ void Collector::finish_checkpoint(bool wait) {
         if (log == logs_.end()) continue;
         log->second.reader.release(place.position);
         if (place.done) {
+            add_dropped_records(dir_, log->second.reader.dropped());
             unlink(record_log_path(dir_, place.number).c_str());
             logs_.erase(log);
         }
@@ -590,6 +597,7 @@ void Collector::stop() {
     journal_.add({JournalEntry::tick, 0, static_cast<uint64_t>(now), 0});
     journal_.flush();
     tick(now);
+    clock_us_ = now_us();
     stop_stores();
     // The stores have everything now (stored or spooled): a last checkpoint,
     // written here, commits it.

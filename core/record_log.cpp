@@ -51,6 +51,40 @@ std::vector<uint64_t> list_record_logs(const std::string& dir) {
     return numbers;
 }
 
+namespace {
+constexpr const char* kDroppedFile = "dropped";
+
+uint64_t read_number(const std::string& path) {
+    unsigned long long value = 0;
+    if (FILE* file = std::fopen(path.c_str(), "re")) {
+        if (std::fscanf(file, "%llu", &value) != 1) value = 0;
+        std::fclose(file);
+    }
+    return value;
+}
+}  // namespace
+
+uint64_t dropped_records(const std::string& dir) {
+    uint64_t dropped = read_number(dir + "/" + kDroppedFile);
+    for (uint64_t number : list_record_logs(dir)) {
+        std::string error;
+        if (auto log = MappedLog::open(record_log_path(dir, number), error))
+            dropped += log->header().dropped.load(std::memory_order_relaxed);
+    }
+    return dropped;
+}
+
+void add_dropped_records(const std::string& dir, uint64_t count) {
+    if (count == 0) return;
+    const std::string path = dir + "/" + kDroppedFile;
+    const std::string temporary = path + ".new";
+    if (FILE* file = std::fopen(temporary.c_str(), "we")) {
+        std::fprintf(file, "%llu\n", static_cast<unsigned long long>(read_number(path) + count));
+        const bool written = std::fclose(file) == 0;
+        if (written) std::rename(temporary.c_str(), path.c_str());
+    }
+}
+
 // ---- MappedLog ----------------------------------------------------------------
 
 MappedLog::~MappedLog() {

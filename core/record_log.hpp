@@ -70,6 +70,11 @@ constexpr uint64_t kMinRecordLogBytes = 1 << 20;
 std::string record_log_path(const std::string& dir, uint64_t number);
 // The numbers of the logs in `dir`, in order.
 std::vector<uint64_t> list_record_logs(const std::string& dir);
+// Records the workers dropped because their log was full: those counted in
+// the logs in `dir`, and in the logs read and deleted before (kept in a file
+// there, to which the collector adds a log's count when it deletes it).
+uint64_t dropped_records(const std::string& dir);
+void add_dropped_records(const std::string& dir, uint64_t count);
 
 // A log file mapped into memory; unmapped when destroyed.
 class MappedLog {
