@@ -131,13 +131,14 @@ uint64_t Collector::Throttled::due(uint64_t count, uint64_t now_ms) {
     return since;
 }
 
-Collector::Collector(Runtime& runtime, std::string log_dir)
+Collector::Collector(Runtime& runtime, std::string log_dir, int shard)
     : runtime_(runtime),
       dir_(std::move(log_dir)),
+      shard_(shard),
       tracker_(runtime.config.tracking.idle_window_ms * 1000,
                static_cast<size_t>(runtime.config.tracking.max_open_downloads)),
       geoip_(runtime.config.geoip.city_db, runtime.config.geoip.asn_db),
-      origin_(static_cast<uint64_t>(now_us())),
+      origin_(static_cast<uint64_t>(now_us()) + static_cast<uint64_t>(shard)),  // distinct for each shard
       clock_us_(now_us()) {
     batch_.origin = origin_;
     batch_.sequence = 1;
@@ -145,14 +146,15 @@ Collector::Collector(Runtime& runtime, std::string log_dir)
 
 void Collector::start_stores() {
     // A spool directory per store, named after its module (and its rank
-    // among entries of the same module).
+    // among entries of the same module), and the shard of collectors past the first.
     std::map<std::string, int> seen;
     for (auto& module : runtime_.modules) {
         if (SMP_MODULE_HOOK(module->api, store) == nullptr) continue;
         const std::string& name = module->entry->module;
         const int rank = seen[name]++;
-        const std::string dir =
-            runtime_.config.state_dir + "/spool/" + name + (rank > 0 ? fmt::format("-{}", rank) : "");
+        const std::string dir = runtime_.config.state_dir + "/spool/" + name +
+                                (rank > 0 ? fmt::format("-{}", rank) : "") +
+                                (shard_ > 0 ? fmt::format(".shard-{}", shard_) : "");
         storage_.push_back(std::make_unique<StorageThread>(*module, dir));
     }
 }

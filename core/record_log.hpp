@@ -100,10 +100,19 @@ class MappedLog {
     size_t size_ = 0;
 };
 
+// Where collector `shard` (0-based, of tracking.collectors) reads its logs:
+// state_dir/records, and state_dir/records/shard-<k> for the others.
+std::string record_log_dir(const std::string& state_dir, int shard);
+// The directories of every shard that has one, the first one first.
+std::vector<std::string> record_log_dirs(const std::string& state_dir);
+
 // The master's side: numbering, creating and ending logs.
 class RecordLogDirectory {
    public:
-    explicit RecordLogDirectory(std::string dir) : dir_(std::move(dir)) {}
+    // Logs go to `dir`; their numbers come from a counter in `counter_dir`
+    // (the first shard's: numbers are unique across shards).
+    explicit RecordLogDirectory(std::string dir, std::string counter_dir = {})
+        : dir_(std::move(dir)), counter_dir_(counter_dir.empty() ? dir_ : std::move(counter_dir)) {}
     const std::string& dir() const { return dir_; }
 
     struct Created {
@@ -126,6 +135,7 @@ class RecordLogDirectory {
     uint64_t next_number();
 
     std::string dir_;
+    std::string counter_dir_;
     uint64_t last_number_ = 0;  // 0: not read from disk yet
 };
 

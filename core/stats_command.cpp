@@ -186,7 +186,9 @@ int run_stats(int argc, char** argv) {
             std::fputs(text.c_str(), stdout);
             // Not in the store: what the workers could not hand over is
             // counted in their logs (docs/tracking.md).
-            if (const uint64_t dropped = dropped_records(runtime.config.state_dir + "/records"); dropped > 0 && !json)
+            uint64_t dropped = 0;
+            for (const auto& dir : record_log_dirs(runtime.config.state_dir)) dropped += dropped_records(dir);
+            if (dropped > 0 && !json)
                 std::printf("records dropped (tracking log full): %llu\n", static_cast<unsigned long long>(dropped));
             SMP_MODULE_HOOK(module.api, free_table)(module.instance, table);
             code = 0;
