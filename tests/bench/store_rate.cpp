@@ -4,7 +4,7 @@
 // build directory:
 //
 //     build-s/tests/bench/store_rate [--records 50000] [--batches 8] [--merge 1]
-//                                    [--downloads 1] [--db PATH] [--keep]
+//                                    [--downloads 1] [--db PATH] [--keep] [--module PATH]
 //
 // --records: requests per batch (a second of traffic); --downloads: download
 //   rows per request: 1 (the default): each request is the whole of its own
@@ -13,13 +13,14 @@
 //   over; 0: requests only;
 // --merge: batches per store call (the collector merges up to 8 when the
 //   store falls behind); --db: the database (default: a new file in /tmp,
-//   removed at the end unless --keep).
+//   removed at the end unless --keep); --module: another build of sqlite.so
+//   (default: this build's), to compare two.
 //
 // Prints, over all store calls: wall time and the storing thread's CPU time,
 // request records per second, and microseconds per row (requests plus
 // downloads) and per request. Only the store calls are timed, not the making
 // of the batches.
-#include <time.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -40,6 +41,7 @@ struct Options {
     size_t downloads = 1;
     std::string db;
     bool keep = false;
+    std::string module = SMP_SQLITE_MODULE;
 };
 
 [[noreturn]] void usage(const char* error) {
@@ -71,6 +73,8 @@ Options parse(int argc, char** argv) {
             options.downloads = static_cast<size_t>(std::atoi(argv[++i]));
         else if (arg == "--keep")
             options.keep = true;
+        else if (arg == "--module" && i + 1 < argc)
+            options.module = argv[++i];
         else if (arg == "--db" && i + 1 < argc)
             options.db = argv[++i];
         else
@@ -79,10 +83,18 @@ Options parse(int argc, char** argv) {
     return options;
 }
 
-double thread_cpu_seconds() {
-    timespec now{};
-    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &now);
-    return static_cast<double>(now.tv_sec) + static_cast<double>(now.tv_nsec) * 1e-9;
+// This thread's CPU time so far, in user space and in the kernel (SQLite's
+// writes to its WAL and database files).
+struct CpuTime {
+    double user = 0;
+    double system = 0;
+};
+
+CpuTime thread_cpu_time() {
+    rusage usage{};
+    getrusage(RUSAGE_THREAD, &usage);
+    const auto seconds = [](const timeval& t) { return static_cast<double>(t.tv_sec) + t.tv_usec * 1e-6; };
+    return {seconds(usage.ru_utime), seconds(usage.ru_stime)};
 }
 
 void remove_database(const std::string& path) {
@@ -98,9 +110,9 @@ int main(int argc, char** argv) {
     if (temporary) options.db = "/tmp/smp-store-rate-" + std::to_string(::getpid()) + ".db";
     remove_database(options.db);
     try {
-        smp_sqlite_harness::LoadedStore store(SMP_SQLITE_MODULE, options.db);
+        smp_sqlite_harness::LoadedStore store(options.module, options.db);
         double wall = 0;
-        double cpu = 0;
+        CpuTime cpu;
         size_t requests = 0;
         size_t rows = 0;
         uint64_t next = 0;
@@ -117,25 +129,28 @@ int main(int argc, char** argv) {
             batch.batch.sequence = sequence;
             const smp_batch& view = batch.view();
             const auto started = std::chrono::steady_clock::now();
-            const double cpu_started = thread_cpu_seconds();
+            const CpuTime cpu_started = thread_cpu_time();
             std::string error;
             if (store.store(view, &error) != SMP_OK) {
                 std::fprintf(stderr, "store_rate: store failed: %s\n", error.c_str());
                 return 1;
             }
-            cpu += thread_cpu_seconds() - cpu_started;
+            const CpuTime cpu_ended = thread_cpu_time();
+            cpu.user += cpu_ended.user - cpu_started.user;
+            cpu.system += cpu_ended.system - cpu_started.system;
             wall += std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
             requests += view.record_count;
             rows += view.record_count + view.download_count;
         }
+        const double total = cpu.user + cpu.system;
         std::printf(
             "%zu requests, %zu rows (%zu request(s) per batch, %zu download row(s) each, %zu batch(es) per call)\n"
             "wall %.3f s: %.0f requests/s, %.3f us/row, %.3f us/request\n"
-            "cpu  %.3f s: %.0f requests/s, %.3f us/row, %.3f us/request\n",
+            "cpu  %.3f s: %.0f requests/s, %.3f us/row, %.3f us/request (user %.3f s, system %.3f s)\n",
             requests, rows, options.records, options.downloads, options.merge, wall,
             static_cast<double>(requests) / wall, wall * 1e6 / static_cast<double>(rows),
-            wall * 1e6 / static_cast<double>(requests), cpu, static_cast<double>(requests) / cpu,
-            cpu * 1e6 / static_cast<double>(rows), cpu * 1e6 / static_cast<double>(requests));
+            wall * 1e6 / static_cast<double>(requests), total, static_cast<double>(requests) / total,
+            total * 1e6 / static_cast<double>(rows), total * 1e6 / static_cast<double>(requests), cpu.user, cpu.system);
     } catch (const std::exception& e) {
         std::fprintf(stderr, "store_rate: %s\n", e.what());
         return 1;
