@@ -41,6 +41,16 @@ void check_uv(int result, const char* doing) {
     if (result < 0) throw std::system_error(-result, std::generic_category(), fmt::format("cannot {}", doing));
 }
 
+// A download's id comes from the place of its first record in its worker's
+// log, so that a replay after a crash gives the same id. A record from no
+// log (one the collector made up) gets the collector's start time in
+// microseconds plus its count of records: unique, as a restarted collector
+// starts later.
+uint64_t download_id(const smp_record& record, uint64_t origin_us, uint64_t records) {
+    const uint64_t from_log = download_id_from_log(record);
+    return from_log != 0 ? from_log : origin_us + records;
+}
+
 }  // namespace
 
 std::string describe_download(const LogicalDownload& d, const GeoInfo& geo) {
@@ -48,8 +58,8 @@ std::string describe_download(const LogicalDownload& d, const GeoInfo& geo) {
     std::string text = fmt::format(
         "Download finished: \"/{}\" for {} \"{}\": {}, {:.1f}% of {} bytes, {} request(s), {} resume(s), "
         "{} wasted byte(s), {:.3f} s active, {:.1f} MiB/s",
-        d.path, d.client_ip, d.user_agent, smp_end_reason_name(d.reason()), d.coverage() * 100.0, d.file_size,
-        d.requests, d.resumes, d.wasted_bytes(), active_s, d.average_speed() / (1024.0 * 1024.0));
+        d.path.view(), d.client_ip.view(), d.user_agent.view(), smp_end_reason_name(d.reason()), d.coverage() * 100.0,
+        d.file_size, d.requests, d.resumes, d.wasted_bytes(), active_s, d.average_speed() / (1024.0 * 1024.0));
     if (!geo.country.empty() || !geo.city.empty()) text += fmt::format(", from {} {}", geo.country, geo.city);
     if (geo.has_location) text += fmt::format(" ({:.4f}, {:.4f})", geo.latitude, geo.longitude);
     if (geo.asn != 0) text += fmt::format(", AS{} \"{}\"", geo.asn, geo.organisation);
@@ -112,7 +122,7 @@ uint64_t Collector::Throttled::due(uint64_t count, uint64_t now_ms) {
 Collector::Collector(Runtime& runtime, int socket_fd)
     : runtime_(runtime),
       fd_(socket_fd),
-      tracker_(runtime.config.tracking.idle_window_ms * 1000, static_cast<uint64_t>(now_us()),
+      tracker_(runtime.config.tracking.idle_window_ms * 1000,
                static_cast<size_t>(runtime.config.tracking.max_open_downloads)),
       geoip_(runtime.config.geoip.city_db, runtime.config.geoip.asn_db),
       origin_(static_cast<uint64_t>(now_us())) {
@@ -201,7 +211,7 @@ void Collector::handle(DecodedRecord&& decoded) {
     }
     ++records_;
     in_flight_.erase(decoded);
-    tracker_.add(decoded.record());
+    tracker_.add(decoded.record(), download_id(decoded.record(), origin_, records_));
     if (!storage_.empty()) batch_.records.push_back(std::move(decoded));
 }
 
@@ -215,7 +225,7 @@ void Collector::close_lost(DecodedRecord& last, smp_end_reason reason) {
     // record_lost.
     last.set_reason(reason);
     ++records_;
-    tracker_.add(last.record());
+    tracker_.add(last.record(), download_id(last.record(), origin_, records_));
     if (!storage_.empty()) batch_.records.push_back(std::move(last));
 }
 
@@ -248,7 +258,7 @@ void Collector::on_tick(uv_timer_t* timer) {
     if (!self.storage_.empty()) {
         // Stores show downloads as they grow: each second, the ones a request joined.
         self.tracker_.each_changed([&](const LogicalDownload& d) {
-            self.batch_.downloads.emplace_back(d, self.geoip_.lookup(d.client_ip), false);
+            self.batch_.downloads.emplace_back(d, self.geoip_.lookup(std::string(d.client_ip)), false);
         });
     }
     self.hand_to_stores();
@@ -273,7 +283,7 @@ void Collector::finish(const LogicalDownload& download) {
     const bool logged = spdlog::should_log(spdlog::level::info);
     // Looked up only when used: at full load there are thousands a second.
     if (!logged && storage_.empty()) return;
-    GeoInfo geo = geoip_.lookup(download.client_ip);
+    GeoInfo geo = geoip_.lookup(std::string(download.client_ip));
     if (logged) spdlog::info("{}", describe_download(download, geo));
     if (!storage_.empty()) batch_.downloads.emplace_back(download, std::move(geo), true);
 }
