@@ -19,7 +19,9 @@
 #include <vector>
 
 #if defined(__SANITIZE_ADDRESS__)
-#include <sanitizer/allocator_interface.h>
+// AddressSanitizer's count of what is allocated. GCC ships no header for
+// its allocator interface (clang's is sanitizer/allocator_interface.h).
+extern "C" size_t __sanitizer_get_current_allocated_bytes();
 #endif
 
 using smp::DownloadTracker;
