@@ -57,8 +57,8 @@ std::string describe_download(const LogicalDownload& d, const GeoInfo& geo) {
     std::string text = fmt::format(
         "Download finished: \"/{}\" for {} \"{}\": {}, {:.1f}% of {} bytes, {} request(s), {} resume(s), "
         "{} wasted byte(s), {:.3f} s active, {:.1f} MiB/s",
-        d.path, d.client_ip, d.user_agent, smp_end_reason_name(d.reason()), d.coverage() * 100.0, d.file_size,
-        d.requests, d.resumes, d.wasted_bytes(), active_s, d.average_speed() / (1024.0 * 1024.0));
+        d.path.view(), d.client_ip.view(), d.user_agent.view(), smp_end_reason_name(d.reason()), d.coverage() * 100.0,
+        d.file_size, d.requests, d.resumes, d.wasted_bytes(), active_s, d.average_speed() / (1024.0 * 1024.0));
     if (!geo.country.empty() || !geo.city.empty()) text += fmt::format(", from {} {}", geo.country, geo.city);
     if (geo.has_location) text += fmt::format(" ({:.4f}, {:.4f})", geo.latitude, geo.longitude);
     if (geo.asn != 0) text += fmt::format(", AS{} \"{}\"", geo.asn, geo.organisation);
@@ -445,8 +445,9 @@ void Collector::tick(int64_t now) {
     tracker_.expire(now, [&](const LogicalDownload& d) { finish(d); });
     if (!storage_.empty()) {
         // Stores show downloads as they grow: each second, the ones a request joined.
-        tracker_.each_changed(
-            [&](const LogicalDownload& d) { batch_.downloads.emplace_back(d, geoip_.lookup(d.client_ip), false); });
+        tracker_.each_changed([&](const LogicalDownload& d) {
+            batch_.downloads.emplace_back(d, geoip_.lookup(std::string(d.client_ip)), false);
+        });
     }
     hand_to_stores();
 }
@@ -470,7 +471,7 @@ void Collector::finish(const LogicalDownload& download) {
     const bool logged = spdlog::should_log(spdlog::level::info);
     // Looked up only when used: at full load there are thousands a second.
     if (!logged && storage_.empty()) return;
-    GeoInfo geo = geoip_.lookup(download.client_ip);
+    GeoInfo geo = geoip_.lookup(std::string(download.client_ip));
     if (logged) spdlog::info("{}", describe_download(download, geo));
     if (!storage_.empty()) batch_.downloads.emplace_back(download, std::move(geo), true);
 }
