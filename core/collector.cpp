@@ -31,6 +31,8 @@ constexpr uint64_t kRecordsPerTurn = 20'000;
 // logs hold at least this much of the workers' records, and a collector
 // that crashed replays at most about this much.
 constexpr uint64_t kCheckpointEveryMs = 2000;
+// The time of the last tick when the server stops: every download ends.
+constexpr int64_t kEndOfTime = INT64_MAX;
 // A running request reports its progress every second while bytes move, and
 // a stalled one ends at its protocol's send or read timeout (60 s by
 // default). One not heard of for ten times that lost its close record.
@@ -442,7 +444,10 @@ void Collector::on_tick(uv_timer_t* timer) {
 void Collector::tick(int64_t now) {
     clock_us_ = now;
     close_silent_requests();
-    tracker_.expire(now, [&](const LogicalDownload& d) { finish(d); });
+    if (now == kEndOfTime)
+        tracker_.finish_all([&](const LogicalDownload& d) { finish(d); });
+    else
+        tracker_.expire(now, [&](const LogicalDownload& d) { finish(d); });
     if (!storage_.empty()) {
         // Stores show downloads as they grow: each second, the ones a request joined.
         tracker_.each_changed([&](const LogicalDownload& d) {
@@ -596,7 +601,7 @@ void Collector::stop() {
     while (read_logs(UINT64_MAX)) {
     }
     const bool workers_gone = std::all_of(logs_.begin(), logs_.end(), [](const auto& log) { return log.second.done; });
-    const int64_t now = workers_gone ? INT64_MAX : now_us();
+    const int64_t now = workers_gone ? kEndOfTime : now_us();
     journal_.add({JournalEntry::tick, 0, static_cast<uint64_t>(now), 0});
     journal_.flush();
     tick(now);

@@ -383,6 +383,14 @@ void DownloadTracker::expire(int64_t now_us, const std::function<void(const Logi
     }
 }
 
+void DownloadTracker::finish_all(const std::function<void(const LogicalDownload&)>& finished) {
+    expire(INT64_MIN, finished);  // those ended early
+    for (uint32_t oldest = by_activity_.front(); oldest != kNone; oldest = by_activity_.front()) {
+        finished(nodes_[oldest].download);
+        take(oldest);
+    }
+}
+
 void DownloadTracker::each_changed(const std::function<void(const LogicalDownload&)>& changed) {
     for (uint32_t index = changed_.front(); index != kNone; index = changed_.front()) {
         ++visited_;

@@ -110,6 +110,8 @@ class DownloadTracker {
     // place in the idle order is when its latest request was added, so one
     // whose records came late waits at most a window after that.
     void expire(int64_t now_us, const std::function<void(const LogicalDownload&)>& finished);
+    // Hands every download to `finished`: the server stops.
+    void finish_all(const std::function<void(const LogicalDownload&)>& finished);
     // Hands every open download that a request joined since the last call to
     // `changed`: stores show downloads as they grow, not only once ended.
     void each_changed(const std::function<void(const LogicalDownload&)>& changed);
