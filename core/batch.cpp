@@ -191,21 +191,37 @@ smp_download DownloadRow::view() const {
     return out;
 }
 
+void Batch::add(DecodedRecord&& record) {
+    records.push_back(record.record());
+    if (auto bytes = record.take_bytes()) kept.push_back(std::move(bytes));
+}
+
+Batch Batch::copy() const {
+    // Through the spool's encoding: what it keeps is what a spool file keeps.
+    return std::move(*decode_batch(encode_batch(*this)));
+}
+
 BatchView::BatchView(std::span<const Batch* const> batches) {
+    // One batch (the usual case) is viewed where its records are.
+    const smp_record* records = batches.size() == 1 ? batches[0]->records.data() : nullptr;
+    size_t record_count = batches.size() == 1 ? batches[0]->records.size() : 0;
     for (const Batch* batch : batches) {
-        for (const auto& record : batch->records) records_.push_back(record.record());
+        if (batches.size() > 1) records_.insert(records_.end(), batch->records.begin(), batch->records.end());
         for (const auto& download : batch->downloads) downloads_.push_back(download.view());
     }
+    if (batches.size() > 1) {
+        records = records_.data();
+        record_count = records_.size();
+    }
     const Batch& last = *batches.back();
-    batch_ = {sizeof batch_,     records_.data(), records_.size(), downloads_.data(),
-              downloads_.size(), last.origin,     last.sequence};
+    batch_ = {sizeof batch_, records, record_count, downloads_.data(), downloads_.size(), last.origin, last.sequence};
 }
 
 std::string encode_batch(const Batch& batch) {
     std::string out;
     append(out, BatchHeader{kBatchMagic, static_cast<uint32_t>(batch.records.size()), batch.origin, batch.sequence,
                             static_cast<uint32_t>(batch.downloads.size()), 0});
-    for (const auto& record : batch.records) append_record(record.record(), record.kind, record.pid, out);
+    for (const auto& record : batch.records) append_record(record, RecordKind::close, 0, out);
     for (const auto& download : batch.downloads) append_download(download, out);
     return out;
 }
@@ -220,7 +236,7 @@ std::optional<Batch> decode_batch(std::string_view data) {
     for (uint32_t i = 0; i < header.record_count; ++i) {
         auto record = take_frame(data, frame) ? DecodedRecord::decode(frame) : std::nullopt;
         if (!record) return std::nullopt;
-        batch.records.push_back(std::move(*record));
+        batch.add(std::move(*record));
     }
     for (uint32_t i = 0; i < header.download_count; ++i) {
         auto download = take_frame(data, frame) ? decode_download(frame) : std::nullopt;

@@ -6,6 +6,7 @@
 
 #include <array>
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <span>
 #include <string>
@@ -49,10 +50,18 @@ struct DownloadRow {
 struct Batch {
     uint64_t origin = 0;
     uint64_t sequence = 0;
-    std::vector<DecodedRecord> records;
+    // The requests that ended, as the stores receive them: each points into
+    // a worker's log (whose space is not reused before the stores have the
+    // batch) or into bytes the batch keeps.
+    std::vector<smp_record> records;
     std::vector<DownloadRow> downloads;
+    std::vector<std::unique_ptr<char[]>> kept;
 
     bool empty() const { return records.empty() && downloads.empty(); }
+    // Adds `record`, keeping its bytes when it owns them.
+    void add(DecodedRecord&& record);
+    // A batch that owns all it points at: it outlives the logs' space.
+    Batch copy() const;
 };
 
 // The C view of a batch, or of consecutive batches of one origin stored in one

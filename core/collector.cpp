@@ -381,7 +381,7 @@ void Collector::handle(Log& log, const RecordLogReader::Frame& frame) {
     in_flight_.erase(*decoded);
     tracker_.add(decoded->record(), download_id(number, frame.index));
     // In place: the log is not released before the stores have the batch.
-    if (!storage_.empty()) batch_.records.push_back(std::move(*decoded));
+    if (!storage_.empty()) batch_.add(std::move(*decoded));
 }
 
 void Collector::end_log(Log& log) {
@@ -401,7 +401,7 @@ void Collector::close_lost(DecodedRecord& last, uint64_t id, smp_end_reason reas
     last.set_reason(reason);
     ++records_;
     tracker_.add(last.record(), id);
-    if (!storage_.empty()) batch_.records.push_back(std::move(last));
+    if (!storage_.empty()) batch_.add(std::move(last));
 }
 
 void Collector::close_silent_requests() {

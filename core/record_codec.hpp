@@ -50,6 +50,9 @@ class DecodedRecord {
     }
     // Copies the bytes of a view, so that the record outlives them.
     void own();
+    // The bytes the record owns (empty for a view), for whoever keeps the
+    // record's fields (record()) longer than this object.
+    std::unique_ptr<char[]> take_bytes() { return std::move(bytes_); }
 
     // Empty when `data` is not a whole, valid encoding of one record.
     static std::optional<DecodedRecord> decode(std::string_view data);

@@ -95,7 +95,7 @@ void Spool::push(const Batch& batch) {
     // Order: what waits in memory goes to disk first, and nothing passes it.
     while (!memory_.empty() && write(memory_.front())) memory_.pop_front();
     if (memory_.empty() && write(batch)) return;
-    memory_.push_back(batch);
+    memory_.push_back(batch.copy());  // kept for as long as the disk refuses it
 }
 
 bool Spool::write(const Batch& batch) {

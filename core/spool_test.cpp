@@ -50,7 +50,7 @@ Batch sample(uint64_t sequence) {
     Batch batch;
     batch.origin = 1'700'000'000'000'000;
     batch.sequence = sequence;
-    smp::DecodedRecord::for_each(encoded, [&](smp::DecodedRecord&& d) { batch.records.push_back(std::move(d)); });
+    smp::DecodedRecord::for_each(encoded, [&](smp::DecodedRecord&& d) { batch.add(std::move(d)); });
     smp::DownloadRow row;
     row.id = 99 + sequence;
     row.client_ip = "192.0.2.1";
@@ -82,13 +82,13 @@ void check_same(const Batch& got, const Batch& want) {
     CHECK(got.origin == want.origin);
     CHECK(got.sequence == want.sequence);
     REQUIRE(got.records.size() == want.records.size());
-    const smp_record& a = got.records[0].record();
-    const smp_record& b = want.records[0].record();
+    const smp_record& a = got.records[0];
+    const smp_record& b = want.records[0];
     CHECK(a.request_id == b.request_id);
     CHECK(std::string(a.user_agent) == b.user_agent);
     CHECK(a.interval_count == 2);
     CHECK(a.intervals[1].last == 4095);
-    CHECK(got.records[0].pid == 1234);
+    CHECK(a.log_index == b.log_index);
     REQUIRE(got.downloads.size() == 1);
     const smp_download d = got.downloads[0].view();
     CHECK(d.id == want.downloads[0].id);
