@@ -309,9 +309,9 @@ std::optional<RecordLogReader::Frame> RecordLogReader::next() {
     const uint64_t capacity = header.capacity;
     for (;;) {
         if (damaged_) return std::nullopt;
-        if (position_ == written_) {
+        if (position_ >= written_) {
             written_ = header.written.load(std::memory_order_acquire);
-            if (position_ == written_) return std::nullopt;
+            if (position_ >= written_) return std::nullopt;
         }
         const uint64_t offset = position_ % capacity;
         const uint64_t tail = capacity - offset;

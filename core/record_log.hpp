@@ -162,7 +162,7 @@ class RecordLogReader {
     // known (the first frame read is then believed).
     static constexpr uint64_t kUnknownIndex = UINT64_MAX;
     RecordLogReader(MappedLog log, uint64_t position, uint64_t index)
-        : log_(std::move(log)), position_(position), index_(index) {}
+        : log_(std::move(log)), position_(position), index_(index), written_(position) {}
 
     struct Frame {
         RecordKind kind;

@@ -223,3 +223,22 @@ TEST_CASE("padding that would take the reader past the writer is damage, not an 
     CHECK_FALSE(reader.next());
     CHECK(reader.damaged());
 }
+
+TEST_CASE("a reader opened at a checkpoint's place reads what came after it") {
+    // A collector restarting from its checkpoint: before, the reader believed
+    // the writer was at 0 and called the first frame after the place damaged.
+    TempDir temp;
+    RecordLogDirectory dir(temp.path);
+    auto [writer, reader] = make_log(dir);
+    for (uint64_t i = 1; i <= 3; ++i) CHECK(writer.append(request(i), RecordKind::close, 1));
+    REQUIRE(reader.next());
+    const uint64_t position = reader.position();
+    std::string error;
+    auto log = MappedLog::open(smp::record_log_path(temp.path, writer.number()), error);
+    REQUIRE(log);
+    RecordLogReader restarted(std::move(*log), position, 1);
+    CHECK(read_all(restarted) == std::vector<uint64_t>{2, 3});
+    CHECK_FALSE(restarted.damaged());
+    CHECK(writer.append(request(4), RecordKind::close, 1));
+    CHECK(read_all(restarted) == std::vector<uint64_t>{4});
+}
