@@ -143,7 +143,7 @@ class RecordLogCase(unittest.TestCase):
                 last, since = value, time.monotonic()
             elif value is not None and time.monotonic() - since >= quiet:
                 return value
-        self.fail('the store still changes after %ss: %r' % (timeout, last))
+        self.fail('the store did not settle in %ss (last seen: %r)' % (timeout, last))
 
     def assert_rows_match(self, rows, counted, below=0, above=CONNECTIONS):
         self.assertIsNotNone(rows, 'nothing stored')
@@ -333,7 +333,7 @@ class LogVolumeFull(RecordLogCase):
         server = self.start_server(workers=1, config=text, port=port)
 
         # The volume cannot hold 64 MiB: the master made the log smaller, and said so.
-        logs = glob.glob(os.path.join(self.records, '*.log'))
+        logs = harness.wait_for(lambda: glob.glob(os.path.join(self.records, '*.log')), 5)
         self.assertEqual(len(logs), 1, logs)
         size = os.path.getsize(logs[0])
         self.assertGreaterEqual(size, 1 * MIB)
