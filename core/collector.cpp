@@ -1,9 +1,10 @@
 #include "collector.hpp"
 
+#include <fcntl.h>
 #include <malloc.h>
 #include <signal.h>
 #include <sys/signalfd.h>
-#include <sys/socket.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <array>
@@ -21,7 +22,14 @@ namespace smp {
 namespace {
 
 constexpr uint64_t kTickMs = 1000;
-constexpr int kReceiveBatch = 256;
+// The logs are looked at this often; a backlog is read without waiting, at
+// most this many records a loop turn, so that ticks and signals still run.
+constexpr uint64_t kPollMs = 10;
+constexpr uint64_t kRecordsPerTurn = 20'000;
+// A checkpoint is started this long after the last one was committed: the
+// logs hold at least this much of the workers' records, and a collector
+// that crashed replays at most about this much.
+constexpr uint64_t kCheckpointEveryMs = 2000;
 // A running request reports its progress every second while bytes move, and
 // a stalled one ends at its protocol's send or read timeout (60 s by
 // default). One not heard of for ten times that lost its close record.
@@ -57,7 +65,7 @@ std::string describe_download(const LogicalDownload& d, const GeoInfo& geo) {
 }
 
 InFlightRequests::Key InFlightRequests::key_of(const DecodedRecord& decoded) {
-    return {decoded.pid, decoded.record().connection_id, decoded.record().request_id};
+    return {decoded.record().log_number, decoded.record().connection_id, decoded.record().request_id};
 }
 
 void InFlightRequests::update(DecodedRecord&& transfer, uint64_t now_ms) {
@@ -83,8 +91,8 @@ void InFlightRequests::take(std::map<Key, Entry>::iterator it, const Lost& lost)
     entries_.erase(it);
 }
 
-void InFlightRequests::take_worker(uint32_t pid, const Lost& lost) {
-    for (auto it = entries_.lower_bound({pid, 0, 0}); it != entries_.end() && std::get<0>(it->first) == pid;)
+void InFlightRequests::take_log(uint64_t number, const Lost& lost) {
+    for (auto it = entries_.lower_bound({number, 0, 0}); it != entries_.end() && std::get<0>(it->first) == number;)
         take(it++, lost);
 }
 
@@ -100,6 +108,19 @@ void InFlightRequests::take_all(const Lost& lost) {
     while (!entries_.empty()) take(entries_.begin(), lost);
 }
 
+std::vector<RunningRequest> InFlightRequests::copy() const {
+    std::vector<RunningRequest> running;
+    running.reserve(entries_.size());
+    // In the order last heard of, so that restore() rebuilds that order.
+    for (const Entry* entry = by_heard_.front(); entry != nullptr; entry = decltype(by_heard_)::next(entry))
+        running.push_back({entry->last, entry->heard_ms});
+    return running;
+}
+
+void InFlightRequests::restore(std::vector<RunningRequest>&& running) {
+    for (auto& request : running) update(std::move(request.last), request.heard_ms);
+}
+
 uint64_t Collector::Throttled::due(uint64_t count, uint64_t now_ms) {
     if (count == said || (ever && now_ms - said_at_ms < kWarningEveryMs)) return 0;
     const uint64_t since = count - said;
@@ -109,13 +130,14 @@ uint64_t Collector::Throttled::due(uint64_t count, uint64_t now_ms) {
     return since;
 }
 
-Collector::Collector(Runtime& runtime, int socket_fd)
+Collector::Collector(Runtime& runtime, std::string log_dir)
     : runtime_(runtime),
-      fd_(socket_fd),
-      tracker_(runtime.config.tracking.idle_window_ms * 1000, static_cast<uint64_t>(now_us()),
+      dir_(std::move(log_dir)),
+      tracker_(runtime.config.tracking.idle_window_ms * 1000,
                static_cast<size_t>(runtime.config.tracking.max_open_downloads)),
       geoip_(runtime.config.geoip.city_db, runtime.config.geoip.asn_db),
-      origin_(static_cast<uint64_t>(now_us())) {
+      origin_(static_cast<uint64_t>(now_us())),
+      clock_us_(now_us()) {
     batch_.origin = origin_;
     batch_.sequence = 1;
 }
@@ -144,6 +166,11 @@ void Collector::hand_to_stores() {
     for (auto& storage : storage_) storage->submit(batch);
 }
 
+bool Collector::stores_have(uint64_t sequence) const {
+    return std::all_of(storage_.begin(), storage_.end(),
+                       [sequence](const auto& storage) { return storage->durable_sequence() >= sequence; });
+}
+
 void Collector::stop_stores() {
     hand_to_stores();
     for (auto& storage : storage_) storage->stop();
@@ -152,84 +179,227 @@ void Collector::stop_stores() {
 int Collector::run() {
     check_uv(uv_loop_init(&loop_), "make the stats collector's event loop");
     signal_fd_ = watch_stop_signals(&loop_, &signal_poll_, this, on_signal);
-    check_uv(uv_poll_init_socket(&loop_, &poll_, fd_), "watch the records socket");
-    poll_.data = this;
-    check_uv(uv_poll_start(&poll_, UV_READABLE, on_readable), "watch the records socket");
-    check_uv(uv_timer_init(&loop_, &tick_), "make the stats collector's timer");
-    tick_.data = this;
-    check_uv(uv_timer_start(&tick_, on_tick, kTickMs, kTickMs), "start the stats collector's timer");
+    for (uv_timer_t* timer : {&poll_, &tick_}) {
+        check_uv(uv_timer_init(&loop_, timer), "make the stats collector's timers");
+        timer->data = this;
+    }
+    check_uv(uv_idle_init(&loop_, &backlog_), "make the stats collector's backlog reader");
+    backlog_.data = this;
     start_stores();
-    spdlog::info("Stats collector ready: downloads end after {} s idle; at most {} open",
-                 runtime_.config.tracking.idle_window_ms / 1000, runtime_.config.tracking.max_open_downloads);
+    recover();
+    check_uv(uv_timer_start(&poll_, on_poll, kPollMs, kPollMs), "start the stats collector's timer");
+    check_uv(uv_timer_start(&tick_, on_tick, kTickMs, kTickMs), "start the stats collector's timer");
+    spdlog::info("Stats collector ready: {} tracking log(s), downloads end after {} s idle; at most {} open",
+                 logs_.size(), runtime_.config.tracking.idle_window_ms / 1000,
+                 runtime_.config.tracking.max_open_downloads);
 
     uv_run(&loop_, UV_RUN_DEFAULT);
     if (uv_loop_close(&loop_) != 0) spdlog::warn("event loop closed with handles still open");
-    spdlog::info("Stats collector stopped: {} record(s), {} download(s), {} malformed datagram(s)", records_,
-                 downloads_, malformed_);
+    spdlog::info("Stats collector stopped: {} record(s), {} download(s), {} malformed record(s)", records_, downloads_,
+                 malformed_);
     return 0;
 }
 
-void Collector::on_readable(uv_poll_t* handle, int /*status*/, int /*events*/) {
-    static_cast<Collector*>(handle->data)->receive();
-}
+// ---- start-up -----------------------------------------------------------------
 
-int Collector::receive() {
-    std::array<char, kMaxBatchBytes> buffer;
-    int received = 0;
-    for (; received < kReceiveBatch; ++received) {
-        const ssize_t n = recv(fd_, buffer.data(), buffer.size(), MSG_DONTWAIT);
-        if (n < 0) break;  // EAGAIN: drained
-        const std::string_view data(buffer.data(), static_cast<size_t>(n));
-        CollectorNotice notice;
-        if (data.size() == sizeof notice) {
-            std::memcpy(&notice, data.data(), sizeof notice);
-            if (notice.magic == CollectorNotice::kMagic) {
-                close_requests_of(notice.lost_pid);
-                continue;
-            }
+void Collector::recover() {
+    std::vector<LogPlace> places;
+    uint64_t first_journal = 0;
+    std::string data;
+    if (read_whole_file(checkpoint_path(dir_), data)) {
+        auto checkpoint = decode_checkpoint(data);
+        if (checkpoint && tracker_.load(checkpoint->downloads)) {
+            places = std::move(checkpoint->logs);
+            in_flight_.restore(std::move(checkpoint->running));
+            clock_us_ = checkpoint->clock_us;
+            first_journal = checkpoint->generation;
+        } else {
+            // The logs are read from where they were released, with no open
+            // download: a download under way may be stored as two.
+            spdlog::error("the checkpoint {} is damaged: reading the tracking logs from their released positions",
+                          checkpoint_path(dir_));
+            first_journal = UINT64_MAX;  // the journals since it are of no use
         }
-        if (!DecodedRecord::for_each(data, [this](DecodedRecord&& decoded) { handle(std::move(decoded)); }))
-            ++malformed_;
     }
-    return received;
+    open_new_logs(places);
+    uint64_t last_journal = first_journal == UINT64_MAX ? 0 : first_journal;
+    uint64_t replayed = 0;
+    bool replaying = first_journal != UINT64_MAX;
+    for (uint64_t generation : list_journals(dir_)) {
+        last_journal = std::max(last_journal, generation);
+        if (!replaying || generation < first_journal) continue;
+        for (const JournalEntry& entry : read_journal(journal_path(dir_, generation))) {
+            if (!replay(entry)) {
+                spdlog::error("the journal {} does not match the tracking logs: replay stopped there",
+                              journal_path(dir_, generation));
+                replaying = false;
+                break;
+            }
+            ++replayed;
+        }
+    }
+    if (replayed > 0)
+        spdlog::info("Stats collector continues from its checkpoint: {} journaled step(s) replayed, {} record(s)",
+                     replayed, records_);
+    std::string error;
+    if (!journal_.start(dir_, last_journal + 1, error)) {
+        spdlog::error("{}: a collector that crashes may store downloads twice", error);
+        journal_failing_ = true;
+    }
 }
 
-void Collector::handle(DecodedRecord&& decoded) {
-    if (decoded.kind == RecordKind::transfer) {
-        in_flight_.update(std::move(decoded), uv_now(&loop_));
+void Collector::open_new_logs(const std::vector<LogPlace>& places) {
+    for (uint64_t number : list_record_logs(dir_)) {
+        if (logs_.contains(number) || unreadable_.contains(number)) continue;
+        std::string error;
+        const std::string path = record_log_path(dir_, number);
+        auto mapped = MappedLog::open(path, error);
+        if (!mapped) {
+            spdlog::error("cannot read the tracking log {}: {}", path, error);
+            unreadable_.insert(number);
+            continue;
+        }
+        auto place =
+            std::find_if(places.begin(), places.end(), [number](const LogPlace& p) { return p.number == number; });
+        if (place != places.end() && place->done) {
+            unlink(path.c_str());  // committed as done: the crash came before it was deleted
+            continue;
+        }
+        const uint64_t released = mapped->header().released.load(std::memory_order_acquire);
+        // A log the checkpoint does not know of is new since, and read from
+        // its start; unless the checkpoint was lost, then from where it was
+        // released, with its next record index unknown.
+        const uint64_t position = place != places.end() ? place->position : released;
+        const uint64_t index = place != places.end() ? place->index
+                               : released == 0       ? 0
+                                                     : RecordLogReader::kUnknownIndex;
+        logs_.emplace(number, Log{RecordLogReader(std::move(*mapped), position, index)});
+    }
+}
+
+bool Collector::replay(const JournalEntry& entry) {
+    switch (entry.kind) {
+        case JournalEntry::read: {
+            auto log = logs_.find(entry.a);
+            if (log == logs_.end()) return false;
+            read_log(log->second, entry.b);
+            return log->second.reader.index() == entry.b;
+        }
+        case JournalEntry::ended: {
+            auto log = logs_.find(entry.a);
+            if (log == logs_.end() || !log->second.reader.finished()) return false;
+            end_log(log->second);
+            return true;
+        }
+        case JournalEntry::tick: tick(static_cast<int64_t>(entry.a)); return true;
+        default: return false;
+    }
+}
+
+// ---- reading the logs ------------------------------------------------------------
+
+void Collector::on_poll(uv_timer_t* timer) {
+    auto& self = *static_cast<Collector*>(timer->data);
+    if (self.read_logs(kRecordsPerTurn)) uv_idle_start(&self.backlog_, on_backlog);
+}
+
+void Collector::on_backlog(uv_idle_t* idle) {
+    auto& self = *static_cast<Collector*>(idle->data);
+    if (!self.read_logs(kRecordsPerTurn)) uv_idle_stop(idle);
+}
+
+bool Collector::read_logs(uint64_t budget) {
+    bool more = false;
+    for (auto& [number, log] : logs_) {
+        if (log.done) continue;
+        const uint64_t read = read_log(log, log.reader.index() + std::min(budget, UINT64_MAX - log.reader.index()));
+        if (read > 0) journal_.add({JournalEntry::read, 0, number, log.reader.index()});
+        if (read == budget) {
+            more = true;
+            continue;
+        }
+        if (log.reader.finished()) {
+            if (log.reader.damaged())
+                spdlog::error("tracking log {} is damaged after record {}: the rest of it is not read", number,
+                              log.reader.index());
+            end_log(log);
+            journal_.add({JournalEntry::ended, 0, number, 0});
+        }
+    }
+    if (!journal_.flush() && !journal_failing_) {
+        spdlog::error("cannot write the collector's journal in {}: a collector that crashes may store downloads twice",
+                      dir_);
+        journal_failing_ = true;
+    }
+    return more;
+}
+
+uint64_t Collector::read_log(Log& log, uint64_t last) {
+    uint64_t read = 0;
+    while (log.reader.index() < last || log.reader.index() == RecordLogReader::kUnknownIndex) {
+        auto frame = log.reader.next();
+        if (!frame) break;
+        handle(log, *frame);
+        ++read;
+    }
+    return read;
+}
+
+void Collector::handle(Log& log, const RecordLogReader::Frame& frame) {
+    auto decoded = DecodedRecord::view(frame.encoding);
+    if (!decoded) {
+        ++malformed_;
+        return;
+    }
+    const uint64_t number = log.reader.number();
+    decoded->set_log_place(number, frame.index);
+    if (frame.kind == RecordKind::transfer) {
+        decoded->own();  // kept for as long as the request runs
+        in_flight_.update(std::move(*decoded), static_cast<uint64_t>(clock_us_ / 1000));
         return;
     }
     ++records_;
-    in_flight_.erase(decoded);
-    tracker_.add(decoded.record());
-    if (!storage_.empty()) batch_.records.push_back(std::move(decoded));
+    in_flight_.erase(*decoded);
+    tracker_.add(decoded->record(), download_id(number, frame.index));
+    // In place: the log is not released before the stores have the batch.
+    if (!storage_.empty()) batch_.records.push_back(std::move(*decoded));
 }
 
-void Collector::close_requests_of(uint32_t pid) {
-    in_flight_.take_worker(pid, [this](DecodedRecord& last) { close_lost(last, SMP_END_WORKER_LOST); });
+void Collector::end_log(Log& log) {
+    // Its worker is gone: a request still running ends at its last progress
+    // report. These made-up records come after every real one of the log,
+    // so they take the indexes after its last.
+    uint64_t index = log.reader.index() == RecordLogReader::kUnknownIndex ? 0 : log.reader.index();
+    const uint64_t number = log.reader.number();
+    in_flight_.take_log(number, [&](DecodedRecord& last) {
+        last.set_log_place(number, ++index);
+        close_lost(last, download_id(number, index), SMP_END_WORKER_LOST);
+    });
+    log.done = true;
 }
 
-void Collector::close_lost(DecodedRecord& last, smp_end_reason reason) {
-    // The last progress reported is all that is known of a request whose end
-    // never came: it ends there, worker_lost when its worker died, else
-    // record_lost.
+void Collector::close_lost(DecodedRecord& last, uint64_t id, smp_end_reason reason) {
     last.set_reason(reason);
     ++records_;
-    tracker_.add(last.record());
+    tracker_.add(last.record(), id);
     if (!storage_.empty()) batch_.records.push_back(std::move(last));
 }
 
 void Collector::close_silent_requests() {
-    // Its worker is alive, or the master would have said so: the datagram
-    // with its close record was dropped while this process fell behind.
-    const uint64_t now_ms = uv_now(&loop_);
+    // Its worker is alive, or its log would have ended: the close record
+    // found the log full.
+    const uint64_t now_ms = static_cast<uint64_t>(clock_us_ / 1000);
     if (now_ms > kSilentRequestMs)
-        silent_closed_ += in_flight_.take_silent(
-            now_ms - kSilentRequestMs, [this](DecodedRecord& last) { close_lost(last, SMP_END_RECORD_LOST); });
-    if (const uint64_t closed = silent_warning_.due(silent_closed_, now_ms))
+        silent_closed_ += in_flight_.take_silent(now_ms - kSilentRequestMs, [this](DecodedRecord& last) {
+            // Not a record of the log: a store never skips it.
+            const uint64_t id = download_id(last.record().log_number, last.record().log_index);
+            last.set_log_place(0, 0);
+            close_lost(last, id, SMP_END_RECORD_LOST);
+        });
+    if (const uint64_t closed = silent_warning_.due(silent_closed_, uv_now(&loop_)))
         spdlog::warn(
-            "{} running request(s) not heard of for {} min closed with reason record_lost: their end was lost while "
-            "the stats collector fell behind ({} so far)",
+            "{} running request(s) not heard of for {} min closed with reason record_lost: their end found the "
+            "tracking log full ({} so far)",
             closed, kSilentRequestMs / 60'000, silent_closed_);
 }
 
@@ -239,19 +409,42 @@ void Collector::report_finished_early() {
                      tracker_.max_open(), early, tracker_.finished_early());
 }
 
+void Collector::report_dropped() {
+    uint64_t dropped = 0;
+    for (const auto& [number, log] : logs_) dropped += log.reader.dropped();
+    if (const uint64_t recent = dropped_warning_.due(dropped, uv_now(&loop_)))
+        spdlog::warn("{} record(s) dropped by workers whose tracking log was full ({} in the logs being read)", recent,
+                     dropped);
+}
+
+// ---- the tick -------------------------------------------------------------------
+
 void Collector::on_tick(uv_timer_t* timer) {
     auto& self = *static_cast<Collector*>(timer->data);
-    self.close_silent_requests();
+    const int64_t now = now_us();
+    self.journal_.add({JournalEntry::tick, 0, static_cast<uint64_t>(now), 0});
+    self.tick(now);
+    self.journal_.flush();
     self.report_finished_early();
+    self.report_dropped();
     self.trim_after_burst();
-    self.tracker_.expire(now_us(), [&](const LogicalDownload& d) { self.finish(d); });
-    if (!self.storage_.empty()) {
+    self.finish_checkpoint(false);
+    if (!self.pending_ && uv_now(&self.loop_) - self.checkpoint_started_ms_ >= kCheckpointEveryMs)
+        self.start_checkpoint();
+    self.open_new_logs({});
+}
+
+// What a tick changes is journaled with its time: a replay ticks the same.
+void Collector::tick(int64_t now) {
+    clock_us_ = now;
+    close_silent_requests();
+    tracker_.expire(now, [&](const LogicalDownload& d) { finish(d); });
+    if (!storage_.empty()) {
         // Stores show downloads as they grow: each second, the ones a request joined.
-        self.tracker_.each_changed([&](const LogicalDownload& d) {
-            self.batch_.downloads.emplace_back(d, self.geoip_.lookup(d.client_ip), false);
-        });
+        tracker_.each_changed(
+            [&](const LogicalDownload& d) { batch_.downloads.emplace_back(d, geoip_.lookup(d.client_ip), false); });
     }
-    self.hand_to_stores();
+    hand_to_stores();
 }
 
 void Collector::trim_after_burst() {
@@ -278,6 +471,98 @@ void Collector::finish(const LogicalDownload& download) {
     if (!storage_.empty()) batch_.downloads.emplace_back(download, std::move(geo), true);
 }
 
+// ---- the checkpoint ----------------------------------------------------------------
+
+std::vector<LogPlace> Collector::places() const {
+    std::vector<LogPlace> places;
+    for (const auto& [number, log] : logs_)
+        places.push_back({number, log.reader.position(), log.reader.index(), log.done});
+    return places;
+}
+
+void Collector::start_checkpoint() {
+    // What follows this instant goes to the next journal; the checkpoint is
+    // the state at this instant, written by a copy of this process (the
+    // pages are shared until written: the loop goes on at once, as Redis
+    // saves its data set).
+    std::string error;
+    const uint64_t generation = journal_.generation() + 1;
+    if (!journal_.start(dir_, generation, error)) {
+        if (!checkpoint_failing_) spdlog::error("cannot checkpoint the stats collector: {}", error);
+        checkpoint_failing_ = true;
+        return;
+    }
+    checkpoint_started_ms_ = uv_now(&loop_);
+    PendingCheckpoint pending;
+    pending.generation = generation;
+    pending.sequence = batch_.sequence - 1;
+    pending.logs = places();
+    const pid_t pid = fork();
+    if (pid == 0) {
+        Checkpoint checkpoint;
+        checkpoint.generation = generation;
+        checkpoint.clock_us = clock_us_;
+        checkpoint.logs = pending.logs;
+        tracker_.save(checkpoint.downloads);
+        checkpoint.running = in_flight_.copy();
+        _exit(write_file_synced(checkpoint_path(dir_) + ".new", encode_checkpoint(checkpoint)) ? 0 : 1);
+    }
+    if (pid < 0) {
+        if (!checkpoint_failing_)
+            spdlog::error("cannot checkpoint the stats collector: fork: {}", std::strerror(errno));
+        checkpoint_failing_ = true;
+        return;
+    }
+    pending.pid = pid;
+    pending_ = std::move(pending);
+}
+
+void Collector::finish_checkpoint(bool wait) {
+    if (!pending_) return;
+    PendingCheckpoint& pending = *pending_;
+    if (!pending.written) {
+        int status = 0;
+        const pid_t exited = waitpid(pending.pid, &status, wait ? 0 : WNOHANG);
+        if (exited == 0) return;
+        if (exited < 0 || !WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+            if (!checkpoint_failing_)
+                spdlog::error("cannot write the stats collector's checkpoint {}.new: trying again",
+                              checkpoint_path(dir_));
+            checkpoint_failing_ = true;
+            pending_.reset();
+            return;
+        }
+        pending.written = true;
+    }
+    if (!stores_have(pending.sequence)) return;
+    const std::string path = checkpoint_path(dir_);
+    if (std::rename((path + ".new").c_str(), path.c_str()) != 0) {
+        if (!checkpoint_failing_) spdlog::error("cannot commit the checkpoint {}: {}", path, std::strerror(errno));
+        checkpoint_failing_ = true;
+        pending_.reset();
+        return;
+    }
+    sync_directory(dir_);
+    if (checkpoint_failing_) spdlog::info("the stats collector's checkpoint is written again");
+    checkpoint_failing_ = false;
+    for (uint64_t generation : list_journals(dir_))
+        if (generation < pending.generation) unlink(journal_path(dir_, generation).c_str());
+    // The stores have every record before these places, and the checkpoint
+    // every effect they had: the workers may write over them.
+    for (const LogPlace& place : pending.logs) {
+        auto log = logs_.find(place.number);
+        if (log == logs_.end()) continue;
+        log->second.reader.release(place.position);
+        if (place.done) {
+            unlink(record_log_path(dir_, place.number).c_str());
+            logs_.erase(log);
+        }
+    }
+    pending_.reset();
+}
+
+// ---- stop -------------------------------------------------------------------------
+
 void Collector::on_signal(uv_poll_t* handle, int /*status*/, int /*events*/) {
     auto& self = *static_cast<Collector*>(handle->data);
     signalfd_siginfo info{};
@@ -293,15 +578,27 @@ void Collector::on_signal(uv_poll_t* handle, int /*status*/, int /*events*/) {
 void Collector::stop() {
     if (stopping_) return;
     stopping_ = true;
-    // The workers are gone (the master stops the collector last): what is in
-    // the socket is all there will be.
-    while (receive() == kReceiveBatch) {
+    // Everything the workers wrote; when they are all gone (the server
+    // stops: the master stops the collector last), every running request
+    // and open download ends here. Else (a reload restarts the collector)
+    // the next collector continues them from the checkpoint.
+    open_new_logs({});
+    while (read_logs(UINT64_MAX)) {
     }
-    in_flight_.take_all([this](DecodedRecord& last) { close_lost(last, SMP_END_WORKER_LOST); });
-    tracker_.expire(INT64_MAX, [&](const LogicalDownload& d) { finish(d); });
+    const bool workers_gone = std::all_of(logs_.begin(), logs_.end(), [](const auto& log) { return log.second.done; });
+    const int64_t now = workers_gone ? INT64_MAX : now_us();
+    journal_.add({JournalEntry::tick, 0, static_cast<uint64_t>(now), 0});
+    journal_.flush();
+    tick(now);
     stop_stores();
+    // The stores have everything now (stored or spooled): a last checkpoint,
+    // written here, commits it.
+    finish_checkpoint(true);
+    pending_.reset();
+    start_checkpoint();
+    finish_checkpoint(true);
     for (auto* handle : {reinterpret_cast<uv_handle_t*>(&poll_), reinterpret_cast<uv_handle_t*>(&tick_),
-                         reinterpret_cast<uv_handle_t*>(&signal_poll_)})
+                         reinterpret_cast<uv_handle_t*>(&backlog_), reinterpret_cast<uv_handle_t*>(&signal_poll_)})
         uv_close(handle, nullptr);
     ::close(signal_fd_);
 }

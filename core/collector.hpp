@@ -1,58 +1,65 @@
-// The stats collector: a child of the master that receives every worker's
-// records, merges them into logical downloads, closes the requests of a
-// worker that died with reason worker_lost, and once a second hands the
-// ended requests and the changed downloads to every store.
+// The stats collector: a child of the master that reads every worker's
+// record log, merges the requests into logical downloads, closes the
+// requests of a worker that died with reason worker_lost, and once a second
+// hands the ended requests and the changed downloads to every store. What it
+// has read is checkpointed and journaled (collector_checkpoint.hpp), so a
+// collector that crashes or restarts merges every record exactly once.
 #pragma once
 
+#include <sys/types.h>
 #include <uv.h>
 
 #include <cstdint>
 #include <functional>
 #include <map>
 #include <memory>
+#include <optional>
+#include <set>
 #include <string>
 #include <tuple>
 #include <vector>
 
+#include "collector_checkpoint.hpp"
 #include "config.hpp"
 #include "download_tracker.hpp"
 #include "geoip.hpp"
 #include "intrusive_list.hpp"
 #include "record_codec.hpp"
+#include "record_log.hpp"
 #include "runtime.hpp"
 #include "storage.hpp"
 
 namespace smp {
 
-// What the master tells the collector on the records socket.
-struct CollectorNotice {
-    static constexpr uint32_t kMagic = 0x534d4331;  // "SMC1"
-    uint32_t magic = kMagic;
-    uint32_t lost_pid = 0;  // a worker that died: close its requests
-};
+// A download's id: the place of the record that opened it, in its
+// worker's log. The same after a replay, and never given twice: log numbers
+// are never reused (a log holds fewer than 2^40 records: 160 days of a
+// worker answering 80,000 requests a second).
+constexpr uint64_t download_id(uint64_t log_number, uint64_t log_index) { return log_number << 40 | log_index; }
 
 // One line per finished download, as logged.
 std::string describe_download(const LogicalDownload& download, const GeoInfo& geo);
 
 // The last transfer record of every running request, and when it was last
 // heard of. A request whose close record never comes (its worker died, or
-// the worker's datagram was dropped while the collector fell behind) is
-// handed out as lost: by worker, or once silent for too long.
+// its close record found the worker's log full) is handed out as lost: by
+// log, or once silent for too long.
 class InFlightRequests {
    public:
-    using Key = std::tuple<uint32_t, uint64_t, uint64_t>;  // worker pid, connection, request
+    using Key = std::tuple<uint64_t, uint64_t, uint64_t>;  // log number, connection, request
     using Lost = std::function<void(DecodedRecord& last)>;
 
     InFlightRequests() = default;
     InFlightRequests(const InFlightRequests&) = delete;
     InFlightRequests& operator=(const InFlightRequests&) = delete;
 
-    // A transfer record: the request's progress so far, heard at `now_ms`.
+    // A transfer record (owned): the request's progress so far, heard at `now_ms`.
     void update(DecodedRecord&& transfer, uint64_t now_ms);
     // The request's close record arrived: nothing is owed any more.
     void erase(const DecodedRecord& close);
-    // Hands each running request of worker `pid` to `lost`, and forgets it.
-    void take_worker(uint32_t pid, const Lost& lost);
+    // Hands each running request of log `number` to `lost` (by connection
+    // and request), and forgets it.
+    void take_log(uint64_t number, const Lost& lost);
     // Hands each request last heard of before `before_ms` to `lost`, and
     // forgets it; looks at no other (the least recently heard of first).
     // Returns how many.
@@ -60,6 +67,9 @@ class InFlightRequests {
     // Hands every request to `lost`: the collector stops.
     void take_all(const Lost& lost);
     size_t size() const { return entries_.size(); }
+    // For the checkpoint: every running request, and back from one.
+    std::vector<RunningRequest> copy() const;
+    void restore(std::vector<RunningRequest>&& running);
 
    private:
     struct Entry {
@@ -76,27 +86,58 @@ class InFlightRequests {
 
 class Collector {
    public:
-    Collector(Runtime& runtime, int socket_fd);
+    // Reads the record logs in `log_dir` (state_dir/records).
+    Collector(Runtime& runtime, std::string log_dir);
     Collector(const Collector&) = delete;
     Collector& operator=(const Collector&) = delete;
 
-    // Runs until SIGTERM, then drains the socket and finishes every open
-    // download; returns the exit code.
+    // Runs until SIGTERM, then reads the logs to their ends and, when every
+    // worker is gone, finishes every open download; returns the exit code.
     int run();
 
    private:
-    static void on_readable(uv_poll_t* handle, int status, int events);
+    struct Log {
+        RecordLogReader reader;
+        bool done = false;  // ended, read to its end, its running requests closed
+    };
+    // A checkpoint being written by a forked copy of the collector, and
+    // committed once the stores have every batch handed over before it.
+    struct PendingCheckpoint {
+        pid_t pid = 0;
+        bool written = false;  // the child exited successfully
+        uint64_t generation = 0;
+        uint64_t sequence = 0;  // the last batch handed over before it
+        std::vector<LogPlace> logs;
+    };
+
+    static void on_poll(uv_timer_t* timer);
+    static void on_backlog(uv_idle_t* idle);
     static void on_tick(uv_timer_t* timer);
     static void on_signal(uv_poll_t* handle, int status, int events);
-    int receive();  // datagrams read, at most one batch
-    void handle(DecodedRecord&& decoded);
-    void close_requests_of(uint32_t pid);
-    void close_lost(DecodedRecord& last, smp_end_reason reason);
+
+    // Start-up: the checkpoint, the logs, the journals since.
+    void recover();
+    void open_new_logs(const std::vector<LogPlace>& places);
+    bool replay(const JournalEntry& entry);
+    // Reads what the workers appended, at most `budget` records; true when
+    // more is waiting.
+    bool read_logs(uint64_t budget);
+    // Reads log `log` up to record `last` (or as far as it goes); how many.
+    uint64_t read_log(Log& log, uint64_t last);
+    void handle(Log& log, const RecordLogReader::Frame& frame);
+    void end_log(Log& log);
+    void close_lost(DecodedRecord& last, uint64_t id, smp_end_reason reason);
+    void tick(int64_t now_us);
     void close_silent_requests();
     void report_finished_early();
+    void report_dropped();
     void trim_after_burst();
     void finish(const LogicalDownload& download);
     void hand_to_stores();
+    bool stores_have(uint64_t sequence) const;
+    void start_checkpoint();
+    void finish_checkpoint(bool wait);
+    std::vector<LogPlace> places() const;
     void stop();
     void start_stores();
     void stop_stores();
@@ -110,18 +151,27 @@ class Collector {
         uint64_t due(uint64_t count, uint64_t now_ms);
     };
     Runtime& runtime_;
-    int fd_;
+    const std::string dir_;
     uv_loop_t loop_{};
-    uv_poll_t poll_{};
+    uv_timer_t poll_{};
+    uv_idle_t backlog_{};
     uv_timer_t tick_{};
     uv_poll_t signal_poll_{};
     int signal_fd_ = -1;
+    std::map<uint64_t, Log> logs_;   // by number
+    std::set<uint64_t> unreadable_;  // logs that could not be mapped (said once)
     DownloadTracker tracker_;
     GeoIp geoip_;
     InFlightRequests in_flight_;
     std::vector<std::unique_ptr<StorageThread>> storage_;  // one per store
     Batch batch_;                                          // what the next tick hands to the stores
     const uint64_t origin_;                                // names this run's batches
+    Journal journal_;
+    bool journal_failing_ = false;
+    int64_t clock_us_ = 0;  // the time of the last tick, journaled: replays see the same time
+    std::optional<PendingCheckpoint> pending_;
+    uint64_t checkpoint_started_ms_ = 0;
+    bool checkpoint_failing_ = false;
     uint64_t records_ = 0;
     uint64_t malformed_ = 0;
     uint64_t downloads_ = 0;
@@ -130,6 +180,7 @@ class Collector {
     uint64_t silent_closed_ = 0;       // running requests closed as lost after kSilentRequestMs
     Throttled silent_warning_;
     Throttled cap_warning_;
+    Throttled dropped_warning_;
     bool stopping_ = false;
 };
 

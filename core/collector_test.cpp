@@ -11,8 +11,8 @@ using smp::RecordKind;
 
 namespace {
 
-// The record of request `request` on connection `connection` of worker `pid`, as decoded.
-DecodedRecord progress(uint32_t pid, uint64_t connection, uint64_t request, RecordKind kind = RecordKind::transfer) {
+// The record of request `request` on connection `connection` in log `log`, as decoded.
+DecodedRecord progress(uint64_t log, uint64_t connection, uint64_t request, RecordKind kind = RecordKind::transfer) {
     const smp_interval sent{0, 99};
     smp_record record{};
     record.size = sizeof record;
@@ -23,8 +23,9 @@ DecodedRecord progress(uint32_t pid, uint64_t connection, uint64_t request, Reco
     record.status = 200;
     record.intervals = &sent;
     record.interval_count = 1;
+    record.log_number = log;
     std::string wire;
-    smp::append_record(record, kind, pid, wire);
+    smp::append_record(record, kind, 1, wire);
     auto decoded = DecodedRecord::decode(std::string_view(wire).substr(sizeof(uint32_t)));
     REQUIRE(decoded);
     return std::move(*decoded);
@@ -66,14 +67,14 @@ TEST_CASE("a close record ends a running request: it is not lost later") {
     CHECK(lost[0].record().request_id == 2);
 }
 
-TEST_CASE("a dead worker's running requests are handed out, the others' are kept") {
+TEST_CASE("the running requests of a log whose worker died are handed out, the others' are kept") {
     InFlightRequests in_flight;
     in_flight.update(progress(100, 1, 1), 0);
     in_flight.update(progress(200, 2, 1), 1);
     in_flight.update(progress(100, 3, 1), 2);
     std::vector<DecodedRecord> lost;
     const auto keep = [&](DecodedRecord& last) { lost.push_back(std::move(last)); };
-    in_flight.take_worker(100, keep);
+    in_flight.take_log(100, keep);
     CHECK(connections_of(lost) == std::vector<uint64_t>{1, 3});
     CHECK(in_flight.size() == 1);
     // The silence order forgot them too.

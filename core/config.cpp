@@ -116,8 +116,8 @@ void read_tracking(const YAML::Node& node, TrackingConfig& tracking, ErrorList& 
         errors.add(node, "tracking", "must be a map");
         return;
     }
-    check_keys(node, "tracking", std::array<std::string_view, 3>{"enabled", "idle_window", "max_open_downloads"},
-               errors);
+    check_keys(node, "tracking",
+               std::array<std::string_view, 4>{"enabled", "idle_window", "max_open_downloads", "log_size"}, errors);
     if (node["enabled"])
         if (auto value = read_bool(node["enabled"], "tracking.enabled", errors)) tracking.enabled = *value;
     if (node["idle_window"])
@@ -133,6 +133,13 @@ void read_tracking(const YAML::Node& node, TrackingConfig& tracking, ErrorList& 
                 errors.add(node["max_open_downloads"], "tracking.max_open_downloads", "must be at least 1");
             else
                 tracking.max_open_downloads = *value;
+        }
+    if (node["log_size"])
+        if (auto value = read_size(node["log_size"], "tracking.log_size", errors)) {
+            if (*value < 1 << 20)
+                errors.add(node["log_size"], "tracking.log_size", "must be at least 1MiB");
+            else
+                tracking.log_size = *value;
         }
 }
 

@@ -71,6 +71,9 @@ struct TrackingConfig {
     // finished early: the collector's memory is bounded (docs/tracking.md
     // has the bytes per download this default is measured from).
     int64_t max_open_downloads = 100'000;
+    // Each worker's record log: how many bytes of records wait for the
+    // collector before a worker has to drop one (docs/tracking.md).
+    int64_t log_size = 256 << 20;
 };
 
 struct GeoIpConfig {

@@ -32,7 +32,7 @@ size_t DownloadTracker::Hash::operator()(const Key& key) const noexcept {
     return seed;
 }
 
-const LogicalDownload* DownloadTracker::add(const smp_record& record) {
+const LogicalDownload* DownloadTracker::add(const smp_record& record, uint64_t id_if_new) {
     if (!is_download_record(record)) return nullptr;
     // Behind a trusted proxy the client is the one it forwarded for.
     const char* client = record.forwarded_ip != nullptr ? record.forwarded_ip : or_empty(record.client_ip);
@@ -52,7 +52,7 @@ const LogicalDownload* DownloadTracker::add(const smp_record& record) {
             found = open_.end();
         }
     }
-    Node& node = found != open_.end() ? **found : open(key, record);
+    Node& node = found != open_.end() ? **found : open(key, record, id_if_new);
     by_activity_.move_to_back(&node);
     if (!IntrusiveList<Node, &Node::changed>::contains(&node)) changed_.push_back(&node);
     LogicalDownload& download = node.download;
@@ -74,7 +74,7 @@ const LogicalDownload* DownloadTracker::add(const smp_record& record) {
     return &download;
 }
 
-DownloadTracker::Node& DownloadTracker::open(const Key& key, const smp_record& record) {
+DownloadTracker::Node& DownloadTracker::open(const Key& key, const smp_record& record, uint64_t id) {
     // At the cap, the least recently active download ends here, early, to
     // make room: memory stays bounded whatever the clients send.
     if (open_.size() >= max_open_ && !by_activity_.empty()) {
@@ -85,7 +85,7 @@ DownloadTracker::Node& DownloadTracker::open(const Key& key, const smp_record& r
     }
     auto node = std::make_unique<Node>();
     LogicalDownload& fresh = node->download;
-    fresh.id = next_id_++;
+    fresh.id = id;
     fresh.node = or_empty(record.node);
     fresh.path = key.path;
     fresh.etag = key.etag;

@@ -76,14 +76,17 @@ class DownloadTracker {
     // time in microseconds, so a restarted collector does not reuse them.
     // A new download past `max_open` open ones finishes the least recently
     // active one early (tracking.max_open_downloads).
-    explicit DownloadTracker(int64_t idle_window_us, uint64_t first_id = 1, size_t max_open = kNoCap)
-        : idle_window_us_(idle_window_us), next_id_(first_id), max_open_(max_open) {}
+    explicit DownloadTracker(int64_t idle_window_us, size_t max_open = kNoCap)
+        : idle_window_us_(idle_window_us), max_open_(max_open) {}
     DownloadTracker(const DownloadTracker&) = delete;
     DownloadTracker& operator=(const DownloadTracker&) = delete;
 
     // Adds a finished request; returns the download it joined, or nullptr
     // when the record is not part of a download.
-    const LogicalDownload* add(const smp_record& record);
+    const LogicalDownload* add(const smp_record& record, uint64_t id_if_new = 0);
+    // PLACEHOLDER until the compact tracker lands: saves nothing.
+    void save(std::string& out) const { (void)out; }
+    bool load(std::string_view data) { return data.empty(); }
     // Hands every download idle for longer than the window (and those ended
     // early since the last call) to `finished`, and forgets it. A download's
     // place in the idle order is when its latest request was added, so one
@@ -134,13 +137,12 @@ class DownloadTracker {
     };
     using Table = std::unordered_set<std::unique_ptr<Node>, Hash, Equal>;
 
-    Node& open(const Key& key, const smp_record& record);
+    Node& open(const Key& key, const smp_record& record, uint64_t id);
     // Moves the download to finished_ and forgets it.
     void close(Table::iterator it);
     void forget(Table::iterator it);
 
     int64_t idle_window_us_;
-    uint64_t next_id_;
     size_t max_open_;
     Table open_;
     IntrusiveList<Node, &Node::by_activity> by_activity_;

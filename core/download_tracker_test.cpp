@@ -187,7 +187,7 @@ uint64_t id_of(DownloadTracker& tracker, const Client& client) { return tracker.
 }  // namespace
 
 TEST_CASE("at the cap, a new download finishes the least recently active one early") {
-    DownloadTracker tracker(kWindow, 1, 3);
+    DownloadTracker tracker(kWindow, 3);
     Client a("a", 0), b("b", 1), c("c", 2, kSize - 1), d("d", 4);
     const uint64_t id_a = id_of(tracker, a);
     const uint64_t id_b = id_of(tracker, b);

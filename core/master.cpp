@@ -9,11 +9,14 @@
 
 #include <algorithm>
 #include <cstring>
+#include <optional>
 #include <set>
 #include <stdexcept>
 #include <system_error>
+#include <utility>
 
 #include "collector.hpp"
+#include "record_log.hpp"
 #include "worker.hpp"
 
 namespace smp {
@@ -93,7 +96,12 @@ int Master::run() {
     uv_timer_init(&loop_, &collector_.respawn_timer);
     collector_.respawn_timer.data = &collector_;
     if (current_->config.tracking.enabled) {
-        if (!open_records_socket()) return 1;
+        // Every log an earlier run left has lost its writer: the collector
+        // reads what they hold and deletes them.
+        RecordLogDirectory logs(record_log_dir(*current_));
+        if (const size_t left = logs.end_all_left())
+            spdlog::info("{} tracking log(s) of an earlier run in {}: their records go to the stores", left,
+                         logs.dir());
         spawn_collector();
     }
 
@@ -132,36 +140,38 @@ void Master::close_slot(std::unique_ptr<Slot> slot) {
              [](uv_handle_t* handle) { delete static_cast<Slot*>(handle->data); });
 }
 
-bool Master::open_records_socket() {
-    if (records_send_fd_ >= 0) return true;
-    int ends[2];
-    if (socketpair(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0, ends) != 0) {
-        spdlog::critical("cannot create the records socket: {}", std::strerror(errno));
-        return false;
+std::string Master::record_log_dir(const Runtime& runtime) { return runtime.config.state_dir + "/records"; }
+
+int Master::create_record_log(const Runtime& runtime, size_t slot_index) {
+    RecordLogDirectory logs(record_log_dir(runtime));
+    std::string error;
+    const uid_t uid = runtime.user ? runtime.user->uid : static_cast<uid_t>(-1);
+    const gid_t gid = runtime.user ? runtime.user->gid : static_cast<gid_t>(-1);
+    auto created = logs.create(static_cast<uint64_t>(runtime.config.tracking.log_size), uid, gid, error);
+    if (!created) {
+        spdlog::error("worker {} has no tracking log, its records are dropped and counted: {}", slot_index + 1, error);
+        return -1;
     }
-    // Room for bursts: a few MiB of records queue before a worker has to drop one.
-    const int bytes = 8 << 20;
-    if (setsockopt(ends[0], SOL_SOCKET, SO_SNDBUFFORCE, &bytes, sizeof bytes) != 0)
-        setsockopt(ends[0], SOL_SOCKET, SO_SNDBUF, &bytes, sizeof bytes);
-    records_send_fd_ = ends[0];
-    records_receive_fd_ = ends[1];
-    return true;
+    if (!created->warning.empty()) spdlog::warn("tracking log {}: {}", created->number, created->warning);
+    return created->fd;
 }
 
 void Master::spawn(Slot& slot) {
     Runtime& runtime = *slot.runtime;
-    runtime.records_send_fd = runtime.config.tracking.enabled ? records_send_fd_ : -1;
+    spawning_log_fd_ = runtime.config.tracking.enabled ? create_record_log(runtime, slot.index) : -1;
     slot.seat = board_.take();
     const pid_t parent = getpid();
     const pid_t pid = fork();
     if (pid < 0) {
         board_.give_back(slot.seat);
         slot.seat = nullptr;
+        if (spawning_log_fd_ >= 0) RecordLogDirectory::end(std::exchange(spawning_log_fd_, -1));
         spdlog::error("cannot fork worker {}: {}; retrying", slot.index + 1, std::strerror(errno));
         uv_timer_start(&slot.respawn_timer, on_respawn_timer, kMaxBackoffMs, 0);
         return;
     }
     if (pid == 0) become_worker(slot);
+    if (spawning_log_fd_ >= 0) worker_logs_[pid] = std::exchange(spawning_log_fd_, -1);
     slot.pid = pid;
     slot.started_ms = uv_now(&loop_);
     spdlog::info("Success: detached with pid <{}>, parent pid <{}> (worker {})", pid, parent, slot.index + 1);
@@ -169,7 +179,6 @@ void Master::spawn(Slot& slot) {
 
 void Master::spawn_collector() {
     collector_runtime_ = current_;
-    current_->records_receive_fd = records_receive_fd_;
     const pid_t pid = fork();
     if (pid < 0) {
         spdlog::error("cannot fork the stats collector: {}; retrying", std::strerror(errno));
@@ -183,33 +192,13 @@ void Master::spawn_collector() {
     spdlog::info("Success: detached with pid <{}>, parent pid <{}> (stats collector)", pid, getpid());
 }
 
-void Master::tell_collector_lost(pid_t worker) {
-    if (records_send_fd_ < 0) return;
-    unsent_lost_.push_back(worker);
-    send_lost_notices();
-}
-
-// A notice the socket cannot take now (a collector that lags behind, or is
-// being replaced) waits here and is offered again every housekeeping tick:
-// the lost worker's transfers must still be closed as worker_lost.
-void Master::send_lost_notices() {
-    while (!unsent_lost_.empty()) {
-        CollectorNotice notice;
-        notice.lost_pid = static_cast<uint32_t>(unsent_lost_.front());
-        if (send(records_send_fd_, &notice, sizeof notice, MSG_DONTWAIT | MSG_NOSIGNAL) < 0) {
-            if (errno == EAGAIN || errno == EWOULDBLOCK || errno == ENOBUFS) {
-                if (!lost_notice_waiting_)
-                    spdlog::warn("Stats collector not taking records: telling it of lost worker (pid {}) later",
-                                 unsent_lost_.front());
-                lost_notice_waiting_ = true;
-                return;
-            }
-            spdlog::error("Cannot tell the stats collector of lost worker (pid {}): {}", unsent_lost_.front(),
-                          std::strerror(errno));
-        }
-        unsent_lost_.pop_front();
-    }
-    lost_notice_waiting_ = false;
+void Master::end_record_log(pid_t worker) {
+    auto log = worker_logs_.find(worker);
+    if (log == worker_logs_.end()) return;
+    // The collector ends that worker's running requests (worker_lost) once
+    // it has read the log to its end.
+    RecordLogDirectory::end(log->second);
+    worker_logs_.erase(log);
 }
 
 // Every configuration that still has processes: the current one, a
@@ -238,6 +227,8 @@ void Master::close_inherited_descriptors(const Runtime* own) {
     std::set<Runtime*> others = live_runtimes();
     others.erase(const_cast<Runtime*>(own));
     for (Runtime* other : others) close_listeners(other->listeners);
+    // The other workers' logs: a child maps its own and keeps no descriptor.
+    for (const auto& [pid, fd] : worker_logs_) ::close(fd);
     // Credentials change first: changing them clears the parent-death signal.
     if (own != nullptr && own->user) drop_privileges(*own->user);
     prctl(PR_SET_PDEATHSIG, SIGTERM);
@@ -251,10 +242,9 @@ void Master::become_collector() {
         close_inherited_descriptors(&runtime);
         // Holding a listener would keep it open after the workers closed theirs.
         close_listeners(runtime.listeners);
-        ::close(records_send_fd_);
         prctl(PR_SET_NAME, "smp-collector");
         set_log_role("collector");
-        Collector collector(runtime, records_receive_fd_);
+        Collector collector(runtime, record_log_dir(runtime));
         code = collector.run();
     } catch (const std::exception& e) {
         spdlog::critical("stats collector failed: {}", e.what());
@@ -268,9 +258,16 @@ void Master::become_worker(Slot& slot) {
     int code = 1;
     try {
         Runtime& runtime = *slot.runtime;
+        std::optional<RecordLogWriter> log;
+        if (spawning_log_fd_ >= 0) {
+            std::string error;
+            if (auto mapped = MappedLog::map(spawning_log_fd_, error))
+                log.emplace(std::move(*mapped));
+            else
+                spdlog::error("cannot map the tracking log: {}; this worker's records are dropped", error);
+            ::close(spawning_log_fd_);
+        }
         close_inherited_descriptors(&runtime);
-        if (records_receive_fd_ >= 0) ::close(records_receive_fd_);
-        if (!runtime.config.tracking.enabled && records_send_fd_ >= 0) ::close(records_send_fd_);
         const int index = static_cast<int>(slot.index);
         for (auto& listener : runtime.listeners) {
             const auto mine = listener.fds_for(index, runtime.config.workers);
@@ -278,7 +275,7 @@ void Master::become_worker(Slot& slot) {
                 if (std::find(mine.begin(), mine.end(), fd) == mine.end()) ::close(fd);
         }
         set_log_role("worker " + std::to_string(slot.index + 1));
-        Worker worker(runtime, index, slot.seat);
+        Worker worker(runtime, index, slot.seat, std::move(log));
         code = worker.run();
     } catch (const std::exception& e) {
         spdlog::critical("worker {} failed: {}", slot.index + 1, e.what());
@@ -311,8 +308,8 @@ void Master::reap_children() {
         if (pid != collector_.pid) {
             // Before anything is forked again: a new worker could get this pid.
             tell_modules_gone(pid);
-            if (!reap_worker(pid, status)) continue;
-            tell_collector_lost(pid);
+            end_record_log(pid);
+            reap_worker(pid, status);
             continue;
         }
         collector_.pid = 0;
@@ -444,8 +441,6 @@ void Master::reload() {
             setup_logging(config.log);
         runtime = build_runtime(std::move(config), current_.get());
         if (runtime->user) give_log_files(runtime->config.log, *runtime->user);
-        if (runtime->config.tracking.enabled && !open_records_socket())
-            throw std::runtime_error("cannot create the records socket");
     } catch (const ConfigErrors& errors) {
         for (const auto& error : errors.errors()) spdlog::error("reload: {}", error);
         abort_reload(fmt::format("the configuration has {} error(s)", errors.errors().size()));
@@ -576,7 +571,6 @@ void Master::on_housekeeping(uv_timer_t* timer) {
     auto& master = *static_cast<Master*>(timer->data);
     if (master.notifier_.watchdog_interval_ms() > 0) master.notifier_.watchdog();
     if (!master.starting_ && !master.stopping_ && !master.incoming_) master.notifier_.status(master.status_text());
-    if (master.records_send_fd_ >= 0) master.send_lost_notices();
     const uint64_t now = uv_now(&master.loop_);
     for (auto& retiring : master.retiring_)
         if (now >= retiring.deadline_ms && retiring.deadline_ms != 0) {

@@ -10,6 +10,7 @@
 
 #include <cstdint>
 #include <deque>
+#include <map>
 #include <memory>
 #include <set>
 #include <string>
@@ -64,9 +65,10 @@ class Master {
     void close_slot(std::unique_ptr<Slot> slot);
     void spawn(Slot& slot);
     void spawn_collector();
-    bool open_records_socket();
-    void tell_collector_lost(pid_t worker);
-    void send_lost_notices();
+    static std::string record_log_dir(const Runtime& runtime);
+    // A new record log for a worker of `runtime`; its descriptor, or -1.
+    static int create_record_log(const Runtime& runtime, size_t slot_index);
+    void end_record_log(pid_t worker);
     void tell_modules_gone(pid_t worker);
     std::set<Runtime*> live_runtimes() const;
     void reap_children();
@@ -104,10 +106,8 @@ class Master {
     uv_timer_t ready_timer_{};
     uv_timer_t housekeeping_timer_{};
     int signal_fd_ = -1;
-    int records_send_fd_ = -1;
-    std::deque<pid_t> unsent_lost_;  // lost workers the collector has not been told of yet
-    bool lost_notice_waiting_ = false;
-    int records_receive_fd_ = -1;
+    std::map<pid_t, int> worker_logs_;  // each running worker's record log, ended when it is reaped
+    int spawning_log_fd_ = -1;          // the log of the worker being forked
     Slots slots_;
     Slots incoming_slots_;
     std::vector<Retiring> retiring_;

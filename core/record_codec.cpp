@@ -7,9 +7,11 @@
 namespace smp {
 namespace {
 
-constexpr uint32_t kMagic = 0x534d5233;  // "SMR3": bump when the layout changes
-// The layout before received_bytes (ABI 1.4), still found in spool files
-// written by an earlier version: decoded with received_bytes 0.
+constexpr uint32_t kMagic = 0x534d5234;  // "SMR4": bump when the layout changes
+// The layouts before log_number and log_index (ABI 1.6), and before
+// received_bytes (ABI 1.4), still found in spool files written by an earlier
+// version: decoded with those fields 0.
+constexpr uint32_t kMagicWithoutLog = 0x534d5233;       // "SMR3"
 constexpr uint32_t kMagicWithoutReceived = 0x534d5232;  // "SMR2"
 constexpr uint16_t kAbsent = 0xffff;
 constexpr uint8_t kLastReason = SMP_END_TRACKING_CAP;  // the last of smp_end_reason: keep up with smp_module.h
@@ -33,11 +35,23 @@ struct Fixed {
     uint8_t kind;
     uint16_t lengths[12];     // without the NUL that follows each string
     uint64_t received_bytes;  // SMR3 on; an SMR2 fixed part ends before it
+    uint64_t log_number;      // SMR4 on; an SMR3 fixed part ends before it
+    uint64_t log_index;
 };
 // The intervals follow the fixed part; a decoded record keeps both in one
 // heap block, where this keeps the intervals aligned.
 static_assert(sizeof(Fixed) % alignof(smp_interval) == 0);
 static_assert(offsetof(Fixed, received_bytes) % alignof(smp_interval) == 0);
+static_assert(offsetof(Fixed, log_number) % alignof(smp_interval) == 0);
+
+size_t fixed_size_of(uint32_t magic) {
+    switch (magic) {
+        case kMagic: return sizeof(Fixed);
+        case kMagicWithoutLog: return offsetof(Fixed, log_number);
+        case kMagicWithoutReceived: return offsetof(Fixed, received_bytes);
+        default: return 0;
+    }
+}
 
 // The record's strings, in wire order.
 std::array<const char*, 12> strings_of(const smp_record& r) {
@@ -66,6 +80,9 @@ void append_record(const smp_record& record, RecordKind kind, uint32_t pid, std:
     fixed.header_bytes = record.header_bytes;
     fixed.body_bytes = record.body_bytes;
     fixed.received_bytes = smp_record_received_bytes(&record);
+    fixed.log_number =
+        record.size >= offsetof(smp_record, log_number) + sizeof record.log_number ? record.log_number : 0;
+    fixed.log_index = smp_record_log_index(&record);
     fixed.worker_id = record.worker_id;
     fixed.status = record.status;
     fixed.client_port = record.client_port;
@@ -100,32 +117,46 @@ void append_record(const smp_record& record, RecordKind kind, uint32_t pid, std:
 
 DecodedRecord& DecodedRecord::operator=(const DecodedRecord& other) {
     if (this == &other) return *this;
-    if (!other.bytes_) {
+    if (other.data_.empty()) {
         *this = DecodedRecord();
     } else {
-        *this = *decode(std::string_view(other.bytes_.get(), other.size_));
+        *this = *decode(other.data_);
         record_.reason = other.record_.reason;  // set_reason may have changed it
+        record_.log_number = other.record_.log_number;
+        record_.log_index = other.record_.log_index;
     }
     kind = other.kind;
     pid = other.pid;
     return *this;
 }
 
+void DecodedRecord::own() {
+    if (bytes_ || data_.empty()) return;
+    *this = DecodedRecord(*this);
+}
+
 std::optional<DecodedRecord> DecodedRecord::decode(std::string_view data) {
+    auto bytes = std::make_unique_for_overwrite<char[]>(data.size());
+    if (!data.empty()) std::memcpy(bytes.get(), data.data(), data.size());
+    auto decoded = view(std::string_view(bytes.get(), data.size()));
+    if (decoded) decoded->bytes_ = std::move(bytes);
+    return decoded;
+}
+
+std::optional<DecodedRecord> DecodedRecord::view(std::string_view data) {
     Fixed fixed{};
     uint32_t magic = 0;
     if (data.size() < sizeof magic) return std::nullopt;
     std::memcpy(&magic, data.data(), sizeof magic);
-    if (magic != kMagic && magic != kMagicWithoutReceived) return std::nullopt;
-    const size_t fixed_size = magic == kMagic ? sizeof fixed : offsetof(Fixed, received_bytes);
-    if (data.size() < fixed_size) return std::nullopt;
+    const size_t fixed_size = fixed_size_of(magic);
+    if (fixed_size == 0 || data.size() < fixed_size) return std::nullopt;
     std::memcpy(&fixed, data.data(), fixed_size);
     if (fixed.kind != static_cast<uint8_t>(RecordKind::transfer) &&
         fixed.kind != static_cast<uint8_t>(RecordKind::close))
         return std::nullopt;
     // A reason that smp_end_reason does not name is not a value of the type.
     if (fixed.reason > kLastReason) return std::nullopt;
-    // Check the layout before copying anything.
+    // Check the layout before pointing at anything.
     size_t expected = fixed_size + size_t{fixed.interval_count} * sizeof(smp_interval);
     for (const uint16_t length : fixed.lengths) {
         if (length == kAbsent) continue;
@@ -133,12 +164,12 @@ std::optional<DecodedRecord> DecodedRecord::decode(std::string_view data) {
         expected += length + 1u;
     }
     if (data.size() != expected) return std::nullopt;
+    // The intervals are read in place: the caller's bytes are 8-aligned.
+    if (reinterpret_cast<uintptr_t>(data.data()) % alignof(smp_interval) != 0) return std::nullopt;
 
     DecodedRecord decoded;
-    decoded.bytes_ = std::make_unique_for_overwrite<char[]>(data.size());
-    decoded.size_ = data.size();
-    char* bytes = decoded.bytes_.get();
-    std::memcpy(bytes, data.data(), data.size());
+    decoded.data_ = data;
+    const char* bytes = data.data();
     smp_record& r = decoded.record_;
     r.intervals = reinterpret_cast<const smp_interval*>(bytes + fixed_size);
     r.interval_count = fixed.interval_count;
@@ -168,6 +199,8 @@ std::optional<DecodedRecord> DecodedRecord::decode(std::string_view data) {
     r.header_bytes = fixed.header_bytes;
     r.body_bytes = fixed.body_bytes;
     r.received_bytes = fixed.received_bytes;  // 0 from an SMR2 record
+    r.log_number = fixed.log_number;          // 0 from SMR2 and SMR3
+    r.log_index = fixed.log_index;
     r.reason = static_cast<smp_end_reason>(fixed.reason);
     return decoded;
 }

@@ -2,7 +2,8 @@
 // fields first, then the byte intervals, then the strings, each followed by a
 // NUL. Both ends are the same binary, so native byte order is used. The
 // spool keeps encoded records across an upgrade, so the decoder also reads the
-// layout of the version before (SMR2, without received_bytes: 0).
+// layouts of the versions before (SMR3 without log_number and log_index,
+// SMR2 without received_bytes too: 0).
 #pragma once
 
 #include <array>
@@ -32,19 +33,28 @@ constexpr size_t kMaxBatchBytes = 64 * 1024;
 // Appends the framed encoding of `record` to `batch`.
 void append_record(const smp_record& record, RecordKind kind, uint32_t pid, std::string& batch);
 
-// A decoded record: one heap block holds the datagram's bytes, and the
-// record's strings and intervals point into it (the wire format carries the
-// strings NUL-terminated and the intervals aligned for that). A move keeps
-// the block, so moving a record costs no allocation.
+// A decoded record: the record's strings and intervals point into its
+// encoding (the format carries the strings NUL-terminated and the intervals
+// aligned for that), which is either a heap block it owns (decode) or bytes
+// that outlive it (view: a record log's ring, read in place). A move keeps
+// the bytes, so moving a record costs no allocation; a copy owns its bytes.
 class DecodedRecord {
    public:
     RecordKind kind = RecordKind::close;
     uint32_t pid = 0;  // the worker process that sent it
     const smp_record& record() const { return record_; }
     void set_reason(smp_end_reason reason) { record_.reason = reason; }
+    void set_log_place(uint64_t number, uint64_t index) {
+        record_.log_number = number;
+        record_.log_index = index;
+    }
+    // Copies the bytes of a view, so that the record outlives them.
+    void own();
 
     // Empty when `data` is not a whole, valid encoding of one record.
     static std::optional<DecodedRecord> decode(std::string_view data);
+    // The same without a copy: `data` (8-aligned) must outlive the record.
+    static std::optional<DecodedRecord> view(std::string_view data);
     // The records of a batch, in order, to `each`; false when the batch is
     // malformed (the records before the damage were still delivered).
     template <typename Each>
@@ -58,8 +68,8 @@ class DecodedRecord {
 
    private:
     smp_record record_{};
-    std::unique_ptr<char[]> bytes_;
-    size_t size_ = 0;
+    std::string_view data_;          // the encoding the record points into
+    std::unique_ptr<char[]> bytes_;  // data_'s bytes when owned
 };
 
 template <typename Each>

@@ -5,6 +5,7 @@
 #include <cstddef>
 #include <cstring>
 #include <string>
+#include <tuple>
 #include <vector>
 
 using smp::DecodedRecord;
@@ -185,29 +186,65 @@ TEST_CASE("a module built before ABI 1.4 records no received bytes") {
     CHECK(decoded->record().body_bytes == 400);
 }
 
-TEST_CASE("a record of the layout before received_bytes (SMR2, in an old spool) still decodes") {
-    // SMR2 is SMR3 without the trailing received_bytes of the fixed part.
-    const smp_interval intervals[] = {{0, 99}, {200, 299}};
+// An encoding of `record` in an older layout: the same, with the fixed
+// part's trailing fields cut to `fixed` bytes, under `magic`.
+std::string older_layout(const smp_record& record, uint32_t magic, size_t fixed) {
     std::string framed;
-    smp::append_record(sample(intervals, 2), RecordKind::close, 1234, framed);
+    smp::append_record(record, RecordKind::close, 1234, framed);
     std::string old = framed.substr(4);
-    const uint32_t magic = 0x534d5232;  // "SMR2"
     std::memcpy(old.data(), &magic, sizeof magic);
-    // The fixed part is 112 bytes in SMR3, its last 8 the received bytes.
-    constexpr size_t kFixed = 112;
-    REQUIRE(old.size() > kFixed);
-    uint64_t received = 0;
-    std::memcpy(&received, old.data() + kFixed - 8, sizeof received);
-    REQUIRE(received == 180);
-    old.erase(kFixed - 8, 8);
-    auto decoded = DecodedRecord::decode(old);
+    constexpr size_t kFixedNow = 128;  // SMR4
+    old.erase(fixed, kFixedNow - fixed);
+    return old;
+}
+
+TEST_CASE("records of the layouts before log places (SMR3) and received_bytes (SMR2), in an old spool, still decode") {
+    const smp_interval intervals[] = {{0, 99}, {200, 299}};
+    smp_record record = sample(intervals, 2);
+    record.log_number = 4096;
+    record.log_index = 7;
+    // SMR3: 112 bytes of fixed part, ending with received_bytes; SMR2: 104.
+    for (const auto& [magic, fixed, received] :
+         {std::tuple{0x534d5233u, size_t{112}, uint64_t{180}}, std::tuple{0x534d5232u, size_t{104}, uint64_t{0}}}) {
+        CAPTURE(fixed);
+        const std::string old = older_layout(record, magic, fixed);
+        auto decoded = DecodedRecord::decode(old);
+        REQUIRE(decoded);
+        const smp_record& out = decoded->record();
+        CHECK(out.received_bytes == received);
+        CHECK(out.log_number == 0);
+        CHECK(out.log_index == 0);
+        CHECK(out.body_bytes == 400);
+        CHECK(out.status == 206);
+        REQUIRE(out.interval_count == 2);
+        CHECK(out.intervals[1].last == 299);
+        CHECK(std::strcmp(out.etag, "\"1400000-18eb\"") == 0);
+        CHECK_FALSE(DecodedRecord::decode(old.substr(0, old.size() - 1)));
+    }
+    // And SMR4 keeps the record's place in its log.
+    std::string framed;
+    smp::append_record(record, RecordKind::close, 1234, framed);
+    auto decoded = DecodedRecord::decode(std::string_view(framed).substr(4));
     REQUIRE(decoded);
-    const smp_record& out = decoded->record();
-    CHECK(out.received_bytes == 0);
-    CHECK(out.body_bytes == 400);
-    CHECK(out.status == 206);
-    REQUIRE(out.interval_count == 2);
-    CHECK(out.intervals[1].last == 299);
-    CHECK(std::strcmp(out.etag, "\"1400000-18eb\"") == 0);
-    CHECK_FALSE(DecodedRecord::decode(old.substr(0, old.size() - 1)));
+    CHECK(decoded->record().log_number == 4096);
+    CHECK(decoded->record().log_index == 7);
+}
+
+TEST_CASE("a view reads the record in place; own() copies it out") {
+    const smp_interval intervals[] = {{0, 99}};
+    std::string framed;
+    smp::append_record(sample(intervals, 1), RecordKind::close, 1, framed);
+    alignas(8) char bytes[4096];
+    const std::string_view encoding = std::string_view(framed).substr(4);
+    std::memcpy(bytes, encoding.data(), encoding.size());
+    auto viewed = DecodedRecord::view(std::string_view(bytes, encoding.size()));
+    REQUIRE(viewed);
+    CHECK(viewed->record().etag >= bytes);
+    CHECK(viewed->record().etag < bytes + encoding.size());
+    CHECK_FALSE(DecodedRecord::view(std::string_view(bytes + 1, encoding.size() - 1)));  // misaligned, short
+    viewed->set_reason(SMP_END_WORKER_LOST);
+    viewed->own();
+    std::memset(bytes, 0, sizeof bytes);
+    CHECK(std::strcmp(viewed->record().etag, "\"1400000-18eb\"") == 0);
+    CHECK(viewed->record().reason == SMP_END_WORKER_LOST);
 }

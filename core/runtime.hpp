@@ -44,11 +44,6 @@ struct Runtime {
     AddressSet trusted_proxies;
     std::string node;              // host name
     std::optional<Identity> user;  // what the children become, when started as root
-    // The records socket (a SOCK_DGRAM socketpair) when tracking is on:
-    // workers and the master send on one end, the collector reads the other.
-    // The master owns both ends; every generation shares them.
-    int records_send_fd = -1;
-    int records_receive_fd = -1;
 };
 
 // The core API handed to every module.

@@ -130,6 +130,9 @@ void StorageThread::run() {
                 run.push_back(arrived[i].get());
             if (!spool_.empty() || Clock::now() < next_try_ || first > 0 || !store(run))
                 for (const Batch* batch : run) spool_.push(*batch);
+            // Stored, or in the spool's files (not only in its memory).
+            if (spool_.batches_in_memory() == 0)
+                durable_sequence_.store(run.back()->sequence, std::memory_order_release);
             first += run.size();
         }
         if (stopping) break;

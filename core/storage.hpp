@@ -7,6 +7,7 @@
 // its start is tried again every second, its batches spooled meanwhile.
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <deque>
@@ -32,6 +33,9 @@ class StorageThread {
     StorageThread& operator=(const StorageThread&) = delete;
 
     void submit(std::shared_ptr<const Batch> batch);
+    // The sequence of the last batch of this collector run that the store
+    // has, or that waits in the spool on disk: it survives a crash.
+    uint64_t durable_sequence() const { return durable_sequence_.load(std::memory_order_acquire); }
     // Stores or spools every submitted batch, tries the spool once more, and
     // returns; what the store did not take stays in the spool for the next start.
     void stop();
@@ -55,6 +59,7 @@ class StorageThread {
     bool stopping_ = false;
     bool started_ = false;  // init_collector succeeded
     bool failing_ = false;  // logged once per outage
+    std::atomic<uint64_t> durable_sequence_{0};
     Clock::time_point next_try_{};
     std::thread thread_;
 };

@@ -110,8 +110,13 @@ void Worker::cache_set(const char* key, const void* data, uint64_t size) {
         if (auto set = SMP_MODULE_HOOK(plugin->api, cache_set)) return set(plugin->worker_state, key, data, size);
 }
 
-Worker::Worker(Runtime& runtime, int slot, WorkerSeat* seat)
-    : runtime_(runtime), slot_(slot), id_(static_cast<uint32_t>(slot + 1)), seat_(seat) {}
+Worker::Worker(Runtime& runtime, int slot, WorkerSeat* seat, std::optional<RecordLogWriter> log)
+    : runtime_(runtime),
+      slot_(slot),
+      id_(static_cast<uint32_t>(slot + 1)),
+      seat_(seat),
+      log_(std::move(log)),
+      pid_(static_cast<uint32_t>(getpid())) {}
 
 int Worker::run() {
     if (int error = uv_loop_init(&loop_); error != 0) {
@@ -143,9 +148,6 @@ int Worker::run() {
             watch->poll.data = watch.get();
             watches_.push_back(std::move(watch));
         }
-    uv_check_init(&loop_, &flush_check_);
-    flush_check_.data = this;
-    uv_unref(reinterpret_cast<uv_handle_t*>(&flush_check_));
     uv_timer_init(&loop_, &accept_pause_timer_);
     accept_pause_timer_.data = this;
     uv_unref(reinterpret_cast<uv_handle_t*>(&accept_pause_timer_));
@@ -278,33 +280,28 @@ void Worker::on_accept_pause_end(uv_timer_t* timer) {
     if (!worker.stopping_) worker.set_accepting(true);
 }
 
-void Worker::send_to_collector(const smp_record& record, RecordKind kind) {
-    if (runtime_.records_send_fd < 0) return;
-    if (batch_.size() + kMaxRecordBytes + sizeof(uint32_t) > kMaxBatchBytes) flush_records();
-    append_record(record, kind, static_cast<uint32_t>(getpid()), batch_);
-    ++batch_records_;
-    // Sent once this loop turn's I/O is handled: one datagram for all its records.
-    if (!uv_is_active(reinterpret_cast<uv_handle_t*>(&flush_check_)))
-        uv_check_start(&flush_check_, [](uv_check_t* check) { static_cast<Worker*>(check->data)->flush_records(); });
-}
-
-void Worker::flush_records() {
-    uv_check_stop(&flush_check_);
-    if (batch_.empty()) return;
-    const bool sent = send(runtime_.records_send_fd, batch_.data(), batch_.size(), MSG_DONTWAIT | MSG_NOSIGNAL) >= 0;
-    const int error = errno;
-    if (!sent) {
-        // Never wait for the collector: a full queue loses the records, and says so.
-        records_dropped_ += batch_records_;
-        const uint64_t now = uv_now(&loop_);
-        if (now - drops_reported_at_ms_ >= 1000) {
-            drops_reported_at_ms_ = now;
-            spdlog::warn("stats collector not keeping up: {} record(s) dropped so far ({})", records_dropped_,
-                         std::strerror(error));
-        }
+void Worker::record(const smp_record& record, RecordKind kind) {
+    if (!runtime_.config.tracking.enabled) return;
+    if (!log_) {
+        ++dropped_without_log_;
+        return;
     }
-    batch_.clear();
-    batch_records_ = 0;
+    if (log_->append(record, kind, pid_)) {
+        if (log_full_) {
+            log_full_ = false;
+            spdlog::warn("tracking log has room again: {} record(s) dropped in this episode, {} in all",
+                         log_->dropped() - dropped_before_, log_->dropped());
+        }
+        return;
+    }
+    // Never wait for the collector: a full log loses the record, counts it
+    // (the stats report the count), and says so once per episode.
+    if (!log_full_) {
+        log_full_ = true;
+        dropped_before_ = log_->dropped() - 1;
+        spdlog::warn("tracking log full: dropping records until the stats collector catches up (log {})",
+                     log_->number());
+    }
 }
 
 void Worker::post_counts() {
@@ -317,7 +314,7 @@ void Worker::transfer(const smp_record& record) {
     // At most one progress record a second per response: the set costs
     // nothing on the short requests that never report one.
     if (downloads_.emplace(record.connection_id, record.request_id).second) post_counts();
-    send_to_collector(record, RecordKind::transfer);
+    this->record(record, RecordKind::transfer);
     for (auto* plugin : plugins_)
         if (plugin->api->on_transfer != nullptr) plugin->api->on_transfer(plugin->worker_state, &record);
 }
@@ -325,7 +322,7 @@ void Worker::transfer(const smp_record& record) {
 void Worker::close(const smp_record& record) {
     if (!downloads_.empty() && downloads_.erase({record.connection_id, record.request_id}) > 0) post_counts();
     runtime_.access_log.write(record);
-    send_to_collector(record, RecordKind::close);
+    this->record(record, RecordKind::close);
     for (auto* plugin : plugins_)
         if (plugin->api->on_close != nullptr) plugin->api->on_close(plugin->worker_state, &record);
 }
@@ -373,8 +370,8 @@ void Worker::begin_shutdown() {
 void Worker::finish_if_drained() {
     if (finished_ || connections_ > 0) return;
     finished_ = true;
-    flush_records();  // the last records of this worker
-    uv_close(reinterpret_cast<uv_handle_t*>(&flush_check_), nullptr);
+    if (dropped_without_log_ > 0)
+        spdlog::warn("{} record(s) dropped: this worker had no tracking log", dropped_without_log_);
     uv_close(reinterpret_cast<uv_handle_t*>(&accept_pause_timer_), nullptr);
     uv_close(reinterpret_cast<uv_handle_t*>(&signal_poll_), nullptr);
     ::close(signal_fd_);

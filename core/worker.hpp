@@ -6,11 +6,13 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <set>
 #include <utility>
 #include <vector>
 
 #include "record_codec.hpp"
+#include "record_log.hpp"
 #include "runtime.hpp"
 #include "worker_board.hpp"
 
@@ -20,7 +22,9 @@ class Worker {
    public:
     // `slot` is 0-based; the worker's id is slot + 1. `seat` is where it
     // posts its readiness and counts for the master (nullptr: nowhere).
-    Worker(Runtime& runtime, int slot, WorkerSeat* seat);
+    // `log` is where its records go (empty: tracking is off, or the master
+    // could not make one).
+    Worker(Runtime& runtime, int slot, WorkerSeat* seat, std::optional<RecordLogWriter> log);
     Worker(const Worker&) = delete;
     Worker& operator=(const Worker&) = delete;
 
@@ -52,8 +56,7 @@ class Worker {
     static void on_signal(uv_poll_t* handle, int status, int events);
     static void on_accept_pause_end(uv_timer_t* timer);
     void accept_from(Watch& watch);
-    void send_to_collector(const smp_record& record, RecordKind kind);
-    void flush_records();
+    void record(const smp_record& record, RecordKind kind);
     void set_accepting(bool accepting);
     // Full: asks the protocol modules to close cheap connections; how many close.
     int reclaim_connections();
@@ -81,11 +84,11 @@ class Worker {
     bool accepting_ = false;
     bool stopping_ = false;
     bool finished_ = false;
-    uv_check_t flush_check_{};
-    std::string batch_;  // records for the collector, sent once per loop turn
-    size_t batch_records_ = 0;
-    uint64_t records_dropped_ = 0;  // the collector's queue was full
-    uint64_t drops_reported_at_ms_ = 0;
+    std::optional<RecordLogWriter> log_;
+    uint32_t pid_ = 0;
+    bool log_full_ = false;        // a drop episode is under way
+    uint64_t dropped_before_ = 0;  // the log's drop count when the episode began
+    uint64_t dropped_without_log_ = 0;
 };
 
 }  // namespace smp
