@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <malloc.h>
 #include <signal.h>
+#include <sys/prctl.h>
 #include <sys/signalfd.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -130,13 +131,14 @@ uint64_t Collector::Throttled::due(uint64_t count, uint64_t now_ms) {
     return since;
 }
 
-Collector::Collector(Runtime& runtime, std::string log_dir)
+Collector::Collector(Runtime& runtime, std::string log_dir, int shard)
     : runtime_(runtime),
       dir_(std::move(log_dir)),
+      shard_(shard),
       tracker_(runtime.config.tracking.idle_window_ms * 1000,
                static_cast<size_t>(runtime.config.tracking.max_open_downloads)),
       geoip_(runtime.config.geoip.city_db, runtime.config.geoip.asn_db),
-      origin_(static_cast<uint64_t>(now_us())),
+      origin_(static_cast<uint64_t>(now_us()) + static_cast<uint64_t>(shard)),  // distinct for each shard
       clock_us_(now_us()) {
     batch_.origin = origin_;
     batch_.sequence = 1;
@@ -144,14 +146,15 @@ Collector::Collector(Runtime& runtime, std::string log_dir)
 
 void Collector::start_stores() {
     // A spool directory per store, named after its module (and its rank
-    // among entries of the same module).
+    // among entries of the same module), and the shard of collectors past the first.
     std::map<std::string, int> seen;
     for (auto& module : runtime_.modules) {
         if (SMP_MODULE_HOOK(module->api, store) == nullptr) continue;
         const std::string& name = module->entry->module;
         const int rank = seen[name]++;
-        const std::string dir =
-            runtime_.config.state_dir + "/spool/" + name + (rank > 0 ? fmt::format("-{}", rank) : "");
+        const std::string dir = runtime_.config.state_dir + "/spool/" + name +
+                                (rank > 0 ? fmt::format("-{}", rank) : "") +
+                                (shard_ > 0 ? fmt::format(".shard-{}", shard_) : "");
         storage_.push_back(std::make_unique<StorageThread>(*module, dir));
     }
 }
@@ -203,6 +206,7 @@ int Collector::run() {
 // ---- start-up -----------------------------------------------------------------
 
 void Collector::recover() {
+    remove_new_checkpoints(dir_);  // of a collector that died writing one
     std::vector<LogPlace> places;
     uint64_t first_journal = 0;
     std::string data;
@@ -499,13 +503,17 @@ void Collector::start_checkpoint() {
     pending.logs = places();
     const pid_t pid = fork();
     if (pid == 0) {
+        // Dies with the collector: a collector started after it must never
+        // find this one's file appearing later.
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        if (getppid() == 1) _exit(1);
         Checkpoint checkpoint;
         checkpoint.generation = generation;
         checkpoint.clock_us = clock_us_;
         checkpoint.logs = pending.logs;
         tracker_.save(checkpoint.downloads);
         checkpoint.running = in_flight_.copy();
-        _exit(write_file_synced(checkpoint_path(dir_) + ".new", encode_checkpoint(checkpoint)) ? 0 : 1);
+        _exit(write_file_synced(new_checkpoint_path(dir_, generation), encode_checkpoint(checkpoint)) ? 0 : 1);
     }
     if (pid < 0) {
         if (!checkpoint_failing_)
@@ -526,8 +534,8 @@ void Collector::finish_checkpoint(bool wait) {
         if (exited == 0) return;
         if (exited < 0 || !WIFEXITED(status) || WEXITSTATUS(status) != 0) {
             if (!checkpoint_failing_)
-                spdlog::error("cannot write the stats collector's checkpoint {}.new: trying again",
-                              checkpoint_path(dir_));
+                spdlog::error("cannot write the stats collector's checkpoint {}: trying again",
+                              new_checkpoint_path(dir_, pending.generation));
             checkpoint_failing_ = true;
             pending_.reset();
             return;
@@ -536,7 +544,7 @@ void Collector::finish_checkpoint(bool wait) {
     }
     if (!stores_have(pending.sequence)) return;
     const std::string path = checkpoint_path(dir_);
-    if (std::rename((path + ".new").c_str(), path.c_str()) != 0) {
+    if (std::rename(new_checkpoint_path(dir_, pending.generation).c_str(), path.c_str()) != 0) {
         if (!checkpoint_failing_) spdlog::error("cannot commit the checkpoint {}: {}", path, std::strerror(errno));
         checkpoint_failing_ = true;
         pending_.reset();
@@ -554,6 +562,7 @@ void Collector::finish_checkpoint(bool wait) {
         if (log == logs_.end()) continue;
         log->second.reader.release(place.position);
         if (place.done) {
+            add_dropped_records(dir_, log->second.reader.dropped());
             unlink(record_log_path(dir_, place.number).c_str());
             logs_.erase(log);
         }
@@ -590,6 +599,7 @@ void Collector::stop() {
     journal_.add({JournalEntry::tick, 0, static_cast<uint64_t>(now), 0});
     journal_.flush();
     tick(now);
+    clock_us_ = now_us();
     stop_stores();
     // The stores have everything now (stored or spooled): a last checkpoint,
     // written here, commits it.

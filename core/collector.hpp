@@ -86,8 +86,9 @@ class InFlightRequests {
 
 class Collector {
    public:
-    // Reads the record logs in `log_dir` (state_dir/records).
-    Collector(Runtime& runtime, std::string log_dir);
+    // Reads the record logs in `log_dir`: those of shard `shard` of
+    // tracking.collectors (record_log_dir()).
+    Collector(Runtime& runtime, std::string log_dir, int shard = 0);
     Collector(const Collector&) = delete;
     Collector& operator=(const Collector&) = delete;
 
@@ -152,6 +153,7 @@ class Collector {
     };
     Runtime& runtime_;
     const std::string dir_;
+    const int shard_;
     uv_loop_t loop_{};
     uv_timer_t poll_{};
     uv_idle_t backlog_{};

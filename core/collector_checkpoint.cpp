@@ -129,6 +129,20 @@ std::string journal_path(const std::string& dir, uint64_t generation) {
 
 std::string checkpoint_path(const std::string& dir) { return dir + "/checkpoint"; }
 
+std::string new_checkpoint_path(const std::string& dir, uint64_t generation) {
+    return fmt::format("{}/checkpoint.new-{}", dir, generation);
+}
+
+void remove_new_checkpoints(const std::string& dir) {
+    DIR* listing = opendir(dir.c_str());
+    if (listing == nullptr) return;
+    std::vector<std::string> names;
+    while (const dirent* entry = readdir(listing))
+        if (std::string_view(entry->d_name).starts_with("checkpoint.new-")) names.emplace_back(entry->d_name);
+    closedir(listing);
+    for (const auto& name : names) unlink((dir + "/" + name).c_str());
+}
+
 std::vector<uint64_t> list_journals(const std::string& dir) {
     std::vector<uint64_t> generations;
     DIR* listing = opendir(dir.c_str());

@@ -64,6 +64,9 @@ static_assert(sizeof(JournalEntry) == 24);
 
 std::string journal_path(const std::string& dir, uint64_t generation);
 std::string checkpoint_path(const std::string& dir);
+// Where the checkpoint of `generation` is written before it is committed.
+std::string new_checkpoint_path(const std::string& dir, uint64_t generation);
+void remove_new_checkpoints(const std::string& dir);
 // The generations of the journals in `dir`, in order.
 std::vector<uint64_t> list_journals(const std::string& dir);
 // The whole entries of a journal (a torn last one is left out).

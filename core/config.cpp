@@ -116,8 +116,10 @@ void read_tracking(const YAML::Node& node, TrackingConfig& tracking, ErrorList& 
         errors.add(node, "tracking", "must be a map");
         return;
     }
-    check_keys(node, "tracking",
-               std::array<std::string_view, 4>{"enabled", "idle_window", "max_open_downloads", "log_size"}, errors);
+    check_keys(
+        node, "tracking",
+        std::array<std::string_view, 5>{"enabled", "idle_window", "max_open_downloads", "log_size", "collectors"},
+        errors);
     if (node["enabled"])
         if (auto value = read_bool(node["enabled"], "tracking.enabled", errors)) tracking.enabled = *value;
     if (node["idle_window"])
@@ -140,6 +142,13 @@ void read_tracking(const YAML::Node& node, TrackingConfig& tracking, ErrorList& 
                 errors.add(node["log_size"], "tracking.log_size", "must be at least 1MiB");
             else
                 tracking.log_size = *value;
+        }
+    if (node["collectors"])
+        if (auto value = read_int(node["collectors"], "tracking.collectors", errors)) {
+            if (*value < 1 || *value > 64)
+                errors.add(node["collectors"], "tracking.collectors", "must be from 1 to 64");
+            else
+                tracking.collectors = static_cast<int>(*value);
         }
 }
 

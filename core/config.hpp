@@ -74,6 +74,9 @@ struct TrackingConfig {
     // Each worker's record log: how many bytes of records wait for the
     // collector before a worker has to drop one (docs/tracking.md).
     int64_t log_size = 256 << 20;
+    // Stats collectors, each merging the downloads of its share of the
+    // download keys (a worker writes a log for each). Read at start only.
+    int collectors = 1;
 };
 
 struct GeoIpConfig {

@@ -95,6 +95,15 @@ TEST_CASE("tracking, state_dir and geoip keys") {
               .tracking.max_open_downloads == 2000);
     CHECK(errors_of(std::string("tracking: {max_open_downloads: 0}\n") + kMinimal) ==
           "test.yaml:1: tracking.max_open_downloads: must be at least 1\n");
+    CHECK(config.tracking.log_size == 256 << 20);
+    CHECK(config.tracking.collectors == 1);
+    const auto sized = parse_config(std::string("tracking: {log_size: 64MiB, collectors: 2}\n") + kMinimal, "t", "");
+    CHECK(sized.tracking.log_size == 64 << 20);
+    CHECK(sized.tracking.collectors == 2);
+    CHECK(errors_of(std::string("tracking: {log_size: 4KiB}\n") + kMinimal) ==
+          "test.yaml:1: tracking.log_size: must be at least 1MiB\n");
+    CHECK(errors_of(std::string("tracking: {collectors: 0}\n") + kMinimal) ==
+          "test.yaml:1: tracking.collectors: must be from 1 to 64\n");
     CHECK(config.geoip.city_db == "/c.mmdb");
     CHECK(config.geoip.asn_db.empty());
     CHECK(errors_of(std::string("geoip: {country_db: x}\n") + kMinimal) ==

@@ -92,17 +92,22 @@ int Master::run() {
                                          : kHousekeepingMs;
     uv_timer_start(&housekeeping_timer_, on_housekeeping, housekeeping_ms, housekeeping_ms);
 
-    collector_.master = this;
-    uv_timer_init(&loop_, &collector_.respawn_timer);
-    collector_.respawn_timer.data = &collector_;
+    for (int shard = 0; shard < current_->config.tracking.collectors; ++shard) {
+        auto slot = std::make_unique<Slot>();
+        slot->master = this;
+        slot->index = static_cast<size_t>(shard);
+        slot->collector = true;
+        uv_timer_init(&loop_, &slot->respawn_timer);
+        slot->respawn_timer.data = slot.get();
+        collectors_.push_back(std::move(slot));
+    }
     if (current_->config.tracking.enabled) {
-        // Every log an earlier run left has lost its writer: the collector
-        // reads what they hold and deletes them.
-        RecordLogDirectory logs(record_log_dir(*current_));
-        if (const size_t left = logs.end_all_left())
-            spdlog::info("{} tracking log(s) of an earlier run in {}: their records go to the stores", left,
-                         logs.dir());
-        spawn_collector();
+        // Every log an earlier run left has lost its writer: the collectors
+        // read what they hold and delete them.
+        for (const auto& dir : record_log_dirs(current_->config.state_dir))
+            if (const size_t left = RecordLogDirectory(dir).end_all_left())
+                spdlog::info("{} tracking log(s) of an earlier run in {}: their records go to the stores", left, dir);
+        for (auto& collector : collectors_) spawn_collector(*collector);
     }
 
     slots_ = make_slots(*current_);
@@ -140,65 +145,84 @@ void Master::close_slot(std::unique_ptr<Slot> slot) {
              [](uv_handle_t* handle) { delete static_cast<Slot*>(handle->data); });
 }
 
-std::string Master::record_log_dir(const Runtime& runtime) { return runtime.config.state_dir + "/records"; }
-
-int Master::create_record_log(const Runtime& runtime, size_t slot_index) {
-    RecordLogDirectory logs(record_log_dir(runtime));
-    std::string error;
+std::vector<int> Master::create_record_logs(const Runtime& runtime, size_t slot_index) {
+    std::vector<int> fds;
     const uid_t uid = runtime.user ? runtime.user->uid : static_cast<uid_t>(-1);
     const gid_t gid = runtime.user ? runtime.user->gid : static_cast<gid_t>(-1);
-    auto created = logs.create(static_cast<uint64_t>(runtime.config.tracking.log_size), uid, gid, error);
-    if (!created) {
-        spdlog::error("worker {} has no tracking log, its records are dropped and counted: {}", slot_index + 1, error);
-        return -1;
+    const std::string first = record_log_dir(runtime.config.state_dir, 0);
+    for (size_t shard = 0; shard < collectors_.size(); ++shard) {
+        RecordLogDirectory logs(record_log_dir(runtime.config.state_dir, static_cast<int>(shard)), first);
+        std::string error;
+        auto created = logs.create(static_cast<uint64_t>(runtime.config.tracking.log_size), uid, gid, error);
+        if (!created) {
+            spdlog::error("worker {} has no tracking log, its records are dropped and counted: {}", slot_index + 1,
+                          error);
+            fds.push_back(-1);
+            continue;
+        }
+        if (!created->warning.empty()) spdlog::warn("tracking log {}: {}", created->number, created->warning);
+        fds.push_back(created->fd);
     }
-    if (!created->warning.empty()) spdlog::warn("tracking log {}: {}", created->number, created->warning);
-    return created->fd;
+    return fds;
 }
 
 void Master::spawn(Slot& slot) {
     Runtime& runtime = *slot.runtime;
-    spawning_log_fd_ = runtime.config.tracking.enabled ? create_record_log(runtime, slot.index) : -1;
+    if (runtime.config.tracking.enabled) spawning_log_fds_ = create_record_logs(runtime, slot.index);
     slot.seat = board_.take();
     const pid_t parent = getpid();
     const pid_t pid = fork();
     if (pid < 0) {
         board_.give_back(slot.seat);
         slot.seat = nullptr;
-        if (spawning_log_fd_ >= 0) RecordLogDirectory::end(std::exchange(spawning_log_fd_, -1));
+        for (int fd : std::exchange(spawning_log_fds_, {}))
+            if (fd >= 0) RecordLogDirectory::end(fd);
         spdlog::error("cannot fork worker {}: {}; retrying", slot.index + 1, std::strerror(errno));
         uv_timer_start(&slot.respawn_timer, on_respawn_timer, kMaxBackoffMs, 0);
         return;
     }
     if (pid == 0) become_worker(slot);
-    if (spawning_log_fd_ >= 0) worker_logs_[pid] = std::exchange(spawning_log_fd_, -1);
+    if (!spawning_log_fds_.empty()) worker_logs_[pid] = std::exchange(spawning_log_fds_, {});
     slot.pid = pid;
     slot.started_ms = uv_now(&loop_);
     spdlog::info("Success: detached with pid <{}>, parent pid <{}> (worker {})", pid, parent, slot.index + 1);
 }
 
-void Master::spawn_collector() {
+void Master::spawn_collector(Slot& slot) {
     collector_runtime_ = current_;
     const pid_t pid = fork();
     if (pid < 0) {
         spdlog::error("cannot fork the stats collector: {}; retrying", std::strerror(errno));
-        uv_timer_start(&collector_.respawn_timer, on_respawn_timer, kMaxBackoffMs, 0);
+        uv_timer_start(&slot.respawn_timer, on_respawn_timer, kMaxBackoffMs, 0);
         return;
     }
-    if (pid == 0) become_collector();
-    collector_.pid = pid;
-    collector_.started_ms = uv_now(&loop_);
+    if (pid == 0) become_collector(slot);
+    slot.pid = pid;
+    slot.started_ms = uv_now(&loop_);
     collector_stopping_ = false;
-    spdlog::info("Success: detached with pid <{}>, parent pid <{}> (stats collector)", pid, getpid());
+    spdlog::info("Success: detached with pid <{}>, parent pid <{}> (stats collector{})", pid, getpid(),
+                 collectors_.size() > 1 ? fmt::format(" {}", slot.index + 1) : "");
+}
+
+Master::Slot* Master::collector_of(pid_t pid) {
+    for (auto& slot : collectors_)
+        if (slot->pid == pid) return slot.get();
+    return nullptr;
+}
+
+size_t Master::running_collectors() const {
+    return static_cast<size_t>(
+        std::count_if(collectors_.begin(), collectors_.end(), [](const auto& slot) { return slot->pid > 0; }));
 }
 
 void Master::end_record_log(pid_t worker) {
-    auto log = worker_logs_.find(worker);
-    if (log == worker_logs_.end()) return;
+    auto logs = worker_logs_.find(worker);
+    if (logs == worker_logs_.end()) return;
     // The collector ends that worker's running requests (worker_lost) once
     // it has read the log to its end.
-    RecordLogDirectory::end(log->second);
-    worker_logs_.erase(log);
+    for (int fd : logs->second)
+        if (fd >= 0) RecordLogDirectory::end(fd);
+    worker_logs_.erase(logs);
 }
 
 // Every configuration that still has processes: the current one, a
@@ -228,14 +252,16 @@ void Master::close_inherited_descriptors(const Runtime* own) {
     others.erase(const_cast<Runtime*>(own));
     for (Runtime* other : others) close_listeners(other->listeners);
     // The other workers' logs: a child maps its own and keeps no descriptor.
-    for (const auto& [pid, fd] : worker_logs_) ::close(fd);
+    for (const auto& [pid, fds] : worker_logs_)
+        for (int fd : fds)
+            if (fd >= 0) ::close(fd);
     // Credentials change first: changing them clears the parent-death signal.
     if (own != nullptr && own->user) drop_privileges(*own->user);
     prctl(PR_SET_PDEATHSIG, SIGTERM);
     if (getppid() == 1) _exit(0);  // the master died before prctl took effect
 }
 
-void Master::become_collector() {
+void Master::become_collector(const Slot& slot) {
     int code = 1;
     try {
         Runtime& runtime = *current_;
@@ -243,8 +269,9 @@ void Master::become_collector() {
         // Holding a listener would keep it open after the workers closed theirs.
         close_listeners(runtime.listeners);
         prctl(PR_SET_NAME, "smp-collector");
-        set_log_role("collector");
-        Collector collector(runtime, record_log_dir(runtime));
+        set_log_role(collectors_.size() > 1 ? fmt::format("collector {}", slot.index + 1) : "collector");
+        const int shard = static_cast<int>(slot.index);
+        Collector collector(runtime, record_log_dir(runtime.config.state_dir, shard), shard);
         code = collector.run();
     } catch (const std::exception& e) {
         spdlog::critical("stats collector failed: {}", e.what());
@@ -258,14 +285,16 @@ void Master::become_worker(Slot& slot) {
     int code = 1;
     try {
         Runtime& runtime = *slot.runtime;
-        std::optional<RecordLogWriter> log;
-        if (spawning_log_fd_ >= 0) {
+        std::vector<std::optional<RecordLogWriter>> logs;
+        for (int fd : spawning_log_fds_) {
+            auto& log = logs.emplace_back();
+            if (fd < 0) continue;
             std::string error;
-            if (auto mapped = MappedLog::map(spawning_log_fd_, error))
+            if (auto mapped = MappedLog::map(fd, error))
                 log.emplace(std::move(*mapped));
             else
-                spdlog::error("cannot map the tracking log: {}; this worker's records are dropped", error);
-            ::close(spawning_log_fd_);
+                spdlog::error("cannot map a tracking log: {}; its share of the records is dropped", error);
+            ::close(fd);
         }
         close_inherited_descriptors(&runtime);
         const int index = static_cast<int>(slot.index);
@@ -275,7 +304,7 @@ void Master::become_worker(Slot& slot) {
                 if (std::find(mine.begin(), mine.end(), fd) == mine.end()) ::close(fd);
         }
         set_log_role("worker " + std::to_string(slot.index + 1));
-        Worker worker(runtime, index, slot.seat, std::move(log));
+        Worker worker(runtime, index, slot.seat, std::move(logs));
         code = worker.run();
     } catch (const std::exception& e) {
         spdlog::critical("worker {} failed: {}", slot.index + 1, e.what());
@@ -305,32 +334,33 @@ void Master::reap_children() {
     int status = 0;
     pid_t pid = 0;
     while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
-        if (pid != collector_.pid) {
+        Slot* collector = collector_of(pid);
+        if (collector == nullptr) {
             // Before anything is forked again: a new worker could get this pid.
             tell_modules_gone(pid);
             end_record_log(pid);
             reap_worker(pid, status);
             continue;
         }
-        collector_.pid = 0;
+        collector->pid = 0;
         if (stopping_) {
             spdlog::info("Stats collector (pid {}) {}", pid, describe_status(status));
         } else if (!current_->config.tracking.enabled) {
             spdlog::info("Stats collector (pid {}) {}: tracking is off in the new configuration", pid,
                          describe_status(status));
-            collector_runtime_.reset();
-        } else if (collector_restart_) {
-            // It flushed its stores and took what was in the socket; the
-            // new collector reads what the workers sent since.
-            collector_restart_ = false;
+            if (running_collectors() == 0) collector_runtime_.reset();
+        } else if (collector->restart) {
+            // It flushed its stores and checkpointed; the new collector
+            // continues from there.
+            collector->restart = false;
             spdlog::info("Stats collector (pid {}) {}; starting the new configuration's", pid, describe_status(status));
-            spawn_collector();
+            spawn_collector(*collector);
         } else {
-            // Records sent meanwhile wait in the socket for the next collector.
-            const uint64_t delay = next_start_delay(collector_, uv_now(&loop_));
+            // Records wait in the workers' logs for the next collector.
+            const uint64_t delay = next_start_delay(*collector, uv_now(&loop_));
             spdlog::error("Stats collector (pid {}) {}; starting a new one in {} ms", pid, describe_status(status),
                           delay);
-            uv_timer_start(&collector_.respawn_timer, on_respawn_timer, delay, 0);
+            uv_timer_start(&collector->respawn_timer, on_respawn_timer, delay, 0);
         }
     }
     finish_if_done();
@@ -386,8 +416,8 @@ void Master::on_respawn_timer(uv_timer_t* timer) {
     auto& slot = *static_cast<Slot*>(timer->data);
     Master& master = *slot.master;
     if (master.stopping_) return;
-    if (&slot == &master.collector_) {
-        if (master.current_->config.tracking.enabled && master.collector_.pid == 0) master.spawn_collector();
+    if (slot.collector) {
+        if (master.current_->config.tracking.enabled && slot.pid == 0) master.spawn_collector(slot);
         return;
     }
     if (slot.pid == 0) master.spawn(slot);
@@ -509,27 +539,34 @@ void Master::abort_reload(const std::string& reason) {
 }
 
 void Master::reload_collector(const Runtime& previous) {
+    if (current_->config.tracking.collectors != static_cast<int>(collectors_.size()))
+        spdlog::warn("reload: tracking.collectors changes at the next start, not at a reload: {} collector(s) kept",
+                     collectors_.size());
     const bool tracking = current_->config.tracking.enabled;
-    if (!tracking) {
-        if (collector_.pid > 0) kill(collector_.pid, SIGTERM);
-        uv_timer_stop(&collector_.respawn_timer);
-        return;
-    }
-    if (collector_.pid == 0) {
-        // Tracking was off, or a collector waits for its back-off to end.
-        if (!uv_is_active(reinterpret_cast<uv_handle_t*>(&collector_.respawn_timer))) spawn_collector();
-        return;
-    }
     const Runtime& running = collector_runtime_ ? *collector_runtime_ : previous;
-    if (collector_signature(running) == collector_signature(*current_)) {
-        spdlog::info("Stats collector (pid {}) kept: its settings did not change", collector_.pid);
-        return;
+    const bool changed = collector_signature(running) != collector_signature(*current_);
+    for (auto& slot : collectors_) {
+        Slot& collector = *slot;
+        if (!tracking) {
+            if (collector.pid > 0) kill(collector.pid, SIGTERM);
+            uv_timer_stop(&collector.respawn_timer);
+            continue;
+        }
+        if (collector.pid == 0) {
+            // Tracking was off, or a collector waits for its back-off to end.
+            if (!uv_is_active(reinterpret_cast<uv_handle_t*>(&collector.respawn_timer))) spawn_collector(collector);
+            continue;
+        }
+        if (!changed) {
+            spdlog::info("Stats collector (pid {}) kept: its settings did not change", collector.pid);
+            continue;
+        }
+        // The stores changed: the collector flushes to the old ones and exits;
+        // reap_children starts the new one at once.
+        spdlog::info("Stats collector (pid {}) restarts: its settings changed", collector.pid);
+        collector.restart = true;
+        kill(collector.pid, SIGTERM);
     }
-    // The stores changed: the collector flushes to the old ones and exits;
-    // reap_children starts the new one at once.
-    spdlog::info("Stats collector (pid {}) restarts: its settings changed", collector_.pid);
-    collector_restart_ = true;
-    kill(collector_.pid, SIGTERM);
 }
 
 void Master::reopen_logs() {
@@ -546,7 +583,8 @@ std::vector<pid_t> Master::children() const {
         for (const auto& slot : *slots)
             if (slot->pid > 0) pids.push_back(slot->pid);
     for (const auto& retiring : retiring_) pids.push_back(retiring.pid);
-    if (collector_.pid > 0) pids.push_back(collector_.pid);
+    for (const auto& collector : collectors_)
+        if (collector->pid > 0) pids.push_back(collector->pid);
     return pids;
 }
 
@@ -592,11 +630,10 @@ void Master::begin_shutdown(int signal) {
     close_listeners(current_->listeners);
     if (incoming_) close_listeners(incoming_->listeners);
     uv_timer_stop(&ready_timer_);
-    uv_timer_stop(&collector_.respawn_timer);
-    for (const Slots* slots : {&slots_, &incoming_slots_})
+    for (const Slots* slots : {&slots_, &incoming_slots_, &collectors_})
         for (const auto& slot : *slots) uv_timer_stop(&slot->respawn_timer);
     for (pid_t pid : children())
-        if (pid != collector_.pid) kill(pid, SIGTERM);
+        if (collector_of(pid) == nullptr) kill(pid, SIGTERM);
     uv_timer_start(&shutdown_timer_, on_shutdown_timeout, static_cast<uint64_t>(current_->config.shutdown_timeout_ms),
                    0);
     finish_if_done();
@@ -606,26 +643,28 @@ void Master::on_shutdown_timeout(uv_timer_t* timer) {
     auto& master = *static_cast<Master*>(timer->data);
     spdlog::warn("shutdown_timeout reached: stopping the remaining workers now");
     for (pid_t pid : master.children())
-        if (pid != master.collector_.pid) kill(pid, SIGKILL);
+        if (master.collector_of(pid) == nullptr) kill(pid, SIGKILL);
 }
 
 void Master::finish_if_done() {
     if (!stopping_ || finished_) return;
     const std::vector<pid_t> running = children();
-    if (running.size() > (collector_.pid > 0 ? 1u : 0u)) return;
-    // The collector goes last: every record of the workers is in its socket by now.
-    if (collector_.pid > 0) {
-        if (!collector_stopping_) kill(collector_.pid, SIGTERM);
+    const size_t collectors = running_collectors();
+    if (running.size() > collectors) return;
+    // The collectors go last: every record of the workers is in their logs by now.
+    if (collectors > 0) {
+        if (!collector_stopping_)
+            for (const auto& collector : collectors_)
+                if (collector->pid > 0) kill(collector->pid, SIGTERM);
         collector_stopping_ = true;
         return;
     }
     finished_ = true;  // a second SIGCHLD read in the same turn must not close the handles again
     for (uv_handle_t* handle :
          {reinterpret_cast<uv_handle_t*>(&signal_poll_), reinterpret_cast<uv_handle_t*>(&shutdown_timer_),
-          reinterpret_cast<uv_handle_t*>(&ready_timer_), reinterpret_cast<uv_handle_t*>(&housekeeping_timer_),
-          reinterpret_cast<uv_handle_t*>(&collector_.respawn_timer)})
+          reinterpret_cast<uv_handle_t*>(&ready_timer_), reinterpret_cast<uv_handle_t*>(&housekeeping_timer_)})
         close_handle(handle);
-    for (Slots* slots : {&slots_, &incoming_slots_}) {
+    for (Slots* slots : {&slots_, &incoming_slots_, &collectors_}) {
         for (auto& slot : *slots) close_slot(std::move(slot));
         slots->clear();
     }

@@ -44,6 +44,8 @@ class Master {
         uint64_t started_ms = 0;
         int quick_failures = 0;  // deaths soon after start, in a row
         WorkerSeat* seat = nullptr;
+        bool collector = false;  // a stats collector's slot: `index` is its shard
+        bool restart = false;    // a collector stopped for the new configuration's one
         uv_timer_t respawn_timer{};
     };
     using Slots = std::vector<std::unique_ptr<Slot>>;
@@ -64,10 +66,12 @@ class Master {
     Slots make_slots(Runtime& runtime);
     void close_slot(std::unique_ptr<Slot> slot);
     void spawn(Slot& slot);
-    void spawn_collector();
-    static std::string record_log_dir(const Runtime& runtime);
-    // A new record log for a worker of `runtime`; its descriptor, or -1.
-    static int create_record_log(const Runtime& runtime, size_t slot_index);
+    void spawn_collector(Slot& slot);
+    Slot* collector_of(pid_t pid);
+    size_t running_collectors() const;
+    // New record logs for a worker of `runtime`, one per collector shard:
+    // their descriptors, -1 for one that could not be made.
+    std::vector<int> create_record_logs(const Runtime& runtime, size_t slot_index);
     void end_record_log(pid_t worker);
     void tell_modules_gone(pid_t worker);
     std::set<Runtime*> live_runtimes() const;
@@ -90,7 +94,7 @@ class Master {
     static uint64_t next_start_delay(Slot& slot, uint64_t now_ms);
 
     [[noreturn]] void become_worker(Slot& slot);
-    [[noreturn]] void become_collector();
+    [[noreturn]] void become_collector(const Slot& slot);
     void close_inherited_descriptors(const Runtime* own);
 
     std::shared_ptr<Runtime> current_;
@@ -106,16 +110,17 @@ class Master {
     uv_timer_t ready_timer_{};
     uv_timer_t housekeeping_timer_{};
     int signal_fd_ = -1;
-    std::map<pid_t, int> worker_logs_;  // each running worker's record log, ended when it is reaped
-    int spawning_log_fd_ = -1;          // the log of the worker being forked
+    std::map<pid_t, std::vector<int>> worker_logs_;  // each running worker's record logs, ended when it is reaped
+    std::vector<int> spawning_log_fds_;              // the logs of the worker being forked
     Slots slots_;
     Slots incoming_slots_;
     std::vector<Retiring> retiring_;
-    Slot collector_;  // pid 0 when tracking is off or it is not running
+    // The stats collectors (tracking.collectors, fixed at start): pid 0
+    // when tracking is off or one is not running.
+    Slots collectors_;
     uint64_t reload_started_ms_ = 0;
-    bool starting_ = true;            // READY=1 not sent yet
-    bool reload_again_ = false;       // a SIGHUP came during a reload
-    bool collector_restart_ = false;  // the collector stops for the new configuration's one
+    bool starting_ = true;       // READY=1 not sent yet
+    bool reload_again_ = false;  // a SIGHUP came during a reload
     bool stopping_ = false;
     bool finished_ = false;
     bool collector_stopping_ = false;

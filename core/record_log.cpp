@@ -36,6 +36,21 @@ std::string record_log_path(const std::string& dir, uint64_t number) {
     return fmt::format("{}/{:020}{}", dir, number, kLogSuffix);
 }
 
+std::string record_log_dir(const std::string& state_dir, int shard) {
+    return shard == 0 ? state_dir + "/records" : fmt::format("{}/records/shard-{}", state_dir, shard);
+}
+
+std::vector<std::string> record_log_dirs(const std::string& state_dir) {
+    std::vector<std::string> dirs;
+    for (int shard = 0;; ++shard) {
+        const std::string dir = record_log_dir(state_dir, shard);
+        struct stat status {};
+        if (shard > 0 && stat(dir.c_str(), &status) != 0) break;
+        dirs.push_back(dir);
+    }
+    return dirs;
+}
+
 std::vector<uint64_t> list_record_logs(const std::string& dir) {
     std::vector<uint64_t> numbers;
     DIR* listing = opendir(dir.c_str());
@@ -49,6 +64,40 @@ std::vector<uint64_t> list_record_logs(const std::string& dir) {
     closedir(listing);
     std::sort(numbers.begin(), numbers.end());
     return numbers;
+}
+
+namespace {
+constexpr const char* kDroppedFile = "dropped";
+
+uint64_t read_number(const std::string& path) {
+    unsigned long long value = 0;
+    if (FILE* file = std::fopen(path.c_str(), "re")) {
+        if (std::fscanf(file, "%llu", &value) != 1) value = 0;
+        std::fclose(file);
+    }
+    return value;
+}
+}  // namespace
+
+uint64_t dropped_records(const std::string& dir) {
+    uint64_t dropped = read_number(dir + "/" + kDroppedFile);
+    for (uint64_t number : list_record_logs(dir)) {
+        std::string error;
+        if (auto log = MappedLog::open(record_log_path(dir, number), error))
+            dropped += log->header().dropped.load(std::memory_order_relaxed);
+    }
+    return dropped;
+}
+
+void add_dropped_records(const std::string& dir, uint64_t count) {
+    if (count == 0) return;
+    const std::string path = dir + "/" + kDroppedFile;
+    const std::string temporary = path + ".new";
+    if (FILE* file = std::fopen(temporary.c_str(), "we")) {
+        std::fprintf(file, "%llu\n", static_cast<unsigned long long>(read_number(path) + count));
+        const bool written = std::fclose(file) == 0;
+        if (written) std::rename(temporary.c_str(), path.c_str());
+    }
 }
 
 // ---- MappedLog ----------------------------------------------------------------
@@ -114,7 +163,7 @@ uint64_t RecordLogDirectory::next_number() {
     // Numbers are never used twice, even after every log was read and
     // deleted: a download's id is made from one. The last one given is kept
     // in a file, written before the log it names exists.
-    const std::string counter = dir_ + "/" + kLastNumberFile;
+    const std::string counter = counter_dir_ + "/" + kLastNumberFile;
     if (last_number_ == 0) {
         last_number_ = kFirstLogNumber - 1;
         if (FILE* file = std::fopen(counter.c_str(), "re")) {
@@ -122,8 +171,10 @@ uint64_t RecordLogDirectory::next_number() {
             if (std::fscanf(file, "%llu", &stored) == 1) last_number_ = std::max<uint64_t>(last_number_, stored);
             std::fclose(file);
         }
-        const auto logs = list_record_logs(dir_);
-        if (!logs.empty()) last_number_ = std::max(last_number_, logs.back());
+        for (const auto& dir : {dir_, counter_dir_}) {
+            const auto logs = list_record_logs(dir);
+            if (!logs.empty()) last_number_ = std::max(last_number_, logs.back());
+        }
     }
     const uint64_t number = last_number_ + 1;
     const std::string temporary = counter + ".new";
@@ -143,6 +194,7 @@ std::optional<RecordLogDirectory::Created> RecordLogDirectory::create(uint64_t c
                                                                       std::string& error) {
     std::error_code made;
     std::filesystem::create_directories(dir_, made);
+    if (!made) std::filesystem::create_directories(counter_dir_, made);
     if (made) {
         error = "cannot create " + dir_ + ": " + made.message();
         return std::nullopt;
@@ -150,7 +202,7 @@ std::optional<RecordLogDirectory::Created> RecordLogDirectory::create(uint64_t c
     if (uid != static_cast<uid_t>(-1)) chown(dir_.c_str(), uid, gid);
     const uint64_t number = next_number();
     if (number == 0) {
-        error = "cannot write " + dir_ + "/" + kLastNumberFile + ": " + errno_text();
+        error = "cannot write " + counter_dir_ + "/" + kLastNumberFile + ": " + errno_text();
         return std::nullopt;
     }
     // Made under another name and renamed once whole: the collector, which

@@ -70,6 +70,11 @@ constexpr uint64_t kMinRecordLogBytes = 1 << 20;
 std::string record_log_path(const std::string& dir, uint64_t number);
 // The numbers of the logs in `dir`, in order.
 std::vector<uint64_t> list_record_logs(const std::string& dir);
+// Records the workers dropped because their log was full: those counted in
+// the logs in `dir`, and in the logs read and deleted before (kept in a file
+// there, to which the collector adds a log's count when it deletes it).
+uint64_t dropped_records(const std::string& dir);
+void add_dropped_records(const std::string& dir, uint64_t count);
 
 // A log file mapped into memory; unmapped when destroyed.
 class MappedLog {
@@ -95,10 +100,19 @@ class MappedLog {
     size_t size_ = 0;
 };
 
+// Where collector `shard` (0-based, of tracking.collectors) reads its logs:
+// state_dir/records, and state_dir/records/shard-<k> for the others.
+std::string record_log_dir(const std::string& state_dir, int shard);
+// The directories of every shard that has one, the first one first.
+std::vector<std::string> record_log_dirs(const std::string& state_dir);
+
 // The master's side: numbering, creating and ending logs.
 class RecordLogDirectory {
    public:
-    explicit RecordLogDirectory(std::string dir) : dir_(std::move(dir)) {}
+    // Logs go to `dir`; their numbers come from a counter in `counter_dir`
+    // (the first shard's: numbers are unique across shards).
+    explicit RecordLogDirectory(std::string dir, std::string counter_dir = {})
+        : dir_(std::move(dir)), counter_dir_(counter_dir.empty() ? dir_ : std::move(counter_dir)) {}
     const std::string& dir() const { return dir_; }
 
     struct Created {
@@ -121,6 +135,7 @@ class RecordLogDirectory {
     uint64_t next_number();
 
     std::string dir_;
+    std::string counter_dir_;
     uint64_t last_number_ = 0;  // 0: not read from disk yet
 };
 

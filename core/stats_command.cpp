@@ -12,6 +12,7 @@
 
 #include "loader.hpp"
 #include "log.hpp"
+#include "record_log.hpp"
 #include "runtime.hpp"
 #include "units.hpp"
 
@@ -183,6 +184,12 @@ int run_stats(int argc, char** argv) {
         if (SMP_MODULE_HOOK(module.api, query)(module.instance, &query, &table, error.data(), error.size()) == SMP_OK) {
             const std::string text = json ? table_json(query.report, *table) : table_text(*table);
             std::fputs(text.c_str(), stdout);
+            // Not in the store: what the workers could not hand over is
+            // counted in their logs (docs/tracking.md).
+            uint64_t dropped = 0;
+            for (const auto& dir : record_log_dirs(runtime.config.state_dir)) dropped += dropped_records(dir);
+            if (dropped > 0 && !json)
+                std::printf("records dropped (tracking log full): %llu\n", static_cast<unsigned long long>(dropped));
             SMP_MODULE_HOOK(module.api, free_table)(module.instance, table);
             code = 0;
         } else {

@@ -13,6 +13,7 @@
 #include <cstring>
 #include <stdexcept>
 
+#include "download_key.hpp"
 #include "stop_signals.hpp"
 
 namespace smp {
@@ -110,12 +111,12 @@ void Worker::cache_set(const char* key, const void* data, uint64_t size) {
         if (auto set = SMP_MODULE_HOOK(plugin->api, cache_set)) return set(plugin->worker_state, key, data, size);
 }
 
-Worker::Worker(Runtime& runtime, int slot, WorkerSeat* seat, std::optional<RecordLogWriter> log)
+Worker::Worker(Runtime& runtime, int slot, WorkerSeat* seat, std::vector<std::optional<RecordLogWriter>> logs)
     : runtime_(runtime),
       slot_(slot),
       id_(static_cast<uint32_t>(slot + 1)),
       seat_(seat),
-      log_(std::move(log)),
+      logs_(std::move(logs)),
       pid_(static_cast<uint32_t>(getpid())) {}
 
 int Worker::run() {
@@ -280,17 +281,26 @@ void Worker::on_accept_pause_end(uv_timer_t* timer) {
     if (!worker.stopping_) worker.set_accepting(true);
 }
 
+uint64_t Worker::dropped() const {
+    uint64_t dropped = 0;
+    for (const auto& log : logs_)
+        if (log) dropped += log->dropped();
+    return dropped;
+}
+
 void Worker::record(const smp_record& record, RecordKind kind) {
-    if (!runtime_.config.tracking.enabled) return;
-    if (!log_) {
+    if (logs_.empty()) return;  // tracking is off
+    // Every request of a download goes to the same collector.
+    auto& log = logs_.size() == 1 ? logs_[0] : logs_[hash_of(download_key(record)) % logs_.size()];
+    if (!log) {
         ++dropped_without_log_;
         return;
     }
-    if (log_->append(record, kind, pid_)) {
+    if (log->append(record, kind, pid_)) {
         if (log_full_) {
             log_full_ = false;
             spdlog::warn("tracking log has room again: {} record(s) dropped in this episode, {} in all",
-                         log_->dropped() - dropped_before_, log_->dropped());
+                         dropped() - dropped_before_, dropped());
         }
         return;
     }
@@ -298,9 +308,9 @@ void Worker::record(const smp_record& record, RecordKind kind) {
     // (the stats report the count), and says so once per episode.
     if (!log_full_) {
         log_full_ = true;
-        dropped_before_ = log_->dropped() - 1;
+        dropped_before_ = dropped() - 1;
         spdlog::warn("tracking log full: dropping records until the stats collector catches up (log {})",
-                     log_->number());
+                     log->number());
     }
 }
 

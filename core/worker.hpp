@@ -22,9 +22,9 @@ class Worker {
    public:
     // `slot` is 0-based; the worker's id is slot + 1. `seat` is where it
     // posts its readiness and counts for the master (nullptr: nowhere).
-    // `log` is where its records go (empty: tracking is off, or the master
-    // could not make one).
-    Worker(Runtime& runtime, int slot, WorkerSeat* seat, std::optional<RecordLogWriter> log);
+    // `logs` is where its records go, one log per collector shard (none:
+    // tracking is off; an empty one: the master could not make it).
+    Worker(Runtime& runtime, int slot, WorkerSeat* seat, std::vector<std::optional<RecordLogWriter>> logs);
     Worker(const Worker&) = delete;
     Worker& operator=(const Worker&) = delete;
 
@@ -57,6 +57,7 @@ class Worker {
     static void on_accept_pause_end(uv_timer_t* timer);
     void accept_from(Watch& watch);
     void record(const smp_record& record, RecordKind kind);
+    uint64_t dropped() const;  // by every log of this worker
     void set_accepting(bool accepting);
     // Full: asks the protocol modules to close cheap connections; how many close.
     int reclaim_connections();
@@ -84,10 +85,10 @@ class Worker {
     bool accepting_ = false;
     bool stopping_ = false;
     bool finished_ = false;
-    std::optional<RecordLogWriter> log_;
+    std::vector<std::optional<RecordLogWriter>> logs_;
     uint32_t pid_ = 0;
     bool log_full_ = false;        // a drop episode is under way
-    uint64_t dropped_before_ = 0;  // the log's drop count when the episode began
+    uint64_t dropped_before_ = 0;  // the logs' drop count when the episode began
     uint64_t dropped_without_log_ = 0;
 };
 

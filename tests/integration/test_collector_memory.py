@@ -27,11 +27,14 @@ CONTENT_LENGTH = re.compile(rb'\r\ncontent-length: *(\d+)', re.IGNORECASE)
 
 
 def rss_kib(pid):
-    """VmRSS of a process, in KiB (0 when it is gone)."""
+    """RssAnon of a process, in KiB (0 when it is gone): its own memory. The
+    collector also maps the workers' record logs, whose pages it reads count
+    in VmRSS as file pages: they are the kernel's page cache, shared with the
+    workers, and bounded by tracking.log_size, not by what the collector holds."""
     try:
         with open('/proc/%d/status' % pid) as f:
             for line in f:
-                if line.startswith('VmRSS:'):
+                if line.startswith('RssAnon:'):
                     return int(line.split()[1])
     except OSError:
         pass
