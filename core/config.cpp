@@ -13,6 +13,11 @@
 namespace smp {
 namespace {
 
+// Linux writes at most about 2 GiB in one write(2), and the buffer must go
+// out in one so that no line is cut; far below that, a bigger buffer only
+// holds more lines back from the file.
+constexpr int64_t kMaxAccessLogBuffer = 64 * 1024 * 1024;
+
 std::string join_errors(const std::vector<std::string>& errors) {
     std::string text;
     for (const auto& error : errors) text += error + "\n";
@@ -95,7 +100,9 @@ void read_log(const YAML::Node& node, LogConfig& log, ErrorList& errors) {
         errors.add(node, "log", "must be a map");
         return;
     }
-    check_keys(node, "log", std::array<std::string_view, 3>{"level", "file", "access_log"}, errors);
+    check_keys(node, "log",
+               std::array<std::string_view, 5>{"level", "file", "access_log", "access_log_buffer", "access_log_flush"},
+               errors);
     if (node["level"]) {
         if (auto text = read_string(node["level"], "log.level", errors)) {
             if (auto level = parse_log_level(*text))
@@ -108,6 +115,21 @@ void read_log(const YAML::Node& node, LogConfig& log, ErrorList& errors) {
         if (auto file = read_string(node["file"], "log.file", errors)) log.file = *file;
     if (node["access_log"])
         if (auto file = read_string(node["access_log"], "log.access_log", errors)) log.access_log = *file;
+    if (node["access_log_buffer"])
+        if (auto value = read_size(node["access_log_buffer"], "log.access_log_buffer", errors)) {
+            if (*value > kMaxAccessLogBuffer)
+                errors.add(node["access_log_buffer"], "log.access_log_buffer", "must be at most 64MiB");
+            else
+                log.access_log_buffer = *value;
+        }
+    if (node["access_log_flush"])
+        if (auto value = read_duration(node["access_log_flush"], "log.access_log_flush", errors)) {
+            if (*value < 1)
+                errors.add(node["access_log_flush"], "log.access_log_flush",
+                           "must be at least 1ms (access_log_buffer: 0 writes every line at once)");
+            else
+                log.access_log_flush_ms = *value;
+        }
 }
 
 void read_tracking(const YAML::Node& node, TrackingConfig& tracking, ErrorList& errors) {

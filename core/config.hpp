@@ -62,6 +62,11 @@ struct LogConfig {
     LogLevel level = LogLevel::info;
     std::string file;        // empty: stdout only
     std::string access_log;  // empty: none
+    // Bytes of access log lines a worker gathers before one write(2), as
+    // nginx's `buffer=64k`; 0 writes every line at once.
+    int64_t access_log_buffer = 64 * 1024;
+    // The longest a line waits in the buffer (nginx's `flush=1s`).
+    int64_t access_log_flush_ms = 1000;
 };
 
 struct TrackingConfig {

@@ -110,6 +110,28 @@ TEST_CASE("tracking, state_dir and geoip keys") {
           "test.yaml:1: geoip.country_db: unknown key\n");
 }
 
+TEST_CASE("the access log buffer and flush interval") {
+    const auto defaults = parse_config(kMinimal, "t", "");
+    CHECK(defaults.log.access_log_buffer == 64 * 1024);
+    CHECK(defaults.log.access_log_flush_ms == 1000);
+    const auto config = parse_config(
+        std::string("log: {access_log: a.log, access_log_buffer: 256KiB, access_log_flush: 250ms}\n") + kMinimal, "t",
+        "");
+    CHECK(config.log.access_log_buffer == 256 * 1024);
+    CHECK(config.log.access_log_flush_ms == 250);
+    CHECK(parse_config(std::string("log: {access_log_buffer: 0}\n") + kMinimal, "t", "").log.access_log_buffer == 0);
+    CHECK(errors_of(std::string("log: {access_log_buffer: lots}\n") + kMinimal) ==
+          "test.yaml:1: log.access_log_buffer: must be a size such as 4096, 256KiB, 1MiB or 10MB\n");
+    CHECK(errors_of(std::string("log: {access_log_buffer: 1GiB}\n") + kMinimal) ==
+          "test.yaml:1: log.access_log_buffer: must be at most 64MiB\n");
+    CHECK(errors_of(std::string("log: {access_log_flush: 0s}\n") + kMinimal) ==
+          "test.yaml:1: log.access_log_flush: must be at least 1ms (access_log_buffer: 0 writes every line at once)\n");
+    CHECK(errors_of(std::string("log: {access_log_flush: soon}\n") + kMinimal) ==
+          "test.yaml:1: log.access_log_flush: must be a duration such as 30s, 500ms, 5m or 1h\n");
+    CHECK(errors_of(std::string("log: {access_log_buffers: 4k}\n") + kMinimal) ==
+          "test.yaml:1: log.access_log_buffers: unknown key\n");
+}
+
 TEST_CASE("a repeated key is an error, not a silent choice") {
     CHECK(errors_of(std::string("workers: 2\nworkers: 3\n") + kMinimal) ==
           "test.yaml:2: workers: repeated key (first at line 1)\n");

@@ -112,19 +112,60 @@ AccessLog::~AccessLog() {
     if (fd_ >= 0) close(fd_);
 }
 
-void AccessLog::open(const std::string& path) {
+void AccessLog::open(const std::string& path, size_t buffer_size) {
     fd_ = ::open(path.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
     if (fd_ < 0) throw std::runtime_error("log.access_log: cannot open " + path + ": " + std::strerror(errno));
     path_ = path;
+    buffer_size_ = buffer_size;
+    buffer_.reserve(buffer_size_);
 }
 
 std::string AccessLog::reopen() {
     if (fd_ < 0) return {};
+    // The buffered lines belong to the file being rotated: written there,
+    // logrotate's copy has every line up to the signal.
+    flush();
     const int fd = ::open(path_.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
     if (fd < 0) return "log.access_log: cannot open " + path_ + ": " + std::strerror(errno);
     dup3(fd, fd_, O_CLOEXEC);
     ::close(fd);
     return {};
+}
+
+void AccessLog::flush() {
+    if (buffer_.empty()) return;
+    write_lines(buffer_, buffered_line_count_);
+    buffer_.clear();
+    buffered_line_count_ = 0;
+}
+
+void AccessLog::stop_buffering() {
+    flush();
+    buffer_size_ = 0;
+}
+
+void AccessLog::write_lines(const std::string& lines, size_t line_count) {
+    const ssize_t written = ::write(fd_, lines.data(), lines.size());
+    if (written == static_cast<ssize_t>(lines.size())) {
+        if (lines_dropped_in_episode_ > 0) {
+            spdlog::warn("log.access_log: writing to {} again; {} line(s) were dropped", path_,
+                         lines_dropped_in_episode_);
+            lines_dropped_in_episode_ = 0;
+        }
+        return;
+    }
+    // A local file only refuses or cuts a write when the disk is full or
+    // failing. Retrying would block the worker or spin on the loop, and
+    // writing the rest of a cut line later could put it after another
+    // worker's line; the lines are dropped instead (a cut one stays cut, as
+    // in nginx). Said once per episode: a full disk would repeat it on every
+    // flush.
+    const int error = written < 0 ? errno : ENOSPC;
+    if (lines_dropped_in_episode_ == 0)
+        spdlog::error("log.access_log: cannot write to {}: {}; dropping lines until a write succeeds", path_,
+                      std::strerror(error));
+    lines_dropped_in_episode_ += line_count;
+    dropped_lines_ += line_count;
 }
 
 void AccessLog::write(const smp_record& record) {
@@ -167,8 +208,17 @@ void AccessLog::write(const smp_record& record) {
     line_ += ' ';
     line_ += std::to_string(smp_record_received_bytes(&record));
     line_ += '\n';
-    // A short write to a local file only happens on a full disk; the line is lost then, as in nginx.
-    [[maybe_unused]] auto written = ::write(fd_, line_.data(), line_.size());
+    if (line_.size() > buffer_size_ - buffer_.size()) {
+        flush();
+        // Unbuffered, or a line longer than the whole buffer: on its own,
+        // still one write(2) of one whole line.
+        if (line_.size() > buffer_size_) {
+            write_lines(line_, 1);
+            return;
+        }
+    }
+    buffer_ += line_;
+    ++buffered_line_count_;
 }
 
 }  // namespace smp

@@ -30,7 +30,8 @@ std::unique_ptr<Runtime> build_runtime(Config config, const Runtime* previous) {
     runtime->modules = load_modules(settled, core_api());
     for (const auto& module : runtime->modules)
         spdlog::debug("Module '{}' loaded from {}", module->entry->module, module->object->path());
-    if (!settled.log.access_log.empty()) runtime->access_log.open(settled.log.access_log);
+    if (!settled.log.access_log.empty())
+        runtime->access_log.open(settled.log.access_log, static_cast<size_t>(settled.log.access_log_buffer));
     for (const auto& network : settled.trusted_proxies) runtime->trusted_proxies.add(network);
     runtime->node = host_name();
     // The default store's database was just created by root: the collector,

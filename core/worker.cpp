@@ -152,6 +152,11 @@ int Worker::run() {
     uv_timer_init(&loop_, &accept_pause_timer_);
     accept_pause_timer_.data = this;
     uv_unref(reinterpret_cast<uv_handle_t*>(&accept_pause_timer_));
+    // Unreferenced: buffered lines never keep a stopping loop alive, since
+    // finish_if_drained writes them itself.
+    uv_timer_init(&loop_, &access_log_timer_);
+    access_log_timer_.data = this;
+    uv_unref(reinterpret_cast<uv_handle_t*>(&access_log_timer_));
     set_accepting(true);
     if (seat_ != nullptr) {
         // A reload retires the old workers once every new one is here.
@@ -167,6 +172,10 @@ int Worker::run() {
         if (module->worker_state != nullptr && module->api->exit_worker != nullptr)
             module->api->exit_worker(module->worker_state);
     uv_run(&loop_, UV_RUN_DEFAULT);
+    // A module that ended its exchanges in exit_worker logged them after
+    // finish_if_drained's flush; the process leaves with _exit, which
+    // writes nothing for us.
+    runtime_.access_log.flush();
     if (int error = uv_loop_close(&loop_); error != 0)
         spdlog::warn("event loop closed with handles still open: {}", uv_strerror(error));
     spdlog::info("Worker stopped");
@@ -332,6 +341,7 @@ void Worker::transfer(const smp_record& record) {
 void Worker::close(const smp_record& record) {
     if (!downloads_.empty() && downloads_.erase({record.connection_id, record.request_id}) > 0) post_counts();
     runtime_.access_log.write(record);
+    start_access_log_timer();
     this->record(record, RecordKind::close);
     for (auto* plugin : plugins_)
         if (plugin->api->on_close != nullptr) plugin->api->on_close(plugin->worker_state, &record);
@@ -357,10 +367,25 @@ void Worker::on_signal(uv_poll_t* handle, int /*status*/, int /*events*/) {
     }
 }
 
+// Lines wait at most log.access_log_flush: the timer starts with the first
+// line the buffer takes while empty, and an idle worker has none running.
+void Worker::start_access_log_timer() {
+    if (finished_ || !runtime_.access_log.has_buffered_lines() ||
+        uv_is_active(reinterpret_cast<uv_handle_t*>(&access_log_timer_)))
+        return;
+    uv_timer_start(&access_log_timer_, on_access_log_timer,
+                   static_cast<uint64_t>(runtime_.config.log.access_log_flush_ms), 0);
+}
+
+void Worker::on_access_log_timer(uv_timer_t* timer) { static_cast<Worker*>(timer->data)->runtime_.access_log.flush(); }
+
 void Worker::reopen_logs() {
     // The master created the new files and gave them to this worker's user.
     if (auto problem = reopen_log_files(); !problem.empty()) spdlog::error("{}", problem);
+    // reopen() writes the buffered lines to the old file first, so the timer
+    // has nothing left to write.
     if (auto problem = runtime_.access_log.reopen(); !problem.empty()) spdlog::error("{}", problem);
+    uv_timer_stop(&access_log_timer_);
 }
 
 void Worker::begin_shutdown() {
@@ -368,6 +393,10 @@ void Worker::begin_shutdown() {
     stopping_ = true;
     spdlog::info("Stopping: no new connections, {} open connection(s) finishing", connections_);
     set_accepting(false);
+    // Past shutdown_timeout the master kills a worker that is still sending,
+    // and its buffer with it: the few lines of the drain go out at once.
+    runtime_.access_log.stop_buffering();
+    uv_timer_stop(&access_log_timer_);
     for (auto& watch : watches_) {
         uv_close(reinterpret_cast<uv_handle_t*>(&watch->poll), nullptr);
         ::close(watch->fd);
@@ -382,6 +411,8 @@ void Worker::finish_if_drained() {
     finished_ = true;
     if (dropped_without_log_ > 0)
         spdlog::warn("{} record(s) dropped: this worker had no tracking log", dropped_without_log_);
+    runtime_.access_log.flush();
+    uv_close(reinterpret_cast<uv_handle_t*>(&access_log_timer_), nullptr);
     uv_close(reinterpret_cast<uv_handle_t*>(&accept_pause_timer_), nullptr);
     uv_close(reinterpret_cast<uv_handle_t*>(&signal_poll_), nullptr);
     ::close(signal_fd_);

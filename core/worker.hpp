@@ -65,6 +65,8 @@ class Worker {
     void begin_shutdown();
     void finish_if_drained();
     void reopen_logs();
+    void start_access_log_timer();
+    static void on_access_log_timer(uv_timer_t* timer);
     void post_counts();
 
     Runtime& runtime_;
@@ -77,6 +79,8 @@ class Worker {
     uv_loop_t loop_{};
     uv_poll_t signal_poll_{};
     uv_timer_t accept_pause_timer_{};
+    // Writes the access log's buffered lines; runs only while it holds some.
+    uv_timer_t access_log_timer_{};
     int signal_fd_ = -1;
     std::vector<std::unique_ptr<Watch>> watches_;
     std::vector<ModuleInstance*> plugins_;

@@ -3,11 +3,17 @@
 
     /usr/bin/python3 tests/bench/bench.py [--binary build/core/smprotocol]
                                           [--runs 5] [--quick] [--json out.json]
-                                          [--only smp|nginx]
+                                          [--only smpt|smp|nginx] [--no-tracking]
 
-Both servers get one worker process, pinned to CPU 0; wrk / curl / the idle
+The headline: smprotocol in its default configuration (tracking every request and
+download into its default store, sqlite) against nginx with a buffered access log
+(buffer=64k flush=1s), with smprotocol recording nothing (tracking off, no access
+log) as a reference column. --no-tracking compares smprotocol with its access log
+against nginx with its default, unbuffered one instead.
+
+Every server gets one worker process, pinned to CPU 0; wrk / curl / the idle
 connection holder run pinned to CPU 1.  Every row is measured `--runs` times,
-alternating servers (row -> run -> server) so machine drift hits both alike;
+alternating servers (row -> run -> server) so machine drift hits all alike;
 the table shows min / median / max and the ratio of the medians.
 """
 
@@ -44,7 +50,7 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 NOISY_PCT = 10  # % of CPUs 0+1 used by other processes that makes a run "noisy"
 
 SERVERS_ALL = ("smp", "smpt", "nginx")
-SERVER_NAMES = {"smp": "smprotocol", "smpt": "smp+tracking", "nginx": "nginx"}
+SERVER_NAMES = {"smp": "smp, tracking off", "smpt": "smprotocol (default)", "nginx": "nginx"}
 
 
 class BenchError(Exception):
@@ -742,7 +748,7 @@ def print_collector(runs):
     per_s = [r["stored_per_s"] for r in runs]
     lags = [r["store_lag_s"] for r in runs]
     missing = sum(max(0, r["requests"] - r["stored"]) for r in runs)
-    log("\ncollector and store (smp+tracking, %d wrk runs): rows stored per second of load+catch-up "
+    log("\ncollector and store (smprotocol default, %d wrk runs): rows stored per second of load+catch-up "
         "min/med/max %.0f / %.0f / %.0f; catch-up after the load min/med/max %.1f / %.1f / %.1f s; "
         "responses without a row: %d"
         % (len(runs), min(per_s), statistics.median(per_s), max(per_s), min(lags),
@@ -792,8 +798,10 @@ def main():
                          "used more than %d%%%% of CPUs 0+1 during it (default 2)" % NOISY_PCT)
     ap.add_argument("--json", help="also write the results as JSON to this file")
     ap.add_argument("--tracking", action="store_true",
-                    help="three servers: smprotocol without any recording, smprotocol with download "
-                         "tracking into its default store (sqlite), and nginx with a buffered access log")
+                    help="the default (kept for old command lines)")
+    ap.add_argument("--no-tracking", action="store_true",
+                    help="two servers: smprotocol with its access log and tracking off, and nginx "
+                         "with its default (unbuffered) access log")
     ap.add_argument("--conns", type=int, default=10000,
                     help="idle keep-alive connections for the RSS row (default 10000; "
                          "capped by RLIMIT_NOFILE)")
@@ -806,10 +814,10 @@ def main():
         args.runs, args.duration = 1, 2
     Nginx.open_file_cache = args.nginx_open_file_cache
     rows_wanted = {int(x) for x in args.rows.split(",") if x.strip()}
-    if args.tracking:
+    if not args.no_tracking:
         Smp.access_log_on = False
         Nginx.log_buffer = " buffer=64k flush=1s"
-        servers = ["smp", "smpt", "nginx"]
+        servers = ["smpt", "nginx", "smp"]
     else:
         servers = ["smp", "nginx"]
     if args.only:
@@ -1108,7 +1116,7 @@ def print_table(rows, servers):
                                    f.format(st["max"]), " (!)" if s in row.flagged else "")
 
     # Ratios of medians: each smprotocol variant over nginx, and the cost of tracking.
-    ratios = [(a, "nginx") for a in ("smp", "smpt") if a in servers and "nginx" in servers]
+    ratios = [(a, "nginx") for a in ("smpt", "smp") if a in servers and "nginx" in servers]
     if "smp" in servers and "smpt" in servers:
         ratios.append(("smpt", "smp"))
     ratio_names = ["%s/%s" % (SERVER_NAMES[a], SERVER_NAMES[b]) for a, b in ratios]

@@ -240,9 +240,10 @@ class TestEnv:
 
 
 def config_text(port, root, workers=2, access_log=None, log_level='info',
-                shutdown_timeout='30s', core_extra=None, **proto):
+                shutdown_timeout='30s', core_extra=None, log_extra=None, **proto):
     """YAML text of a config with one http_download protocol. Tracking is on
-    (the default), into the default store under the test's own state/."""
+    (the default), into the default store under the test's own state/.
+    log_extra: more keys of the log section (access_log_buffer...)."""
     p = {
         'block_size': '256KiB',
         'max_ranges': 16,
@@ -264,6 +265,8 @@ def config_text(port, root, workers=2, access_log=None, log_level='info',
     lines.append('  level: %s' % log_level)
     if access_log:
         lines.append('  access_log: %s' % access_log)
+    for k, v in (log_extra or {}).items():
+        lines.append('  %s: %s' % (k, v))
     lines += [
         'protocols:',
         '  - module: http_download',

@@ -1,0 +1,243 @@
+// The sqlite store through its C entry, as the stats collector calls it: what
+// a batch stores, what a batch or a record offered again does not store twice,
+// and the upgrade of a database of schema version 3.
+#include <doctest/doctest.h>
+#include <sqlite3.h>
+#include <unistd.h>
+
+#include <cstdint>
+#include <filesystem>
+#include <memory>
+#include <stdexcept>
+#include <string>
+
+#include "sqlite_harness.hpp"
+
+namespace fs = std::filesystem;
+using smp_sqlite_harness::LoadedStore;
+using smp_sqlite_harness::TrafficBatch;
+
+namespace {
+
+struct TempDir {
+    fs::path path;
+    TempDir() {
+        std::string pattern = (fs::temp_directory_path() / "smp-sqlite-XXXXXX").string();
+        path = ::mkdtemp(pattern.data());
+    }
+    ~TempDir() { fs::remove_all(path); }
+};
+
+// The test's own connection to the database, to see what the store wrote.
+class Inspector {
+   public:
+    explicit Inspector(const fs::path& path) {
+        sqlite3* raw = nullptr;
+        const int opened = sqlite3_open(path.c_str(), &raw);
+        db_.reset(raw);
+        if (opened != SQLITE_OK) throw std::runtime_error("cannot open " + path.string());
+    }
+    void exec(const std::string& sql) {
+        char* message = nullptr;
+        if (sqlite3_exec(db_.get(), sql.c_str(), nullptr, nullptr, &message) != SQLITE_OK) {
+            const std::string error = message != nullptr ? message : "?";
+            sqlite3_free(message);
+            throw std::runtime_error(sql + ": " + error);
+        }
+    }
+    // The first row as text, its columns joined by '|'; "" for no row, "NULL" for NULL.
+    std::string text(const std::string& sql) {
+        sqlite3_stmt* raw = nullptr;
+        if (sqlite3_prepare_v2(db_.get(), sql.c_str(), -1, &raw, nullptr) != SQLITE_OK)
+            throw std::runtime_error(sql + ": " + sqlite3_errmsg(db_.get()));
+        const std::unique_ptr<sqlite3_stmt, int (*)(sqlite3_stmt*)> statement(raw, sqlite3_finalize);
+        std::string row;
+        if (sqlite3_step(raw) != SQLITE_ROW) return row;
+        for (int column = 0; column < sqlite3_column_count(raw); ++column) {
+            const auto* value = reinterpret_cast<const char*>(sqlite3_column_text(raw, column));
+            row += std::string(column > 0 ? "|" : "") + (value != nullptr ? value : "NULL");
+        }
+        return row;
+    }
+    int64_t number(const std::string& sql) { return std::stoll(text(sql)); }
+
+   private:
+    std::unique_ptr<sqlite3, int (*)(sqlite3*)> db_{nullptr, sqlite3_close};
+};
+
+// Requests first .. first + count - 1 of log `log` (0: made up by the
+// collector, in no log), each with its own download, as batch `sequence` of
+// collector run `origin`.
+TrafficBatch traffic(uint64_t first, size_t count, uint64_t log, uint64_t origin, uint64_t sequence) {
+    TrafficBatch batch;
+    smp_sqlite_harness::add_traffic(batch, first, count);
+    for (smp_record& record : batch.records) {
+        record.log_number = log;
+        if (log == 0) record.log_index = 0;
+    }
+    batch.batch.origin = origin;
+    batch.batch.sequence = sequence;
+    return batch;
+}
+
+struct Fixture {
+    TempDir dir;
+    fs::path database = dir.path / "stats.db";
+
+    int store(LoadedStore& store, TrafficBatch batch) { return store.store(batch.view()); }
+};
+
+}  // namespace
+
+TEST_CASE_FIXTURE(Fixture, "a batch's requests and downloads are stored, and how far each log got") {
+    LoadedStore store(SMP_SQLITE_MODULE, database);
+    REQUIRE(this->store(store, traffic(0, 10, 1, 100, 1)) == SMP_OK);
+    Inspector db(database);
+    CHECK(db.number("SELECT count(*) FROM requests") == 10);
+    CHECK(db.number("SELECT count(*) FROM downloads") == 10);
+    CHECK(db.text("SELECT log || ':' || last_index FROM log_positions") == "1:10");
+    CHECK(db.text("SELECT origin || ':' || sequence FROM batches") == "100:1");
+    // Every column, of request 3: a Range of the first 100 bytes (sqlite_harness.hpp).
+    CHECK(db.text("SELECT id, node, worker_id, connection_id, request_id, module, start_us, end_us, "
+                  "client_ip, client_port, forwarded_ip, method, path, target, protocol, "
+                  "length(user_agent), referer, range, etag, file_size, status, header_bytes, body_bytes, "
+                  "intervals, reason, received_bytes FROM requests WHERE request_id = 4") ==
+          "4|web-1|1|1|4|http_download|1700000000000030|1700000000000210|198.51.100.3|32768|NULL|GET|"
+          "/files/f3.bin|/files/f3.bin|HTTP/1.1|100|NULL|bytes=0-99|\"5f3a-1000\"|4096|206|250|100|0-99|"
+          "completed|190");
+    CHECK(db.text("SELECT id, client_ip, length(user_agent), path, etag, file_size, distinct_bytes, "
+                  "bytes_sent, wasted_bytes, completed, requests, resumes, first_us, last_us, active_us, reason, "
+                  "delivered, country, city, latitude, longitude, asn, organisation, finished FROM downloads "
+                  "WHERE id = 4") ==
+          "4|198.51.100.3|100|/files/f3.bin|\"5f3a-1000\"|4096|100|100|0|0|1|0|1700000000000030|1700000000000210|"
+          "180|incomplete|0-99|DE|Berlin|52.52|13.4|3320|Deutsche Telekom AG|0");
+    CHECK(db.number("PRAGMA user_version") == 4);
+    CHECK(db.number("PRAGMA page_size") == 16384);  // a new database
+}
+
+TEST_CASE_FIXTURE(Fixture, "a batch offered twice is stored once") {
+    LoadedStore store(SMP_SQLITE_MODULE, database);
+    // Records in no log: only the batches table can tell that they are stored.
+    REQUIRE(this->store(store, traffic(0, 5, 0, 100, 1)) == SMP_OK);
+    REQUIRE(this->store(store, traffic(0, 5, 0, 100, 1)) == SMP_OK);
+    Inspector db(database);
+    CHECK(db.number("SELECT count(*) FROM requests") == 5);
+    REQUIRE(this->store(store, traffic(5, 5, 0, 100, 2)) == SMP_OK);
+    CHECK(db.number("SELECT count(*) FROM requests") == 10);
+    CHECK(db.number("SELECT count(*) FROM log_positions") == 0);
+}
+
+TEST_CASE_FIXTURE(Fixture, "records at or below their log's last index are skipped, records in no log never") {
+    LoadedStore store(SMP_SQLITE_MODULE, database);
+    REQUIRE(this->store(store, traffic(0, 10, 1, 100, 1)) == SMP_OK);  // indexes 1 .. 10 of log 1
+    // A new collector run (after a crash) offers records of log 1 again from
+    // its last checkpoint, with new ones, records in no log and another log.
+    TrafficBatch again = traffic(5, 10, 1, 200, 1);  // indexes 6 .. 15
+    smp_sqlite_harness::add_traffic(again, 100, 3);
+    for (size_t i = 10; i < 13; ++i) again.records[i].log_number = again.records[i].log_index = 0;
+    smp_sqlite_harness::add_traffic(again, 200, 4);  // indexes 201 .. 204 of log 2
+    for (size_t i = 13; i < 17; ++i) again.records[i].log_number = 2;
+    REQUIRE(this->store(store, std::move(again)) == SMP_OK);
+    Inspector db(database);
+    CHECK(db.number("SELECT count(*) FROM requests") == 10 + 5 + 3 + 4);
+    CHECK(db.number("SELECT count(*) FROM requests WHERE request_id = 6 AND connection_id = 1") == 1);  // index 6
+    CHECK(db.text("SELECT group_concat(log || ':' || last_index, ' ') FROM (SELECT * FROM log_positions "
+                  "ORDER BY log)") == "1:15 2:204");
+    // Downloads are upserts by id, whatever their requests.
+    CHECK(db.number("SELECT count(*) FROM downloads") == 10 + 5 + 3 + 4);
+
+    // Records in no log are stored each time they are offered.
+    REQUIRE(this->store(store, traffic(100, 3, 0, 200, 2)) == SMP_OK);
+    CHECK(db.number("SELECT count(*) FROM requests") == 22 + 3);
+    // An index equal to the last one stored is skipped too.
+    REQUIRE(this->store(store, traffic(14, 1, 1, 200, 3)) == SMP_OK);  // index 15
+    CHECK(db.number("SELECT count(*) FROM requests") == 25);
+}
+
+TEST_CASE_FIXTURE(Fixture, "a restarted collector and a restarted server keep skipping") {
+    {
+        LoadedStore store(SMP_SQLITE_MODULE, database);
+        REQUIRE(this->store(store, traffic(0, 10, 1, 100, 1)) == SMP_OK);
+        store.restart_collector();
+        REQUIRE(this->store(store, traffic(0, 12, 1, 200, 1)) == SMP_OK);
+        CHECK(Inspector(database).number("SELECT count(*) FROM requests") == 12);
+    }
+    LoadedStore store(SMP_SQLITE_MODULE, database);
+    REQUIRE(this->store(store, traffic(0, 12, 1, 300, 1)) == SMP_OK);
+    REQUIRE(this->store(store, traffic(12, 1, 1, 300, 2)) == SMP_OK);
+    Inspector db(database);
+    CHECK(db.number("SELECT count(*) FROM requests") == 13);
+    CHECK(db.text("SELECT last_index FROM log_positions WHERE log = 1") == "13");
+}
+
+TEST_CASE_FIXTURE(Fixture, "a batch that fails leaves its records to be stored when it is offered again") {
+    LoadedStore store(SMP_SQLITE_MODULE, database);
+    Inspector db(database);
+    db.exec(
+        "CREATE TRIGGER refuse BEFORE INSERT ON requests WHEN NEW.path = '/files/f5.bin' "
+        "BEGIN SELECT RAISE(ABORT, 'refused by the test'); END");
+    std::string error;
+    TrafficBatch batch = traffic(0, 10, 1, 100, 1);
+    CHECK(store.store(batch.view(), &error) == SMP_ERROR);
+    CHECK(error.find("refused by the test") != std::string::npos);
+    CHECK(db.number("SELECT count(*) FROM requests") == 0);
+    CHECK(db.number("SELECT count(*) FROM log_positions") == 0);
+    db.exec("DROP TRIGGER refuse");
+    // The store's memory of log 1 did not move past what the file holds.
+    CHECK(store.store(batch.view()) == SMP_OK);
+    CHECK(db.number("SELECT count(*) FROM requests") == 10);
+    CHECK(db.text("SELECT last_index FROM log_positions WHERE log = 1") == "10");
+}
+
+TEST_CASE_FIXTURE(Fixture, "a database of schema version 3 is brought to version 4 with its rows") {
+    {
+        // As a server of schema version 3 left it (4 KiB pages, WAL), with a row in each table.
+        Inspector v3(database);
+        v3.exec(R"(PRAGMA journal_mode=WAL;
+            CREATE TABLE downloads (
+              id INTEGER PRIMARY KEY,
+              client_ip TEXT, user_agent TEXT, path TEXT NOT NULL, etag TEXT NOT NULL,
+              file_size INTEGER NOT NULL, distinct_bytes INTEGER NOT NULL, bytes_sent INTEGER NOT NULL,
+              wasted_bytes INTEGER NOT NULL, completed INTEGER NOT NULL,
+              requests INTEGER NOT NULL, resumes INTEGER NOT NULL,
+              first_us INTEGER NOT NULL, last_us INTEGER NOT NULL, active_us INTEGER NOT NULL,
+              reason TEXT NOT NULL, delivered TEXT NOT NULL,
+              country TEXT, city TEXT, latitude REAL, longitude REAL, asn INTEGER, organisation TEXT,
+              finished INTEGER NOT NULL DEFAULT 1);
+            CREATE INDEX downloads_by_time ON downloads (first_us);
+            CREATE INDEX downloads_by_path ON downloads (path);
+            CREATE INDEX downloads_by_country ON downloads (country);
+            CREATE TABLE requests (
+              id INTEGER PRIMARY KEY,
+              node TEXT, worker_id INTEGER, connection_id INTEGER, request_id INTEGER, module TEXT,
+              start_us INTEGER NOT NULL, end_us INTEGER NOT NULL,
+              client_ip TEXT, client_port INTEGER, forwarded_ip TEXT,
+              method TEXT, path TEXT, target TEXT, protocol TEXT, user_agent TEXT, referer TEXT, range TEXT,
+              etag TEXT, file_size INTEGER, status INTEGER NOT NULL,
+              header_bytes INTEGER NOT NULL, body_bytes INTEGER NOT NULL,
+              intervals TEXT NOT NULL, reason TEXT NOT NULL, received_bytes INTEGER NOT NULL DEFAULT 0);
+            CREATE INDEX requests_by_time ON requests (start_us);
+            CREATE TABLE batches (origin INTEGER PRIMARY KEY, sequence INTEGER NOT NULL);
+            INSERT INTO requests (start_us, end_us, path, status, header_bytes, body_bytes, intervals, reason)
+              VALUES (1, 2, 'old.bin', 200, 100, 10, '0-9', 'completed');
+            INSERT INTO downloads (id, path, etag, file_size, distinct_bytes, bytes_sent, wasted_bytes, completed,
+              requests, resumes, first_us, last_us, active_us, reason, delivered)
+              VALUES (1, 'old.bin', '"e"', 10, 10, 10, 0, 1, 1, 0, 1, 2, 1, 'completed', '0-9');
+            INSERT INTO batches VALUES (50, 7);
+            PRAGMA user_version = 3;)");
+    }
+    LoadedStore store(SMP_SQLITE_MODULE, database);
+    Inspector db(database);
+    CHECK(db.number("PRAGMA user_version") == 4);
+    CHECK(db.text("SELECT group_concat(name, ' ') FROM (SELECT name FROM sqlite_schema WHERE type = 'index' "
+                  "ORDER BY name)") == "downloads_by_time requests_by_time");
+    CHECK(db.text("SELECT path FROM requests") == "old.bin");
+    CHECK(db.text("SELECT path || ' ' || finished FROM downloads") == "old.bin 1");
+    CHECK(db.number("PRAGMA page_size") == 4096);  // changing it would rewrite the file
+    // The batch already stored is still known; new ones are stored.
+    REQUIRE(this->store(store, traffic(10, 3, 1, 50, 7)) == SMP_OK);
+    CHECK(db.number("SELECT count(*) FROM requests") == 1);
+    REQUIRE(this->store(store, traffic(10, 3, 1, 50, 8)) == SMP_OK);
+    CHECK(db.number("SELECT count(*) FROM requests") == 4);
+    CHECK(db.text("SELECT last_index FROM log_positions WHERE log = 1") == "13");
+}
