@@ -31,6 +31,8 @@ constexpr uint64_t kRecordsPerTurn = 20'000;
 // logs hold at least this much of the workers' records, and a collector
 // that crashed replays at most about this much.
 constexpr uint64_t kCheckpointEveryMs = 2000;
+// The time of the last tick when the server stops: every download ends.
+constexpr int64_t kEndOfTime = INT64_MAX;
 // A running request reports its progress every second while bytes move, and
 // a stalled one ends at its protocol's send or read timeout (60 s by
 // default). One not heard of for ten times that lost its close record.
@@ -57,8 +59,8 @@ std::string describe_download(const LogicalDownload& d, const GeoInfo& geo) {
     std::string text = fmt::format(
         "Download finished: \"/{}\" for {} \"{}\": {}, {:.1f}% of {} bytes, {} request(s), {} resume(s), "
         "{} wasted byte(s), {:.3f} s active, {:.1f} MiB/s",
-        d.path, d.client_ip, d.user_agent, smp_end_reason_name(d.reason()), d.coverage() * 100.0, d.file_size,
-        d.requests, d.resumes, d.wasted_bytes(), active_s, d.average_speed() / (1024.0 * 1024.0));
+        d.path.view(), d.client_ip.view(), d.user_agent.view(), smp_end_reason_name(d.reason()), d.coverage() * 100.0,
+        d.file_size, d.requests, d.resumes, d.wasted_bytes(), active_s, d.average_speed() / (1024.0 * 1024.0));
     if (!geo.country.empty() || !geo.city.empty()) text += fmt::format(", from {} {}", geo.country, geo.city);
     if (geo.has_location) text += fmt::format(" ({:.4f}, {:.4f})", geo.latitude, geo.longitude);
     if (geo.asn != 0) text += fmt::format(", AS{} \"{}\"", geo.asn, geo.organisation);
@@ -442,11 +444,15 @@ void Collector::on_tick(uv_timer_t* timer) {
 void Collector::tick(int64_t now) {
     clock_us_ = now;
     close_silent_requests();
-    tracker_.expire(now, [&](const LogicalDownload& d) { finish(d); });
+    if (now == kEndOfTime)
+        tracker_.finish_all([&](const LogicalDownload& d) { finish(d); });
+    else
+        tracker_.expire(now, [&](const LogicalDownload& d) { finish(d); });
     if (!storage_.empty()) {
         // Stores show downloads as they grow: each second, the ones a request joined.
-        tracker_.each_changed(
-            [&](const LogicalDownload& d) { batch_.downloads.emplace_back(d, geoip_.lookup(d.client_ip), false); });
+        tracker_.each_changed([&](const LogicalDownload& d) {
+            batch_.downloads.emplace_back(d, geoip_.lookup(std::string(d.client_ip)), false);
+        });
     }
     hand_to_stores();
 }
@@ -470,7 +476,7 @@ void Collector::finish(const LogicalDownload& download) {
     const bool logged = spdlog::should_log(spdlog::level::info);
     // Looked up only when used: at full load there are thousands a second.
     if (!logged && storage_.empty()) return;
-    GeoInfo geo = geoip_.lookup(download.client_ip);
+    GeoInfo geo = geoip_.lookup(std::string(download.client_ip));
     if (logged) spdlog::info("{}", describe_download(download, geo));
     if (!storage_.empty()) batch_.downloads.emplace_back(download, std::move(geo), true);
 }
@@ -595,7 +601,7 @@ void Collector::stop() {
     while (read_logs(UINT64_MAX)) {
     }
     const bool workers_gone = std::all_of(logs_.begin(), logs_.end(), [](const auto& log) { return log.second.done; });
-    const int64_t now = workers_gone ? INT64_MAX : now_us();
+    const int64_t now = workers_gone ? kEndOfTime : now_us();
     journal_.add({JournalEntry::tick, 0, static_cast<uint64_t>(now), 0});
     journal_.flush();
     tick(now);

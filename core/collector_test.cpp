@@ -82,3 +82,13 @@ TEST_CASE("the running requests of a log whose worker died are handed out, the o
     CHECK(in_flight.take_silent(1000, keep) == 1);
     CHECK(connections_of(lost) == std::vector<uint64_t>{2});
 }
+
+TEST_CASE("a download's id is the place of the record that opened it, above the ids of the versions before") {
+    CHECK(smp::download_id(4096, 12) == (uint64_t{4096} << 40 | 12));
+    CHECK(smp::download_id(4096, 13) == smp::download_id(4096, 12) + 1);
+    CHECK(smp::download_id(4097, 1) > smp::download_id(4096, (uint64_t{1} << 40) - 1));
+    // Microseconds since 1970, the ids before, stay below 2^52 until 2112.
+    CHECK(smp::download_id(4096, 1) > uint64_t{1} << 52);
+    // Positive as a signed 64-bit integer (SQLite, BSON) for 2^23 - 4096 logs.
+    CHECK(static_cast<int64_t>(smp::download_id((uint64_t{1} << 23) - 1, (uint64_t{1} << 40) - 1)) > 0);
+}

@@ -11,30 +11,39 @@
 #include <memory>
 #include <string>
 #include <string_view>
-#include <unordered_set>
 #include <vector>
 
+#include "index_table.hpp"
 #include "interval_set.hpp"
-#include "intrusive_list.hpp"
 #include "smp_module.h"
+#include "string_pool.hpp"
 
 namespace smp {
 
+// A million of these are open at once in the stats collector, so the layout
+// is counted: 144 bytes. Five 8-byte fields (id, file size, bytes sent,
+// first and last), two interval sets of 24 bytes (one interval inline), five
+// 8-byte handles to strings interned in the tracker's pool (held once however
+// many downloads share them), then requests, resumes and the last reason (4
+// bytes each) and the finished_early flag, padded to 8.
+//
+// The strings are the tracker's: they read as std::string_view (`.view()`),
+// and a copy of a download keeps them alive.
 struct LogicalDownload {
     uint64_t id = 0;
-    std::string node;  // the server's name, from its first request
-    std::string client_ip;
-    std::string user_agent;
-    std::string path;
-    std::string etag;
     uint64_t file_size = 0;
+    uint64_t bytes_sent = 0;  // file bytes sent, counting repeats
+    int64_t first_us = 0;     // start of the first request
+    int64_t last_us = 0;      // end of the latest request
     IntervalSet delivered;    // bytes of the file
     IntervalSet active;       // microseconds in which a request was transferring
-    uint64_t bytes_sent = 0;  // file bytes sent, counting repeats
+    SharedString node;        // the server's name, from its first request
+    SharedString client_ip;   // as it came: the forwarded address behind a trusted proxy
+    SharedString user_agent;
+    SharedString path;
+    SharedString etag;
     uint32_t requests = 0;
     uint32_t resumes = 0;  // requests that began after every earlier one had ended
-    int64_t first_us = 0;  // start of the first request
-    int64_t last_us = 0;   // end of the latest request
     smp_end_reason last_reason = SMP_END_COMPLETED;
     // Finished before its idle window ran out, to keep the open downloads
     // under the cap: its end is not known.
@@ -68,12 +77,22 @@ bool is_download_record(const smp_record& record);
 // ones a request joined since the last each_changed(). So the collector's
 // tick costs by what changed, not by what is open: the idle scan stops at
 // the first download still active, and the changed ones are a list.
+//
+// What an open download costs: its node, 160 bytes (the download and four
+// 4-byte list links), in chunks of 4096 nodes; 5 to 11 bytes of the hash
+// table (4-byte slots, between three eighths and three quarters full); and
+// its strings, of which only the client address is usually its own: 64
+// bytes for an IPv4 address (a 48-byte malloc chunk for the pool's 24-byte
+// entry and the text, a 4-byte slot in the pool's table, an 8-byte place in
+// its list). Measured in download_tracker_test.cpp with malloc's counts:
+// 177 bytes a download with every string shared, 234 with a million client
+// addresses of their own (688 with std::string and std::unordered_set).
+// Nodes are numbered densely: a node that goes takes the last one's place,
+// so the memory of a burst of downloads goes back to malloc as they end.
 class DownloadTracker {
    public:
     static constexpr size_t kNoCap = std::numeric_limits<size_t>::max();
 
-    // Ids count up from `first_id`: the collector starts them at its start
-    // time in microseconds, so a restarted collector does not reuse them.
     // A new download past `max_open` open ones finishes the least recently
     // active one early (tracking.max_open_downloads).
     explicit DownloadTracker(int64_t idle_window_us, size_t max_open = kNoCap)
@@ -82,20 +101,21 @@ class DownloadTracker {
     DownloadTracker& operator=(const DownloadTracker&) = delete;
 
     // Adds a finished request; returns the download it joined, or nullptr
-    // when the record is not part of a download.
-    const LogicalDownload* add(const smp_record& record, uint64_t id_if_new = 0);
-    // PLACEHOLDER until the compact tracker lands: saves nothing.
-    void save(std::string& out) const { (void)out; }
-    bool load(std::string_view data) { return data.empty(); }
+    // when the record is not part of a download. A download the record opens
+    // gets the id `id_if_new`. The pointer is valid until the next call
+    // that changes the tracker.
+    const LogicalDownload* add(const smp_record& record, uint64_t id_if_new);
     // Hands every download idle for longer than the window (and those ended
     // early since the last call) to `finished`, and forgets it. A download's
     // place in the idle order is when its latest request was added, so one
     // whose records came late waits at most a window after that.
     void expire(int64_t now_us, const std::function<void(const LogicalDownload&)>& finished);
+    // Hands every download to `finished`: the server stops.
+    void finish_all(const std::function<void(const LogicalDownload&)>& finished);
     // Hands every open download that a request joined since the last call to
     // `changed`: stores show downloads as they grow, not only once ended.
     void each_changed(const std::function<void(const LogicalDownload&)>& changed);
-    size_t open_downloads() const { return open_.size(); }
+    size_t open_downloads() const { return nodes_.size(); }
     size_t finished_downloads() const { return finished_.size(); }
     size_t max_open() const { return max_open_; }
     // Downloads finished early to stay under the cap, since the start.
@@ -106,47 +126,117 @@ class DownloadTracker {
     // The ids of the open downloads, the least recently active first.
     std::vector<uint64_t> ids_by_activity() const;
 
+    // Appends the whole state to `out`: the open downloads in their order of
+    // activity, the finished ones expire() has not handed out yet, and the
+    // count of those finished early. The idle window and the cap are the
+    // configuration's, not the state's. The bytes are in the host's order:
+    // the snapshot is read back on the machine that wrote it.
+    void save(std::string& out) const;
+    // Replaces the state with the snapshot `data`; every open download it
+    // holds counts as changed. False, and the tracker empty, when `data` is
+    // not a whole snapshot of this format.
+    bool load(std::string_view data);
+
    private:
-    struct Key {
-        std::string_view path, etag, client, agent;
-        bool operator==(const Key&) const = default;
+    static constexpr uint32_t kNone = IndexTable::kNone;
+
+    struct Links {
+        uint32_t prev = kNone;
+        uint32_t next = kNone;
     };
     struct Node {
         LogicalDownload download;
-        size_t hash = 0;
-        ListLinks<Node> by_activity;
-        ListLinks<Node> changed;
-        Key key() const { return {download.path, download.etag, download.client_ip, download.user_agent}; }
+        Links by_activity;
+        Links changed;
     };
-    // Looked up by a Key of the record's strings, without copying them.
-    struct Hash {
-        using is_transparent = void;
-        size_t operator()(const Key& key) const noexcept;
-        size_t operator()(const std::unique_ptr<Node>& node) const noexcept { return node->hash; }
-        size_t operator()(const Node* node) const noexcept { return node->hash; }
-    };
-    struct Equal {
-        using is_transparent = void;
-        template <typename A, typename B>
-        bool operator()(const A& a, const B& b) const noexcept {
-            return key_of(a) == key_of(b);
-        }
-        static Key key_of(const Key& key) { return key; }
-        static Key key_of(const std::unique_ptr<Node>& node) { return node->key(); }
-        static Key key_of(const Node* node) { return node->key(); }
-    };
-    using Table = std::unordered_set<std::unique_ptr<Node>, Hash, Equal>;
+    static_assert(sizeof(void*) != 8 || sizeof(Node) == 160, "the layout counted above");
 
-    Node& open(const Key& key, const smp_record& record, uint64_t id);
-    // Moves the download to finished_ and forgets it.
-    void close(Table::iterator it);
-    void forget(Table::iterator it);
+    // The nodes, numbered 0 to size() - 1, in chunks that do not move: a
+    // node's number is its place, and the lists and the table hold numbers.
+    class NodeStore {
+       public:
+        Node& operator[](uint32_t index) { return chunks_[index >> kChunkBits][index & kChunkMask]; }
+        const Node& operator[](uint32_t index) const { return chunks_[index >> kChunkBits][index & kChunkMask]; }
+        uint32_t size() const { return size_; }
+        // A fresh node at the end; its number.
+        uint32_t push_back();
+        // Resets the last node; a chunk left unused beyond a spare one is freed.
+        void pop_back();
+        void clear();
+
+       private:
+        static constexpr int kChunkBits = 12;
+        static constexpr uint32_t kChunkMask = (1u << kChunkBits) - 1;
+        std::vector<std::unique_ptr<Node[]>> chunks_;
+        uint32_t size_ = 0;
+    };
+
+    // A doubly linked list of node numbers, threaded through the nodes'
+    // `links`, so that linking, unlinking and moving to the back cost no
+    // allocation and no search.
+    template <Links Node::*links>
+    class NodeList {
+       public:
+        uint32_t front() const { return head_; }
+        size_t size() const { return size_; }
+        bool contains(const NodeStore& nodes, uint32_t index) const {
+            return (nodes[index].*links).prev != kNone || head_ == index;
+        }
+        static uint32_t next(const NodeStore& nodes, uint32_t index) { return (nodes[index].*links).next; }
+        void push_back(NodeStore& nodes, uint32_t index);
+        // Does nothing when the node is not in the list.
+        void remove(NodeStore& nodes, uint32_t index);
+        void move_to_back(NodeStore& nodes, uint32_t index);
+        // The node numbered `from` is now at `to`, links and all: its
+        // neighbours point there.
+        void renumber(NodeStore& nodes, uint32_t from, uint32_t to);
+        void clear() { *this = NodeList(); }
+
+       private:
+        uint32_t head_ = kNone;
+        uint32_t tail_ = kNone;
+        size_t size_ = 0;
+    };
+
+    // A download's key: the handles of its strings in the pool.
+    struct Key {
+        SharedString path, etag, client, agent;
+    };
+    static size_t hash_of(const SharedString& path, const SharedString& etag, const SharedString& client,
+                          const SharedString& agent);
+    static size_t hash_of(const Key& key) { return hash_of(key.path, key.etag, key.client, key.agent); }
+    static size_t hash_of(const LogicalDownload& d) { return hash_of(d.path, d.etag, d.client_ip, d.user_agent); }
+    auto node_hash() const {
+        return [this](uint32_t index) { return hash_of(nodes_[index].download); };
+    }
+    uint32_t find(const Key& key) const;
+    // The end of the idle window of a download last active at `last_us`;
+    // saturated, as the times come from modules and snapshots.
+    int64_t idle_until(int64_t last_us) const {
+        return last_us > std::numeric_limits<int64_t>::max() - idle_window_us_ ? std::numeric_limits<int64_t>::max()
+                                                                               : last_us + idle_window_us_;
+    }
+
+    uint32_t open(Key&& key, const smp_record& record, uint64_t id);
+    // Links a node whose download is filled in: the table and both lists.
+    void link(uint32_t index);
+    // Unlinks the download from everything and returns it; the last node
+    // takes its place.
+    LogicalDownload take(uint32_t index);
+    // Moves the download to finished_, handed out by the next expire().
+    void close(uint32_t index) { finished_.push_back(take(index)); }
+    void clear();
+    bool load_state(std::string_view data);
 
     int64_t idle_window_us_;
     size_t max_open_;
-    Table open_;
-    IntrusiveList<Node, &Node::by_activity> by_activity_;
-    IntrusiveList<Node, &Node::changed> changed_;
+    // Declared before the downloads that hold its strings, so that it goes
+    // after them.
+    StringPool strings_;
+    NodeStore nodes_;
+    IndexTable table_;
+    NodeList<&Node::by_activity> by_activity_;
+    NodeList<&Node::changed> changed_;
     std::vector<LogicalDownload> finished_;  // ended early, handed out by the next expire()
     uint64_t finished_early_ = 0;
     uint64_t visited_ = 0;

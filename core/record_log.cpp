@@ -318,6 +318,11 @@ std::optional<RecordLogReader::Frame> RecordLogReader::next() {
         RecordFrame frame;
         if (tail >= sizeof frame) std::memcpy(&frame, log_.ring() + offset, sizeof frame);
         if (tail < sizeof frame || frame.kind == 0) {  // padding: the frame is at the ring's start
+            // The writer pads only when it wrote the next frame at the start.
+            if (position_ + tail >= written_) {
+                damaged_ = true;
+                return std::nullopt;
+            }
             position_ += tail;
             continue;
         }

@@ -209,3 +209,17 @@ TEST_CASE("a checkpoint round-trips and a damaged one is refused; a torn journal
     CHECK(entries[0].b == 10);
     CHECK(entries[1].kind == smp::JournalEntry::tick);
 }
+
+TEST_CASE("padding that would take the reader past the writer is damage, not an endless loop") {
+    // Found by record_log_fuzz: zeros (a padding frame) where the writer says
+    // 64 bytes were written sent the reader round the ring for ever.
+    TempDir temp;
+    RecordLogDirectory dir(temp.path);
+    auto [writer, reader] = make_log(dir);
+    std::string error;
+    auto log = MappedLog::open(smp::record_log_path(temp.path, writer.number()), error);
+    REQUIRE(log);
+    log->header().written.store(64);
+    CHECK_FALSE(reader.next());
+    CHECK(reader.damaged());
+}

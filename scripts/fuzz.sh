@@ -10,7 +10,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds="${1:-${FUZZ_SECONDS:-60}}"
 parallel="${FUZZ_JOBS:-2}"
-targets=(request_head range conditional path heads record_codec)
+targets=(request_head range conditional path heads record_codec record_log)
 [[ "$seconds" =~ ^[0-9]+$ && "$seconds" -gt 0 ]] || { echo "fuzz.sh: SECONDS must be a positive number" >&2; exit 2; }
 
 scripts/deps.sh build fuzz
@@ -29,6 +29,7 @@ echo "fuzz: ${#targets[@]} targets, ${seconds} s each, $parallel at a time; outp
 run_target() {
     local target=$1 max_len=8192
     [[ $target == record_codec ]] && max_len=70000  # a whole datagram (kMaxBatchBytes) and more
+    [[ $target == record_log ]] && max_len=70000     # frames of records up to kMaxRecordBytes
     mkdir -p "$work/corpus/$target"
     UBSAN_OPTIONS=print_stacktrace=1 "build-fuzz/tests/fuzz/${target}_fuzz" "$work/corpus/$target" \
         "tests/fuzz/corpus/$target" -max_total_time="$seconds" -max_len="$max_len" -timeout=10 \

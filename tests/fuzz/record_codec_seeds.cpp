@@ -1,11 +1,19 @@
 // Writes the seed corpus of record_codec_fuzz with the real encoder:
-// record_codec_seeds DIR. A datagram seed is a '\0' (the target's selector)
-// followed by framed records, as a worker sends them.
+// record_codec_seeds DIR [LOG_DIR]. A datagram seed is a '\0' (the target's
+// selector) followed by framed records, as a worker sends them. LOG_DIR gets
+// the seeds of record_log_fuzz: a reader's start position and the ring's
+// bytes from there, written by the real RecordLogWriter.
+#include <unistd.h>
+
 #include <cstdio>
+#include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <string>
+#include <vector>
 
 #include "record_codec.hpp"
+#include "record_log.hpp"
 
 namespace {
 
@@ -13,11 +21,46 @@ void write_seed(const std::string& path, const std::string& batch) {
     std::ofstream(path, std::ios::binary) << '\0' << batch;
 }
 
+// Appends `records` to a fresh log (first at the ring's start, then again
+// across its end) and writes each case as a seed.
+void write_log_seeds(const std::string& dir, const std::vector<smp_record>& records) {
+    char temp[] = "/tmp/smp-log-seeds-XXXXXX";
+    const std::string logs = mkdtemp(temp);
+    smp::RecordLogDirectory directory(logs);
+    std::string error;
+    auto created = directory.create(smp::kMinRecordLogBytes, static_cast<uid_t>(-1), static_cast<gid_t>(-1), error);
+    auto mapped = created ? smp::MappedLog::map(created->fd, error) : std::nullopt;
+    if (!mapped) {
+        std::fprintf(stderr, "record_codec_seeds: %s\n", error.c_str());
+        std::exit(1);
+    }
+    smp::RecordLogHeader& header = mapped->header();
+    const char* ring = mapped->ring();
+    const uint64_t capacity = header.capacity;
+    smp::RecordLogWriter writer(std::move(*mapped));
+    const auto seed = [&](const std::string& name, uint64_t start) {
+        const uint64_t end = header.written.load();
+        std::string bytes(reinterpret_cast<const char*>(&start), sizeof start);
+        for (uint64_t at = start; at < end; ++at) bytes += ring[at % capacity];
+        std::ofstream(dir + "/" + name, std::ios::binary) << bytes;
+    };
+    for (const auto& record : records) writer.append(record, smp::RecordKind::close, 1234);
+    seed("three_frames", 0);
+    // Fill to near the ring's end, release it all, and write across the end.
+    while (header.written.load() + 2000 < capacity) writer.append(records[0], smp::RecordKind::close, 1234);
+    header.released.store(header.written.load());
+    const uint64_t wrap_start = header.written.load();
+    for (const auto& record : records) writer.append(record, smp::RecordKind::transfer, 1234);
+    seed("across_the_end", wrap_start);
+    ::close(created->fd);
+    std::filesystem::remove_all(logs);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
-    if (argc != 2) {
-        std::fprintf(stderr, "usage: record_codec_seeds DIR\n");
+    if (argc != 2 && argc != 3) {
+        std::fprintf(stderr, "usage: record_codec_seeds DIR [LOG_DIR]\n");
         return 2;
     }
     const std::string dir = argv[1];
@@ -78,8 +121,9 @@ int main(int argc, char** argv) {
     std::string old = batch.substr(4);
     const uint32_t magic = 0x534d5232;
     old.replace(0, sizeof magic, reinterpret_cast<const char*>(&magic), sizeof magic);
-    old.erase(104, 8);  // offsetof(Fixed, received_bytes), and the field's 8 bytes
+    old.erase(104, 24);  // offsetof(Fixed, received_bytes), and the 8 bytes of it and 16 of the log place
     const auto length = static_cast<uint32_t>(old.size());
     write_seed(dir + "/smr2_close", std::string(reinterpret_cast<const char*>(&length), sizeof length) + old);
+    if (argc == 3) write_log_seeds(argv[2], {r, transfer, bare});
     return 0;
 }
