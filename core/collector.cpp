@@ -31,6 +31,9 @@ constexpr uint64_t kRecordsPerTurn = 20'000;
 // logs hold at least this much of the workers' records, and a collector
 // that crashed replays at most about this much.
 constexpr uint64_t kCheckpointEveryMs = 2000;
+// Batches handed over that the stores may not have yet before the logs are
+// no longer read.
+constexpr uint64_t kBatchesAhead = 2;
 // The time of the last tick when the server stops: every download ends.
 constexpr int64_t kEndOfTime = INT64_MAX;
 // A running request reports its progress every second while bytes move, and
@@ -306,12 +309,22 @@ bool Collector::replay(const JournalEntry& entry) {
 
 void Collector::on_poll(uv_timer_t* timer) {
     auto& self = *static_cast<Collector*>(timer->data);
+    if (self.stores_behind()) return;
     if (self.read_logs(kRecordsPerTurn)) uv_idle_start(&self.backlog_, on_backlog);
 }
 
 void Collector::on_backlog(uv_idle_t* idle) {
     auto& self = *static_cast<Collector*>(idle->data);
-    if (!self.read_logs(kRecordsPerTurn)) uv_idle_stop(idle);
+    if (self.stores_behind() || !self.read_logs(kRecordsPerTurn)) uv_idle_stop(idle);
+}
+
+// A store slower than the traffic: the records wait in the logs, where they
+// cost no memory, rather than in batches here (the logs are the buffer; a
+// log that fills up drops, and says so). A store that fails spools, which
+// counts as having the batch: an outage does not stop the reading.
+bool Collector::stores_behind() const {
+    const uint64_t handed = batch_.sequence - 1;
+    return handed > kBatchesAhead && !stores_have(handed - kBatchesAhead);
 }
 
 bool Collector::read_logs(uint64_t budget) {

@@ -136,6 +136,7 @@ class Collector {
     void finish(const LogicalDownload& download);
     void hand_to_stores();
     bool stores_have(uint64_t sequence) const;
+    bool stores_behind() const;
     void start_checkpoint();
     void finish_checkpoint(bool wait);
     std::vector<LogPlace> places() const;
