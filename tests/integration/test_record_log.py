@@ -135,7 +135,7 @@ class RecordLogCase(unittest.TestCase):
         rows = self.query('SELECT count(*) FROM requests WHERE path = ?', path)
         return rows[0][0] if rows else None
 
-    def settled(self, measure, enough, timeout=30.0, quiet=2.0):
+    def settled(self, measure, enough, timeout=20.0, quiet=2.0):
         """measure() once enough(value) holds and the value stopped changing
         for `quiet` seconds; else, after `timeout`, the last value (the
         assertions then say what is missing). The store can pause for seconds
