@@ -2,6 +2,8 @@
 
 #include <cstring>
 
+#include "byte_codec.hpp"
+
 namespace smp {
 namespace {
 
@@ -39,24 +41,10 @@ struct DownloadFixed {
     uint32_t lengths[8];
 };
 
-template <typename T>
-void append(std::string& out, const T& value) {
-    out.append(reinterpret_cast<const char*>(&value), sizeof value);
-}
-
-// Takes a T from the front of `data`; false when too short.
-template <typename T>
-bool take(std::string_view& data, T& value) {
-    if (data.size() < sizeof value) return false;
-    std::memcpy(&value, data.data(), sizeof value);
-    data.remove_prefix(sizeof value);
-    return true;
-}
-
 // Takes a length-framed piece from the front of `data`.
 bool take_frame(std::string_view& data, std::string_view& frame) {
     uint32_t length = 0;
-    if (!take(data, length) || length > data.size()) return false;
+    if (!take_value(data, length) || length > data.size()) return false;
     frame = data.substr(0, length);
     data.remove_prefix(length);
     return true;
@@ -70,7 +58,7 @@ auto strings_of(Row& row) {
 
 void append_download(const DownloadRow& row, std::string& out) {
     const size_t frame = out.size();
-    append(out, uint32_t{0});  // the length, written once known
+    append_value(out, uint32_t{0});  // the length, written once known
     DownloadFixed fixed{};
     fixed.magic = kDownloadMagic;
     fixed.interval_count = static_cast<uint32_t>(row.delivered.size());
@@ -92,7 +80,7 @@ void append_download(const DownloadRow& row, std::string& out) {
     fixed.has_location = row.geo.has_location;
     const auto strings = strings_of(row);
     for (size_t i = 0; i < strings.size(); ++i) fixed.lengths[i] = static_cast<uint32_t>(strings[i]->size());
-    append(out, fixed);
+    append_value(out, fixed);
     for (const auto* text : strings) out += *text;
     out.append(reinterpret_cast<const char*>(row.delivered.data()), row.delivered.size() * sizeof(smp_interval));
     const auto length = static_cast<uint32_t>(out.size() - frame - sizeof(uint32_t));
@@ -101,7 +89,7 @@ void append_download(const DownloadRow& row, std::string& out) {
 
 std::optional<DownloadRow> decode_download(std::string_view data) {
     DownloadFixed fixed{};
-    if (!take(data, fixed) || fixed.magic != kDownloadMagic) return std::nullopt;
+    if (!take_value(data, fixed) || fixed.magic != kDownloadMagic) return std::nullopt;
     DownloadRow row;
     for (size_t i = 0; auto* text : strings_of(row)) {
         const uint32_t length = fixed.lengths[i++];
@@ -219,8 +207,8 @@ BatchView::BatchView(std::span<const Batch* const> batches) {
 
 std::string encode_batch(const Batch& batch) {
     std::string out;
-    append(out, BatchHeader{kBatchMagic, static_cast<uint32_t>(batch.records.size()), batch.origin, batch.sequence,
-                            static_cast<uint32_t>(batch.downloads.size()), 0});
+    append_value(out, BatchHeader{kBatchMagic, static_cast<uint32_t>(batch.records.size()), batch.origin,
+                                  batch.sequence, static_cast<uint32_t>(batch.downloads.size()), 0});
     for (const auto& record : batch.records) append_record(record, RecordKind::close, 0, out);
     for (const auto& download : batch.downloads) append_download(download, out);
     return out;
@@ -228,7 +216,7 @@ std::string encode_batch(const Batch& batch) {
 
 std::optional<Batch> decode_batch(std::string_view data) {
     BatchHeader header{};
-    if (!take(data, header) || header.magic != kBatchMagic) return std::nullopt;
+    if (!take_value(data, header) || header.magic != kBatchMagic) return std::nullopt;
     Batch batch;
     batch.origin = header.origin;
     batch.sequence = header.sequence;

@@ -11,6 +11,8 @@
 
 #include <fmt/format.h>
 
+#include "byte_codec.hpp"
+
 namespace smp {
 namespace {
 
@@ -39,26 +41,6 @@ struct StoredRunning {
     uint32_t kind;
 };
 
-template <typename T>
-void append(std::string& out, const T& value) {
-    out.append(reinterpret_cast<const char*>(&value), sizeof value);
-}
-
-template <typename T>
-bool take(std::string_view& data, T& value) {
-    if (data.size() < sizeof value) return false;
-    std::memcpy(&value, data.data(), sizeof value);
-    data.remove_prefix(sizeof value);
-    return true;
-}
-
-// FNV-1a, 64 bits: finds a torn or damaged file, not an attacker.
-uint64_t checksum(std::string_view data) {
-    uint64_t hash = 0xcbf29ce484222325ULL;
-    for (const char c : data) hash = (hash ^ static_cast<unsigned char>(c)) * 0x100000001b3ULL;
-    return hash;
-}
-
 bool write_all(int fd, std::string_view data) {
     while (!data.empty()) {
         const ssize_t n = ::write(fd, data.data(), data.size());
@@ -73,21 +55,22 @@ bool write_all(int fd, std::string_view data) {
 
 std::string encode_checkpoint(const Checkpoint& checkpoint) {
     std::string out;
-    append(out, CheckpointHeader{kCheckpointMagic, static_cast<uint32_t>(checkpoint.logs.size()), checkpoint.generation,
-                                 checkpoint.clock_us, checkpoint.downloads.size(), checkpoint.running.size()});
+    append_value(
+        out, CheckpointHeader{kCheckpointMagic, static_cast<uint32_t>(checkpoint.logs.size()), checkpoint.generation,
+                              checkpoint.clock_us, checkpoint.downloads.size(), checkpoint.running.size()});
     for (const auto& place : checkpoint.logs)
-        append(out, StoredPlace{place.number, place.position, place.index, place.done ? 1u : 0u});
+        append_value(out, StoredPlace{place.number, place.position, place.index, place.done ? 1u : 0u});
     out += checkpoint.downloads;
     std::string encoded;
     for (const auto& running : checkpoint.running) {
         encoded.clear();
         append_record(running.last.record(), running.last.kind, running.last.pid, encoded);
         const std::string_view encoding = std::string_view(encoded).substr(sizeof(uint32_t));
-        append(out, StoredRunning{running.heard_ms, static_cast<uint32_t>(encoding.size()),
-                                  static_cast<uint32_t>(running.last.kind)});
+        append_value(out, StoredRunning{running.heard_ms, static_cast<uint32_t>(encoding.size()),
+                                        static_cast<uint32_t>(running.last.kind)});
         out += encoding;
     }
-    append(out, checksum(out));
+    append_value(out, fnv1a(out));
     return out;
 }
 
@@ -96,15 +79,15 @@ std::optional<Checkpoint> decode_checkpoint(std::string_view data) {
     if (data.size() < sizeof sum) return std::nullopt;
     std::memcpy(&sum, data.data() + data.size() - sizeof sum, sizeof sum);
     data.remove_suffix(sizeof sum);
-    if (checksum(data) != sum) return std::nullopt;
+    if (fnv1a(data) != sum) return std::nullopt;
     CheckpointHeader header{};
-    if (!take(data, header) || header.magic != kCheckpointMagic) return std::nullopt;
+    if (!take_value(data, header) || header.magic != kCheckpointMagic) return std::nullopt;
     Checkpoint checkpoint;
     checkpoint.generation = header.generation;
     checkpoint.clock_us = header.clock_us;
     for (uint32_t i = 0; i < header.log_count; ++i) {
         StoredPlace place{};
-        if (!take(data, place)) return std::nullopt;
+        if (!take_value(data, place)) return std::nullopt;
         checkpoint.logs.push_back({place.number, place.position, place.index, place.done != 0});
     }
     if (data.size() < header.downloads_bytes) return std::nullopt;
@@ -112,7 +95,7 @@ std::optional<Checkpoint> decode_checkpoint(std::string_view data) {
     data.remove_prefix(header.downloads_bytes);
     for (uint64_t i = 0; i < header.running_count; ++i) {
         StoredRunning stored{};
-        if (!take(data, stored) || data.size() < stored.length) return std::nullopt;
+        if (!take_value(data, stored) || data.size() < stored.length) return std::nullopt;
         auto last = DecodedRecord::decode(data.substr(0, stored.length));
         if (!last) return std::nullopt;
         // The encoding carries the record's place in its log.

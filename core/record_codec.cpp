@@ -4,6 +4,8 @@
 #include <cstddef>
 #include <cstring>
 
+#include "byte_codec.hpp"
+
 namespace smp {
 namespace {
 
@@ -59,16 +61,11 @@ std::array<const char*, 12> strings_of(const smp_record& r) {
             r.target, r.protocol, r.user_agent, r.referer,      r.range,  r.etag};
 }
 
-template <typename T>
-void append(std::string& out, const T& value) {
-    out.append(reinterpret_cast<const char*>(&value), sizeof value);
-}
-
 }  // namespace
 
 void append_record(const smp_record& record, RecordKind kind, uint32_t pid, std::string& out) {
     const size_t frame = out.size();
-    append(out, uint32_t{0});  // the length, written once known
+    append_value(out, uint32_t{0});  // the length, written once known
     Fixed fixed{};
     fixed.magic = kMagic;
     fixed.pid = pid;
@@ -103,7 +100,7 @@ void append_record(const smp_record& record, RecordKind kind, uint32_t pid, std:
         room -= length;
     }
     fixed.interval_count = static_cast<uint32_t>(std::min(record.interval_count, room / sizeof(smp_interval)));
-    append(out, fixed);
+    append_value(out, fixed);
     if (fixed.interval_count > 0)
         out.append(reinterpret_cast<const char*>(record.intervals), fixed.interval_count * sizeof(smp_interval));
     for (size_t i = 0; i < strings.size(); ++i)

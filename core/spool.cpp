@@ -11,6 +11,8 @@
 #include <filesystem>
 #include <system_error>
 
+#include "byte_codec.hpp"
+
 namespace smp {
 namespace {
 
@@ -23,12 +25,6 @@ struct EntryHeader {
     uint32_t length;
     uint64_t checksum;  // FNV-1a of the payload
 };
-
-uint64_t fnv1a(std::string_view data) {
-    uint64_t hash = 0xcbf29ce484222325ull;
-    for (const unsigned char c : data) hash = (hash ^ c) * 0x100000001b3ull;
-    return hash;
-}
 
 class File {
    public:
