@@ -309,6 +309,8 @@ bool Collector::replay(const JournalEntry& entry) {
 
 void Collector::on_poll(uv_timer_t* timer) {
     auto& self = *static_cast<Collector*>(timer->data);
+    // Seen within a poll: how long a checkpoint takes sets how often.
+    self.finish_checkpoint(false);
     if (self.stores_behind()) return;
     if (self.read_logs(kRecordsPerTurn)) uv_idle_start(&self.backlog_, on_backlog);
 }
@@ -448,8 +450,10 @@ void Collector::on_tick(uv_timer_t* timer) {
     self.report_dropped();
     self.trim_after_burst();
     self.finish_checkpoint(false);
-    if (!self.pending_ && uv_now(&self.loop_) - self.checkpoint_started_ms_ >= kCheckpointEveryMs)
-        self.start_checkpoint();
+    // At most a tenth of a core for checkpoints: a large state (a million
+    // open downloads take about a second to write) is checkpointed less often.
+    const uint64_t every_ms = std::max(kCheckpointEveryMs, 10 * self.checkpoint_took_ms_);
+    if (!self.pending_ && uv_now(&self.loop_) - self.checkpoint_started_ms_ >= every_ms) self.start_checkpoint();
     self.open_new_logs({});
 }
 
@@ -560,6 +564,7 @@ void Collector::finish_checkpoint(bool wait) {
             return;
         }
         pending.written = true;
+        checkpoint_took_ms_ = uv_now(&loop_) - checkpoint_started_ms_;
     }
     if (!stores_have(pending.sequence)) return;
     const std::string path = checkpoint_path(dir_);

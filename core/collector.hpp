@@ -174,6 +174,7 @@ class Collector {
     int64_t clock_us_ = 0;  // the time of the last tick, journaled: replays see the same time
     std::optional<PendingCheckpoint> pending_;
     uint64_t checkpoint_started_ms_ = 0;
+    uint64_t checkpoint_took_ms_ = 0;  // from the fork to the copy's exit, last time
     bool checkpoint_failing_ = false;
     uint64_t records_ = 0;
     uint64_t malformed_ = 0;
