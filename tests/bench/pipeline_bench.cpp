@@ -6,7 +6,10 @@
 //
 // The collector (its loop and its storage thread) is pinned to one CPU and
 // the writer to the other, so that the figure is what one core of collector
-// and store takes in, with the workers' side on a core of its own. Unlike a
+// and store takes in, with the workers' side on a core of its own. With
+// --collectors N (tracking.collectors), N collectors run, each on the logs of
+// its shard, collector k pinned to CPU k modulo the CPUs there are: on a
+// machine of 2 CPUs the writer then shares its CPU with a collector. Unlike a
 // worker, the writer never drops a record: when a log is full it tries again
 // after a short sleep, and counts how often, so that every record goes
 // through and the rate is that of the whole pipeline.
@@ -20,6 +23,9 @@
 //           The server always adds the sqlite store when tracking is on and
 //           none is named (core/loader.cpp), so the Runtime is built as the
 //           server builds it and its store modules are then taken out of it.
+// With several collectors, all of them store into the one sqlite database,
+// as the server's do. The null store is for one collector only: each
+// collector's copy would write its own count over the others' in its one file.
 //
 // tests/bench/pipeline_bench.py runs it several times; tests/bench/README.md
 // says what each figure means. The last line of the output is
@@ -56,11 +62,13 @@
 #include <sstream>
 #include <string>
 #include <thread>
+#include <tuple>
 #include <vector>
 
 #include "collector.hpp"
 #include "collector_checkpoint.hpp"
 #include "config.hpp"
+#include "download_key.hpp"
 #include "log.hpp"
 #include "record_log.hpp"
 #include "runtime.hpp"
@@ -71,20 +79,25 @@ namespace {
 using Clock = std::chrono::steady_clock;
 
 constexpr const char* kUsage =
-    "usage: pipeline_bench [--records N] [--workers W] [--store sqlite|null|none] [--log-size SIZE]\n"
-    "                      [--timeout S] [--perf-data FILE [--perf-args ARGS]] [--seed N] [--keep-tmp]\n"
+    "usage: pipeline_bench [--records N] [--workers W] [--collectors N] [--store sqlite|null|none]\n"
+    "                      [--log-size SIZE] [--timeout S] [--perf-data FILE [--perf-args ARGS]] [--seed N]\n"
+    "                      [--keep-tmp]\n"
     "  --records N        close records to push through (default 2000000)\n"
-    "  --workers W        record logs, one per simulated worker (default 2)\n"
-    "  --store MODE       sqlite (the default store), null (a store that keeps nothing), none (no store)\n"
+    "  --workers W        simulated workers: a record log each per collector (default 2)\n"
+    "  --collectors N     tracking.collectors: collectors, each on its shard of the records (default 1)\n"
+    "  --store MODE       sqlite (the default store), null (a store that keeps nothing; one collector only),\n"
+    "                     none (no store)\n"
     "  --log-size SIZE    tracking.log_size of each log (default: the server's, 256MiB)\n"
     "  --timeout S        give up when the pipeline has not stored everything S s after the last append "
     "(default 300)\n"
-    "  --perf-data FILE   run `perf record -p <collector>` from the first append until all is stored\n"
+    "  --perf-data FILE   run `perf record -p <collectors>` from the first append until all is stored\n"
     "  --perf-args ARGS   perf record's options, split at spaces (default \"-g\")\n"
     "  --seed N           the traffic generator's seed (default 1)\n"
     "  --keep-tmp         keep the temp dir (config, state_dir, database)\n";
 
 // The writer on one CPU, the collector and its storage thread on the other.
+// With several collectors, collector k is on CPU k modulo the CPUs there are
+// (collector_cpu): more collectors than CPUs would be measured sharing them.
 constexpr int kCollectorCpu = 0;
 constexpr int kWriterCpu = 1;
 // How long the writer sleeps before trying a full log again. The collector
@@ -118,6 +131,7 @@ constexpr size_t kMaxRequestsPerSession = 4;
 struct Options {
     uint64_t records = 2'000'000;
     int workers = 2;
+    int collectors = 1;
     std::string store = "sqlite";
     std::string log_size;  // empty: the server's default
     double timeout_s = 300;
@@ -135,6 +149,7 @@ struct Options {
 Options parse_options(int argc, char** argv) {
     static const option long_options[] = {{"records", required_argument, nullptr, 'n'},
                                           {"workers", required_argument, nullptr, 'w'},
+                                          {"collectors", required_argument, nullptr, 'c'},
                                           {"store", required_argument, nullptr, 's'},
                                           {"log-size", required_argument, nullptr, 'l'},
                                           {"timeout", required_argument, nullptr, 't'},
@@ -150,6 +165,7 @@ Options parse_options(int argc, char** argv) {
         switch (option) {
             case 'n': options.records = std::strtoull(optarg, nullptr, 10); break;
             case 'w': options.workers = std::atoi(optarg); break;
+            case 'c': options.collectors = std::atoi(optarg); break;
             case 's': options.store = optarg; break;
             case 'l': options.log_size = optarg; break;
             case 't': options.timeout_s = std::atof(optarg); break;
@@ -166,6 +182,10 @@ Options parse_options(int argc, char** argv) {
     if (options.workers < 1 || options.workers > 64) usage_error("--workers must be between 1 and 64");
     if (options.store != "sqlite" && options.store != "null" && options.store != "none")
         usage_error("--store must be sqlite, null or none");
+    // The same bounds as tracking.collectors (core/config.cpp).
+    if (options.collectors < 1 || options.collectors > 64) usage_error("--collectors must be between 1 and 64");
+    if (options.store == "null" && options.collectors > 1)
+        usage_error("--store null takes one collector: each collector's null store would overwrite the others' count");
     if (!options.log_size.empty() && !smp::parse_size(options.log_size))
         usage_error("--log-size must be a size such as 1MiB or 268435456");
     if (options.timeout_s <= 0) usage_error("--timeout must be positive");
@@ -179,6 +199,14 @@ double seconds_between(Clock::time_point from, Clock::time_point to) {
 int64_t wall_clock_us() {
     using namespace std::chrono;
     return duration_cast<microseconds>(system_clock::now().time_since_epoch()).count();
+}
+
+// The CPU collector `shard` of `collectors` is pinned to: CPU 0 when it is
+// the only one, else one CPU each, round the CPUs there are.
+int collector_cpu(int shard, int collectors) {
+    const long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+    if (collectors == 1 || cpus <= 0) return kCollectorCpu;
+    return shard % static_cast<int>(cpus);
 }
 
 bool pin_to_cpu(pid_t pid, int cpu) {
@@ -364,23 +392,30 @@ uint64_t status_kib(pid_t pid, const std::string& key) {
     return 0;
 }
 
-// The highest RssAnon of a process seen, sampled at most every 50 ms: the
-// collector's own memory (its batches, open downloads, sqlite's cache),
-// without the log pages it maps.
+// The sum of a line of /proc/<pid>/status over the collectors, in KiB.
+uint64_t status_kib(const std::vector<pid_t>& pids, const std::string& key) {
+    uint64_t kib = 0;
+    for (const pid_t pid : pids) kib += status_kib(pid, key);
+    return kib;
+}
+
+// The highest RssAnon of the collectors together seen, sampled at most every
+// 50 ms: their own memory (their batches, open downloads, sqlite's caches),
+// without the log pages they map.
 class AnonymousPeak {
    public:
-    explicit AnonymousPeak(pid_t pid) : pid_(pid) {}
+    explicit AnonymousPeak(std::vector<pid_t> pids) : pids_(std::move(pids)) {}
     void sample() {
         const auto now = Clock::now();
         if (now - sampled_at_ < std::chrono::milliseconds(50)) return;
         sampled_at_ = now;
-        note(status_kib(pid_, "RssAnon"));
+        note(status_kib(pids_, "RssAnon"));
     }
     void note(uint64_t kib) { peak_kib_ = std::max(peak_kib_, kib); }
     uint64_t peak_kib() const { return peak_kib_; }
 
    private:
-    pid_t pid_;
+    std::vector<pid_t> pids_;
     Clock::time_point sampled_at_{};
     uint64_t peak_kib_ = 0;
 };
@@ -404,10 +439,14 @@ class CollectorProcess {
         exit_ = exit;
         return false;
     }
-    // SIGTERM, then at most `timeout` for it to stop, then SIGKILL.
-    const Exit& stop(Clock::duration timeout) {
+    // SIGTERM, then until `deadline` for it to stop, then SIGKILL. Several
+    // collectors are all asked first (ask_to_stop), so that they stop
+    // together as the master's do, not one after the other.
+    void ask_to_stop() {
         if (running()) kill(pid_, SIGTERM);
-        const auto deadline = Clock::now() + timeout;
+    }
+    const Exit& stop(Clock::time_point deadline) {
+        ask_to_stop();
         while (running() && Clock::now() < deadline) std::this_thread::sleep_for(std::chrono::milliseconds(10));
         if (!exit_) {
             kill(pid_, SIGKILL);
@@ -429,6 +468,40 @@ class CollectorProcess {
     std::optional<Exit> exit_;
 };
 
+// Every collector, one per shard.
+class Collectors {
+   public:
+    void add(pid_t pid) { processes_.emplace_back(pid); }
+    size_t size() const { return processes_.size(); }
+    CollectorProcess& operator[](size_t shard) { return processes_[shard]; }
+    std::vector<pid_t> pids() const {
+        std::vector<pid_t> pids;
+        for (const auto& process : processes_) pids.push_back(process.pid());
+        return pids;
+    }
+    // A shard whose collector ended is never read again: the run is over.
+    bool all_running() {
+        return std::all_of(processes_.begin(), processes_.end(), [](auto& process) { return process.running(); });
+    }
+    void stop(Clock::duration timeout) {
+        for (auto& process : processes_) process.ask_to_stop();
+        const auto deadline = Clock::now() + timeout;
+        for (auto& process : processes_) process.stop(deadline);
+    }
+    // "exit 0", or each one's with its number when they are several.
+    std::string how_they_ended() const {
+        if (processes_.size() == 1) return processes_[0].how_it_ended();
+        std::string text;
+        for (size_t shard = 0; shard < processes_.size(); ++shard)
+            text +=
+                fmt::format("{}collector {}: {}", shard == 0 ? "" : ", ", shard + 1, processes_[shard].how_it_ended());
+        return text;
+    }
+
+   private:
+    std::vector<CollectorProcess> processes_;
+};
+
 // ---- the writer's side ----------------------------------------------------------------
 
 struct WriterLog {
@@ -446,7 +519,7 @@ struct WriterStats {
 // Appends `record`, waiting for room as long as it takes the collector to
 // make some; false when the collector died, or made none for `patience`.
 bool append_until_taken(WriterLog& log, const smp_record& record, WriterStats& stats, AnonymousPeak& memory,
-                        CollectorProcess& collector, Clock::duration patience) {
+                        Collectors& collectors, Clock::duration patience) {
     bool refused = false;
     Clock::time_point give_up{};
     while (!log.writer.append(record, smp::RecordKind::close, static_cast<uint32_t>(getpid()))) {
@@ -460,7 +533,7 @@ bool append_until_taken(WriterLog& log, const smp_record& record, WriterStats& s
             give_up = before + patience;
         }
         refused = true;
-        if (!collector.running() || before >= give_up) return false;
+        if (!collectors.all_running() || before >= give_up) return false;
         memory.sample();
         std::this_thread::sleep_for(kFullLogSleep);
         stats.waited_s += seconds_between(before, Clock::now());
@@ -545,7 +618,7 @@ std::array<uint64_t, 2> read_null_store_totals(const std::string& path) {
 // ---- the collector ------------------------------------------------------------------------
 
 // The child: the collector as core/master.cpp's become_collector starts it.
-[[noreturn]] void become_collector(smp::Runtime& runtime, const std::string& log_dir) {
+[[noreturn]] void become_collector(smp::Runtime& runtime, int shard, int collectors) {
     int code = 1;
     try {
         // The master blocks its stop signals before it forks a child, which
@@ -556,12 +629,13 @@ std::array<uint64_t, 2> read_null_store_totals(const std::string& path) {
         sigprocmask(SIG_BLOCK, &signals, nullptr);
         // Never outlives the benchmark, whatever ends it.
         prctl(PR_SET_PDEATHSIG, SIGKILL);
-        if (!pin_to_cpu(0, kCollectorCpu)) spdlog::warn("cannot pin the collector to CPU {}", kCollectorCpu);
+        const int cpu = collector_cpu(shard, collectors);
+        if (!pin_to_cpu(0, cpu)) spdlog::warn("cannot pin the collector to CPU {}", cpu);
         // Named apart from a server's collector (smp-collector): other work on
         // this machine that finds processes by name must not take it for one.
         prctl(PR_SET_NAME, "pipebench-coll");
-        smp::set_log_role("collector");
-        smp::Collector collector(runtime, log_dir);
+        smp::set_log_role(collectors > 1 ? fmt::format("collector {}", shard + 1) : "collector");
+        smp::Collector collector(runtime, smp::record_log_dir(runtime.config.state_dir, shard), shard);
         code = collector.run();
     } catch (const std::exception& e) {
         spdlog::critical("stats collector failed: {}", e.what());
@@ -572,10 +646,12 @@ std::array<uint64_t, 2> read_null_store_totals(const std::string& path) {
 }
 
 // `perf record` attached to `pid`, stopped with SIGINT as a person would.
-pid_t start_perf(const Options& options, pid_t pid) {
+pid_t start_perf(const Options& options, const std::vector<pid_t>& pids) {
+    std::string pid_list;
+    for (const pid_t pid : pids) pid_list += fmt::format("{}{}", pid_list.empty() ? "" : ",", pid);
     const pid_t perf = fork();
     if (perf == 0) {
-        std::vector<std::string> words = {"perf", "record", "-o", options.perf_data, "-p", std::to_string(pid)};
+        std::vector<std::string> words = {"perf", "record", "-o", options.perf_data, "-p", pid_list};
         std::istringstream extra(options.perf_args);
         for (std::string word; extra >> word;) words.push_back(word);
         std::vector<char*> arguments;
@@ -646,8 +722,9 @@ std::string write_config(const Options& options, const std::string& temp, const 
         "module_dir: {}\n"
         "log: {{level: warn}}\n"
         "tracking:\n"
-        "  enabled: true\n",
-        options.workers, temp, module_dir);
+        "  enabled: true\n"
+        "  collectors: {}\n",
+        options.workers, temp, module_dir, options.collectors);
     if (!options.log_size.empty()) text += fmt::format("  log_size: {}\n", options.log_size);
     text += fmt::format(
         "protocols:\n"
@@ -671,13 +748,11 @@ std::string write_config(const Options& options, const std::string& temp, const 
 // One JSON object on one line, for pipeline_bench.py.
 class JsonLine {
    public:
-    void number(std::string_view key, std::optional<double> value) {
-        if (!value || !std::isfinite(*value))
-            field(key, "null");
-        else if (*value == std::floor(*value) && std::fabs(*value) < 1e15)
-            field(key, fmt::format("{}", static_cast<int64_t>(*value)));
-        else
-            field(key, fmt::format("{:.6g}", *value));
+    void number(std::string_view key, std::optional<double> value) { field(key, formatted(value)); }
+    void numbers(std::string_view key, const std::vector<double>& values) {
+        std::string list;
+        for (const double value : values) list += (list.empty() ? "" : ", ") + formatted(value);
+        field(key, "[" + list + "]");
     }
     void flag(std::string_view key, bool value) { field(key, value ? "true" : "false"); }
     void null(std::string_view key) { field(key, "null"); }
@@ -692,6 +767,12 @@ class JsonLine {
     std::string finish() const { return "{" + fields_ + "}"; }
 
    private:
+    static std::string formatted(std::optional<double> value) {
+        if (!value || !std::isfinite(*value)) return "null";
+        if (*value == std::floor(*value) && std::fabs(*value) < 1e15)
+            return fmt::format("{}", static_cast<int64_t>(*value));
+        return fmt::format("{:.6g}", *value);
+    }
     void field(std::string_view key, const std::string& value) {
         fields_ += fmt::format("{}\"{}\": {}", fields_.empty() ? "" : ", ", key, value);
     }
@@ -743,66 +824,111 @@ int run(const Options& options) {
         }
     }
     const std::string state_dir = runtime->config.state_dir;
-    const std::string log_dir = state_dir + "/records";
+    const int shards = options.collectors;
+    std::vector<std::string> log_dirs;
+    for (int shard = 0; shard < shards; ++shard) log_dirs.push_back(smp::record_log_dir(state_dir, shard));
 
-    // The workers' logs, made before the collector starts: it finds them at
-    // its start, as it finds the logs an earlier run left.
-    smp::RecordLogDirectory directory(log_dir);
-    std::vector<WriterLog> logs;
-    for (int i = 0; i < options.workers; ++i) {
-        std::string error;
-        auto created = directory.create(static_cast<uint64_t>(runtime->config.tracking.log_size),
-                                        static_cast<uid_t>(-1), static_cast<gid_t>(-1), error);
-        if (!created) throw std::runtime_error(error);
-        if (!created->warning.empty()) spdlog::warn("{}", created->warning);
-        auto for_writer = smp::MappedLog::map(created->fd, error);
-        auto for_header = smp::MappedLog::map(created->fd, error);
-        ::close(created->fd);
-        if (!for_writer || !for_header) throw std::runtime_error("cannot map a record log: " + error);
-        logs.push_back({smp::RecordLogWriter(std::move(*for_writer)), std::move(*for_header)});
+    // The workers' logs, W in each shard, made before the collectors start:
+    // each finds those of its shard at its start, as it finds the logs an
+    // earlier run left. Numbers come from the first shard's counter, as the
+    // master's do (Master::create_record_logs).
+    std::vector<smp::RecordLogDirectory> directories;
+    std::vector<std::vector<WriterLog>> logs(static_cast<size_t>(shards));  // by shard, then by worker
+    for (int shard = 0; shard < shards; ++shard) {
+        auto& directory = directories.emplace_back(log_dirs[static_cast<size_t>(shard)], log_dirs[0]);
+        for (int i = 0; i < options.workers; ++i) {
+            std::string error;
+            auto created = directory.create(static_cast<uint64_t>(runtime->config.tracking.log_size),
+                                            static_cast<uid_t>(-1), static_cast<gid_t>(-1), error);
+            if (!created) throw std::runtime_error(error);
+            if (!created->warning.empty()) spdlog::warn("{}", created->warning);
+            auto for_writer = smp::MappedLog::map(created->fd, error);
+            auto for_header = smp::MappedLog::map(created->fd, error);
+            ::close(created->fd);
+            if (!for_writer || !for_header) throw std::runtime_error("cannot map a record log: " + error);
+            logs[static_cast<size_t>(shard)].push_back(
+                {smp::RecordLogWriter(std::move(*for_writer)), std::move(*for_header)});
+        }
     }
 
     std::fflush(stdout);
     spdlog::default_logger()->flush();
-    const pid_t collector_pid = fork();
-    if (collector_pid < 0) throw std::runtime_error(std::string("fork: ") + std::strerror(errno));
-    if (collector_pid == 0) become_collector(*runtime, log_dir);
-    CollectorProcess collector(collector_pid);
+    Collectors collectors;
+    for (int shard = 0; shard < shards; ++shard) {
+        const pid_t pid = fork();
+        if (pid < 0) {
+            const int fork_error = errno;
+            collectors.stop(kStopTimeout);
+            throw std::runtime_error(std::string("fork: ") + std::strerror(fork_error));
+        }
+        if (pid == 0) become_collector(*runtime, shard, shards);
+        collectors.add(pid);
+    }
+    const std::vector<pid_t> collector_pids = collectors.pids();
     const bool pinned = pin_to_cpu(0, kWriterCpu);
     if (!pinned) std::fprintf(stderr, "pipeline_bench: cannot pin the writer to CPU %d: not pinned\n", kWriterCpu);
+    // The CPUs the collectors run on: what else ran there is reported.
+    std::vector<int> collector_cpus;
+    for (int shard = 0; shard < shards; ++shard) {
+        const int cpu = collector_cpu(shard, shards);
+        if (std::find(collector_cpus.begin(), collector_cpus.end(), cpu) == collector_cpus.end())
+            collector_cpus.push_back(cpu);
+    }
+    const bool writer_shares_a_cpu =
+        std::find(collector_cpus.begin(), collector_cpus.end(), kWriterCpu) != collector_cpus.end();
+    const auto collector_cpus_busy_s = [&collector_cpus] {
+        double busy_s = 0;
+        for (const int cpu : collector_cpus) busy_s += cpu_busy_s(cpu);
+        return busy_s;
+    };
+    const auto own_cpu_s = [] {
+        rusage usage{};
+        getrusage(RUSAGE_SELF, &usage);
+        return rusage_cpu_s(usage);
+    };
 
-    // Ready when it has recovered (found the logs) and started its journal.
+    // Ready when each has recovered (found its logs) and started its journal.
     const auto ready_deadline = Clock::now() + kReadyTimeout;
-    while (smp::list_journals(log_dir).empty()) {
-        if (!collector.running())
-            throw std::runtime_error("the collector did not start (" + collector.how_it_ended() + ")");
+    while (!std::all_of(log_dirs.begin(), log_dirs.end(),
+                        [](const std::string& dir) { return !smp::list_journals(dir).empty(); })) {
+        if (!collectors.all_running()) {
+            collectors.stop(kStopTimeout);
+            throw std::runtime_error("a collector did not start (" + collectors.how_they_ended() + ")");
+        }
         if (Clock::now() >= ready_deadline) {
-            collector.stop(kStopTimeout);
-            throw std::runtime_error("the collector did not start its journal in time");
+            collectors.stop(kStopTimeout);
+            throw std::runtime_error("a collector did not start its journal in time");
         }
         std::this_thread::sleep_for(kPollEvery);
     }
     pid_t perf = 0;
     if (!options.perf_data.empty()) {
-        perf = start_perf(options, collector_pid);
+        perf = start_perf(options, collector_pids);
         std::this_thread::sleep_for(std::chrono::milliseconds(500));  // perf attaches
     }
 
     const auto timeout = std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(options.timeout_s));
-    const auto cpu_before = thread_cpu_ns(collector_pid);
-    const double children_before = children_cpu_s(collector_pid);
-    const double cpu0_before = cpu_busy_s(kCollectorCpu);
+    std::vector<std::map<pid_t, uint64_t>> cpu_before;
+    double children_before = 0;
+    for (const pid_t pid : collector_pids) {
+        cpu_before.push_back(thread_cpu_ns(pid));
+        children_before += children_cpu_s(pid);
+    }
+    const double cpus_busy_before = collector_cpus_busy_s();
+    const double writer_cpu_before = own_cpu_s();
     Traffic traffic(options.seed, runtime->node);
     WriterStats writer;
-    AnonymousPeak memory(collector_pid);
+    AnonymousPeak memory(collector_pids);
     const auto first_append = Clock::now();
     uint64_t appended = 0;
     bool writer_gave_up = false;
     for (uint64_t session = 0; appended < options.records && !writer_gave_up; ++session) {
-        const size_t slot = session % logs.size();
+        const size_t slot = session % static_cast<size_t>(options.workers);
         for (const smp_record& record : traffic.next_session(static_cast<uint32_t>(slot + 1))) {
             if (appended == options.records) break;
-            if (!append_until_taken(logs[slot], record, writer, memory, collector, timeout)) {
+            // The shard as a worker picks it (Worker::record).
+            const size_t shard = shards == 1 ? 0 : smp::hash_of(smp::download_key(record)) % logs.size();
+            if (!append_until_taken(logs[shard][slot], record, writer, memory, collectors, timeout)) {
                 writer_gave_up = true;
                 break;
             }
@@ -811,17 +937,25 @@ int run(const Options& options) {
     }
     const auto last_append = Clock::now();
     // As the master does when it has reaped a worker.
-    directory.end_all_left();
+    for (auto& directory : directories) directory.end_all_left();
 
     uint64_t log_bytes = 0;
-    for (const auto& log : logs) log_bytes += log.view.header().written.load(std::memory_order_acquire);
-    std::vector<std::pair<uint64_t, uint64_t>> expected;  // log number, records appended
-    for (const auto& log : logs) expected.emplace_back(log.view.header().number, log.appended);
+    std::vector<uint64_t> appended_by_shard(logs.size());
+    // Shard, log number, records appended.
+    std::vector<std::tuple<size_t, uint64_t, uint64_t>> expected;
+    for (size_t shard = 0; shard < logs.size(); ++shard)
+        for (const auto& log : logs[shard]) {
+            log_bytes += log.view.header().written.load(std::memory_order_acquire);
+            appended_by_shard[shard] += log.appended;
+            expected.emplace_back(shard, log.view.header().number, log.appended);
+        }
 
-    // Until the collector has read every record, and the store has stored
-    // them: sqlite's request rows, the null store's count; with no store,
-    // reading is the end.
-    ReadProgress progress(log_dir);
+    // Until every collector has read every record of its shard, and the
+    // store has stored them: sqlite's request rows (one database for all
+    // the collectors), the null store's count; with no store, reading is
+    // the end.
+    std::vector<ReadProgress> progress;
+    for (const auto& dir : log_dirs) progress.emplace_back(dir);
     StoredRows rows(state_dir + "/stats.db");
     const std::string count_file = temp + "/null_store.count";
     std::optional<Clock::time_point> read_at;
@@ -832,9 +966,11 @@ int run(const Options& options) {
     while (!writer_gave_up && !stored_at) {
         const auto now = Clock::now();
         if (!read_at) {
-            progress.poll();
-            if (std::all_of(expected.begin(), expected.end(),
-                            [&](const auto& log) { return progress.read_to(log.first) >= log.second; }))
+            for (auto& shard_progress : progress) shard_progress.poll();
+            if (std::all_of(expected.begin(), expected.end(), [&](const auto& log) {
+                    const auto& [shard, number, records] = log;
+                    return progress[shard].read_to(number) >= records;
+                }))
                 read_at = now;
         }
         if (options.store == "sqlite") {
@@ -850,26 +986,32 @@ int run(const Options& options) {
         if (read_at && stored >= options.records) stored_at = now;
         memory.sample();
         if (stored_at || now >= give_up) break;
-        if (!collector.running()) break;
+        if (!collectors.all_running()) break;
         std::this_thread::sleep_for(kPollEvery);
     }
-    const auto cpu_after = thread_cpu_ns(collector_pid);
-    const double children_after = children_cpu_s(collector_pid);
-    const double cpu0_after = cpu_busy_s(kCollectorCpu);
-    // Its peak counts the pages of the logs it touched (a shared mapping);
-    // its own memory is the anonymous part.
-    const uint64_t rss_peak_kib = status_kib(collector_pid, "VmHWM");
-    const uint64_t rss_anon_kib = status_kib(collector_pid, "RssAnon");
+    std::vector<std::map<pid_t, uint64_t>> cpu_after;
+    double children_after = 0;
+    for (const pid_t pid : collector_pids) {
+        cpu_after.push_back(thread_cpu_ns(pid));
+        children_after += children_cpu_s(pid);
+    }
+    const double cpus_busy_after = collector_cpus_busy_s();
+    const double writer_cpu_after = own_cpu_s();
+    // Their peak counts the pages of the logs they touched (a shared
+    // mapping); their own memory is the anonymous part.
+    const uint64_t rss_peak_kib = status_kib(collector_pids, "VmHWM");
+    const uint64_t rss_anon_kib = status_kib(collector_pids, "RssAnon");
     std::error_code no_wal;
     const auto wal_bytes = std::filesystem::file_size(state_dir + "/stats.db-wal", no_wal);
     memory.note(rss_anon_kib);
     stop_perf(perf);
 
-    // The collector deletes a log once it ended, was read to its end and the
+    // A collector deletes a log once it ended, was read to its end and the
     // stores have it: at its next committed checkpoint.
     std::optional<Clock::time_point> logs_gone_at;
-    while (stored_at && collector.running() && Clock::now() < *stored_at + kLogsGoneTimeout) {
-        if (smp::list_record_logs(log_dir).empty()) {
+    while (stored_at && collectors.all_running() && Clock::now() < *stored_at + kLogsGoneTimeout) {
+        if (std::all_of(log_dirs.begin(), log_dirs.end(),
+                        [](const std::string& dir) { return smp::list_record_logs(dir).empty(); })) {
             logs_gone_at = Clock::now();
             break;
         }
@@ -877,12 +1019,15 @@ int run(const Options& options) {
     }
 
     const auto stop_from = Clock::now();
-    const bool died = !collector.running();  // before it was asked to stop
-    const auto& ended = collector.stop(kStopTimeout);
+    const bool died = !collectors.all_running();  // before they were asked to stop
+    collectors.stop(kStopTimeout);
     const double stop_s = seconds_between(stop_from, Clock::now());
+    double exit_cpu_s = 0;
+    for (size_t shard = 0; shard < collectors.size(); ++shard)
+        exit_cpu_s += rusage_cpu_s(collectors[shard].stop(Clock::now()).usage);
 
-    // What the store holds once the collector stopped: its last batch holds
-    // the downloads still open, finished at the stop.
+    // What the store holds once the collectors stopped: their last batches
+    // hold the downloads still open, finished at the stop.
     std::optional<uint64_t> request_rows;
     std::optional<uint64_t> download_rows;     // sqlite: one per download
     std::optional<uint64_t> download_upserts;  // null store: one per download and batch it changed in
@@ -896,15 +1041,22 @@ int run(const Options& options) {
         download_upserts = totals[1];
     }
 
-    // The collector's threads: its loop (the process's first thread) and
+    // Each collector's threads: its loop (the process's first thread) and
     // its storage thread(s).
     uint64_t loop_ns = 0;
     uint64_t storage_ns = 0;
+    std::vector<double> collector_cpu_each_s;
     std::string storage_tids;
-    for (const auto& [tid, ran_ns] : cpu_after) {
-        auto before = cpu_before.find(tid);
-        (tid == collector_pid ? loop_ns : storage_ns) += ran_ns - (before == cpu_before.end() ? 0 : before->second);
-        if (tid != collector_pid) storage_tids += fmt::format("{}{}", storage_tids.empty() ? "" : ",", tid);
+    for (size_t shard = 0; shard < collector_pids.size(); ++shard) {
+        uint64_t its_ns = 0;
+        for (const auto& [tid, ran_ns] : cpu_after[shard]) {
+            auto before = cpu_before[shard].find(tid);
+            const uint64_t ran_in_run_ns = ran_ns - (before == cpu_before[shard].end() ? 0 : before->second);
+            (tid == collector_pids[shard] ? loop_ns : storage_ns) += ran_in_run_ns;
+            its_ns += ran_in_run_ns;
+            if (tid != collector_pids[shard]) storage_tids += fmt::format("{}{}", storage_tids.empty() ? "" : ",", tid);
+        }
+        collector_cpu_each_s.push_back(static_cast<double>(its_ns) / 1e9);
     }
     const double records = static_cast<double>(options.records);
     const double append_s = seconds_between(first_append, last_append);
@@ -912,13 +1064,18 @@ int run(const Options& options) {
     const double stored_s = stored_at ? seconds_between(first_append, *stored_at) : NAN;
     const double collector_cpu_s = static_cast<double>(loop_ns + storage_ns) / 1e9;
     const double checkpoint_cpu_s = children_after - children_before;
-    // What else ran on the collector's CPU meanwhile: other processes (and
-    // interrupts). Ticks of 10 ms: a few hundredths either way.
-    const double others_s = std::max(0.0, cpu0_after - cpu0_before - collector_cpu_s - checkpoint_cpu_s);
+    // What else ran on the collectors' CPUs meanwhile: other processes (and
+    // interrupts), and not the writer when it shares one of them. Ticks of
+    // 10 ms: a few hundredths either way.
+    const double writer_cpu_s = writer_shares_a_cpu ? writer_cpu_after - writer_cpu_before : 0;
+    const double others_s =
+        std::max(0.0, cpus_busy_after - cpus_busy_before - collector_cpu_s - checkpoint_cpu_s - writer_cpu_s);
+    std::string cpu_names;
+    for (const int cpu : collector_cpus) cpu_names += fmt::format("{}{}", cpu_names.empty() ? "" : ",", cpu);
 
     std::string error;
     if (died)
-        error = "the collector died before everything was stored (" + collector.how_it_ended() + ")";
+        error = "a collector died before everything was stored (" + collectors.how_they_ended() + ")";
     else if (writer_gave_up)
         error = fmt::format("the writer found no room in a log for {} s; {} of {} records appended", options.timeout_s,
                             appended, options.records);
@@ -933,23 +1090,41 @@ int run(const Options& options) {
     fmt::print(stderr,
                "{}: {} records into {} log(s) in {:.2f} s ({:.0f}/s, {:.1f} bytes each in the log; {} tries refused, "
                "{} records waited {:.2f} s for room)\n",
-               options.store, appended, options.workers, append_s, static_cast<double>(appended) / append_s,
+               options.store, appended, options.workers * shards, append_s, static_cast<double>(appended) / append_s,
                static_cast<double>(log_bytes) / static_cast<double>(appended), writer.refused_tries,
                writer.records_waited, writer.waited_s);
-    fmt::print(stderr, "  read by the collector after {:.2f} s ({:.0f}/s), stored after {:.2f} s: {:.0f} records/s\n",
-               read_s, records / read_s, stored_s, records / stored_s);
+    if (shards > 1) {
+        std::string split;
+        for (size_t shard = 0; shard < appended_by_shard.size(); ++shard)
+            split += fmt::format("{}{} ({} logs)", shard == 0 ? "" : ", ", appended_by_shard[shard], options.workers);
+        fmt::print(stderr, "  {} collectors on CPUs {}{}: records by shard {}{}\n", shards, cpu_names,
+                   options.store == "sqlite" ? ", all storing into one database" : "", split,
+                   writer_shares_a_cpu
+                       ? fmt::format("; the writer (CPU {}) shares its CPU with a collector", kWriterCpu)
+                       : "");
+    }
+    fmt::print(stderr, "  read by the collector{} after {:.2f} s ({:.0f}/s), stored after {:.2f} s: {:.0f} records/s\n",
+               shards > 1 ? "s" : "", read_s, records / read_s, stored_s, records / stored_s);
     fmt::print(stderr,
                "  collector CPU {:.2f} s = {:.2f} us/record (loop {:.2f}, storage thread {:.2f}; checkpoint writers "
                "{:.2f} s more): {:.0f} records/s per CPU second; other processes used {:.2f} s of CPU {}\n",
                collector_cpu_s, collector_cpu_s * 1e6 / records, static_cast<double>(loop_ns) / 1e3 / records,
                static_cast<double>(storage_ns) / 1e3 / records, checkpoint_cpu_s, records / collector_cpu_s, others_s,
-               kCollectorCpu);
+               cpu_names);
+    if (shards > 1) {
+        std::string each;
+        for (size_t shard = 0; shard < collector_cpu_each_s.size(); ++shard)
+            each +=
+                fmt::format("{}collector {} {:.2f} s", shard == 0 ? "" : ", ", shard + 1, collector_cpu_each_s[shard]);
+        fmt::print(stderr, "  CPU by collector: {}\n", each);
+    }
     fmt::print(stderr,
-               "  RSS peak {} MiB (with the log pages it maps); anonymous: peak {} MiB, {} MiB when all was stored\n",
-               rss_peak_kib / 1024, memory.peak_kib() / 1024, rss_anon_kib / 1024);
+               "  RSS peak {} MiB (with the log pages mapped); anonymous: peak {} MiB, {} MiB when all was stored{}\n",
+               rss_peak_kib / 1024, memory.peak_kib() / 1024, rss_anon_kib / 1024,
+               shards > 1 ? " (the collectors together)" : "");
     fmt::print(stderr, "  logs deleted {}; stopped in {:.2f} s ({})\n",
                logs_gone_after_s ? fmt::format("{:.2f} s after all was stored", *logs_gone_after_s) : "not seen",
-               stop_s, collector.how_it_ended());
+               stop_s, collectors.how_they_ended());
     if (download_rows)
         fmt::print(stderr, "  store: {} request rows, {} download rows; its WAL was {} MiB when all was stored\n",
                    *request_rows, *download_rows, no_wal ? 0 : wal_bytes >> 20);
@@ -958,13 +1133,20 @@ int run(const Options& options) {
                    *request_rows, *download_upserts, static_cast<double>(*download_upserts) / records);
     if (!error.empty()) fmt::print(stderr, "  ERROR: {}\n", error);
 
+    std::vector<double> collector_pid_numbers(collector_pids.begin(), collector_pids.end());
+    std::vector<double> appended_by_shard_numbers(appended_by_shard.begin(), appended_by_shard.end());
+    std::vector<double> collector_cpu_numbers(collector_cpus.begin(), collector_cpus.end());
     JsonLine json;
     json.text("store", options.store);
     json.number("records", records);
     json.number("workers", options.workers);
+    json.number("collectors", shards);
+    json.numbers("collector_cpus", collector_cpu_numbers);
+    json.flag("writer_shares_a_cpu", writer_shares_a_cpu);
     json.number("log_size", static_cast<double>(runtime->config.tracking.log_size));
     json.flag("pinned", pinned);
     json.number("appended", static_cast<double>(appended));
+    json.numbers("appended_by_shard", appended_by_shard_numbers);
     json.number("log_bytes_per_record", static_cast<double>(log_bytes) / static_cast<double>(appended));
     json.number("append_s", append_s);
     json.number("append_rate", static_cast<double>(appended) / append_s);
@@ -976,9 +1158,11 @@ int run(const Options& options) {
     json.number("stored_s", stored_s);
     json.number("rate", records / stored_s);
     json.number("collector_cpu_s", collector_cpu_s);
+    json.numbers("collector_cpu_each_s", collector_cpu_each_s);
     json.number("cpu_us_per_record", collector_cpu_s * 1e6 / records);
     json.number("cpu_bound_rate", records / collector_cpu_s);
-    json.number("cpu0_others_s", others_s);
+    json.number("collector_cpus_others_s", others_s);
+    json.number("writer_cpu_s", writer_cpu_after - writer_cpu_before);
     json.number("loop_us_per_record", static_cast<double>(loop_ns) / 1e3 / records);
     json.number("storage_us_per_record", static_cast<double>(storage_ns) / 1e3 / records);
     json.number("checkpoint_cpu_s", checkpoint_cpu_s);
@@ -987,14 +1171,14 @@ int run(const Options& options) {
     json.number("rss_anon_peak_kib", static_cast<double>(memory.peak_kib()));
     json.number("logs_gone_after_s", logs_gone_after_s);
     json.number("stop_s", stop_s);
-    json.text("stop", collector.how_it_ended());
-    json.number("exit_cpu_s", rusage_cpu_s(ended.usage));
+    json.text("stop", collectors.how_they_ended());
+    json.number("exit_cpu_s", exit_cpu_s);
     json.number("request_rows", request_rows ? std::optional(static_cast<double>(*request_rows)) : std::nullopt);
     json.number("download_rows", download_rows ? std::optional(static_cast<double>(*download_rows)) : std::nullopt);
     json.number("download_upserts",
                 download_upserts ? std::optional(static_cast<double>(*download_upserts)) : std::nullopt);
     json.number("wal_bytes", no_wal ? std::nullopt : std::optional(static_cast<double>(wal_bytes)));
-    json.number("collector_pid", collector_pid);
+    json.numbers("collector_pids", collector_pid_numbers);
     json.text("storage_tids", storage_tids);
     if (error.empty())
         json.null("error");

@@ -3,20 +3,23 @@
 
     /usr/bin/python3 tests/bench/pipeline_bench.py [--binary build/tests/bench/pipeline_bench]
                                                    [--records 2000000] [--workers 2] [--runs 3]
-                                                   [--stores sqlite,null,none] [--quick]
-                                                   [--perf] [--json out.json]
+                                                   [--stores sqlite,null,none] [--collectors 1]
+                                                   [--quick] [--perf] [--json out.json]
 
 Runs the program tests/bench/pipeline_bench (built with the tree, from pipeline_bench.cpp)
-`--runs` times per store mode, interleaved (run 1: sqlite, null, none; run 2: ...), and
+`--runs` times per store mode and number of collectors, interleaved (run 1: sqlite, null,
+none; run 2: ...; with --collectors 1,2, run 1: sqlite x 1, sqlite x 2, none x 1, ...), and
 prints min / median / max of each figure. Each run appends N synthetic close records to W
 real record logs as fast as it can (the writer, pinned to CPU 1), while the real stats
 collector, forked and started as the master starts it, reads, merges and hands them to its
-store (the collector and its storage thread pinned to CPU 0). README.md here says what each
-figure means.
+store (the collector and its storage thread pinned to CPU 0). With N collectors
+(tracking.collectors), W logs per shard and collector k pinned to CPU k modulo the CPUs: on 2
+CPUs the writer shares CPU 1 with collector 2. README.md here says what each figure means.
 
 Store modes: `sqlite` (the server's default store), `null` (a store that keeps nothing:
 the collector's whole work for a store, without a database), `none` (no store: the
-collector reads, merges, journals and checkpoints, and builds no batch).
+collector reads, merges, journals and checkpoints, and builds no batch). `null` takes one
+collector only.
 
 With --perf, one more run per mode under `perf record -p <collector>`, and the top
 entries of `perf report` for the collector's loop and for its storage thread.
@@ -41,7 +44,7 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 STORES = ('sqlite', 'null', 'none')
 TARGET_RATE = 300_000  # records/s into sqlite on one core: what the project must reach
-NOISY_SHARE = 0.10  # a run where other processes took this share of CPU 0 is noisy
+NOISY_SHARE = 0.10  # a run where other processes took this share of the collectors' CPUs is noisy
 RESULT_RE = re.compile(r'^PIPELINE_BENCH (\{.*\})$')
 # The collector's log lines, without their time stamps and counts, to say each once.
 LOG_LINE_RE = re.compile(r'^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+ ')
@@ -70,10 +73,10 @@ def table(header, rows):
     return '\n'.join(lines)
 
 
-def run_program(args, store, perf_data=None):
+def run_program(args, store, collectors, perf_data=None):
     """One run of the program; its result (the PIPELINE_BENCH line) and its other output."""
     cmd = [args.binary, '--records', str(args.records), '--workers', str(args.workers), '--store', store,
-           '--timeout', str(args.timeout)]
+           '--collectors', str(collectors), '--timeout', str(args.timeout)]
     if args.log_size:
         cmd += ['--log-size', args.log_size]
     if args.keep_tmp:
@@ -103,8 +106,13 @@ def run_program(args, store, perf_data=None):
 
 
 def noisy(r):
-    """Other processes took more than NOISY_SHARE of CPU 0 during the run."""
-    return bool(r['stored_s'] and r['cpu0_others_s'] > NOISY_SHARE * r['stored_s'])
+    """Other processes took more than NOISY_SHARE of the collectors' CPUs during the run."""
+    return bool(r['stored_s'] and
+                r['collector_cpus_others_s'] > NOISY_SHARE * r['stored_s'] * len(r['collector_cpus']))
+
+
+def cpu_names(r):
+    return ','.join('%d' % cpu for cpu in r['collector_cpus'])
 
 
 def describe(r):
@@ -113,8 +121,10 @@ def describe(r):
                                 r['loop_us_per_record'] or 0, r['storage_us_per_record'] or 0, r['append_rate']))
     if r['refused_tries']:
         text += ', %d tries refused (%.1f s waiting)' % (r['refused_tries'], r['waited_s'])
+    if len(r['collector_cpu_each_s']) > 1:
+        text += ', by collector %s s' % ' + '.join('%.2f' % s for s in r['collector_cpu_each_s'])
     if noisy(r):
-        text += ' [noisy: others took %.1f s of CPU 0]' % r['cpu0_others_s']
+        text += ' [noisy: others took %.1f s of CPU %s]' % (r['collector_cpus_others_s'], cpu_names(r))
     if r['error']:
         text += ' [ERROR: %s]' % r['error']
     return text
@@ -185,9 +195,13 @@ def main():
                     help='the pipeline_bench program (default: %(default)s); it loads the modules of its own '
                          'build directory')
     ap.add_argument('--records', type=int, default=2_000_000, help='records per run (default 2000000)')
-    ap.add_argument('--workers', type=int, default=2, help='record logs, one per simulated worker (default 2)')
+    ap.add_argument('--workers', type=int, default=2,
+                    help='simulated workers: a record log each per collector (default 2)')
     ap.add_argument('--runs', type=int, default=3, help='runs per store mode (default 3)')
     ap.add_argument('--stores', default='sqlite,null,none', help='store modes to run (default %(default)s)')
+    ap.add_argument('--collectors', default='1',
+                    help='numbers of collectors (tracking.collectors) to run each mode with, such as 1,2 '
+                         '(default %(default)s)')
     ap.add_argument('--log-size', help="each log's tracking.log_size (default: the server's, 256MiB)")
     ap.add_argument('--timeout', type=float, default=300,
                     help='seconds after the last append before a run gives up (default 300)')
@@ -206,6 +220,17 @@ def main():
     for s in stores:
         if s not in STORES:
             raise BenchError('--stores: %r is not one of %s' % (s, ', '.join(STORES)))
+    try:
+        collector_counts = [int(n) for n in args.collectors.split(',') if n]
+    except ValueError as e:
+        raise BenchError('--collectors: %r is not a list of numbers such as 1,2' % args.collectors) from e
+    if not collector_counts or any(n < 1 or n > 64 for n in collector_counts):
+        raise BenchError('--collectors: each must be from 1 to 64')
+    # The null store writes its count to one file: one collector's would
+    # overwrite another's.
+    if 'null' in stores and any(n > 1 for n in collector_counts):
+        raise BenchError('--stores null takes --collectors 1 only')
+    modes = [(store, n) for store in stores for n in collector_counts]
     args.binary = str(Path(args.binary).resolve())
     if not Path(args.binary).exists():
         raise BenchError('%s is missing: meson setup build --buildtype=release && ninja -C build' % args.binary)
@@ -214,9 +239,12 @@ def main():
     if args.perf and not shutil.which('perf'):
         raise BenchError('--perf needs perf (apt-get install linux-perf)')
 
-    log('SMProtocol pipeline benchmark: %d record(s) into %d log(s), %d run(s) per mode (%s); %s'
-        % (args.records, args.workers, args.runs, ', '.join(stores), args.binary))
+    log('SMProtocol pipeline benchmark: %d record(s) into %d log(s) per collector, %d run(s) per mode (%s); %s'
+        % (args.records, args.workers, args.runs, ', '.join('%s x %d' % m for m in modes), args.binary))
     log('pinning: the collector and its storage thread on CPU 0, the writer on CPU 1')
+    if any(n > 1 for n in collector_counts):
+        log('  with N > 1 collectors, shard k (from 0) on CPU k %% %d: the writer shares CPU 1 with a collector, '
+            'and the collectors share one sqlite database (its single write lock)' % os.cpu_count())
     busy_before = cpu_busy_ticks()
     time.sleep(1)
     busy_pct = (cpu_busy_ticks() - busy_before) * 100.0 / os.sysconf('SC_CLK_TCK') / 2
@@ -226,24 +254,25 @@ def main():
 
     results = []
     for run in range(1, args.runs + 1):
-        for store in stores:
-            r = run_program(args, store)
+        for store, collectors in modes:
+            r = run_program(args, store, collectors)
             r['run'] = run
             results.append(r)
-            log('  run %d %-6s %s' % (run, store, describe(r)))
+            log('  run %d %-6s x %d %s' % (run, store, collectors, describe(r)))
 
     profiles = {}
     if args.perf:
         perf_dir = Path(args.perf_dir) if args.perf_dir else Path(tempfile.mkdtemp(prefix='smp-pipeline-perf-'))
         perf_dir.mkdir(parents=True, exist_ok=True)
         try:
-            for store in stores:
-                data = perf_dir / ('perf-%s.data' % store)
-                r = run_program(args, store, perf_data=data)
-                log('  perf %-6s %s' % (store, describe(r)))
-                loop = [r['collector_pid']]
+            for store, collectors in modes:
+                mode = store if collectors == 1 else '%s-x%d' % (store, collectors)
+                data = perf_dir / ('perf-%s.data' % mode)
+                r = run_program(args, store, collectors, perf_data=data)
+                log('  perf %-6s x %d %s' % (store, collectors, describe(r)))
+                loop = r['collector_pids']
                 storage = [int(t) for t in r['storage_tids'].split(',') if t]
-                profiles[store] = {
+                profiles[mode] = {
                     'run': r,
                     'thread_shares': perf_by_thread(data),
                     'loop': perf_top(data, loop, args.perf_lines),
@@ -256,9 +285,9 @@ def main():
 
     # ---- the table
     rows = []
-    for store in stores:
-        rs = [r for r in results if r['store'] == store]
-        rows.append([store,
+    for store, collectors in modes:
+        rs = [r for r in results if r['store'] == store and r['collectors'] == collectors]
+        rows.append([store, collectors,
                      mmm([r['rate'] for r in rs]),
                      mmm([r['read_rate'] for r in rs]),
                      mmm([r['cpu_us_per_record'] for r in rs], '%.2f'),
@@ -268,17 +297,18 @@ def main():
                      mmm([r['append_rate'] for r in rs]),
                      mmm([r['refused_tries'] for r in rs]),
                      mmm([r['waited_s'] for r in rs], '%.1f'),
-                     mmm([r['cpu0_others_s'] for r in rs], '%.1f'),
+                     mmm([r['collector_cpus_others_s'] for r in rs], '%.1f'),
                      mmm([r['rss_anon_peak_kib'] / 1024 for r in rs]),
                      mmm([r['logs_gone_after_s'] for r in rs], '%.1f')])
-    log('\n%d records into %d log(s) of %.0f MiB; min / median / max over %d run(s)'
+    log('\n%d records into %d log(s) of %.0f MiB per collector; min / median / max over %d run(s)'
         % (args.records, args.workers, results[0]['log_size'] / (1 << 20), args.runs))
-    log(table(['store', 'records/s stored', 'records/s read', 'collector us/record', 'loop + storage (med)',
-               'records/s per CPU s', 'writer appends/s', 'tries refused', 'writer waited s', 'others on CPU 0 s',
-               'anon RSS peak MiB', 'logs gone s'], rows))
+    log(table(['store', 'collectors', 'records/s stored', 'records/s read', 'collector us/record',
+               'loop + storage (med)', 'records/s per CPU s', 'writer appends/s', 'tries refused', 'writer waited s',
+               'others on their CPUs s', 'anon RSS peak MiB', 'logs gone s'], rows))
     log('records/s stored: N / (first append -> the store has the last record); read: -> the collector has read it.')
-    log('records/s per CPU s: N / the collector\'s CPU time (loop + storage thread): its rate on a core of its own.')
-    sqlite = [r for r in results if r['store'] == 'sqlite']
+    log('records/s per CPU s: N / the collector\'s CPU time (loop + storage thread): its rate on a core of its own;'
+        ' with N collectors, N / their CPU time summed.')
+    sqlite = [r for r in results if r['store'] == 'sqlite' and r['collectors'] == 1]
     if sqlite:
         med = median([r['rate'] for r in sqlite])
         per_cpu = median([r['cpu_bound_rate'] for r in sqlite])
@@ -293,10 +323,10 @@ def main():
         for line, count in lines:
             log('  %s  [%d]' % (line, count))
 
-    for store, p in profiles.items():
+    for mode, p in profiles.items():
         log('\nperf, %s (%d records): samples by thread: %s'
-            % (store, args.records, ', '.join('%d %.1f%%' % (t, s) for t, s in sorted(p['thread_shares'].items()))))
-        log('  the collector loop (thread %d), self time:' % p['run']['collector_pid'])
+            % (mode, args.records, ', '.join('%d %.1f%%' % (t, s) for t, s in sorted(p['thread_shares'].items()))))
+        log('  the collector loop (thread %s), self time:' % ','.join('%d' % t for t in p['run']['collector_pids']))
         for line in p['loop']:
             log('    ' + line)
         if p['storage']:
@@ -308,7 +338,7 @@ def main():
 
     warnings = []
     for r in results:
-        where = 'run %d %s' % (r['run'], r['store'])
+        where = 'run %d %s x %d' % (r['run'], r['store'], r['collectors'])
         if r['error']:
             warnings.append('%s: %s' % (where, r['error']))
         elif r['exit_code'] != 0:
@@ -316,8 +346,8 @@ def main():
         if not r['pinned']:
             warnings.append('%s: the writer could not be pinned to CPU 1' % where)
         if noisy(r):
-            warnings.append('%s: noisy: other processes used %.1f s of CPU 0 in the %.1f s of the run'
-                            % (where, r['cpu0_others_s'], r['stored_s']))
+            warnings.append('%s: noisy: other processes used %.1f s of CPU %s in the %.1f s of the run'
+                            % (where, r['collector_cpus_others_s'], cpu_names(r), r['stored_s']))
     if warnings:
         log('\nwarnings (%d):' % len(warnings))
         for w in warnings:
