@@ -16,8 +16,8 @@
 #include <ctime>
 
 #include "conditional.hpp"
-#include "path.hpp"
 #include "http_status.hpp"
+#include "path.hpp"
 
 namespace smp::forward {
 namespace {

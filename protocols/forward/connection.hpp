@@ -13,10 +13,10 @@
 #include <string>
 #include <vector>
 
-#include "forwarded.hpp"
-#include "limits.hpp"
 #include "chunked_framing.hpp"
+#include "forwarded.hpp"
 #include "heads.hpp"
+#include "limits.hpp"
 #include "relay_buffer.hpp"
 #include "smp_module.h"
 
