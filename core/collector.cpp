@@ -110,10 +110,6 @@ size_t InFlightRequests::take_silent(uint64_t before_ms, const Lost& lost) {
     return taken;
 }
 
-void InFlightRequests::take_all(const Lost& lost) {
-    while (!entries_.empty()) take(entries_.begin(), lost);
-}
-
 std::vector<RunningRequest> InFlightRequests::copy() const {
     std::vector<RunningRequest> running;
     running.reserve(entries_.size());

@@ -64,8 +64,6 @@ class InFlightRequests {
     // forgets it; looks at no other (the least recently heard of first).
     // Returns how many.
     size_t take_silent(uint64_t before_ms, const Lost& lost);
-    // Hands every request to `lost`: the collector stops.
-    void take_all(const Lost& lost);
     size_t size() const { return entries_.size(); }
     // For the checkpoint: every running request, and back from one.
     std::vector<RunningRequest> copy() const;

@@ -9,7 +9,6 @@
 #include <uv.h>
 
 #include <cstdint>
-#include <deque>
 #include <map>
 #include <memory>
 #include <set>

@@ -25,12 +25,8 @@ enum class RecordKind : uint8_t { transfer = 1, close = 2 };
 // The largest encoding of one record: longer strings are cut to fit (to
 // 4096 bytes each at most), and the intervals that do not fit are left out.
 constexpr size_t kMaxRecordBytes = 32 * 1024;
-// The largest datagram: a worker sends the records of one loop turn together,
-// each framed by its length (uint32_t), so that one datagram and one wake-up
-// of the collector carry many records.
-constexpr size_t kMaxBatchBytes = 64 * 1024;
-
-// Appends the framed encoding of `record` to `batch`.
+// Appends the encoding of `record` to `batch`, framed by its length
+// (uint32_t): a spool entry holds records so framed.
 void append_record(const smp_record& record, RecordKind kind, uint32_t pid, std::string& batch);
 
 // A decoded record: the record's strings and intervals point into its
