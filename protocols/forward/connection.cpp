@@ -544,7 +544,7 @@ void WorkerState::parse_response_head(Connection& c, size_t head_length) {
     e.last_was_value = false;
     const size_t parsed = http_parser_execute(&e.response, &kResponseSettings, head.data(), head.size());
     const int status = static_cast<int>(e.response.status_code);
-    if (parsed != head.size() || !parsed_cleanly(e.response) || e.bad_field || status == 101 ||
+    if (has_bare_cr(head) || parsed != head.size() || !parsed_cleanly(e.response) || e.bad_field || status == 101 ||
         !is_status_line(first_line(head), static_cast<unsigned>(status)))
         return origin_failed(c, 502, "sent a response head that does not parse");
     if (status < 200) {

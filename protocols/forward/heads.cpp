@@ -98,13 +98,19 @@ size_t leading_empty_lines(std::string_view data) {
     return length;
 }
 
+bool has_bare_cr(std::string_view head) {
+    for (size_t cr = head.find('\r'); cr != std::string_view::npos; cr = head.find('\r', cr + 1))
+        if (cr + 1 >= head.size() || head[cr + 1] != '\n') return true;
+    return false;
+}
+
 std::string_view head_problem(std::string_view head) {
+    if (has_bare_cr(head)) return "a bare CR";
     for (size_t i = 0; i < head.size(); ++i) {
         switch (head[i]) {
             case '\0': return "a NUL in the head";
             case '\n': return "a line ended by a bare LF";
             case '\r':
-                if (i + 1 >= head.size() || head[i + 1] != '\n') return "a bare CR";
                 ++i;  // past the LF; a line that starts with white space continues the previous one
                 if (i + 1 < head.size() && (head[i + 1] == ' ' || head[i + 1] == '\t'))
                     return "a folded line (obs-fold)";

@@ -30,6 +30,13 @@ size_t leading_empty_lines(std::string_view data);
 // read them otherwise (docs/forward.md, "Request framing and smuggling").
 std::string_view head_problem(std::string_view head);
 
+// True when a CR in `head` is not followed by an LF. http_parser takes the
+// byte after a bare CR for the LF that ends a line, the head included, so
+// the head it reads may end before the one that head_end() found, and what
+// follows would be read as the body and its trailer fields (RFC 9112 §2.2:
+// a bare CR makes the element invalid).
+bool has_bare_cr(std::string_view head);
+
 // A request target as relayed: no space, no control character.
 bool is_request_target(std::string_view target);
 

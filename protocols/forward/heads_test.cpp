@@ -84,6 +84,15 @@ TEST_CASE("a head is strict: CRLF line ends, no NUL, no folded line") {
     CHECK_FALSE(head_problem(std::string_view("GET / HTTP/1.1\r\nX: a\0b\r\n\r\n", 26)).empty());
 }
 
+TEST_CASE("a bare CR is a CR without its LF, wherever it is") {
+    CHECK_FALSE(has_bare_cr("HTTP/1.1 200 OK\r\nX: a\r\n\r\n"));
+    CHECK_FALSE(has_bare_cr("HTTP/1.1 200 OK\nX: a\n\n"));  // bare LFs are another matter
+    CHECK(has_bare_cr("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\rZ0\r\nContent-Length: 5\r\n\r\n"));
+    CHECK(has_bare_cr("HTTP/1.1 200 OK\rX: a\r\n\r\n"));
+    CHECK(has_bare_cr("HTTP/1.1 200 OK\r\nX:\r a\r\n\r\n"));
+    CHECK(has_bare_cr("HTTP/1.1 200 OK\r\n\r"));
+}
+
 TEST_CASE("a request target has no space and no control character") {
     CHECK(is_request_target("/a/b?c=d%20e"));
     CHECK(is_request_target("*"));

@@ -174,7 +174,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
 
     http_parser parser;
     ParsedHead parsed;
-    if (!parse_head(head, HTTP_RESPONSE, parser, parsed) || parser.status_code == 101) return 0;
+    if (has_bare_cr(head) || !parse_head(head, HTTP_RESPONSE, parser, parsed) || parser.status_code == 101) return 0;
     const std::string_view status_line = first_line(head);
     // forward answers 502 to a head whose first line is not a status line.
     if (!is_status_line(status_line, parser.status_code)) return 0;

@@ -587,6 +587,10 @@ class OriginGarbage(ForwardCase):
             (b'HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok', 100, None),
             (b'HTTP/1.1 304 Not Modified\r\nContent-Length: 100\r\n\r\n', 304, b''),
             (b'HTTP/1.1 101 Switching Protocols\r\nUpgrade: x\r\nConnection: upgrade\r\n\r\nraw', 502, None),
+            # A bare CR: http_parser takes the byte after it for the LF that
+            # ends the head, and would read what follows (here a chunked
+            # body's trailer) as more fields of the head.
+            (b'HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\rZ0\r\nContent-Length: 5\r\n\r\n', 502, None),
             (b'', 502, None),
         ]
         origin = CannedOrigin([response for response, _, _ in cases])
