@@ -31,7 +31,12 @@ PathError normalize_path(std::string_view path, std::string& out) {
         if (c == '\0') return PathError::nul;
         out.push_back(c);
     }
-    const bool trailing_slash = out.size() > 1 && out.back() == '/';
+    // RFC 3986 §5.2.4: a path that ends in a dot-segment ends with its
+    // slash once the segment is removed ("/file/." and "/file/a/.." are
+    // "/file/"), so it names a directory, never the file.
+    const size_t last_slash = out.rfind('/');
+    const std::string_view last_segment = std::string_view(out).substr(last_slash + 1);
+    const bool trailing_slash = out.size() > 1 && (last_segment.empty() || last_segment == "." || last_segment == "..");
 
     size_t written = 0;  // `out` is rewritten in place: segments only ever shrink
     size_t position = 0;

@@ -18,11 +18,20 @@ TEST_CASE("paths are made relative to the root") {
     CHECK(normalized("/") == "");
     CHECK(normalized("/file.bin") == "file.bin");
     CHECK(normalized("//a///b") == "a/b");
-    CHECK(normalized("/a/./b/.") == "a/b");
+    CHECK(normalized("/a/./b/c") == "a/b/c");
     CHECK(normalized("/a/b/../c") == "a/c");
     CHECK(normalized("/a/..") == "");
     CHECK(normalized("/sub/") == "sub/");
     CHECK(normalized("/file.bin/") == "file.bin/");
+}
+
+TEST_CASE("a path ending in a dot-segment names a directory (RFC 3986 5.2.4)") {
+    CHECK(normalized("/file/.") == "file/");
+    CHECK(normalized("/file/a/..") == "file/");
+    CHECK(normalized("/a/./b/.") == "a/b/");
+    CHECK(normalized("/file/%2e") == "file/");
+    CHECK(normalized("/file/./") == "file/");
+    CHECK(normalized("/file/.x") == "file/.x");
 }
 
 TEST_CASE("percent-decoding happens once") {

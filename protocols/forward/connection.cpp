@@ -54,7 +54,7 @@ int on_url(http_parser* parser, const char* at, size_t length) {
 
 int on_header_field(http_parser* parser, const char* at, size_t length) {
     Exchange& e = exchange_of(parser);
-    if (!is_field_name({at, length})) e.bad_field = true;
+    if (!is_token({at, length})) e.bad_field = true;
     e.fields.push_back({{at, length}, {}});
     e.last_was_value = false;
     return 0;
@@ -132,6 +132,15 @@ std::string_view field_value(const std::vector<HeaderField>& fields, std::string
 int count_fields(const std::vector<HeaderField>& fields, std::string_view name) {
     return static_cast<int>(std::count_if(fields.begin(), fields.end(),
                                           [&](const HeaderField& field) { return same_name(field.name, name); }));
+}
+
+// Whether a message lets its connection persist, by its version and its
+// Connection fields (http1.hpp), not by http_parser's reading of them.
+bool keeps_alive(const http_parser& parser, const std::vector<HeaderField>& fields) {
+    smp::http::ConnectionOptions options;
+    for (const HeaderField& field : fields)
+        if (smp::http::field_of(field.name) == smp::http::Field::connection) options.add(field.value);
+    return smp::http::keeps_alive(parser.http_minor, options);
 }
 
 const char* c_string(const std::string& text) { return text.empty() ? nullptr : text.c_str(); }
@@ -317,7 +326,7 @@ void WorkerState::start_exchange(Connection& c, size_t head_length) {
         e.referer = field_value(e.fields, "referer");
         e.range = field_value(e.fields, "range");
         e.head_request = e.request.method == HTTP_HEAD;
-        e.close_after = !http_should_keep_alive(&e.request);
+        e.close_after = !keeps_alive(e.request, e.fields);
     }
     // Whatever is wrong, the head is answered, and then what follows it is
     // not a request that can be trusted: 4xx and close.
@@ -336,10 +345,12 @@ void WorkerState::start_exchange(Connection& c, size_t head_length) {
     // (docs/forward.md, "Request framing and smuggling").
     if (const std::string_view problem = head_problem(head); !problem.empty()) return refuse(400, problem);
     if (!is_request_target(e.target)) return refuse(400, "a control character in the request target");
-    if (e.request.http_major != 1) return refuse(505);
+    if (const int status = smp::http::check_request_version(head); status != 0) return refuse(status);
     // This is a reverse proxy: a tunnel through it is not offered.
     if (e.request.method == HTTP_CONNECT) return refuse(501);
-    if (e.request.http_minor >= 1 && count_fields(e.fields, "host") != 1) return refuse(400);
+    if (!smp::http::host_fields_valid(e.request.http_minor, count_fields(e.fields, "host"),
+                                      field_value(e.fields, "host")))
+        return refuse(400, "no Host, several, or one that is not uri-host [:port]");
     if (const std::string_view problem = request_fields_problem(e.fields, e.request.http_minor); !problem.empty())
         return refuse(400, problem);
     e.request_chunked = (e.request.flags & F_CHUNKED) != 0;
@@ -585,6 +596,7 @@ void WorkerState::parse_response_head(Connection& c, size_t head_length) {
     else if (e.request.http_minor == 0)
         connection = ClientConnection::keep_alive;
     build_client_head(first_line(head), e.fields, connection, e.client_head);
+    e.origin_keeps_alive = keeps_alive(e.response, e.fields);
     e.fields.clear();
     c.out.consume(head_length);
     e.response_head_done = true;
@@ -743,7 +755,8 @@ void WorkerState::finish_exchange(Connection& c) {
     Upstream* u = c.upstream;
     if (u != nullptr) {
         ++u->exchanges;
-        if (e.local_response || !e.request_complete || u->eof || !c.out.empty() || !http_should_keep_alive(&e.response))
+        if (e.local_response || !e.request_complete || u->eof || !c.out.empty() || !e.origin_keeps_alive ||
+            !http_should_keep_alive(&e.response))  // which also says whether the body ended with the connection
             close_upstream(c);
     }
     const bool keep = !e.close_after && !stopping_ && !c.eof;

@@ -118,6 +118,7 @@ struct Exchange {
     int status = 0;
     smp_end_reason reason = SMP_END_COMPLETED;
     bool close_after = false;
+    bool origin_keeps_alive = true;  // the final response head let the origin connection persist
     bool retried = false;
 
     uint64_t header_bytes = 0;

@@ -8,42 +8,30 @@
 namespace smp::forward {
 namespace {
 
+using http::for_each_element;
+using http::list_contains;
+using http::trim;
+
+using http::Field;
+
 // Fields that never cross a proxy. Transfer-Encoding is not among them: the
 // body is relayed with its framing, so its framing field goes along with it.
-constexpr std::string_view kHopByHop[] = {"connection", "keep-alive",          "proxy-connection",  "te",
-                                          "upgrade",    "proxy-authorization", "proxy-authenticate"};
-
-// The fields that frame a message's body: never dropped while the body is
-// relayed by them.
-constexpr std::string_view kFraming[] = {"content-length", "transfer-encoding"};
-
-constexpr std::string_view kTokenCharacters =
-    "!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
-
-std::string_view trim(std::string_view text) {
-    const auto first = text.find_first_not_of(" \t");
-    if (first == std::string_view::npos) return {};
-    return text.substr(first, text.find_last_not_of(" \t") - first + 1);
-}
-
-// Calls `each` with every element of the comma-separated `list`, trimmed;
-// empty elements too.
-template <typename Each>
-void for_each_element(std::string_view list, Each each) {
-    for (;;) {
-        const auto comma = list.find(',');
-        each(trim(list.substr(0, comma)));
-        if (comma == std::string_view::npos) return;
-        list.remove_prefix(comma + 1);
+bool is_always_hop_by_hop(Field field) {
+    switch (field) {
+        case Field::connection:
+        case Field::keep_alive:
+        case Field::proxy_connection:
+        case Field::te:
+        case Field::upgrade:
+        case Field::proxy_authorization:
+        case Field::proxy_authenticate: return true;
+        default: return false;
     }
 }
 
-// True when the comma-separated `list` holds `name` as one of its elements.
-bool list_contains(std::string_view list, std::string_view name) {
-    bool found = false;
-    for_each_element(list, [&](std::string_view element) { found = found || same_name(element, name); });
-    return found;
-}
+// The fields that frame a message's body: never dropped while the body is
+// relayed by them.
+bool is_framing(Field field) { return field == Field::content_length || field == Field::transfer_encoding; }
 
 void append_field(std::string& out, std::string_view name, std::string_view value) {
     out += name;
@@ -68,12 +56,6 @@ void append_joined(std::string& out, std::string_view name, std::span<const Head
     out += "\r\n";
 }
 
-bool is_framing(std::string_view name) {
-    for (std::string_view framing : kFraming)
-        if (same_name(name, framing)) return true;
-    return false;
-}
-
 bool parse_number(std::string_view text, uint64_t& value) {
     if (text.empty()) return false;
     const auto [end, error] = std::from_chars(text.data(), text.data() + text.size(), value);
@@ -82,39 +64,14 @@ bool parse_number(std::string_view text, uint64_t& value) {
 
 }  // namespace
 
-size_t head_end(std::string_view data) {
-    for (size_t line_end = data.find('\n'); line_end != std::string_view::npos;
-         line_end = data.find('\n', line_end + 1)) {
-        size_t next = line_end + 1;
-        if (next < data.size() && data[next] == '\r') ++next;
-        if (next < data.size() && data[next] == '\n') return next + 1;
-    }
-    return 0;
-}
-
-size_t leading_empty_lines(std::string_view data) {
-    size_t length = 0;
-    while (data.substr(length, 2) == "\r\n") length += 2;
-    return length;
-}
-
-bool has_bare_cr(std::string_view head) {
-    for (size_t cr = head.find('\r'); cr != std::string_view::npos; cr = head.find('\r', cr + 1))
-        if (cr + 1 >= head.size() || head[cr + 1] != '\n') return true;
-    return false;
-}
-
 std::string_view head_problem(std::string_view head) {
     if (has_bare_cr(head)) return "a bare CR";
+    if (http::has_folded_line(head)) return "a folded line (obs-fold)";
     for (size_t i = 0; i < head.size(); ++i) {
         switch (head[i]) {
             case '\0': return "a NUL in the head";
             case '\n': return "a line ended by a bare LF";
-            case '\r':
-                ++i;  // past the LF; a line that starts with white space continues the previous one
-                if (i + 1 < head.size() && (head[i + 1] == ' ' || head[i + 1] == '\t'))
-                    return "a folded line (obs-fold)";
-                break;
+            case '\r': ++i; break;  // an LF follows: has_bare_cr
             case '\t': break;
             default:
                 // RFC 9110 §5.5: no control character in a field line.
@@ -138,18 +95,20 @@ std::string_view request_fields_problem(std::span<const HeaderField> fields, uns
     int content_lengths = 0;
     int transfer_encodings = 0;
     for (const HeaderField& field : fields) {
-        if (same_name(field.name, "content-length")) {
+        const Field id = http::field_of(field.name);
+        if (id == Field::content_length) {
             ++content_lengths;
             uint64_t length = 0;
             if (!parse_number(trim(field.value), length)) return "a Content-Length that is not one number";
-        } else if (same_name(field.name, "transfer-encoding")) {
+        } else if (id == Field::transfer_encoding) {
             ++transfer_encodings;
             // Only the chunked coding, alone: what every origin frames alike.
             if (!same_name(trim(field.value), "chunked")) return "a Transfer-Encoding other than chunked";
-        } else if (same_name(field.name, "connection")) {
+        } else if (id == Field::connection) {
             bool names_framing = false;
             for_each_element(field.value, [&](std::string_view option) {
-                names_framing = names_framing || is_framing(option) || same_name(option, "host");
+                const Field named = http::field_of(option);
+                names_framing = names_framing || is_framing(named) || named == Field::host;
             });
             if (names_framing) return "a Connection option naming Content-Length, Transfer-Encoding or Host";
         }
@@ -183,20 +142,12 @@ std::string_view first_line(std::string_view head) {
     return head.substr(0, head.find_first_of("\r\n"));
 }
 
-bool is_field_name(std::string_view name) {
-    return !name.empty() && name.find_first_not_of(kTokenCharacters) == std::string_view::npos;
-}
-
-bool same_name(std::string_view a, std::string_view b) {
-    return a.size() == b.size() && strncasecmp(a.data(), b.data(), a.size()) == 0;
-}
-
 bool is_hop_by_hop(std::string_view name, std::span<const HeaderField> fields) {
-    if (is_framing(name)) return false;
-    for (std::string_view fixed : kHopByHop)
-        if (same_name(name, fixed)) return true;
+    const Field id = http::field_of(name);
+    if (is_framing(id)) return false;
+    if (is_always_hop_by_hop(id)) return true;
     for (const HeaderField& field : fields)
-        if (same_name(field.name, "connection") && list_contains(field.value, name)) return true;
+        if (http::field_of(field.name) == Field::connection && list_contains(field.value, name)) return true;
     return false;
 }
 

@@ -8,7 +8,16 @@
 #include <string>
 #include <string_view>
 
+#include "http1.hpp"
+
 namespace smp::forward {
+
+// The HTTP/1 syntax every module reads alike (protocols/common/http1.hpp).
+using http::has_bare_cr;
+using http::head_end;
+using http::is_token;
+using http::leading_empty_lines;
+using http::same_name;
 
 // One header field as received; views into the head's buffer.
 struct HeaderField {
@@ -16,26 +25,12 @@ struct HeaderField {
     std::string_view value;
 };
 
-// One past the blank line that ends a head (CRLF CRLF, or bare LFs as RFC
-// 9112 §2.2 allows), or 0 while the head is incomplete.
-size_t head_end(std::string_view data);
-
-// The length of the empty lines (CRLF each) before a request line, which a
-// server ignores (RFC 9112 §2.2) and a proxy never relays.
-size_t leading_empty_lines(std::string_view data);
-
 // Why a request head that http_parser takes is still not relayed, or empty
 // when it is strict: a line ended by a bare LF or CR, a NUL or another
-// control character but a tab, or a folded line (obs-fold). http_parser lets each of them through, and an origin may
-// read them otherwise (docs/forward.md, "Request framing and smuggling").
+// control character but a tab, or a folded line (obs-fold). http_parser lets
+// each of them through, and an origin may read them otherwise
+// (docs/forward.md, "Request framing and smuggling").
 std::string_view head_problem(std::string_view head);
-
-// True when a CR in `head` is not followed by an LF. http_parser takes the
-// byte after a bare CR for the LF that ends a line, the head included, so
-// the head it reads may end before the one that head_end() found, and what
-// follows would be read as the body and its trailer fields (RFC 9112 §2.2:
-// a bare CR makes the element invalid).
-bool has_bare_cr(std::string_view head);
 
 // A request target as relayed: no space, no control character.
 bool is_request_target(std::string_view target);
@@ -56,11 +51,6 @@ std::string_view first_line(std::string_view head);
 // the version loosely ("HTT*\01.1" passes), so a head it takes may start
 // otherwise, and such a line is not relayed to a client.
 bool is_status_line(std::string_view line, unsigned status);
-
-// RFC 9110 §5.6.2: a field name is a token.
-bool is_field_name(std::string_view name);
-
-bool same_name(std::string_view a, std::string_view b);
 
 // True for the fields that belong to one connection (RFC 9110 §7.6.1): the
 // fixed list, and those that the message's Connection fields name, but never

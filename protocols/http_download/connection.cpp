@@ -42,19 +42,9 @@ const char* c_string(std::string_view view) { return view.data() != nullptr ? vi
 }  // namespace
 
 void Exchange::reset() {
-    parser = {};
+    static_cast<RequestHead&>(*this) = {};
     request_parsed = false;
-    current_field = {};
-    target = {};
-    forwarded = {};
-    x_forwarded_for = {};
     has_forwarded_client = false;
-    user_agent = {};
-    referer = {};
-    range = {};
-    conditions = {};
-    host_count = 0;
-    range_repeated = false;
     header_length = 0;
     path.clear();
     out.clear();
@@ -134,7 +124,7 @@ void WorkerState::on_readable(Connection& c) {
 }
 
 void WorkerState::process_input(Connection& c) {
-    const size_t end = find_header_end(c.in, c.in_length);
+    const size_t end = head_end({c.in, c.in_length});
     if (end > 0) return start_exchange(c, end);
     if (c.in_length < settings_.max_header_size) {
         set_poll(c, UV_READABLE);
@@ -184,13 +174,13 @@ void WorkerState::respond(Connection& c) {
     const http_parser& p = e.parser;
     const bool has_body = (p.content_length > 0 && p.content_length != ULLONG_MAX) || (p.flags & F_CHUNKED);
     // A body we do not read would be taken for the next request: close after.
-    e.close_after = !http_should_keep_alive(&p) || has_body || stopping_;
+    e.close_after = !keeps_alive(p.http_minor, e.connection) || has_body || stopping_;
+    if (!host_fields_valid(p.http_minor, e.host_count, e.host)) return respond_error(c, 400);
     if (c.over_limit) {
         e.close_after = true;
         return respond_error(c, 429);
     }
     if (p.method != HTTP_GET && p.method != HTTP_HEAD) return respond_error(c, 405);
-    if (p.http_major == 1 && p.http_minor >= 1 && e.host_count != 1) return respond_error(c, 400);
 
     http_parser_url url;
     http_parser_url_init(&url);

@@ -9,6 +9,7 @@
 #include <string_view>
 
 #include "conditional.hpp"
+#include "http1.hpp"
 
 namespace smp::http {
 
@@ -23,18 +24,17 @@ struct RequestHead {
     std::string_view range;
     std::string_view forwarded;        // Forwarded (RFC 7239)
     std::string_view x_forwarded_for;  // X-Forwarded-For
+    std::string_view host;             // the last Host field's value
     Conditions conditions;
+    ConnectionOptions connection;
     int host_count = 0;
     bool range_repeated = false;
 };
 
-// End of the header block (one past its blank line), or 0 when incomplete.
-// Accepts bare LF line ends as RFC 9112 §2.2 allows.
-size_t find_header_end(const char* data, size_t length);
-
-// Parses the header block `data[0, length)`, whose end find_header_end found,
-// into `head`: 0 when the request can be answered, else the status that
-// refuses it (400, or 505 for an HTTP-version other than 1.x). The views of
+// Parses the header block `data[0, length)`, whose end head_end found, into
+// `head`: 0 when the request can be answered, else the status that refuses
+// it (400, or 505 for an HTTP-version other than 1.x). Host and Connection
+// are judged by the caller, which knows the version (http1.hpp). The views of
 // `head` are NUL-terminated in place, on the byte after each, which is a
 // CR, LF or space of the block, so that the records can use them as C strings.
 int parse_request_head(char* data, size_t length, RequestHead& head);

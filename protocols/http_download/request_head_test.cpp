@@ -11,19 +11,12 @@ namespace {
 
 // Parses `request` as the connection does: up to the end of its header block.
 int parse(std::string& request, RequestHead& head) {
-    const size_t end = find_header_end(request.data(), request.size());
+    const size_t end = head_end(request);
     REQUIRE(end > 0);
     return parse_request_head(request.data(), end, head);
 }
 
 }  // namespace
-
-TEST_CASE("the end of a header block, with CRLF or bare LF line ends") {
-    CHECK(find_header_end("GET / HTTP/1.1\r\nHost: a\r\n\r\nnext", 31) == 27);
-    CHECK(find_header_end("GET / HTTP/1.1\nHost: a\n\n", 24) == 24);
-    CHECK(find_header_end("GET / HTTP/1.1\r\nHost: a\r\n", 25) == 0);
-    CHECK(find_header_end("GET / HTTP/1.1\r\nHost: a\r\n\r", 26) == 0);
-}
 
 TEST_CASE("a request head's fields are found and NUL-terminated in place") {
     std::string request =
@@ -38,7 +31,19 @@ TEST_CASE("a request head's fields are found and NUL-terminated in place") {
     CHECK(std::strcmp(head.range.data(), "bytes=0-99") == 0);
     CHECK(std::strcmp(head.conditions.if_none_match.data(), "\"abc\"") == 0);
     CHECK(head.x_forwarded_for == "192.0.2.1");
+    CHECK(head.host == "example.com");
     CHECK_FALSE(head.range_repeated);
+}
+
+TEST_CASE("every Host and Connection field of a head is seen") {
+    std::string request =
+        "GET / HTTP/1.1\r\nHost: a\r\nConnection: ,close\r\nHOST: b:1\r\nconnection: keep-alive\r\n\r\n";
+    RequestHead head;
+    REQUIRE(parse(request, head) == 0);
+    CHECK(head.host_count == 2);
+    CHECK(head.host == "b:1");
+    CHECK(head.connection.close);
+    CHECK(head.connection.keep_alive);
 }
 
 TEST_CASE("a head that the lenient parser accepts is still refused when malformed") {
@@ -72,7 +77,10 @@ TEST_CASE("an empty line before the request line is ignored (RFC 9112 §2.2)") {
 }
 
 TEST_CASE("a header block that the lenient parser reads as two requests is refused") {
-    // "\n\r\r" ends the head for http_parser, not for find_header_end: the
+    std::string bare_cr = "GET /a HTTP/1.1\r\nHost: a\r\nX: y\rGET /b HTTP/1.1\r\n\r\n";
+    RequestHead cr;
+    CHECK(parse(bare_cr, cr) == 400);
+    // "\n\r\r" ends the head for http_parser, not for head_end: the
     // block then holds a second request, which must not replace the first.
     std::string request = "GET /a HTTP/1.1\r\nHost: a\n\r\rGET /b HTTP/1.1\r\nHost: a\r\n\r\n";
     RequestHead head;

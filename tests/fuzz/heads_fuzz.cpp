@@ -9,7 +9,6 @@
 #include <vector>
 
 #include "heads.hpp"
-#include "request_head.hpp"
 #include "require.hpp"
 
 using namespace smp::forward;
@@ -27,7 +26,7 @@ ParsedHead& parsed_of(http_parser* parser) { return *static_cast<ParsedHead*>(pa
 
 int on_header_field(http_parser* parser, const char* at, size_t length) {
     ParsedHead& p = parsed_of(parser);
-    if (!is_field_name({at, length})) p.bad_field = true;
+    if (!is_token({at, length})) p.bad_field = true;
     p.fields.push_back({{at, length}, {}});
     p.last_was_value = false;
     return 0;
@@ -166,8 +165,6 @@ void check_content_range(std::string_view value) {
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     const std::string_view input = smp::fuzz::as_text(data, size);
     const size_t end = head_end(input);
-    require(end == smp::http::find_header_end(input.data(), input.size()),
-            "forward and http_download find the same end of a head");
     if (end == 0) return 0;
     const std::string block(input.substr(0, end));
     const std::string_view head = block;

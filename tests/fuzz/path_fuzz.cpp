@@ -50,7 +50,10 @@ PathError model(std::string_view path, std::string& out) {
         start = end + 1;
     }
     for (const std::string& segment : stack) out += (out.empty() ? "" : "/") + segment;
-    if (!out.empty() && decoded.size() > 1 && decoded.back() == '/') out += '/';
+    // A path that ends with a slash, or with a dot-segment (RFC 3986 §5.2.4:
+    // "/a/." and "/a/b/.." are "/a/"), names a directory.
+    const std::string last = decoded.substr(decoded.rfind('/') + 1);
+    if (!out.empty() && decoded.size() > 1 && (last.empty() || last == "." || last == "..")) out += '/';
     return PathError::none;
 }
 

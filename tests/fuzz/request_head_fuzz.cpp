@@ -1,4 +1,4 @@
-// http_download's request head: find_header_end, then parse_request_head on
+// http_download's request head: head_end, then parse_request_head on
 // the header block, as WorkerState::start_exchange does.
 #include <cstring>
 #include <vector>
@@ -27,11 +27,11 @@ void check_terminated(std::string_view view, const std::vector<char>& block) {
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     const char* bytes = reinterpret_cast<const char*>(data);
-    const size_t end = find_header_end(bytes, size);
+    const size_t end = head_end({bytes, size});
     require(end <= size, "the header end lies inside what was read");
     if (end == 0) return 0;
     require(bytes[end - 1] == '\n', "a header block ends with a line end");
-    require(find_header_end(bytes, end - 1) == 0, "the header end is the first blank line");
+    require(head_end({bytes, end - 1}) == 0, "the header end is the first blank line");
 
     // The block alone, in a buffer of its size: a NUL written past it is an
     // overflow that ASan reports.
