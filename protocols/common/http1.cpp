@@ -187,6 +187,11 @@ bool host_fields_valid(unsigned http_minor, int count, std::string_view value) {
     return is_valid_host(trim(value));
 }
 
+int oversized_head_status(std::string_view received) {
+    received.remove_prefix(leading_empty_lines(received));
+    return received.find('\n') == std::string_view::npos ? 414 : 431;
+}
+
 bool has_bare_cr(std::string_view head) {
     for (size_t cr = head.find('\r'); cr != std::string_view::npos; cr = head.find('\r', cr + 1))
         if (cr + 1 >= head.size() || head[cr + 1] != '\n') return true;

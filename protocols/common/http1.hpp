@@ -104,6 +104,10 @@ bool is_valid_host(std::string_view value);
 // request's Host fields' count and the last one's value.
 bool host_fields_valid(unsigned http_minor, int count, std::string_view value);
 
+// The status of a head that did not fit in `max_header_size`: 414 when the
+// request line alone is longer (no line end in what arrived), else 431.
+int oversized_head_status(std::string_view received);
+
 // True when a CR in `head` is not followed by an LF. http_parser takes the
 // byte after a bare CR for the LF that ends a line, the head included, so
 // the head it reads may end before the one that head_end() found, and what

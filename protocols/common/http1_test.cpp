@@ -111,3 +111,9 @@ TEST_CASE("a bare CR and a folded line are found on the bytes") {
     CHECK(has_folded_line("GET / HTTP/1.1\r\nTransfer-Encoding:\r\n\tchunked\r\n\r\n"));
     CHECK(has_folded_line("GET / HTTP/1.1\nX:\n b\n\n"));
 }
+
+TEST_CASE("a head too large is 414 when its request line is, else 431") {
+    CHECK(oversized_head_status("GET /aaaaaaaa") == 414);
+    CHECK(oversized_head_status("GET / HTTP/1.1\r\nX: aaaa") == 431);
+    CHECK(oversized_head_status("\r\n\r\nGET /aaaa") == 414);  // the empty lines before it are not its end
+}

@@ -37,6 +37,13 @@ bool core_shares_counters(const smp_core_api* core) {
 }
 }  // namespace
 
+RateAllowance rate_allowance(uint64_t rate, uint64_t after, uint64_t start_ms, uint64_t sent, uint64_t now_ms) {
+    const uint64_t allowed = after + rate * (now_ms - start_ms) / 1000;
+    if (allowed > sent) return {allowed - sent, 0};
+    const uint64_t quantum = std::max<uint64_t>(rate / 10, 1);
+    return {0, (sent + quantum - allowed) * 1000 / rate + 1};
+}
+
 uint64_t limit_key(std::string_view kind, std::string_view a, std::string_view b) {
     uint64_t hash = fnv1a(0xcbf29ce484222325ull, kind);
     hash = fnv1a(fnv1a(hash, {"\0", 1}), a);

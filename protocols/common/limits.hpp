@@ -154,6 +154,17 @@ std::vector<Connection*> take_resumable(std::vector<Connection*>& paused, uint64
     return due;
 }
 
+// limit_rate as nginx paces it: `after` bytes at once, then `rate` bytes a
+// second counted from `start_ms`. Of a response that has sent `sent` bytes,
+// what may go at `now_ms`; when nothing may, how long until a tenth of a
+// second's worth may (so that a paced response moves in a few large writes,
+// not many small ones).
+struct RateAllowance {
+    uint64_t bytes = 0;
+    uint64_t wait_ms = 0;
+};
+RateAllowance rate_allowance(uint64_t rate, uint64_t after, uint64_t start_ms, uint64_t sent, uint64_t now_ms);
+
 // The key of a limit: FNV-1a of its kind and its parts, without its top bit,
 // which marks the note of a slot held in the shared counters (kSharedSlotBit).
 uint64_t limit_key(std::string_view kind, std::string_view a, std::string_view b = {});

@@ -19,6 +19,7 @@
 #include "limits.hpp"
 #include "relay_buffer.hpp"
 #include "smp_module.h"
+#include "worker_base.hpp"
 
 namespace smp::forward {
 
@@ -48,7 +49,6 @@ struct Settings {
 };
 
 // What a refused request is told: try again in this many seconds.
-constexpr int kRetryAfterSeconds = 10;
 
 class WorkerState;
 struct Connection;
@@ -140,58 +140,37 @@ enum class Phase {
     lingering,     // the last response went out; reading what the client still sends, then closing
 };
 
-struct Connection {
-    uv_poll_t poll{};
+struct Connection : smp::protocol::ConnectionBase<Connection> {
     WorkerState* worker = nullptr;
-    int fd = -1;
-    Connection* previous = nullptr;  // the worker's list of connections
-    Connection* next = nullptr;
     Phase phase = Phase::request_head;
-    int poll_events = 0;
     bool readable = true;
     bool writable = true;
     bool eof = false;         // the client sent its FIN
     bool shut_write = false;  // our FIN went out (tcp mode)
-    bool closing = false;
-    RelayBuffer in;   // client to origin
-    RelayBuffer out;  // origin to client
+    RelayBuffer in;           // client to origin
+    RelayBuffer out;          // origin to client
     Upstream* upstream = nullptr;
     Exchange exchange;
-    uint64_t requests = 0;
     int64_t request_start_us = 0;
     uint64_t phase_started_ms = 0;    // the current wait began (head, idle keep-alive, linger)
     uint64_t client_progress_ms = 0;  // the client last took or sent a byte
     uint64_t origin_progress_ms = 0;  // the origin last took or sent a byte
     uint64_t bytes_from_client = 0;   // tcp mode: each way
     uint64_t bytes_to_client = 0;
-    uint64_t ip_slot = 0;  // max_connections_per_ip key held until close; 0: none
-    bool ip_slot_shared = false;
-    bool over_limit = false;  // past max_connections_per_ip: http: its request gets 429; tcp: closed
-    bool paused = false;      // waiting for its limit_rate budget, in the worker's paused list
-    uint64_t resume_ms = 0;
-    smp_connection_info info{};
-    char client_ip[46] = {};
-    char local_ip[46] = {};
 };
 
-class WorkerState {
+class WorkerState : public smp::protocol::WorkerBase<Connection> {
    public:
     WorkerState(const Settings& settings, const smp_worker_context& context);
-    ~WorkerState();
-    WorkerState(const WorkerState&) = delete;
-    WorkerState& operator=(const WorkerState&) = delete;
 
     void accept(int fd, const smp_connection_info& info);
     void shutdown();
-    // Closes the worker's own handles; the loop then runs their callbacks.
-    void close_handles();
 
    private:
     friend struct ParserCallbacks;
     static void on_sweep(uv_timer_t* timer);
     static void on_client_poll(uv_poll_t* handle, int status, int events);
     static void on_upstream_poll(uv_poll_t* handle, int status, int events);
-    static void on_client_closed(uv_handle_t* handle);
     static void on_upstream_closed(uv_handle_t* handle);
     static void on_pace(uv_timer_t* timer);
 
@@ -228,20 +207,6 @@ class WorkerState {
     void give_buffer(RelayBuffer& buffer);
 
     const Settings& settings_;
-    const smp_core_api* core_;
-    uv_loop_t* loop_;
-    smp_worker* worker_;
-    uint32_t worker_id_;
-    const char* node_;
-    uv_timer_t sweep_timer_{};
-    uv_timer_t pace_timer_{};  // runs while connections wait for their rate budget
-    std::vector<Connection*> paused_;
-    int open_handles_ = 2;                   // the two timers, closed by close_handles
-    std::optional<smp::http::Slots> slots_;  // when a limit is on (settings_.counters)
-    bool gave_back_dead_holders_ = false;    // done on the first sweep, when the plugins are up
-    Connection* connections_ = nullptr;
-    bool stopping_ = false;
-    std::vector<char*> free_buffers_;
     // Origin failures are logged once per burst: the first, then a count.
     bool origin_failing_ = false;
     uint64_t failures_in_burst_ = 0;

@@ -160,110 +160,24 @@ void worker_gone_master(void* instance, int pid) {
     if (auto& counters = static_cast<Settings*>(instance)->counters) counters->forget_process(pid);
 }
 
-// ---- worker hooks -------------------------------------------------------------
-
-int init_worker(void* instance, const smp_worker_context* context, void** worker_state, char* error,
-                size_t error_size) {
-    try {
-        *worker_state = new WorkerState(*static_cast<Settings*>(instance), *context);
-        return SMP_OK;
-    } catch (const std::exception& e) {
-        std::snprintf(error, error_size, "%s", e.what());
-        return SMP_ERROR;
-    }
-}
-
-void exit_worker(void* worker_state) {
-    // The timer closes first; the state is freed when it has.
-    static_cast<WorkerState*>(worker_state)->close_handles();
-}
-
-int accept_connection(void* worker_state, int fd, const smp_connection_info* info) {
-    try {
-        static_cast<WorkerState*>(worker_state)->accept(fd, *info);
-        return SMP_OK;
-    } catch (...) {
-        return SMP_ERROR;  // accept() closed the descriptor and told the core
-    }
-}
-
-void shutdown_worker(void* worker_state) { static_cast<WorkerState*>(worker_state)->shutdown(); }
+using Hooks = smp::protocol::WorkerHooks<WorkerState, Settings>;
 
 }  // namespace
 
 // ---- the worker's state ---------------------------------------------------------
 
 WorkerState::WorkerState(const Settings& settings, const smp_worker_context& context)
-    : settings_(settings),
-      core_(settings.core),
-      loop_(context.loop),
-      worker_(context.worker),
-      worker_id_(context.worker_id),
-      node_(context.node) {
-    uv_timer_init(loop_, &sweep_timer_);
-    sweep_timer_.data = this;
-    uv_timer_start(&sweep_timer_, on_sweep, kSweepIntervalMs, kSweepIntervalMs);
-    // Not a reason to keep the loop alive: the loop ends with the last connection.
-    uv_unref(reinterpret_cast<uv_handle_t*>(&sweep_timer_));
-    if (settings.counters != nullptr) slots_.emplace(core_, worker_, *settings.counters);
-    // Active only while a connection waits for its rate budget, and then it
-    // keeps the loop running (that connection's client poll is stopped meanwhile).
-    uv_timer_init(loop_, &pace_timer_);
-    pace_timer_.data = this;
-}
-
-WorkerState::~WorkerState() {
-    for (char* buffer : free_buffers_) delete[] buffer;
-}
-
-void WorkerState::close_handles() {
-    // The state is freed when both timers have closed, in whichever order libuv runs their callbacks.
-    const auto closed = [](uv_handle_t* handle) {
-        auto* self = static_cast<WorkerState*>(handle->data);
-        if (--self->open_handles_ == 0) delete self;
-    };
-    uv_close(reinterpret_cast<uv_handle_t*>(&pace_timer_), closed);
-    uv_close(reinterpret_cast<uv_handle_t*>(&sweep_timer_), closed);
-}
+    : WorkerBase(settings.core, context, settings.counters.get(), settings.buffer_size, on_sweep, kSweepIntervalMs),
+      settings_(settings) {}
 
 void WorkerState::accept(int fd, const smp_connection_info& info) {
-    Connection* c = nullptr;
-    try {
-        c = new Connection;
-    } catch (const std::bad_alloc&) {
-        ::close(fd);
-        core_->disconnect(worker_, &info);
-        throw;
-    }
+    Connection* c = adopt(fd, info, {"forward", settings_.max_connections_per_ip, 0});
+    if (c == nullptr) return;
     c->worker = this;
-    c->fd = fd;
-    c->info = info;
-    std::snprintf(c->client_ip, sizeof c->client_ip, "%s", info.client_ip);
-    std::snprintf(c->local_ip, sizeof c->local_ip, "%s", info.local_ip);
-    c->info.client_ip = c->client_ip;
-    c->info.local_ip = c->local_ip;
-    c->info.module = "forward";
-    const int on = 1;
-    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &on, sizeof on);
-    uv_poll_init_socket(loop_, &c->poll, fd);
-    c->poll.data = c;
-    c->next = connections_;
-    if (connections_ != nullptr) connections_->previous = c;
-    connections_ = c;
     const uint64_t now = uv_now(loop_);
     c->phase_started_ms = now;
     c->client_progress_ms = now;
     c->origin_progress_ms = now;
-    // Connections per client: counted on the peer, unless it is a trusted
-    // proxy (its clients are many), as http_download does.
-    const bool core_knows_proxies = core_->size >= offsetof(smp_core_api, trusted_proxy) + sizeof(void*);
-    if (settings_.max_connections_per_ip > 0 && !(core_knows_proxies && core_->trusted_proxy(worker_, c->client_ip))) {
-        const uint64_t key = smp::http::limit_key("connections", c->client_ip);
-        if (slots_->acquire(key, settings_.max_connections_per_ip, c->ip_slot_shared))
-            c->ip_slot = key;
-        else
-            c->over_limit = true;
-    }
     if (settings_.mode == Mode::tcp) {
         c->phase = Phase::stream;
         c->requests = 1;  // the connection is its one record
@@ -292,11 +206,8 @@ void WorkerState::shutdown() {
 }
 
 void WorkerState::on_sweep(uv_timer_t* timer) {
-    auto& self = *static_cast<WorkerState*>(timer->data);
-    if (!self.gave_back_dead_holders_) {
-        self.gave_back_dead_holders_ = true;
-        if (self.slots_) self.slots_->give_back_dead_holders();
-    }
+    auto& self = of<WorkerState>(timer);
+    self.give_back_dead_holders_once();
     const uint64_t now = uv_now(self.loop_);
     for (Connection* c = self.connections_; c != nullptr;) {
         Connection* next = c->next;  // check_deadlines may close c
@@ -307,19 +218,13 @@ void WorkerState::on_sweep(uv_timer_t* timer) {
 
 void WorkerState::take_buffer(RelayBuffer& buffer) {
     if (buffer.data != nullptr) return;
-    if (free_buffers_.empty()) {
-        buffer.data = new char[settings_.buffer_size];
-    } else {
-        buffer.data = free_buffers_.back();
-        free_buffers_.pop_back();
-    }
-    buffer.capacity = settings_.buffer_size;
+    buffer.data = WorkerBase::take_buffer();
+    buffer.capacity = buffer_size();
     buffer.begin = buffer.end = 0;
 }
 
 void WorkerState::give_buffer(RelayBuffer& buffer) {
-    if (buffer.data == nullptr) return;
-    free_buffers_.push_back(buffer.data);
+    WorkerBase::give_buffer(buffer.data);
     buffer = RelayBuffer{};
 }
 
@@ -341,10 +246,10 @@ extern "C" const smp_module* smp_module_entry(void) {
         m.init_master = smp::forward::init_master;
         m.exit_master = smp::forward::exit_master;
         m.worker_gone_master = smp::forward::worker_gone_master;
-        m.init_worker = smp::forward::init_worker;
-        m.exit_worker = smp::forward::exit_worker;
-        m.accept = smp::forward::accept_connection;
-        m.shutdown = smp::forward::shutdown_worker;
+        m.init_worker = smp::forward::Hooks::init;
+        m.exit_worker = smp::forward::Hooks::exit;
+        m.accept = smp::forward::Hooks::accept;
+        m.shutdown = smp::forward::Hooks::shutdown;
         return m;
     }();
     return &module;

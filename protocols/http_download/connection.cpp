@@ -22,20 +22,10 @@
 namespace smp::http {
 namespace {
 
-constexpr std::string_view kServer = "smprotocol";
+using smp::protocol::append_number;
+using smp::protocol::wall_clock_us;
+
 constexpr size_t kMaxIovecs = 16;
-constexpr uint64_t kPaceIntervalMs = 10;  // how often connections waiting for rate budget are looked at
-
-int64_t wall_clock_us() {
-    using namespace std::chrono;
-    return duration_cast<microseconds>(system_clock::now().time_since_epoch()).count();
-}
-
-void append_number(std::string& out, uint64_t value) {
-    char digits[24];
-    auto [end, error] = std::to_chars(digits, digits + sizeof digits, value);
-    out.append(digits, static_cast<size_t>(end - digits));
-}
 
 const char* c_string(std::string_view view) { return view.data() != nullptr ? view.data() : nullptr; }
 
@@ -68,27 +58,6 @@ void Exchange::reset() {
     rate_start_ms = 0;
     rate_key = 0;
     granted = 0;
-}
-
-std::string_view reason_phrase(int status) {
-    switch (status) {
-        case 200: return "OK";
-        case 206: return "Partial Content";
-        case 304: return "Not Modified";
-        case 400: return "Bad Request";
-        case 403: return "Forbidden";
-        case 404: return "Not Found";
-        case 405: return "Method Not Allowed";
-        case 412: return "Precondition Failed";
-        case 414: return "URI Too Long";
-        case 416: return "Range Not Satisfiable";
-        case 429: return "Too Many Requests";
-        case 431: return "Request Header Fields Too Large";
-        case 500: return "Internal Server Error";
-        case 503: return "Service Unavailable";
-        case 505: return "HTTP Version Not Supported";
-        default: return "Unknown";
-    }
 }
 
 // ---- reading ----------------------------------------------------------------
@@ -130,11 +99,9 @@ void WorkerState::process_input(Connection& c) {
         set_poll(c, UV_READABLE);
         return;
     }
-    // The buffer is full and holds no whole header block: the request line
-    // alone is too long (414), or the header fields are (431).
-    const bool line_complete = std::memchr(c.in, '\n', c.in_length) != nullptr;
+    // The buffer is full and holds no whole header block.
     start_exchange(c, 0);
-    respond_error(c, line_complete ? 431 : 414);
+    respond_error(c, oversized_head_status({c.in, c.in_length}));
 }
 
 void WorkerState::start_exchange(Connection& c, size_t header_length) {
@@ -159,14 +126,10 @@ void WorkerState::start_exchange(Connection& c, size_t header_length) {
 
 void WorkerState::find_forwarded_client(Connection& c) {
     Exchange& e = *c.exchange;
-    // Only a trusted proxy's word is taken; trusted_proxy is ABI 1.1.
-    const bool core_knows_proxies = core_->size >= offsetof(smp_core_api, trusted_proxy) + sizeof(void*);
-    if (!core_knows_proxies || (e.forwarded.empty() && e.x_forwarded_for.empty()) ||
-        !core_->trusted_proxy(worker_, c.client_ip))
-        return;
+    // Only a trusted proxy's word is taken.
+    if ((e.forwarded.empty() && e.x_forwarded_for.empty()) || !trusted_proxy(c.client_ip)) return;
     e.has_forwarded_client = forwarded_client(
-        e.forwarded, e.x_forwarded_for, [this](const char* ip) { return core_->trusted_proxy(worker_, ip) != 0; },
-        e.forwarded_client);
+        e.forwarded, e.x_forwarded_for, [this](const char* ip) { return trusted_proxy(ip); }, e.forwarded_client);
 }
 
 void WorkerState::respond(Connection& c) {
@@ -199,40 +162,15 @@ void WorkerState::respond(Connection& c) {
     }
 }
 
-std::string_view WorkerState::date() {
-    const time_t now = time(nullptr);
-    if (now != date_second_) {
-        date_second_ = now;
-        format_http_date(now, date_);
-    }
-    return {date_, kHttpDateLength};
-}
-
-// Appends the status line and the fields every response has.
-static void begin_header(std::string& out, int status, std::string_view date) {
-    out += "HTTP/1.1 ";
-    append_number(out, static_cast<uint64_t>(status));
-    out += ' ';
-    out += reason_phrase(status);
-    out += "\r\nServer: ";
-    out += kServer;
-    out += "\r\nDate: ";
-    out += date;
-    out += "\r\n";
-}
-
+// The end of a response's head: Connection, when needed, and the empty line.
 static void end_header(std::string& out, const Exchange& e) {
-    if (e.close_after)
-        out += "Connection: close\r\n";
-    else if (e.parser.http_major == 1 && e.parser.http_minor == 0)
-        out += "Connection: keep-alive\r\n";
-    out += "\r\n";
+    smp::protocol::end_head(out, e.close_after, e.parser.http_minor);
 }
 
 void WorkerState::respond_error(Connection& c, int status) {
     Exchange& e = *c.exchange;
     e.status = status;
-    if (status == 400 || status == 414 || status == 431 || status == 405 || status == 505) e.close_after = true;
+    if (smp::protocol::status_closes_connection(status)) e.close_after = true;
     if (e.file != nullptr && status != 416) {
         files_.release(e.file);
         e.file = nullptr;
@@ -240,22 +178,11 @@ void WorkerState::respond_error(Connection& c, int status) {
     const bool head = e.parser.method == HTTP_HEAD;
     std::string& out = e.out;
     const size_t body_offset = out.size();
-    append_number(out, static_cast<uint64_t>(status));
-    out += ' ';
-    out += reason_phrase(status);
-    out += '\n';
+    smp::protocol::append_error_body(out, status);
     const size_t body_length = out.size() - body_offset;
     const size_t header_offset = out.size();
-    begin_header(out, status, date());
-    out += "Content-Type: text/plain\r\nContent-Length: ";
-    append_number(out, body_length);
-    out += "\r\n";
+    smp::protocol::append_error_head(out, status, dates_.now());
     if (status == 405) out += "Allow: GET, HEAD\r\n";
-    if (status == 429) {
-        out += "Retry-After: ";
-        append_number(out, kRetryAfterSeconds);
-        out += "\r\n";
-    }
     if (status == 416) {
         out += "Content-Range: bytes */";
         append_number(out, e.file->size);
@@ -277,7 +204,7 @@ void WorkerState::respond_file(Connection& c) {
         case Precondition::failed: return respond_error(c, 412);
         case Precondition::not_modified: {
             e.status = 304;
-            begin_header(e.out, 304, date());
+            smp::protocol::append_status_line(e.out, 304, dates_.now());
             e.out += "ETag: ";
             e.out += file.etag;
             e.out += "\r\nLast-Modified: ";
@@ -323,31 +250,7 @@ void WorkerState::respond_file(Connection& c) {
         // Framing first, into `out`; the header goes after it and is sent first.
         std::snprintf(boundary, sizeof boundary, "%08x%012llx", worker_id_,
                       static_cast<unsigned long long>(++boundary_counter_));
-        content_length = 0;
-        for (size_t i = 0; i < ranges.ranges.size(); ++i) {
-            const ByteRange& r = ranges.ranges[i];
-            const size_t offset = out.size();
-            out += i == 0 ? "--" : "\r\n--";
-            out += boundary;
-            out += "\r\nContent-Type: ";
-            out += file.content_type;
-            out += "\r\nContent-Range: bytes ";
-            append_number(out, r.first);
-            out += '-';
-            append_number(out, r.last);
-            out += '/';
-            append_number(out, file.size);
-            out += "\r\n\r\n";
-            e.segments.push_back({false, offset, out.size() - offset});
-            e.segments.push_back({true, r.first, r.length()});
-            content_length += out.size() - offset + r.length();
-        }
-        const size_t offset = out.size();
-        out += "\r\n--";
-        out += boundary;
-        out += "--\r\n";
-        e.segments.push_back({false, offset, out.size() - offset});
-        content_length += out.size() - offset;
+        content_length = append_multipart(ranges.ranges, file.size, file.content_type, boundary, out, e.segments);
     } else if (ranges.outcome == RangeOutcome::partial) {
         content_length = ranges.ranges[0].length();
         e.segments.push_back({true, ranges.ranges[0].first, content_length});
@@ -359,7 +262,7 @@ void WorkerState::respond_file(Connection& c) {
 
     e.status = ranges.outcome == RangeOutcome::partial ? 206 : 200;
     const size_t header_offset = out.size();
-    begin_header(out, e.status, date());
+    smp::protocol::append_status_line(out, e.status, dates_.now());
     out += "Content-Type: ";
     if (multipart) {
         out += "multipart/byteranges; boundary=";
@@ -375,12 +278,8 @@ void WorkerState::respond_file(Connection& c) {
     out += file.etag;
     out += "\r\nAccept-Ranges: bytes\r\n";
     if (e.status == 206 && !multipart) {
-        out += "Content-Range: bytes ";
-        append_number(out, ranges.ranges[0].first);
-        out += '-';
-        append_number(out, ranges.ranges[0].last);
-        out += '/';
-        append_number(out, file.size);
+        out += "Content-Range: ";
+        append_content_range(out, ranges.ranges[0], file.size);
         out += "\r\n";
     }
     end_header(out, e);
@@ -421,15 +320,14 @@ uint64_t WorkerState::rate_budget(Exchange& e, uint64_t& wait_ms) {
     wait_ms = 0;
     const uint64_t now = uv_now(loop_);
     if (settings_.limit_rate > 0) {
-        // As nginx: limit_rate_after bytes at once, then the rate, counted
-        // from the start of the response.
-        const uint64_t allowed = settings_.limit_rate_after + settings_.limit_rate * (now - e.rate_start_ms) / 1000;
-        if (allowed <= e.body_bytes) {
-            const uint64_t quantum = std::max<uint64_t>(settings_.limit_rate / 10, 1);
-            wait_ms = (e.body_bytes + quantum - allowed) * 1000 / settings_.limit_rate + 1;
+        // Counted from the start of the response, on the file bytes sent.
+        const RateAllowance allowance =
+            rate_allowance(settings_.limit_rate, settings_.limit_rate_after, e.rate_start_ms, e.body_bytes, now);
+        if (allowance.bytes == 0) {
+            wait_ms = allowance.wait_ms;
             return 0;
         }
-        budget = std::min(budget, allowed - e.body_bytes);
+        budget = std::min(budget, allowance.bytes);
     }
     if (e.rate_key != 0) {
         if (e.granted == 0) {
@@ -447,17 +345,13 @@ uint64_t WorkerState::rate_budget(Exchange& e, uint64_t& wait_ms) {
 }
 
 void WorkerState::pause(Connection& c, uint64_t wait_ms) {
-    c.paused = true;
-    c.resume_ms = uv_now(loop_) + wait_ms;
-    c.deadline_ms = c.resume_ms + settings_.send_timeout_ms;
     set_poll(c, 0);
-    paused_.push_back(&c);
-    if (!uv_is_active(reinterpret_cast<uv_handle_t*>(&pace_timer_)))
-        uv_timer_start(&pace_timer_, on_pace, kPaceIntervalMs, kPaceIntervalMs);
+    park(c, uv_now(loop_) + wait_ms, on_pace);
+    c.deadline_ms = c.resume_ms + settings_.send_timeout_ms;
 }
 
 void WorkerState::on_pace(uv_timer_t* timer) {
-    auto& self = *static_cast<WorkerState*>(timer->data);
+    auto& self = of<WorkerState>(timer);
     for (Connection* c : take_resumable(self.paused_, uv_now(self.loop_))) self.send_response(*c);
     if (self.paused_.empty()) uv_timer_stop(timer);
 }
@@ -559,19 +453,8 @@ void WorkerState::send_response(Connection& c) {
 // ---- ending -----------------------------------------------------------------
 
 void WorkerState::report(Connection& c, const Exchange* e, smp_end_reason reason, bool final) {
-    smp_record record{};
-    record.size = sizeof record;
-    record.connection_id = c.info.connection_id;
-    record.request_id = e != nullptr ? c.requests : c.requests + 1;  // a request cut short was never counted
-    record.worker_id = worker_id_;
-    record.module = "http_download";
-    record.node = node_;
-    record.start_us = e ? e->start_us : c.request_start_us;
-    record.end_us = wall_clock_us();
-    record.client_ip = c.client_ip;
-    record.client_port = c.info.client_port;
-    record.file_size = -1;
-    record.reason = reason;
+    smp_record record =
+        new_record(c, "http_download", e != nullptr, e != nullptr ? e->start_us : c.request_start_us, reason);
     // The request head (a body is not read: the connection closes after the
     // response); a head cut short or too large: what of it arrived.
     record.received_bytes = e != nullptr && e->header_length > 0 ? e->header_length : c.in_length;
@@ -594,24 +477,14 @@ void WorkerState::report(Connection& c, const Exchange* e, smp_end_reason reason
         record.header_bytes = e->header_bytes;
         record.body_bytes = e->body_bytes;
     }
-    if (final)
-        core_->close(worker_, &record);
-    else
-        core_->transfer(worker_, &record);
+    send_record(record, final);
 }
 
 void WorkerState::finish_exchange(Connection& c, smp_end_reason reason) {
     Exchange& e = *c.exchange;
     report(c, &e, reason, true);
-    if (reason == SMP_END_COMPLETED && (e.status == 200 || e.status == 206) && e.parser.method == HTTP_GET &&
-        core_->log_enabled(SMP_LOG_INFO)) {
-        const double seconds = static_cast<double>(wall_clock_us() - e.start_us) / 1e6;
-        char message[512];
-        std::snprintf(message, sizeof message, "File downloaded \"/%s\" %d, %llu bytes to %s:%u in %.3f s",
-                      e.path.c_str(), e.status, static_cast<unsigned long long>(e.body_bytes), c.client_ip,
-                      c.info.client_port, seconds);
-        core_->log(SMP_LOG_INFO, "http_download", message);
-    }
+    if (reason == SMP_END_COMPLETED && (e.status == 200 || e.status == 206) && e.parser.method == HTTP_GET)
+        log_file_downloaded(c, "http_download", e.path, e.status, e.body_bytes, e.start_us);
     if (e.file != nullptr) files_.release(e.file);
     e.file = nullptr;
     if (e.download_slot != 0) slots_->release(e.download_slot, e.download_slot_shared);
@@ -646,7 +519,7 @@ void WorkerState::linger(Connection& c) {
     c.in_length = 0;
     c.state = ConnectionState::lingering;
     c.deadline_ms = uv_now(loop_) + settings_.lingering_timeout_ms;
-    ::shutdown(c.fd, SHUT_WR);
+    shut_write(c);
     set_poll(c, UV_READABLE);
 }
 
@@ -658,22 +531,7 @@ void WorkerState::close_connection(Connection& c, smp_end_reason reason) {
         give_exchange(c.exchange);
     }
     give_buffer(c.in);
-    if (c.paused) std::erase(paused_, &c);
-    c.paused = false;
-    if (c.ip_slot != 0) slots_->release(c.ip_slot, c.ip_slot_shared);
-    c.ip_slot = 0;
-    if (core_->log_enabled(SMP_LOG_DEBUG)) {
-        char message[160];
-        std::snprintf(message, sizeof message, "Connection closed with message \"%s\" (%s:%u, %llu request(s))",
-                      smp_end_reason_name(reason), c.client_ip, c.info.client_port,
-                      static_cast<unsigned long long>(c.requests));
-        core_->log(SMP_LOG_DEBUG, "http_download", message);
-    }
-    // Unlink now; the memory goes in the close callback, once libuv let go.
-    if (c.previous != nullptr) c.previous->next = c.next;
-    if (c.next != nullptr) c.next->previous = c.previous;
-    if (connections_ == &c) connections_ = c.next;
-    uv_close(reinterpret_cast<uv_handle_t*>(&c.poll), on_closed);
+    release_and_close(c, reason, "http_download");
 }
 
 void WorkerState::set_poll(Connection& c, int events) {

@@ -22,6 +22,7 @@
 #include "range.hpp"
 #include "request_head.hpp"
 #include "smp_module.h"
+#include "worker_base.hpp"
 
 namespace smp::http {
 
@@ -54,18 +55,11 @@ struct Settings {
 };
 
 // What a refused request is told: try again in this many seconds.
-constexpr int kRetryAfterSeconds = 10;
 
 // The room for a cached body that a pooled exchange keeps between requests.
 constexpr size_t kKeptBodyCapacity = 64 * 1024;
 
 // A piece of a response: bytes of `Exchange::out`, or bytes of the file.
-struct Segment {
-    bool from_file = false;
-    uint64_t offset = 0;  // into `out`, or into the file
-    uint64_t length = 0;
-};
-
 // One request and its response. Pooled per worker and reused, so the steady
 // state allocates nothing: the vectors and strings keep their capacity.
 // What the request said (RequestHead) is kept as it was parsed: views into the
@@ -108,42 +102,24 @@ class WorkerState;
 
 enum class ConnectionState { reading, writing, lingering };
 
-struct Connection {
-    uv_poll_t poll{};
+struct Connection : smp::protocol::ConnectionBase<Connection> {
     WorkerState* worker = nullptr;
-    int fd = -1;
-    Connection* previous = nullptr;  // the worker's list of connections
-    Connection* next = nullptr;
     ConnectionState state = ConnectionState::reading;
-    int poll_events = 0;
     uint64_t deadline_ms = 0;
     char* in = nullptr;  // input buffer from the worker's pool; null while idle
     size_t in_length = 0;
     int64_t request_start_us = 0;
     Exchange* exchange = nullptr;
-    uint64_t requests = 0;
-    bool closing = false;
-    uint64_t ip_slot = 0;  // max_connections_per_ip key held until close; 0: none
-    bool ip_slot_shared = false;
-    bool over_limit = false;  // past max_connections_per_ip: its request gets 429
-    bool paused = false;      // waiting for its rate budget, in the worker's paused list
-    uint64_t resume_ms = 0;
     // send_min_rate's current window: the request it measures, its start, and
     // the response bytes the kernel had taken then.
     uint64_t rate_window_request = 0;
     uint64_t rate_window_ms = 0;
     uint64_t rate_window_sent = 0;
-    smp_connection_info info{};
-    char client_ip[46] = {};
-    char local_ip[46] = {};
 };
 
-class WorkerState {
+class WorkerState : public smp::protocol::WorkerBase<Connection> {
    public:
     WorkerState(const Settings& settings, const smp_worker_context& context);
-    ~WorkerState();
-    WorkerState(const WorkerState&) = delete;
-    WorkerState& operator=(const WorkerState&) = delete;
 
     void accept(int fd, const smp_connection_info& info);
     void shutdown();
@@ -151,17 +127,13 @@ class WorkerState {
     // head-trickling or slower-than-send_min_rate connections, the longest
     // waiting (or slow) first; how many.
     int reclaim(int count);
-    // Closes the worker's own handles; the loop then runs their callbacks.
-    void close_handles();
 
     const Settings& settings() const { return settings_; }
-    uv_loop_t* loop() const { return loop_; }
 
    private:
     friend struct ConnectionOps;
     static void on_sweep(uv_timer_t* timer);
     static void on_poll(uv_poll_t* handle, int status, int events);
-    static void on_closed(uv_handle_t* handle);
     static void on_pace(uv_timer_t* timer);
     // send_min_rate: whether it applies to the response `c` is sending;
     // whether its client took less than it in the current window so far; and
@@ -190,42 +162,18 @@ class WorkerState {
     uint64_t rate_budget(Exchange& e, uint64_t& wait_ms);
     void pause(Connection& c, uint64_t wait_ms);
     void report(Connection& c, const Exchange* e, smp_end_reason reason, bool final);
-    std::string_view date();
 
-    char* take_buffer();
-    void give_buffer(char*& buffer);
     Exchange* take_exchange();
     void give_exchange(Exchange*& exchange);
 
     const Settings& settings_;
-    const smp_core_api* core_;
-    uv_loop_t* loop_;
-    smp_worker* worker_;
-    uint32_t worker_id_;
-    const char* node_;
     FileCache files_;
-    std::optional<Slots> slots_;  // when a limit is on (settings_.counters)
-    uv_timer_t sweep_timer_{};
-    uv_timer_t pace_timer_{};  // runs while connections wait for rate budget
-    std::vector<Connection*> paused_;
     std::vector<std::pair<uint64_t, Connection*>> reclaimable_;  // reclaim's candidates, kept for their capacity
     uint64_t reclaim_logged_ms_ = 0;
     uint64_t reclaimed_since_log_ = 0;
-    int open_handles_ = 2;  // the two timers, closed by close_handles
-    Connection* connections_ = nullptr;
-    bool stopping_ = false;
-    bool gave_back_dead_holders_ = false;  // done on the first sweep, when the plugins are up
-    std::vector<char*> free_buffers_;
     std::vector<std::unique_ptr<Exchange>> exchanges_;
     std::vector<Exchange*> free_exchanges_;
-    char date_[kHttpDateLength] = {};
-    time_t date_second_ = 0;
     uint64_t boundary_counter_ = 0;
 };
-
-// Status line text, e.g. "Not Found".
-std::string_view reason_phrase(int status);
-// The end reason of an exchange whose response was sent in full.
-smp_end_reason reason_for_status(int status);
 
 }  // namespace smp::http

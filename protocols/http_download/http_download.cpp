@@ -174,33 +174,6 @@ void exit_master(void* instance) {
 
 // ---- worker hooks -------------------------------------------------------------
 
-int init_worker(void* instance, const smp_worker_context* context, void** worker_state, char* error,
-                size_t error_size) {
-    try {
-        *worker_state = new WorkerState(*static_cast<Settings*>(instance), *context);
-        return SMP_OK;
-    } catch (const std::exception& e) {
-        std::snprintf(error, error_size, "%s", e.what());
-        return SMP_ERROR;
-    }
-}
-
-void exit_worker(void* worker_state) {
-    // The handles close first; the state is freed when the last one has.
-    static_cast<WorkerState*>(worker_state)->close_handles();
-}
-
-int accept_connection(void* worker_state, int fd, const smp_connection_info* info) {
-    try {
-        static_cast<WorkerState*>(worker_state)->accept(fd, *info);
-        return SMP_OK;
-    } catch (...) {
-        return SMP_ERROR;  // accept() closed the descriptor and told the core
-    }
-}
-
-void shutdown_worker(void* worker_state) { static_cast<WorkerState*>(worker_state)->shutdown(); }
-
 int reclaim_connections(void* worker_state, int count) {
     try {
         return static_cast<WorkerState*>(worker_state)->reclaim(count);
@@ -209,92 +182,21 @@ int reclaim_connections(void* worker_state, int count) {
     }
 }
 
+using Hooks = smp::protocol::WorkerHooks<WorkerState, Settings>;
+
 }  // namespace
 
 // ---- the worker's state ---------------------------------------------------------
 
 WorkerState::WorkerState(const Settings& settings, const smp_worker_context& context)
-    : settings_(settings),
-      core_(settings.core),
-      loop_(context.loop),
-      worker_(context.worker),
-      worker_id_(context.worker_id),
-      node_(context.node),
-      files_(settings.root_fd, settings.mime, settings.open_file_cache, settings.open_file_cache_valid_ms) {
-    uv_timer_init(loop_, &sweep_timer_);
-    sweep_timer_.data = this;
-    uv_timer_start(&sweep_timer_, on_sweep, kSweepIntervalMs, kSweepIntervalMs);
-    // Not a reason to keep the loop alive: the loop ends with the last connection.
-    uv_unref(reinterpret_cast<uv_handle_t*>(&sweep_timer_));
-    // Active only while a connection waits for its rate budget, and then it
-    // keeps the loop running (that connection's poll is stopped meanwhile).
-    uv_timer_init(loop_, &pace_timer_);
-    pace_timer_.data = this;
-    if (settings.counters != nullptr) slots_.emplace(core_, worker_, *settings.counters);
-}
-
-WorkerState::~WorkerState() {
-    for (char* buffer : free_buffers_) delete[] buffer;
-}
-
-void WorkerState::close_handles() {
-    const auto closed = [](uv_handle_t* handle) {
-        auto* self = static_cast<WorkerState*>(handle->data);
-        if (--self->open_handles_ == 0) delete self;
-    };
-    uv_close(reinterpret_cast<uv_handle_t*>(&pace_timer_), closed);
-    uv_close(reinterpret_cast<uv_handle_t*>(&sweep_timer_), closed);
-}
+    : WorkerBase(settings.core, context, settings.counters.get(), settings.max_header_size, on_sweep, kSweepIntervalMs),
+      settings_(settings),
+      files_(settings.root_fd, settings.mime, settings.open_file_cache, settings.open_file_cache_valid_ms) {}
 
 void WorkerState::accept(int fd, const smp_connection_info& info) {
-    Connection* c = nullptr;
-    try {
-        c = new Connection;
-    } catch (const std::bad_alloc&) {
-        ::close(fd);
-        core_->disconnect(worker_, &info);
-        throw;
-    }
+    Connection* c = adopt(fd, info, {"http_download", settings_.max_connections_per_ip, settings_.notsent_lowat});
+    if (c == nullptr) return;
     c->worker = this;
-    c->fd = fd;
-    c->info = info;
-    std::snprintf(c->client_ip, sizeof c->client_ip, "%s", info.client_ip);
-    std::snprintf(c->local_ip, sizeof c->local_ip, "%s", info.local_ip);
-    c->info.client_ip = c->client_ip;
-    c->info.local_ip = c->local_ip;
-    c->info.module = "http_download";
-    const int on = 1;
-    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &on, sizeof on);
-    // A client that reads slowly (or not at all) holds at most this much of
-    // the kernel's socket memory, not the few MiB autotuning would give it:
-    // a thousand slow readers must not exhaust tcp_mem for everyone (docs/http.md).
-    if (settings_.notsent_lowat > 0) {
-        const int lowat = static_cast<int>(settings_.notsent_lowat);
-        setsockopt(fd, IPPROTO_TCP, TCP_NOTSENT_LOWAT, &lowat, sizeof lowat);
-    }
-    if (int error = uv_poll_init_socket(loop_, &c->poll, fd); error != 0) {
-        // The handle was never made, so there is nothing for uv_close.
-        const std::string message = std::string("cannot watch an accepted connection: ") + uv_strerror(error);
-        core_->log(SMP_LOG_WARN, "http_download", message.c_str());
-        ::close(fd);
-        core_->disconnect(worker_, &c->info);
-        delete c;
-        return;
-    }
-    c->poll.data = c;
-    c->next = connections_;
-    if (connections_ != nullptr) connections_->previous = c;
-    connections_ = c;
-    // Connections per client: counted on the peer, unless it is a trusted
-    // proxy (its clients are many).
-    const bool core_knows_proxies = core_->size >= offsetof(smp_core_api, trusted_proxy) + sizeof(void*);
-    if (settings_.max_connections_per_ip > 0 && !(core_knows_proxies && core_->trusted_proxy(worker_, c->client_ip))) {
-        const uint64_t key = limit_key("connections", c->client_ip);
-        if (slots_->acquire(key, settings_.max_connections_per_ip, c->ip_slot_shared))
-            c->ip_slot = key;
-        else
-            c->over_limit = true;
-    }
     c->deadline_ms = uv_now(loop_) + settings_.header_timeout_ms;
     set_poll(*c, UV_READABLE);
 }
@@ -388,11 +290,8 @@ int WorkerState::reclaim(int count) {
 }
 
 void WorkerState::on_sweep(uv_timer_t* timer) {
-    auto& self = *static_cast<WorkerState*>(timer->data);
-    if (!self.gave_back_dead_holders_) {
-        self.gave_back_dead_holders_ = true;
-        if (self.slots_) self.slots_->give_back_dead_holders();
-    }
+    auto& self = of<WorkerState>(timer);
+    self.give_back_dead_holders_once();
     const uint64_t now = uv_now(self.loop_);
     for (Connection* c = self.connections_; c != nullptr;) {
         Connection* next = c->next;
@@ -433,28 +332,6 @@ void WorkerState::on_poll(uv_poll_t* handle, int status, int events) {
     }
 }
 
-void WorkerState::on_closed(uv_handle_t* handle) {
-    auto* c = static_cast<Connection*>(handle->data);
-    WorkerState& self = *c->worker;
-    ::close(c->fd);
-    const smp_connection_info info = c->info;
-    delete c;
-    self.core_->disconnect(self.worker_, &info);
-}
-
-char* WorkerState::take_buffer() {
-    if (free_buffers_.empty()) return new char[settings_.max_header_size];
-    char* buffer = free_buffers_.back();
-    free_buffers_.pop_back();
-    return buffer;
-}
-
-void WorkerState::give_buffer(char*& buffer) {
-    if (buffer == nullptr) return;
-    free_buffers_.push_back(buffer);
-    buffer = nullptr;
-}
-
 Exchange* WorkerState::take_exchange() {
     if (free_exchanges_.empty()) {
         exchanges_.push_back(std::make_unique<Exchange>());
@@ -490,10 +367,10 @@ extern "C" const smp_module* smp_module_entry(void) {
         m.init_master = smp::http::init_master;
         m.exit_master = smp::http::exit_master;
         m.worker_gone_master = smp::http::worker_gone_master;
-        m.init_worker = smp::http::init_worker;
-        m.exit_worker = smp::http::exit_worker;
-        m.accept = smp::http::accept_connection;
-        m.shutdown = smp::http::shutdown_worker;
+        m.init_worker = smp::http::Hooks::init;
+        m.exit_worker = smp::http::Hooks::exit;
+        m.accept = smp::http::Hooks::accept;
+        m.shutdown = smp::http::Hooks::shutdown;
         m.reclaim = smp::http::reclaim_connections;
         return m;
     }();

@@ -1,5 +1,7 @@
 #include "range.hpp"
 
+#include "response.hpp"
+
 #include <algorithm>
 #include <limits>
 
@@ -104,6 +106,40 @@ void parse_range(std::string_view header, uint64_t size, size_t max_ranges, Rang
         return;
     }
     result.outcome = RangeOutcome::partial;
+}
+
+void append_content_range(std::string& out, const ByteRange& range, uint64_t size) {
+    out += "bytes ";
+    smp::protocol::append_number(out, range.first);
+    out += '-';
+    smp::protocol::append_number(out, range.last);
+    out += '/';
+    smp::protocol::append_number(out, size);
+}
+
+uint64_t append_multipart(const std::vector<ByteRange>& ranges, uint64_t size, std::string_view content_type,
+                          std::string_view boundary, std::string& out, std::vector<Segment>& segments) {
+    uint64_t length = 0;
+    for (size_t i = 0; i < ranges.size(); ++i) {
+        const ByteRange& r = ranges[i];
+        const size_t offset = out.size();
+        out += i == 0 ? "--" : "\r\n--";
+        out += boundary;
+        out += "\r\nContent-Type: ";
+        out += content_type;
+        out += "\r\nContent-Range: ";
+        append_content_range(out, r, size);
+        out += "\r\n\r\n";
+        segments.push_back({false, offset, out.size() - offset});
+        segments.push_back({true, r.first, r.length()});
+        length += out.size() - offset + r.length();
+    }
+    const size_t offset = out.size();
+    out += "\r\n--";
+    out += boundary;
+    out += "--\r\n";
+    segments.push_back({false, offset, out.size() - offset});
+    return length + out.size() - offset;
 }
 
 }  // namespace smp::http

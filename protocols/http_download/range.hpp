@@ -2,6 +2,7 @@
 #pragma once
 
 #include <cstdint>
+#include <string>
 #include <string_view>
 #include <vector>
 
@@ -33,5 +34,23 @@ struct RangeRequest {
 // what nginx does with max_ranges.
 // `ranges` is cleared and reused, so a caller can keep its capacity.
 void parse_range(std::string_view header, uint64_t size, size_t max_ranges, RangeRequest& result);
+
+// A piece of a response body, in order: bytes of the response's own text
+// (`out`), or of the file.
+struct Segment {
+    bool from_file = false;
+    uint64_t offset = 0;  // into `out`, or into the file
+    uint64_t length = 0;
+};
+
+// Appends "bytes first-last/size", the value of a Content-Range (§14.4).
+void append_content_range(std::string& out, const ByteRange& range, uint64_t size);
+
+// The body of a 206 with several ranges, multipart/byteranges (§14.6): its
+// framing appended to `out` and the pieces of the body to `segments`, each
+// range's part head from `out`, then its bytes from the file, then the
+// closing delimiter. Returns the body's length (its Content-Length).
+uint64_t append_multipart(const std::vector<ByteRange>& ranges, uint64_t size, std::string_view content_type,
+                          std::string_view boundary, std::string& out, std::vector<Segment>& segments);
 
 }  // namespace smp::http

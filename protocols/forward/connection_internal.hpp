@@ -1,0 +1,50 @@
+// What the parts of forward's connection state machine share (connection.cpp:
+// the pump and the end of an exchange; request.cpp, response.cpp, origin.cpp,
+// deadlines.cpp): its constants and small helpers. Not seen outside forward.
+#pragma once
+
+#include <http_parser.h>
+#include <sys/types.h>
+
+#include <cerrno>
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "connection.hpp"
+
+namespace smp::forward::detail {
+
+constexpr const char* kModule = "forward";
+// Moves per wake-up of one connection before the others get their turn; the
+// level-triggered poll brings it back at once.
+constexpr int kMaxRounds = 64;
+constexpr uint64_t kLingerMs = 2'000;
+// While the origin keeps failing, a line every so often says how many times.
+constexpr uint64_t kFailureLogIntervalMs = 60'000;
+
+using smp::protocol::wall_clock_us;
+
+// http_parser's settings for a request and for a response: the callbacks
+// note where things are, and stop the parser at the end of a message so
+// that the bytes after it stay for the next one.
+extern const http_parser_settings kRequestSettings;
+extern const http_parser_settings kResponseSettings;
+
+bool would_block(int error);
+bool peer_gone(int error);
+bool has_room(const RelayBuffer& buffer);
+bool parsed_cleanly(const http_parser& parser);
+// The value of the last field called `name`, or empty.
+std::string_view field_value(const std::vector<HeaderField>& fields, std::string_view name);
+int count_fields(const std::vector<HeaderField>& fields, std::string_view name);
+// Whether a message lets its connection persist, by its version and its
+// Connection fields (http1.hpp), not by http_parser's reading of them.
+bool keeps_alive(const http_parser& parser, const std::vector<HeaderField>& fields);
+const char* c_string(const std::string& text);
+// Sends what is left of a head, then the bytes of a buffer that are ready,
+// in one call: -1 with errno on error.
+ssize_t send_head_and_body(int fd, const std::string& head, size_t head_sent, const char* body, size_t body_length);
+
+}  // namespace smp::forward::detail
