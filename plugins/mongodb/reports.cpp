@@ -1,0 +1,200 @@
+// The stats reports from MongoDB: one or more aggregation pipelines a report,
+// formatted by plugins/common/report_table.hpp as every store does.
+#include "reports.hpp"
+
+#include <cstdint>
+#include <initializer_list>
+#include <map>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace smp::mongodb {
+namespace {
+
+using smp_report::Cell;
+using smp_report::OwnedTable;
+
+int64_t int_field(const bson_t* doc, const char* path) {
+    bson_iter_t it;
+    if (!bson_iter_init(&it, doc) || !bson_iter_find_descendant(&it, path, &it)) return 0;
+    return BSON_ITER_HOLDS_NUMBER(&it) ? bson_iter_as_int64(&it) : (BSON_ITER_HOLDS_BOOL(&it) && bson_iter_bool(&it));
+}
+
+Cell text_field(const bson_t* doc, const char* path) {
+    bson_iter_t it;
+    if (!bson_iter_init(&it, doc) || !bson_iter_find_descendant(&it, path, &it) || !BSON_ITER_HOLDS_UTF8(&it))
+        return std::nullopt;
+    return std::string(bson_iter_utf8(&it, nullptr));
+}
+
+Cell number_field(const bson_t* doc, const char* path) {
+    bson_iter_t it;
+    if (!bson_iter_init(&it, doc) || !bson_iter_find_descendant(&it, path, &it) || !BSON_ITER_HOLDS_NUMBER(&it))
+        return std::nullopt;
+    return std::to_string(bson_iter_as_int64(&it));
+}
+
+class Reader {
+   public:
+    Reader(mongoc_client_t* client, const std::string& database, const smp_query& query)
+        : client_(client), database_(database), query_(query) {}
+
+    // {$match: ...} on the time field and the file of the query, plus `extra` fields.
+    Bson match(const char* time_field, bool completed_only = false) const {
+        Bson stage(bson_new());
+        bson_t match, range;
+        BSON_APPEND_DOCUMENT_BEGIN(stage.get(), "$match", &match);
+        BSON_APPEND_DOCUMENT_BEGIN(&match, time_field, &range);
+        BSON_APPEND_INT64(&range, "$gte", query_.since_us);
+        BSON_APPEND_INT64(&range, "$lt", query_.until_us > 0 ? query_.until_us : INT64_MAX);
+        bson_append_document_end(&match, &range);
+        if (query_.path != nullptr) BSON_APPEND_UTF8(&match, "path", query_.path);
+        if (completed_only) BSON_APPEND_BOOL(&match, "completed", true);
+        bson_append_document_end(stage.get(), &match);
+        return stage;
+    }
+
+    // Runs a pipeline of `stages` on `collection`, each result to `row`.
+    template <typename Row>
+    bool each(const char* collection_name, std::initializer_list<const bson_t*> stages, Row&& row) {
+        Bson pipeline(bson_new());
+        bson_t array;
+        BSON_APPEND_ARRAY_BEGIN(pipeline.get(), "pipeline", &array);
+        uint32_t n = 0;
+        for (const bson_t* stage : stages) {
+            char key_text[16];
+            const char* key = nullptr;
+            bson_uint32_to_string(n++, &key, key_text, sizeof key_text);
+            BSON_APPEND_DOCUMENT(&array, key, stage);
+        }
+        bson_append_array_end(pipeline.get(), &array);
+        const Collection coll(mongoc_client_get_collection(client_, database_.c_str(), collection_name));
+        mongoc_cursor_t* cursor =
+            mongoc_collection_aggregate(coll.get(), MONGOC_QUERY_NONE, pipeline.get(), nullptr, nullptr);
+        const bson_t* doc = nullptr;
+        while (mongoc_cursor_next(cursor, &doc)) row(doc);
+        const bool ok = !mongoc_cursor_error(cursor, &error_);
+        mongoc_cursor_destroy(cursor);
+        return ok;
+    }
+
+    const bson_error_t& error() const { return error_; }
+
+   private:
+    mongoc_client_t* client_;
+    const std::string& database_;
+    const smp_query& query_;
+    bson_error_t error_{};
+};
+
+// {$group: {_id: KEY, downloads: count, completed: count of completed, bytes: sum of distinct bytes}}
+Bson group_downloads(const char* key) {
+    return Bson(BCON_NEW("$group", "{", "_id", BCON_UTF8(key), "downloads", "{", "$sum", BCON_INT32(1), "}",
+                         "completed", "{", "$sum", "{", "$cond", "[", BCON_UTF8("$completed"), BCON_INT32(1),
+                         BCON_INT32(0), "]", "}", "}", "bytes", "{", "$sum", BCON_UTF8("$distinct_bytes"), "}", "}"));
+}
+
+bool report_summary(Reader& reader, OwnedTable& out) {
+    const Bson completed = reader.match("first_us", true), all = reader.match("first_us");
+    const Bson durations_only(BCON_NEW("$project", "{", "_id", BCON_INT32(0), "duration_us", BCON_INT32(1), "}"));
+    const Bson by_duration(BCON_NEW("$sort", "{", "duration_us", BCON_INT32(1), "}"));
+    std::vector<int64_t> durations;
+    bool ok = reader.each("downloads", {completed.get(), durations_only.get(), by_duration.get()},
+                          [&](const bson_t* doc) { durations.push_back(int_field(doc, "duration_us")); });
+    const Bson totals(BCON_NEW("$group", "{", "_id", BCON_NULL, "downloads", "{", "$sum", BCON_INT32(1), "}",
+                               "completed", "{", "$sum", "{", "$cond", "[", BCON_UTF8("$completed"), BCON_INT32(1),
+                               BCON_INT32(0), "]", "}", "}", "bytes", "{", "$sum", BCON_UTF8("$distinct_bytes"), "}",
+                               "}"));
+    int64_t downloads = 0, completed_count = 0, bytes = 0, clients = 0;
+    ok = ok && reader.each("downloads", {all.get(), totals.get()}, [&](const bson_t* doc) {
+        downloads = int_field(doc, "downloads");
+        completed_count = int_field(doc, "completed");
+        bytes = int_field(doc, "bytes");
+    });
+    const Bson by_client(BCON_NEW("$group", "{", "_id", BCON_UTF8("$client_ip"), "}"));
+    const Bson count(BCON_NEW("$count", BCON_UTF8("n")));
+    ok = ok && reader.each("downloads", {all.get(), by_client.get(), count.get()},
+                           [&](const bson_t* doc) { clients = int_field(doc, "n"); });
+    out.add_row(smp_report::summary_row(downloads, completed_count, bytes, clients, durations));
+    return ok;
+}
+
+bool report_files(Reader& reader, OwnedTable& out) {
+    const Bson completed = reader.match("first_us", true), all = reader.match("first_us");
+    const Bson fields(
+        BCON_NEW("$project", "{", "_id", BCON_INT32(0), "path", BCON_INT32(1), "duration_us", BCON_INT32(1), "}"));
+    const Bson by_path(BCON_NEW("$sort", "{", "path", BCON_INT32(1), "duration_us", BCON_INT32(1), "}"));
+    std::map<std::string, std::vector<int64_t>> durations;
+    bool ok = reader.each("downloads", {completed.get(), fields.get(), by_path.get()}, [&](const bson_t* doc) {
+        durations[text_field(doc, "path").value_or("")].push_back(int_field(doc, "duration_us"));
+    });
+    const Bson group = group_downloads("$path");
+    const Bson most_first(BCON_NEW("$sort", "{", "downloads", BCON_INT32(-1), "_id", BCON_INT32(1), "}"));
+    ok = ok && reader.each("downloads", {all.get(), group.get(), most_first.get()}, [&](const bson_t* doc) {
+        const std::string path = text_field(doc, "_id").value_or("");
+        out.add_row({path, number_field(doc, "downloads"), number_field(doc, "completed"), number_field(doc, "bytes"),
+                     smp_report::percentile_seconds(durations[path], 0.5)});
+    });
+    return ok;
+}
+
+bool report_countries(Reader& reader, OwnedTable& out) {
+    const Bson all = reader.match("first_us");
+    const Bson group = group_downloads("$geo.country");
+    const Bson most_first(BCON_NEW("$sort", "{", "downloads", BCON_INT32(-1), "_id", BCON_INT32(1), "}"));
+    return reader.each("downloads", {all.get(), group.get(), most_first.get()}, [&](const bson_t* doc) {
+        out.add_row({text_field(doc, "_id"), number_field(doc, "downloads"), number_field(doc, "completed"),
+                     number_field(doc, "bytes")});
+    });
+}
+
+bool report_reasons(Reader& reader, OwnedTable& out) {
+    std::map<std::string, std::pair<int64_t, int64_t>> counts;
+    const Bson by_reason(
+        BCON_NEW("$group", "{", "_id", BCON_UTF8("$reason"), "n", "{", "$sum", BCON_INT32(1), "}", "}"));
+    const Bson requests = reader.match("start_us"), downloads = reader.match("first_us");
+    bool ok = reader.each("requests", {requests.get(), by_reason.get()}, [&](const bson_t* doc) {
+        counts[text_field(doc, "_id").value_or("")].first = int_field(doc, "n");
+    });
+    ok = ok && reader.each("downloads", {downloads.get(), by_reason.get()}, [&](const bson_t* doc) {
+        counts[text_field(doc, "_id").value_or("")].second = int_field(doc, "n");
+    });
+    smp_report::add_reason_rows(out, counts);
+    return ok;
+}
+
+bool report_downloads(Reader& reader, OwnedTable& out) {
+    const Bson all = reader.match("first_us");
+    const Bson newest_first(BCON_NEW("$sort", "{", "first_us", BCON_INT32(-1), "id", BCON_INT32(-1), "}"));
+    const Bson latest(BCON_NEW("$limit", BCON_INT32(smp_report::kLatestDownloads)));
+    return reader.each("downloads", {all.get(), newest_first.get(), latest.get()}, [&](const bson_t* doc) {
+        const int64_t first_us = int_field(doc, "first_us");
+        const bool completed = int_field(doc, "completed") != 0;
+        out.add_row({number_field(doc, "id"), smp_report::utc_time(first_us), text_field(doc, "path"),
+                     text_field(doc, "client_ip"), text_field(doc, "user_agent"), text_field(doc, "geo.country"),
+                     number_field(doc, "geo.asn"),
+                     smp_report::coverage(int_field(doc, "distinct_bytes"), int_field(doc, "file_size"), completed),
+                     completed ? "1" : "0", number_field(doc, "requests"), number_field(doc, "resumes"),
+                     smp_report::seconds(int_field(doc, "last_us") - first_us),
+                     smp_report::seconds(int_field(doc, "active_us")), text_field(doc, "reason"),
+                     int_field(doc, "finished") != 0 ? "1" : "0"});
+    });
+}
+
+}  // namespace
+
+bool run_report(mongoc_client_t* client, const std::string& database, const smp_query& query,
+                smp_report::OwnedTable& out, bson_error_t& error) {
+    Reader reader(client, database, query);
+    const std::string report = query.report;
+    const bool ok = report == "summary"     ? report_summary(reader, out)
+                    : report == "files"     ? report_files(reader, out)
+                    : report == "countries" ? report_countries(reader, out)
+                    : report == "reasons"   ? report_reasons(reader, out)
+                                            : report_downloads(reader, out);
+    if (!ok) error = reader.error();
+    return ok;
+}
+
+}  // namespace smp::mongodb
