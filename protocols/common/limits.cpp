@@ -37,6 +37,21 @@ bool core_shares_counters(const smp_core_api* core) {
 }
 }  // namespace
 
+bool ModuleLimits::read(const smp_config_value& unique_ip_value, const smp_config_value& max_connections_per_ip_value,
+                        const smp_config_value& limit_rate_value, const smp_config_value& limit_rate_after_value,
+                        const char*& bad_key, const char*& problem) {
+    unique_ip = unique_ip_value.number != 0;
+    if (max_connections_per_ip_value.number < 0 || max_connections_per_ip_value.number > 1'000'000) {
+        bad_key = "max_connections_per_ip";
+        problem = "must be between 0 (no limit) and 1000000";
+        return false;
+    }
+    max_connections_per_ip = static_cast<uint32_t>(max_connections_per_ip_value.number);
+    limit_rate = static_cast<uint64_t>(limit_rate_value.number);
+    limit_rate_after = static_cast<uint64_t>(limit_rate_after_value.number);
+    return true;
+}
+
 RateAllowance rate_allowance(uint64_t rate, uint64_t after, uint64_t start_ms, uint64_t sent, uint64_t now_ms) {
     const uint64_t allowed = after + rate * (now_ms - start_ms) / 1000;
     if (allowed > sent) return {allowed - sent, 0};

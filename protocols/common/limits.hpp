@@ -154,6 +154,25 @@ std::vector<Connection*> take_resumable(std::vector<Connection*>& paused, uint64
     return due;
 }
 
+// The limits every protocol module has (docs/limits.md), off by default. A
+// module's Settings derives from this, so that each is read, checked and
+// named once.
+struct ModuleLimits {
+    bool unique_ip = false;               // one download of a path per client at a time
+    uint32_t max_connections_per_ip = 0;  // 0: no limit
+    uint64_t limit_rate = 0;              // bytes/s of one response after limit_rate_after; 0: none
+    uint64_t limit_rate_after = 0;
+    std::shared_ptr<SharedCounters> counters;  // when unique_ip or max_connections_per_ip is on
+
+    // Reads the values of the keys unique_ip, max_connections_per_ip,
+    // limit_rate and limit_rate_after; false, with the key and the problem,
+    // when one is out of range.
+    bool read(const smp_config_value& unique_ip_value, const smp_config_value& max_connections_per_ip_value,
+              const smp_config_value& limit_rate_value, const smp_config_value& limit_rate_after_value,
+              const char*& bad_key, const char*& problem);
+    bool counts_connections_or_downloads() const { return unique_ip || max_connections_per_ip > 0; }
+};
+
 // limit_rate as nginx paces it: `after` bytes at once, then `rate` bytes a
 // second counted from `start_ms`. Of a response that has sent `sent` bytes,
 // what may go at `now_ms`; when nothing may, how long until a tenth of a

@@ -26,7 +26,7 @@ namespace smp::forward {
 enum class Mode { http, tcp };
 
 // The module's settings, read in the master from the config table.
-struct Settings {
+struct Settings : smp::http::ModuleLimits {
     const smp_core_api* core = nullptr;
     Mode mode = Mode::http;
     std::string origin_name;  // "host:port", for log lines
@@ -39,16 +39,9 @@ struct Settings {
     uint64_t keepalive_timeout_ms = 75'000;
     size_t max_header_size = 8 * 1024;
     size_t buffer_size = 64 * 1024;
-    // Limits as http_download's (docs/limits.md), off by default; counters
-    // shared by the workers, one table per origin, kept across a reload.
-    bool unique_ip = false;               // http: one download of a path per client at a time
-    uint32_t max_connections_per_ip = 0;  // 0: no limit
-    std::shared_ptr<smp::http::SharedCounters> counters;
-    uint64_t limit_rate = 0;  // http: body bytes/s of one response, after limit_rate_after; 0: none
-    uint64_t limit_rate_after = 0;
+    // The limits are http_download's (ModuleLimits, docs/limits.md): the
+    // counters shared by the workers, one table per origin.
 };
-
-// What a refused request is told: try again in this many seconds.
 
 class WorkerState;
 struct Connection;

@@ -121,18 +121,17 @@ bool read_settings(const smp_config_value* values, Settings& settings, char* err
     const bool ipv6 = settings.origin.ss_family == AF_INET6 && std::strchr(host, ':') != nullptr;
     settings.origin_name = (ipv6 ? "[" + std::string(host) + "]" : std::string(host)) + ":" + port;
 
-    settings.unique_ip = values[kUniqueIp].number != 0;
+    const char* limit_key_name = nullptr;
+    const char* limit_problem = nullptr;
+    if (!settings.read(values[kUniqueIp], values[kMaxConnectionsPerIp], values[kLimitRate], values[kLimitRateAfter],
+                       limit_key_name, limit_problem))
+        return fail(limit_key_name, limit_problem);
     if (settings.unique_ip && settings.mode == Mode::tcp) return fail("unique_ip", "needs mode: http");
-    if (values[kMaxConnectionsPerIp].number < 0 || values[kMaxConnectionsPerIp].number > 1'000'000)
-        return fail("max_connections_per_ip", "must be between 0 (no limit) and 1000000");
-    settings.max_connections_per_ip = static_cast<uint32_t>(values[kMaxConnectionsPerIp].number);
-    settings.limit_rate = static_cast<uint64_t>(values[kLimitRate].number);
-    settings.limit_rate_after = static_cast<uint64_t>(values[kLimitRateAfter].number);
     if (settings.limit_rate > 0 && settings.mode == Mode::tcp) return fail("limit_rate", "needs mode: http");
     // In the master, before fork: every worker maps the same table, and the
     // workers of a reloaded configuration those of the workers they replace.
     // One table per origin, as http_download has one per root.
-    if (settings.unique_ip || settings.max_connections_per_ip > 0)
+    if (settings.counts_connections_or_downloads())
         settings.counters = smp::http::shared_table<smp::http::SharedCounters>("forward:" + settings.origin_name);
     return true;
 }

@@ -27,7 +27,7 @@
 namespace smp::http {
 
 // The module's settings, read in the master from the config table.
-struct Settings {
+struct Settings : ModuleLimits {
     const smp_core_api* core = nullptr;
     std::string root;
     int root_fd = -1;
@@ -44,17 +44,11 @@ struct Settings {
     size_t open_file_cache = 1000;
     uint64_t open_file_cache_valid_ms = 1'000;
     MimeTypes mime;
-    // Limits, off by default; counters shared by the workers (limits.hpp).
-    bool unique_ip = false;                    // one download of a file per client at a time
-    uint32_t max_connections_per_ip = 0;       // 0: no limit
-    std::shared_ptr<SharedCounters> counters;  // when a limit is on; kept across a reload (limits.hpp)
-    uint64_t limit_rate = 0;                   // bytes/s per request after limit_rate_after; 0: none
-    uint64_t limit_rate_after = 0;
+    // Beside the limits every module has (ModuleLimits, limits.hpp): the
+    // counters and buckets are shared by the workers and kept across a reload.
     uint64_t limit_rate_per_download = 0;    // bytes/s shared by the requests of one download; 0: none
     std::shared_ptr<SharedBuckets> buckets;  // when limit_rate_per_download is on; the same
 };
-
-// What a refused request is told: try again in this many seconds.
 
 // The room for a cached body that a pooled exchange keeps between requests.
 constexpr size_t kKeptBodyCapacity = 64 * 1024;

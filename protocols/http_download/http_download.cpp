@@ -113,18 +113,16 @@ bool read_settings(const smp_config_value* values, Settings& settings, char* err
     settings.open_file_cache = static_cast<size_t>(values[kOpenFileCache].number);
     for (Key key : {kHeaderTimeout, kKeepaliveTimeout, kSendTimeout})
         if (values[key].number < 1) return fail(kKeys[key].name, "must be more than 0");
-    settings.unique_ip = values[kUniqueIp].number != 0;
-    if (values[kMaxConnectionsPerIp].number < 0 || values[kMaxConnectionsPerIp].number > 1'000'000)
-        return fail("max_connections_per_ip", "must be between 0 (no limit) and 1000000");
-    settings.max_connections_per_ip = static_cast<uint32_t>(values[kMaxConnectionsPerIp].number);
-    settings.limit_rate = static_cast<uint64_t>(values[kLimitRate].number);
-    settings.limit_rate_after = static_cast<uint64_t>(values[kLimitRateAfter].number);
+    const char* limit_key_name = nullptr;
+    const char* limit_problem = nullptr;
+    if (!settings.read(values[kUniqueIp], values[kMaxConnectionsPerIp], values[kLimitRate], values[kLimitRateAfter],
+                       limit_key_name, limit_problem))
+        return fail(limit_key_name, limit_problem);
     settings.limit_rate_per_download = static_cast<uint64_t>(values[kLimitRatePerDownload].number);
     // In the master, before fork: every worker maps the same tables, and the
     // workers of a reloaded configuration those of the workers they replace.
     if (settings.limit_rate_per_download > 0) settings.buckets = shared_table<SharedBuckets>(settings.root);
-    if (settings.unique_ip || settings.max_connections_per_ip > 0)
-        settings.counters = shared_table<SharedCounters>(settings.root);
+    if (settings.counts_connections_or_downloads()) settings.counters = shared_table<SharedCounters>(settings.root);
 
     settings.root_fd = open(settings.root.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (settings.root_fd < 0) {
