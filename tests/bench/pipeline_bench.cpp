@@ -21,7 +21,7 @@
 //   none    no store at all: the collector reads, decodes and merges records
 //           into downloads, journals and checkpoints, but builds no batch.
 //           The server always adds the sqlite store when tracking is on and
-//           none is named (core/loader.cpp), so the Runtime is built as the
+//           none is named (core/config/loader.cpp), so the Runtime is built as the
 //           server builds it and its store modules are then taken out of it.
 // With several collectors, all of them store into the one sqlite database,
 // as the server's do. The null store is for one collector only: each
@@ -182,7 +182,7 @@ Options parse_options(int argc, char** argv) {
     if (options.workers < 1 || options.workers > 64) usage_error("--workers must be between 1 and 64");
     if (options.store != "sqlite" && options.store != "null" && options.store != "none")
         usage_error("--store must be sqlite, null or none");
-    // The same bounds as tracking.collectors (core/config.cpp).
+    // The same bounds as tracking.collectors (core/config/config.cpp).
     if (options.collectors < 1 || options.collectors > 64) usage_error("--collectors must be between 1 and 64");
     if (options.store == "null" && options.collectors > 1)
         usage_error("--store null takes one collector: each collector's null store would overwrite the others' count");
@@ -617,7 +617,7 @@ std::array<uint64_t, 2> read_null_store_totals(const std::string& path) {
 
 // ---- the collector ------------------------------------------------------------------------
 
-// The child: the collector as core/master.cpp's become_collector starts it.
+// The child: the collector as core/process/master_child.cpp's become_collector starts it.
 [[noreturn]] void become_collector(smp::Runtime& runtime, int shard, int collectors) {
     int code = 1;
     try {

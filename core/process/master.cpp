@@ -1,22 +1,21 @@
+// The master: start-up, signals, forking and reaping the children, and the
+// graceful stop. A reload is in master_reload.cpp, what a forked child runs
+// in master_child.cpp.
 #include "master.hpp"
 
 #include <signal.h>
-#include <sys/prctl.h>
 #include <sys/signalfd.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cstring>
-#include <optional>
 #include <set>
 #include <stdexcept>
 #include <system_error>
 #include <utility>
 
-#include "collector.hpp"
 #include "record_log.hpp"
-#include "worker.hpp"
 
 namespace smp {
 namespace {
@@ -25,10 +24,6 @@ namespace {
 // quick failures in a row back off, so a broken worker does not fork-loop.
 constexpr uint64_t kQuickFailureMs = 1000;
 constexpr uint64_t kMaxBackoffMs = 10'000;
-// How often the master looks whether new workers are ready to accept, and
-// how long a reload waits for them before it gives up and keeps the old ones.
-constexpr uint64_t kReadyPollMs = 10;
-constexpr uint64_t kReadyTimeoutMs = 10'000;
 constexpr uint64_t kHousekeepingMs = 1000;
 
 sigset_t handled_signals() {
@@ -42,21 +37,6 @@ std::string describe_status(int status) {
     if (WIFEXITED(status)) return "exited with code " + std::to_string(WEXITSTATUS(status));
     if (WIFSIGNALED(status)) return std::string("was killed by signal ") + strsignal(WTERMSIG(status));
     return "stopped";
-}
-
-// What the stats collector was built from: when a reload changes none of
-// it, the running collector is kept, with its open downloads.
-std::string collector_signature(const Runtime& runtime) {
-    const Config& config = runtime.config;
-    if (!config.tracking.enabled) return {};
-    std::string text =
-        fmt::format("{}|{}|{}|{}|{}|{}|{}|{}|{}", config.tracking.idle_window_ms, config.tracking.max_open_downloads,
-                    config.state_dir, config.user, config.geoip.city_db, config.geoip.asn_db, config.log.file,
-                    static_cast<int>(config.log.level), config.module_dir);
-    for (const auto& module : runtime.modules)
-        if (SMP_MODULE_HOOK(module->api, store) != nullptr)
-            text += "|" + module->object->path() + "|" + YAML::Dump(module->entry->node);
-    return text;
 }
 
 void close_handle(uv_handle_t* handle) {
@@ -240,79 +220,6 @@ void Master::tell_modules_gone(pid_t worker) {
                 gone(module->instance, static_cast<int>(worker));
 }
 
-void Master::close_inherited_descriptors(const Runtime* own) {
-    // A fresh start: the parent's loop and signalfd are not ours (their epoll
-    // instance is shared with the master), so only their descriptors are closed.
-    ::close(uv_backend_fd(&loop_));
-    ::close(signal_fd_);
-    // The sockets of the other generations: holding one would keep a port
-    // that a reload dropped listening, with nobody accepting on it.
-    std::set<Runtime*> others = live_runtimes();
-    others.erase(const_cast<Runtime*>(own));
-    for (Runtime* other : others) close_listeners(other->listeners);
-    // The other workers' logs: a child maps its own and keeps no descriptor.
-    for (const auto& [pid, fds] : worker_logs_)
-        for (int fd : fds)
-            if (fd >= 0) ::close(fd);
-    // Credentials change first: changing them clears the parent-death signal.
-    if (own != nullptr && own->user) drop_privileges(*own->user);
-    prctl(PR_SET_PDEATHSIG, SIGTERM);
-    if (getppid() == 1) _exit(0);  // the master died before prctl took effect
-}
-
-void Master::become_collector(const Slot& slot) {
-    int code = 1;
-    try {
-        Runtime& runtime = *current_;
-        close_inherited_descriptors(&runtime);
-        // Holding a listener would keep it open after the workers closed theirs.
-        close_listeners(runtime.listeners);
-        prctl(PR_SET_NAME, "smp-collector");
-        set_log_role(collectors_.size() > 1 ? fmt::format("collector {}", slot.index + 1) : "collector");
-        const int shard = static_cast<int>(slot.index);
-        Collector collector(runtime, record_log_dir(runtime.config.state_dir, shard), shard);
-        code = collector.run();
-    } catch (const std::exception& e) {
-        spdlog::critical("stats collector failed: {}", e.what());
-    }
-    spdlog::default_logger()->flush();
-    std::fflush(stdout);
-    _exit(code);
-}
-
-void Master::become_worker(Slot& slot) {
-    int code = 1;
-    try {
-        Runtime& runtime = *slot.runtime;
-        std::vector<std::optional<RecordLogWriter>> logs;
-        for (int fd : spawning_log_fds_) {
-            auto& log = logs.emplace_back();
-            if (fd < 0) continue;
-            std::string error;
-            if (auto mapped = MappedLog::map(fd, error))
-                log.emplace(std::move(*mapped));
-            else
-                spdlog::error("cannot map a tracking log: {}; its share of the records is dropped", error);
-            ::close(fd);
-        }
-        close_inherited_descriptors(&runtime);
-        const int index = static_cast<int>(slot.index);
-        for (auto& listener : runtime.listeners) {
-            const auto mine = listener.fds_for(index, runtime.config.workers);
-            for (int fd : listener.fds)
-                if (std::find(mine.begin(), mine.end(), fd) == mine.end()) ::close(fd);
-        }
-        set_log_role("worker " + std::to_string(slot.index + 1));
-        Worker worker(runtime, index, slot.seat, std::move(logs));
-        code = worker.run();
-    } catch (const std::exception& e) {
-        spdlog::critical("worker {} failed: {}", slot.index + 1, e.what());
-    }
-    spdlog::default_logger()->flush();
-    std::fflush(stdout);
-    _exit(code);
-}
-
 void Master::on_signal(uv_poll_t* handle, int /*status*/, int /*events*/) {
     auto& master = *static_cast<Master*>(handle->data);
     signalfd_siginfo info{};
@@ -449,122 +356,6 @@ void Master::on_ready_timer(uv_timer_t* timer) {
         uv_timer_stop(timer);
         spdlog::info("Ready: {} worker(s) accepting", master.slots_.size());
         master.notifier_.ready(master.status_text());
-    }
-}
-
-void Master::reload() {
-    if (stopping_) return;
-    if (incoming_) {
-        // One reload at a time; the file is read again once this one ends.
-        reload_again_ = true;
-        return;
-    }
-    spdlog::info("SIGHUP: reloading {}", config_path_);
-    notifier_.reloading();
-    std::unique_ptr<Runtime> runtime;
-    try {
-        Config config = load_config(config_path_, environment_);
-        // A log file that cannot be opened fails the reload here, before any
-        // module is loaded; the old logger stays meanwhile.
-        if (config.log.file != current_->config.log.file || config.log.level != current_->config.log.level)
-            setup_logging(config.log);
-        runtime = build_runtime(std::move(config), current_.get());
-        if (runtime->user) give_log_files(runtime->config.log, *runtime->user);
-    } catch (const ConfigErrors& errors) {
-        for (const auto& error : errors.errors()) spdlog::error("reload: {}", error);
-        abort_reload(fmt::format("the configuration has {} error(s)", errors.errors().size()));
-        return;
-    } catch (const std::exception& e) {
-        abort_reload(e.what());
-        return;
-    }
-    incoming_ = std::move(runtime);
-    incoming_slots_ = make_slots(*incoming_);
-    for (auto& slot : incoming_slots_) spawn(*slot);
-    reload_started_ms_ = uv_now(&loop_);
-    uv_timer_start(&ready_timer_, on_ready_timer, kReadyPollMs, kReadyPollMs);
-}
-
-void Master::retire(Slots& slots, const std::shared_ptr<Runtime>& runtime) {
-    const uint64_t deadline = uv_now(&loop_) + static_cast<uint64_t>(current_->config.shutdown_timeout_ms);
-    for (auto& slot : slots) {
-        if (slot->pid > 0) {
-            // SIGTERM is a worker's graceful stop: it stops accepting, closes
-            // its idle connections and finishes the running exchanges.
-            kill(slot->pid, SIGTERM);
-            retiring_.push_back({slot->pid, slot->seat, runtime, deadline});
-        }
-        close_slot(std::move(slot));
-    }
-    slots.clear();
-    // The master's copies of the sockets: those the new generation keeps are
-    // duplicated in it, the others close when their last worker leaves.
-    close_listeners(runtime->listeners);
-}
-
-void Master::commit_reload() {
-    uv_timer_stop(&ready_timer_);
-    starting_ = false;
-    std::shared_ptr<Runtime> previous = std::move(current_);
-    current_ = std::move(incoming_);
-    const size_t old_workers = retiring_.size();
-    retire(slots_, previous);
-    slots_ = std::move(incoming_slots_);
-    incoming_slots_.clear();
-    reload_collector(*previous);
-    spdlog::info("Reloaded: {} worker(s) of the new configuration accepting, {} old worker(s) finishing", slots_.size(),
-                 retiring_.size() - old_workers);
-    notifier_.ready(status_text());
-    if (std::exchange(reload_again_, false)) reload();
-}
-
-void Master::abort_reload(const std::string& reason) {
-    uv_timer_stop(&ready_timer_);
-    // A reload during start-up also ends the wait for READY=1.
-    starting_ = false;
-    if (incoming_) {
-        const std::shared_ptr<Runtime> failed = std::move(incoming_);
-        retire(incoming_slots_, failed);
-    }
-    // The log settings may have been applied before the failure was found.
-    try {
-        setup_logging(current_->config.log);
-    } catch (const std::exception& e) {
-        spdlog::warn("cannot restore the log settings: {}", e.what());
-    }
-    spdlog::error("reload failed: {}; still running on the previous configuration", reason);
-    notifier_.ready("Reload failed: " + reason + "; " + status_text());
-    if (std::exchange(reload_again_, false)) reload();
-}
-
-void Master::reload_collector(const Runtime& previous) {
-    if (current_->config.tracking.collectors != static_cast<int>(collectors_.size()))
-        spdlog::warn("reload: tracking.collectors changes at the next start, not at a reload: {} collector(s) kept",
-                     collectors_.size());
-    const bool tracking = current_->config.tracking.enabled;
-    const Runtime& running = collector_runtime_ ? *collector_runtime_ : previous;
-    const bool changed = collector_signature(running) != collector_signature(*current_);
-    for (auto& slot : collectors_) {
-        Slot& collector = *slot;
-        if (!tracking) {
-            if (collector.pid > 0) kill(collector.pid, SIGTERM);
-            uv_timer_stop(&collector.respawn_timer);
-            continue;
-        }
-        if (collector.pid == 0) {
-            // Tracking was off, or a collector waits for its back-off to end.
-            if (!uv_is_active(reinterpret_cast<uv_handle_t*>(&collector.respawn_timer))) spawn_collector(collector);
-            continue;
-        }
-        if (!changed) {
-            spdlog::info("Stats collector (pid {}) kept: its settings did not change", collector.pid);
-            continue;
-        }
-        // The stores changed: the collector flushes to the old ones and exits;
-        // reap_children starts the new one at once.
-        spdlog::info("Stats collector (pid {}) restarts: its settings changed", collector.pid);
-        collector.restart = true;
-        kill(collector.pid, SIGTERM);
     }
 }
 

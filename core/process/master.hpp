@@ -33,6 +33,11 @@ class Master {
     int run();
 
    private:
+    // How often the master looks whether new workers are ready to accept, and
+    // how long a reload waits for them before it gives up and keeps the old ones.
+    static constexpr uint64_t kReadyPollMs = 10;
+    static constexpr uint64_t kReadyTimeoutMs = 10'000;
+
     // A worker position of one generation (index 0..workers-1), or the
     // collector's. Freed in its timer's close callback.
     struct Slot {
@@ -79,6 +84,8 @@ class Master {
     void begin_shutdown(int signal);
     void finish_if_done();
 
+    // master_reload.cpp: a new generation of workers, committed or aborted,
+    // and the retiring of the one that leaves.
     void reload();
     void commit_reload();
     void abort_reload(const std::string& reason);
@@ -92,6 +99,7 @@ class Master {
     // 0 to start again at once, or the back-off after deaths soon after start.
     static uint64_t next_start_delay(Slot& slot, uint64_t now_ms);
 
+    // master_child.cpp: what a forked child runs.
     [[noreturn]] void become_worker(Slot& slot);
     [[noreturn]] void become_collector(const Slot& slot);
     void close_inherited_descriptors(const Runtime* own);
