@@ -370,7 +370,7 @@ void WorkerState::start_exchange(Connection& c, size_t head_length) {
 
     // The client behind a trusted proxy: only a trusted proxy's word is taken
     // (trusted_proxy is ABI 1.1).
-    const bool core_knows_proxies = core_->size >= offsetof(smp_core_api, trusted_proxy) + sizeof(void*);
+    const bool core_knows_proxies = SMP_HAS(core_, trusted_proxy);
     const std::string_view forwarded = field_value(e.fields, "forwarded");
     const std::string_view x_forwarded_for = field_value(e.fields, "x-forwarded-for");
     if (core_knows_proxies && (!forwarded.empty() || !x_forwarded_for.empty()) &&

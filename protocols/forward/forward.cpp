@@ -256,7 +256,7 @@ void WorkerState::accept(int fd, const smp_connection_info& info) {
     c->origin_progress_ms = now;
     // Connections per client: counted on the peer, unless it is a trusted
     // proxy (its clients are many), as http_download does.
-    const bool core_knows_proxies = core_->size >= offsetof(smp_core_api, trusted_proxy) + sizeof(void*);
+    const bool core_knows_proxies = SMP_HAS(core_, trusted_proxy);
     if (settings_.max_connections_per_ip > 0 && !(core_knows_proxies && core_->trusted_proxy(worker_, c->client_ip))) {
         const uint64_t key = smp::http::limit_key("connections", c->client_ip);
         if (slots_->acquire(key, settings_.max_connections_per_ip, c->ip_slot_shared))
@@ -330,9 +330,7 @@ void WorkerState::give_buffer(RelayBuffer& buffer) {
 extern "C" const smp_module* smp_module_entry(void) {
     static const smp_module module = [] {
         smp_module m{};
-        m.size = sizeof(smp_module);
-        m.abi_major = SMP_ABI_MAJOR;
-        m.abi_minor = SMP_ABI_MINOR;
+        smp_module_stamp(&m);
         m.kind = SMP_MODULE_PROTOCOL;
         m.name = "forward";
         m.description = "relays connections to another server (http or tcp) and records what it serves";

@@ -160,7 +160,7 @@ void WorkerState::start_exchange(Connection& c, size_t header_length) {
 void WorkerState::find_forwarded_client(Connection& c) {
     Exchange& e = *c.exchange;
     // Only a trusted proxy's word is taken; trusted_proxy is ABI 1.1.
-    const bool core_knows_proxies = core_->size >= offsetof(smp_core_api, trusted_proxy) + sizeof(void*);
+    const bool core_knows_proxies = SMP_HAS(core_, trusted_proxy);
     if (!core_knows_proxies || (e.forwarded.empty() && e.x_forwarded_for.empty()) ||
         !core_->trusted_proxy(worker_, c.client_ip))
         return;
@@ -394,7 +394,7 @@ void WorkerState::respond_file(Connection& c) {
 // file's size and mtime, so a changed file is read again.
 void WorkerState::use_shared_cache(Exchange& e) {
     const OpenFile& file = *e.file;
-    if (core_->size < offsetof(smp_core_api, cache_set) + sizeof(void*)) return;  // ABI 1.4
+    if (!SMP_HAS(core_, cache_set)) return;  // ABI 1.4
     if (file.size > core_->cache_max_size(worker_)) return;
     const std::string key = shared_cache_key(file.key, file.etag);
     e.body.resize(file.size);

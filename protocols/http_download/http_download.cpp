@@ -287,7 +287,7 @@ void WorkerState::accept(int fd, const smp_connection_info& info) {
     connections_ = c;
     // Connections per client: counted on the peer, unless it is a trusted
     // proxy (its clients are many).
-    const bool core_knows_proxies = core_->size >= offsetof(smp_core_api, trusted_proxy) + sizeof(void*);
+    const bool core_knows_proxies = SMP_HAS(core_, trusted_proxy);
     if (settings_.max_connections_per_ip > 0 && !(core_knows_proxies && core_->trusted_proxy(worker_, c->client_ip))) {
         const uint64_t key = limit_key("connections", c->client_ip);
         if (slots_->acquire(key, settings_.max_connections_per_ip, c->ip_slot_shared))
@@ -479,9 +479,7 @@ void WorkerState::give_exchange(Exchange*& exchange) {
 extern "C" const smp_module* smp_module_entry(void) {
     static const smp_module module = [] {
         smp_module m{};
-        m.size = sizeof(smp_module);
-        m.abi_major = SMP_ABI_MAJOR;
-        m.abi_minor = SMP_ABI_MINOR;
+        smp_module_stamp(&m);
         m.kind = SMP_MODULE_PROTOCOL;
         m.name = "http_download";
         m.description = "HTTP/1.1 file server with Range, conditional requests and sendfile";
