@@ -501,8 +501,8 @@ typedef struct smp_module {
     void (*exit_master)(void* instance);
 
     /* REQUIRED for protocols, OPTIONAL for plugins. Worker, after fork,
-       before its loop runs; may block briefly (the master waits up to 10 s
-       for every new worker to be ready). Build the worker's state.
+       before its loop runs; may block briefly (during a reload the master
+       waits up to 10 s for every new worker to be ready). Build the worker's state.
        `context` is kept for the worker's life (see smp_worker_context).
        SMP_ERROR with a sentence in `error`: the worker exits. */
     int (*init_worker)(void* instance, const smp_worker_context* context, void** worker_state, char* error,
