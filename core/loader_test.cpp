@@ -30,6 +30,15 @@ smp_module protocol_module() {
 
 smp::Config config_with(const std::string& text) { return smp::parse_config(text, "test.yaml", ""); }
 
+// Reads one protocol entry of `module`, its own keys `keys` (from line 5),
+// into `values`; the errors.
+std::vector<std::string> read_entry(const smp_module& module, const std::string& keys, smp::ModuleValues& values) {
+    const auto config = config_with("protocols:\n  - module: proto\n    host: ::1\n    port: 1\n" + keys);
+    smp::ErrorList errors("test.yaml");
+    values.read(config.protocols[0], module, true, errors);
+    return errors.take();
+}
+
 std::string load_errors(const std::string& text) {
     const auto config = config_with(text);
     try {
@@ -137,17 +146,8 @@ TEST_CASE("module keys are checked against the module's table") {
     auto module = protocol_module();
     module.config_keys = keys;
     module.config_key_count = 3;
-    const auto config = config_with(
-        "protocols:\n"
-        "  - module: proto\n"
-        "    host: ::1\n"
-        "    port: 1\n"
-        "    root: /srv\n"
-        "    names: [a, b]\n");
     smp::ModuleValues values;
-    smp::ErrorList errors("test.yaml");
-    values.read(config.protocols[0], module, true, errors);
-    CHECK(errors.empty());
+    CHECK(read_entry(module, "    root: /srv\n    names: [a, b]\n", values).empty());
     REQUIRE(values.size() == 3);
     CHECK(std::strcmp(values.data()[0].string, "/srv") == 0);
     CHECK(values.data()[0].line == 5);
@@ -156,21 +156,12 @@ TEST_CASE("module keys are checked against the module's table") {
     REQUIRE(values.data()[2].list_length == 2);
     CHECK(std::strcmp(values.data()[2].list[1], "b") == 0);
 
-    const auto bad = config_with(
-        "protocols:\n"
-        "  - module: proto\n"
-        "    host: ::1\n"
-        "    port: 1\n"
-        "    blok_size: 1k\n"
-        "    block_size: lots\n");
     smp::ModuleValues bad_values;
-    smp::ErrorList bad_errors("test.yaml");
-    bad_values.read(bad.protocols[0], module, true, bad_errors);
-    REQUIRE(bad_errors.errors().size() == 3);
-    CHECK(bad_errors.errors()[0] == "test.yaml:5: protocols[0].blok_size: unknown key of module 'proto'");
-    CHECK(bad_errors.errors()[1] == "test.yaml:2: protocols[0].root: missing required key");
-    CHECK(bad_errors.errors()[2] ==
-          "test.yaml:6: protocols[0].block_size: must be a size such as 4096, 256KiB, 1MiB or 10MB");
+    const auto bad_errors = read_entry(module, "    blok_size: 1k\n    block_size: lots\n", bad_values);
+    REQUIRE(bad_errors.size() == 3);
+    CHECK(bad_errors[0] == "test.yaml:5: protocols[0].blok_size: unknown key of module 'proto'");
+    CHECK(bad_errors[1] == "test.yaml:2: protocols[0].root: missing required key");
+    CHECK(bad_errors[2] == "test.yaml:6: protocols[0].block_size: must be a size such as 4096, 256KiB, 1MiB or 10MB");
 }
 
 TEST_CASE("SMP_HAS reads a struct's size") {
@@ -203,16 +194,8 @@ TEST_CASE("the key table steps by the module's config_key_size") {
     module.config_key_size = sizeof(GrownKey);
     CHECK(smp::check_module(&module, "proto", SMP_MODULE_PROTOCOL).empty());
     CHECK(std::strcmp(smp::config_key(module, 1).name, "block_size") == 0);
-    const auto config = config_with(
-        "protocols:\n"
-        "  - module: proto\n"
-        "    host: ::1\n"
-        "    port: 1\n"
-        "    root: /srv\n");
     smp::ModuleValues values;
-    smp::ErrorList errors("test.yaml");
-    values.read(config.protocols[0], module, true, errors);
-    CHECK(errors.empty());
+    CHECK(read_entry(module, "    root: /srv\n", values).empty());
     REQUIRE(values.size() == 2);
     const smp_core_api* core = &smp::core_api();
     CHECK(std::strcmp(smp_config_value_at(core, values.data(), 0)->string, "/srv") == 0);
