@@ -8,12 +8,31 @@
 #include <climits>
 #include <filesystem>
 #include <map>
-#include <span>
 
 namespace smp {
 namespace {
 
 const char* kind_name(smp_module_kind kind) { return kind == SMP_MODULE_PROTOCOL ? "protocol" : "plugin"; }
+
+std::string uv_version_text(uint32_t hex) {
+    return std::to_string(hex >> 16) + "." + std::to_string((hex >> 8) & 0xff) + "." + std::to_string(hex & 0xff);
+}
+
+// The stride of a module's key table: its config_key_size (ABI 1.7), or the
+// 1.0 size of a key, which is this header's (check_module refuses less).
+size_t config_key_stride(const smp_module& module) {
+    return SMP_HAS(&module, config_key_size) && module.config_key_size != 0 ? module.config_key_size
+                                                                            : sizeof(smp_config_key);
+}
+
+}  // namespace
+
+const smp_config_key& config_key(const smp_module& module, size_t i) {
+    return *reinterpret_cast<const smp_config_key*>(reinterpret_cast<const char*>(module.config_keys) +
+                                                    i * config_key_stride(module));
+}
+
+namespace {
 
 std::string executable_dir() {
     std::array<char, PATH_MAX> buffer{};
@@ -62,12 +81,12 @@ void read_value(const YAML::Node& node, const smp_config_key& key, const std::st
 void report_init_error(const ModuleInstance& module, std::string_view message, ErrorList& errors) {
     if (message.empty()) message = "init failed";
     const ModuleEntry& entry = *module.entry;
-    const auto table = std::span(module.api->config_keys, module.api->config_key_count);
     const auto colon = message.find(": ");
-    for (size_t i = 0; colon != std::string_view::npos && i < table.size(); ++i) {
-        if (message.substr(0, colon) != table[i].name) continue;
+    for (size_t i = 0; colon != std::string_view::npos && i < module.api->config_key_count; ++i) {
+        const smp_config_key& key = config_key(*module.api, i);
+        if (message.substr(0, colon) != key.name) continue;
         const int line = module.values.data()[i].line;
-        errors.add_line(line > 0 ? line : line_of(entry.node), entry.key + "." + table[i].name,
+        errors.add_line(line > 0 ? line : line_of(entry.node), entry.key + "." + key.name,
                         std::string(message.substr(colon + 2)));
         return;
     }
@@ -85,6 +104,27 @@ std::string check_module(const smp_module* module, std::string_view name, smp_mo
     if (module->abi_major != SMP_ABI_MAJOR)
         return who + ": built for ABI major version " + std::to_string(module->abi_major) +
                ", this server speaks ABI " + std::to_string(SMP_ABI_MAJOR);
+    // A newer minor may rely on what this core lacks (a core call, a field
+    // it fills): refused rather than half run.
+    if (module->abi_minor > SMP_ABI_MINOR)
+        return who + ": built for ABI " + std::to_string(SMP_ABI_MAJOR) + "." + std::to_string(module->abi_minor) +
+               ", this server has ABI " + std::to_string(SMP_ABI_MAJOR) + "." + std::to_string(SMP_ABI_MINOR);
+    // The module drives the core's uv_loop_t with the libuv running here,
+    // which serves what was built against its major and an older or equal
+    // minor. A module before ABI 1.7 does not say: not checked.
+    if (SMP_HAS(module, uv_version)) {
+        const uint32_t running = uv_version();
+        if (module->uv_version == 0)
+            return who + ": does not say which libuv it was built against (uv_version is 0: set it with " +
+                   "SMP_MODULE_INIT or smp_module_stamp)";
+        if (module->uv_version >> 16 != running >> 16 || (module->uv_version & 0xff00) > (running & 0xff00))
+            return who + ": built against libuv " + uv_version_text(module->uv_version) + ", this server runs libuv " +
+                   uv_version_text(running) + " (a module needs the same major version and no newer minor)";
+    }
+    if (SMP_HAS(module, config_key_size) && module->config_key_size != 0 &&
+        module->config_key_size < sizeof(smp_config_key))
+        return who + ": config_key_size " + std::to_string(module->config_key_size) + " is smaller than the " +
+               std::to_string(sizeof(smp_config_key)) + " bytes of a config key";
     if (module->name == nullptr || name != module->name)
         return who + ": the module calls itself '" + std::string(module->name ? module->name : "") + "'";
     if (module->kind != kind)
@@ -110,23 +150,25 @@ std::string check_module(const smp_module* module, std::string_view name, smp_mo
                             (SMP_MODULE_HOOK(module, cache_get) != nullptr) +
                             (SMP_MODULE_HOOK(module, cache_set) != nullptr);
     if (cache_hooks != 0 && cache_hooks != 3) return who + ": cache_max_size, cache_get and cache_set come together";
+    if ((SMP_MODULE_HOOK(module, query) == nullptr) != (SMP_MODULE_HOOK(module, free_table) == nullptr))
+        return who + ": query and free_table come together";
     return {};
 }
 
 void ModuleValues::read(const ModuleEntry& entry, const smp_module& module, bool is_protocol, ErrorList& errors) {
-    const auto table = std::span(module.config_keys, module.config_key_count);
+    const size_t count = module.config_key_count;
     check_repeated_keys(entry.node, entry.key, errors);
     for (const auto& item : entry.node) {
         const auto name = item.first.Scalar();
         const bool core_key = name == "module" || (is_protocol && (name == "host" || name == "port"));
-        const bool module_key =
-            std::any_of(table.begin(), table.end(), [&](const smp_config_key& key) { return name == key.name; });
+        bool module_key = false;
+        for (size_t i = 0; i < count && !module_key; ++i) module_key = name == config_key(module, i).name;
         if (!core_key && !module_key)
             errors.add(item.first, entry.key + "." + name, "unknown key of module '" + entry.module + "'");
     }
-    values_.assign(table.size(), smp_config_value{});
-    for (size_t i = 0; i < table.size(); ++i) {
-        const auto& key = table[i];
+    values_.assign(count, smp_config_value{});
+    for (size_t i = 0; i < count; ++i) {
+        const auto& key = config_key(module, i);
         const std::string name = entry.key + "." + key.name;
         const YAML::Node node = entry.node[key.name];
         if (node) {

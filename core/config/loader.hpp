@@ -13,10 +13,13 @@
 
 namespace smp {
 
-// Why `module` cannot be used as `name` of `kind`; empty when it can.
-// `struct_size` is the module's own `size` field, checked before any other
-// field is read.
+// Why `module` cannot be used as `name` of `kind`; empty when it can. The
+// module's own `size` is checked before any other field is read, and a field
+// of a later minor is read only when `size` covers it.
 std::string check_module(const smp_module* module, std::string_view name, smp_module_kind kind);
+
+// The i-th key of a checked module's table, stepping by its config_key_size.
+const smp_config_key& config_key(const smp_module& module, size_t i);
 
 // The values of one module entry, in the order of the module's key table.
 // Owns every string the values point at.

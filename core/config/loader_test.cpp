@@ -13,13 +13,12 @@ int accept_ok(void*, int, const smp_connection_info*) { return SMP_OK; }
 void shutdown_noop(void*) {}
 void on_close_noop(void*, const smp_record*) {}
 uint64_t cache_max_size_zero(void*) { return 0; }
+int query_none(void*, const smp_query*, smp_table**, char*, size_t) { return SMP_ERROR; }
 int cache_get_miss(void*, const char*, void*, uint64_t) { return 0; }
 
 smp_module protocol_module() {
     smp_module module{};
-    module.size = sizeof(smp_module);
-    module.abi_major = SMP_ABI_MAJOR;
-    module.abi_minor = SMP_ABI_MINOR;
+    smp_module_stamp(&module);
     module.kind = SMP_MODULE_PROTOCOL;
     module.name = "proto";
     module.init_master = init_ok;
@@ -30,6 +29,15 @@ smp_module protocol_module() {
 }
 
 smp::Config config_with(const std::string& text) { return smp::parse_config(text, "test.yaml", ""); }
+
+// Reads one protocol entry of `module`, its own keys `keys` (from line 5),
+// into `values`; the errors.
+std::vector<std::string> read_entry(const smp_module& module, const std::string& keys, smp::ModuleValues& values) {
+    const auto config = config_with("protocols:\n  - module: proto\n    host: ::1\n    port: 1\n" + keys);
+    smp::ErrorList errors("test.yaml");
+    values.read(config.protocols[0], module, true, errors);
+    return errors.take();
+}
 
 std::string load_errors(const std::string& text) {
     const auto config = config_with(text);
@@ -55,6 +63,47 @@ TEST_CASE("the ABI check names what is wrong") {
         module.abi_major = 2;
         CHECK(smp::check_module(&module, "proto", SMP_MODULE_PROTOCOL) ==
               "module 'proto': built for ABI major version 2, this server speaks ABI 1");
+    }
+    SUBCASE("a newer minor version") {
+        module.abi_minor = SMP_ABI_MINOR + 1;
+        CHECK(smp::check_module(&module, "proto", SMP_MODULE_PROTOCOL) ==
+              "module 'proto': built for ABI 1." + std::to_string(SMP_ABI_MINOR + 1) + ", this server has ABI 1." +
+                  std::to_string(SMP_ABI_MINOR));
+    }
+    SUBCASE("an older minor version loads") {
+        module.abi_minor = 0;
+        CHECK(smp::check_module(&module, "proto", SMP_MODULE_PROTOCOL).empty());
+    }
+    SUBCASE("libuv") {
+        const unsigned running = uv_version();
+        const std::string runs = ", this server runs libuv " + std::to_string(running >> 16) + "." +
+                                 std::to_string((running >> 8) & 0xff) + "." + std::to_string(running & 0xff) +
+                                 " (a module needs the same major version and no newer minor)";
+        module.uv_version = running + 0x100;  // the next minor
+        CHECK(smp::check_module(&module, "proto", SMP_MODULE_PROTOCOL) ==
+              "module 'proto': built against libuv " + std::to_string(running >> 16) + "." +
+                  std::to_string(((running >> 8) & 0xff) + 1) + "." + std::to_string(running & 0xff) + runs);
+        module.uv_version = 0x020000;
+        CHECK(smp::check_module(&module, "proto", SMP_MODULE_PROTOCOL) ==
+              "module 'proto': built against libuv 2.0.0" + runs);
+        module.uv_version = 0;
+        CHECK(smp::check_module(&module, "proto", SMP_MODULE_PROTOCOL).find("does not say which libuv") !=
+              std::string::npos);
+        module.uv_version = running & 0xff0000;  // an older minor of the same major
+        CHECK(smp::check_module(&module, "proto", SMP_MODULE_PROTOCOL).empty());
+        // A module before ABI 1.7 does not say, and is not asked.
+        module.uv_version = 0;
+        module.size = offsetof(smp_module, uv_version);
+        CHECK(smp::check_module(&module, "proto", SMP_MODULE_PROTOCOL).empty());
+    }
+    SUBCASE("config key stride") {
+        module.config_key_size = sizeof(smp_config_key) - 8;
+        CHECK(smp::check_module(&module, "proto", SMP_MODULE_PROTOCOL).find("config_key_size") != std::string::npos);
+    }
+    SUBCASE("query needs free_table") {
+        module.query = query_none;
+        CHECK(smp::check_module(&module, "proto", SMP_MODULE_PROTOCOL) ==
+              "module 'proto': query and free_table come together");
     }
     SUBCASE("struct too small") {
         module.size = 16;
@@ -97,17 +146,8 @@ TEST_CASE("module keys are checked against the module's table") {
     auto module = protocol_module();
     module.config_keys = keys;
     module.config_key_count = 3;
-    const auto config = config_with(
-        "protocols:\n"
-        "  - module: proto\n"
-        "    host: ::1\n"
-        "    port: 1\n"
-        "    root: /srv\n"
-        "    names: [a, b]\n");
     smp::ModuleValues values;
-    smp::ErrorList errors("test.yaml");
-    values.read(config.protocols[0], module, true, errors);
-    CHECK(errors.empty());
+    CHECK(read_entry(module, "    root: /srv\n    names: [a, b]\n", values).empty());
     REQUIRE(values.size() == 3);
     CHECK(std::strcmp(values.data()[0].string, "/srv") == 0);
     CHECK(values.data()[0].line == 5);
@@ -116,21 +156,50 @@ TEST_CASE("module keys are checked against the module's table") {
     REQUIRE(values.data()[2].list_length == 2);
     CHECK(std::strcmp(values.data()[2].list[1], "b") == 0);
 
-    const auto bad = config_with(
-        "protocols:\n"
-        "  - module: proto\n"
-        "    host: ::1\n"
-        "    port: 1\n"
-        "    blok_size: 1k\n"
-        "    block_size: lots\n");
     smp::ModuleValues bad_values;
-    smp::ErrorList bad_errors("test.yaml");
-    bad_values.read(bad.protocols[0], module, true, bad_errors);
-    REQUIRE(bad_errors.errors().size() == 3);
-    CHECK(bad_errors.errors()[0] == "test.yaml:5: protocols[0].blok_size: unknown key of module 'proto'");
-    CHECK(bad_errors.errors()[1] == "test.yaml:2: protocols[0].root: missing required key");
-    CHECK(bad_errors.errors()[2] ==
-          "test.yaml:6: protocols[0].block_size: must be a size such as 4096, 256KiB, 1MiB or 10MB");
+    const auto bad_errors = read_entry(module, "    blok_size: 1k\n    block_size: lots\n", bad_values);
+    REQUIRE(bad_errors.size() == 3);
+    CHECK(bad_errors[0] == "test.yaml:5: protocols[0].blok_size: unknown key of module 'proto'");
+    CHECK(bad_errors[1] == "test.yaml:2: protocols[0].root: missing required key");
+    CHECK(bad_errors[2] == "test.yaml:6: protocols[0].block_size: must be a size such as 4096, 256KiB, 1MiB or 10MB");
+}
+
+TEST_CASE("SMP_HAS reads a struct's size") {
+    smp_record record{};
+    record.size = offsetof(smp_record, received_bytes);  // a module before ABI 1.4
+    CHECK_FALSE(SMP_HAS(&record, received_bytes));
+    CHECK(SMP_HAS(&record, reason));
+    record.size = sizeof record;
+    CHECK(SMP_HAS(&record, log_index));
+    const smp_core_api* core = &smp::core_api();
+    CHECK(SMP_HAS(core, config_value_size));
+    CHECK(core->config_value_size == sizeof(smp_config_value));
+}
+
+// A key table of a later minor, whose keys have grown: the core steps by
+// the module's config_key_size.
+struct GrownKey {
+    smp_config_key key;
+    int64_t later_field;
+};
+
+TEST_CASE("the key table steps by the module's config_key_size") {
+    static const GrownKey keys[] = {
+        {{"root", SMP_CONFIG_STRING, nullptr, 1, "folder served"}, 7},
+        {{"block_size", SMP_CONFIG_SIZE, "256KiB", 0, "bytes per send"}, 7},
+    };
+    auto module = protocol_module();
+    module.config_keys = &keys[0].key;
+    module.config_key_count = 2;
+    module.config_key_size = sizeof(GrownKey);
+    CHECK(smp::check_module(&module, "proto", SMP_MODULE_PROTOCOL).empty());
+    CHECK(std::strcmp(smp::config_key(module, 1).name, "block_size") == 0);
+    smp::ModuleValues values;
+    CHECK(read_entry(module, "    root: /srv\n", values).empty());
+    REQUIRE(values.size() == 2);
+    const smp_core_api* core = &smp::core_api();
+    CHECK(std::strcmp(smp_config_value_at(core, values.data(), 0)->string, "/srv") == 0);
+    CHECK(smp_config_value_at(core, values.data(), 1)->number == 256 * 1024);
 }
 
 TEST_CASE("modules built with the wrong ABI are refused by name") {
@@ -140,6 +209,12 @@ TEST_CASE("modules built with the wrong ABI are refused by name") {
           std::string::npos);
     CHECK(load_errors(prefix + "missing_hook, host: 127.0.0.1, port: 1}\n")
               .find("module 'missing_hook': required hook accept is missing") != std::string::npos);
+    CHECK(load_errors(prefix + "future_minor, host: 127.0.0.1, port: 1}\n")
+              .find("test.yaml:3: protocols[0].module: module 'future_minor': built for ABI 1." +
+                    std::to_string(SMP_ABI_MINOR + 1) + ", this server has ABI 1." + std::to_string(SMP_ABI_MINOR)) !=
+          std::string::npos);
+    CHECK(load_errors(prefix + "bad_uv, host: 127.0.0.1, port: 1}\n")
+              .find("module 'bad_uv': built against libuv 2.0.0, this server runs libuv ") != std::string::npos);
     CHECK(load_errors(prefix + "nosuch, host: 127.0.0.1, port: 1}\n")
               .find("module 'nosuch' not found (looked for " SMP_FIXTURE_DIR "/nosuch.so)") != std::string::npos);
 }

@@ -55,8 +55,9 @@ void api_cache_set(smp_worker* worker, const char* key, const void* data, uint64
 }
 
 constexpr smp_core_api kCoreApi{
-    sizeof(smp_core_api), api_log,           api_log_enabled,   api_transfer,       api_close,     api_disconnect,
-    api_trusted_proxy,    api_limit_acquire, api_limit_release, api_cache_max_size, api_cache_get, api_cache_set};
+    sizeof(smp_core_api), api_log,           api_log_enabled,         api_transfer,      api_close,
+    api_disconnect,       api_trusted_proxy, api_limit_acquire,       api_limit_release, api_cache_max_size,
+    api_cache_get,        api_cache_set,     sizeof(smp_config_value)};
 
 int64_t now_us() {
     using namespace std::chrono;

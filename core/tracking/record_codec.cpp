@@ -77,8 +77,7 @@ void append_record(const smp_record& record, RecordKind kind, uint32_t pid, std:
     fixed.header_bytes = record.header_bytes;
     fixed.body_bytes = record.body_bytes;
     fixed.received_bytes = smp_record_received_bytes(&record);
-    fixed.log_number =
-        record.size >= offsetof(smp_record, log_number) + sizeof record.log_number ? record.log_number : 0;
+    fixed.log_number = SMP_HAS(&record, log_number) ? record.log_number : 0;
     fixed.log_index = smp_record_log_index(&record);
     fixed.worker_id = record.worker_id;
     fixed.status = record.status;

@@ -9,25 +9,69 @@
  * the natural choice). The core dlopens the module by the name written in
  * the YAML, calls the entry symbol, and refuses the module, naming it and
  * the reason, when:
- *   - `abi_major` differs from SMP_ABI_MAJOR;
  *   - `size` is smaller than SMP_MODULE_MIN_SIZE;
+ *   - `abi_major` differs from SMP_ABI_MAJOR;
+ *   - `abi_minor` is greater than this core's SMP_ABI_MINOR (the module may
+ *     need something this core lacks): "built for ABI 1.8, this server has
+ *     ABI 1.7";
+ *   - (ABI 1.7) `uv_version` names a libuv of another major version than the
+ *     one running (uv_version()), or a newer minor: the module drives the
+ *     core's uv_loop_t with the running library, which is compatible with
+ *     what was built against its own major version and an older or equal
+ *     minor, and with nothing else. 0 is refused too (not stamped);
  *   - `name` differs from the name it was loaded by;
- *   - a hook marked REQUIRED below for the module's kind is NULL.
+ *   - `kind` differs from the YAML section it is named in;
+ *   - a hook marked REQUIRED below for the module's kind is NULL, or one of
+ *     hooks that come together (counter_*, cache_*, query and free_table)
+ *     is set without the others;
+ *   - (ABI 1.7) `config_key_size` is set and smaller than a 1.0 smp_config_key.
+ * SMP_MODULE_INIT (C) or smp_module_stamp() (C or C++) set size, abi_major,
+ * abi_minor, uv_version and config_key_size as the module is compiled.
  *
  * Growth: fields are only ever appended. `size` is sizeof(smp_module) as
  * the module was compiled, so the core reads only the fields the module
- * knows. The same holds for every struct here that starts with `size`.
+ * knows; the same holds for every struct here that starts with `size`, in
+ * both directions. SMP_HAS(pointer, field) says whether a struct holds a
+ * field: a module asks it of `core` before calling a function of a later
+ * minor than 1.0, and the core asks it of the module's structs.
+ * A module built for an older minor runs unchanged in a newer core of the
+ * same major; a module built for a newer minor is refused (above), so a
+ * module only ever meets a core that knows at least what it knows.
  *
  * Ownership, stated once: the module owns its memory; every pointer the
  * core passes to a hook is borrowed for the duration of that call, and
  * every pointer a module passes to the core is borrowed for the duration
- * of that call. Nothing C++ crosses this boundary: every hook catches all
- * exceptions inside the module and returns a code plus, where the hook has
- * one, a message in the caller's error buffer.
+ * of that call. The exceptions, each repeated where it applies:
+ *   - the smp_core_api given to init_master is static in the core: keep it
+ *     for the life of the process (every process forked from the master);
+ *   - the smp_worker_context given to init_worker, and the loop, worker and
+ *     node it points at, stay valid until that worker's exit_worker has
+ *     returned: a module keeps them for the worker's life;
+ *   - the smp_module struct and the config_keys table a module returns are
+ *     read for as long as the .so is loaded;
+ *   - the smp_config_value array given to init_master, and the strings it
+ *     points at, stay valid until exit_master (and in every process forked
+ *     after init_master, for that process's life);
+ *   - an smp_table a query returns is the module's until free_table.
+ * Nothing C++ crosses this boundary: every hook catches all exceptions
+ * inside the module and returns a code plus, where the hook has one, a
+ * message in the caller's error buffer (a NUL-terminated sentence of at
+ * most error_size bytes, the NUL included).
  *
- * Processes: hooks named `*_master` run in the master before fork; hooks
- * named `*_worker` and the connection hooks run in a worker process after
- * fork, on that worker's event loop, and must never block it.
+ * Processes and threads. Each hook below says where it runs:
+ *   - master: the master process, before it forks workers (and again on a
+ *     reload, with the old configuration's workers still serving). Also the
+ *     short-lived processes of `smprotocol -t` (init_master, exit_master)
+ *     and `smprotocol stats` (init_master, query, free_table, exit_master).
+ *   - worker: a worker process, after fork, on the thread that runs the
+ *     worker's uv_loop_t. "Worker loop" hooks and core calls run inside a
+ *     loop callback: they MUST NOT block (no disk reads of unknown length,
+ *     no network round trips, no sleeping, no waiting on a lock another
+ *     process holds). Every other connection waits while one of them runs.
+ *   - collector: the stats collector process, on its storage thread (one
+ *     per store; never an event loop): these hooks may block.
+ * "May block" below means the core does not mind the hook taking time
+ * there; what it delays is said with it.
  */
 #ifndef SMP_MODULE_H
 #define SMP_MODULE_H
@@ -42,12 +86,31 @@ extern "C" {
 #endif
 
 #define SMP_ABI_MAJOR 1
-#define SMP_ABI_MINOR 6
+#define SMP_ABI_MINOR 7
 
-/* Return codes of hooks. Negative values are errors. */
-#define SMP_OK 0
-#define SMP_ERROR (-1)
-#define SMP_REFUSE 1 /* connection hook: refuse this connection */
+/*
+ * What a hook that returns `int` returns, unless it says otherwise (the
+ * counter, cache and reclaim hooks return numbers of their own). Hooks keep
+ * `int` in their signatures, so that modules written before this enum
+ * compile unchanged; the names and values are those of ABI 1.0's #defines.
+ * Return one of these values and no other: the core compares with them
+ * (init_master: anything but SMP_OK fails the configuration).
+ */
+typedef enum smp_status {
+    SMP_ERROR = -1, /* failed: a sentence in the error buffer, where the hook has one */
+    SMP_OK = 0,
+    SMP_REFUSE = 1 /* on_connection only: close this connection before any byte is read */
+} smp_status;
+
+/*
+ * SMP_HAS(pointer, field): 1 when the struct `pointer` points at holds
+ * `field`, by its `size` (what its builder knew), else 0. Works on every
+ * struct here that starts with `size`, in C and C++ (g++ and clang):
+ *
+ *     if (SMP_HAS(core, cache_set)) core->cache_set(...);    ABI 1.4
+ */
+#define SMP_HAS(pointer, field) \
+    ((size_t)(pointer)->size >= offsetof(__typeof__(*(pointer)), field) + sizeof((pointer)->field))
 
 typedef enum smp_module_kind {
     SMP_MODULE_PROTOCOL = 1, /* owns the bytes of connections on its listeners */
@@ -101,6 +164,15 @@ typedef enum smp_end_reason {
  * against it (unknown key, wrong type, missing required key: an error that
  * names the key, the file and the line) and hands the module the values in
  * table order. `module`, `host` and `port` are the core's own keys.
+ *
+ * Both are arrays of structs that may grow, so each has a stride that is
+ * not the reader's sizeof:
+ *   - the module's table steps by smp_module.config_key_size (ABI 1.7, set
+ *     by SMP_MODULE_INIT / smp_module_stamp to sizeof(smp_config_key) as
+ *     the module was compiled; absent or 0: the 1.0 size);
+ *   - the core's values step by smp_core_api.config_value_size (ABI 1.7):
+ *     read the i-th with smp_config_value_at(core, values, i). Until
+ *     smp_config_value grows, values[i] is the same element.
  */
 typedef enum smp_config_type {
     SMP_CONFIG_STRING = 1,
@@ -117,6 +189,8 @@ typedef struct smp_config_key {
     const char* default_value; /* as it would be written in YAML; NULL: none */
     int required;              /* 1: the key must be present */
     const char* description;
+    /* New fields are appended here; the core reads them only when the
+       module's config_key_size covers them. */
 } smp_config_key;
 
 typedef struct smp_config_value {
@@ -126,6 +200,8 @@ typedef struct smp_config_value {
     const char* const* list; /* STRING_LIST */
     size_t list_length;      /* STRING_LIST */
     int line;                /* 1-based line in the config file; 0 for a default */
+    /* New fields are appended here; the core steps through the array by
+       its own sizeof, which it states in core->config_value_size. */
 } smp_config_value;
 
 /* ---- records ------------------------------------------------------------ */
@@ -201,14 +277,12 @@ typedef struct smp_record {
 /* A record's received_bytes, or 0 when the module was built before ABI 1.4
    and its record is too small to hold the field. */
 static inline uint64_t smp_record_received_bytes(const smp_record* record) {
-    return record->size >= offsetof(smp_record, received_bytes) + sizeof(record->received_bytes)
-               ? record->received_bytes
-               : 0;
+    return SMP_HAS(record, received_bytes) ? record->received_bytes : 0;
 }
 
 /* A record's log_index, or 0 when the record is too small to hold it. */
 static inline uint64_t smp_record_log_index(const smp_record* record) {
-    return record->size >= offsetof(smp_record, log_index) + sizeof(record->log_index) ? record->log_index : 0;
+    return SMP_HAS(record, log_index) ? record->log_index : 0;
 }
 
 /* A logical download as stored (ABI 1.2): every request of one client for
@@ -248,7 +322,13 @@ typedef struct smp_download {
    batch of the second it changed in, open at first, finished at last: a
    store upserts it by id. A batch may be offered again (after a failed
    call, or replayed from the spool after a restart): `origin` and
-   `sequence` name it, so a store can skip one it already stored. */
+   `sequence` name it, so a store can skip one it already stored.
+   `records` and `downloads` are arrays of the core's own smp_record and
+   smp_download, stepping by the core's sizeof: each element's `size` says
+   which fields it holds, but a store built for a minor before the one that
+   last grew them (1.6 for smp_record, 1.2 for smp_download) indexes them
+   wrongly. Build stores against the core's header; a stride here is left
+   for a later minor. */
 typedef struct smp_batch {
     uint32_t size;
     const smp_record* records; /* finished requests */
@@ -279,150 +359,291 @@ typedef struct smp_table {
     const char* const* cells; /* row after row; NULL for no value */
 } smp_table;
 
-/* ---- what the core offers a module -------------------------------------- */
+/* ---- what the core offers a module --------------------------------------
+ *
+ * One static smp_core_api, given to init_master: a module keeps the pointer
+ * for the life of the process, and of every process forked from it. Every
+ * function is REQUIRED of the core (never NULL) from the minor that added
+ * it on; ask SMP_HAS(core, field) before calling one added after 1.0.
+ * Strings and records a module passes are borrowed for the call: the core
+ * copies what it keeps.
+ */
 
 typedef struct smp_worker smp_worker; /* opaque: the core's per-worker state */
 
 typedef struct smp_core_api {
     uint32_t size;
-    /* Logs through the core's logger, prefixed with the module's name. */
+    /* Any process, any thread (the storage thread too); never blocks.
+       Logs through the core's logger, prefixed with `module`. */
     void (*log)(smp_log_level level, const char* module, const char* message);
+    /* Any process, any thread; never blocks. 1 when `level` is logged:
+       skip building a message nobody reads. */
     int (*log_enabled)(smp_log_level level);
-    /* Worker side: progress of a running exchange (throttle it: at most about once a second). */
+
+    /* The calls below take the smp_worker of init_worker's context: worker
+       process only, on the worker's loop thread, inside a loop callback. */
+
+    /* Worker loop; does not block. Progress of a running exchange (throttle
+       it: at most about once a second). Runs every plugin's on_transfer
+       before it returns. */
     void (*transfer)(smp_worker* worker, const smp_record* record);
-    /* Worker side: an exchange ended; the final record. Exactly once per record. */
+    /* Worker loop; does not block. An exchange ended; the final record.
+       Exactly once per record. Writes the access log line (buffered) and
+       the tracking record, and runs every plugin's on_close, before it
+       returns. */
     void (*close)(smp_worker* worker, const smp_record* record);
-    /* Worker side: the module closed a connection it was given by accept.
-       Exactly once per accepted connection, after its last close(). */
+    /* Worker loop; does not block. The module closed a connection it was
+       given by accept. Exactly once per accepted connection, after its last
+       close(). Runs every plugin's on_disconnect; the worker may accept
+       again, or, stopping, end its loop once the last one is gone. */
     void (*disconnect)(smp_worker* worker, const smp_connection_info* info);
-    /* ABI 1.1. Worker side: 1 when `ip` is one of the configured
-       trusted_proxies, whose X-Forwarded-For / Forwarded may be believed. */
+    /* ABI 1.1. Worker loop; does not block. 1 when `ip` is one of the
+       configured trusted_proxies, whose X-Forwarded-For / Forwarded may be
+       believed. */
     int (*trusted_proxy)(smp_worker* worker, const char* ip);
-    /* ABI 1.3. Worker side: one of `limit` slots of `key` in a counter that
-       plugins share across servers (memcache), held at most `ttl_s` seconds.
-       1: taken, release it with limit_release; 0: all taken; -1: no shared
-       counter can answer (none configured, or its server is down and the
-       plugin says to fall back): use the server's own counters. Never blocks
-       the loop for longer than the plugin's timeouts (tens of milliseconds). */
+    /* ABI 1.3. Worker loop. TODAY THIS MAY BLOCK: issue 15. One of `limit`
+       slots of `key` in a counter that plugins share across servers
+       (memcache), held at most `ttl_s` seconds. 1: taken, release it with
+       limit_release; 0: all taken; -1: no shared counter can answer (none
+       configured, or its server is down and the plugin says to fall back):
+       use the server's own counters. The core asks the plugins' hooks in
+       turn and returns the first answer that is not -1; memcache's makes a
+       synchronous round trip to memcached, so the worker's loop waits up to
+       the plugin's timeouts (its `timeout`, 50 ms by default, for the
+       connect and again for the reply). */
     int (*limit_acquire)(smp_worker* worker, const char* key, uint32_t limit, uint32_t ttl_s);
+    /* ABI 1.3. Worker loop. TODAY THIS MAY BLOCK: issue 15 (as
+       limit_acquire; every plugin that has counters is told). */
     void (*limit_release)(smp_worker* worker, const char* key);
-    /* ABI 1.4. Worker side: a cache of file bodies that plugins share across
-       servers (memcache). `key` names one version of a file (the module puts
-       its size and mtime in it, so a changed file is a new key).
-       cache_max_size: the largest body a plugin would keep; 0: no cache.
-       cache_get: 1: `size` bytes copied into `buffer`; 0: not cached;
-       -1: cannot answer (too big, or the cache is down).
-       cache_set: offers a body; the plugin copies what it keeps.
-       Same bound on blocking as limit_acquire. */
+    /* ABI 1.4. Worker loop. A cache of file bodies that plugins share
+       across servers (memcache), the first plugin that has one. `key` names
+       one version of a file (the module puts its size and mtime in it, so a
+       changed file is a new key).
+       cache_max_size: does not block. The largest body a plugin would keep;
+       0: no cache.
+       cache_get: TODAY THIS MAY BLOCK: issue 15 (a synchronous round trip,
+       as limit_acquire). 1: `size` bytes copied into `buffer` (the
+       caller's, at least `size` bytes); 0: not cached; -1: cannot answer
+       (too big, or the cache is down).
+       cache_set: TODAY THIS MAY BLOCK: issue 15 (as cache_get). Offers a
+       body, borrowed for the call; the plugin copies what it keeps. */
     uint64_t (*cache_max_size)(smp_worker* worker);
     int (*cache_get)(smp_worker* worker, const char* key, void* buffer, uint64_t size);
     void (*cache_set)(smp_worker* worker, const char* key, const void* data, uint64_t size);
+    /* ABI 1.7. sizeof(smp_config_value) as the core was compiled: the
+       stride of the values array given to init_master. */
+    uint32_t config_value_size;
 } smp_core_api;
 
-/* What a worker gives a module after fork. */
+/* The i-th value of the array init_master was given, whatever size of
+   smp_config_value the core was built with. */
+static inline const smp_config_value* smp_config_value_at(const smp_core_api* core, const smp_config_value* values,
+                                                          size_t i) {
+    /* A core before 1.7 has the 1.0 element, which this header's still is. */
+    const size_t stride = SMP_HAS(core, config_value_size) && core->config_value_size != 0 ? core->config_value_size
+                                                                                           : sizeof(smp_config_value);
+    return (const smp_config_value*)((const char*)values + i * stride);
+}
+
+/* What a worker gives a module after fork, in init_worker. An exception to
+   "borrowed for the call": this struct, and the loop, worker and node it
+   points at, stay valid until the worker's exit_worker has returned, and a
+   module keeps them for the worker's life. */
 typedef struct smp_worker_context {
     uint32_t size;
-    uv_loop_t* loop;    /* the worker's own loop, created after fork */
+    /* The worker's own loop, created after fork and run on this thread. A
+       module opens its handles on it and closes them all by the end of
+       exit_worker: the core then runs the loop until their close callbacks
+       have run, and logs a leak if any handle is still open. */
+    uv_loop_t* loop;
     smp_worker* worker; /* pass back to smp_core_api calls */
     uint32_t worker_id; /* 1..N */
-    const char* node;
+    const char* node;   /* this host's name */
 } smp_worker_context;
 
-/* ---- the module --------------------------------------------------------- */
+/* ---- the module ---------------------------------------------------------
+ *
+ * Hook by hook: REQUIRED or OPTIONAL and for which kind, the process it
+ * runs in (see the top of this file), whether it may block, and the
+ * lifetime of what it receives. `instance` is what init_master made,
+ * `worker_state` what init_worker made (NULL when the module has none) and
+ * `collector_state` what init_collector made (the instance when the module
+ * has none, or leaves it unset).
+ */
 
 typedef struct smp_module {
     uint32_t size;      /* sizeof(smp_module) as the module was compiled */
     uint32_t abi_major; /* SMP_ABI_MAJOR */
-    uint32_t abi_minor; /* SMP_ABI_MINOR */
+    uint32_t abi_minor; /* SMP_ABI_MINOR; more than the core's: refused */
     smp_module_kind kind;
     const char* name; /* equals the .so name and the YAML name */
     const char* description;
 
-    const smp_config_key* config_keys; /* may be NULL when there are none */
+    const smp_config_key* config_keys; /* may be NULL when there are none; read while loaded */
     size_t config_key_count;
 
-    /* REQUIRED. Master, before fork: check the values and build the
-       instance. On failure, write a sentence to `error` and return SMP_ERROR. */
+    /* REQUIRED, every kind. Master, before fork; may block (a reload runs
+       it on the master's loop while the old workers serve, so seconds at
+       most). Once per configuration entry, at start and at each reload.
+       Check the values and build the instance. `core` is kept for the
+       process's life; `values` (config_key_count of them, see
+       smp_config_value_at) and their strings stay valid until exit_master.
+       On failure, write a sentence to `error` and return SMP_ERROR; one
+       that starts with a key name and ": " is reported at that key's line. */
     int (*init_master)(const smp_core_api* core, const smp_config_value* values, void** instance, char* error,
                        size_t error_size);
-    /* OPTIONAL. Master, at exit. */
+    /* OPTIONAL, every kind. Master, when the configuration is retired: at
+       exit, after a reload once the last worker of the old configuration
+       has ended, or at once when init_master of any module in the same
+       configuration failed; may block briefly. Called only for an instance
+       init_master left non-NULL. Never called in workers or the collector:
+       they _exit. */
     void (*exit_master)(void* instance);
 
-    /* REQUIRED for protocols, OPTIONAL for plugins. Worker, after fork:
-       build the worker's state. */
+    /* REQUIRED for protocols, OPTIONAL for plugins. Worker, after fork,
+       before its loop runs; may block briefly (during a reload the master
+       waits up to 10 s for every new worker to be ready). Build the worker's state.
+       `context` is kept for the worker's life (see smp_worker_context).
+       SMP_ERROR with a sentence in `error`: the worker exits. */
     int (*init_worker)(void* instance, const smp_worker_context* context, void** worker_state, char* error,
                        size_t error_size);
-    /* OPTIONAL. Worker, when its loop has stopped, to free the worker's state. */
+    /* OPTIONAL, every kind. Worker, once its loop has stopped (every
+       connection closed, or shutdown_timeout passed); should not block
+       (the master kills a worker that outlives shutdown_timeout). Close
+       every handle opened on the loop and free the worker's state. */
     void (*exit_worker)(void* worker_state);
 
     /* Protocols. */
-    /* REQUIRED. A connection accepted on this module's listener: the module
-       owns `fd` (non-blocking) from now on, even when it returns SMP_ERROR,
-       and calls core->disconnect once when it closed it. */
+    /* REQUIRED, protocols. Worker loop; must not block. A connection
+       accepted on this module's listener, after every plugin's
+       on_connection let it in: the module owns `fd` (non-blocking,
+       close-on-exec) from now on, even when it returns SMP_ERROR, and calls
+       core->disconnect once when it closed it. `info` is borrowed: copy
+       what is kept. */
     int (*accept)(void* worker_state, int fd, const smp_connection_info* info);
-    /* REQUIRED. Graceful stop: close idle connections now, let running
-       exchanges finish, then close their connections. */
+    /* REQUIRED, protocols. Worker loop; must not block. Graceful stop
+       (SIGTERM or a reload): the listeners are closed; close idle
+       connections now, let running exchanges finish, then close their
+       connections. */
     void (*shutdown)(void* worker_state);
 
-    /* Plugins: all OPTIONAL, at least one of them REQUIRED. */
-    /* A connection was accepted; SMP_REFUSE closes it before any byte is read. */
+    /* Plugins: all OPTIONAL, at least one of them (or of store,
+       counter_acquire, cache_get) REQUIRED. Worker loop; must not block:
+       each runs inside the core call that reports the event, in the
+       protocol module's loop callback. The info and record are borrowed. */
+    /* A connection was accepted, before the protocol sees it; SMP_REFUSE
+       closes it before any byte is read (then on_disconnect follows). */
     int (*on_connection)(void* worker_state, const smp_connection_info* info);
+    /* Progress of a running exchange (core->transfer). */
     void (*on_transfer)(void* worker_state, const smp_record* record);
+    /* An exchange ended, its final record (core->close). */
     void (*on_close)(void* worker_state, const smp_record* record);
+    /* A connection closed (core->disconnect, or a refused one). */
     void (*on_disconnect)(void* worker_state, const smp_connection_info* info);
 
-    /* ABI 1.2. Storage plugins: these run in the stats collector process. */
-    /* OPTIONAL. Collector, after fork: build the collector's state. */
+    /* ABI 1.2. Storage plugins: these run in the stats collector process,
+       on the storage thread of this store, one call at a time, never on an
+       event loop: they may block (what waits is this store's next batch,
+       and a stop of the collector). */
+    /* OPTIONAL, plugins. Collector, storage thread; may block. Build the
+       collector's state. SMP_ERROR with a sentence in `error`: logged, and
+       tried again before each store until it succeeds. */
     int (*init_collector)(void* instance, void** collector_state, char* error, size_t error_size);
-    /* OPTIONAL. Collector, at exit, after the last store. */
+    /* OPTIONAL, plugins. Collector, storage thread, at stop, after the last
+       store, when init_collector succeeded; may block. */
     void (*exit_collector)(void* collector_state);
-    /* OPTIONAL; a plugin that has it is a store. Called on the collector's
-       storage thread, one call at a time, never on an event loop. SMP_ERROR
-       with a sentence in `error`: the batch goes to the spool on disk and
-       is offered again, in order, until it is stored. */
+    /* OPTIONAL, plugins; a plugin that has it is a store. Collector,
+       storage thread; may block. `batch` is borrowed for the call.
+       SMP_ERROR with a sentence in `error`: the batch goes to the spool on
+       disk and is offered again, in order, until it is stored. */
     int (*store)(void* collector_state, const smp_batch* batch, char* error, size_t error_size);
-    /* OPTIONAL; answers `smprotocol stats`. Master (the stats command's own
-       process), after init_master. SMP_ERROR with a sentence in `error`. */
+    /* OPTIONAL, plugins; answers `smprotocol stats`. Master (the stats
+       command's own process), after init_master; may block. SMP_ERROR with
+       a sentence in `error`. `query` is borrowed; the table is the module's
+       until free_table. */
     int (*query)(void* instance, const smp_query* query, smp_table** table, char* error, size_t error_size);
-    /* REQUIRED with query: frees what query returned. */
+    /* REQUIRED with query (the loader refuses one without the other). Same
+       process; frees what query returned. */
     void (*free_table)(void* instance, smp_table* table);
 
-    /* ABI 1.3. Shared counters (core->limit_acquire), worker side; both or neither. */
+    /* ABI 1.3. OPTIONAL, plugins: both or neither. Shared counters, asked
+       by core->limit_acquire / limit_release (the same meaning and return
+       values). Worker loop: they must not block, but TODAY memcache's DO
+       (a synchronous round trip bounded by its timeouts): issue 15. */
     int (*counter_acquire)(void* worker_state, const char* key, uint32_t limit, uint32_t ttl_s);
     void (*counter_release)(void* worker_state, const char* key);
 
-    /* ABI 1.4. A shared cache of file bodies (core->cache_get), worker side;
-       all three or none. Same meaning as the core's functions of those names. */
+    /* ABI 1.4. OPTIONAL, plugins: all three or none. A shared cache of file
+       bodies, asked by core->cache_max_size / cache_get / cache_set (the
+       same meaning and return values; `buffer` and `data` are borrowed).
+       Worker loop: they must not block, but TODAY memcache's cache_get and
+       cache_set DO (a synchronous round trip bounded by its timeouts):
+       issue 15. */
     uint64_t (*cache_max_size)(void* worker_state);
     int (*cache_get)(void* worker_state, const char* key, void* buffer, uint64_t size);
     void (*cache_set)(void* worker_state, const char* key, const void* data, uint64_t size);
 
-    /* ABI 1.5. OPTIONAL. Master: a worker process (of this configuration or
-       of any other still running, during a reload) has ended and been
-       reaped. A module that keeps state in memory its workers share frees
-       what `pid` held there (slots of a limit), so that nothing waits on a
-       process that is gone and a later process given the same pid inherits
-       nothing. Called for every loaded instance; on the master's loop, so it
-       must not block. */
+    /* ABI 1.5. OPTIONAL, every kind. Master, on its loop: must not block.
+       A worker process (of this configuration or of any other still
+       running, during a reload) has ended and been reaped. A module that
+       keeps state in memory its workers share frees what `pid` held there
+       (slots of a limit), so that nothing waits on a process that is gone
+       and a later process given the same pid inherits nothing. Called for
+       every loaded instance, before the master forks a replacement. */
     void (*worker_gone_master)(void* instance, int pid);
 
-    /* ABI 1.5. OPTIONAL, protocols. Worker: it holds max_connections
-       connections and has stopped accepting, while new ones wait in the
-       listen backlog. Close up to `count` of this module's connections that
-       are cheapest to lose (idle between requests, or a request head still
-       arriving long after it began), oldest first, and return how many are
-       closing; their core->disconnect follows, and the worker accepts again
-       (nginx's reusable connections). */
+    /* ABI 1.5. OPTIONAL, protocols. Worker loop; must not block. The
+       worker holds max_connections connections and has stopped accepting,
+       while new ones wait in the listen backlog. Close up to `count` of
+       this module's connections that are cheapest to lose (idle between
+       requests, or a request head still arriving long after it began),
+       oldest first, and return how many are closing (0..count, not an
+       smp_status); their core->disconnect follows, and the worker accepts
+       again (nginx's reusable connections). */
     int (*reclaim)(void* worker_state, int count);
+
+    /* ABI 1.7, set by SMP_MODULE_INIT / smp_module_stamp. UV_VERSION_HEX
+       of the libuv headers the module was compiled with; the core refuses
+       the module unless the running libuv (uv_version()) has the same
+       major and at least its minor. 0 is refused. */
+    uint32_t uv_version;
+    /* ABI 1.7, set by SMP_MODULE_INIT / smp_module_stamp.
+       sizeof(smp_config_key) as the module was compiled: the stride of
+       config_keys. 0: the 1.0 size. */
+    uint32_t config_key_size;
 } smp_module;
+
+/* C: the first designated initializers of a module's static struct, the
+   fields the core checks at load, stamped as this module is compiled:
+
+       static const smp_module module = {
+           SMP_MODULE_INIT,
+           .kind = SMP_MODULE_PLUGIN,
+           .name = "x",
+           ...
+       };
+
+   C++ requires designators in declaration order, which this cannot follow
+   (uv_version is at the end): call smp_module_stamp() instead. */
+#define SMP_MODULE_INIT                                                                                               \
+    .size = sizeof(smp_module), .abi_major = SMP_ABI_MAJOR, .abi_minor = SMP_ABI_MINOR, .uv_version = UV_VERSION_HEX, \
+    .config_key_size = sizeof(smp_config_key)
+
+/* C or C++: the same fields as SMP_MODULE_INIT, set on a module struct. */
+static inline void smp_module_stamp(smp_module* module) {
+    module->size = (uint32_t)sizeof(smp_module);
+    module->abi_major = SMP_ABI_MAJOR;
+    module->abi_minor = SMP_ABI_MINOR;
+    module->uv_version = UV_VERSION_HEX;
+    module->config_key_size = (uint32_t)sizeof(smp_config_key);
+}
 
 /* The smallest module struct the core accepts: everything up to on_disconnect. */
 #define SMP_MODULE_MIN_SIZE (offsetof(smp_module, on_disconnect) + sizeof(void*))
 
 /* A hook of a later ABI minor than the module may know: NULL when its
    struct is too small to hold it. */
-#define SMP_MODULE_HOOK(module, field) \
-    ((module)->size >= offsetof(smp_module, field) + sizeof((module)->field) ? (module)->field : NULL)
+#define SMP_MODULE_HOOK(module, field) (SMP_HAS(module, field) ? (module)->field : NULL)
 
 #define SMP_MODULE_ENTRY_SYMBOL "smp_module_entry"
 typedef const smp_module* (*smp_module_entry_fn)(void);

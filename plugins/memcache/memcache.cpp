@@ -244,9 +244,7 @@ void cache_set(void* worker_state, const char* key, const void* data, uint64_t s
 extern "C" const smp_module* smp_module_entry(void) {
     static const smp_module module = [] {
         smp_module m{};
-        m.size = sizeof(smp_module);
-        m.abi_major = SMP_ABI_MAJOR;
-        m.abi_minor = SMP_ABI_MINOR;
+        smp_module_stamp(&m);
         m.kind = SMP_MODULE_PLUGIN;
         m.name = "memcache";
         m.description = "limits and a file cache shared across servers, in memcached (libmemcached)";

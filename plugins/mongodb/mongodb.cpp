@@ -179,7 +179,7 @@ bool upsert_downloads(mongoc_collection_t* downloads, const Settings& settings, 
         bool ok = true;
         for (size_t i = first; ok && i < end; ++i) {
             const smp_download& dl = batch.downloads[i];
-            const bool has_node = dl.size >= offsetof(smp_download, node) + sizeof dl.node && dl.node != nullptr;
+            const bool has_node = SMP_HAS(&dl, node) && dl.node != nullptr;
             const Bson selector(
                 BCON_NEW("node", BCON_UTF8(has_node ? dl.node : ""), "id", BCON_INT64(static_cast<int64_t>(dl.id))));
             const Bson update = download_update(dl);
@@ -352,9 +352,7 @@ int store_batch(void* collector_state, const smp_batch* batch, char* error, size
 extern "C" const smp_module* smp_module_entry(void) {
     static const smp_module module = [] {
         smp_module m{};
-        m.size = sizeof(smp_module);
-        m.abi_major = SMP_ABI_MAJOR;
-        m.abi_minor = SMP_ABI_MINOR;
+        smp_module_stamp(&m);
         m.kind = SMP_MODULE_PLUGIN;
         m.name = "mongodb";
         m.description = "download statistics in MongoDB (libmongoc)";

@@ -494,7 +494,7 @@ class DownloadRows final : public BatchRows {
                 return sqlite3_result_int64(context, d.asn);
             case DownloadColumn::organisation: return result_text(context, d.organisation);
             case DownloadColumn::finished: {
-                const bool knows_finished = d.size >= offsetof(smp_download, finished) + sizeof d.finished;
+                const bool knows_finished = SMP_HAS(&d, finished);
                 return sqlite3_result_int(context, knows_finished ? d.finished : 1);
             }
         }
@@ -572,8 +572,7 @@ void select_new_records(Store& s, const smp_batch& batch) {
     for (size_t i = 0; i < batch.record_count; ++i) {
         const smp_record& record = batch.records[i];
         const uint64_t index = smp_record_log_index(&record);
-        const uint64_t log =
-            record.size >= offsetof(smp_record, log_number) + sizeof record.log_number ? record.log_number : 0;
+        const uint64_t log = SMP_HAS(&record, log_number) ? record.log_number : 0;
         if (log == 0) {  // made up by the collector, in no log
             selected.push_back(&record);
             continue;
@@ -861,7 +860,7 @@ int store_batch(void* collector_state, const smp_batch* batch, char* error, size
         bool ok = !s.log_positions_unknown || read_log_positions(s);
         // A batch offered again after it was stored (the server stopped between
         // the commit and forgetting it) is stored once.
-        const bool named = batch->size >= offsetof(smp_batch, sequence) + sizeof batch->sequence && batch->origin != 0;
+        const bool named = SMP_HAS(batch, sequence) && batch->origin != 0;
         if (ok && named && last_stored(s, batch->origin) >= batch->sequence) {
             sqlite3_exec(db, "ROLLBACK", nullptr, nullptr, nullptr);
             return SMP_OK;
@@ -896,9 +895,7 @@ int store_batch(void* collector_state, const smp_batch* batch, char* error, size
 extern "C" const smp_module* smp_module_entry(void) {
     static const smp_module module = [] {
         smp_module m{};
-        m.size = sizeof(smp_module);
-        m.abi_major = SMP_ABI_MAJOR;
-        m.abi_minor = SMP_ABI_MINOR;
+        smp_module_stamp(&m);
         m.kind = SMP_MODULE_PLUGIN;
         m.name = "sqlite";
         m.description = "embedded store of download statistics (SQLite, WAL)";

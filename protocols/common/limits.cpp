@@ -32,9 +32,7 @@ void slot_name(uint64_t key, char (&name)[24]) {
 uint64_t shadow_of(uint64_t key) { return key | kSharedSlotBit; }
 
 // limit_acquire and limit_release are ABI 1.3: an older core has neither.
-bool core_shares_counters(const smp_core_api* core) {
-    return core->size >= offsetof(smp_core_api, limit_release) + sizeof(void*);
-}
+bool core_shares_counters(const smp_core_api* core) { return SMP_HAS(core, limit_release); }
 }  // namespace
 
 bool ModuleLimits::read(const smp_config_value& unique_ip_value, const smp_config_value& max_connections_per_ip_value,

@@ -165,8 +165,7 @@ class WorkerBase {
 
     // Whether `ip` is a trusted proxy (trusted_proxy is ABI 1.1).
     bool trusted_proxy(const char* ip) const {
-        const bool core_knows_proxies = core_->size >= offsetof(smp_core_api, trusted_proxy) + sizeof(void*);
-        return core_knows_proxies && core_->trusted_proxy(worker_, ip);
+        return SMP_HAS(core_, trusted_proxy) && core_->trusted_proxy(worker_, ip);
     }
 
     // The common part of closing `c`, after the module has ended its

@@ -234,9 +234,7 @@ void WorkerState::give_buffer(RelayBuffer& buffer) {
 extern "C" const smp_module* smp_module_entry(void) {
     static const smp_module module = [] {
         smp_module m{};
-        m.size = sizeof(smp_module);
-        m.abi_major = SMP_ABI_MAJOR;
-        m.abi_minor = SMP_ABI_MINOR;
+        smp_module_stamp(&m);
         m.kind = SMP_MODULE_PROTOCOL;
         m.name = "forward";
         m.description = "relays connections to another server (http or tcp) and records what it serves";

@@ -293,7 +293,7 @@ void WorkerState::respond_file(Connection& c) {
 // file's size and mtime, so a changed file is read again.
 void WorkerState::use_shared_cache(Exchange& e) {
     const OpenFile& file = *e.file;
-    if (core_->size < offsetof(smp_core_api, cache_set) + sizeof(void*)) return;  // ABI 1.4
+    if (!SMP_HAS(core_, cache_set)) return;  // ABI 1.4
     if (file.size > core_->cache_max_size(worker_)) return;
     const std::string key = shared_cache_key(file.key, file.etag);
     e.body.resize(file.size);

@@ -354,9 +354,7 @@ void WorkerState::give_exchange(Exchange*& exchange) {
 extern "C" const smp_module* smp_module_entry(void) {
     static const smp_module module = [] {
         smp_module m{};
-        m.size = sizeof(smp_module);
-        m.abi_major = SMP_ABI_MAJOR;
-        m.abi_minor = SMP_ABI_MINOR;
+        smp_module_stamp(&m);
         m.kind = SMP_MODULE_PROTOCOL;
         m.name = "http_download";
         m.description = "HTTP/1.1 file server with Range, conditional requests and sendfile";

@@ -72,9 +72,7 @@ static int store_batch(void* collector_state, const smp_batch* batch, char* erro
 }
 
 static const smp_module module = {
-    .size = sizeof(smp_module),
-    .abi_major = SMP_ABI_MAJOR,
-    .abi_minor = SMP_ABI_MINOR,
+    SMP_MODULE_INIT,
     .kind = SMP_MODULE_PLUGIN,
     .name = "null_store",
     .description = "benchmark: a store that counts the records it is given and keeps nothing",

@@ -6,6 +6,7 @@ worker and writes them to <output>.<pid> when the worker exits."""
 
 import glob
 import os
+import re
 import subprocess
 import unittest
 
@@ -83,6 +84,20 @@ class AbiChecks(unittest.TestCase):
         self.assertEqual(result.returncode, 1)
         self.assertIn("c.yaml:3: protocols[0].module: module 'bad_major': built for ABI major version 99",
                       result.stderr)
+
+    def test_newer_minor_version_is_refused(self):
+        result = self.check_config('  - {module: future_minor, host: 127.0.0.1, port: 1}\n')
+        self.assertEqual(result.returncode, 1)
+        self.assertRegex(result.stderr, r"c\.yaml:3: protocols\[0\]\.module: module 'future_minor': "
+                                        r"built for ABI 1\.(\d+), this server has ABI 1\.(\d+) \(")
+        newer, ours = re.search(r'ABI 1\.(\d+), this server has ABI 1\.(\d+)', result.stderr).groups()
+        self.assertEqual(int(newer), int(ours) + 1)
+
+    def test_other_libuv_is_refused(self):
+        result = self.check_config('  - {module: bad_uv, host: 127.0.0.1, port: 1}\n')
+        self.assertEqual(result.returncode, 1)
+        self.assertRegex(result.stderr, r"module 'bad_uv': built against libuv 2\.0\.0, this server runs libuv "
+                                        r"1\.\d+\.\d+ \(a module needs the same major version and no newer minor\)")
 
     def test_missing_required_hook_is_refused(self):
         result = self.check_config('  - {module: missing_hook, host: 127.0.0.1, port: 1}\n')
