@@ -22,41 +22,12 @@
 namespace smp::forward {
 namespace {
 
-// ---- http_parser callbacks: they note where things are, and stop the parser
-// at the end of a message so that the bytes after it stay for the next one.
+// ---- http_parser callbacks of a response, beside the common ones that
+// gather its fields (head_parser.hpp); the parser stops at the end of the
+// response, so that the bytes after it are not taken for its body.
 
-Exchange& exchange_of(http_parser* parser) { return *static_cast<Exchange*>(parser->data); }
-
-int on_url(http_parser* parser, const char* at, size_t length) {
-    exchange_of(parser).target_view = {at, length};
-    return 0;
-}
-
-int on_header_field(http_parser* parser, const char* at, size_t length) {
-    Exchange& e = exchange_of(parser);
-    if (!is_token({at, length})) e.bad_field = true;
-    e.fields.push_back({{at, length}, {}});
-    e.last_was_value = false;
-    return 0;
-}
-
-int on_header_value(http_parser* parser, const char* at, size_t length) {
-    Exchange& e = exchange_of(parser);
-    const std::string_view value{at, length};
-    // A head is parsed in one call, so a second value in a row is a folded
-    // line (obs-fold), which a proxy must not pass on (RFC 9112 §5.2).
-    if (e.fields.empty() || e.last_was_value || value.find_first_of(std::string_view("\r\n\0", 3)) != value.npos)
-        e.bad_field = true;
-    else
-        e.fields.back().value = value;
-    e.last_was_value = true;
-    return 0;
-}
-
-int on_request_complete(http_parser* parser) {
-    exchange_of(parser).request_complete = true;
-    http_parser_pause(parser, 1);
-    return 0;
+Exchange& exchange_of(http_parser* parser) {
+    return static_cast<Exchange&>(*static_cast<smp::http::ParsedHead*>(parser->data));
 }
 
 int on_response_headers_complete(http_parser* parser) {
@@ -88,19 +59,10 @@ bool peer_gone(int error) { return error == EPIPE || error == ECONNRESET; }
 
 bool has_room(const RelayBuffer& buffer) { return buffer.data == nullptr || !buffer.full(); }
 
-extern const http_parser_settings kRequestSettings = [] {
-    http_parser_settings settings{};
-    settings.on_url = on_url;
-    settings.on_header_field = on_header_field;
-    settings.on_header_value = on_header_value;
-    settings.on_message_complete = on_request_complete;
-    return settings;
-}();
-
 extern const http_parser_settings kResponseSettings = [] {
     http_parser_settings settings{};
-    settings.on_header_field = on_header_field;
-    settings.on_header_value = on_header_value;
+    settings.on_header_field = smp::http::on_header_field;
+    settings.on_header_value = smp::http::on_header_value;
     settings.on_headers_complete = on_response_headers_complete;
     settings.on_body = on_response_body;
     settings.on_message_complete = on_response_complete;

@@ -15,6 +15,7 @@
 
 #include "chunked_framing.hpp"
 #include "forwarded.hpp"
+#include "head_parser.hpp"
 #include "heads.hpp"
 #include "limits.hpp"
 #include "relay_buffer.hpp"
@@ -64,14 +65,12 @@ struct Upstream {
 };
 
 // One request and its response (http mode). Lives inside its connection and
-// is reset between requests, so the strings keep their capacity.
-struct Exchange {
+// is reset between requests, so the strings keep their capacity. The head
+// being parsed (the request's, then the response's) is gathered by the
+// common parser (ParsedHead).
+struct Exchange : smp::http::ParsedHead {
     http_parser request{};
     http_parser response{};
-    std::vector<HeaderField> fields;  // of the head being parsed
-    bool last_was_value = false;      // the parser's previous callback
-    bool bad_field = false;
-    std::string_view target_view;
 
     // What the record needs, copied out of the buffers that move on.
     std::string method;
@@ -88,9 +87,8 @@ struct Exchange {
     std::string upstream_head;  // the request head for the origin; kept for a retry
     size_t upstream_head_sent = 0;
     uint64_t request_body_ready = 0;  // bytes of the client buffer that belong to this request, parsed
-    bool request_complete = false;
-    bool request_body_sent = false;  // a body byte left: the request cannot be retried
-    bool request_chunked = false;    // its body is chunked: checked by request_framing as it is relayed
+    bool request_body_sent = false;   // a body byte left: the request cannot be retried
+    bool request_chunked = false;     // its body is chunked: checked by request_framing as it is relayed
     ChunkedFraming request_framing;
 
     std::string client_head;  // the response head for the client

@@ -26,10 +26,10 @@ constexpr uint64_t kFailureLogIntervalMs = 60'000;
 
 using smp::protocol::wall_clock_us;
 
-// http_parser's settings for a request and for a response: the callbacks
-// note where things are, and stop the parser at the end of a message so
-// that the bytes after it stay for the next one.
-extern const http_parser_settings kRequestSettings;
+// http_parser's settings for a request (the common parser's) and for a
+// response: the parser stops at the end of a message, so that the bytes
+// after it stay for the next one.
+inline const http_parser_settings& kRequestSettings = smp::http::kRequestParserSettings;
 extern const http_parser_settings kResponseSettings;
 
 bool would_block(int error);

@@ -8,22 +8,19 @@
 #include <string>
 #include <string_view>
 
+#include "head_parser.hpp"
 #include "http1.hpp"
 
 namespace smp::forward {
 
 // The HTTP/1 syntax every module reads alike (protocols/common/http1.hpp).
+// One header field as received; views into the head's buffer.
 using http::has_bare_cr;
 using http::head_end;
+using http::HeaderField;
 using http::is_token;
 using http::leading_empty_lines;
 using http::same_name;
-
-// One header field as received; views into the head's buffer.
-struct HeaderField {
-    std::string_view name;
-    std::string_view value;
-};
 
 // Why a request head that http_parser takes is still not relayed, or empty
 // when it is strict: a line ended by a bare LF or CR, a NUL or another

@@ -84,11 +84,8 @@ void WorkerState::start_exchange(Connection& c, size_t head_length) {
     // gets a head written from what was parsed.
     const std::string_view received{c.in.data + c.in.begin, head_length};
     const std::string_view head = received.substr(leading_empty_lines(received));
-    http_parser_init(&e.request, HTTP_REQUEST);
-    e.request.data = &e;
-    const size_t parsed = http_parser_execute(&e.request, &kRequestSettings, head.data(), head.size());
-    const bool parsed_all = parsed == head.size() && parsed_cleanly(e.request) && !e.bad_field;
-    if (parsed_all) {
+    const int head_status = smp::http::parse_request_head(head, e.request, e);
+    if (head_status == 0) {
         e.method = http_method_str(static_cast<http_method>(e.request.method));
         e.target = e.target_view;
         e.user_agent = field_value(e.fields, "user-agent");
@@ -109,12 +106,11 @@ void WorkerState::start_exchange(Connection& c, size_t head_length) {
         }
         respond_locally(c, status);
     };
-    if (!parsed_all || e.target.empty()) return refuse(400);
     // What http_parser lets through but another parser may read otherwise
     // (docs/forward.md, "Request framing and smuggling").
     if (const std::string_view problem = head_problem(head); !problem.empty()) return refuse(400, problem);
+    if (head_status != 0) return refuse(head_status);
     if (!is_request_target(e.target)) return refuse(400, "a control character in the request target");
-    if (const int status = smp::http::check_request_version(head); status != 0) return refuse(status);
     // This is a reverse proxy: a tunnel through it is not offered.
     if (e.request.method == HTTP_CONNECT) return refuse(501);
     if (!smp::http::host_fields_valid(e.request.http_minor, count_fields(e.fields, "host"),

@@ -88,7 +88,7 @@ void WorkerState::parse_response_head(Connection& c, size_t head_length) {
     Exchange& e = c.exchange;
     const std::string_view head{c.out.data + c.out.begin, head_length};
     http_parser_init(&e.response, HTTP_RESPONSE);
-    e.response.data = &e;
+    e.response.data = static_cast<smp::http::ParsedHead*>(&e);
     e.fields.clear();
     e.bad_field = false;
     e.last_was_value = false;

@@ -32,7 +32,11 @@ const char* c_string(std::string_view view) { return view.data() != nullptr ? vi
 }  // namespace
 
 void Exchange::reset() {
+    // The head's fields keep their room: the steady state allocates nothing.
+    std::vector<HeaderField> kept = std::move(fields);
+    kept.clear();
     static_cast<RequestHead&>(*this) = {};
+    fields = std::move(kept);
     request_parsed = false;
     has_forwarded_client = false;
     header_length = 0;
@@ -115,7 +119,7 @@ void WorkerState::start_exchange(Connection& c, size_t header_length) {
     c.deadline_ms = uv_now(loop_) + settings_.send_timeout_ms;
     if (header_length == 0) return;  // the caller answers an oversized request
 
-    const int head_status = parse_request_head(c.in, header_length, e);
+    const int head_status = read_request_head(c.in, header_length, e);
     if (head_status != 0) return respond_error(c, head_status);
     find_forwarded_client(c);
     e.request_parsed = true;

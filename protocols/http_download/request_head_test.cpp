@@ -13,7 +13,7 @@ namespace {
 int parse(std::string& request, RequestHead& head) {
     const size_t end = head_end(request);
     REQUIRE(end > 0);
-    return parse_request_head(request.data(), end, head);
+    return read_request_head(request.data(), end, head);
 }
 
 }  // namespace

@@ -1,6 +1,6 @@
 // forward's heads: the input is an origin's response head. It is found with
-// head_end, parsed with http_parser as forward/connection.cpp does (the
-// callbacks below mirror its on_header_field and on_header_value), and the
+// head_end, parsed with http_parser as forward/response.cpp does (with the
+// common parser's callbacks, protocols/common/head_parser.hpp), and the
 // heads built from it must themselves parse back to the same fields.
 #include <http_parser.h>
 
@@ -12,36 +12,10 @@
 #include "require.hpp"
 
 using namespace smp::forward;
+using smp::http::ParsedHead;
 using smp::fuzz::require;
 
 namespace {
-
-struct ParsedHead {
-    std::vector<HeaderField> fields;
-    bool bad_field = false;
-    bool last_was_value = false;
-};
-
-ParsedHead& parsed_of(http_parser* parser) { return *static_cast<ParsedHead*>(parser->data); }
-
-int on_header_field(http_parser* parser, const char* at, size_t length) {
-    ParsedHead& p = parsed_of(parser);
-    if (!is_token({at, length})) p.bad_field = true;
-    p.fields.push_back({{at, length}, {}});
-    p.last_was_value = false;
-    return 0;
-}
-
-int on_header_value(http_parser* parser, const char* at, size_t length) {
-    ParsedHead& p = parsed_of(parser);
-    const std::string_view value{at, length};
-    if (p.fields.empty() || p.last_was_value || value.find_first_of(std::string_view("\r\n\0", 3)) != value.npos)
-        p.bad_field = true;
-    else
-        p.fields.back().value = value;
-    p.last_was_value = true;
-    return 0;
-}
 
 int on_headers_complete(http_parser* parser) {
     const unsigned status = parser->status_code;
@@ -55,8 +29,8 @@ int on_message_complete(http_parser* parser) {
 
 const http_parser_settings kSettings = [] {
     http_parser_settings settings{};
-    settings.on_header_field = on_header_field;
-    settings.on_header_value = on_header_value;
+    settings.on_header_field = smp::http::on_header_field;
+    settings.on_header_value = smp::http::on_header_value;
     settings.on_headers_complete = on_headers_complete;
     settings.on_message_complete = on_message_complete;
     return settings;

@@ -1,4 +1,4 @@
-// http_download's request head: head_end, then parse_request_head on
+// http_download's request head: head_end, then read_request_head on
 // the header block, as WorkerState::start_exchange does.
 #include <cstring>
 #include <vector>
@@ -37,7 +37,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     // overflow that ASan reports.
     std::vector<char> block(bytes, bytes + end);
     RequestHead head;
-    const int status = parse_request_head(block.data(), block.size(), head);
+    const int status = read_request_head(block.data(), block.size(), head);
     require(status == 0 || status == 400 || status == 505, "the status is 0, 400 or 505");
     for (std::string_view view : {head.target, head.user_agent, head.referer, head.range, head.conditions.if_match,
                                   head.conditions.if_none_match, head.conditions.if_modified_since,
