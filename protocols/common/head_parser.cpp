@@ -32,6 +32,13 @@ int ParsedHead::count(Field id) const {
         std::count_if(fields.begin(), fields.end(), [id](const HeaderField& f) { return f.id == id; }));
 }
 
+ConnectionOptions ParsedHead::connection_options() const {
+    ConnectionOptions options;
+    for (const HeaderField& f : fields)
+        if (f.id == Field::connection) options.add(f.value);
+    return options;
+}
+
 void ParsedHead::clear_head() {
     fields.clear();
     target_view = {};

@@ -32,6 +32,8 @@ struct ParsedHead {
     // The value of the last field with `id`, or empty.
     std::string_view field(Field id) const;
     int count(Field id) const;
+    // The options of every Connection field, together.
+    ConnectionOptions connection_options() const;
     // Starts over for the next head; the vector keeps its room.
     void clear_head();
 };

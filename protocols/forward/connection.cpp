@@ -74,27 +74,6 @@ bool parsed_cleanly(const http_parser& parser) {
     return error == HPE_OK || error == HPE_PAUSED;
 }
 
-std::string_view field_value(const std::vector<HeaderField>& fields, std::string_view name) {
-    std::string_view found;
-    for (const HeaderField& field : fields)
-        if (same_name(field.name, name)) found = field.value;
-    return found;
-}
-
-int count_fields(const std::vector<HeaderField>& fields, std::string_view name) {
-    return static_cast<int>(std::count_if(fields.begin(), fields.end(),
-                                          [&](const HeaderField& field) { return same_name(field.name, name); }));
-}
-
-// Whether a message lets its connection persist, by its version and its
-// Connection fields (http1.hpp), not by http_parser's reading of them.
-bool keeps_alive(const http_parser& parser, const std::vector<HeaderField>& fields) {
-    smp::http::ConnectionOptions options;
-    for (const HeaderField& field : fields)
-        if (smp::http::field_of(field.name) == smp::http::Field::connection) options.add(field.value);
-    return smp::http::keeps_alive(parser.http_minor, options);
-}
-
 const char* c_string(const std::string& text) { return text.empty() ? nullptr : text.c_str(); }
 
 // Sends what is left of a head, then the bytes of a buffer that are ready,

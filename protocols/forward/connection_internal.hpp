@@ -26,22 +26,15 @@ constexpr uint64_t kFailureLogIntervalMs = 60'000;
 
 using smp::protocol::wall_clock_us;
 
-// http_parser's settings for a request (the common parser's) and for a
-// response: the parser stops at the end of a message, so that the bytes
-// after it stay for the next one.
-inline const http_parser_settings& kRequestSettings = smp::http::kRequestParserSettings;
+// http_parser's settings for a response (a request's are the common
+// parser's, kRequestParserSettings): the parser stops at the end of the
+// response, so that the bytes after it are not taken for its body.
 extern const http_parser_settings kResponseSettings;
 
 bool would_block(int error);
 bool peer_gone(int error);
 bool has_room(const RelayBuffer& buffer);
 bool parsed_cleanly(const http_parser& parser);
-// The value of the last field called `name`, or empty.
-std::string_view field_value(const std::vector<HeaderField>& fields, std::string_view name);
-int count_fields(const std::vector<HeaderField>& fields, std::string_view name);
-// Whether a message lets its connection persist, by its version and its
-// Connection fields (http1.hpp), not by http_parser's reading of them.
-bool keeps_alive(const http_parser& parser, const std::vector<HeaderField>& fields);
 const char* c_string(const std::string& text);
 // Sends what is left of a head, then the bytes of a buffer that are ready,
 // in one call: -1 with errno on error.

@@ -17,6 +17,7 @@
 namespace smp::forward {
 
 using namespace detail;
+using smp::http::Field;
 
 // ---- requests -----------------------------------------------------------------
 
@@ -88,11 +89,12 @@ void WorkerState::start_exchange(Connection& c, size_t head_length) {
     if (head_status == 0) {
         e.method = http_method_str(static_cast<http_method>(e.request.method));
         e.target = e.target_view;
-        e.user_agent = field_value(e.fields, "user-agent");
-        e.referer = field_value(e.fields, "referer");
-        e.range = field_value(e.fields, "range");
+        e.user_agent = e.field(Field::user_agent);
+        e.referer = e.field(Field::referer);
+        e.range = e.field(Field::range);
         e.head_request = e.request.method == HTTP_HEAD;
-        e.close_after = !keeps_alive(e.request, e.fields);
+        // By its version and its Connection fields, not by http_parser's reading of them.
+        e.close_after = !smp::http::keeps_alive(e.request.http_minor, e.connection_options());
     }
     // Whatever is wrong, the head is answered, and then what follows it is
     // not a request that can be trusted: 4xx and close.
@@ -113,8 +115,7 @@ void WorkerState::start_exchange(Connection& c, size_t head_length) {
     if (!is_request_target(e.target)) return refuse(400, "a control character in the request target");
     // This is a reverse proxy: a tunnel through it is not offered.
     if (e.request.method == HTTP_CONNECT) return refuse(501);
-    if (!smp::http::host_fields_valid(e.request.http_minor, count_fields(e.fields, "host"),
-                                      field_value(e.fields, "host")))
+    if (!smp::http::host_fields_valid(e.request.http_minor, e.count(Field::host), e.field(Field::host)))
         return refuse(400, "no Host, several, or one that is not uri-host [:port]");
     if (const std::string_view problem = request_fields_problem(e.fields, e.request.http_minor); !problem.empty())
         return refuse(400, problem);
@@ -135,8 +136,8 @@ void WorkerState::start_exchange(Connection& c, size_t head_length) {
 
     // The client behind a trusted proxy: only a trusted proxy's word is taken
     // (trusted_proxy is ABI 1.1).
-    const std::string_view forwarded = field_value(e.fields, "forwarded");
-    const std::string_view x_forwarded_for = field_value(e.fields, "x-forwarded-for");
+    const std::string_view forwarded = e.field(Field::forwarded);
+    const std::string_view x_forwarded_for = e.field(Field::x_forwarded_for);
     if ((!forwarded.empty() || !x_forwarded_for.empty()) && trusted_proxy(c.client_ip))
         e.has_forwarded_client = smp::http::forwarded_client(
             forwarded, x_forwarded_for, [this](const char* ip) { return trusted_proxy(ip); }, e.forwarded_client);
@@ -176,7 +177,7 @@ bool WorkerState::relay_request(Connection& c) {
             // A chunked body is relayed as received once its framing is
             // strict, and http_parser must end it where the check did.
             if (e.request_chunked) length = e.request_framing.feed({at, length});
-            const size_t parsed = http_parser_execute(&e.request, &kRequestSettings, at, length);
+            const size_t parsed = http_parser_execute(&e.request, &smp::http::kRequestParserSettings, at, length);
             const bool framing_agrees = !e.request_chunked || (!e.request_framing.failed() && parsed == length &&
                                                                e.request_complete == e.request_framing.done());
             if (!parsed_cleanly(e.request) || !framing_agrees) {

@@ -17,6 +17,7 @@
 namespace smp::forward {
 
 using namespace detail;
+using smp::http::Field;
 
 // ---- responses ----------------------------------------------------------------
 
@@ -106,11 +107,11 @@ void WorkerState::parse_response_head(Connection& c, size_t head_length) {
     e.status = status;
     e.reason = smp::protocol::end_reason_for_status(status, smp::protocol::StatusFrom::origin);
     e.rate_start_ms = uv_now(loop_);
-    e.etag = field_value(e.fields, "etag");
+    e.etag = e.field(Field::etag);
     // An origin without entity tags (python's http.server) still names a
     // version of the file by its date: the downloads need one or the other.
     if (e.etag.empty()) {
-        const std::string_view modified = field_value(e.fields, "last-modified");
+        const std::string_view modified = e.field(Field::last_modified);
         if (!modified.empty()) {
             e.etag = "W/\"lm:";
             e.etag += modified;
@@ -118,7 +119,7 @@ void WorkerState::parse_response_head(Connection& c, size_t head_length) {
         }
     }
     const bool has_length = (e.response.flags & F_CONTENTLENGTH) != 0;
-    const ContentRange content_range = parse_content_range(field_value(e.fields, "content-range"));
+    const ContentRange content_range = parse_content_range(e.field(Field::content_range));
     if ((status == 206 || status == 416) && content_range.valid) e.file_size = content_range.total;
     if (status == 200 && has_length) e.file_size = static_cast<int64_t>(e.response.content_length);
     // A multipart 206 carries its ranges inside the body: its bytes are not file bytes.
@@ -135,7 +136,7 @@ void WorkerState::parse_response_head(Connection& c, size_t head_length) {
     else if (e.request.http_minor == 0)
         connection = ClientConnection::keep_alive;
     build_client_head(first_line(head), e.fields, connection, e.client_head);
-    e.origin_keeps_alive = keeps_alive(e.response, e.fields);
+    e.origin_keeps_alive = smp::http::keeps_alive(e.response.http_minor, e.connection_options());
     e.fields.clear();
     c.out.consume(head_length);
     e.response_head_done = true;

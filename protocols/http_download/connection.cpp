@@ -141,8 +141,8 @@ void WorkerState::respond(Connection& c) {
     const http_parser& p = e.parser;
     const bool has_body = (p.content_length > 0 && p.content_length != ULLONG_MAX) || (p.flags & F_CHUNKED);
     // A body we do not read would be taken for the next request: close after.
-    e.close_after = !keeps_alive(p.http_minor, e.connection) || has_body || stopping_;
-    if (!host_fields_valid(p.http_minor, e.host_count, e.host)) return respond_error(c, 400);
+    e.close_after = !keeps_alive(p.http_minor, e.connection_options()) || has_body || stopping_;
+    if (!host_fields_valid(p.http_minor, e.count(Field::host), e.field(Field::host))) return respond_error(c, 400);
     if (c.over_limit) {
         e.close_after = true;
         return respond_error(c, 429);

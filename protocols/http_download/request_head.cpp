@@ -5,7 +5,7 @@ namespace {
 
 // The views end before a CR, LF or space of the header block, all parsed
 // already: writing a NUL there turns them into C strings for the records.
-void terminate_in_place(std::string_view view) {
+void terminate_in_place(std::string_view& view) {
     if (view.data() != nullptr) const_cast<char*>(view.data())[view.size()] = '\0';
 }
 
@@ -16,11 +16,6 @@ int read_request_head(char* data, size_t length, RequestHead& head) {
     head.target = head.target_view;
     for (const HeaderField& field : head.fields) {
         switch (field.id) {
-            case Field::host:
-                ++head.host_count;
-                head.host = field.value;
-                break;
-            case Field::connection: head.connection.add(field.value); break;
             case Field::user_agent: head.user_agent = field.value; break;
             case Field::referer: head.referer = field.value; break;
             case Field::range:
@@ -37,10 +32,11 @@ int read_request_head(char* data, size_t length, RequestHead& head) {
             default: break;
         }
     }
-    for (auto view : {head.target, head.user_agent, head.referer, head.range, head.conditions.if_match,
-                      head.conditions.if_none_match, head.conditions.if_modified_since,
-                      head.conditions.if_unmodified_since, head.conditions.if_range})
-        terminate_in_place(view);
+    for (std::string_view* view :
+         {&head.target, &head.user_agent, &head.referer, &head.range, &head.conditions.if_match,
+          &head.conditions.if_none_match, &head.conditions.if_modified_since, &head.conditions.if_unmodified_since,
+          &head.conditions.if_range})
+        terminate_in_place(*view);
     return status;
 }
 

@@ -25,10 +25,7 @@ struct RequestHead : ParsedHead {
     std::string_view range;
     std::string_view forwarded;        // Forwarded (RFC 7239)
     std::string_view x_forwarded_for;  // X-Forwarded-For
-    std::string_view host;             // the last Host field's value
     Conditions conditions;
-    ConnectionOptions connection;
-    int host_count = 0;
     bool range_repeated = false;
 };
 

@@ -25,13 +25,13 @@ TEST_CASE("a request head's fields are found and NUL-terminated in place") {
     RequestHead head;
     REQUIRE(parse(request, head) == 0);
     CHECK(static_cast<http_method>(head.parser.method) == HTTP_GET);
-    CHECK(head.host_count == 1);
+    CHECK(head.count(Field::host) == 1);
     CHECK(std::strcmp(head.target.data(), "/big.bin?x=1") == 0);
     CHECK(std::strcmp(head.user_agent.data(), "aria2/1.36.0") == 0);
     CHECK(std::strcmp(head.range.data(), "bytes=0-99") == 0);
     CHECK(std::strcmp(head.conditions.if_none_match.data(), "\"abc\"") == 0);
     CHECK(head.x_forwarded_for == "192.0.2.1");
-    CHECK(head.host == "example.com");
+    CHECK(head.field(Field::host) == "example.com");
     CHECK_FALSE(head.range_repeated);
 }
 
@@ -40,10 +40,10 @@ TEST_CASE("every Host and Connection field of a head is seen") {
         "GET / HTTP/1.1\r\nHost: a\r\nConnection: ,close\r\nHOST: b:1\r\nconnection: keep-alive\r\n\r\n";
     RequestHead head;
     REQUIRE(parse(request, head) == 0);
-    CHECK(head.host_count == 2);
-    CHECK(head.host == "b:1");
-    CHECK(head.connection.close);
-    CHECK(head.connection.keep_alive);
+    CHECK(head.count(Field::host) == 2);
+    CHECK(head.field(Field::host) == "b:1");
+    CHECK(head.connection_options().close);
+    CHECK(head.connection_options().keep_alive);
 }
 
 TEST_CASE("a head that the lenient parser accepts is still refused when malformed") {

@@ -12,8 +12,8 @@
 #include "require.hpp"
 
 using namespace smp::forward;
-using smp::http::ParsedHead;
 using smp::fuzz::require;
+using smp::http::ParsedHead;
 
 namespace {
 
