@@ -5,8 +5,15 @@ namespace {
 
 // The views end before a CR, LF or space of the header block, all parsed
 // already: writing a NUL there turns them into C strings for the records.
+// An empty value's view starts at the next line (where http_parser marks
+// it): it becomes the empty C string instead, so that the NUL does not land
+// on the first letter of the next field's name.
 void terminate_in_place(std::string_view& view) {
-    if (view.data() != nullptr) const_cast<char*>(view.data())[view.size()] = '\0';
+    if (view.data() == nullptr) return;
+    if (view.empty())
+        view = std::string_view("", 0);
+    else
+        const_cast<char*>(view.data())[view.size()] = '\0';
 }
 
 }  // namespace

@@ -92,3 +92,16 @@ TEST_CASE("a header block that the lenient parser reads as two requests is refus
     RequestHead post;
     CHECK(parse(with_body, post) == 0);  // its body follows the block
 }
+
+TEST_CASE("an empty value's C string does not cut into the next field") {
+    // http_parser marks an empty value at the start of the next line: a NUL
+    // written after that view landed on the next field name's first letter.
+    std::string request = "GET / HTTP/1.1\r\nHost: a\r\nUser-Agent:\r\nReferer: r\r\n\r\n";
+    RequestHead head;
+    REQUIRE(parse(request, head) == 0);
+    REQUIRE(head.fields.size() == 3);
+    CHECK(head.fields[2].name == "Referer");
+    CHECK(head.user_agent.empty());
+    CHECK(std::strcmp(head.user_agent.data(), "") == 0);
+    CHECK(std::strcmp(head.referer.data(), "r") == 0);
+}

@@ -13,10 +13,11 @@ namespace {
 
 // A view that the records use as a C string: it lies inside the block, the
 // byte after it (still inside) is the NUL written in place, and it holds no
-// NUL of its own that would cut the string short.
+// NUL of its own that would cut the string short. An empty one is the empty
+// C string, wherever it lies.
 void check_terminated(std::string_view view, const std::vector<char>& block) {
     if (view.data() == nullptr) return;
-    require(view.data() >= block.data() && view.data() + view.size() < block.data() + block.size(),
+    require(view.empty() || (view.data() >= block.data() && view.data() + view.size() < block.data() + block.size()),
             "a view and its NUL lie inside the header block");
     require(view.data()[view.size()] == '\0', "a view is NUL-terminated in place");
     require(std::memchr(view.data(), '\0', view.size()) == nullptr, "a view's C string is the whole view");
@@ -43,6 +44,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
                                   head.conditions.if_none_match, head.conditions.if_modified_since,
                                   head.conditions.if_unmodified_since, head.conditions.if_range})
         check_terminated(view, block);
+    for (const HeaderField& field : head.fields)
+        require(field.id == field_of(field.name), "a field's id is the one its name maps to");
     if (status == 505) require(head.parser.http_major != 1, "505 only for a version other than 1.x");
     if (status != 0) return 0;
 
