@@ -139,17 +139,29 @@ std::string check_module(const smp_module* module, std::string_view name, smp_mo
         if (module->shutdown == nullptr) return who + ": required hook shutdown is missing";
     } else if (module->on_connection == nullptr && module->on_transfer == nullptr && module->on_close == nullptr &&
                module->on_disconnect == nullptr && SMP_MODULE_HOOK(module, store) == nullptr &&
-               SMP_MODULE_HOOK(module, counter_acquire) == nullptr && SMP_MODULE_HOOK(module, cache_get) == nullptr) {
+               SMP_MODULE_HOOK(module, counter_acquire) == nullptr &&
+               SMP_MODULE_HOOK(module, counter_acquire_async) == nullptr &&
+               SMP_MODULE_HOOK(module, cache_get) == nullptr && SMP_MODULE_HOOK(module, cache_get_async) == nullptr) {
         return who +
                ": a plugin needs at least one of on_connection, on_transfer, on_close, on_disconnect, store, "
                "counter_acquire, cache_get";
     }
-    if ((SMP_MODULE_HOOK(module, counter_acquire) == nullptr) != (SMP_MODULE_HOOK(module, counter_release) == nullptr))
-        return who + ": counter_acquire and counter_release come together";
-    const int cache_hooks = (SMP_MODULE_HOOK(module, cache_max_size) != nullptr) +
-                            (SMP_MODULE_HOOK(module, cache_get) != nullptr) +
-                            (SMP_MODULE_HOOK(module, cache_set) != nullptr);
-    if (cache_hooks != 0 && cache_hooks != 3) return who + ": cache_max_size, cache_get and cache_set come together";
+    // An acquire (either form) and its release; a get (either form) with the
+    // size and the set; an asynchronous call and its cancel (ABI 1.8).
+    const bool acquires = SMP_MODULE_HOOK(module, counter_acquire) != nullptr ||
+                          SMP_MODULE_HOOK(module, counter_acquire_async) != nullptr;
+    if (acquires != (SMP_MODULE_HOOK(module, counter_release) != nullptr))
+        return who + ": counter_acquire (or counter_acquire_async) and counter_release come together";
+    const bool gets =
+        SMP_MODULE_HOOK(module, cache_get) != nullptr || SMP_MODULE_HOOK(module, cache_get_async) != nullptr;
+    const int cache_hooks =
+        (SMP_MODULE_HOOK(module, cache_max_size) != nullptr) + gets + (SMP_MODULE_HOOK(module, cache_set) != nullptr);
+    if (cache_hooks != 0 && cache_hooks != 3)
+        return who + ": cache_max_size, cache_get (or cache_get_async) and cache_set come together";
+    const bool asynchronous = SMP_MODULE_HOOK(module, counter_acquire_async) != nullptr ||
+                              SMP_MODULE_HOOK(module, cache_get_async) != nullptr;
+    if (asynchronous != (SMP_MODULE_HOOK(module, cancel_async) != nullptr))
+        return who + ": counter_acquire_async or cache_get_async and cancel_async come together";
     if ((SMP_MODULE_HOOK(module, query) == nullptr) != (SMP_MODULE_HOOK(module, free_table) == nullptr))
         return who + ": query and free_table come together";
     return {};

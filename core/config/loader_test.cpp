@@ -15,6 +15,10 @@ void on_close_noop(void*, const smp_record*) {}
 uint64_t cache_max_size_zero(void*) { return 0; }
 int query_none(void*, const smp_query*, smp_table**, char*, size_t) { return SMP_ERROR; }
 int cache_get_miss(void*, const char*, void*, uint64_t) { return 0; }
+void cache_set_noop(void*, const char*, const void*, uint64_t) {}
+int acquire_later(void*, const char*, uint32_t, uint32_t, smp_async_done, void*, smp_async**) { return SMP_PENDING; }
+void release_noop(void*, const char*) {}
+void cancel_noop(void*, smp_async*) {}
 
 smp_module protocol_module() {
     smp_module module{};
@@ -133,7 +137,20 @@ TEST_CASE("the ABI check names what is wrong") {
         module.cache_max_size = cache_max_size_zero;
         module.cache_get = cache_get_miss;
         CHECK(smp::check_module(&module, "proto", SMP_MODULE_PLUGIN) ==
-              "module 'proto': cache_max_size, cache_get and cache_set come together");
+              "module 'proto': cache_max_size, cache_get (or cache_get_async) and cache_set come together");
+        module.cache_set = cache_set_noop;
+        CHECK(smp::check_module(&module, "proto", SMP_MODULE_PLUGIN).empty());
+    }
+    SUBCASE("an asynchronous acquire needs its release and cancel_async") {
+        module.kind = SMP_MODULE_PLUGIN;
+        module.counter_acquire_async = acquire_later;
+        CHECK(smp::check_module(&module, "proto", SMP_MODULE_PLUGIN) ==
+              "module 'proto': counter_acquire (or counter_acquire_async) and counter_release come together");
+        module.counter_release = release_noop;
+        CHECK(smp::check_module(&module, "proto", SMP_MODULE_PLUGIN) ==
+              "module 'proto': counter_acquire_async or cache_get_async and cancel_async come together");
+        module.cancel_async = cancel_noop;
+        CHECK(smp::check_module(&module, "proto", SMP_MODULE_PLUGIN).empty());
     }
 }
 

@@ -45,6 +45,11 @@ int api_limit_acquire(smp_worker* worker, const char* key, uint32_t limit, uint3
     return self(worker)->limit_acquire(key, limit, ttl_s);
 }
 void api_limit_release(smp_worker* worker, const char* key) { self(worker)->limit_release(key); }
+int api_limit_acquire_async(smp_worker* worker, const char* key, uint32_t limit, uint32_t ttl_s, smp_async_done done,
+                            void* data, smp_async** call) {
+    return self(worker)->limit_acquire_async(key, limit, ttl_s, done, data, call);
+}
+void api_limit_cancel(smp_worker* worker, smp_async* call) { self(worker)->limit_cancel(call); }
 
 uint64_t api_cache_max_size(smp_worker* worker) { return self(worker)->cache_max_size(); }
 int api_cache_get(smp_worker* worker, const char* key, void* buffer, uint64_t size) {
@@ -53,11 +58,29 @@ int api_cache_get(smp_worker* worker, const char* key, void* buffer, uint64_t si
 void api_cache_set(smp_worker* worker, const char* key, const void* data, uint64_t size) {
     self(worker)->cache_set(key, data, size);
 }
+int api_cache_get_async(smp_worker* worker, const char* key, void* buffer, uint64_t size, smp_async_done done,
+                        void* data, smp_async** call) {
+    return self(worker)->cache_get_async(key, buffer, size, done, data, call);
+}
+void api_cache_cancel(smp_worker* worker, smp_async* call) { self(worker)->cache_cancel(call); }
 
-constexpr smp_core_api kCoreApi{
-    sizeof(smp_core_api), api_log,           api_log_enabled,         api_transfer,      api_close,
-    api_disconnect,       api_trusted_proxy, api_limit_acquire,       api_limit_release, api_cache_max_size,
-    api_cache_get,        api_cache_set,     sizeof(smp_config_value)};
+constexpr smp_core_api kCoreApi{sizeof(smp_core_api),
+                                api_log,
+                                api_log_enabled,
+                                api_transfer,
+                                api_close,
+                                api_disconnect,
+                                api_trusted_proxy,
+                                api_limit_acquire,
+                                api_limit_release,
+                                api_cache_max_size,
+                                api_cache_get,
+                                api_cache_set,
+                                sizeof(smp_config_value),
+                                api_limit_acquire_async,
+                                api_cache_get_async,
+                                api_limit_cancel,
+                                api_cache_cancel};
 
 int64_t now_us() {
     using namespace std::chrono;
@@ -80,36 +103,54 @@ uint16_t describe(const sockaddr_storage& address, char* text, size_t size) {
 
 const smp_core_api& core_api() { return kCoreApi; }
 
+// A configuration names one plugin with counters and one with a cache: the
+// first of each is asked, and told of every release.
 int Worker::limit_acquire(const char* key, uint32_t limit, uint32_t ttl_s) {
-    for (auto* plugin : plugins_)
-        if (auto acquire = SMP_MODULE_HOOK(plugin->api, counter_acquire)) {
-            const int answer = acquire(plugin->worker_state, key, limit, ttl_s);
-            if (answer >= 0) return answer;
-        }
-    return -1;
+    if (counters_ == nullptr) return -1;
+    auto acquire = SMP_MODULE_HOOK(counters_->api, counter_acquire);
+    return acquire != nullptr ? acquire(counters_->worker_state, key, limit, ttl_s) : -1;
+}
+
+int Worker::limit_acquire_async(const char* key, uint32_t limit, uint32_t ttl_s, smp_async_done done, void* data,
+                                smp_async** call) {
+    if (counters_ == nullptr) return -1;
+    if (auto acquire = SMP_MODULE_HOOK(counters_->api, counter_acquire_async))
+        return acquire(counters_->worker_state, key, limit, ttl_s, done, data, call);
+    return limit_acquire(key, limit, ttl_s);
+}
+
+void Worker::limit_cancel(smp_async* call) {
+    if (counters_ != nullptr) counters_->api->cancel_async(counters_->worker_state, call);
 }
 
 void Worker::limit_release(const char* key) {
-    for (auto* plugin : plugins_)
-        if (auto release = SMP_MODULE_HOOK(plugin->api, counter_release)) release(plugin->worker_state, key);
+    if (counters_ != nullptr) counters_->api->counter_release(counters_->worker_state, key);
 }
 
-// The cache is the first plugin that has one (a server names one cache).
 uint64_t Worker::cache_max_size() const {
-    for (auto* plugin : plugins_)
-        if (auto max_size = SMP_MODULE_HOOK(plugin->api, cache_max_size)) return max_size(plugin->worker_state);
-    return 0;
+    return cache_ != nullptr ? cache_->api->cache_max_size(cache_->worker_state) : 0;
 }
 
 int Worker::cache_get(const char* key, void* buffer, uint64_t size) {
-    for (auto* plugin : plugins_)
-        if (auto get = SMP_MODULE_HOOK(plugin->api, cache_get)) return get(plugin->worker_state, key, buffer, size);
-    return -1;
+    if (cache_ == nullptr) return -1;
+    auto get = SMP_MODULE_HOOK(cache_->api, cache_get);
+    return get != nullptr ? get(cache_->worker_state, key, buffer, size) : -1;
+}
+
+int Worker::cache_get_async(const char* key, void* buffer, uint64_t size, smp_async_done done, void* data,
+                            smp_async** call) {
+    if (cache_ == nullptr) return -1;
+    if (auto get = SMP_MODULE_HOOK(cache_->api, cache_get_async))
+        return get(cache_->worker_state, key, buffer, size, done, data, call);
+    return cache_get(key, buffer, size);
+}
+
+void Worker::cache_cancel(smp_async* call) {
+    if (cache_ != nullptr) cache_->api->cancel_async(cache_->worker_state, call);
 }
 
 void Worker::cache_set(const char* key, const void* data, uint64_t size) {
-    for (auto* plugin : plugins_)
-        if (auto set = SMP_MODULE_HOOK(plugin->api, cache_set)) return set(plugin->worker_state, key, data, size);
+    if (cache_ != nullptr) cache_->api->cache_set(cache_->worker_state, key, data, size);
 }
 
 Worker::Worker(Runtime& runtime, int slot, WorkerSeat* seat, std::vector<std::optional<RecordLogWriter>> logs)
@@ -130,7 +171,13 @@ int Worker::run() {
     smp_worker_context context{sizeof(smp_worker_context), &loop_, reinterpret_cast<smp_worker*>(this), id_,
                                runtime_.node.c_str()};
     for (auto& module : runtime_.modules) {
-        if (module->api->kind == SMP_MODULE_PLUGIN) plugins_.push_back(module.get());
+        if (module->api->kind == SMP_MODULE_PLUGIN) {
+            plugins_.push_back(module.get());
+            // The loader checked that the hooks of each come together.
+            if (counters_ == nullptr && SMP_MODULE_HOOK(module->api, counter_release) != nullptr)
+                counters_ = module.get();
+            if (cache_ == nullptr && SMP_MODULE_HOOK(module->api, cache_max_size) != nullptr) cache_ = module.get();
+        }
         if (module->api->init_worker == nullptr) continue;
         std::array<char, 512> message{};
         if (module->api->init_worker(module->instance, &context, &module->worker_state, message.data(),

@@ -37,11 +37,18 @@ class Worker {
     void close(const smp_record& record);
     void disconnect(const smp_connection_info& info);
     bool trusted_proxy(const char* ip) const { return ip != nullptr && runtime_.trusted_proxies.contains(ip); }
-    // The first plugin with shared counters answers; -1 when none does.
+    // The first plugin with shared counters answers, and the first with a
+    // cache (ABI 1.8: asynchronously when it can); -1 when none does.
     int limit_acquire(const char* key, uint32_t limit, uint32_t ttl_s);
+    int limit_acquire_async(const char* key, uint32_t limit, uint32_t ttl_s, smp_async_done done, void* data,
+                            smp_async** call);
+    void limit_cancel(smp_async* call);
     void limit_release(const char* key);
     uint64_t cache_max_size() const;
     int cache_get(const char* key, void* buffer, uint64_t size);
+    int cache_get_async(const char* key, void* buffer, uint64_t size, smp_async_done done, void* data,
+                        smp_async** call);
+    void cache_cancel(smp_async* call);
     void cache_set(const char* key, const void* data, uint64_t size);
 
    private:
@@ -84,6 +91,8 @@ class Worker {
     int signal_fd_ = -1;
     std::vector<std::unique_ptr<Watch>> watches_;
     std::vector<ModuleInstance*> plugins_;
+    ModuleInstance* counters_ = nullptr;  // the first plugin with shared counters
+    ModuleInstance* cache_ = nullptr;     // the first plugin with a shared cache
     int64_t connections_ = 0;
     uint64_t next_connection_id_ = 1;
     bool accepting_ = false;

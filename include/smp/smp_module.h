@@ -22,8 +22,8 @@
  *   - `name` differs from the name it was loaded by;
  *   - `kind` differs from the YAML section it is named in;
  *   - a hook marked REQUIRED below for the module's kind is NULL, or one of
- *     hooks that come together (counter_*, cache_*, query and free_table)
- *     is set without the others;
+ *     hooks that come together (counter_*, cache_*, query and free_table,
+ *     an *_async hook and cancel_async) is set without the others;
  *   - (ABI 1.7) `config_key_size` is set and smaller than a 1.0 smp_config_key.
  * SMP_MODULE_INIT (C) or smp_module_stamp() (C or C++) set size, abi_major,
  * abi_minor, uv_version and config_key_size as the module is compiled.
@@ -86,11 +86,12 @@ extern "C" {
 #endif
 
 #define SMP_ABI_MAJOR 1
-#define SMP_ABI_MINOR 7
+#define SMP_ABI_MINOR 8
 
 /*
  * What a hook that returns `int` returns, unless it says otherwise (the
- * counter, cache and reclaim hooks return numbers of their own). Hooks keep
+ * counter, cache and reclaim hooks return numbers of their own, and the
+ * asynchronous calls SMP_PENDING besides). Hooks keep
  * `int` in their signatures, so that modules written before this enum
  * compile unchanged; the names and values are those of ABI 1.0's #defines.
  * Return one of these values and no other: the core compares with them
@@ -99,7 +100,8 @@ extern "C" {
 typedef enum smp_status {
     SMP_ERROR = -1, /* failed: a sentence in the error buffer, where the hook has one */
     SMP_OK = 0,
-    SMP_REFUSE = 1 /* on_connection only: close this connection before any byte is read */
+    SMP_REFUSE = 1, /* on_connection only: close this connection before any byte is read */
+    SMP_PENDING = 2 /* ABI 1.8, the *_async calls only: the answer comes later, to `done` */
 } smp_status;
 
 /*
@@ -371,6 +373,25 @@ typedef struct smp_table {
 
 typedef struct smp_worker smp_worker; /* opaque: the core's per-worker state */
 
+/*
+ * ABI 1.8. Asynchronous calls: a plugin that waits on the network (memcache)
+ * answers later, on the same worker loop, and no worker ever blocks on it.
+ *
+ * A call (limit_acquire_async, cache_get_async) either answers at once, and
+ * returns the answer (what the synchronous form returns; `done` is never
+ * called), or returns SMP_PENDING and sets `*call`. Then `done(data,
+ * answer)` runs exactly once, on the worker's loop, in a later loop callback
+ * than the call (never inside it), within the plugin's own timeout, unless
+ * the caller cancels the call first (limit_cancel, cache_cancel, with the
+ * `*call` it was given): after a cancel, `done` never runs and the plugin
+ * no longer touches what the call lent it. A caller that goes away (a
+ * connection closing) cancels what it still waits for; one that got its
+ * answer must not cancel. `call` is the plugin's, valid until `done` has
+ * run or the cancel has returned.
+ */
+typedef struct smp_async smp_async;
+typedef void (*smp_async_done)(void* data, int answer);
+
 typedef struct smp_core_api {
     uint32_t size;
     /* Any process, any thread (the storage thread too); never blocks.
@@ -401,19 +422,21 @@ typedef struct smp_core_api {
        configured trusted_proxies, whose X-Forwarded-For / Forwarded may be
        believed. */
     int (*trusted_proxy)(smp_worker* worker, const char* ip);
-    /* ABI 1.3. Worker loop. TODAY THIS MAY BLOCK: issue 15. One of `limit`
-       slots of `key` in a counter that plugins share across servers
-       (memcache), held at most `ttl_s` seconds. 1: taken, release it with
-       limit_release; 0: all taken; -1: no shared counter can answer (none
-       configured, or its server is down and the plugin says to fall back):
-       use the server's own counters. The core asks the plugins' hooks in
-       turn and returns the first answer that is not -1; memcache's makes a
-       synchronous round trip to memcached, so the worker's loop waits up to
-       the plugin's timeouts (its `timeout`, 50 ms by default, for the
-       connect and again for the reply). */
+    /* ABI 1.3. Worker loop; does not block. One of `limit` slots of `key`
+       in a counter that plugins share across servers (memcache), held at
+       most `ttl_s` seconds (0: the plugin's default). 1: taken, release it
+       with limit_release; 0: all taken; -1: no shared counter can answer
+       (none configured, or its server is down and the plugin says to fall
+       back): use the server's own counters. Asks the first plugin that has
+       counters. Since 1.8 it answers only from a plugin with the
+       synchronous hook (counter_acquire), and -1 from one that has only the
+       asynchronous one (memcache): call limit_acquire_async instead. */
     int (*limit_acquire)(smp_worker* worker, const char* key, uint32_t limit, uint32_t ttl_s);
-    /* ABI 1.3. Worker loop. TODAY THIS MAY BLOCK: issue 15 (as
-       limit_acquire; every plugin that has counters is told). */
+    /* ABI 1.3. Worker loop; does not block (since 1.8: the plugin queues
+       it and does not wait for the answer). Gives back a slot that
+       limit_acquire or limit_acquire_async took. A plugin sends it before
+       any later acquire of the same key from this worker, so that a slot
+       given back is counted free by the next ask. */
     void (*limit_release)(smp_worker* worker, const char* key);
     /* ABI 1.4. Worker loop. A cache of file bodies that plugins share
        across servers (memcache), the first plugin that has one. `key` names
@@ -421,18 +444,39 @@ typedef struct smp_core_api {
        changed file is a new key).
        cache_max_size: does not block. The largest body a plugin would keep;
        0: no cache.
-       cache_get: TODAY THIS MAY BLOCK: issue 15 (a synchronous round trip,
-       as limit_acquire). 1: `size` bytes copied into `buffer` (the
+       cache_get: does not block. 1: `size` bytes copied into `buffer` (the
        caller's, at least `size` bytes); 0: not cached; -1: cannot answer
-       (too big, or the cache is down).
-       cache_set: TODAY THIS MAY BLOCK: issue 15 (as cache_get). Offers a
-       body, borrowed for the call; the plugin copies what it keeps. */
+       (too big, or the cache is down). Since 1.8 it answers only from a
+       plugin with the synchronous hook, and -1 from one that has only
+       cache_get_async (memcache): call cache_get_async instead.
+       cache_set: does not block (since 1.8: queued, not waited for).
+       Offers a body, borrowed for the call; the plugin copies what it
+       keeps. */
     uint64_t (*cache_max_size)(smp_worker* worker);
     int (*cache_get)(smp_worker* worker, const char* key, void* buffer, uint64_t size);
     void (*cache_set)(smp_worker* worker, const char* key, const void* data, uint64_t size);
     /* ABI 1.7. sizeof(smp_config_value) as the core was compiled: the
        stride of the values array given to init_master. */
     uint32_t config_value_size;
+    /* ABI 1.8. Worker loop; never blocks. limit_acquire, answered at once
+       or later (see "Asynchronous calls" above): 1, 0 or -1 as
+       limit_acquire, or SMP_PENDING with `*call` set and the answer to
+       `done(data, answer)`. A plugin that has only the synchronous hook
+       answers at once. A slot taken by a call cancelled before its answer
+       is given back by the plugin. */
+    int (*limit_acquire_async)(smp_worker* worker, const char* key, uint32_t limit, uint32_t ttl_s,
+                               smp_async_done done, void* data, smp_async** call);
+    /* ABI 1.8. Worker loop; never blocks. cache_get, answered at once or
+       later: 1, 0 or -1 as cache_get, or SMP_PENDING. While pending, the
+       plugin may write into `buffer` (at least `size` bytes, lent until
+       `done` has run or the call is cancelled): on a hit the body goes
+       straight from the socket into it. */
+    int (*cache_get_async)(smp_worker* worker, const char* key, void* buffer, uint64_t size, smp_async_done done,
+                           void* data, smp_async** call);
+    /* ABI 1.8. Worker loop; never blocks. Cancels a pending
+       limit_acquire_async / cache_get_async: its `done` never runs. */
+    void (*limit_cancel)(smp_worker* worker, smp_async* call);
+    void (*cache_cancel)(smp_worker* worker, smp_async* call);
 } smp_core_api;
 
 /* The i-th value of the array init_master was given, whatever size of
@@ -527,8 +571,8 @@ typedef struct smp_module {
        connections. */
     void (*shutdown)(void* worker_state);
 
-    /* Plugins: all OPTIONAL, at least one of them (or of store,
-       counter_acquire, cache_get) REQUIRED. Worker loop; must not block:
+    /* Plugins: all OPTIONAL, at least one of them (or of store, a counter
+       or a cache hook) REQUIRED. Worker loop; must not block:
        each runs inside the core call that reports the event, in the
        protocol module's loop callback. The info and record are borrowed. */
     /* A connection was accepted, before the protocol sees it; SMP_REFUSE
@@ -566,19 +610,21 @@ typedef struct smp_module {
        process; frees what query returned. */
     void (*free_table)(void* instance, smp_table* table);
 
-    /* ABI 1.3. OPTIONAL, plugins: both or neither. Shared counters, asked
-       by core->limit_acquire / limit_release (the same meaning and return
-       values). Worker loop: they must not block, but TODAY memcache's DO
-       (a synchronous round trip bounded by its timeouts): issue 15. */
+    /* ABI 1.3. OPTIONAL, plugins. Shared counters, asked by
+       core->limit_acquire / limit_release (the same meaning and return
+       values). Worker loop: they must not block. counter_release comes
+       with counter_acquire or counter_acquire_async (1.8), and is queued
+       rather than waited for. A plugin that waits on the network has only
+       the asynchronous acquire (memcache); counter_acquire is for one that
+       answers from memory. */
     int (*counter_acquire)(void* worker_state, const char* key, uint32_t limit, uint32_t ttl_s);
     void (*counter_release)(void* worker_state, const char* key);
 
-    /* ABI 1.4. OPTIONAL, plugins: all three or none. A shared cache of file
-       bodies, asked by core->cache_max_size / cache_get / cache_set (the
-       same meaning and return values; `buffer` and `data` are borrowed).
-       Worker loop: they must not block, but TODAY memcache's cache_get and
-       cache_set DO (a synchronous round trip bounded by its timeouts):
-       issue 15. */
+    /* ABI 1.4. OPTIONAL, plugins. A shared cache of file bodies, asked by
+       core->cache_max_size / cache_get / cache_set (the same meaning and
+       return values; `buffer` and `data` are borrowed). Worker loop: they
+       must not block. cache_max_size and cache_set come with cache_get or
+       cache_get_async (1.8); cache_set copies the body and does not wait. */
     uint64_t (*cache_max_size)(void* worker_state);
     int (*cache_get)(void* worker_state, const char* key, void* buffer, uint64_t size);
     void (*cache_set)(void* worker_state, const char* key, const void* data, uint64_t size);
@@ -611,6 +657,20 @@ typedef struct smp_module {
        sizeof(smp_config_key) as the module was compiled: the stride of
        config_keys. 0: the 1.0 size. */
     uint32_t config_key_size;
+
+    /* ABI 1.8. OPTIONAL, plugins. The asynchronous forms of counter_acquire
+       and cache_get, asked by core->limit_acquire_async / cache_get_async,
+       with their meaning (see "Asynchronous calls" above). Worker loop;
+       never block: a plugin that waits on the network answers SMP_PENDING
+       and calls `done` from its own loop callback, within its timeout. A
+       plugin that has either has cancel_async (the loader refuses one
+       without), which forgets a pending call: `done` never runs, `buffer`
+       is not touched again, and a slot the call took is given back. */
+    int (*counter_acquire_async)(void* worker_state, const char* key, uint32_t limit, uint32_t ttl_s,
+                                 smp_async_done done, void* data, smp_async** call);
+    int (*cache_get_async)(void* worker_state, const char* key, void* buffer, uint64_t size, smp_async_done done,
+                           void* data, smp_async** call);
+    void (*cancel_async)(void* worker_state, smp_async* call);
 } smp_module;
 
 /* C: the first designated initializers of a module's static struct, the
