@@ -270,28 +270,49 @@ void Slots::give_back_dead_holders() {
     }
 }
 
-bool Slots::acquire(uint64_t key, uint32_t limit, bool& shared) {
-    shared = false;
-    if (core_shares_counters(core_)) {
-        char name[24];
-        slot_name(key, name);
-        for (uint32_t dead = counters_.reclaim(shadow_of(key)); dead > 0; --dead) core_->limit_release(worker_, name);
-        const int answer = core_->limit_acquire(worker_, name, limit, 0);
-        if (answer >= 0) {
-            shared = answer == 1;
-            if (shared) counters_.acquire(shadow_of(key), UINT32_MAX);
-            return shared;
-        }
-    }
-    return counters_.acquire(key, limit);
-}
-
-void Slots::release(uint64_t key, bool shared) {
-    if (!shared) return counters_.release(key);
+SlotAnswer Slots::acquire(Slot& slot, uint64_t key, uint32_t limit, smp_async_done done, void* data) {
+    slot = Slot{key, false, nullptr, limit};
+    if (!core_shares_counters(core_)) return answered(slot, -1);
     char name[24];
     slot_name(key, name);
-    core_->limit_release(worker_, name);
-    counters_.release(shadow_of(key));
+    // Given back before the ask, and sent before it: the dead holders' slots are free for it.
+    for (uint32_t dead = counters_.reclaim(shadow_of(key)); dead > 0; --dead) core_->limit_release(worker_, name);
+    // limit_acquire_async is ABI 1.8; an older core answers at once.
+    const int answer = SMP_HAS(core_, limit_acquire_async)
+                           ? core_->limit_acquire_async(worker_, name, limit, 0, done, data, &slot.call)
+                           : core_->limit_acquire(worker_, name, limit, 0);
+    if (answer == SMP_PENDING) return SlotAnswer::waiting;
+    return answered(slot, answer);
+}
+
+SlotAnswer Slots::answered(Slot& slot, int answer) {
+    slot.call = nullptr;
+    if (answer == 1) {
+        slot.shared = true;
+        counters_.acquire(shadow_of(slot.key), UINT32_MAX);
+        return SlotAnswer::taken;
+    }
+    // -1: no shared counter can answer, so this server's own counts.
+    if (answer == 0 || !counters_.acquire(slot.key, slot.limit)) {
+        slot = {};
+        return SlotAnswer::refused;
+    }
+    return SlotAnswer::taken;
+}
+
+void Slots::release(Slot& slot) {
+    if (slot.key == 0) return;
+    if (slot.waiting()) {
+        core_->limit_cancel(worker_, slot.call);
+    } else if (!slot.shared) {
+        counters_.release(slot.key);
+    } else {
+        char name[24];
+        slot_name(slot.key, name);
+        core_->limit_release(worker_, name);
+        counters_.release(shadow_of(slot.key));
+    }
+    slot = {};
 }
 
 }  // namespace smp::http

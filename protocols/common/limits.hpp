@@ -189,18 +189,41 @@ RateAllowance rate_allowance(uint64_t rate, uint64_t after, uint64_t start_ms, u
 uint64_t limit_key(std::string_view kind, std::string_view a, std::string_view b = {});
 constexpr uint64_t kSharedSlotBit = 1ull << 63;
 
+// A slot of a limit that an exchange or a connection holds, or is asking
+// the plugins' shared counters for.
+struct Slot {
+    uint64_t key = 0;           // 0: none
+    bool shared = false;        // held in the plugins' shared counters, not this server's
+    smp_async* call = nullptr;  // the shared counter has not answered yet
+    uint32_t limit = 0;         // this server's own limit, if the shared counter cannot answer
+
+    bool waiting() const { return call != nullptr; }
+};
+
+enum class SlotAnswer { taken, refused, waiting };
+
 // The slots of the limits of one worker of a protocol module (http_download,
 // forward): in the counters plugins share across servers (memcache) when one
-// answers, else in this server's own table. Worker only.
+// answers, else in this server's own table. The shared counters answer
+// later (ABI 1.8): the caller parks what needed the slot meanwhile, and
+// nothing else of the worker waits. Worker only.
 class Slots {
    public:
     Slots(const smp_core_api* core, smp_worker* worker, SharedCounters& counters)
         : core_(core), worker_(worker), counters_(counters) {}
 
-    // Takes one of `limit` slots of `key`; false when all are held. `shared`
-    // says where it was taken, for release().
-    bool acquire(uint64_t key, uint32_t limit, bool& shared);
-    void release(uint64_t key, bool shared);
+    // Takes one of `limit` slots of `key` into `slot` (which holds none).
+    // waiting: the shared counter answers later, to done(data, answer) on
+    // the worker's loop, which hands the answer to answered(); release()
+    // before that forgets the ask.
+    SlotAnswer acquire(Slot& slot, uint64_t key, uint32_t limit, smp_async_done done, void* data);
+    // The shared counter's answer to an acquire that was waiting: taken, or
+    // refused (and `slot` holds none).
+    SlotAnswer answered(Slot& slot, int answer);
+    // Gives back what `slot` holds, or forgets an ask still waiting (a slot
+    // the counter grants it then is given back by the plugin); `slot` holds
+    // none after.
+    void release(Slot& slot);
     // The worker that replaces a dead one gives back the shared slots it held.
     void give_back_dead_holders();
 

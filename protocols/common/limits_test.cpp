@@ -9,6 +9,8 @@
 #include <csignal>
 #include <new>
 #include <random>
+#include <string>
+#include <vector>
 
 using smp::http::limit_key;
 using smp::http::SharedCounters;
@@ -215,4 +217,96 @@ TEST_CASE("a shared budget grants its rate, whoever asks") {
     CHECK(buckets.grant(key, 64 * 1024, kRate, start + 4'999'000, wait_us) == 0);  // spent
     CHECK(wait_us > 0);
     CHECK(buckets.grant(limit_key("rate", "other"), 1000, kRate, start + 5'000'000, wait_us) == 1000);
+}
+
+namespace {
+
+// A core whose shared counter answers later, as memcache does: it remembers
+// each ask, and what was released and cancelled.
+struct LaterCounter {
+    smp_async_done done = nullptr;
+    void* data = nullptr;
+    int asks = 0;
+    int cancels = 0;
+    std::vector<std::string> released;
+};
+LaterCounter later;
+smp_async* const kCall = reinterpret_cast<smp_async*>(0x1);
+
+int acquire_later(smp_worker*, const char*, uint32_t, uint32_t, smp_async_done done, void* data, smp_async** call) {
+    ++later.asks;
+    later.done = done;
+    later.data = data;
+    *call = kCall;
+    return SMP_PENDING;
+}
+int acquire_sync(smp_worker*, const char*, uint32_t, uint32_t) { return -1; }
+void release_shared(smp_worker*, const char* key) { later.released.emplace_back(key); }
+void cancel(smp_worker*, smp_async* call) {
+    CHECK(call == kCall);
+    ++later.cancels;
+}
+
+smp_core_api later_core() {
+    smp_core_api core{};
+    core.size = sizeof core;
+    core.limit_acquire = acquire_sync;
+    core.limit_release = release_shared;
+    core.limit_acquire_async = acquire_later;
+    core.limit_cancel = cancel;
+    return core;
+}
+
+void remember_answer(void* data, int answer) { *static_cast<int*>(data) = answer; }
+
+}  // namespace
+
+TEST_CASE("a slot the shared counter answers later: taken, refused, fallen back, forgotten") {
+    using smp::http::Slot;
+    using smp::http::SlotAnswer;
+    later = {};
+    const smp_core_api core = later_core();
+    SharedCounters counters(64);
+    smp::http::Slots slots(&core, nullptr, counters);
+    const uint64_t key = limit_key("download", "192.0.2.1", "a.bin");
+    int answer = -9;
+
+    Slot slot;
+    REQUIRE(slots.acquire(slot, key, 1, remember_answer, &answer) == SlotAnswer::waiting);
+    CHECK(slot.waiting());
+    CHECK(later.data == &answer);
+    SUBCASE("taken: held in the shared counter, given back there") {
+        CHECK(slots.answered(slot, 1) == SlotAnswer::taken);
+        CHECK_FALSE(slot.waiting());
+        CHECK(slot.shared);
+        CHECK(counters.count(key) == 0);  // this server's own count is not used
+        slots.release(slot);
+        REQUIRE(later.released.size() == 1);
+        CHECK(slot.key == 0);
+        CHECK(later.cancels == 0);
+    }
+    SUBCASE("refused: holds nothing, gives nothing back") {
+        CHECK(slots.answered(slot, 0) == SlotAnswer::refused);
+        CHECK(slot.key == 0);
+        slots.release(slot);
+        CHECK(later.released.empty());
+    }
+    SUBCASE("the counter cannot answer: this server's own limit decides") {
+        CHECK(slots.answered(slot, -1) == SlotAnswer::taken);
+        CHECK_FALSE(slot.shared);
+        CHECK(counters.count(key) == 1);
+        Slot second;
+        REQUIRE(slots.acquire(second, key, 1, remember_answer, &answer) == SlotAnswer::waiting);
+        CHECK(slots.answered(second, -1) == SlotAnswer::refused);  // one of one is held here
+        slots.release(slot);
+        CHECK(counters.count(key) == 0);
+        CHECK(later.released.empty());
+    }
+    SUBCASE("released while waiting: the ask is cancelled, nothing is given back") {
+        slots.release(slot);
+        CHECK(later.cancels == 1);
+        CHECK(later.released.empty());
+        CHECK(slot.key == 0);
+        CHECK_FALSE(slot.waiting());
+    }
 }

@@ -37,8 +37,7 @@ struct ConnectionBase {
     int poll_events = 0;
     bool closing = false;
     uint64_t requests = 0;
-    uint64_t ip_slot = 0;  // max_connections_per_ip key held until close; 0: none
-    bool ip_slot_shared = false;
+    smp::http::Slot ip_slot;  // max_connections_per_ip, held until close
     bool over_limit = false;  // past max_connections_per_ip: the module refuses its request
     bool paused = false;      // waiting for its rate budget, in the worker's paused list
     uint64_t resume_ms = 0;
@@ -115,6 +114,12 @@ class WorkerBase {
     // limit per client (a trusted proxy's clients are many, so it is not
     // counted). Null when it could not be watched: the descriptor is closed
     // and the core told. Throws std::bad_alloc after the same.
+    //
+    // The module sets the connection's `worker` and calls its own
+    // start_connection(c) (which looks at over_limit) once the limit has
+    // answered: at once unless ip_slot.waiting(); else the answer of the
+    // plugins' shared counter calls it later, and the connection reads
+    // nothing meanwhile.
     Connection* adopt(int fd, const smp_connection_info& info, const AcceptSettings& settings) {
         Connection* c = nullptr;
         try {
@@ -155,10 +160,8 @@ class WorkerBase {
         connections_ = c;
         if (settings.max_connections_per_ip > 0 && !trusted_proxy(c->client_ip)) {
             const uint64_t key = smp::http::limit_key("connections", c->client_ip);
-            if (slots_->acquire(key, settings.max_connections_per_ip, c->ip_slot_shared))
-                c->ip_slot = key;
-            else
-                c->over_limit = true;
+            c->over_limit = slots_->acquire(c->ip_slot, key, settings.max_connections_per_ip, on_connection_slot, c) ==
+                            smp::http::SlotAnswer::refused;
         }
         return c;
     }
@@ -175,8 +178,7 @@ class WorkerBase {
     void release_and_close(Connection& c, smp_end_reason reason, const char* module, const char* detail = "") {
         if (c.paused) std::erase(paused_, &c);
         c.paused = false;
-        if (c.ip_slot != 0) slots_->release(c.ip_slot, c.ip_slot_shared);
-        c.ip_slot = 0;
+        if (slots_) slots_->release(c.ip_slot);
         if (core_->log_enabled(SMP_LOG_DEBUG)) {
             char message[240];
             std::snprintf(message, sizeof message, "Connection closed with message \"%s\" (%s:%u, %llu request(s)%s)",
@@ -286,6 +288,14 @@ class WorkerBase {
     DateCache dates_;  // the Date of the responses this worker writes
 
    private:
+    // The shared counter's answer for a connection's max_connections_per_ip slot.
+    static void on_connection_slot(void* data, int answer) {
+        auto& c = *static_cast<Connection*>(data);
+        WorkerBase& self = *c.worker;
+        c.over_limit = self.slots_->answered(c.ip_slot, answer) == smp::http::SlotAnswer::refused;
+        c.worker->start_connection(c);
+    }
+
     static void on_closed(uv_handle_t* handle) {
         auto* c = static_cast<Connection*>(handle->data);
         WorkerBase& self = *c->worker;

@@ -161,6 +161,7 @@ bool WorkerState::step_http(Connection& c) {
         return read_request_head(c);
     }
     Exchange& e = c.exchange;
+    if (e.download_slot.waiting()) return false;  // on_download_slot pumps again
     bool moved = false;
     if (!e.local_response && c.upstream == nullptr && !connect_origin(c)) return true;
     moved |= relay_request(c);
@@ -212,8 +213,7 @@ void WorkerState::finish_exchange(Connection& c) {
 }
 
 void WorkerState::release_download_slot(Exchange& e) {
-    if (e.download_slot != 0) slots_->release(e.download_slot, e.download_slot_shared);
-    e.download_slot = 0;
+    if (slots_) slots_->release(e.download_slot);
 }
 
 void WorkerState::linger(Connection& c) {

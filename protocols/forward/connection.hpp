@@ -117,9 +117,8 @@ struct Exchange : smp::http::ParsedHead {
     uint64_t received_bytes = 0;  // of the client: the request head, then its body (framing included)
     int64_t start_us = 0;
     uint64_t last_progress_report_ms = 0;
-    uint64_t rate_start_ms = 0;         // the response head came, for limit_rate
-    uint64_t download_slot = 0;         // unique_ip key held until the exchange ends; 0: none
-    bool download_slot_shared = false;  // held in the plugins' shared counters, not this server's
+    uint64_t rate_start_ms = 0;     // the response head came, for limit_rate
+    smp::http::Slot download_slot;  // unique_ip, held until the exchange ends; the relay waits while asked
 
     void reset();
 };
@@ -155,6 +154,8 @@ class WorkerState : public smp::protocol::WorkerBase<Connection> {
     WorkerState(const Settings& settings, const smp_worker_context& context);
 
     void accept(int fd, const smp_connection_info& info);
+    // Starts the relay, once the connection's limit per client has answered.
+    void start_connection(Connection& c);
     void shutdown();
 
    private:
@@ -171,6 +172,7 @@ class WorkerState : public smp::protocol::WorkerBase<Connection> {
     bool step_stream(Connection& c);
     bool read_request_head(Connection& c);
     void start_exchange(Connection& c, size_t head_length);
+    static void on_download_slot(void* data, int answer);
     bool relay_request(Connection& c);
     bool read_response(Connection& c);
     void parse_response(Connection& c);

@@ -78,6 +78,7 @@ void WorkerState::update_polls(Connection& c) {
             break;
         case Phase::lingering: client |= UV_READABLE; break;
         case Phase::exchange:
+            if (e.download_slot.waiting()) break;  // nothing moves until the slot's answer
             if (!e.request_complete && !e.local_response && !c.eof && has_room(c.in)) client |= UV_READABLE;
             if (e.client_head_sent < e.client_head.size() || (e.response_body_ready > 0 && !c.paused))
                 client |= UV_WRITABLE;

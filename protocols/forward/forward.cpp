@@ -177,18 +177,22 @@ void WorkerState::accept(int fd, const smp_connection_info& info) {
     c->phase_started_ms = now;
     c->client_progress_ms = now;
     c->origin_progress_ms = now;
+    if (!c->ip_slot.waiting()) start_connection(*c);
+}
+
+void WorkerState::start_connection(Connection& c) {
     if (settings_.mode == Mode::tcp) {
-        c->phase = Phase::stream;
-        c->requests = 1;  // the connection is its one record
-        c->exchange.last_progress_report_ms = now;
+        c.phase = Phase::stream;
+        c.requests = 1;  // the connection is its one record
+        c.exchange.last_progress_report_ms = uv_now(loop_);
         // A byte stream has no way to say "later": it is closed before the
         // origin hears of it, and recorded.
-        if (c->over_limit) return close_connection(*c, SMP_END_REJECTED_LIMIT);
-        take_buffer(c->in);
-        take_buffer(c->out);
-        if (!connect_origin(*c)) return;  // closed, and recorded as upstream_error
+        if (c.over_limit) return close_connection(c, SMP_END_REJECTED_LIMIT);
+        take_buffer(c.in);
+        take_buffer(c.out);
+        if (!connect_origin(c)) return;  // closed, and recorded as upstream_error
     }
-    pump(*c);
+    pump(c);
 }
 
 void WorkerState::shutdown() {

@@ -148,21 +148,30 @@ void WorkerState::start_exchange(Connection& c, size_t head_length) {
         e.close_after = true;
         return refuse(429);
     }
-    // unique_ip: one download (GET) of this path by this client at a time
-    // (the client behind a trusted proxy); a HEAD or another method takes none.
-    if (settings_.unique_ip && e.request.method == HTTP_GET) {
-        const uint64_t key =
-            smp::http::limit_key("download", e.has_forwarded_client ? e.forwarded_client.data() : c.client_ip, e.path);
-        if (!slots_->acquire(key, 1, e.download_slot_shared)) return refuse(429);
-        e.download_slot = key;
-    }
-
     build_upstream_head({e.method, e.target, e.request.http_minor}, e.fields, c.client_ip, e.upstream_head);
     e.fields.clear();
     // An upgrade is not relayed (its fields were dropped): the origin answers
     // it as a plain request, its body included.
     if (stopping_) e.close_after = true;
     c.in.consume(head_length);
+    // unique_ip: one download (GET) of this path by this client at a time
+    // (the client behind a trusted proxy); a HEAD or another method takes
+    // none. While the plugins' shared counter is asked, the exchange waits
+    // (step_http) and the origin hears nothing.
+    if (settings_.unique_ip && e.request.method == HTTP_GET) {
+        const uint64_t key =
+            smp::http::limit_key("download", e.has_forwarded_client ? e.forwarded_client.data() : c.client_ip, e.path);
+        if (slots_->acquire(e.download_slot, key, 1, on_download_slot, &c) == smp::http::SlotAnswer::refused)
+            respond_locally(c, 429);
+    }
+}
+
+void WorkerState::on_download_slot(void* data, int answer) {
+    Connection& c = *static_cast<Connection*>(data);
+    WorkerState& self = *c.worker;
+    if (self.slots_->answered(c.exchange.download_slot, answer) == smp::http::SlotAnswer::refused)
+        self.respond_locally(c, 429);
+    self.pump(c);
 }
 
 bool WorkerState::relay_request(Connection& c) {

@@ -58,7 +58,9 @@ void Exchange::reset() {
     header_total = 0;
     start_us = 0;
     last_progress_report_ms = 0;
-    download_slot = 0;
+    download_slot = {};
+    cache_key.clear();
+    cache_call = nullptr;
     rate_start_ms = 0;
     rate_key = 0;
     granted = 0;
@@ -231,7 +233,6 @@ void WorkerState::respond_file(Connection& c) {
         parse_range(e.range, file.size, settings_.max_ranges, ranges);
     if (ranges.outcome == RangeOutcome::unsatisfiable) return respond_error(c, 416);
 
-    e.rate_start_ms = uv_now(loop_);
     if (settings_.limit_rate_per_download > 0 && !head) {
         // The logical download: client (forwarded behind a trusted proxy), user agent, file.
         const std::string_view client = e.has_forwarded_client ? e.forwarded_client.data() : c.client_ip;
@@ -242,10 +243,83 @@ void WorkerState::respond_file(Connection& c) {
     if (settings_.unique_ip && !head) {
         const uint64_t key =
             limit_key("download", e.has_forwarded_client ? e.forwarded_client.data() : c.client_ip, e.path);
-        if (!slots_->acquire(key, 1, e.download_slot_shared)) return respond_error(c, 429);
-        e.download_slot = key;
+        switch (slots_->acquire(e.download_slot, key, 1, on_download_slot, &c)) {
+            case SlotAnswer::refused: return respond_error(c, 429);
+            case SlotAnswer::waiting: return wait_for_plugin(c);
+            case SlotAnswer::taken: break;
+        }
     }
+    fetch_body(c);
+}
 
+void WorkerState::on_download_slot(void* data, int answer) {
+    Connection& c = *static_cast<Connection*>(data);
+    WorkerState& self = *c.worker;
+    if (self.slots_->answered(c.exchange->download_slot, answer) == SlotAnswer::refused)
+        return self.respond_error(c, 429);
+    self.fetch_body(c);
+}
+
+// An exchange that waits for a plugin reads and writes nothing meanwhile:
+// the plugin answers within its own timeout, and the sweep's send_timeout
+// deadline still holds.
+void WorkerState::wait_for_plugin(Connection& c) { set_poll(c, 0); }
+
+void WorkerState::fetch_body(Connection& c) {
+    Exchange& e = *c.exchange;
+    if (e.parser.method != HTTP_HEAD && e.file->size > 0 && ask_shared_cache(c)) return wait_for_plugin(c);
+    send_file_head(c);
+}
+
+// Small files come from the cache the servers share (memcache), filled from
+// the file on a miss; the body is then sent from memory. The key names the
+// file's size and mtime, so a changed file is read again. True when the
+// cache answers later (on_shared_cache).
+bool WorkerState::ask_shared_cache(Connection& c) {
+    Exchange& e = *c.exchange;
+    const OpenFile& file = *e.file;
+    if (!SMP_HAS(core_, cache_set)) return false;  // ABI 1.4
+    if (file.size > core_->cache_max_size(worker_)) return false;
+    e.cache_key = shared_cache_key(file.key, file.etag);
+    e.body.resize(file.size);
+    // cache_get_async is ABI 1.8; an older core answers at once. On a hit
+    // the plugin writes the body straight into e.body.
+    const int answer = SMP_HAS(core_, cache_get_async)
+                           ? core_->cache_get_async(worker_, e.cache_key.c_str(), e.body.data(), file.size,
+                                                    on_shared_cache, &c, &e.cache_call)
+                           : core_->cache_get(worker_, e.cache_key.c_str(), e.body.data(), file.size);
+    if (answer == SMP_PENDING) return true;
+    use_cache_answer(e, answer);
+    return false;
+}
+
+void WorkerState::on_shared_cache(void* data, int answer) {
+    Connection& c = *static_cast<Connection*>(data);
+    WorkerState& self = *c.worker;
+    c.exchange->cache_call = nullptr;
+    self.use_cache_answer(*c.exchange, answer);
+    self.send_file_head(c);
+}
+
+void WorkerState::use_cache_answer(Exchange& e, int answer) {
+    const OpenFile& file = *e.file;
+    if (answer < 0) return;  // the cache cannot answer: the file is sent
+    if (answer == 0) {
+        for (uint64_t done = 0; done < file.size;) {
+            const ssize_t n = pread(file.fd, e.body.data() + done, file.size - done, static_cast<off_t>(done));
+            if (n < 0 && errno == EINTR) continue;
+            if (n <= 0) return;  // changed under us: sendfile will say so
+            done += static_cast<uint64_t>(n);
+        }
+        core_->cache_set(worker_, e.cache_key.c_str(), e.body.data(), file.size);
+    }
+    e.body_in_memory = true;
+}
+
+void WorkerState::send_file_head(Connection& c) {
+    Exchange& e = *c.exchange;
+    const OpenFile& file = *e.file;
+    const RangeRequest& ranges = e.range_request;
     std::string& out = e.out;
     const bool multipart = ranges.outcome == RangeOutcome::partial && ranges.ranges.size() > 1;
     char boundary[24] = {};
@@ -261,9 +335,9 @@ void WorkerState::respond_file(Connection& c) {
     } else if (file.size > 0) {
         e.segments.push_back({true, 0, file.size});
     }
-    if (head) e.segments.clear();
-    if (!head && file.size > 0) use_shared_cache(e);
+    if (e.parser.method == HTTP_HEAD) e.segments.clear();
 
+    e.rate_start_ms = uv_now(loop_);
     e.status = ranges.outcome == RangeOutcome::partial ? 206 : 200;
     const size_t header_offset = out.size();
     smp::protocol::append_status_line(out, e.status, dates_.now());
@@ -290,29 +364,6 @@ void WorkerState::respond_file(Connection& c) {
     e.header_total = out.size() - header_offset;
     e.segments.insert(e.segments.begin(), Segment{false, header_offset, e.header_total});
     send_response(c);
-}
-
-// Small files come from the cache the servers share (memcache), filled from
-// the file on a miss; the body is then sent from memory. The key names the
-// file's size and mtime, so a changed file is read again.
-void WorkerState::use_shared_cache(Exchange& e) {
-    const OpenFile& file = *e.file;
-    if (!SMP_HAS(core_, cache_set)) return;  // ABI 1.4
-    if (file.size > core_->cache_max_size(worker_)) return;
-    const std::string key = shared_cache_key(file.key, file.etag);
-    e.body.resize(file.size);
-    const int answer = core_->cache_get(worker_, key.c_str(), e.body.data(), file.size);
-    if (answer < 0) return;
-    if (answer == 0) {
-        for (uint64_t done = 0; done < file.size;) {
-            const ssize_t n = pread(file.fd, e.body.data() + done, file.size - done, static_cast<off_t>(done));
-            if (n < 0 && errno == EINTR) continue;
-            if (n <= 0) return;  // changed under us: sendfile will say so
-            done += static_cast<uint64_t>(n);
-        }
-        core_->cache_set(worker_, key.c_str(), e.body.data(), file.size);
-    }
-    e.body_in_memory = true;
 }
 
 // ---- sending ----------------------------------------------------------------
@@ -491,8 +542,9 @@ void WorkerState::finish_exchange(Connection& c, smp_end_reason reason) {
         log_file_downloaded(c, "http_download", e.path, e.status, e.body_bytes, e.start_us);
     if (e.file != nullptr) files_.release(e.file);
     e.file = nullptr;
-    if (e.download_slot != 0) slots_->release(e.download_slot, e.download_slot_shared);
-    e.download_slot = 0;
+    if (slots_) slots_->release(e.download_slot);
+    if (e.cache_call != nullptr) core_->cache_cancel(worker_, e.cache_call);
+    e.cache_call = nullptr;
 }
 
 void WorkerState::after_response(Connection& c) {

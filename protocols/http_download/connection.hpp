@@ -83,12 +83,15 @@ struct Exchange : RequestHead {
     uint64_t header_total = 0;  // bytes of the response header to send
     int64_t start_us = 0;
     uint64_t last_progress_report_ms = 0;
-    uint64_t download_slot = 0;         // unique_ip key held until the exchange ends; 0: none
-    bool download_slot_shared = false;  // held in the plugins' shared counters, not this server's
-    uint64_t rate_start_ms = 0;         // when the response began, for limit_rate
-    uint64_t rate_key = 0;              // the download's shared budget (limit_rate_per_download); 0: none
-    uint64_t granted = 0;               // bytes of that budget granted and not sent yet
+    Slot download_slot;               // unique_ip, held until the exchange ends
+    std::string cache_key;            // the file's key in the shared cache, when it is asked
+    smp_async* cache_call = nullptr;  // the shared cache has not answered yet
+    uint64_t rate_start_ms = 0;       // when the response began, for limit_rate
+    uint64_t rate_key = 0;            // the download's shared budget (limit_rate_per_download); 0: none
+    uint64_t granted = 0;             // bytes of that budget granted and not sent yet
 
+    // Parked until a plugin answers (a shared slot, the shared cache).
+    bool waiting_for_plugin() const { return download_slot.waiting() || cache_call != nullptr; }
     void reset();
 };
 
@@ -116,6 +119,8 @@ class WorkerState : public smp::protocol::WorkerBase<Connection> {
     WorkerState(const Settings& settings, const smp_worker_context& context);
 
     void accept(int fd, const smp_connection_info& info);
+    // Reads the connection's first request, once its limit per client has answered.
+    void start_connection(Connection& c);
     void shutdown();
     // The worker is at max_connections: closes up to `count` idle, lingering,
     // head-trickling or slower-than-send_min_rate connections, the longest
@@ -144,8 +149,17 @@ class WorkerState : public smp::protocol::WorkerBase<Connection> {
     void find_forwarded_client(Connection& c);
     void respond(Connection& c);
     void respond_error(Connection& c, int status);
+    // A file's response in steps, each of which may wait for a plugin:
+    // checks and the unique_ip slot, then the body from the shared cache,
+    // then the head.
     void respond_file(Connection& c);
-    void use_shared_cache(Exchange& e);
+    static void on_download_slot(void* data, int answer);
+    void fetch_body(Connection& c);
+    bool ask_shared_cache(Connection& c);
+    static void on_shared_cache(void* data, int answer);
+    void use_cache_answer(Exchange& e, int answer);
+    void send_file_head(Connection& c);
+    void wait_for_plugin(Connection& c);
     void send_response(Connection& c);
     void finish_exchange(Connection& c, smp_end_reason reason);
     void after_response(Connection& c);

@@ -196,8 +196,12 @@ void WorkerState::accept(int fd, const smp_connection_info& info) {
     if (c == nullptr) return;
     c->worker = this;
     c->deadline_ms = uv_now(loop_) + settings_.header_timeout_ms;
-    set_poll(*c, UV_READABLE);
+    if (!c->ip_slot.waiting()) start_connection(*c);
 }
+
+// The limit per client has answered (over_limit): the request is read, and
+// refused when over.
+void WorkerState::start_connection(Connection& c) { set_poll(c, UV_READABLE); }
 
 void WorkerState::shutdown() {
     stopping_ = true;
@@ -214,8 +218,8 @@ void WorkerState::shutdown() {
 
 // A response paced by a rate limit goes at our pace, not the client's.
 bool WorkerState::min_rate_applies(const Connection& c) const {
-    return settings_.send_min_rate > 0 && c.exchange != nullptr && !c.paused && settings_.limit_rate == 0 &&
-           c.exchange->rate_key == 0;
+    return settings_.send_min_rate > 0 && c.exchange != nullptr && !c.paused && !c.exchange->waiting_for_plugin() &&
+           settings_.limit_rate == 0 && c.exchange->rate_key == 0;
 }
 
 bool WorkerState::slow_so_far(const Connection& c, uint64_t now) const {
