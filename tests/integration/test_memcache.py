@@ -1,17 +1,22 @@
 """The memcache plugin: unique_ip held across two smprotocol servers that
 share one memcached (Debian's, started here on a free loopback port), and
 what happens when memcached goes away and comes back; the cache of small
-files the servers share."""
+files the servers share; and, with memcached behind a relay that delays every
+packet by 50 ms (delay_relay.py), that a slot waiting on memcached does not
+hold the worker's other connections."""
 
 import os
 import shutil
 import signal
 import socket
 import subprocess
+import sys
+import threading
 import time
 import unittest
 
 import harness
+from delay_relay import DelayRelay
 from harness import MIB
 from test_limits import slow_download
 
@@ -261,6 +266,193 @@ class SharedCache(unittest.TestCase):
             self.assertEqual(harness.http(a.port, 'GET', '/hot.bin').body, self.file_bytes('hot.bin'))
         log = a.log()
         self.assertEqual(log.count('[memcache] cannot read the file cache'), 1, log)
+
+
+def percentile(sorted_values, fraction):
+    """The nearest-rank percentile of an ascending list."""
+    rank = max(1, -(-len(sorted_values) * fraction // 1))  # ceil, at least the first
+    return sorted_values[int(rank) - 1]
+
+
+@unittest.skipUnless(shutil.which('memcached'), 'memcached is not installed (Debian package memcached)')
+class SlowMemcached(unittest.TestCase):
+    """memcached behind a relay that delays every packet by 50 ms each way: a
+    shared slot (acquire and release) waits on it, but the worker's other
+    connections must not. One server, one worker, two http_download ports on
+    the same root: A with unique_ip (every GET takes a slot through the relay),
+    B with no limits. While eight clients keep A's slots waiting on the relay,
+    a client of B fetching a 4 KiB file on a keep-alive connection every 2 ms
+    must see a p99 latency under 5 ms."""
+
+    DELAY = 0.05           # per chunk, each way: a round trip through the relay is 100 ms
+    A_CLIENTS = 8
+    MEASURE_S = 3.0
+    PACE_S = 0.002         # B sends a request every 2 ms (or at once when late)
+    P99_LIMIT_MS = 5.0
+    MIN_SAMPLES = 500
+
+    def setUp(self):
+        files = {'small.bin': 4096}
+        files.update({'a%d.bin' % i: 4096 for i in range(self.A_CLIENTS)})
+        self.env = harness.TestEnv(files)
+        self.memcached = Memcached()
+        self.relay = None
+        self.server = None
+        self.stop_load = threading.Event()
+        self.load_threads = []
+        self.addCleanup(self.cleanup)
+        self.memcached.start()
+        self.relay = DelayRelay(self.memcached.port, delay=self.DELAY).start()
+        self.port_a, self.port_b = harness.free_port(), harness.free_port()
+        text = '\n'.join([
+            'workers: 1',
+            'max_connections: 256',
+            'shutdown_timeout: 5s',
+            'state_dir: %s' % self.env.path('state'),
+            'tracking: {enabled: false}',
+            'log:',
+            '  level: info',
+            'protocols:',
+            '  - module: http_download',
+            '    host: 127.0.0.1',
+            '    port: %d' % self.port_a,
+            '    root: %s' % self.env.www,
+            '    unique_ip: true',
+            '  - module: http_download',
+            '    host: 127.0.0.1',
+            '    port: %d' % self.port_b,
+            '    root: %s' % self.env.www,
+            'plugins:',
+            '  - module: memcache',
+            '    servers: ["127.0.0.1:%d"]' % self.relay.port,
+            '    prefix: "s%d:"' % os.getpid(),
+            '    timeout: 1s',  # a round trip through the relay (100 ms) is not a timeout
+            '',
+        ])
+        self.server = harness.Server(self.env, port=self.port_b, config=text, access_log=False)
+        self.server.start()
+        self.assertTrue(harness.wait_for(lambda: harness.port_accepts(self.port_a), 5.0), 'port A not open')
+
+    def cleanup(self):
+        self.stop_load.set()
+        for t in self.load_threads:
+            t.join(15)
+        if self.server is not None:
+            self.server.kill()
+        if self.relay is not None:
+            left = self.relay.stop()
+            if left:
+                sys.stderr.write('[relay] %d threads still alive\n' % len(left))
+        self.memcached.stop()
+        self.env.cleanup()
+
+    def load_a(self, index, counts):
+        """Fetch /a<index>.bin over A on a keep-alive connection until told to
+        stop: each GET waits on the relay for its slot. Counts statuses,
+        errors and wrong bodies into counts[index]."""
+        path = '/a%d.bin' % index
+        content = self.env.content['a%d.bin' % index]
+        request = harness.request_bytes('GET', path, close=False)
+        c = None
+        mine = counts[index]
+        while not self.stop_load.is_set():
+            try:
+                if c is None:
+                    c = harness.Conn(self.port_a, timeout=10)
+                c.send(request)
+                r = c.read_response()
+                mine[r.status] = mine.get(r.status, 0) + 1
+                if r.status == 200 and r.body != content:
+                    mine['wrong body'] = mine.get('wrong body', 0) + 1
+                if r.header('connection', '').lower() == 'close':
+                    c.close()
+                    c = None
+            except (OSError, ConnectionError, ValueError) as e:
+                mine['error'] = mine.get('error', 0) + 1
+                mine['last error'] = repr(e)
+                if c is not None:
+                    c.close()
+                c = None
+                self.stop_load.wait(0.05)
+        if c is not None:
+            c.close()
+
+    def measure_b(self, duration):
+        """Latencies (s) of GET /small.bin on one keep-alive connection to B,
+        one request every PACE_S, for `duration` seconds."""
+        content = self.env.content['small.bin']
+        request = harness.request_bytes('GET', '/small.bin', close=False)
+        latencies, bad = [], []
+        with harness.Conn(self.port_b, timeout=10) as c:
+            c.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            first = next_at = time.monotonic()
+            end = first + duration
+            while True:
+                now = time.monotonic()
+                if now >= end:
+                    break
+                if next_at > now:
+                    time.sleep(next_at - now)
+                start = time.monotonic()
+                try:
+                    c.send(request)
+                    r = c.read_response()
+                except (OSError, ConnectionError, ValueError) as e:
+                    # No answer within the connection's timeout (or none at
+                    # all): a latency of at least that long, and the end.
+                    latencies.append(time.monotonic() - start)
+                    bad.append(repr(e))
+                    break
+                latencies.append(time.monotonic() - start)
+                if r.status != 200 or r.body != content:
+                    bad.append((r.status, len(r.body)))
+                next_at = start + self.PACE_S
+        return latencies, bad, time.monotonic() - first
+
+    def test_limit_checks_waiting_on_memcached_do_not_hold_the_other_connections(self):
+        counts = [dict() for _ in range(self.A_CLIENTS)]
+        # Warm-up of B (its file in the open-file cache, the connection path hot).
+        for _ in range(20):
+            self.assertEqual(harness.http(self.port_b, 'GET', '/small.bin').body, self.env.content['small.bin'])
+        # The load on A, started and seen answering before B is measured.
+        for i in range(self.A_CLIENTS):
+            t = threading.Thread(target=self.load_a, args=(i, counts), daemon=True)
+            self.load_threads.append(t)
+            t.start()
+        answered = lambda: sum(1 for m in counts if m.get(200, 0) + m.get(429, 0) > 0)
+        self.assertTrue(harness.wait_for(lambda: answered() >= self.A_CLIENTS // 2, 20.0),
+                        'A clients got no answers: %r; log:\n%s' % (counts, self.server.log_tail()))
+        self.measure_b(0.3)  # warm-up under load, not recorded
+        before = [dict(m) for m in counts]
+        relay_before = dict(self.relay.chunks)
+        latencies, bad, elapsed = self.measure_b(self.MEASURE_S)
+        during = {k: sum(m.get(k, 0) for m in counts) - sum(m.get(k, 0) for m in before)
+                  for k in (200, 429, 'error', 'wrong body')}
+        relay_chunks = {k: self.relay.chunks[k] - relay_before[k] for k in relay_before}
+        self.stop_load.set()
+        for t in self.load_threads:
+            t.join(15)
+        others = {k: v for m in counts for k, v in m.items() if k not in (200, 429)}
+
+        ms = sorted(x * 1000 for x in latencies)
+        p50, p99, worst = percentile(ms, 0.50), percentile(ms, 0.99), ms[-1]
+        report = ('B (no limits, same worker): %d requests of 4 KiB in %.1f s, p50 %.3f ms, p99 %.3f ms, '
+                  'max %.3f ms%s; A (unique_ip, memcached behind a %d ms relay) during it: %d x 200, '
+                  '%d x 429, %d errors; relay chunks up/down %d/%d; A totals %r'
+                  % (len(ms), elapsed, p50, p99, worst, ', B errors %r' % bad if bad else '', self.DELAY * 1000,
+                     during[200], during[429], during['error'], relay_chunks['up'], relay_chunks['down'], counts))
+        sys.stderr.write('\n[SlowMemcached] %s\n' % report)
+
+        # A did work through the relay all along: its checks were waiting on memcached.
+        self.assertGreater(during[200] + during[429], self.A_CLIENTS, report)
+        self.assertGreater(during[200], 0, report)
+        self.assertGreater(relay_chunks['up'], 0, report)
+        self.assertGreater(relay_chunks['down'], 0, report)
+        # The point: a slot waiting on memcached does not hold the worker's loop.
+        self.assertLess(p99, self.P99_LIMIT_MS, report)
+        self.assertGreaterEqual(len(ms), self.MIN_SAMPLES, report)
+        self.assertEqual(bad, [], 'B answered wrongly: ' + report)
+        self.assertEqual(others.get('wrong body', 0), 0, report)
 
 
 class Config(unittest.TestCase):
