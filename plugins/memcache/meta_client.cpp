@@ -372,8 +372,9 @@ class Connection {
                            : kind == ReplyKind::kServerError ? "SERVER_ERROR"
                            : kind == ReplyKind::kError       ? "ERROR"
                                                              : "unexpected reply";
-        client_.options_.log(SMP_LOG_WARN, std::string("cannot ") + doing(op) + ": " + server_.name + " answered " +
-                                               code + (text.empty() ? "" : " ") + std::string(text) + " (logged once)");
+        client_.options_.log(SMP_LOG_WARN, std::string("memcached refused to ") + doing(op) + ": " + server_.name +
+                                               " answered " + code + (text.empty() ? "" : " ") + std::string(text) +
+                                               " (logged once)");
     }
 
     static void on_timer(uv_timer_t* timer) {
