@@ -1,13 +1,22 @@
 // memcache: counters shared by every smprotocol server that names the same
 // memcached servers, so that the limits of http_download (unique_ip,
 // max_connections_per_ip) hold across a cluster; and a cache of small file
-// bodies those servers share (cache_max_file_size). libmemcached, one client
-// per worker made after fork, consistent (ketama) hashing over the servers,
-// tight timeouts: a call holds a worker's loop for milliseconds at most.
+// bodies those servers share (cache_max_file_size).
+//
+// Nothing here waits on the network: acquires and gets are the asynchronous
+// hooks of ABI 1.8, answered later from the worker's own loop by a meta
+// protocol client (meta_client.cpp) that keeps one connection per server and
+// worker, sends every command of a loop turn in one write and has many
+// replies outstanding at once. Server names are resolved once, in the
+// master. A key picks its server by libmemcached's consistent (ketama)
+// hashing, exactly as when libmemcached was the client, so that servers of
+// both versions count a key on the same memcached; libmemcached is only
+// asked to hash (it never connects).
 //
 // In the order of every module: includes, config struct, the table of config
 // keys, the hooks (master, then worker), and the registration struct last.
 #include <libmemcached/memcached.h>
+#include <netdb.h>
 
 #include <cstdio>
 #include <cstdlib>
@@ -16,9 +25,14 @@
 #include <string>
 #include <vector>
 
+#include "meta_client.hpp"
 #include "smp_module.h"
 
 namespace {
+
+using smp::memcache::ClientOptions;
+using smp::memcache::MetaClient;
+using smp::memcache::ServerAddress;
 
 // ---- config -----------------------------------------------------------------
 
@@ -35,9 +49,7 @@ constexpr smp_config_key kKeys[kKeyCount] = {
      "files up to this size are served from memcached, shared by the servers; 0: no cache"},
 };
 
-// memcached's own limits: a key of at most 250 bytes, and by default an item
-// of at most 1 MiB (its -I option) with its header.
-constexpr size_t kMaxKeyLength = 250;
+// memcached's default item size (its -I option), less room for its header.
 constexpr uint64_t kMaxCachedFile = 1024 * 1024 - 1024;
 
 struct Server {
@@ -45,9 +57,17 @@ struct Server {
     in_port_t port = 11211;
 };
 
+struct MemcachedCloser {
+    void operator()(memcached_st* memc) const noexcept { memcached_free(memc); }
+};
+
 struct Settings {
     const smp_core_api* core = nullptr;
     std::vector<Server> servers;
+    std::vector<ServerAddress> addresses;  // resolved, in the order of `servers`
+    // Only hashes keys to servers: made with the servers and behaviours the
+    // libmemcached client had, so that its continuum is the same.
+    std::unique_ptr<memcached_st, MemcachedCloser> hashing;
     std::string prefix;
     bool deny_on_error = false;
     uint32_t slot_ttl_s = 3600;
@@ -55,48 +75,37 @@ struct Settings {
     uint64_t cache_max_file_size = 0;
 };
 
-// ---- worker state ---------------------------------------------------------------
-
-struct MemcachedCloser {
-    void operator()(memcached_st* memc) const noexcept { memcached_free(memc); }
-};
-
-struct Client {
+struct WorkerState {
     const Settings* settings = nullptr;
-    std::unique_ptr<memcached_st, MemcachedCloser> memc;
-    bool failing = false;  // logged once per outage
+    MetaClient* client = nullptr;  // frees itself, then this, once its handles have closed
 };
 
-void log(const Settings& settings, smp_log_level level, const std::string& message) {
-    settings.core->log(level, "memcache", message.c_str());
+// The address of `server`, or the resolver's sentence.
+std::string resolve(const Server& server, sockaddr_storage& address) {
+    addrinfo hints{};
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    addrinfo* found = nullptr;
+    const std::string port = std::to_string(server.port);
+    if (const int error = getaddrinfo(server.host.c_str(), port.c_str(), &hints, &found); error != 0)
+        return gai_strerror(error);
+    std::memcpy(&address, found->ai_addr, found->ai_addrlen);
+    freeaddrinfo(found);
+    return {};
 }
 
-// Notes the outcome of a call: one line when an outage starts and one when it
-// ends. An answer that refuses (an item too big, say) is not an outage.
-// True when the call did what was asked.
-bool check(Client& client, memcached_return_t rc, const char* doing) {
-    const bool ok = !memcached_fatal(rc);
-    if (!ok && !client.failing)
-        log(*client.settings, SMP_LOG_ERROR,
-            std::string("cannot ") + doing + ": " + memcached_strerror(client.memc.get(), rc) +
-                (client.settings->deny_on_error ? "; refusing what needs a shared slot until it answers"
-                                                : "; each server uses its own limits until it answers"));
-    if (ok && client.failing) log(*client.settings, SMP_LOG_INFO, "memcached answers again: limits are shared again");
-    client.failing = !ok;
-    return memcached_success(rc);
-}
-
-std::string full_key(const Client& client, const char* key) { return client.settings->prefix + key; }
+std::string full_key(const WorkerState& state, const char* key) { return state.settings->prefix + key; }
 
 // ---- master hooks -------------------------------------------------------------
 
 int init_master(const smp_core_api* core, const smp_config_value* values, void** instance, char* error,
                 size_t error_size) {
     try {
+        const auto value = [&](Key key) { return smp_config_value_at(core, values, key); };
         auto settings = std::make_unique<Settings>();
         settings->core = core;
-        for (size_t i = 0; i < values[kServers].list_length; ++i) {
-            const std::string text = values[kServers].list[i];
+        for (size_t i = 0; i < value(kServers)->list_length; ++i) {
+            const std::string text = value(kServers)->list[i];
             const auto colon = text.rfind(':');
             Server server{text.substr(0, colon), 11211};
             if (colon != std::string::npos) {
@@ -108,29 +117,51 @@ int init_master(const smp_core_api* core, const smp_config_value* values, void**
             }
             if (server.host.empty())
                 return std::snprintf(error, error_size, "servers: '%s' has no host", text.c_str()), SMP_ERROR;
+            // Here, where blocking is fine: a worker's loop never waits on DNS.
+            ServerAddress address{text, {}};
+            if (const std::string why = resolve(server, address.address); !why.empty())
+                return std::snprintf(error, error_size, "servers: '%s': %s", text.c_str(), why.c_str()), SMP_ERROR;
             settings->servers.push_back(server);
+            settings->addresses.push_back(address);
         }
         if (settings->servers.empty()) return std::snprintf(error, error_size, "servers: name one at least"), SMP_ERROR;
-        settings->prefix = values[kPrefix].string;
+        settings->prefix = value(kPrefix)->string;
         if (settings->prefix.size() > 64 || settings->prefix.find_first_of(" \t\r\n") != std::string::npos)
             return std::snprintf(error, error_size, "prefix: at most 64 characters, no spaces"), SMP_ERROR;
-        const std::string on_error = values[kOnError].string;
+        const std::string on_error = value(kOnError)->string;
         if (on_error != "allow" && on_error != "deny")
             return std::snprintf(error, error_size, "on_error: must be allow or deny"), SMP_ERROR;
         settings->deny_on_error = on_error == "deny";
-        if (values[kSlotTtl].number < 1000)
+        if (value(kSlotTtl)->number < 1000)
             return std::snprintf(error, error_size, "slot_ttl: must be at least 1s"), SMP_ERROR;
-        settings->slot_ttl_s = static_cast<uint32_t>(values[kSlotTtl].number / 1000);
-        if (values[kTimeout].number < 1)
+        settings->slot_ttl_s = static_cast<uint32_t>(value(kSlotTtl)->number / 1000);
+        if (value(kTimeout)->number < 1)
             return std::snprintf(error, error_size, "timeout: must be more than 0"), SMP_ERROR;
-        settings->timeout_ms = static_cast<uint64_t>(values[kTimeout].number);
-        if (values[kCacheMaxFileSize].number < 0 ||
-            static_cast<uint64_t>(values[kCacheMaxFileSize].number) > kMaxCachedFile)
+        settings->timeout_ms = static_cast<uint64_t>(value(kTimeout)->number);
+        if (value(kCacheMaxFileSize)->number < 0 ||
+            static_cast<uint64_t>(value(kCacheMaxFileSize)->number) > kMaxCachedFile)
             return std::snprintf(error, error_size,
                                  "cache_max_file_size: at most %llu bytes (memcached's item size, with its header)",
                                  static_cast<unsigned long long>(kMaxCachedFile)),
                    SMP_ERROR;
-        settings->cache_max_file_size = static_cast<uint64_t>(values[kCacheMaxFileSize].number);
+        settings->cache_max_file_size = static_cast<uint64_t>(value(kCacheMaxFileSize)->number);
+
+        // The behaviours and servers of the libmemcached client this plugin
+        // was, in the same order: they alone make its ketama continuum.
+        // Adding a server by name stores the name; nothing connects or
+        // resolves until a command, and none is ever sent through it.
+        settings->hashing.reset(memcached_create(nullptr));
+        memcached_st* memc = settings->hashing.get();
+        if (memc == nullptr) return std::snprintf(error, error_size, "cannot make a memcached client"), SMP_ERROR;
+        memcached_behavior_set(memc, MEMCACHED_BEHAVIOR_BINARY_PROTOCOL, 1);
+        memcached_behavior_set(memc, MEMCACHED_BEHAVIOR_KETAMA, 1);
+        for (const Server& server : settings->servers) {
+            const memcached_return_t rc = memcached_server_add(memc, server.host.c_str(), server.port);
+            if (!memcached_success(rc))
+                return std::snprintf(error, error_size, "servers: %s: %s", server.host.c_str(),
+                                     memcached_strerror(memc, rc)),
+                       SMP_ERROR;
+        }
         *instance = settings.release();
         return SMP_OK;
     } catch (const std::exception& e) {
@@ -143,31 +174,30 @@ void exit_master(void* instance) { delete static_cast<Settings*>(instance); }
 
 // ---- worker hooks ---------------------------------------------------------------
 
-int init_worker(void* instance, const smp_worker_context* /*context*/, void** worker_state, char* error,
+int init_worker(void* instance, const smp_worker_context* context, void** worker_state, char* error,
                 size_t error_size) {
     try {
-        auto client = std::make_unique<Client>();
-        client->settings = static_cast<const Settings*>(instance);
-        const Settings& s = *client->settings;
-        client->memc.reset(memcached_create(nullptr));
-        if (!client->memc) return std::snprintf(error, error_size, "cannot make a memcached client"), SMP_ERROR;
-        memcached_st* memc = client->memc.get();
-        // Counters with an initial value and an expiry need the binary protocol.
-        memcached_behavior_set(memc, MEMCACHED_BEHAVIOR_BINARY_PROTOCOL, 1);
-        memcached_behavior_set(memc, MEMCACHED_BEHAVIOR_KETAMA, 1);
-        memcached_behavior_set(memc, MEMCACHED_BEHAVIOR_NO_BLOCK, 1);
-        memcached_behavior_set(memc, MEMCACHED_BEHAVIOR_TCP_NODELAY, 1);
-        memcached_behavior_set(memc, MEMCACHED_BEHAVIOR_CONNECT_TIMEOUT, s.timeout_ms);
-        memcached_behavior_set(memc, MEMCACHED_BEHAVIOR_POLL_TIMEOUT, s.timeout_ms);
-        memcached_behavior_set(memc, MEMCACHED_BEHAVIOR_RETRY_TIMEOUT, 1);  // a dead server is tried again after 1 s
-        for (const Server& server : s.servers) {
-            const memcached_return_t rc = memcached_server_add(memc, server.host.c_str(), server.port);
-            if (!memcached_success(rc))
-                return std::snprintf(error, error_size, "servers: %s: %s", server.host.c_str(),
-                                     memcached_strerror(memc, rc)),
-                       SMP_ERROR;
-        }
-        *worker_state = client.release();
+        const auto* settings = static_cast<const Settings*>(instance);
+        ClientOptions options;
+        options.servers = settings->addresses;
+        const memcached_st* memc = settings->hashing.get();
+        options.pick = [memc](std::string_view key) {
+            return static_cast<size_t>(memcached_generate_hash(memc, key.data(), key.size()));
+        };
+        options.timeout_ms = settings->timeout_ms;
+        options.acquire_unanswered = settings->deny_on_error ? 0 : -1;
+        options.outage_note = settings->deny_on_error ? "refusing what needs a shared slot until it answers"
+                                                      : "each server uses its own limits until it answers";
+        const smp_core_api* core = settings->core;
+        options.log = [core](smp_log_level level, const std::string& message) {
+            core->log(level, "memcache", message.c_str());
+        };
+        auto state = std::make_unique<WorkerState>();
+        state->settings = settings;
+        WorkerState* kept = state.get();
+        options.closed = [kept] { delete kept; };
+        state->client = new MetaClient(context->loop, std::move(options));
+        *worker_state = state.release();
         return SMP_OK;
     } catch (const std::exception& e) {
         std::snprintf(error, error_size, "%s", e.what());
@@ -175,66 +205,70 @@ int init_worker(void* instance, const smp_worker_context* /*context*/, void** wo
     }
 }
 
-void exit_worker(void* worker_state) { delete static_cast<Client*>(worker_state); }
+// The releases queued until now still reach memcached: the client writes
+// them and closes its connections within `timeout`, on the loop the core
+// runs after this. The state is freed in the client's last close callback,
+// so that a cancel that comes meanwhile (a connection of a protocol closing
+// on that loop) finds it, and does nothing.
+void exit_worker(void* worker_state) { static_cast<WorkerState*>(worker_state)->client->close(); }
 
-// One of `limit` slots of `key`: incr (created at 1 with the slot's expiry);
-// past the limit, decr back and refuse. One round trip when admitted.
-int counter_acquire(void* worker_state, const char* key, uint32_t limit, uint32_t ttl_s) {
-    auto& client = *static_cast<Client*>(worker_state);
-    const std::string name = full_key(client, key);
-    const time_t expiry = ttl_s > 0 ? ttl_s : client.settings->slot_ttl_s;
-    uint64_t value = 0;
-    memcached_return_t rc =
-        memcached_increment_with_initial(client.memc.get(), name.data(), name.size(), 1, 1, expiry, &value);
-    if (!check(client, rc, "take a shared slot")) return client.settings->deny_on_error ? 0 : -1;
-    if (value <= limit) return 1;
-    rc = memcached_decrement(client.memc.get(), name.data(), name.size(), 1, &value);
-    check(client, rc, "give back a shared slot");
-    return 0;
+// One of `limit` slots of `key`: the counter goes up by one (created at 1
+// with the slot's expiry); past the limit the client takes it down again and
+// answers 0.
+int counter_acquire_async(void* worker_state, const char* key, uint32_t limit, uint32_t ttl_s, smp_async_done done,
+                          void* data, smp_async** call) {
+    auto& state = *static_cast<WorkerState*>(worker_state);
+    try {
+        const uint32_t ttl = ttl_s > 0 ? ttl_s : state.settings->slot_ttl_s;
+        return state.client->acquire(full_key(state, key), limit, ttl, done, data, call);
+    } catch (const std::exception&) {
+        return state.settings->deny_on_error ? 0 : -1;
+    }
 }
 
+// Queued on the connection the acquires of `key` use: memcached counts it
+// before any acquire this worker asks later.
 void counter_release(void* worker_state, const char* key) {
-    auto& client = *static_cast<Client*>(worker_state);
-    const std::string name = full_key(client, key);
-    uint64_t value = 0;
-    // Answered, on the same connection as the acquires: a release must be
-    // counted before an acquire that follows it (a dead worker's slot given
-    // back, then taken again).
-    check(client, memcached_decrement(client.memc.get(), name.data(), name.size(), 1, &value),
-          "give back a shared slot");
+    auto& state = *static_cast<WorkerState*>(worker_state);
+    try {
+        state.client->release(full_key(state, key));
+    } catch (const std::exception&) {
+        // Out of memory: the slot expires after slot_ttl.
+    }
 }
 
 uint64_t cache_max_size(void* worker_state) {
-    return static_cast<const Client*>(worker_state)->settings->cache_max_file_size;
+    return static_cast<const WorkerState*>(worker_state)->settings->cache_max_file_size;
 }
 
 // A file body, when memcached has this version of the file: the key names its
-// size and mtime, so a changed file is never served from here.
-int cache_get(void* worker_state, const char* key, void* buffer, uint64_t size) {
-    auto& client = *static_cast<Client*>(worker_state);
-    const std::string name = full_key(client, key);
-    if (size > client.settings->cache_max_file_size || name.size() > kMaxKeyLength) return -1;
-    size_t length = 0;
-    uint32_t flags = 0;
-    memcached_return_t rc = MEMCACHED_SUCCESS;
-    std::unique_ptr<char, decltype(&std::free)> value(
-        memcached_get(client.memc.get(), name.data(), name.size(), &length, &flags, &rc), &std::free);
-    if (rc == MEMCACHED_NOTFOUND) return 0;
-    if (!check(client, rc, "read the file cache")) return -1;
-    if (value == nullptr || length != size) return 0;  // not what the key promised: read the file
-    std::memcpy(buffer, value.get(), size);
-    return 1;
+// size and mtime, so a changed file is never served from here. A hit goes
+// straight into `buffer`.
+int cache_get_async(void* worker_state, const char* key, void* buffer, uint64_t size, smp_async_done done, void* data,
+                    smp_async** call) {
+    auto& state = *static_cast<WorkerState*>(worker_state);
+    if (size > state.settings->cache_max_file_size) return -1;
+    try {
+        return state.client->get(full_key(state, key), buffer, size, done, data, call);
+    } catch (const std::exception&) {
+        return -1;
+    }
 }
 
+// No expiry: an old version of a file is never asked for again, and
+// memcached's LRU lets it go.
 void cache_set(void* worker_state, const char* key, const void* data, uint64_t size) {
-    auto& client = *static_cast<Client*>(worker_state);
-    const std::string name = full_key(client, key);
-    if (size > client.settings->cache_max_file_size || name.size() > kMaxKeyLength) return;
-    // No expiry: an old version of a file is never asked for again, and
-    // memcached's LRU lets it go.
-    check(client,
-          memcached_set(client.memc.get(), name.data(), name.size(), static_cast<const char*>(data), size, 0, 0),
-          "fill the file cache");
+    auto& state = *static_cast<WorkerState*>(worker_state);
+    if (size > state.settings->cache_max_file_size) return;
+    try {
+        state.client->set(full_key(state, key), data, size);
+    } catch (const std::exception&) {
+        // Out of memory: not cached.
+    }
+}
+
+void cancel_async(void* worker_state, smp_async* call) {
+    static_cast<WorkerState*>(worker_state)->client->cancel(call);
 }
 
 }  // namespace
@@ -247,18 +281,19 @@ extern "C" const smp_module* smp_module_entry(void) {
         smp_module_stamp(&m);
         m.kind = SMP_MODULE_PLUGIN;
         m.name = "memcache";
-        m.description = "limits and a file cache shared across servers, in memcached (libmemcached)";
+        m.description = "limits and a file cache shared across servers, in memcached (meta protocol, on the loop)";
         m.config_keys = kKeys;
         m.config_key_count = kKeyCount;
         m.init_master = init_master;
         m.exit_master = exit_master;
         m.init_worker = init_worker;
         m.exit_worker = exit_worker;
-        m.counter_acquire = counter_acquire;
         m.counter_release = counter_release;
         m.cache_max_size = cache_max_size;
-        m.cache_get = cache_get;
         m.cache_set = cache_set;
+        m.counter_acquire_async = counter_acquire_async;
+        m.cache_get_async = cache_get_async;
+        m.cancel_async = cancel_async;
         return m;
     }();
     return &module;
