@@ -496,9 +496,11 @@ static inline const smp_config_value* smp_config_value_at(const smp_core_api* co
 typedef struct smp_worker_context {
     uint32_t size;
     /* The worker's own loop, created after fork and run on this thread. A
-       module opens its handles on it and closes them all by the end of
-       exit_worker: the core then runs the loop until their close callbacks
-       have run, and logs a leak if any handle is still open. */
+       module opens its handles on it and, in exit_worker, closes them all
+       or starts what closes them within a bound of its own (a plugin that
+       writes its last commands first, within its timeout): the core then
+       runs the loop until every close callback has run, and logs a leak if
+       any handle is still open. */
     uv_loop_t* loop;
     smp_worker* worker; /* pass back to smp_core_api calls */
     uint32_t worker_id; /* 1..N */
@@ -554,7 +556,11 @@ typedef struct smp_module {
     /* OPTIONAL, every kind. Worker, once its loop has stopped (every
        connection closed, or shutdown_timeout passed); should not block
        (the master kills a worker that outlives shutdown_timeout). Close
-       every handle opened on the loop and free the worker's state. */
+       every handle opened on the loop and free the worker's state. The
+       protocol modules' exit_worker runs before the plugins': what a
+       protocol cancels or releases as it closes reaches a plugin still
+       running. A plugin ignores a cancel_async that comes after its own
+       exit_worker (a protocol handle closing in the core's last loop run). */
     void (*exit_worker)(void* worker_state);
 
     /* Protocols. */

@@ -215,13 +215,19 @@ class SharedCache(unittest.TestCase):
         with open(os.path.join(self.env.www, name), 'rb') as f:
             return f.read()
 
+    def cached(self, key):
+        """What memcached holds under `key`. A miss fills it without waiting
+        (the set goes out just after the response): wait a little for it."""
+        harness.wait_for(lambda: self.memcached.get(key) is not None, 2.0)
+        return self.memcached.get(key)
+
     def test_a_small_file_is_filled_in_on_a_miss_and_then_served_from_memcached(self):
         a, b = self.server(), self.server()
         first = harness.http(a.port, 'GET', '/hot.bin')
         self.assertEqual(first.status, 200)
         self.assertEqual(first.body, self.file_bytes('hot.bin'))
         key = self.key('hot.bin', first)
-        self.assertEqual(self.memcached.get(key), self.file_bytes('hot.bin'), 'a did not fill the cache')
+        self.assertEqual(self.cached(key), self.file_bytes('hot.bin'), 'a did not fill the cache')
         # What memcached holds is what the other server sends: change it there
         # (not on disk) and b answers with it, whole and in ranges.
         planted = bytes(range(256)) * 16
@@ -245,7 +251,7 @@ class SharedCache(unittest.TestCase):
                         'the old body was still served')
         new = harness.http(a.port, 'GET', '/hot.bin')
         self.assertNotEqual(new.header('ETag'), old.header('ETag'))
-        self.assertEqual(self.memcached.get(self.key('hot.bin', new)), new_content)
+        self.assertEqual(self.cached(self.key('hot.bin', new)), new_content)
 
     def test_big_files_and_awkward_names(self):
         a = self.server()
@@ -254,6 +260,8 @@ class SharedCache(unittest.TestCase):
         self.assertIsNone(self.memcached.get(self.key('big.bin', big)), 'a file over cache_max_file_size was cached')
         # A name with a space is kept under a hash; served from the cache all the same.
         self.assertEqual(harness.http(a.port, 'GET', '/a%20b.txt').body, self.file_bytes('a b.txt'))
+        harness.wait_for(lambda: b'STAT curr_items 1\r\n' in self.memcached.command('stats'), 2.0)
+        time.sleep(0.2)  # and nothing more comes
         stats = self.memcached.command('stats')
         self.assertIn(b'STAT curr_items 1\r\n', stats, 'expected the one small file only')
         self.assertEqual(harness.http(a.port, 'GET', '/a%20b.txt').body, self.file_bytes('a b.txt'))
