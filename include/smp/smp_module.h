@@ -464,8 +464,8 @@ typedef struct smp_core_api {
        `done(data, answer)`. A plugin that has only the synchronous hook
        answers at once. A slot taken by a call cancelled before its answer
        is given back by the plugin. */
-    int (*limit_acquire_async)(smp_worker* worker, const char* key, uint32_t limit, uint32_t ttl_s,
-                               smp_async_done done, void* data, smp_async** call);
+    int (*limit_acquire_async)(smp_worker* worker, const char* key, uint32_t limit, uint32_t ttl_s, smp_async_done done,
+                               void* data, smp_async** call);
     /* ABI 1.8. Worker loop; never blocks. cache_get, answered at once or
        later: 1, 0 or -1 as cache_get, or SMP_PENDING. While pending, the
        plugin may write into `buffer` (at least `size` bytes, lent until
