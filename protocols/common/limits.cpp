@@ -20,9 +20,13 @@ uint64_t fnv1a(uint64_t hash, std::string_view data) {
     return hash;
 }
 
-// The name of a limit's key in the shared counters: its hash in hex.
+// The name of a limit's key in the shared counters: its hash in hex
+// ("l%016llx", written by hand: this runs twice for every shared slot).
 void slot_name(uint64_t key, char (&name)[24]) {
-    std::snprintf(name, sizeof name, "l%016llx", static_cast<unsigned long long>(key));
+    constexpr char kHex[] = "0123456789abcdef";
+    name[0] = 'l';
+    for (int i = 16; i >= 1; --i, key >>= 4) name[i] = kHex[key & 0xf];
+    name[17] = '\0';
 }
 
 // A shared slot is also noted in this server's own table under this key, with
@@ -30,6 +34,16 @@ void slot_name(uint64_t key, char (&name)[24]) {
 // shared counters by the next request for the same key, or by the worker
 // that replaces it (give_back_dead_holders).
 uint64_t shadow_of(uint64_t key) { return key | kSharedSlotBit; }
+
+// This process's pid: glibc's getpid() is a system call, and every acquire
+// and release asks. Kept, and taken again in the child of every fork.
+pid_t this_process() {
+    static pid_t pid = [] {
+        pthread_atfork(nullptr, nullptr, [] { pid = getpid(); });
+        return getpid();
+    }();
+    return pid;
+}
 
 // limit_acquire and limit_release are ABI 1.3: an older core has neither.
 bool core_shares_counters(const smp_core_api* core) { return SMP_HAS(core, limit_release); }
@@ -109,7 +123,7 @@ void SharedCounters::vacate(uint32_t at) {
 bool SharedCounters::full() const { return table_->full.load() != 0; }
 
 bool SharedCounters::acquire(uint64_t key, uint32_t limit) {
-    const pid_t self = getpid();
+    const pid_t self = this_process();
     table_->mutex.lock();
     uint32_t held = 0;
     Entry* mine = nullptr;
@@ -152,7 +166,7 @@ bool SharedCounters::acquire(uint64_t key, uint32_t limit) {
 }
 
 void SharedCounters::release(uint64_t key) {
-    const pid_t self = getpid();
+    const pid_t self = this_process();
     table_->mutex.lock();
     for (uint32_t i = 0, at = static_cast<uint32_t>(key) & (capacity_ - 1); i < capacity_;
          ++i, at = (at + 1) & (capacity_ - 1)) {

@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstdio>
 #include <csignal>
 #include <new>
 #include <random>
@@ -282,6 +283,9 @@ TEST_CASE("a slot the shared counter answers later: taken, refused, fallen back,
         CHECK(counters.count(key) == 0);  // this server's own count is not used
         slots.release(slot);
         REQUIRE(later.released.size() == 1);
+        char name[24];  // the counter's name: the key's hash in hex, as servers before named it
+        std::snprintf(name, sizeof name, "l%016llx", static_cast<unsigned long long>(key));
+        CHECK(later.released[0] == name);
         CHECK(slot.key == 0);
         CHECK(later.cancels == 0);
     }

@@ -245,7 +245,7 @@ void WorkerState::respond_file(Connection& c) {
             limit_key("download", e.has_forwarded_client ? e.forwarded_client.data() : c.client_ip, e.path);
         switch (slots_->acquire(e.download_slot, key, 1, on_download_slot, &c)) {
             case SlotAnswer::refused: return respond_error(c, 429);
-            case SlotAnswer::waiting: return wait_for_plugin(c);
+            case SlotAnswer::waiting: return;  // parked: on_download_slot goes on
             case SlotAnswer::taken: break;
         }
     }
@@ -260,14 +260,9 @@ void WorkerState::on_download_slot(void* data, int answer) {
     self.fetch_body(c);
 }
 
-// An exchange that waits for a plugin reads and writes nothing meanwhile:
-// the plugin answers within its own timeout, and the sweep's send_timeout
-// deadline still holds.
-void WorkerState::wait_for_plugin(Connection& c) { set_poll(c, 0); }
-
 void WorkerState::fetch_body(Connection& c) {
     Exchange& e = *c.exchange;
-    if (e.parser.method != HTTP_HEAD && e.file->size > 0 && ask_shared_cache(c)) return wait_for_plugin(c);
+    if (e.parser.method != HTTP_HEAD && e.file->size > 0 && ask_shared_cache(c)) return;  // parked: on_shared_cache
     send_file_head(c);
 }
 

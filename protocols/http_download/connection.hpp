@@ -151,7 +151,9 @@ class WorkerState : public smp::protocol::WorkerBase<Connection> {
     void respond_error(Connection& c, int status);
     // A file's response in steps, each of which may wait for a plugin:
     // checks and the unique_ip slot, then the body from the shared cache,
-    // then the head.
+    // then the head. An exchange parked so reads and writes nothing (on_poll
+    // stops reading if the client sends): the plugin answers within its own
+    // timeout, and the sweep's send_timeout deadline still holds.
     void respond_file(Connection& c);
     static void on_download_slot(void* data, int answer);
     void fetch_body(Connection& c);
@@ -159,7 +161,6 @@ class WorkerState : public smp::protocol::WorkerBase<Connection> {
     static void on_shared_cache(void* data, int answer);
     void use_cache_answer(Exchange& e, int answer);
     void send_file_head(Connection& c);
-    void wait_for_plugin(Connection& c);
     void send_response(Connection& c);
     void finish_exchange(Connection& c, smp_end_reason reason);
     void after_response(Connection& c);

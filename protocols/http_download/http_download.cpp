@@ -328,7 +328,14 @@ void WorkerState::on_poll(uv_poll_t* handle, int status, int events) {
         return self.close_connection(c, client_gone ? SMP_END_CLIENT_CLOSED : SMP_END_WRITE_ERROR);
     }
     if (c.state == ConnectionState::writing) {
-        if (events & UV_WRITABLE) self.on_writable(c);
+        // A response being made reads nothing: the next request (or the
+        // client's FIN) is read after it. The interest in reading is dropped
+        // only when it fires, so that a response that waits for a plugin
+        // costs no epoll_ctl when the client sends nothing meanwhile.
+        if (events & UV_WRITABLE)
+            self.on_writable(c);
+        else
+            self.set_poll(c, c.poll_events & ~UV_READABLE);
     } else if (events & (UV_READABLE | UV_DISCONNECT)) {
         self.on_readable(c);
     }
