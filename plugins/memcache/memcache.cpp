@@ -78,6 +78,7 @@ struct Settings {
 struct WorkerState {
     const Settings* settings = nullptr;
     MetaClient* client = nullptr;  // frees itself, then this, once its handles have closed
+    std::string key;               // the last full key, kept for its room
 };
 
 // The address of `server`, or the resolver's sentence.
@@ -94,7 +95,12 @@ std::string resolve(const Server& server, sockaddr_storage& address) {
     return {};
 }
 
-std::string full_key(const WorkerState& state, const char* key) { return state.settings->prefix + key; }
+// The prefix and `key`, in a string kept from call to call: no allocation.
+std::string_view full_key(WorkerState& state, const char* key) {
+    state.key.assign(state.settings->prefix);
+    state.key.append(key);
+    return state.key;
+}
 
 // ---- master hooks -------------------------------------------------------------
 

@@ -1,17 +1,17 @@
 #include "meta_client.hpp"
 
 #include <algorithm>
+#include <charconv>
 #include <cstring>
-#include <deque>
 #include <utility>
 
 #include "meta_reply.hpp"
 
 namespace smp::memcache {
 
-namespace {
-
 enum class OpKind { kAcquire, kRelease, kGet, kSet };
+
+namespace {
 
 // What a reply is read into: the caller's buffer (a hit of the size asked
 // for), the connection's counter text (ma v), or nowhere.
@@ -32,6 +32,22 @@ bool valid_key(std::string_view key) {
     return std::all_of(key.begin(), key.end(), [](char c) { return c > ' ' && c < 0x7f; });
 }
 
+// Appends the parts of a command to `out`, with no temporary string.
+template <typename... Parts>
+void append_command(std::string& out, const Parts&... parts) {
+    (out.append(std::string_view(parts)), ...);
+}
+
+// A number in decimal, for a command.
+struct Decimal {
+    explicit Decimal(uint64_t value) {
+        length = static_cast<size_t>(std::to_chars(text, text + sizeof text, value).ptr - text);
+    }
+    operator std::string_view() const { return {text, length}; }
+    char text[20];
+    size_t length;
+};
+
 const char* doing(OpKind kind) {
     switch (kind) {
         case OpKind::kAcquire: return "take a shared slot";
@@ -45,12 +61,12 @@ const char* doing(OpKind kind) {
 }  // namespace
 
 // One command waiting for its reply. Its address is the smp_async* of the
-// call, so it never moves while it waits: ops live in a deque that only
-// grows at the back and shrinks at the front.
+// call, so it never moves while it waits. Ops are pooled by the client and
+// reused with their key's room: a command costs no allocation in the steady
+// state.
 struct Op {
-    explicit Op(OpKind op_kind) : kind(op_kind) {}
-
-    OpKind kind;
+    OpKind kind = OpKind::kRelease;
+    Op* next = nullptr;  // the connection's queue, in the order sent
     Connection* connection = nullptr;
     uint64_t deadline_ms = 0;
     bool cancelled = false;
@@ -70,14 +86,10 @@ struct Socket {
     uv_tcp_t tcp{};
     uv_connect_t connect{};
     uv_shutdown_t shutdown{};
+    uv_write_t write{};   // one at a time, of `writing`,
+    std::string writing;  // which lives until its callback
     Connection* owner = nullptr;
     MetaClient* client = nullptr;
-};
-
-// One uv_write and the bytes it writes, which must live until its callback.
-struct Write {
-    uv_write_t request{};
-    std::string bytes;
 };
 
 // The one connection of a worker to one server, with the ops it waits for.
@@ -86,16 +98,23 @@ class Connection {
     Connection(MetaClient& client, const ServerAddress& server)
         : client_(client), server_(server), input_(kInputSize) {}
 
-    // Queues a command; its reply comes to `op`.
-    Op& push(Op op, std::string_view command) {
+    // Queues a command, written into the output by `write_command`; its
+    // reply comes to `op` (the client's, from take_op).
+    template <typename WriteCommand>
+    Op& push(Op& op, WriteCommand&& write_command) {
         op.connection = this;
         op.deadline_ms = uv_now(client_.loop_) + client_.options_.timeout_ms;
-        Op& queued = ops_.emplace_back(std::move(op));
-        output_.append(command);
+        op.next = nullptr;
+        if (tail_ != nullptr)
+            tail_->next = &op;
+        else
+            head_ = &op;
+        tail_ = &op;
+        write_command(output_);
         if (!uv_is_active(reinterpret_cast<uv_handle_t*>(&timer_)))
             uv_timer_start(&timer_, on_timer, client_.options_.timeout_ms, 0);
         client_.wake();
-        return queued;
+        return op;
     }
 
     // Down since a failure less than down_ms ago: answer at once.
@@ -113,7 +132,7 @@ class Connection {
         op.done = nullptr;
         op.buffer = nullptr;
         // A value that is being read into its buffer goes on into a discard.
-        if (!ops_.empty() && &ops_.front() == &op && sink_ == BodySink::kCaller) sink_ = BodySink::kDiscard;
+        if (head_ == &op && sink_ == BodySink::kCaller) sink_ = BodySink::kDiscard;
     }
 
     void init_timer(uv_loop_t* loop) {
@@ -124,7 +143,7 @@ class Connection {
 
     // The worker stops: forget the ops, send what is queued and shut down.
     void close() {
-        ops_.clear();
+        while (head_ != nullptr) client_.give_op(pop());
         sink_ = BodySink::kDiscard;
         if (socket_ == nullptr) {
             if (!output_.empty() && !down()) connect();  // on_connect sends and shuts down
@@ -171,22 +190,18 @@ class Connection {
     }
 
     void write() {
-        auto* write = new Write;
-        write->request.data = write;
-        write->bytes.swap(output_);
-        const uv_buf_t buffer = uv_buf_init(write->bytes.data(), static_cast<unsigned>(write->bytes.size()));
+        Socket& socket = *socket_;
+        socket.writing.clear();
+        socket.writing.swap(output_);  // each keeps its room
+        socket.write.data = &socket;
+        const uv_buf_t buffer = uv_buf_init(socket.writing.data(), static_cast<unsigned>(socket.writing.size()));
         writing_ = true;
-        const int error =
-            uv_write(&write->request, reinterpret_cast<uv_stream_t*>(&socket_->tcp), &buffer, 1, on_write);
-        if (error != 0) {
-            delete write;
-            fail(std::string("cannot write: ") + uv_strerror(error));
-        }
+        const int error = uv_write(&socket.write, reinterpret_cast<uv_stream_t*>(&socket.tcp), &buffer, 1, on_write);
+        if (error != 0) fail(std::string("cannot write: ") + uv_strerror(error));
     }
 
     static void on_write(uv_write_t* request, int status) {
-        auto* socket = static_cast<Socket*>(request->handle->data);
-        delete static_cast<Write*>(request->data);
+        auto* socket = static_cast<Socket*>(request->data);
         Connection* self = socket->owner;
         if (self == nullptr) return;
         self->writing_ = false;
@@ -217,7 +232,7 @@ class Connection {
         // A hit's body goes from the socket straight into the caller's buffer.
         if (self.state_ == ReadState::kBody && self.sink_ == BodySink::kCaller && self.body_left_ > 0 &&
             self.input_begin_ == self.input_end_) {
-            char* into = self.ops_.front().buffer + self.body_done_;
+            char* into = self.head_->buffer + self.body_done_;
             *buffer = uv_buf_init(into, static_cast<unsigned>(std::min<uint64_t>(self.body_left_, 1u << 30)));
             self.reading_into_caller_ = true;
             return;
@@ -265,7 +280,7 @@ class Connection {
                 const ReplyHead head = parse_head(unread());
                 if (head.status == ParseStatus::kNeedMore) break;
                 if (head.status == ParseStatus::kInvalid) return fail("a reply that does not parse");
-                if (ops_.empty()) return fail("a reply to no command");
+                if (head_ == nullptr) return fail("a reply to no command");
                 input_begin_ += head.used;
                 answered();
                 if (head.kind == ReplyKind::kValue) {
@@ -279,7 +294,7 @@ class Connection {
                 const uint64_t take = std::min<uint64_t>(body_left_, input_end_ - input_begin_);
                 const char* from = input_.data() + input_begin_;
                 // Only what came in the same read as the head is copied.
-                if (sink_ == BodySink::kCaller) std::memcpy(ops_.front().buffer + body_done_, from, take);
+                if (sink_ == BodySink::kCaller) std::memcpy(head_->buffer + body_done_, from, take);
                 if (sink_ == BodySink::kCounter) counter_text_.append(from, take);
                 input_begin_ += take;
                 body_done_ += take;
@@ -293,13 +308,13 @@ class Connection {
             state_ = ReadState::kHead;
             complete(ReplyKind::kValue, {});
         }
-        if (ops_.empty()) uv_timer_stop(&timer_);
+        if (head_ == nullptr) uv_timer_stop(&timer_);
     }
 
     // A VA head: where its bytes go, by what the front op asked. False when
     // the op asked for no value.
     bool start_body(uint64_t size) {
-        const Op& op = ops_.front();
+        const Op& op = *head_;
         if (op.kind == OpKind::kAcquire) {
             if (size > kMaxCounterText) return false;
             sink_ = BodySink::kCounter;
@@ -315,44 +330,54 @@ class Connection {
         return true;
     }
 
-    // The reply of the front op has come whole: answer it.
+    Op* pop() {
+        Op* op = head_;
+        head_ = op->next;
+        if (head_ == nullptr) tail_ = nullptr;
+        return op;
+    }
+
+    // The reply of the front op has come whole: answer it. The op goes back
+    // to the pool first, so that what `done` asks can reuse it.
     void complete(ReplyKind kind, std::string_view text) {
-        Op op = std::move(ops_.front());
-        ops_.pop_front();
+        Op& op = *pop();
+        const OpKind op_kind = op.kind;
+        const bool cancelled = op.cancelled;
+        const smp_async_done done = op.done;
+        void* const data = op.data;
         const BodySink sink = std::exchange(sink_, BodySink::kDiscard);
         const bool refused =
             kind == ReplyKind::kClientError || kind == ReplyKind::kServerError || kind == ReplyKind::kError;
-        if (refused) warn(op.kind, kind, text);
-        switch (op.kind) {
+        if (refused) warn(op_kind, kind, text);
+        int answer = -1;
+        switch (op_kind) {
             case OpKind::kAcquire: {
                 uint64_t taken = 0;
-                int answer = client_.options_.acquire_unanswered;
+                answer = client_.options_.acquire_unanswered;
                 if (kind == ReplyKind::kValue && parse_counter(counter_text_, taken)) {
                     // A slot over the limit, or one its caller no longer
                     // wants, is given back at once.
-                    if (taken > op.limit || op.cancelled) give_back(op.key);
+                    if (taken > op.limit || cancelled) give_back(op.key);
                     answer = taken <= op.limit ? 1 : 0;
                 } else if (!refused) {
-                    warn(op.kind, kind, "an answer that is not a counter");
+                    warn(op_kind, kind, "an answer that is not a counter");
                 }
-                if (!op.cancelled) op.done(op.data, answer);
                 break;
             }
-            case OpKind::kGet: {
-                int answer = -1;
+            case OpKind::kGet:
                 if (kind == ReplyKind::kValue) answer = sink == BodySink::kCaller ? 1 : 0;
                 if (kind == ReplyKind::kMiss) answer = 0;
-                if (!op.cancelled) op.done(op.data, answer);
                 break;
-            }
             case OpKind::kRelease:
             case OpKind::kSet: break;  // not waited for: an error was logged above
         }
+        client_.give_op(&op);
+        if ((op_kind == OpKind::kAcquire || op_kind == OpKind::kGet) && !cancelled) done(data, answer);
     }
 
-    void give_back(const std::string& key) {
-        Op op(OpKind::kRelease);
-        push(std::move(op), "ma " + key + " MD\r\n");
+    void give_back(std::string_view key) {
+        push(client_.take_op(OpKind::kRelease),
+             [key](std::string& out) { append_command(out, "ma ", key, " MD\r\n"); });
     }
 
     // A reply, so the server answers: the end of an outage.
@@ -379,9 +404,9 @@ class Connection {
 
     static void on_timer(uv_timer_t* timer) {
         auto* self = static_cast<Connection*>(timer->data);
-        if (self->ops_.empty()) return;
+        if (self->head_ == nullptr) return;
         const uint64_t now = uv_now(timer->loop);
-        const uint64_t deadline = self->ops_.front().deadline_ms;
+        const uint64_t deadline = self->head_->deadline_ms;
         if (deadline <= now)
             return self->fail("no answer within " + std::to_string(self->client_.options_.timeout_ms) + " ms");
         uv_timer_start(timer, on_timer, deadline - now, 0);
@@ -394,24 +419,27 @@ class Connection {
     void fail(const std::string& why) {
         if (client_.closing_) return close_socket();
         close_socket();
-        std::deque<Op> failed;
-        failed.swap(ops_);  // the ops keep their addresses: a done may cancel another
+        Op* failed = std::exchange(head_, nullptr);  // the ops keep their addresses: a done may cancel another
+        tail_ = nullptr;
         output_.clear();
         uv_timer_stop(&timer_);
-        if (failed.empty()) return;
+        if (failed == nullptr) return;
         down_until_ms_ = uv_now(client_.loop_) + client_.options_.down_ms;
         if (!failing_) {
             failing_ = true;
-            client_.options_.log(SMP_LOG_ERROR, std::string("cannot ") + doing(failed.front().kind) + ": " +
-                                                    server_.name + ": " + why + "; " + client_.options_.outage_note);
+            client_.options_.log(SMP_LOG_ERROR, std::string("cannot ") + doing(failed->kind) + ": " + server_.name +
+                                                    ": " + why + "; " + client_.options_.outage_note);
         }
-        for (Op& op : failed) {
+        while (failed != nullptr) {
+            Op& op = *std::exchange(failed, failed->next);
             if (op.kind == OpKind::kRelease) ++client_.releases_dropped_;
             if (op.kind == OpKind::kSet) ++client_.sets_dropped_;
-            if (op.cancelled || op.done == nullptr) continue;
-            const int answer = op.kind == OpKind::kAcquire ? client_.options_.acquire_unanswered : -1;
-            const smp_async_done done = std::exchange(op.done, nullptr);
-            done(op.data, answer);
+            const bool answer = !op.cancelled && op.done != nullptr;
+            const smp_async_done done = op.done;
+            void* const data = op.data;
+            const int unanswered = op.kind == OpKind::kAcquire ? client_.options_.acquire_unanswered : -1;
+            client_.give_op(&op);
+            if (answer) done(data, unanswered);
         }
     }
 
@@ -439,7 +467,8 @@ class Connection {
     bool connected_ = false;
     bool writing_ = false;
     std::string output_;  // commands not written yet
-    std::deque<Op> ops_;  // every command not answered yet, in the order sent
+    Op* head_ = nullptr;  // every command not answered yet, in the order sent
+    Op* tail_ = nullptr;
     uv_timer_t timer_{};  // armed for the front op's deadline while ops wait
     uint64_t down_until_ms_ = 0;
     bool failing_ = false;  // an outage was logged and no reply has come since
@@ -471,7 +500,7 @@ MetaClient::MetaClient(uv_loop_t* loop, ClientOptions options) : loop_(loop), op
 
 MetaClient::~MetaClient() = default;
 
-Connection& MetaClient::connection_for(const std::string& key) {
+Connection& MetaClient::connection_for(std::string_view key) {
     return connections_.size() == 1 ? *connections_[0] : *connections_[options_.pick(key) % connections_.size()];
 }
 
@@ -487,23 +516,41 @@ void MetaClient::on_prepare(uv_prepare_t* prepare) {
     for (auto& connection : self->connections_) connection->flush();
 }
 
-int MetaClient::acquire(const std::string& key, uint32_t limit, uint32_t ttl_s, smp_async_done done, void* data,
+Op& MetaClient::take_op(OpKind kind) {
+    Op* op;
+    if (free_ops_.empty()) {
+        op = ops_.emplace_back(std::make_unique<Op>()).get();
+    } else {
+        op = free_ops_.back();
+        free_ops_.pop_back();
+    }
+    std::string key = std::move(op->key);  // keeps its room
+    key.clear();
+    *op = Op{};
+    op->kind = kind;
+    op->key = std::move(key);
+    return *op;
+}
+
+void MetaClient::give_op(Op* op) { free_ops_.push_back(op); }
+
+int MetaClient::acquire(std::string_view key, uint32_t limit, uint32_t ttl_s, smp_async_done done, void* data,
                         smp_async** call) {
     if (!valid_key(key)) return options_.acquire_unanswered;
     Connection& connection = connection_for(key);
     if (connection.down()) return options_.acquire_unanswered;
-    Op op(OpKind::kAcquire);
+    Op& op = take_op(OpKind::kAcquire);
     op.done = done;
     op.data = data;
     op.limit = limit;
-    op.key = key;
+    op.key.assign(key);
     // Created at 1 with the slot's expiry; an existing counter goes up by 1.
-    Op& queued = connection.push(std::move(op), "ma " + key + " N" + std::to_string(ttl_s) + " J1 v\r\n");
-    *call = reinterpret_cast<smp_async*>(&queued);
+    connection.push(op, [&](std::string& out) { append_command(out, "ma ", key, " N", Decimal(ttl_s), " J1 v\r\n"); });
+    *call = reinterpret_cast<smp_async*>(&op);
     return SMP_PENDING;
 }
 
-void MetaClient::release(const std::string& key) {
+void MetaClient::release(std::string_view key) {
     Connection& connection = connection_for(key);
     if (!valid_key(key) || connection.down()) {
         ++releases_dropped_;
@@ -511,34 +558,34 @@ void MetaClient::release(const std::string& key) {
     }
     // The same connection as the acquires of this key: memcached counts it
     // before any acquire this worker asks later.
-    connection.push(Op(OpKind::kRelease), "ma " + key + " MD\r\n");
+    connection.push(take_op(OpKind::kRelease), [&](std::string& out) { append_command(out, "ma ", key, " MD\r\n"); });
 }
 
-int MetaClient::get(const std::string& key, void* buffer, uint64_t size, smp_async_done done, void* data,
+int MetaClient::get(std::string_view key, void* buffer, uint64_t size, smp_async_done done, void* data,
                     smp_async** call) {
     if (!valid_key(key)) return -1;
     Connection& connection = connection_for(key);
     if (connection.down()) return -1;
-    Op op(OpKind::kGet);
+    Op& op = take_op(OpKind::kGet);
     op.done = done;
     op.data = data;
     op.buffer = static_cast<char*>(buffer);
     op.size = size;
-    Op& queued = connection.push(std::move(op), "mg " + key + " v\r\n");
-    *call = reinterpret_cast<smp_async*>(&queued);
+    connection.push(op, [&](std::string& out) { append_command(out, "mg ", key, " v\r\n"); });
+    *call = reinterpret_cast<smp_async*>(&op);
     return SMP_PENDING;
 }
 
-void MetaClient::set(const std::string& key, const void* data, uint64_t size) {
+void MetaClient::set(std::string_view key, const void* data, uint64_t size) {
     Connection& connection = connection_for(key);
     if (!valid_key(key) || connection.down()) {
         ++sets_dropped_;
         return;
     }
-    std::string command = "ms " + key + " " + std::to_string(size) + "\r\n";
-    command.append(static_cast<const char*>(data), size);
-    command.append("\r\n");
-    connection.push(Op(OpKind::kSet), command);
+    connection.push(take_op(OpKind::kSet), [&](std::string& out) {
+        append_command(out, "ms ", key, " ", Decimal(size), "\r\n",
+                       std::string_view(static_cast<const char*>(data), size), "\r\n");
+    });
 }
 
 void MetaClient::cancel(smp_async* call) {

@@ -54,6 +54,8 @@ struct ClientOptions {
 };
 
 class Connection;
+struct Op;
+enum class OpKind;
 
 class MetaClient {
    public:
@@ -65,17 +67,17 @@ class MetaClient {
     // One of `limit` slots of `key`, held for at most `ttl_s` seconds:
     // 1 taken, 0 all taken, acquire_unanswered when memcached cannot say, or
     // SMP_PENDING with *call set and the answer to done(data, answer) later.
-    int acquire(const std::string& key, uint32_t limit, uint32_t ttl_s, smp_async_done done, void* data,
+    int acquire(std::string_view key, uint32_t limit, uint32_t ttl_s, smp_async_done done, void* data,
                 smp_async** call);
     // Gives back a slot; not waited for.
-    void release(const std::string& key);
+    void release(std::string_view key);
     // The value of `key` into `buffer` when it is exactly `size` bytes:
     // 1 it is there, 0 not cached (or another size), -1 memcached cannot
     // say, or SMP_PENDING. `buffer` is lent until done runs or the call is
     // cancelled.
-    int get(const std::string& key, void* buffer, uint64_t size, smp_async_done done, void* data, smp_async** call);
+    int get(std::string_view key, void* buffer, uint64_t size, smp_async_done done, void* data, smp_async** call);
     // Stores `size` bytes under `key` (copied); not waited for.
-    void set(const std::string& key, const void* data, uint64_t size);
+    void set(std::string_view key, const void* data, uint64_t size);
     // Forgets a pending call: its done never runs and its buffer is not
     // touched again; a slot it took is given back. After close() it does
     // nothing: every call was forgotten then.
@@ -91,7 +93,9 @@ class MetaClient {
     friend class Connection;
     ~MetaClient();
 
-    Connection& connection_for(const std::string& key);
+    Connection& connection_for(std::string_view key);
+    Op& take_op(OpKind kind);  // from the pool
+    void give_op(Op* op);
     void wake();  // output is queued: the prepare handle writes it before the loop waits
     void handle_closed();
     void finish_closing();
@@ -107,6 +111,8 @@ class MetaClient {
     bool closing_ = false;
     uint64_t releases_dropped_ = 0;
     uint64_t sets_dropped_ = 0;
+    std::vector<std::unique_ptr<Op>> ops_;  // every op ever made, for the life of the client
+    std::vector<Op*> free_ops_;
 };
 
 }  // namespace smp::memcache
