@@ -6,6 +6,7 @@ import hashlib
 import http.server
 import json
 import os
+import shutil
 import signal
 import socket
 import socketserver
@@ -144,14 +145,14 @@ class PythonOrigin:
         self.server.server_close()
 
 
-def forward_config(env, port, origin_port, state, workers=2, log_level='info', **keys):
+def forward_config(env, port, origin_port, state, workers=2, log_level='info', plugins=None, **keys):
     lines = ['workers: %d' % workers, 'max_connections: 1024', 'shutdown_timeout: 10s',
              'state_dir: %s' % state, 'tracking: {enabled: true, idle_window: 1s}',
              'log:', '  level: %s' % log_level,
              'protocols:', '  - module: forward', '    host: 127.0.0.1', '    port: %d' % port,
              '    forward_host: 127.0.0.1', '    forward_port: %d' % origin_port]
     lines += ['    %s: %s' % (k, v) for k, v in keys.items()]
-    lines.append('plugins: []')
+    lines.append(plugins or 'plugins: []')
     return '\n'.join(lines) + '\n'
 
 
@@ -187,11 +188,15 @@ class ForwardCase(unittest.TestCase):
             s.terminate(timeout=15)
             s.kill()
 
+    def plugins(self):
+        """The plugins section of a proxy's config; None: no plugin."""
+        return None
+
     def proxy(self, origin_port=None, **keys):
         ForwardCase.counter += 1
         port = harness.free_port()
         state = self.env.path('state-%d' % ForwardCase.counter)
-        text = forward_config(self.env, port, origin_port or self.nginx.port, state, **keys)
+        text = forward_config(self.env, port, origin_port or self.nginx.port, state, plugins=self.plugins(), **keys)
         server = harness.Server(self.env, port=port, config=text)
         server.state_dir = state
         self.servers.append(server)
@@ -750,6 +755,45 @@ class Limits(ForwardCase):
         [record] = [q for q in requests if q['user_agent'] == 'fwd-rate']
         self.assertEqual((record['status'], record['reason'], record['body_bytes']), (200, 'completed', 7 * MIB))
 
+
+
+@unittest.skipUnless(shutil.which('memcached'), 'memcached is not installed (Debian package memcached)')
+class LimitsThroughMemcached(Limits):
+    """The same limits with their counters in memcached (the memcache plugin),
+    which answers later: the exchange waits for its slot before the origin
+    hears of it, and a connection reads nothing until its own slot is known."""
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        from test_memcache import Memcached
+        cls.memcached = Memcached()
+        cls.memcached.start()
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.memcached.stop()
+        super().tearDownClass()
+
+    def arithmetic(self):
+        """memcached's count of increments and decrements so far."""
+        stats = dict(line.split()[1:3] for line in self.memcached.command('stats').decode().splitlines()
+                     if line.startswith('STAT '))
+        return sum(int(stats[k]) for k in ('incr_hits', 'incr_misses', 'decr_hits', 'decr_misses'))
+
+    def setUp(self):
+        super().setUp()
+        self.arithmetic_before = self.arithmetic()
+
+    def tearDown(self):
+        super().tearDown()
+        # The slots were memcached's, not each server's own counters.
+        if 'limit_rate' not in self.id():
+            self.assertGreater(self.arithmetic(), self.arithmetic_before, 'memcached counted no slot')
+
+    def plugins(self):
+        return ('plugins:\n  - module: memcache\n    servers: ["127.0.0.1:%d"]\n    prefix: "fwd%d-%d:"\n'
+                % (self.memcached.port, os.getpid(), ForwardCase.counter))
 
 
 if __name__ == '__main__':

@@ -18,7 +18,7 @@ import unittest
 import harness
 from delay_relay import DelayRelay
 from harness import MIB
-from test_limits import slow_download
+from test_limits import ConnectionsPerIp, slow_download
 
 
 class Memcached:
@@ -461,6 +461,33 @@ class SlowMemcached(unittest.TestCase):
         self.assertGreaterEqual(len(ms), self.MIN_SAMPLES, report)
         self.assertEqual(bad, [], 'B answered wrongly: ' + report)
         self.assertEqual(others.get('wrong body', 0), 0, report)
+
+
+@unittest.skipUnless(shutil.which('memcached'), 'memcached is not installed (Debian package memcached)')
+class ConnectionsPerIpThroughMemcached(ConnectionsPerIp):
+    """max_connections_per_ip with its counters in memcached: a new connection
+    reads nothing until memcached has answered for its slot, then is served or
+    refused exactly as with the server's own counters (test_limits)."""
+
+    def setUp(self):
+        self.memcached = Memcached()
+        self.memcached.start()
+        self.addCleanup(self.memcached.stop)
+        self.env = harness.TestEnv({'big.bin': 64 * MIB, 'other.bin': 1 * MIB, 'small.bin': 4096})
+        self.port = harness.free_port()
+        text = harness.config_text(self.port, self.env.www, workers=self.workers,
+                                   core_extra={'tracking': '{enabled: false}'}, **self.limits)
+        text = text.replace('plugins: []', 'plugins:\n  - module: memcache\n    servers: ["127.0.0.1:%d"]\n'
+                            '    prefix: "c%d:"\n' % (self.memcached.port, os.getpid()))
+        self.server = harness.Server(self.env, port=self.port, config=text)
+        self.server.start()
+        self.server.wait_workers(self.workers)
+        self.open = []
+
+    def test_exact_at_the_boundary(self):
+        super().test_exact_at_the_boundary()
+        stats = self.memcached.command('stats')
+        self.assertNotIn(b'STAT incr_hits 0\r\n', stats, 'memcached counted no connection')
 
 
 class Config(unittest.TestCase):
