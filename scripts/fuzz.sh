@@ -10,7 +10,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds="${1:-${FUZZ_SECONDS:-60}}"
 parallel="${FUZZ_JOBS:-2}"
-targets=(request_head range conditional path heads record_codec record_log)
+targets=(request_head range conditional path heads record_codec record_log meta_reply)
 [[ "$seconds" =~ ^[0-9]+$ && "$seconds" -gt 0 ]] || { echo "fuzz.sh: SECONDS must be a positive number" >&2; exit 2; }
 
 scripts/deps.sh build fuzz
