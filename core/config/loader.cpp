@@ -18,22 +18,6 @@ std::string uv_version_text(uint32_t hex) {
     return std::to_string(hex >> 16) + "." + std::to_string((hex >> 8) & 0xff) + "." + std::to_string(hex & 0xff);
 }
 
-// The stride of a module's key table: its config_key_size (ABI 1.7), or the
-// 1.0 size of a key, which is this header's (check_module refuses less).
-size_t config_key_stride(const smp_module& module) {
-    return SMP_HAS(&module, config_key_size) && module.config_key_size != 0 ? module.config_key_size
-                                                                            : sizeof(smp_config_key);
-}
-
-}  // namespace
-
-const smp_config_key& config_key(const smp_module& module, size_t i) {
-    return *reinterpret_cast<const smp_config_key*>(reinterpret_cast<const char*>(module.config_keys) +
-                                                    i * config_key_stride(module));
-}
-
-namespace {
-
 std::string executable_dir() {
     std::array<char, PATH_MAX> buffer{};
     const ssize_t length = readlink("/proc/self/exe", buffer.data(), buffer.size() - 1);
@@ -44,51 +28,17 @@ std::string executable_dir() {
 
 bool is_readable(const std::string& path) { return access(path.c_str(), R_OK) == 0; }
 
-void read_value(const YAML::Node& node, const smp_config_key& key, const std::string& name, smp_config_value& value,
-                std::deque<std::string>& strings, std::deque<std::vector<const char*>>& lists, ErrorList& errors) {
-    std::optional<int64_t> number;
-    switch (key.type) {
-        case SMP_CONFIG_STRING:
-            if (auto text = read_string(node, name, errors)) {
-                value.string = strings.emplace_back(*text).c_str();
-                value.present = 1;
-            }
-            return;
-        case SMP_CONFIG_STRING_LIST:
-            if (auto items = read_string_list(node, name, errors)) {
-                auto& pointers = lists.emplace_back();
-                for (const auto& item : *items) pointers.push_back(strings.emplace_back(item).c_str());
-                value.list = pointers.data();
-                value.list_length = pointers.size();
-                value.present = 1;
-            }
-            return;
-        case SMP_CONFIG_INT: number = read_int(node, name, errors); break;
-        case SMP_CONFIG_SIZE: number = read_size(node, name, errors); break;
-        case SMP_CONFIG_DURATION: number = read_duration(node, name, errors); break;
-        case SMP_CONFIG_BOOL:
-            if (auto flag = read_bool(node, name, errors)) number = *flag ? 1 : 0;
-            break;
-    }
-    if (number) {
-        value.number = *number;
-        value.present = 1;
-    }
-}
-
 // A module's init error that starts with one of its keys ("root: cannot
-// open...") is reported at that key's line.
+// open...", "tls.certificates[1].key: ...") is reported at that key's line.
 void report_init_error(const ModuleInstance& module, std::string_view message, ErrorList& errors) {
     if (message.empty()) message = "init failed";
     const ModuleEntry& entry = *module.entry;
-    const auto colon = message.find(": ");
-    for (size_t i = 0; colon != std::string_view::npos && i < module.api->config_key_count; ++i) {
-        const smp_config_key& key = config_key(*module.api, i);
-        if (message.substr(0, colon) != key.name) continue;
-        const int line = module.values.data()[i].line;
-        errors.add_line(line > 0 ? line : line_of(entry.node), entry.key + "." + key.name,
-                        std::string(message.substr(colon + 2)));
-        return;
+    if (const auto colon = message.find(": "); colon != std::string_view::npos) {
+        const auto name = message.substr(0, colon);
+        if (const auto line = key_line(entry, *module.api, name)) {
+            errors.add_line(*line, entry.key + "." + std::string(name), std::string(message.substr(colon + 2)));
+            return;
+        }
     }
     errors.add(entry.node, entry.key, "module '" + entry.module + "': " + std::string(message));
 }
@@ -132,6 +82,7 @@ std::string check_module(const smp_module* module, std::string_view name, smp_mo
                " module, configured as a " + kind_name(kind);
     if (module->config_key_count > 0 && module->config_keys == nullptr)
         return who + ": declares config keys but no table";
+    if (auto problem = check_key_names(*module); !problem.empty()) return who + ": " + problem;
     if (module->init_master == nullptr) return who + ": required hook init_master is missing";
     if (kind == SMP_MODULE_PROTOCOL) {
         if (module->init_worker == nullptr) return who + ": required hook init_worker is missing";
@@ -165,35 +116,6 @@ std::string check_module(const smp_module* module, std::string_view name, smp_mo
     if ((SMP_MODULE_HOOK(module, query) == nullptr) != (SMP_MODULE_HOOK(module, free_table) == nullptr))
         return who + ": query and free_table come together";
     return {};
-}
-
-void ModuleValues::read(const ModuleEntry& entry, const smp_module& module, bool is_protocol, ErrorList& errors) {
-    const size_t count = module.config_key_count;
-    check_repeated_keys(entry.node, entry.key, errors);
-    for (const auto& item : entry.node) {
-        const auto name = item.first.Scalar();
-        const bool core_key = name == "module" || (is_protocol && (name == "host" || name == "port"));
-        bool module_key = false;
-        for (size_t i = 0; i < count && !module_key; ++i) module_key = name == config_key(module, i).name;
-        if (!core_key && !module_key)
-            errors.add(item.first, entry.key + "." + name, "unknown key of module '" + entry.module + "'");
-    }
-    values_.assign(count, smp_config_value{});
-    for (size_t i = 0; i < count; ++i) {
-        const auto& key = config_key(module, i);
-        const std::string name = entry.key + "." + key.name;
-        const YAML::Node node = entry.node[key.name];
-        if (node) {
-            read_value(node, key, name, values_[i], strings_, lists_, errors);
-            values_[i].line = line_of(node);
-        } else if (key.required) {
-            errors.add(entry.node, name, "missing required key");
-        } else if (key.default_value != nullptr) {
-            ErrorList default_errors("module '" + entry.module + "' default");
-            read_value(YAML::Load(key.default_value), key, key.name, values_[i], strings_, lists_, default_errors);
-            for (const auto& error : default_errors.errors()) errors.add(entry.node, name, error);
-        }
-    }
 }
 
 SharedObject::~SharedObject() {
@@ -298,8 +220,8 @@ std::vector<std::unique_ptr<ModuleInstance>> load_modules(const Config& config, 
         std::array<char, 512> message{};
         int result = SMP_ERROR;
         try {
-            result = module->api->init_master(&core, module->values.data(), &module->instance, message.data(),
-                                              message.size());
+            result = module->api->init_master(&core, module->values.data_for(*module->api), &module->instance,
+                                              message.data(), message.size());
         } catch (...) {
             std::snprintf(message.data(), message.size(), "threw an exception across the C boundary");
         }

@@ -2,13 +2,13 @@
 // into the values their key table asks for.
 #pragma once
 
-#include <deque>
 #include <memory>
 #include <string>
 #include <string_view>
 #include <vector>
 
 #include "config.hpp"
+#include "module_values.hpp"
 #include "smp_module.h"
 
 namespace smp {
@@ -17,28 +17,6 @@ namespace smp {
 // module's own `size` is checked before any other field is read, and a field
 // of a later minor is read only when `size` covers it.
 std::string check_module(const smp_module* module, std::string_view name, smp_module_kind kind);
-
-// The i-th key of a checked module's table, stepping by its config_key_size.
-const smp_config_key& config_key(const smp_module& module, size_t i);
-
-// The values of one module entry, in the order of the module's key table.
-// Owns every string the values point at.
-class ModuleValues {
-   public:
-    ModuleValues() = default;
-    ModuleValues(const ModuleValues&) = delete;
-    ModuleValues& operator=(const ModuleValues&) = delete;
-
-    const smp_config_value* data() const { return values_.data(); }
-    size_t size() const { return values_.size(); }
-    // Checks `entry` against `module`'s table; errors go to `errors`.
-    void read(const ModuleEntry& entry, const smp_module& module, bool is_protocol, ErrorList& errors);
-
-   private:
-    std::vector<smp_config_value> values_;
-    std::deque<std::string> strings_;
-    std::deque<std::vector<const char*>> lists_;
-};
 
 // A loaded .so. dlclose'd when the last reference goes.
 class SharedObject {

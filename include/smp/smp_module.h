@@ -86,7 +86,7 @@ extern "C" {
 #endif
 
 #define SMP_ABI_MAJOR 1
-#define SMP_ABI_MINOR 8
+#define SMP_ABI_MINOR 9
 
 /*
  * What a hook that returns `int` returns, unless it says otherwise (the
@@ -167,14 +167,44 @@ typedef enum smp_end_reason {
  * names the key, the file and the line) and hands the module the values in
  * table order. `module`, `host` and `port` are the core's own keys.
  *
+ * ABI 1.9: a key's name is a path into the module's entry (a module built
+ * for an older minor names its keys flat: a dot is then part of the name).
+ *   - `tls.certificate` is the value at `tls:` then `certificate:`, at any
+ *     depth (`a.b.c`). A map such as `tls:` is a known key because some
+ *     declared key starts with `tls.`; it must be a map, and a key inside it
+ *     that no declared key names is an unknown key
+ *     ("protocols[0].tls.foo: unknown key of module 'x'").
+ *   - `tls.certificates[].key` (type SMP_CONFIG_STRING_LIST, no default)
+ *     reaches into a list of maps: for each element of the sequence
+ *     `tls:` then `certificates:`, in order, the string of its `key:`
+ *     field. Each element must be a map whose every key is the field of some
+ *     declared `tls.certificates[].*` key. The fields of one sequence give
+ *     lists of the same length, so index i of each is element i: an element
+ *     without an optional field gives "" in that field's list. One `[]` per
+ *     name at most, never at its end.
+ *   - Required: a key is required where its parent map is present. A
+ *     top-level key always; `tls.certificate` only when `tls:` is written
+ *     (so a whole `tls:` block may be optional and yet need its
+ *     certificate); a `[]` field in every element ("protocols[0].tls.
+ *     certificates[1].key: missing required key").
+ *   - Defaults: a key's default fills its value whenever the key is absent,
+ *     so a module always has one; but `present` is 1 only when the key or
+ *     its parent map is written. A module tells "no tls: block at all" from
+ *     a required key of the block: `tls.certificate` is present exactly
+ *     when `tls:` is written (the core refuses a `tls:` without it).
+ * A name that is both a value and a map (`tls` and `tls.key`), or whose
+ * parts disagree on being a list, is refused when the module is loaded.
+ *
  * Both are arrays of structs that may grow, so each has a stride that is
  * not the reader's sizeof:
  *   - the module's table steps by smp_module.config_key_size (ABI 1.7, set
  *     by SMP_MODULE_INIT / smp_module_stamp to sizeof(smp_config_key) as
  *     the module was compiled; absent or 0: the 1.0 size);
  *   - the core's values step by smp_core_api.config_value_size (ABI 1.7):
- *     read the i-th with smp_config_value_at(core, values, i). Until
- *     smp_config_value grows, values[i] is the same element.
+ *     read the i-th with smp_config_value_at(core, values, i). It grew in
+ *     1.9 (list_lines): a module built for 1.7 or 1.8 that indexes
+ *     values[i] instead must be rebuilt. A module built before 1.7, which
+ *     had no stride to read, is given its values at the 1.0 size.
  */
 typedef enum smp_config_type {
     SMP_CONFIG_STRING = 1,
@@ -196,12 +226,20 @@ typedef struct smp_config_key {
 } smp_config_key;
 
 typedef struct smp_config_value {
-    int present;             /* 1 when set in the YAML or by a default */
-    const char* string;      /* STRING */
+    /* 1 when set in the YAML, or by a default while the key's parent map is
+       written (a top-level key's parent, the entry, always is). */
+    int present;
+    const char* string;      /* STRING; a default's even when present is 0 */
     int64_t number;          /* INT, SIZE, DURATION, BOOL (0 or 1) */
-    const char* const* list; /* STRING_LIST */
+    const char* const* list; /* STRING_LIST; NULL when absent with no default */
     size_t list_length;      /* STRING_LIST */
     int line;                /* 1-based line in the config file; 0 for a default */
+    /* ABI 1.9. STRING_LIST: the 1-based line of each element, list_length
+       of them (0 for a default's): a list of scalars, each scalar's line; a
+       `[]` field, the line of the field in element i, or of the element
+       when it lacks the field. NULL for the other types. Read it with
+       smp_config_list_line(), which knows a core before 1.9. */
+    const int* list_lines;
     /* New fields are appended here; the core steps through the array by
        its own sizeof, which it states in core->config_value_size. */
 } smp_config_value;
@@ -483,10 +521,22 @@ typedef struct smp_core_api {
    smp_config_value the core was built with. */
 static inline const smp_config_value* smp_config_value_at(const smp_core_api* core, const smp_config_value* values,
                                                           size_t i) {
-    /* A core before 1.7 has the 1.0 element, which this header's still is. */
+    /* A core older than this header refuses the module, so `core` always
+       states its stride; the fallback only keeps the function total. */
     const size_t stride = SMP_HAS(core, config_value_size) && core->config_value_size != 0 ? core->config_value_size
                                                                                            : sizeof(smp_config_value);
     return (const smp_config_value*)((const char*)values + i * stride);
+}
+
+/* The line of element i of a STRING_LIST value (see list_lines), or the
+   value's own line when the core's values are too small to hold list_lines
+   (smp_config_value has no `size`: the core's stride says) or i is out of
+   the list. For error messages: "tls.certificates[1].key: ..." from
+   init_master is reported at that line by the core itself. */
+static inline int smp_config_list_line(const smp_core_api* core, const smp_config_value* value, size_t i) {
+    const int has_lines = SMP_HAS(core, config_value_size) &&
+                          core->config_value_size >= offsetof(smp_config_value, list_lines) + sizeof(value->list_lines);
+    return has_lines && value->list_lines != NULL && i < value->list_length ? value->list_lines[i] : value->line;
 }
 
 /* What a worker gives a module after fork, in init_worker. An exception to
@@ -535,7 +585,10 @@ typedef struct smp_module {
        process's life; `values` (config_key_count of them, see
        smp_config_value_at) and their strings stay valid until exit_master.
        On failure, write a sentence to `error` and return SMP_ERROR; one
-       that starts with a key name and ": " is reported at that key's line. */
+       that starts with a key name and ": " is reported at that key's line:
+       "root: ...", "tls.key: ..." (ABI 1.9: at the line of `key:` in
+       `tls:`), "tls.certificates[1].key: ..." (at element 1's `key:`, or
+       the element's line when it has none), or a map: "tls: ...". */
     int (*init_master)(const smp_core_api* core, const smp_config_value* values, void** instance, char* error,
                        size_t error_size);
     /* OPTIONAL, every kind. Master, when the configuration is retired: at
