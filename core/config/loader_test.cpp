@@ -246,6 +246,12 @@ const smp_config_value& value_of(const smp::ModuleValues& values, size_t i) {
 
 std::vector<std::string> list_of(const smp_config_value& value) { return {value.list, value.list + value.list_length}; }
 
+// The errors of reading `keys` (from line 5) for `module`.
+std::vector<std::string> errors_of(const smp_module& module, const std::string& keys) {
+    smp::ModuleValues values;
+    return read_entry(module, keys, values);
+}
+
 std::vector<int> lines_of(const smp_config_value& value) {
     REQUIRE(value.list_lines != nullptr);
     return {value.list_lines, value.list_lines + value.list_length};
@@ -344,38 +350,28 @@ TEST_CASE("a key of a map that is not written is not required, and its default i
 TEST_CASE("the keys inside a map are checked, and named with their line") {
     const auto module = tls_module();
     SUBCASE("unknown key in a map, and a required key missing from a written map") {
-        smp::ModuleValues values;
-        const auto errors = read_entry(module,
-                                       "    tls:\n"          // 5
-                                       "      key: /k\n"     // 6
-                                       "      foo: 1\n"      // 7
-                                       "    a:\n"            // 8
-                                       "      b: {d: 1}\n",  // 9
-                                       values);
-        REQUIRE(errors.size() == 3);
-        CHECK(errors[0] == "test.yaml:7: protocols[0].tls.foo: unknown key of module 'proto'");
-        CHECK(errors[1] == "test.yaml:9: protocols[0].a.b.d: unknown key of module 'proto'");
-        CHECK(errors[2] == "test.yaml:5: protocols[0].tls.certificate: missing required key");
+        CHECK(errors_of(module,
+                        "    tls:\n"             // 5
+                        "      key: /k\n"        // 6
+                        "      foo: 1\n"         // 7
+                        "    a:\n"               // 8
+                        "      b: {d: 1}\n") ==  // 9
+              std::vector<std::string>{"test.yaml:7: protocols[0].tls.foo: unknown key of module 'proto'",
+                                       "test.yaml:9: protocols[0].a.b.d: unknown key of module 'proto'",
+                                       "test.yaml:5: protocols[0].tls.certificate: missing required key"});
     }
     SUBCASE("a parent that is not a map") {
-        smp::ModuleValues values;
-        const auto errors = read_entry(module, "    tls: /etc/tls/site.pem\n    a:\n      b: 3\n", values);
-        REQUIRE(errors.size() == 2);
-        CHECK(errors[0] == "test.yaml:5: protocols[0].tls: must be a map");
-        CHECK(errors[1] == "test.yaml:7: protocols[0].a.b: must be a map");
+        CHECK(errors_of(module, "    tls: /etc/tls/site.pem\n    a:\n      b: 3\n") ==
+              std::vector<std::string>{"test.yaml:5: protocols[0].tls: must be a map",
+                                       "test.yaml:7: protocols[0].a.b: must be a map"});
     }
     SUBCASE("a wrong type deep down") {
-        smp::ModuleValues values;
-        const auto errors = read_entry(module, "    a: {b: {c: many}}\n", values);
-        REQUIRE(errors.size() == 1);
-        CHECK(errors[0] == "test.yaml:5: protocols[0].a.b.c: must be a whole number");
+        CHECK(errors_of(module, "    a: {b: {c: many}}\n") ==
+              std::vector<std::string>{"test.yaml:5: protocols[0].a.b.c: must be a whole number"});
     }
     SUBCASE("a key repeated in a map") {
-        smp::ModuleValues values;
-        const auto errors =
-            read_entry(module, "    tls:\n      certificate: /a\n      certificate: /b\n      key: /k\n", values);
-        REQUIRE(errors.size() == 1);
-        CHECK(errors[0] == "test.yaml:7: protocols[0].tls.certificate: repeated key (first at line 6)");
+        CHECK(errors_of(module, "    tls:\n      certificate: /a\n      certificate: /b\n      key: /k\n") ==
+              std::vector<std::string>{"test.yaml:7: protocols[0].tls.certificate: repeated key (first at line 6)"});
     }
 }
 
@@ -423,40 +419,32 @@ TEST_CASE("each element of a list of maps is checked, and named with its index")
     const auto module = tls_module();
     SUBCASE("unknown field, an element that is no map, a required field missing") {
         smp::ModuleValues values;
-        const auto errors = read_entry(module,
-                                       "    tls:\n"                              // 5
-                                       "      certificate: /a\n"                 // 6
-                                       "      key: /b\n"                         // 7
-                                       "      certificates:\n"                   // 8
-                                       "        - {certificate: /c, key: /d}\n"  // 9
-                                       "        - certificate: /e\n"             // 10
-                                       "          foo: 1\n"                      // 11
-                                       "        - /f\n",                         // 12
-                                       values);
-        REQUIRE(errors.size() == 3);
-        CHECK(errors[0] == "test.yaml:11: protocols[0].tls.certificates[1].foo: unknown key of module 'proto'");
-        CHECK(errors[1] == "test.yaml:12: protocols[0].tls.certificates[2]: must be a map");
-        CHECK(errors[2] == "test.yaml:10: protocols[0].tls.certificates[1].key: missing required key");
+        CHECK(read_entry(module,
+                         "    tls:\n"                              // 5
+                         "      certificate: /a\n"                 // 6
+                         "      key: /b\n"                         // 7
+                         "      certificates:\n"                   // 8
+                         "        - {certificate: /c, key: /d}\n"  // 9
+                         "        - certificate: /e\n"             // 10
+                         "          foo: 1\n"                      // 11
+                         "        - /f\n",                         // 12
+                         values) ==
+              std::vector<std::string>{
+                  "test.yaml:11: protocols[0].tls.certificates[1].foo: unknown key of module 'proto'",
+                  "test.yaml:12: protocols[0].tls.certificates[2]: must be a map",
+                  "test.yaml:10: protocols[0].tls.certificates[1].key: missing required key"});
         // Still one string per element in every field.
         CHECK(value_of(values, kSniCertificates).list_length == 3);
         CHECK(value_of(values, kSniKeys).list_length == 3);
         CHECK(value_of(values, kSniNames).list_length == 3);
     }
     SUBCASE("not a list") {
-        smp::ModuleValues values;
-        const auto errors =
-            read_entry(module, "    tls:\n      certificate: /a\n      key: /b\n      certificates: /c\n", values);
-        REQUIRE(errors.size() == 1);
-        CHECK(errors[0] == "test.yaml:8: protocols[0].tls.certificates: must be a list of maps");
+        CHECK(errors_of(module, "    tls:\n      certificate: /a\n      key: /b\n      certificates: /c\n") ==
+              std::vector<std::string>{"test.yaml:8: protocols[0].tls.certificates: must be a list of maps"});
     }
     SUBCASE("a field that is not a string") {
-        smp::ModuleValues values;
-        const auto errors = read_entry(
-            module,
-            "    tls:\n      certificate: /a\n      key: /b\n      certificates: [{certificate: [x], key: /d}]\n",
-            values);
-        REQUIRE(errors.size() == 1);
-        CHECK(errors[0] == "test.yaml:8: protocols[0].tls.certificates[0].certificate: must be a string");
+        CHECK(errors_of(module, "    tls: {certificate: /a, key: /b, certificates: [{certificate: [x], key: /d}]}\n") ==
+              std::vector<std::string>{"test.yaml:5: protocols[0].tls.certificates[0].certificate: must be a string"});
     }
 }
 
@@ -503,10 +491,8 @@ TEST_CASE("a module before ABI 1.9 names its keys flat") {
     smp::ModuleValues values;
     CHECK(read_entry(module, "    tls.key: /k\n", values).empty());
     CHECK(std::strcmp(value_of(values, 0).string, "/k") == 0);
-    smp::ModuleValues nested;
-    const auto errors = read_entry(module, "    tls: {key: /k}\n", nested);
-    REQUIRE(errors.size() == 1);
-    CHECK(errors[0] == "test.yaml:5: protocols[0].tls: unknown key of module 'proto'");
+    CHECK(errors_of(module, "    tls: {key: /k}\n") ==
+          std::vector<std::string>{"test.yaml:5: protocols[0].tls: unknown key of module 'proto'"});
 }
 
 TEST_CASE("a module before ABI 1.7 is given its values at the 1.0 size") {
