@@ -1,5 +1,7 @@
 #include "loader.hpp"
 
+#include <spdlog/spdlog.h>
+
 #include <dlfcn.h>
 #include <unistd.h>
 
@@ -43,7 +45,28 @@ void report_init_error(const ModuleInstance& module, std::string_view message, E
     errors.add(entry.node, entry.key, "module '" + entry.module + "': " + std::string(message));
 }
 
+// The module whose init_master runs, for config_warning.
+const ModuleInstance* initializing = nullptr;
+const ErrorList* initializing_file = nullptr;
+
 }  // namespace
+
+void config_warning(const char* message) {
+    const std::string_view text = message != nullptr ? message : "";
+    if (initializing == nullptr) {
+        spdlog::warn("{}", text);
+        return;
+    }
+    const ModuleEntry& entry = *initializing->entry;
+    if (const auto colon = text.find(": "); colon != std::string_view::npos) {
+        const auto name = text.substr(0, colon);
+        if (const auto line = key_line(entry, *initializing->api, name)) {
+            spdlog::warn("{}:{}: {}.{}: {}", initializing_file->file(), *line, entry.key, name, text.substr(colon + 2));
+            return;
+        }
+    }
+    spdlog::warn("{}:{}: {}: module '{}': {}", initializing_file->file(), entry.line, entry.key, entry.module, text);
+}
 
 std::string check_module(const smp_module* module, std::string_view name, smp_module_kind kind) {
     const std::string who = "module '" + std::string(name) + "'";
@@ -219,12 +242,15 @@ std::vector<std::unique_ptr<ModuleInstance>> load_modules(const Config& config, 
     for (auto& module : modules) {
         std::array<char, 512> message{};
         int result = SMP_ERROR;
+        initializing = module.get();
+        initializing_file = &errors;
         try {
             result = module->api->init_master(&core, module->values.data_for(*module->api), &module->instance,
                                               message.data(), message.size());
         } catch (...) {
             std::snprintf(message.data(), message.size(), "threw an exception across the C boundary");
         }
+        initializing = nullptr;
         if (result != SMP_OK) report_init_error(*module, message.data(), errors);
     }
     if (!errors.empty()) {

@@ -54,6 +54,10 @@ std::vector<std::string> module_search_path(const Config& config);
 // listing every problem.
 std::vector<std::unique_ptr<ModuleInstance>> load_modules(const Config& config, const smp_core_api& core);
 
+// core->config_warning (ABI 1.9): a warning about the configuration from the
+// init_master that runs now, at the line of the key it starts with.
+void config_warning(const char* message);
+
 // Runs exit_master on every instance, in reverse order.
 void unload_modules(std::vector<std::unique_ptr<ModuleInstance>>& modules);
 

@@ -14,6 +14,7 @@
 #include <stdexcept>
 
 #include "download_key.hpp"
+#include "loader.hpp"
 #include "stop_signals.hpp"
 
 namespace smp {
@@ -64,6 +65,8 @@ int api_cache_get_async(smp_worker* worker, const char* key, void* buffer, uint6
 }
 void api_cache_cancel(smp_worker* worker, smp_async* call) { self(worker)->cache_cancel(call); }
 
+void api_config_warning(const char* message) { config_warning(message); }
+
 constexpr smp_core_api kCoreApi{sizeof(smp_core_api),
                                 api_log,
                                 api_log_enabled,
@@ -80,7 +83,8 @@ constexpr smp_core_api kCoreApi{sizeof(smp_core_api),
                                 api_limit_acquire_async,
                                 api_cache_get_async,
                                 api_limit_cancel,
-                                api_cache_cancel};
+                                api_cache_cancel,
+                                api_config_warning};
 
 int64_t now_us() {
     using namespace std::chrono;

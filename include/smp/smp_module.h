@@ -515,6 +515,12 @@ typedef struct smp_core_api {
        limit_acquire_async / cache_get_async: its `done` never runs. */
     void (*limit_cancel)(smp_worker* worker, smp_async* call);
     void (*cache_cancel)(smp_worker* worker, smp_async* call);
+    /* ABI 1.9. Master, inside init_master only (elsewhere it only logs). A
+       warning about the configuration that does not stop it (a certificate
+       that expires soon): printed at once, by `-t` too. A message that starts
+       with one of the module's keys ("tls.certificate: ...") is reported at
+       that key's line, as init_master's errors are. */
+    void (*config_warning)(const char* message);
 } smp_core_api;
 
 /* The i-th value of the array init_master was given, whatever size of

@@ -22,6 +22,7 @@
 #include "range.hpp"
 #include "request_head.hpp"
 #include "smp_module.h"
+#include "tls.hpp"
 #include "worker_base.hpp"
 
 namespace smp::http {
@@ -46,8 +47,9 @@ struct Settings : ModuleLimits {
     MimeTypes mime;
     // Beside the limits every module has (ModuleLimits, limits.hpp): the
     // counters and buckets are shared by the workers and kept across a reload.
-    uint64_t limit_rate_per_download = 0;    // bytes/s shared by the requests of one download; 0: none
-    std::shared_ptr<SharedBuckets> buckets;  // when limit_rate_per_download is on; the same
+    uint64_t limit_rate_per_download = 0;          // bytes/s shared by the requests of one download; 0: none
+    std::shared_ptr<SharedBuckets> buckets;        // when limit_rate_per_download is on; the same
+    std::shared_ptr<smp::tls::ServerContext> tls;  // HTTPS: made in the master, shared by the workers by fork
 };
 
 // The room for a cached body that a pooled exchange keeps between requests.

@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
 #include <cerrno>
 #include <cstddef>
 #include <cstdio>
@@ -42,10 +43,10 @@ enum Key : size_t {
     kLimitRate,
     kLimitRateAfter,
     kLimitRatePerDownload,
-    kKeyCount
+    kTls,  // the tls.* keys of every protocol module (tls.hpp) follow
 };
 
-constexpr smp_config_key kKeys[kKeyCount] = {
+constexpr std::array<smp_config_key, kTls> kOwnKeys = {{
     {"root", SMP_CONFIG_STRING, nullptr, 1, "folder whose files are served"},
     {"block_size", SMP_CONFIG_SIZE, "2MiB", 0, "file bytes handed to the kernel per send turn"},
     {"max_ranges", SMP_CONFIG_INT, "16", 0, "most ranges in one request; more are answered with the whole file"},
@@ -68,7 +69,8 @@ constexpr smp_config_key kKeys[kKeyCount] = {
     {"limit_rate_after", SMP_CONFIG_SIZE, "0", 0, "bytes of a response sent at full speed before limit_rate"},
     {"limit_rate_per_download", SMP_CONFIG_SIZE, "0", 0,
      "bytes per second shared by all the requests of one download, segments included (0: none)"},
-};
+}};
+constexpr auto kKeys = smp::tls::with_tls_keys(kOwnKeys);
 
 constexpr uint64_t kSweepIntervalMs = 500;
 constexpr uint64_t kShutdownGraceMs = 1000;  // for idle connections at a graceful stop
@@ -130,6 +132,17 @@ bool read_settings(const smp_config_value* values, Settings& settings, char* err
         std::snprintf(problem, sizeof problem, "cannot open folder '%s': %s", settings.root.c_str(),
                       std::strerror(errno));
         return fail("root", problem);
+    }
+    // HTTPS: every certificate and key read and checked here, in the master.
+    smp::tls::Settings tls;
+    std::string tls_problem;
+    if (!smp::tls::read_settings(settings.core, values, kTls, tls, tls_problem))
+        return std::snprintf(error, error_size, "%s", tls_problem.c_str()), false;
+    if (tls.enabled) {
+        std::vector<std::string> warnings;
+        settings.tls = smp::tls::ServerContext::make(tls, tls_problem, warnings);
+        if (!settings.tls) return std::snprintf(error, error_size, "%s", tls_problem.c_str()), false;
+        for (const std::string& warning : warnings) smp::tls::warn(settings.core, "http_download", warning);
     }
     if (!settings.mime.load(values[kMimeTypes].string) && settings.core != nullptr) {
         char message[300];
@@ -369,8 +382,8 @@ extern "C" const smp_module* smp_module_entry(void) {
         m.kind = SMP_MODULE_PROTOCOL;
         m.name = "http_download";
         m.description = "HTTP/1.1 file server with Range, conditional requests and sendfile";
-        m.config_keys = smp::http::kKeys;
-        m.config_key_count = smp::http::kKeyCount;
+        m.config_keys = smp::http::kKeys.data();
+        m.config_key_count = smp::http::kKeys.size();
         m.init_master = smp::http::init_master;
         m.exit_master = smp::http::exit_master;
         m.worker_gone_master = smp::http::worker_gone_master;

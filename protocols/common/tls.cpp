@@ -1,0 +1,191 @@
+#include "tls.hpp"
+
+#include <openssl/err.h>
+#include <openssl/x509v3.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <ctime>
+
+namespace smp::tls {
+namespace {
+
+// OpenSSL's last error, as a sentence; the queue is emptied.
+std::string openssl_error() {
+    std::string text;
+    while (const unsigned long code = ERR_get_error()) {
+        char buffer[256];
+        ERR_error_string_n(code, buffer, sizeof buffer);
+        // "error:0A080009:SSL routines::PEM lib": the reason is the last part.
+        std::string line = buffer;
+        if (const auto colon = line.rfind(':'); colon != std::string::npos) line = line.substr(colon + 1);
+        if (!text.empty()) text += "; ";
+        text += line;
+    }
+    return text.empty() ? "unknown error" : text;
+}
+
+// Whether `path` can be read, else why not, naming it.
+std::string unreadable(const std::string& path) {
+    if (access(path.c_str(), R_OK) == 0) return {};
+    return "cannot read '" + path + "': " + std::strerror(errno);
+}
+
+int version_of(const std::string& name) {
+    if (name == "TLSv1.2") return TLS1_2_VERSION;
+    if (name == "TLSv1.3") return TLS1_3_VERSION;
+    return 0;
+}
+
+// The days from now to `when` (negative: past).
+bool days_until(const ASN1_TIME* when, int& days) {
+    int seconds = 0;
+    if (ASN1_TIME_diff(&days, &seconds, nullptr, when) != 1) return false;
+    if (days == 0 && seconds < 0) days = -1;
+    return true;
+}
+
+// A context with one certificate and its key, checked: readable files, a key
+// that matches, dates in force. `prefix` names the pair in messages ("tls"
+// or "tls.certificates[1]").
+ContextPtr make_context(const Settings& settings, const CertificateFiles& files, std::string& problem,
+                        std::vector<std::string>& warnings) {
+    const std::string& prefix = files.name;
+    if (auto why = unreadable(files.certificate); !why.empty())
+        return problem = prefix + ".certificate: " + why, nullptr;
+    if (auto why = unreadable(files.key); !why.empty()) return problem = prefix + ".key: " + why, nullptr;
+    ContextPtr ctx(SSL_CTX_new(TLS_server_method()));
+    if (!ctx) return problem = prefix + ".certificate: " + openssl_error(), nullptr;
+    SSL_CTX_set_min_proto_version(ctx.get(), settings.min_version);
+    SSL_CTX_set_max_proto_version(ctx.get(), settings.max_version);
+    if (SSL_CTX_use_certificate_chain_file(ctx.get(), files.certificate.c_str()) != 1)
+        return problem = prefix + ".certificate: '" + files.certificate + "' is not a PEM certificate (" +
+                         openssl_error() + ")",
+               nullptr;
+    if (SSL_CTX_use_PrivateKey_file(ctx.get(), files.key.c_str(), SSL_FILETYPE_PEM) != 1)
+        return problem = prefix + ".key: '" + files.key + "' is not a PEM private key (" + openssl_error() + ")",
+               nullptr;
+    if (SSL_CTX_check_private_key(ctx.get()) != 1) {
+        ERR_clear_error();
+        return problem = prefix + ".key: '" + files.key + "' does not match " + prefix + ".certificate '" +
+                         files.certificate + "'",
+               nullptr;
+    }
+    X509* leaf = SSL_CTX_get0_certificate(ctx.get());
+    int days = 0;
+    if (leaf != nullptr && days_until(X509_get0_notBefore(leaf), days) && days > 0)
+        return problem = prefix + ".certificate: '" + files.certificate + "' is not valid yet", nullptr;
+    if (leaf != nullptr && days_until(X509_get0_notAfter(leaf), days)) {
+        if (days < 0) return problem = prefix + ".certificate: '" + files.certificate + "' has expired", nullptr;
+        if (days < kExpiryWarningDays)
+            warnings.push_back(prefix + ".certificate: '" + files.certificate + "' expires in " + std::to_string(days) +
+                               " day(s)");
+    }
+    long options = SSL_OP_NO_COMPRESSION | SSL_OP_CIPHER_SERVER_PREFERENCE | SSL_OP_NO_RENEGOTIATION;
+    if (!settings.session_tickets) options |= SSL_OP_NO_TICKET;
+    if (settings.ktls) options |= SSL_OP_ENABLE_KTLS;
+    SSL_CTX_set_options(ctx.get(), options);
+    // A session cache per worker would not resume across workers: tickets do.
+    SSL_CTX_set_session_cache_mode(ctx.get(), SSL_SESS_CACHE_OFF);
+    SSL_CTX_set_mode(ctx.get(), SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_RELEASE_BUFFERS);
+    return ctx;
+}
+
+}  // namespace
+
+void warn(const smp_core_api* core, const char* module, const std::string& warning) {
+    if (core == nullptr) return;
+    if (SMP_HAS(core, config_warning))
+        core->config_warning(warning.c_str());
+    else
+        core->log(SMP_LOG_WARN, module, warning.c_str());
+}
+
+bool read_settings(const smp_core_api* core, const smp_config_value* values, size_t first, Settings& settings,
+                   std::string& problem) {
+    // In-tree, a null core (unit tests) means the values are this header's size.
+    const auto value = [&](Key key) {
+        return core != nullptr ? smp_config_value_at(core, values, first + key) : &values[first + key];
+    };
+    settings = Settings{};
+    settings.enabled = value(kCertificate)->present != 0;
+    if (!settings.enabled) return true;
+    settings.main = {value(kCertificate)->string, value(kKey)->string, "tls"};
+    const smp_config_value* certificates = value(kSniCertificates);
+    const smp_config_value* keys = value(kSniKeys);
+    for (size_t i = 0; certificates->list != nullptr && i < certificates->list_length; ++i)
+        settings.sni.push_back({certificates->list[i], i < keys->list_length ? keys->list[i] : "",
+                                "tls.certificates[" + std::to_string(i) + "]"});
+    settings.min_version = TLS1_3_VERSION;
+    settings.max_version = TLS1_2_VERSION;
+    const smp_config_value* protocols = value(kProtocols);
+    for (size_t i = 0; i < protocols->list_length; ++i) {
+        const int version = version_of(protocols->list[i]);
+        if (version == 0)
+            return problem = std::string("tls.protocols: '") + protocols->list[i] +
+                             "' is not offered (TLSv1.2 and TLSv1.3 are)",
+                   false;
+        settings.min_version = std::min(settings.min_version, version);
+        settings.max_version = std::max(settings.max_version, version);
+    }
+    if (protocols->list_length == 0) return problem = "tls.protocols: name one at least", false;
+    settings.session_tickets = value(kSessionTickets)->number != 0;
+    const std::string ktls = value(kKtls)->string;
+    if (ktls != "auto" && ktls != "off") return problem = "tls.ktls: must be auto or off", false;
+    settings.ktls = ktls == "auto";
+    if (value(kHandshakeTimeout)->number < 1) return problem = "tls.handshake_timeout: must be more than 0", false;
+    settings.handshake_timeout_ms = static_cast<uint64_t>(value(kHandshakeTimeout)->number);
+    return true;
+}
+
+std::unique_ptr<ServerContext> ServerContext::make(const Settings& settings, std::string& problem,
+                                                   std::vector<std::string>& warnings) {
+    auto server = std::unique_ptr<ServerContext>(new ServerContext);
+    server->settings_ = settings;
+    server->main_ = make_context(settings, settings.main, problem, warnings);
+    if (!server->main_) return nullptr;
+    for (const CertificateFiles& files : settings.sni) {
+        Named named;
+        named.context = make_context(settings, files, problem, warnings);
+        if (!named.context) return nullptr;
+        named.leaf = SSL_CTX_get0_certificate(named.context.get());
+        server->sni_.push_back(std::move(named));
+    }
+    // The ClientHello's name is looked at by the context the connection
+    // starts with: the default one.
+    SSL_CTX_set_tlsext_servername_callback(server->main_.get(), on_client_hello_name);
+    SSL_CTX_set_tlsext_servername_arg(server->main_.get(), server.get());
+    SSL_CTX_set_alpn_select_cb(server->main_.get(), on_alpn, nullptr);
+    for (Named& named : server->sni_) SSL_CTX_set_alpn_select_cb(named.context.get(), on_alpn, nullptr);
+    return server;
+}
+
+// The name the client asked for picks the SNI certificate that holds it; no
+// name, or one none holds: the default certificate.
+int ServerContext::on_client_hello_name(SSL* ssl, int* /*alert*/, void* arg) {
+    const auto& server = *static_cast<const ServerContext*>(arg);
+    const char* name = SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name);
+    if (name == nullptr) return SSL_TLSEXT_ERR_OK;
+    for (const Named& named : server.sni_)
+        if (X509_check_host(named.leaf, name, 0, 0, nullptr) == 1) {
+            SSL_set_SSL_CTX(ssl, named.context.get());
+            break;
+        }
+    return SSL_TLSEXT_ERR_OK;
+}
+
+// HTTP/1.1 only: a client that offers only h2 gets no protocol, and may
+// speak HTTP/1.1 or leave.
+int ServerContext::on_alpn(SSL* /*ssl*/, const unsigned char** out, unsigned char* out_length, const unsigned char* in,
+                           unsigned int in_length, void* /*arg*/) {
+    static const unsigned char kHttp11[] = {8, 'h', 't', 't', 'p', '/', '1', '.', '1'};
+    unsigned char* selected = nullptr;
+    if (SSL_select_next_proto(&selected, out_length, kHttp11, sizeof kHttp11, in, in_length) != OPENSSL_NPN_NEGOTIATED)
+        return SSL_TLSEXT_ERR_NOACK;
+    *out = selected;
+    return SSL_TLSEXT_ERR_OK;
+}
+
+}  // namespace smp::tls
