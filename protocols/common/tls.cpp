@@ -4,6 +4,8 @@
 #include <openssl/x509v3.h>
 #include <unistd.h>
 
+#include <climits>
+
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
@@ -89,7 +91,7 @@ ContextPtr make_context(const Settings& settings, const CertificateFiles& files,
     SSL_CTX_set_options(ctx.get(), options);
     // A session cache per worker would not resume across workers: tickets do.
     SSL_CTX_set_session_cache_mode(ctx.get(), SSL_SESS_CACHE_OFF);
-    SSL_CTX_set_mode(ctx.get(), SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_RELEASE_BUFFERS);
+    SSL_CTX_set_mode(ctx.get(), SSL_MODE_RELEASE_BUFFERS);
     return ctx;
 }
 
@@ -187,5 +189,112 @@ int ServerContext::on_alpn(SSL* /*ssl*/, const unsigned char** out, unsigned cha
     *out = selected;
     return SSL_TLSEXT_ERR_OK;
 }
+
+// ---- a connection's TLS ------------------------------------------------------
+
+Stream::~Stream() {
+    if (ssl_ != nullptr) SSL_free(ssl_);
+}
+
+bool Stream::start(SSL_CTX* context, int fd) {
+    ssl_ = SSL_new(context);
+    if (ssl_ == nullptr || SSL_set_fd(ssl_, fd) != 1) return false;
+    SSL_set_accept_state(ssl_);
+    return true;
+}
+
+ssize_t Stream::fail(int result) {
+    const int error = SSL_get_error(ssl_, result);
+    wants_read_ = error == SSL_ERROR_WANT_READ;
+    switch (error) {
+        case SSL_ERROR_WANT_READ:
+        case SSL_ERROR_WANT_WRITE: errno = EAGAIN; return -1;
+        case SSL_ERROR_ZERO_RETURN: return 0;  // the client's close_notify
+        case SSL_ERROR_SYSCALL:
+            ERR_clear_error();
+            if (errno == 0) return 0;  // end of stream without close_notify
+            return -1;
+        default:
+            ERR_clear_error();
+            errno = EPROTO;
+            return -1;
+    }
+}
+
+Stream::Step Stream::handshake() {
+    const int result = SSL_do_handshake(ssl_);
+    if (result == 1) {
+        handshake_done_ = true;
+        wants_read_ = false;
+        kernel_sends_ = BIO_get_ktls_send(SSL_get_wbio(ssl_)) != 0;
+        return Step::done;
+    }
+    return fail(result) < 0 && errno == EAGAIN ? Step::again : Step::failed;
+}
+
+ssize_t Stream::read(char* into, size_t size) {
+    const int result = SSL_read(ssl_, into, static_cast<int>(std::min<size_t>(size, INT32_MAX)));
+    if (result > 0) {
+        wants_read_ = false;
+        return result;
+    }
+    return fail(result);
+}
+
+bool Stream::has_buffered_input() const { return SSL_pending(ssl_) > 0; }
+
+bool Stream::flush() {
+    if (pending_ == 0) return true;
+    const int result = SSL_write(ssl_, buffer_.get(), static_cast<int>(pending_));
+    if (result > 0) {
+        pending_ = 0;
+        wants_read_ = false;
+        return true;
+    }
+    if (fail(result) == 0) errno = EPIPE;
+    return false;
+}
+
+ssize_t Stream::write(const struct iovec* vectors, size_t count) {
+    if (!flush()) return -1;
+    if (!buffer_) buffer_ = std::make_unique<char[]>(kRecordBuffer);
+    size_t taken = 0;
+    for (size_t i = 0; i < count && taken < kRecordBuffer; ++i) {
+        const size_t part = std::min(vectors[i].iov_len, kRecordBuffer - taken);
+        std::memcpy(buffer_.get() + taken, vectors[i].iov_base, part);
+        taken += part;
+    }
+    pending_ = taken;
+    // Sent now if the socket takes it; else kept, and sent by flush().
+    if (!flush() && errno != EAGAIN) return -1;
+    return static_cast<ssize_t>(taken);
+}
+
+ssize_t Stream::write_file(int file, off_t offset, size_t length) {
+    if (!flush()) return -1;
+    if (kernel_sends_) {
+        const ossl_ssize_t sent = SSL_sendfile(ssl_, file, offset, length, 0);
+        if (sent >= 0) return sent;
+        return fail(static_cast<int>(sent));
+    }
+    if (!buffer_) buffer_ = std::make_unique<char[]>(kRecordBuffer);
+    ssize_t got;
+    do {
+        got = pread(file, buffer_.get(), std::min(length, kRecordBuffer), offset);
+    } while (got < 0 && errno == EINTR);
+    if (got <= 0) return got;  // 0: the file shrank, as sendfile(2) says it
+    pending_ = static_cast<size_t>(got);
+    if (!flush() && errno != EAGAIN) return -1;
+    return got;
+}
+
+void Stream::close_notify() {
+    if (notified_ || !handshake_done_) return;
+    notified_ = true;
+    SSL_shutdown(ssl_);  // one try: the socket's write side is shut after it
+    ERR_clear_error();
+}
+
+const char* Stream::version() const { return handshake_done_ ? SSL_get_version(ssl_) : nullptr; }
 
 }  // namespace smp::tls

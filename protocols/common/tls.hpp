@@ -6,6 +6,8 @@
 #pragma once
 
 #include <openssl/ssl.h>
+#include <sys/types.h>
+#include <sys/uio.h>
 
 #include <array>
 #include <cstdint>
@@ -115,6 +117,69 @@ class ServerContext {
         X509* leaf = nullptr;  // owned by the context
     };
     std::vector<Named> sni_;
+};
+
+}  // namespace smp::tls
+
+namespace smp::tls {
+
+// One connection's TLS on its non-blocking socket. read() and write() behave
+// as read(2) and writev(2) do, errno included, so that a module's state
+// machine is the same over TLS: EAGAIN means wait for the socket, readable
+// when wants_read() says so (TLS may need a read to write, or the reverse).
+//
+// Writing: OpenSSL wants a write that would block retried with the same
+// bytes, so what write() takes is copied into a record buffer of the
+// connection's and counts as sent; flush() sends it, and an exchange ends
+// only once pending() is false. With kernel TLS on the connection, file
+// bytes go with SSL_sendfile, zero copy, as sendfile(2).
+class Stream {
+   public:
+    // The largest piece taken at once: a few TLS records.
+    static constexpr size_t kRecordBuffer = 64 * 1024;
+
+    Stream() = default;
+    ~Stream();
+    Stream(const Stream&) = delete;
+    Stream& operator=(const Stream&) = delete;
+
+    // The server side on `fd`, with `context`'s certificates; false when
+    // OpenSSL could not make it.
+    bool start(SSL_CTX* context, int fd);
+
+    enum class Step { done, again, failed };
+    // One step of the handshake; `again`: wait for wants_read() or writable.
+    Step handshake();
+    bool handshake_done() const { return handshake_done_; }
+
+    ssize_t read(char* into, size_t size);
+    ssize_t write(const struct iovec* vectors, size_t count);
+    ssize_t write_file(int file, off_t offset, size_t length);
+    // Sends what write() took; true when nothing is left, else false with
+    // errno (EAGAIN: wait).
+    bool flush();
+    bool pending() const { return pending_ > 0; }
+    bool wants_read() const { return wants_read_; }
+    // Bytes OpenSSL has read and decrypted but not handed out yet: the
+    // socket will not say readable for them.
+    bool has_buffered_input() const;
+    // Our close_notify, once, before the write side of the socket is shut.
+    void close_notify();
+    // "TLSv1.3", for the record; null before the handshake.
+    const char* version() const;
+    bool kernel_sends() const { return kernel_sends_; }
+
+   private:
+    // Maps an OpenSSL result to errno (and wants_read_); -1, or 0 at the end.
+    ssize_t fail(int result);
+
+    SSL* ssl_ = nullptr;
+    std::unique_ptr<char[]> buffer_;  // the record buffer, made on the first write
+    size_t pending_ = 0;              // its bytes not sent yet
+    bool wants_read_ = false;
+    bool handshake_done_ = false;
+    bool kernel_sends_ = false;
+    bool notified_ = false;
 };
 
 }  // namespace smp::tls

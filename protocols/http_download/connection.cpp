@@ -68,13 +68,33 @@ void Exchange::reset() {
 
 // ---- reading ----------------------------------------------------------------
 
+void WorkerState::on_handshake(Connection& c) {
+    switch (c.tls->handshake()) {
+        case smp::tls::Stream::Step::again: return set_poll(c, c.tls->wants_read() ? UV_READABLE : UV_WRITABLE);
+        case smp::tls::Stream::Step::failed:
+            // Garbage, a client that gave up, no protocol in common: nothing
+            // was asked, so nothing is recorded.
+            return close_connection(c, SMP_END_BAD_REQUEST);
+        case smp::tls::Stream::Step::done: break;
+    }
+    c.state = ConnectionState::reading;
+    c.deadline_ms = uv_now(loop_) + settings_.header_timeout_ms;
+    set_poll(c, UV_READABLE);
+    // The first request may have come with the handshake's last bytes.
+    if (c.tls->has_buffered_input()) on_readable(c);
+}
+
+ssize_t WorkerState::receive(Connection& c, char* into, size_t size) {
+    return c.tls ? c.tls->read(into, size) : read(c.fd, into, size);
+}
+
 void WorkerState::on_readable(Connection& c) {
     if (c.state == ConnectionState::lingering) {
         // Discard what the client still sends, so that closing does not reset
         // the connection before it has read our last response.
         std::array<char, 4096> discard;
         for (;;) {
-            const ssize_t n = read(c.fd, discard.data(), discard.size());
+            const ssize_t n = receive(c, discard.data(), discard.size());
             if (n > 0) continue;
             if (n < 0 && errno == EAGAIN) return;
             return close_connection(c, SMP_END_COMPLETED);
@@ -83,7 +103,7 @@ void WorkerState::on_readable(Connection& c) {
     if (c.in == nullptr) c.in = take_buffer();
     const size_t capacity = settings_.max_header_size;
     if (c.in_length == capacity) return process_input(c);  // full: the buffer is answered first
-    const ssize_t n = read(c.fd, c.in + c.in_length, capacity - c.in_length);
+    const ssize_t n = receive(c, c.in + c.in_length, capacity - c.in_length);
     if (n > 0) {
         if (c.in_length == 0) {
             c.request_start_us = wall_clock_us();
@@ -433,13 +453,20 @@ void WorkerState::send_response(Connection& c) {
             message.msg_iov = vectors.data();
             message.msg_iovlen = count;
             const int flags = MSG_NOSIGNAL | (index < e.segments.size() ? MSG_MORE : 0);
-            sent = sendmsg(c.fd, &message, flags);
+            sent = c.tls ? c.tls->write(vectors.data(), count) : sendmsg(c.fd, &message, flags);
         } else {
             if (file_budget == 0) break;
             off_t offset = static_cast<off_t>(s.offset + e.segment_sent);
             const uint64_t length = std::min(s.length - e.segment_sent, file_budget);
-            sent = e.body_in_memory ? send(c.fd, e.body.data() + offset, length, MSG_NOSIGNAL)
-                                    : sendfile(c.fd, e.file->fd, &offset, length);
+            if (c.tls && e.body_in_memory) {
+                const iovec body{e.body.data() + offset, length};
+                sent = c.tls->write(&body, 1);
+            } else if (c.tls) {
+                sent = c.tls->write_file(e.file->fd, offset, length);
+            } else {
+                sent = e.body_in_memory ? send(c.fd, e.body.data() + offset, length, MSG_NOSIGNAL)
+                                        : sendfile(c.fd, e.file->fd, &offset, length);
+            }
             if (sent == 0) {
                 // The file shrank under us: the promised length cannot be kept.
                 return close_connection(c, SMP_END_READ_ERROR);
@@ -447,7 +474,7 @@ void WorkerState::send_response(Connection& c) {
         }
         if (sent < 0) {
             if (errno == EAGAIN || errno == EINTR) {
-                set_poll(c, UV_WRITABLE);
+                set_poll(c, c.tls && c.tls->wants_read() ? UV_READABLE : UV_WRITABLE);
                 break;
             }
             const bool client_gone = errno == EPIPE || errno == ECONNRESET;
@@ -486,6 +513,12 @@ void WorkerState::send_response(Connection& c) {
             e.last_progress_report_ms = uv_now(loop_);
             report(c, &e, SMP_END_COMPLETED, false);
         }
+    }
+    // Over TLS the last bytes taken may still wait in the record buffer.
+    if (e.segment == e.segments.size() && c.tls && !c.tls->flush()) {
+        if (errno != EAGAIN) return close_connection(c, SMP_END_CLIENT_CLOSED);
+        set_poll(c, c.tls->wants_read() ? UV_READABLE : UV_WRITABLE);
+        return;
     }
     if (e.segment < e.segments.size()) {
         // More to send: wait for the rate budget, for room in the socket, or for the next turn.
@@ -563,6 +596,8 @@ void WorkerState::after_response(Connection& c) {
     c.request_start_us = 0;
     c.deadline_ms = uv_now(loop_) + settings_.keepalive_timeout_ms;
     set_poll(c, UV_READABLE);
+    // A next request TLS already decrypted: the socket will not say so.
+    if (c.tls && c.tls->has_buffered_input()) on_readable(c);
 }
 
 void WorkerState::linger(Connection& c) {
@@ -570,6 +605,7 @@ void WorkerState::linger(Connection& c) {
     c.in_length = 0;
     c.state = ConnectionState::lingering;
     c.deadline_ms = uv_now(loop_) + settings_.lingering_timeout_ms;
+    if (c.tls) c.tls->close_notify();
     shut_write(c);
     set_poll(c, UV_READABLE);
 }

@@ -99,10 +99,11 @@ struct Exchange : RequestHead {
 
 class WorkerState;
 
-enum class ConnectionState { reading, writing, lingering };
+enum class ConnectionState { handshaking, reading, writing, lingering };
 
 struct Connection : smp::protocol::ConnectionBase<Connection> {
     WorkerState* worker = nullptr;
+    std::unique_ptr<smp::tls::Stream> tls;  // on an HTTPS listener
     ConnectionState state = ConnectionState::reading;
     uint64_t deadline_ms = 0;
     char* in = nullptr;  // input buffer from the worker's pool; null while idle
@@ -144,6 +145,9 @@ class WorkerState : public smp::protocol::WorkerBase<Connection> {
     bool below_min_rate(Connection& c, uint64_t now);
 
     // The connection state machine (connection.cpp).
+    void on_handshake(Connection& c);
+    // The socket's bytes, through TLS on an HTTPS listener.
+    static ssize_t receive(Connection& c, char* into, size_t size);
     void on_readable(Connection& c);
     void on_writable(Connection& c);
     void process_input(Connection& c);

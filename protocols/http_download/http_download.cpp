@@ -212,6 +212,13 @@ void WorkerState::accept(int fd, const smp_connection_info& info) {
     if (c == nullptr) return;
     c->worker = this;
     c->deadline_ms = uv_now(loop_) + settings_.header_timeout_ms;
+    if (settings_.tls) {
+        // The handshake first, within its own timeout.
+        c->tls = std::make_unique<smp::tls::Stream>();
+        if (!c->tls->start(settings_.tls->default_context(), fd)) return close_connection(*c, SMP_END_INTERNAL_ERROR);
+        c->state = ConnectionState::handshaking;
+        c->deadline_ms = uv_now(loop_) + settings_.tls->settings().handshake_timeout_ms;
+    }
     if (!c->ip_slot.waiting()) start_connection(*c);
 }
 
@@ -343,6 +350,11 @@ void WorkerState::on_poll(uv_poll_t* handle, int status, int events) {
         const bool client_gone = error == ECONNRESET || error == EPIPE;
         return self.close_connection(c, client_gone ? SMP_END_CLIENT_CLOSED : SMP_END_WRITE_ERROR);
     }
+    if (c.state == ConnectionState::handshaking) return self.on_handshake(c);
+    // TLS that needs to read before it can write (a key update) waits for
+    // the socket to be readable while a response is sent.
+    if (c.state == ConnectionState::writing && c.tls && c.tls->wants_read() && (events & UV_READABLE))
+        return self.on_writable(c);
     if (c.state == ConnectionState::writing) {
         // A response being made reads nothing: the next request (or the
         // client's FIN) is read after it. The interest in reading is dropped
