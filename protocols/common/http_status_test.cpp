@@ -18,6 +18,7 @@ TEST_CASE("every status http_download sends has its end reason") {
     CHECK(reason(206) == "completed");
     CHECK(reason(301) == "completed");  // a directory without its slash: answered as asked
     CHECK(reason(304) == "not_modified");
+    CHECK(reason(308) == "completed");  // redirect_https: answered as configured
     CHECK(reason(400) == "bad_request");
     CHECK(reason(403) == "forbidden");
     CHECK(reason(404) == "not_found");

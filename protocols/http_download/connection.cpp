@@ -16,6 +16,7 @@
 #include <string>
 
 #include "http_status.hpp"
+#include "https_redirect.hpp"
 #include "path.hpp"
 #include "request_head.hpp"
 
@@ -169,6 +170,7 @@ void WorkerState::respond(Connection& c) {
         e.close_after = true;
         return respond_error(c, 429);
     }
+    if (settings_.redirect_https) return respond_redirect(c);
     if (p.method != HTTP_GET && p.method != HTTP_HEAD) return respond_error(c, 405);
 
     http_parser_url url;
@@ -188,9 +190,29 @@ void WorkerState::respond(Connection& c) {
     }
 }
 
-// The end of a response's head: Connection, when needed, and the empty line.
-static void end_header(std::string& out, const Exchange& e) {
-    smp::protocol::end_head(out, e.close_after, e.parser.http_minor);
+void WorkerState::end_header(const Connection& c, std::string& out) const {
+    // RFC 6797 §7.2: never over plain HTTP, where a man in the middle could set it.
+    if (c.tls && !settings_.hsts.empty()) {
+        out += "Strict-Transport-Security: ";
+        out += settings_.hsts;
+        out += "\r\n";
+    }
+    smp::protocol::end_head(out, c.exchange->close_after, c.exchange->parser.http_minor);
+}
+
+// redirect_https: the same URL over HTTPS. Nothing else of the request is
+// looked at: no file is opened and no limit is taken.
+void WorkerState::respond_redirect(Connection& c) {
+    Exchange& e = *c.exchange;
+    e.status = 308;
+    smp::protocol::append_status_line(e.out, 308, dates_.now());
+    e.out += "Location: ";
+    append_https_location(e.out, e.field(Field::host), c.local_ip, settings_.https_port, e.target);
+    e.out += "\r\nContent-Length: 0\r\n";
+    end_header(c, e.out);
+    e.header_total = e.out.size();
+    e.segments.push_back({false, 0, e.header_total});
+    send_response(c);
 }
 
 void WorkerState::respond_error(Connection& c, int status) {
@@ -214,7 +236,7 @@ void WorkerState::respond_error(Connection& c, int status) {
         append_number(out, e.file->size);
         out += "\r\n";
     }
-    end_header(out, e);
+    end_header(c, out);
     e.header_total = out.size() - header_offset;
     e.segments.push_back({false, header_offset, e.header_total});
     if (!head) e.segments.push_back({false, body_offset, body_length});
@@ -236,7 +258,7 @@ void WorkerState::respond_file(Connection& c) {
             e.out += "\r\nLast-Modified: ";
             e.out.append(file.last_modified, kHttpDateLength);
             e.out += "\r\n";
-            end_header(e.out, e);
+            end_header(c, e.out);
             e.header_total = e.out.size();
             e.segments.push_back({false, 0, e.header_total});
             return send_response(c);
@@ -375,7 +397,7 @@ void WorkerState::send_file_head(Connection& c) {
         append_content_range(out, ranges.ranges[0], file.size);
         out += "\r\n";
     }
-    end_header(out, e);
+    end_header(c, out);
     e.header_total = out.size() - header_offset;
     e.segments.insert(e.segments.begin(), Segment{false, header_offset, e.header_total});
     send_response(c);

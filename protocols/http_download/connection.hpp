@@ -50,6 +50,10 @@ struct Settings : ModuleLimits {
     uint64_t limit_rate_per_download = 0;          // bytes/s shared by the requests of one download; 0: none
     std::shared_ptr<SharedBuckets> buckets;        // when limit_rate_per_download is on; the same
     std::shared_ptr<smp::tls::ServerContext> tls;  // HTTPS: made in the master, shared by the workers by fork
+    // A plain listener that sends every request to HTTPS (308), at this port.
+    bool redirect_https = false;
+    uint16_t https_port = 443;
+    std::string hsts;  // Strict-Transport-Security on responses over TLS; empty: none
 };
 
 // The room for a cached body that a pooled exchange keeps between requests.
@@ -155,6 +159,10 @@ class WorkerState : public smp::protocol::WorkerBase<Connection> {
     void find_forwarded_client(Connection& c);
     void respond(Connection& c);
     void respond_error(Connection& c, int status);
+    void respond_redirect(Connection& c);
+    // The end of every response head: Strict-Transport-Security over TLS
+    // (hsts), Connection when needed, and the empty line.
+    void end_header(const Connection& c, std::string& out) const;
     // A file's response in steps, each of which may wait for a plugin:
     // checks and the unique_ip slot, then the body from the shared cache,
     // then the head. An exchange parked so reads and writes nothing (on_poll

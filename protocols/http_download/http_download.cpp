@@ -17,6 +17,7 @@
 #include <cstdio>
 #include <cstring>
 #include <new>
+#include <string_view>
 
 #include "connection.hpp"
 
@@ -43,6 +44,9 @@ enum Key : size_t {
     kLimitRate,
     kLimitRateAfter,
     kLimitRatePerDownload,
+    kRedirectHttps,
+    kHttpsPort,
+    kHsts,
     kTls,  // the tls.* keys of every protocol module (tls.hpp) follow
 };
 
@@ -69,6 +73,11 @@ constexpr std::array<smp_config_key, kTls> kOwnKeys = {{
     {"limit_rate_after", SMP_CONFIG_SIZE, "0", 0, "bytes of a response sent at full speed before limit_rate"},
     {"limit_rate_per_download", SMP_CONFIG_SIZE, "0", 0,
      "bytes per second shared by all the requests of one download, segments included (0: none)"},
+    {"redirect_https", SMP_CONFIG_BOOL, "false", 0,
+     "answer every request with 308 to the same URL over HTTPS (a plain listener only)"},
+    {"https_port", SMP_CONFIG_INT, "443", 0, "the port of HTTPS put in redirect_https's Location; 443 is left out"},
+    {"hsts", SMP_CONFIG_STRING, nullptr, 0,
+     "Strict-Transport-Security value sent on every response over TLS, e.g. max-age=31536000 (none by default)"},
 }};
 constexpr auto kKeys = smp::tls::with_tls_keys(kOwnKeys);
 
@@ -84,6 +93,13 @@ constexpr uint64_t kMinRateWindowMs = 10'000;
 // At max_connections, a response whose client has taken less than
 // send_min_rate for this long in its current window may be closed too.
 constexpr uint64_t kReclaimMinSlowMs = 2000;
+
+// A Strict-Transport-Security value goes into every head over TLS as
+// given: visible ASCII and spaces only, so that it cannot end the field or
+// the head. Empty: no field.
+bool valid_hsts(std::string_view value) {
+    return std::all_of(value.begin(), value.end(), [](char c) { return c >= ' ' && c <= '~'; });
+}
 
 // Reads the table's values into `settings`; false with a message when one
 // is out of range or the root cannot be opened.
@@ -121,6 +137,13 @@ bool read_settings(const smp_config_value* values, Settings& settings, char* err
                        limit_key_name, limit_problem))
         return fail(limit_key_name, limit_problem);
     settings.limit_rate_per_download = static_cast<uint64_t>(values[kLimitRatePerDownload].number);
+    settings.redirect_https = values[kRedirectHttps].number != 0;
+    if (values[kHttpsPort].number < 1 || values[kHttpsPort].number > 65535)
+        return fail("https_port", "must be between 1 and 65535");
+    settings.https_port = static_cast<uint16_t>(values[kHttpsPort].number);
+    settings.hsts = values[kHsts].string != nullptr ? values[kHsts].string : "";
+    if (!valid_hsts(settings.hsts))
+        return fail("hsts", "must be printable characters on one line, e.g. max-age=31536000");
     // In the master, before fork: every worker maps the same tables, and the
     // workers of a reloaded configuration those of the workers they replace.
     if (settings.limit_rate_per_download > 0) settings.buckets = shared_table<SharedBuckets>(settings.root);
@@ -138,6 +161,7 @@ bool read_settings(const smp_config_value* values, Settings& settings, char* err
     std::string tls_problem;
     if (!smp::tls::read_settings(settings.core, values, kTls, tls, tls_problem))
         return std::snprintf(error, error_size, "%s", tls_problem.c_str()), false;
+    if (tls.enabled && settings.redirect_https) return fail("redirect_https", "the listener already speaks TLS");
     if (tls.enabled) {
         std::vector<std::string> warnings;
         settings.tls = smp::tls::ServerContext::make(tls, tls_problem, warnings);
