@@ -133,6 +133,16 @@ int main(int argc, char** argv) {
     old.erase(104, 32);
     const auto length = static_cast<uint32_t>(old.size());
     write_seed(dir + "/smr2_close", std::string(reinterpret_cast<const char*>(&length), sizeof length) + old);
+    // The layout before ABI 1.9 (SMR4): the same record without
+    // tls_version's length (the 8 bytes at offsetof(Fixed, tls_version_length)).
+    batch.clear();
+    smp::append_record(r, smp::RecordKind::close, 1234, batch);
+    std::string smr4 = batch.substr(4);
+    const uint32_t magic4 = 0x534d5234;
+    smr4.replace(0, sizeof magic4, reinterpret_cast<const char*>(&magic4), sizeof magic4);
+    smr4.erase(128, 8);
+    const auto length4 = static_cast<uint32_t>(smr4.size());
+    write_seed(dir + "/smr4_close", std::string(reinterpret_cast<const char*>(&length4), sizeof length4) + smr4);
     if (argc == 3) write_log_seeds(argv[2], {r, transfer, bare, over_tls});
     return 0;
 }
