@@ -9,10 +9,12 @@
 namespace smp {
 namespace {
 
-constexpr uint32_t kMagic = 0x534d5234;  // "SMR4": bump when the layout changes
-// The layouts before log_number and log_index (ABI 1.6), and before
-// received_bytes (ABI 1.4), still found in spool files written by an earlier
-// version: decoded with those fields 0.
+constexpr uint32_t kMagic = 0x534d5235;  // "SMR5": bump when the layout changes
+// The layouts before tls_version (ABI 1.9), before log_number and log_index
+// (ABI 1.6), and before received_bytes (ABI 1.4), still found in spool files
+// and record logs written by an earlier version: decoded with those fields
+// NULL or 0.
+constexpr uint32_t kMagicWithoutTls = 0x534d5234;       // "SMR4"
 constexpr uint32_t kMagicWithoutLog = 0x534d5233;       // "SMR3"
 constexpr uint32_t kMagicWithoutReceived = 0x534d5232;  // "SMR2"
 constexpr uint16_t kAbsent = 0xffff;
@@ -39,16 +41,23 @@ struct Fixed {
     uint64_t received_bytes;  // SMR3 on; an SMR2 fixed part ends before it
     uint64_t log_number;      // SMR4 on; an SMR3 fixed part ends before it
     uint64_t log_index;
+    // SMR5 on; an SMR4 fixed part ends before it. The string follows etag.
+    uint16_t tls_version_length;
+    uint16_t unused[3];  // zero: keeps the size a multiple of 8
 };
 // The intervals follow the fixed part; a decoded record keeps both in one
 // heap block, where this keeps the intervals aligned.
 static_assert(sizeof(Fixed) % alignof(smp_interval) == 0);
 static_assert(offsetof(Fixed, received_bytes) % alignof(smp_interval) == 0);
 static_assert(offsetof(Fixed, log_number) % alignof(smp_interval) == 0);
+static_assert(offsetof(Fixed, tls_version_length) % alignof(smp_interval) == 0);
+
+constexpr size_t kStringCount = 13;
 
 size_t fixed_size_of(uint32_t magic) {
     switch (magic) {
         case kMagic: return sizeof(Fixed);
+        case kMagicWithoutTls: return offsetof(Fixed, tls_version_length);
         case kMagicWithoutLog: return offsetof(Fixed, log_number);
         case kMagicWithoutReceived: return offsetof(Fixed, received_bytes);
         default: return 0;
@@ -56,9 +65,29 @@ size_t fixed_size_of(uint32_t magic) {
 }
 
 // The record's strings, in wire order.
-std::array<const char*, 12> strings_of(const smp_record& r) {
-    return {r.module, r.node,     r.client_ip,  r.forwarded_ip, r.method, r.path,
-            r.target, r.protocol, r.user_agent, r.referer,      r.range,  r.etag};
+std::array<const char*, kStringCount> strings_of(const smp_record& r) {
+    return {r.module,
+            r.node,
+            r.client_ip,
+            r.forwarded_ip,
+            r.method,
+            r.path,
+            r.target,
+            r.protocol,
+            r.user_agent,
+            r.referer,
+            r.range,
+            r.etag,
+            smp_record_tls_version(&r)};
+}
+
+// The length of each string, in wire order: the twelve of every layout, then
+// tls_version (absent before SMR5).
+std::array<uint16_t*, kStringCount> lengths_of(Fixed& fixed) {
+    std::array<uint16_t*, kStringCount> lengths{};
+    for (size_t i = 0; i < std::size(fixed.lengths); ++i) lengths[i] = &fixed.lengths[i];
+    lengths[kStringCount - 1] = &fixed.tls_version_length;
+    return lengths;
 }
 
 }  // namespace
@@ -84,18 +113,23 @@ void append_record(const smp_record& record, RecordKind kind, uint32_t pid, std:
     fixed.client_port = record.client_port;
     fixed.reason = static_cast<uint8_t>(record.reason);
     fixed.kind = static_cast<uint8_t>(kind);
-    // The strings take their room first, in wire order, and the intervals
-    // what is left, so that no encoding is larger than kMaxRecordBytes: twelve
-    // strings of kMaxString alone would not fit. Each string's NUL is set aside.
+    // The strings take their room first and the intervals what is left, so
+    // that no encoding is larger than kMaxRecordBytes: twelve strings of
+    // kMaxString alone would not fit. Each string's NUL is set aside. The
+    // short tls_version is given its room before the others (it is sent
+    // last), so that long strings never cut it.
     const auto strings = strings_of(record);
+    const auto lengths = lengths_of(fixed);
     size_t room = kMaxRecordBytes - sizeof(Fixed) - strings.size();
-    for (size_t i = 0; i < strings.size(); ++i) {
+    constexpr size_t kTls = kStringCount - 1;
+    for (size_t step = 0; step < strings.size(); ++step) {
+        const size_t i = step == 0 ? kTls : step - 1;
         if (strings[i] == nullptr) {
-            fixed.lengths[i] = kAbsent;
+            *lengths[i] = kAbsent;
             continue;
         }
         const size_t length = std::min({std::strlen(strings[i]), kMaxString, room});
-        fixed.lengths[i] = static_cast<uint16_t>(length);
+        *lengths[i] = static_cast<uint16_t>(length);
         room -= length;
     }
     fixed.interval_count = static_cast<uint32_t>(std::min(record.interval_count, room / sizeof(smp_interval)));
@@ -103,8 +137,8 @@ void append_record(const smp_record& record, RecordKind kind, uint32_t pid, std:
     if (fixed.interval_count > 0)
         out.append(reinterpret_cast<const char*>(record.intervals), fixed.interval_count * sizeof(smp_interval));
     for (size_t i = 0; i < strings.size(); ++i)
-        if (fixed.lengths[i] != kAbsent) {
-            out.append(strings[i], fixed.lengths[i]);
+        if (*lengths[i] != kAbsent) {
+            out.append(strings[i], *lengths[i]);
             out += '\0';
         }
     const auto length = static_cast<uint32_t>(out.size() - frame - sizeof(uint32_t));
@@ -146,6 +180,7 @@ std::optional<DecodedRecord> DecodedRecord::view(std::string_view data) {
     std::memcpy(&magic, data.data(), sizeof magic);
     const size_t fixed_size = fixed_size_of(magic);
     if (fixed_size == 0 || data.size() < fixed_size) return std::nullopt;
+    fixed.tls_version_length = kAbsent;  // unless the layout has it
     std::memcpy(&fixed, data.data(), fixed_size);
     if (fixed.kind != static_cast<uint8_t>(RecordKind::transfer) &&
         fixed.kind != static_cast<uint8_t>(RecordKind::close))
@@ -154,7 +189,9 @@ std::optional<DecodedRecord> DecodedRecord::view(std::string_view data) {
     if (fixed.reason > kLastReason) return std::nullopt;
     // Check the layout before pointing at anything.
     size_t expected = fixed_size + size_t{fixed.interval_count} * sizeof(smp_interval);
-    for (const uint16_t length : fixed.lengths) {
+    const auto lengths = lengths_of(fixed);
+    for (const uint16_t* length_at : lengths) {
+        const uint16_t length = *length_at;
         if (length == kAbsent) continue;
         if (length > kMaxString) return std::nullopt;
         expected += length + 1u;
@@ -171,14 +208,16 @@ std::optional<DecodedRecord> DecodedRecord::view(std::string_view data) {
     r.interval_count = fixed.interval_count;
     for (size_t i = 0; i < r.interval_count; ++i)
         if (r.intervals[i].last < r.intervals[i].first) return std::nullopt;
-    const char** fields[] = {&r.module, &r.node,     &r.client_ip,  &r.forwarded_ip, &r.method, &r.path,
-                             &r.target, &r.protocol, &r.user_agent, &r.referer,      &r.range,  &r.etag};
+    const char** fields[] = {&r.module, &r.node,   &r.client_ip,  &r.forwarded_ip, &r.method,
+                             &r.path,   &r.target, &r.protocol,   &r.user_agent,   &r.referer,
+                             &r.range,  &r.etag,   &r.tls_version};
+    static_assert(std::size(fields) == kStringCount);
     size_t at = fixed_size + r.interval_count * sizeof(smp_interval);
     for (size_t i = 0; i < std::size(fields); ++i) {
-        if (fixed.lengths[i] == kAbsent) continue;
-        if (bytes[at + fixed.lengths[i]] != '\0') return std::nullopt;
+        if (*lengths[i] == kAbsent) continue;
+        if (bytes[at + *lengths[i]] != '\0') return std::nullopt;
         *fields[i] = bytes + at;
-        at += fixed.lengths[i] + 1u;
+        at += *lengths[i] + 1u;
     }
 
     decoded.kind = static_cast<RecordKind>(fixed.kind);

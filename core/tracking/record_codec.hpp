@@ -1,9 +1,10 @@
 // Records on the wire between a worker and the stats collector: fixed-size
 // fields first, then the byte intervals, then the strings, each followed by a
 // NUL. Both ends are the same binary, so native byte order is used. The
-// spool keeps encoded records across an upgrade, so the decoder also reads the
-// layouts of the versions before (SMR3 without log_number and log_index,
-// SMR2 without received_bytes too: 0).
+// spool and the record logs keep encoded records across an upgrade, so the
+// decoder also reads the layouts of the versions before (SMR4 without
+// tls_version: NULL; SMR3 without log_number and log_index too: 0; SMR2
+// without received_bytes too: 0).
 #pragma once
 
 #include <array>

@@ -193,7 +193,7 @@ std::string older_layout(const smp_record& record, uint32_t magic, size_t fixed)
     smp::append_record(record, RecordKind::close, 1234, framed);
     std::string old = framed.substr(4);
     std::memcpy(old.data(), &magic, sizeof magic);
-    constexpr size_t kFixedNow = 128;  // SMR4
+    constexpr size_t kFixedNow = 136;  // SMR5
     old.erase(fixed, kFixedNow - fixed);
     return old;
 }
@@ -202,7 +202,7 @@ TEST_CASE("records of the layouts before log places (SMR3) and received_bytes (S
     const smp_interval intervals[] = {{0, 99}, {200, 299}};
     smp_record record = sample(intervals, 2);
     record.log_number = 4096;
-    record.log_index = 7;
+    record.log_index = 7;  // no tls_version: an older layout has no room for it
     // SMR3: 112 bytes of fixed part, ending with received_bytes; SMR2: 104.
     for (const auto& [magic, fixed, received] :
          {std::tuple{0x534d5233u, size_t{112}, uint64_t{180}}, std::tuple{0x534d5232u, size_t{104}, uint64_t{0}}}) {
@@ -214,6 +214,7 @@ TEST_CASE("records of the layouts before log places (SMR3) and received_bytes (S
         CHECK(out.received_bytes == received);
         CHECK(out.log_number == 0);
         CHECK(out.log_index == 0);
+        CHECK(out.tls_version == nullptr);
         CHECK(out.body_bytes == 400);
         CHECK(out.status == 206);
         REQUIRE(out.interval_count == 2);
@@ -221,7 +222,17 @@ TEST_CASE("records of the layouts before log places (SMR3) and received_bytes (S
         CHECK(std::strcmp(out.etag, "\"1400000-18eb\"") == 0);
         CHECK_FALSE(DecodedRecord::decode(old.substr(0, old.size() - 1)));
     }
-    // And SMR4 keeps the record's place in its log.
+    // SMR4: 128 bytes, the log place kept, no tls_version.
+    const std::string smr4 = older_layout(record, 0x534d5234u, 128);
+    auto smr4_decoded = DecodedRecord::decode(smr4);
+    REQUIRE(smr4_decoded);
+    CHECK(smr4_decoded->record().log_number == 4096);
+    CHECK(smr4_decoded->record().log_index == 7);
+    CHECK(smr4_decoded->record().received_bytes == 180);
+    CHECK(smr4_decoded->record().tls_version == nullptr);
+    CHECK(std::strcmp(smr4_decoded->record().etag, "\"1400000-18eb\"") == 0);
+    CHECK_FALSE(DecodedRecord::decode(smr4.substr(0, smr4.size() - 1)));
+    // And SMR5 keeps the record's place in its log.
     std::string framed;
     smp::append_record(record, RecordKind::close, 1234, framed);
     auto decoded = DecodedRecord::decode(std::string_view(framed).substr(4));
@@ -247,4 +258,48 @@ TEST_CASE("a view reads the record in place; own() copies it out") {
     std::memset(bytes, 0, sizeof bytes);
     CHECK(std::strcmp(viewed->record().etag, "\"1400000-18eb\"") == 0);
     CHECK(viewed->record().reason == SMP_END_WORKER_LOST);
+}
+
+TEST_CASE("SMR5 carries tls_version, and NULL over plain TCP") {
+    const smp_interval intervals[] = {{0, 99}};
+    for (const char* version : {"TLSv1.3", "TLSv1.2", static_cast<const char*>(nullptr)}) {
+        CAPTURE(version);
+        smp_record in = sample(intervals, 1);
+        in.tls_version = version;
+        std::string framed;
+        smp::append_record(in, RecordKind::close, 1, framed);
+        auto decoded = DecodedRecord::decode(std::string_view(framed).substr(4));
+        REQUIRE(decoded);
+        CHECK(same_text(decoded->record().tls_version, version));
+        CHECK(same_text(smp_record_tls_version(&decoded->record()), version));
+        CHECK(std::strcmp(decoded->record().etag, in.etag) == 0);
+        const DecodedRecord copy = *decoded;
+        decoded.reset();
+        CHECK(same_text(copy.record().tls_version, version));
+    }
+}
+
+TEST_CASE("long strings do not cut tls_version, and a module before ABI 1.9 has none") {
+    const std::string long_text(6000, 'x');
+    smp_record r = sample(nullptr, 0);
+    for (const char** field : {&r.module, &r.node, &r.client_ip, &r.forwarded_ip, &r.method, &r.path, &r.target,
+                               &r.protocol, &r.user_agent, &r.referer, &r.range, &r.etag})
+        *field = long_text.c_str();
+    r.tls_version = "TLSv1.3";
+    std::string wire;
+    smp::append_record(r, RecordKind::close, 1, wire);
+    CHECK(wire.size() <= smp::kMaxRecordBytes + 4);
+    auto decoded = DecodedRecord::decode(std::string_view(wire).substr(4));
+    REQUIRE(decoded);
+    CHECK(same_text(decoded->record().tls_version, "TLSv1.3"));
+
+    smp_record before = sample(nullptr, 0);
+    before.size = offsetof(smp_record, tls_version);
+    before.tls_version = "TLSv1.3";  // what lies past the module's struct: not its
+    CHECK(smp_record_tls_version(&before) == nullptr);
+    wire.clear();
+    smp::append_record(before, RecordKind::close, 1, wire);
+    decoded = DecodedRecord::decode(std::string_view(wire).substr(4));
+    REQUIRE(decoded);
+    CHECK(decoded->record().tls_version == nullptr);
 }

@@ -312,6 +312,10 @@ typedef struct smp_record {
        smp_record_log_index(). */
     uint64_t log_number;
     uint64_t log_index;
+    /* ABI 1.9: the TLS version the exchange was served over, "TLSv1.2" or
+       "TLSv1.3"; NULL over plain TCP. Read only when `size` covers it:
+       smp_record_tls_version(). */
+    const char* tls_version;
 } smp_record;
 
 /* A record's received_bytes, or 0 when the module was built before ABI 1.4
@@ -323,6 +327,12 @@ static inline uint64_t smp_record_received_bytes(const smp_record* record) {
 /* A record's log_index, or 0 when the record is too small to hold it. */
 static inline uint64_t smp_record_log_index(const smp_record* record) {
     return SMP_HAS(record, log_index) ? record->log_index : 0;
+}
+
+/* A record's tls_version, or NULL when the exchange was not over TLS or the
+   module was built before ABI 1.9 and its record is too small to hold it. */
+static inline const char* smp_record_tls_version(const smp_record* record) {
+    return SMP_HAS(record, tls_version) ? record->tls_version : NULL;
 }
 
 /* A logical download as stored (ABI 1.2): every request of one client for

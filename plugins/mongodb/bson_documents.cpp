@@ -63,6 +63,7 @@ Bson request_document(const smp_record& r) {
     append_text(d, "referer", r.referer);
     append_text(d, "range", r.range);
     append_text(d, "etag", r.etag);
+    append_text(d, "tls_version", smp_record_tls_version(&r));  // left out over plain TCP
     if (r.file_size >= 0) BSON_APPEND_INT64(d, "file_size", r.file_size);
     BSON_APPEND_INT32(d, "status", r.status);
     BSON_APPEND_INT64(d, "header_bytes", static_cast<int64_t>(r.header_bytes));

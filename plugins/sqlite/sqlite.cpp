@@ -108,6 +108,12 @@ constexpr const char* kMigrations[] = {
     R"(CREATE TABLE log_positions (log INTEGER PRIMARY KEY, last_index INTEGER NOT NULL);
        DROP INDEX downloads_by_path;
        DROP INDEX downloads_by_country;)",
+    // 5: the TLS version of an exchange over TLS (ABI 1.9), NULL over plain
+    // TCP and in rows stored before; `tls` (0 or 1) is computed from it when
+    // read (a VIRTUAL generated column, which ALTER TABLE can add: it takes
+    // no room in the rows, and the store does not write it).
+    R"(ALTER TABLE requests ADD COLUMN tls_version TEXT;
+       ALTER TABLE requests ADD COLUMN tls INTEGER GENERATED ALWAYS AS (tls_version IS NOT NULL) VIRTUAL;)",
 };
 constexpr int kSchemaVersion = sizeof kMigrations / sizeof kMigrations[0];
 
@@ -334,7 +340,7 @@ const sqlite3_module* batch_module() {
 constexpr const char* kRequestColumns =
     "node, worker_id, connection_id, request_id, module, start_us, end_us, client_ip, client_port, forwarded_ip, "
     "method, path, target, protocol, user_agent, referer, range, etag, file_size, status, header_bytes, body_bytes, "
-    "intervals, reason, received_bytes";
+    "intervals, reason, received_bytes, tls_version";
 enum class RequestColumn {
     node,
     worker_id,
@@ -360,14 +366,15 @@ enum class RequestColumn {
     body_bytes,
     intervals,
     reason,
-    received_bytes
+    received_bytes,
+    tls_version
 };
 
 // How many names a list of columns has.
 constexpr int column_count(std::string_view names) {
     return static_cast<int>(std::count(names.begin(), names.end(), ',')) + 1;
 }
-static_assert(column_count(kRequestColumns) == static_cast<int>(RequestColumn::received_bytes) + 1);
+static_assert(column_count(kRequestColumns) == static_cast<int>(RequestColumn::tls_version) + 1);
 
 // The requests of the batch to store (those not stored before), as batch_requests.
 class RequestRows final : public BatchRows {
@@ -409,6 +416,7 @@ class RequestRows final : public BatchRows {
                 return sqlite3_result_text(context, smp_end_reason_name(r.reason), -1, SQLITE_STATIC);
             case RequestColumn::received_bytes:
                 return sqlite3_result_int64(context, as_int(smp_record_received_bytes(&r)));
+            case RequestColumn::tls_version: return result_text(context, smp_record_tls_version(&r));
         }
         sqlite3_result_null(context);
     }

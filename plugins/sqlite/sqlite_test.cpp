@@ -1,10 +1,11 @@
 // The sqlite store through its C entry, as the stats collector calls it: what
 // a batch stores, what a batch or a record offered again does not store twice,
-// and the upgrade of a database of schema version 3.
+// and the upgrade of a database of schema version 3 or 4.
 #include <doctest/doctest.h>
 #include <sqlite3.h>
 #include <unistd.h>
 
+#include <cstddef>
 #include <cstdint>
 #include <filesystem>
 #include <memory>
@@ -111,8 +112,23 @@ TEST_CASE_FIXTURE(Fixture, "a batch's requests and downloads are stored, and how
                   "WHERE id = 4") ==
           "4|198.51.100.3|100|/files/f3.bin|\"5f3a-1000\"|4096|100|100|0|0|1|0|1700000000000030|1700000000000210|"
           "180|incomplete|0-99|DE|Berlin|52.52|13.4|3320|Deutsche Telekom AG|0");
-    CHECK(db.number("PRAGMA user_version") == 4);
+    CHECK(db.number("PRAGMA user_version") == 5);
     CHECK(db.number("PRAGMA page_size") == 16384);  // a new database
+    CHECK(db.text("SELECT tls_version, tls FROM requests WHERE request_id = 4") == "NULL|0");
+}
+
+TEST_CASE_FIXTURE(Fixture, "a request over TLS is stored with its version, and tls says so") {
+    LoadedStore store(SMP_SQLITE_MODULE, database);
+    TrafficBatch batch = traffic(0, 4, 1, 100, 1);
+    batch.records[1].tls_version = "TLSv1.3";
+    batch.records[2].tls_version = "TLSv1.2";
+    batch.records[3].tls_version = "TLSv1.3";
+    batch.records[3].size = offsetof(smp_record, tls_version);  // a module built before ABI 1.9: not its
+    REQUIRE(this->store(store, std::move(batch)) == SMP_OK);
+    Inspector db(database);
+    CHECK(db.text("SELECT group_concat(request_id || ':' || ifnull(tls_version, '-') || ':' || tls, ' ') FROM "
+                  "(SELECT * FROM requests ORDER BY request_id)") == "1:-:0 2:TLSv1.3:1 3:TLSv1.2:1 4:-:0");
+    CHECK(db.number("SELECT count(*) FROM requests WHERE tls") == 2);
 }
 
 TEST_CASE_FIXTURE(Fixture, "a batch offered twice is stored once") {
@@ -189,7 +205,7 @@ TEST_CASE_FIXTURE(Fixture, "a batch that fails leaves its records to be stored w
     CHECK(db.text("SELECT last_index FROM log_positions WHERE log = 1") == "10");
 }
 
-TEST_CASE_FIXTURE(Fixture, "a database of schema version 3 is brought to version 4 with its rows") {
+TEST_CASE_FIXTURE(Fixture, "a database of schema version 3 is brought to the current version with its rows") {
     {
         // As a server of schema version 3 left it (4 KiB pages, WAL), with a row in each table.
         Inspector v3(database);
@@ -228,7 +244,7 @@ TEST_CASE_FIXTURE(Fixture, "a database of schema version 3 is brought to version
     }
     LoadedStore store(SMP_SQLITE_MODULE, database);
     Inspector db(database);
-    CHECK(db.number("PRAGMA user_version") == 4);
+    CHECK(db.number("PRAGMA user_version") == 5);
     CHECK(db.text("SELECT group_concat(name, ' ') FROM (SELECT name FROM sqlite_schema WHERE type = 'index' "
                   "ORDER BY name)") == "downloads_by_time requests_by_time");
     CHECK(db.text("SELECT path FROM requests") == "old.bin");
@@ -239,5 +255,61 @@ TEST_CASE_FIXTURE(Fixture, "a database of schema version 3 is brought to version
     CHECK(db.number("SELECT count(*) FROM requests") == 1);
     REQUIRE(this->store(store, traffic(10, 3, 1, 50, 8)) == SMP_OK);
     CHECK(db.number("SELECT count(*) FROM requests") == 4);
+    CHECK(db.text("SELECT last_index FROM log_positions WHERE log = 1") == "13");
+}
+
+TEST_CASE_FIXTURE(Fixture, "a database of schema version 4 is brought to version 5 with its rows") {
+    {
+        // As a server of schema version 4 left it, with a row in each table.
+        Inspector v4(database);
+        v4.exec(R"(PRAGMA journal_mode=WAL;
+            CREATE TABLE downloads (
+              id INTEGER PRIMARY KEY,
+              client_ip TEXT, user_agent TEXT, path TEXT NOT NULL, etag TEXT NOT NULL,
+              file_size INTEGER NOT NULL, distinct_bytes INTEGER NOT NULL, bytes_sent INTEGER NOT NULL,
+              wasted_bytes INTEGER NOT NULL, completed INTEGER NOT NULL,
+              requests INTEGER NOT NULL, resumes INTEGER NOT NULL,
+              first_us INTEGER NOT NULL, last_us INTEGER NOT NULL, active_us INTEGER NOT NULL,
+              reason TEXT NOT NULL, delivered TEXT NOT NULL,
+              country TEXT, city TEXT, latitude REAL, longitude REAL, asn INTEGER, organisation TEXT,
+              finished INTEGER NOT NULL DEFAULT 1);
+            CREATE INDEX downloads_by_time ON downloads (first_us);
+            CREATE TABLE requests (
+              id INTEGER PRIMARY KEY,
+              node TEXT, worker_id INTEGER, connection_id INTEGER, request_id INTEGER, module TEXT,
+              start_us INTEGER NOT NULL, end_us INTEGER NOT NULL,
+              client_ip TEXT, client_port INTEGER, forwarded_ip TEXT,
+              method TEXT, path TEXT, target TEXT, protocol TEXT, user_agent TEXT, referer TEXT, range TEXT,
+              etag TEXT, file_size INTEGER, status INTEGER NOT NULL,
+              header_bytes INTEGER NOT NULL, body_bytes INTEGER NOT NULL,
+              intervals TEXT NOT NULL, reason TEXT NOT NULL, received_bytes INTEGER NOT NULL DEFAULT 0);
+            CREATE INDEX requests_by_time ON requests (start_us);
+            CREATE TABLE batches (origin INTEGER PRIMARY KEY, sequence INTEGER NOT NULL);
+            CREATE TABLE log_positions (log INTEGER PRIMARY KEY, last_index INTEGER NOT NULL);
+            INSERT INTO requests (start_us, end_us, path, status, header_bytes, body_bytes, intervals, reason,
+              received_bytes)
+              VALUES (1, 2, 'old.bin', 200, 100, 10, '0-9', 'completed', 90);
+            INSERT INTO downloads (id, path, etag, file_size, distinct_bytes, bytes_sent, wasted_bytes, completed,
+              requests, resumes, first_us, last_us, active_us, reason, delivered)
+              VALUES (1, 'old.bin', '"e"', 10, 10, 10, 0, 1, 1, 0, 1, 2, 1, 'completed', '0-9');
+            INSERT INTO batches VALUES (50, 7);
+            INSERT INTO log_positions VALUES (1, 10);
+            PRAGMA user_version = 4;)");
+    }
+    LoadedStore store(SMP_SQLITE_MODULE, database);
+    Inspector db(database);
+    CHECK(db.number("PRAGMA user_version") == 5);
+    // The row stored before is plain TCP; the downloads table is as it was.
+    CHECK(db.text("SELECT path, received_bytes, tls_version, tls FROM requests") == "old.bin|90|NULL|0");
+    CHECK(db.text("SELECT path || ' ' || finished FROM downloads") == "old.bin 1");
+    CHECK(db.number("SELECT count(*) FROM pragma_table_info('downloads')") == 24);
+    // The batch and the log position already stored are still known; new
+    // records are stored, with their TLS version.
+    TrafficBatch batch = traffic(10, 3, 1, 50, 8);
+    batch.records[2].tls_version = "TLSv1.2";
+    REQUIRE(this->store(store, std::move(batch)) == SMP_OK);
+    CHECK(db.number("SELECT count(*) FROM requests") == 4);
+    CHECK(db.text("SELECT tls_version, tls FROM requests WHERE path = '/files/f12.bin'") == "TLSv1.2|1");
+    CHECK(db.number("SELECT sum(tls) FROM requests") == 1);
     CHECK(db.text("SELECT last_index FROM log_positions WHERE log = 1") == "13");
 }

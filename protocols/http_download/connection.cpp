@@ -563,6 +563,7 @@ void WorkerState::report(Connection& c, const Exchange* e, smp_end_reason reason
     // The request head (a body is not read: the connection closes after the
     // response); a head cut short or too large: what of it arrived.
     record.received_bytes = e != nullptr && e->header_length > 0 ? e->header_length : c.in_length;
+    record.tls_version = c.tls ? c.tls->version() : nullptr;  // static strings of OpenSSL's
     if (e != nullptr) {
         record.method = e->request_parsed ? http_method_str(static_cast<http_method>(e->parser.method)) : nullptr;
         record.protocol = e->parser.http_minor == 0 ? "HTTP/1.0" : "HTTP/1.1";

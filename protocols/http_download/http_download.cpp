@@ -167,9 +167,6 @@ bool read_settings(const smp_config_value* values, Settings& settings, char* err
         settings.tls = smp::tls::ServerContext::make(tls, tls_problem, warnings);
         if (!settings.tls) return std::snprintf(error, error_size, "%s", tls_problem.c_str()), false;
         for (const std::string& warning : warnings) smp::tls::warn(settings.core, "http_download", warning);
-        // Work in progress (branch tls, docs/tls.md): the records do not say TLS yet.
-        smp::tls::warn(settings.core, "http_download",
-                       "tls: HTTPS is work in progress (docs/tls.md): records do not say which exchanges were TLS yet");
     }
     if (!settings.mime.load(values[kMimeTypes].string) && settings.core != nullptr) {
         char message[300];

@@ -23,9 +23,20 @@ namespace {
 constexpr size_t kMaxString = 4096;     // record_codec.cpp cuts longer strings
 constexpr size_t kFewIntervals = 1000;  // with 16 KiB of strings, still within kMaxRecordBytes
 
-std::array<const char*, 12> strings_of(const smp_record& r) {
-    return {r.module, r.node,     r.client_ip,  r.forwarded_ip, r.method, r.path,
-            r.target, r.protocol, r.user_agent, r.referer,      r.range,  r.etag};
+std::array<const char*, 13> strings_of(const smp_record& r) {
+    return {r.module,
+            r.node,
+            r.client_ip,
+            r.forwarded_ip,
+            r.method,
+            r.path,
+            r.target,
+            r.protocol,
+            r.user_agent,
+            r.referer,
+            r.range,
+            r.etag,
+            smp_record_tls_version(&r)};
 }
 
 // How the encoder may have cut the strings of a record.
@@ -107,7 +118,7 @@ const char* make_string(FuzzedDataProvider& input, std::string& storage) {
 }
 
 void fuzz_record(FuzzedDataProvider& input) {
-    std::array<std::string, 12> storage;
+    std::array<std::string, 13> storage;
     std::vector<smp_interval> intervals(input.ConsumeIntegralInRange<size_t>(0, 4000));
     for (smp_interval& interval : intervals) {
         const auto a = input.ConsumeIntegral<uint64_t>();
@@ -128,8 +139,9 @@ void fuzz_record(FuzzedDataProvider& input) {
     r.body_bytes = input.ConsumeIntegral<uint64_t>();
     r.received_bytes = input.ConsumeIntegral<uint64_t>();
     r.reason = static_cast<smp_end_reason>(input.ConsumeIntegralInRange<int>(SMP_END_COMPLETED, SMP_END_INCOMPLETE));
-    const char** strings[] = {&r.module, &r.node,     &r.client_ip,  &r.forwarded_ip, &r.method, &r.path,
-                              &r.target, &r.protocol, &r.user_agent, &r.referer,      &r.range,  &r.etag};
+    const char** strings[] = {&r.module, &r.node,   &r.client_ip,  &r.forwarded_ip, &r.method,
+                              &r.path,   &r.target, &r.protocol,   &r.user_agent,   &r.referer,
+                              &r.range,  &r.etag,   &r.tls_version};
     for (size_t i = 0; i < storage.size(); ++i) *strings[i] = make_string(input, storage[i]);
     r.intervals = intervals.data();
     r.interval_count = intervals.size();

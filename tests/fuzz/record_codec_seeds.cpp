@@ -114,6 +114,13 @@ int main(int argc, char** argv) {
     smp::append_record(bare, smp::RecordKind::close, 99, batch);
     write_seed(dir + "/bare_close", batch);
 
+    // A request over TLS (SMR5 carries its version).
+    smp_record over_tls = r;
+    over_tls.tls_version = "TLSv1.3";
+    batch.clear();
+    smp::append_record(over_tls, smp::RecordKind::close, 1234, batch);
+    write_seed(dir + "/close_tls", batch);
+
     // The layout before ABI 1.4 (SMR2), still read from spool files: the same
     // record without received_bytes, and magic "SMR2".
     batch.clear();
@@ -121,9 +128,21 @@ int main(int argc, char** argv) {
     std::string old = batch.substr(4);
     const uint32_t magic = 0x534d5232;
     old.replace(0, sizeof magic, reinterpret_cast<const char*>(&magic), sizeof magic);
-    old.erase(104, 24);  // offsetof(Fixed, received_bytes), and the 8 bytes of it and 16 of the log place
+    // offsetof(Fixed, received_bytes), and the 8 bytes of it, 16 of the log
+    // place and 8 of tls_version's length; r has no tls_version.
+    old.erase(104, 32);
     const auto length = static_cast<uint32_t>(old.size());
     write_seed(dir + "/smr2_close", std::string(reinterpret_cast<const char*>(&length), sizeof length) + old);
-    if (argc == 3) write_log_seeds(argv[2], {r, transfer, bare});
+    // The layout before ABI 1.9 (SMR4): the same record without
+    // tls_version's length (the 8 bytes at offsetof(Fixed, tls_version_length)).
+    batch.clear();
+    smp::append_record(r, smp::RecordKind::close, 1234, batch);
+    std::string smr4 = batch.substr(4);
+    const uint32_t magic4 = 0x534d5234;
+    smr4.replace(0, sizeof magic4, reinterpret_cast<const char*>(&magic4), sizeof magic4);
+    smr4.erase(128, 8);
+    const auto length4 = static_cast<uint32_t>(smr4.size());
+    write_seed(dir + "/smr4_close", std::string(reinterpret_cast<const char*>(&length4), sizeof length4) + smr4);
+    if (argc == 3) write_log_seeds(argv[2], {r, transfer, bare, over_tls});
     return 0;
 }

@@ -62,7 +62,7 @@ DOWNLOAD_FIELDS = {'_id', 'node', 'id', 'client_ip', 'user_agent', 'path', 'etag
 REQUEST_FIELDS = {'_id', 'node', 'module', 'worker_id', 'connection_id', 'request_id', 'start', 'end', 'start_us',
                   'end_us', 'client_ip', 'forwarded_ip', 'client_port', 'status', 'method', 'path', 'target',
                   'protocol', 'user_agent', 'referer', 'range', 'etag', 'file_size', 'header_bytes', 'body_bytes',
-                  'received_bytes', 'intervals', 'reason'}
+                  'received_bytes', 'intervals', 'reason', 'tls_version'}  # tls_version: over TLS only
 REQUEST_ALWAYS = {'_id', 'node', 'module', 'worker_id', 'connection_id', 'request_id', 'start', 'end', 'start_us',
                   'end_us', 'client_ip', 'client_port', 'status', 'header_bytes', 'body_bytes', 'received_bytes',
                   'reason'}
@@ -432,6 +432,7 @@ class StoreTests:
                 self.assertIs(type(doc[field]), Int64, '%s is %s' % (field, type(doc[field]).__name__))
             for field in ('status', 'worker_id', 'client_port'):
                 self.assertIs(type(doc[field]), int, '%s is %s, not Int32' % (field, type(doc[field]).__name__))
+            self.assertNotIn('tls_version', doc)  # plain TCP
             self.assertEqual(doc['start'], date_of_us(doc['start_us']))
             self.assertEqual(doc['end'], date_of_us(doc['end_us']))
             self.assertTrue(t0 <= doc['start_us'] <= doc['end_us'] <= t1)
