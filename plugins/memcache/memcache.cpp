@@ -31,6 +31,7 @@
 namespace {
 
 using smp::memcache::ClientOptions;
+using smp::memcache::is_key_text;
 using smp::memcache::MetaClient;
 using smp::memcache::ServerAddress;
 
@@ -132,8 +133,9 @@ int init_master(const smp_core_api* core, const smp_config_value* values, void**
         }
         if (settings->servers.empty()) return std::snprintf(error, error_size, "servers: name one at least"), SMP_ERROR;
         settings->prefix = value(kPrefix)->string;
-        if (settings->prefix.size() > 64 || settings->prefix.find_first_of(" \t\r\n") != std::string::npos)
-            return std::snprintf(error, error_size, "prefix: at most 64 characters, no spaces"), SMP_ERROR;
+        if (settings->prefix.size() > 64 || !is_key_text(settings->prefix))
+            return std::snprintf(error, error_size, "prefix: at most 64 characters, printable ASCII, no spaces"),
+                   SMP_ERROR;
         const std::string on_error = value(kOnError)->string;
         if (on_error != "allow" && on_error != "deny")
             return std::snprintf(error, error_size, "on_error: must be allow or deny"), SMP_ERROR;

@@ -25,13 +25,6 @@ constexpr size_t kInputSize = 64 * 1024;
 // A counter's value is a 64-bit number in decimal.
 constexpr uint64_t kMaxCounterText = 20;
 
-// A key memcached's text protocol can carry: a space or a control byte would
-// end it early and put the connection out of step.
-bool valid_key(std::string_view key) {
-    if (key.empty() || key.size() > kMaxKeyLength) return false;
-    return std::all_of(key.begin(), key.end(), [](char c) { return c > ' ' && c < 0x7f; });
-}
-
 // Appends the parts of a command to `out`, with no temporary string.
 template <typename... Parts>
 void append_command(std::string& out, const Parts&... parts) {
@@ -499,6 +492,12 @@ MetaClient::MetaClient(uv_loop_t* loop, ClientOptions options) : loop_(loop), op
 }
 
 MetaClient::~MetaClient() = default;
+
+bool is_key_text(std::string_view text) {
+    return std::all_of(text.begin(), text.end(), [](char c) { return c > ' ' && c < 0x7f; });
+}
+
+bool valid_key(std::string_view key) { return !key.empty() && key.size() <= kMaxKeyLength && is_key_text(key); }
 
 Connection& MetaClient::connection_for(std::string_view key) {
     return connections_.size() == 1 ? *connections_[0] : *connections_[options_.pick(key) % connections_.size()];

@@ -26,6 +26,13 @@ namespace smp::memcache {
 // memcached's longest key.
 constexpr size_t kMaxKeyLength = 250;
 
+// Bytes memcached's text protocol can carry in a key: a space or a control
+// byte would end it early and put the connection out of step, so printable
+// ASCII only.
+bool is_key_text(std::string_view text);
+// A whole key: key text, 1 to kMaxKeyLength bytes.
+bool valid_key(std::string_view key);
+
 struct ServerAddress {
     std::string name;  // as configured, "host:port": for the log
     sockaddr_storage address{};

@@ -31,7 +31,8 @@ Walk walk(std::string_view bytes) {
         if (reply.status != ParseStatus::kDone) {
             w.end = reply.status;
             // A head that is whole but invalid is invalid as a reply too.
-            if (head.status == ParseStatus::kInvalid) require(reply.status == ParseStatus::kInvalid, "head and reply agree on garbage");
+            if (head.status == ParseStatus::kInvalid)
+                require(reply.status == ParseStatus::kInvalid, "head and reply agree on garbage");
             return w;
         }
         require(reply.used >= 4 && reply.used <= bytes.size() - w.used, "a reply uses what it was given");
@@ -61,12 +62,14 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
         require(whole.kinds.compare(0, part.kinds.size(), part.kinds) == 0, "a prefix reads the same replies");
         if (part.end == ParseStatus::kInvalid) require(whole.end == ParseStatus::kInvalid, "garbage is garbage whole");
     }
-    // A counter is decimal digits, and means what strtoull reads.
+    // A counter is decimal digits, and means what strtoull reads; a counter
+    // that went down keeps its length, padded with spaces at its end.
     uint64_t number = 0;
     const std::string text(bytes.substr(0, 24));
     if (parse_counter(text, number)) {
-        require(!text.empty() && text.find_first_not_of("0123456789") == std::string::npos, "a counter is digits");
-        require(std::strtoull(text.c_str(), nullptr, 10) == number, "a counter is its decimal value");
+        const std::string digits = text.substr(0, text.find_last_not_of(' ') + 1);
+        require(!digits.empty() && digits.find_first_not_of("0123456789") == std::string::npos, "a counter is digits");
+        require(std::strtoull(digits.c_str(), nullptr, 10) == number, "a counter is its decimal value");
     }
     return 0;
 }

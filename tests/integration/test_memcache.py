@@ -507,6 +507,10 @@ class Config(unittest.TestCase):
             r = check('    servers: ["127.0.0.1:11211"]\n    on_error: maybe\n')
             self.assertEqual(r.returncode, 1)
             self.assertIn('on_error: must be allow or deny', r.stderr)
+            # A key memcached's text protocol cannot carry would make every call fail unseen.
+            r = check('    servers: ["127.0.0.1:11211"]\n    prefix: "caf\u00e9:"\n')
+            self.assertEqual(r.returncode, 1)
+            self.assertIn('prefix: at most 64 characters', r.stderr)
             r = check('    servers: ["127.0.0.1:11211"]\n    cache_max_file_size: 2MiB\n')
             self.assertEqual(r.returncode, 1)
             self.assertIn('cache_max_file_size: at most', r.stderr)
