@@ -1,6 +1,9 @@
 #include "tls.hpp"
 
+#include <openssl/core_names.h>
 #include <openssl/err.h>
+#include <openssl/hmac.h>
+#include <openssl/rand.h>
 #include <openssl/x509v3.h>
 #include <unistd.h>
 
@@ -95,6 +98,12 @@ ContextPtr make_context(const Settings& settings, const CertificateFiles& files,
     return ctx;
 }
 
+// Where a context keeps its ServerContext, for the ticket key callback.
+int ticket_index() {
+    static const int index = SSL_CTX_get_ex_new_index(0, nullptr, nullptr, nullptr, nullptr);
+    return index;
+}
+
 }  // namespace
 
 void warn(const smp_core_api* core, const char* module, const std::string& warning) {
@@ -134,6 +143,9 @@ bool read_settings(const smp_core_api* core, const smp_config_value* values, siz
     }
     if (protocols->list_length == 0) return problem = "tls.protocols: name one at least", false;
     settings.session_tickets = value(kSessionTickets)->number != 0;
+    if (value(kSessionTicketRotation)->number < 1000)
+        return problem = "tls.session_ticket_rotation: must be 1s or more", false;
+    settings.ticket_rotation_s = static_cast<uint64_t>(value(kSessionTicketRotation)->number) / 1000;
     const std::string ktls = value(kKtls)->string;
     if (ktls != "auto" && ktls != "off") return problem = "tls.ktls: must be auto or off", false;
     settings.ktls = ktls == "auto";
@@ -146,6 +158,8 @@ std::unique_ptr<ServerContext> ServerContext::make(const Settings& settings, std
                                                    std::vector<std::string>& warnings) {
     auto server = std::unique_ptr<ServerContext>(new ServerContext);
     server->settings_ = settings;
+    if (RAND_bytes(server->ticket_secret_, sizeof server->ticket_secret_) != 1)
+        return problem = "tls.session_tickets: no random bytes for the ticket keys (" + openssl_error() + ")", nullptr;
     server->main_ = make_context(settings, settings.main, problem, warnings);
     if (!server->main_) return nullptr;
     for (const CertificateFiles& files : settings.sni) {
@@ -161,7 +175,66 @@ std::unique_ptr<ServerContext> ServerContext::make(const Settings& settings, std
     SSL_CTX_set_tlsext_servername_arg(server->main_.get(), server.get());
     SSL_CTX_set_alpn_select_cb(server->main_.get(), on_alpn, nullptr);
     for (Named& named : server->sni_) SSL_CTX_set_alpn_select_cb(named.context.get(), on_alpn, nullptr);
+    if (settings.session_tickets) {
+        // Tickets are the default context's business (OpenSSL asks the
+        // context a connection started with), set on all for clarity.
+        std::vector<SSL_CTX*> contexts = {server->main_.get()};
+        for (Named& named : server->sni_) contexts.push_back(named.context.get());
+        for (SSL_CTX* ctx : contexts) {
+            SSL_CTX_set_ex_data(ctx, ticket_index(), server.get());
+            SSL_CTX_set_tlsext_ticket_key_evp_cb(ctx, on_ticket_key);
+            SSL_CTX_set_timeout(ctx, static_cast<long>(2 * settings.ticket_rotation_s));
+        }
+    }
     return server;
+}
+
+const ServerContext::TicketKey& ServerContext::ticket_key(uint64_t period) {
+    TicketKey& key = ticket_keys_[period % 2];
+    if (key.period == period) return key;
+    // Each part is HMAC-SHA256(secret, label, period): the same in every
+    // worker, and nothing about one period tells another.
+    const auto derive = [&](char label, unsigned char* out, size_t size) {
+        unsigned char input[9] = {static_cast<unsigned char>(label)};
+        for (int i = 0; i < 8; ++i) input[1 + i] = static_cast<unsigned char>(period >> (56 - 8 * i));
+        unsigned char digest[EVP_MAX_MD_SIZE];
+        unsigned int length = 0;
+        HMAC(EVP_sha256(), ticket_secret_, sizeof ticket_secret_, input, sizeof input, digest, &length);
+        std::memcpy(out, digest, std::min<size_t>(size, length));
+    };
+    derive('n', key.name, sizeof key.name);
+    derive('c', key.cipher, sizeof key.cipher);
+    derive('m', key.mac, sizeof key.mac);
+    key.period = period;
+    return key;
+}
+
+// OpenSSL's ticket key callback: seal with the current period's key; open
+// with it (1) or the one before (2: the client gets a new ticket); a ticket
+// of any other key is not opened (0: a full handshake, and a new ticket).
+int ServerContext::on_ticket_key(SSL* ssl, unsigned char* name, unsigned char* iv, EVP_CIPHER_CTX* cipher,
+                                 EVP_MAC_CTX* mac, int encrypt) {
+    auto* server = static_cast<ServerContext*>(SSL_CTX_get_ex_data(SSL_get_SSL_CTX(ssl), ticket_index()));
+    if (server == nullptr) return -1;
+    const uint64_t period = static_cast<uint64_t>(std::time(nullptr)) / server->settings_.ticket_rotation_s;
+    const TicketKey* key = &server->ticket_key(period);
+    int found = 1;
+    if (encrypt != 0) {
+        if (RAND_bytes(iv, EVP_MAX_IV_LENGTH) != 1) return -1;
+        std::memcpy(name, key->name, sizeof key->name);
+    } else if (std::memcmp(name, key->name, sizeof key->name) != 0) {
+        key = &server->ticket_key(period - 1);
+        if (std::memcmp(name, key->name, sizeof key->name) != 0) return 0;
+        found = 2;
+    }
+    char digest[] = "SHA256";
+    const OSSL_PARAM parameters[] = {
+        OSSL_PARAM_construct_octet_string(OSSL_MAC_PARAM_KEY, const_cast<unsigned char*>(key->mac), sizeof key->mac),
+        OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, digest, 0), OSSL_PARAM_construct_end()};
+    if (EVP_MAC_CTX_set_params(mac, parameters) != 1) return -1;
+    const int ready = encrypt != 0 ? EVP_EncryptInit_ex(cipher, EVP_aes_256_cbc(), nullptr, key->cipher, iv)
+                                   : EVP_DecryptInit_ex(cipher, EVP_aes_256_cbc(), nullptr, key->cipher, iv);
+    return ready == 1 ? found : -1;
 }
 
 // The name the client asked for picks the SNI certificate that holds it; no

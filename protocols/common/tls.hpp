@@ -29,6 +29,7 @@ enum Key : size_t {
     kSniKeys,
     kProtocols,
     kSessionTickets,
+    kSessionTicketRotation,
     kKtls,
     kHandshakeTimeout,
     kKeyCount
@@ -43,6 +44,8 @@ inline constexpr std::array<smp_config_key, kKeyCount> kConfigKeys = {{
     {"tls.protocols", SMP_CONFIG_STRING_LIST, "[TLSv1.2, TLSv1.3]", 0, "TLS versions offered: TLSv1.2, TLSv1.3"},
     {"tls.session_tickets", SMP_CONFIG_BOOL, "true", 0,
      "resume sessions with tickets, whichever worker takes the next connection"},
+    {"tls.session_ticket_rotation", SMP_CONFIG_DURATION, "12h", 0,
+     "a new ticket key this often; a ticket resumes for at most twice this"},
     {"tls.ktls", SMP_CONFIG_STRING, "auto", 0, "auto: kernel TLS (sendfile) where the kernel offers it; off"},
     {"tls.handshake_timeout", SMP_CONFIG_DURATION, "10s", 0, "time a client has for the whole TLS handshake"},
 }};
@@ -69,6 +72,7 @@ struct Settings {
     int min_version = TLS1_2_VERSION;
     int max_version = TLS1_3_VERSION;
     bool session_tickets = true;
+    uint64_t ticket_rotation_s = 12 * 3600;
     bool ktls = true;  // auto: used where the kernel offers it
     uint64_t handshake_timeout_ms = 10'000;
 };
@@ -110,7 +114,25 @@ class ServerContext {
     static int on_alpn(SSL* ssl, const unsigned char** out, unsigned char* out_length, const unsigned char* in,
                        unsigned int in_length, void* arg);
 
+    // Session tickets (TLS 1.2 and 1.3) are sealed with a key of the current
+    // period of the wall clock (ticket_rotation_s long) and opened with it or
+    // the one before. The keys derive from a secret drawn here, in the master,
+    // so that every worker (a copy by fork) has the same keys without sharing
+    // memory or talking: a ticket made by one resumes on all, and no key
+    // outlives two periods. A reload draws a new secret.
+    struct TicketKey {
+        uint64_t period = UINT64_MAX;
+        unsigned char name[16];
+        unsigned char cipher[32];  // AES-256-CBC
+        unsigned char mac[32];     // HMAC-SHA256
+    };
+    const TicketKey& ticket_key(uint64_t period);
+    static int on_ticket_key(SSL* ssl, unsigned char* name, unsigned char* iv, EVP_CIPHER_CTX* cipher, EVP_MAC_CTX* mac,
+                             int encrypt);
+
     Settings settings_;
+    unsigned char ticket_secret_[32] = {};
+    TicketKey ticket_keys_[2];  // the last two periods asked for, by period % 2
     ContextPtr main_;
     struct Named {
         ContextPtr context;

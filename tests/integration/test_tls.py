@@ -552,6 +552,13 @@ class ConfigCheck(TLSTestCase):
         self.assertTrue(self.line_naming(out, path, line, 'tls.certificate', 'expir'),
                         'no warning "%s:%d: ... tls.certificate ... expires ..." in:\n%s' % (path, line, out))
 
+    def test_ticket_rotation_under_a_second(self):
+        text, path, code, out = self.check(tls_of(session_ticket_rotation='500ms'), 'rotation.yaml')
+        self.assertEqual(code, 1, out)
+        line = line_of(text, '      session_ticket_rotation: ')
+        self.assertTrue(self.line_naming(out, path, line, 'tls.session_ticket_rotation', '1s or more'),
+                        'no "%s:%d: ... tls.session_ticket_rotation ..." in:\n%s' % (path, line, out))
+
     def test_missing_certificate_file(self):
         missing = self.env.path('no-such.pem')
         text, path, code, out = self.check(tls_of(certificate=missing), 'missing-cert.yaml')
@@ -771,6 +778,52 @@ class Resumption(TLSTestCase):
 
     def test_tls13_ticket_resumes_on_every_worker(self):
         self.resume('-tls1_3', 'TLSv1.3', 'resume13')
+
+
+class TicketRotation(TLSTestCase):
+    """Ticket keys rotate with the wall clock (tls.session_ticket_rotation):
+    a ticket resumes in its own period and the next one (the key before is
+    kept), and not after that. With OpenSSL's own keys, which never rotate,
+    the last connection would resume."""
+
+    ROTATION = 2
+
+    def at_period_start(self, periods_after):
+        """Sleeps until 0.3 s into the period `periods_after` after the
+        current one."""
+        now = time.time()
+        start = (int(now) // self.ROTATION + periods_after) * self.ROTATION
+        time.sleep(max(0.0, start + 0.3 - now))
+
+    def rotate(self, flag, version, tag):
+        server = self.start(tls_of(session_ticket_rotation='%ds' % self.ROTATION), workers=2)
+        self.assertEqual(len(server.wait_workers(2)), 2)
+        session = self.env.path('session-%s.pem' % tag)
+
+        def connect(step, sess):
+            request = request_bytes('GET', '/small.bin', {'User-Agent': '%s-%s' % (tag, step), 'Host': 'localhost'})
+            code, out = s_client(server.port, flag, '-servername', 'localhost', sess, session, request=request)
+            self.assertEqual(code, 0, out)
+            self.assertIn('HTTP/1.1 200', out)
+            return out
+
+        self.at_period_start(1)
+        out = connect('issued', '-sess_out')
+        self.assertIn('New, %s,' % version, out)
+        self.assertIn('Reused, %s,' % version, connect('same-period', '-sess_in'))
+        self.at_period_start(1)
+        self.assertIn('Reused, %s,' % version, connect('next-period', '-sess_in'),
+                      'a ticket of the period before did not resume')
+        self.at_period_start(1)
+        out = connect('two-periods-later', '-sess_in')
+        self.assertIn('New, %s,' % version, out, 'a ticket two periods old still resumed')
+        self.stop(server)
+
+    def test_tls12(self):
+        self.rotate('-tls1_2', 'TLSv1.2', 'rotate12')
+
+    def test_tls13(self):
+        self.rotate('-tls1_3', 'TLSv1.3', 'rotate13')
 
 
 class Reload(TLSTestCase):
