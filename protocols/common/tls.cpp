@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <climits>
+#include <cstdio>
 
 #include <algorithm>
 #include <cerrno>
@@ -112,6 +113,24 @@ void warn(const smp_core_api* core, const char* module, const std::string& warni
         core->config_warning(warning.c_str());
     else
         core->log(SMP_LOG_WARN, module, warning.c_str());
+}
+
+std::string kernel_tls_note(const Settings& settings) {
+    if (!settings.ktls) return {};
+    char modules[256] = {};
+    if (FILE* file = std::fopen("/proc/sys/net/ipv4/tcp_available_ulp", "r")) {
+        if (std::fgets(modules, sizeof modules, file) == nullptr) modules[0] = '\0';
+        std::fclose(file);
+    }
+    for (const char* word = std::strstr(modules, "tls"); word != nullptr; word = std::strstr(word + 1, "tls")) {
+        const bool starts = word == modules || word[-1] == ' ';
+        const bool ends = word[3] == '\0' || word[3] == ' ' || word[3] == '\n';
+        if (starts && ends)
+            return "kTLS: this kernel offers it; file bodies over TLS go with SSL_sendfile where OpenSSL hands a "
+                   "connection to it (/proc/net/tls_stat counts them)";
+    }
+    return "kTLS: this kernel does not offer it (no tls in /proc/sys/net/ipv4/tcp_available_ulp; modprobe tls): "
+           "file bodies over TLS are encrypted by the workers";
 }
 
 bool read_settings(const smp_core_api* core, const smp_config_value* values, size_t first, Settings& settings,

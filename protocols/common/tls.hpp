@@ -86,6 +86,11 @@ bool read_settings(const smp_core_api* core, const smp_config_value* values, siz
 // key it starts with (core->config_warning, ABI 1.9), else in the log.
 void warn(const smp_core_api* core, const char* module, const std::string& warning);
 
+// What kernel TLS will do for a listener with these settings, as one line
+// for the log: whether this kernel offers the `tls` upper-layer protocol
+// (/proc/sys/net/ipv4/tcp_available_ulp). Empty with ktls: off.
+std::string kernel_tls_note(const Settings& settings);
+
 // A certificate expires within this many days: a warning at -t, a start and
 // a reload.
 constexpr int kExpiryWarningDays = 14;

@@ -167,6 +167,8 @@ bool read_settings(const smp_config_value* values, Settings& settings, char* err
         settings.tls = smp::tls::ServerContext::make(tls, tls_problem, warnings);
         if (!settings.tls) return std::snprintf(error, error_size, "%s", tls_problem.c_str()), false;
         for (const std::string& warning : warnings) smp::tls::warn(settings.core, "http_download", warning);
+        if (const std::string note = smp::tls::kernel_tls_note(tls); !note.empty() && settings.core != nullptr)
+            settings.core->log(SMP_LOG_INFO, "http_download", note.c_str());
     }
     if (!settings.mime.load(values[kMimeTypes].string) && settings.core != nullptr) {
         char message[300];

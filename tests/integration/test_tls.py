@@ -938,6 +938,20 @@ class KernelTLS(TLSTestCase):
             self.assertEqual(tls_tx_sessions(), before, 'a kTLS session was opened with ktls: off')
 
 
+class KernelTLSNote(TLSTestCase):
+    """Whatever the kernel, the log says at start whether kTLS can be used,
+    and it says the truth about this kernel."""
+
+    def test_auto_says_what_the_kernel_offers(self):
+        server = self.start(tls_of(ktls='auto'))
+        expected = 'kTLS: this kernel offers it' if tls_ulp_available() else 'kTLS: this kernel does not offer it'
+        self.assertTrue(harness.wait_for(lambda: expected in server.log(), 5), server.log_tail())
+
+    def test_off_says_nothing(self):
+        server = self.start(tls_of(ktls='off'))
+        self.assertNotIn('kTLS:', server.log(), server.log_tail())
+
+
 class RedirectHTTPS(TLSTestCase):
     """A plain listener with redirect_https: true answers every request with
     308 to https://HOST:https_port/path?query, HOST from the request's Host
