@@ -443,6 +443,67 @@ class RealClients(TLSTestCase, StoreChecks):
         self.assert_one_completed_tls_download(self.env, 'tls-aria2c', min_requests=8)
 
 
+class SameOverTLS(TLSTestCase):
+    """Ranges, multipart, limit_rate and unique_ip behave over TLS as over
+    plain HTTP: the module's rules are the same, only the stream differs."""
+
+    def curl(self, server, path, *args, timeout=60):
+        out = self.env.path('same-%s.out' % self._testMethodName)
+        r = harness.run(['curl', '-sS', '--noproxy', '*', '--cacert', ca().ca_cert, '-D', out + '.head',
+                         '-o', out, '-w', '%{http_code}'] + list(args) + [https_url(server, path)], timeout=timeout)
+        with open(out + '.head', 'rb') as f:
+            head = f.read().decode('latin-1')
+        with open(out, 'rb') as f:
+            body = f.read()
+        return r.stdout.strip(), head, body
+
+    def test_multipart_byteranges(self):
+        server = self.start(tls_of())
+        code, head, body = self.curl(server, '/small.bin', '-r', '0-9,100-109,4090-')
+        self.assertEqual(code, '206', head)
+        m = re.search(r'(?im)^Content-Type: multipart/byteranges; boundary=(\S+)', head)
+        self.assertIsNotNone(m, head)
+        content = self.env.content['small.bin']
+        parts = body.split(b'--' + m.group(1).encode())
+        self.assertEqual(parts[-1].strip(), b'--', 'no closing boundary')
+        got = []
+        for part in parts[1:-1]:
+            headers, _, data = part.partition(b'\r\n\r\n')
+            r = re.search(rb'Content-Range: bytes (\d+)-(\d+)/4096', headers)
+            self.assertIsNotNone(r, headers)
+            first, last = int(r.group(1)), int(r.group(2))
+            self.assertEqual(data[:-2], content[first:last + 1])
+            got.append((first, last))
+        self.assertEqual(got, [(0, 9), (100, 109), (4090, 4095)])
+
+    def test_limit_rate(self):
+        # 1 MiB at 512 KiB/s after the first 128 KiB: at least 1.5 s; without
+        # the limit this is a few milliseconds on loopback.
+        server = self.start(tls_of(), listener={'limit_rate': '512KiB', 'limit_rate_after': '128KiB'})
+        started = time.monotonic()
+        code, _, body = self.curl(server, '/big.bin', '-r', '0-1048575')
+        took = time.monotonic() - started
+        self.assertEqual(code, '206')
+        self.assertEqual(body, self.env.content['big.bin'][:MIB])
+        self.assertGreater(took, 1.5, 'limit_rate did not hold over TLS')
+        self.assertLess(took, 10)
+
+    def test_unique_ip(self):
+        # The first download is held slow by limit_rate, so it still runs
+        # when the second asks for the same file.
+        server = self.start(tls_of(), listener={'unique_ip': True, 'limit_rate': '256KiB'})
+        first = subprocess.Popen(['curl', '-sS', '--noproxy', '*', '--cacert', ca().ca_cert, '-o', os.devnull,
+                                  https_url(server, '/big.bin')], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.addCleanup(lambda: (first.kill(), first.wait()))
+        time.sleep(0.5)  # 20 MiB at 256 KiB/s: it runs for over a minute
+        self.assertIsNone(first.poll(), 'the first download ended early')
+        code, head, _ = self.curl(server, '/big.bin')
+        self.assertEqual(code, '429', head)
+        self.assertRegex(head, r'(?im)^Retry-After: 10')
+        code, _, body = self.curl(server, '/small.bin')
+        self.assertEqual((code, body), ('200', self.env.content['small.bin']))
+
+
 class SNI(TLSTestCase):
     """The certificate is chosen by the name the client asks for."""
 
