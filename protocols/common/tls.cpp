@@ -284,7 +284,34 @@ int ServerContext::on_alpn(SSL* /*ssl*/, const unsigned char** out, unsigned cha
 
 // ---- a connection's TLS ------------------------------------------------------
 
+namespace {
+
+// Record buffers of this process (a worker is one thread), kept for the next
+// connection that writes: at most kSpareBuffers spare.
+constexpr size_t kSpareBuffers = 64;
+thread_local std::vector<std::unique_ptr<char[]>> spare_buffers;
+
+}  // namespace
+
+char* Stream::take_buffer() {
+    if (buffer_ != nullptr) return buffer_;
+    if (spare_buffers.empty()) return buffer_ = new char[kRecordBuffer];
+    buffer_ = spare_buffers.back().release();
+    spare_buffers.pop_back();
+    return buffer_;
+}
+
+void Stream::give_back_buffer() {
+    if (buffer_ == nullptr) return;
+    if (spare_buffers.size() < kSpareBuffers)
+        spare_buffers.emplace_back(buffer_);
+    else
+        delete[] buffer_;
+    buffer_ = nullptr;
+}
+
 Stream::~Stream() {
+    give_back_buffer();
     if (ssl_ != nullptr) SSL_free(ssl_);
 }
 
@@ -336,10 +363,14 @@ ssize_t Stream::read(char* into, size_t size) {
 bool Stream::has_buffered_input() const { return SSL_pending(ssl_) > 0; }
 
 bool Stream::flush() {
-    if (pending_ == 0) return true;
-    const int result = SSL_write(ssl_, buffer_.get(), static_cast<int>(pending_));
+    if (pending_ == 0) {
+        give_back_buffer();
+        return true;
+    }
+    const int result = SSL_write(ssl_, buffer_, static_cast<int>(pending_));
     if (result > 0) {
         pending_ = 0;
+        give_back_buffer();
         wants_read_ = false;
         return true;
     }
@@ -349,11 +380,11 @@ bool Stream::flush() {
 
 ssize_t Stream::write(const struct iovec* vectors, size_t count) {
     if (!flush()) return -1;
-    if (!buffer_) buffer_ = std::make_unique<char[]>(kRecordBuffer);
+    char* buffer = take_buffer();
     size_t taken = 0;
     for (size_t i = 0; i < count && taken < kRecordBuffer; ++i) {
         const size_t part = std::min(vectors[i].iov_len, kRecordBuffer - taken);
-        std::memcpy(buffer_.get() + taken, vectors[i].iov_base, part);
+        std::memcpy(buffer + taken, vectors[i].iov_base, part);
         taken += part;
     }
     pending_ = taken;
@@ -369,12 +400,15 @@ ssize_t Stream::write_file(int file, off_t offset, size_t length) {
         if (sent >= 0) return sent;
         return fail(static_cast<int>(sent));
     }
-    if (!buffer_) buffer_ = std::make_unique<char[]>(kRecordBuffer);
+    char* buffer = take_buffer();
     ssize_t got;
     do {
-        got = pread(file, buffer_.get(), std::min(length, kRecordBuffer), offset);
+        got = pread(file, buffer, std::min(length, kRecordBuffer), offset);
     } while (got < 0 && errno == EINTR);
-    if (got <= 0) return got;  // 0: the file shrank, as sendfile(2) says it
+    if (got <= 0) {
+        give_back_buffer();
+        return got;  // 0: the file shrank, as sendfile(2) says it
+    }
     pending_ = static_cast<size_t>(got);
     if (!flush() && errno != EAGAIN) return -1;
     return got;

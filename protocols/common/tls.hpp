@@ -201,8 +201,13 @@ class Stream {
     ssize_t fail(int result);
 
     SSL* ssl_ = nullptr;
-    std::unique_ptr<char[]> buffer_;  // the record buffer, made on the first write
-    size_t pending_ = 0;              // its bytes not sent yet
+    // The record buffer: taken from the worker's pool by a write, given back
+    // once flushed, so an idle connection holds none.
+    char* take_buffer();
+    void give_back_buffer();
+
+    char* buffer_ = nullptr;
+    size_t pending_ = 0;  // its bytes not sent yet
     bool wants_read_ = false;
     bool handshake_done_ = false;
     bool kernel_sends_ = false;
