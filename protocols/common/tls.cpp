@@ -348,7 +348,95 @@ Stream::Step Stream::handshake() {
         kernel_sends_ = BIO_get_ktls_send(SSL_get_wbio(ssl_)) != 0;
         return Step::done;
     }
-    return fail(result) < 0 && errno == EAGAIN ? Step::again : Step::failed;
+    const int error = SSL_get_error(ssl_, result);
+    if (error == SSL_ERROR_WANT_READ || error == SSL_ERROR_WANT_WRITE) {
+        wants_read_ = error == SSL_ERROR_WANT_READ;
+        return Step::again;
+    }
+    const unsigned long code = ERR_peek_last_error();
+    failure_ = HandshakeFailure::other;
+    const bool left = error == SSL_ERROR_ZERO_RETURN || (error == SSL_ERROR_SYSCALL && code == 0) ||
+                      ERR_GET_REASON(code) == SSL_R_UNEXPECTED_EOF_WHILE_READING;
+    if (left && BIO_number_read(SSL_get_rbio(ssl_)) == 0) {
+        failure_ = HandshakeFailure::none;
+        failure_detail_.clear();
+    } else if (left) {
+        failure_ = HandshakeFailure::client_left;
+        failure_detail_ = errno != 0 ? std::strerror(errno) : "end of stream";
+    } else {
+        switch (ERR_GET_REASON(code)) {
+            case SSL_R_WRONG_VERSION_NUMBER:
+            case SSL_R_HTTP_REQUEST:
+            case SSL_R_HTTPS_PROXY_REQUEST:
+            case SSL_R_PACKET_LENGTH_TOO_LONG:
+            case SSL_R_RECORD_LENGTH_MISMATCH:
+            case SSL_R_LENGTH_MISMATCH:
+            case SSL_R_BAD_PACKET_LENGTH:
+            case SSL_R_UNEXPECTED_MESSAGE:
+            case SSL_R_UNEXPECTED_RECORD: failure_ = HandshakeFailure::not_tls; break;
+            case SSL_R_UNSUPPORTED_PROTOCOL:
+            case SSL_R_VERSION_TOO_LOW:
+            case SSL_R_VERSION_TOO_HIGH:
+            case SSL_R_NO_SHARED_CIPHER:
+            case SSL_R_NO_SHARED_GROUPS:
+            case SSL_R_NO_SUITABLE_SIGNATURE_ALGORITHM: failure_ = HandshakeFailure::no_common_protocol; break;
+            default: break;
+        }
+        const char* reason = ERR_reason_error_string(code);
+        failure_detail_ = reason != nullptr ? reason : "unknown error";
+    }
+    ERR_clear_error();
+    return Step::failed;
+}
+
+const char* describe(HandshakeFailure cause) {
+    switch (cause) {
+        case HandshakeFailure::timeout: return "timed out";
+        case HandshakeFailure::not_tls: return "not TLS";
+        case HandshakeFailure::no_common_protocol: return "no version or cipher in common";
+        case HandshakeFailure::client_left: return "client left";
+        case HandshakeFailure::other:
+        case HandshakeFailure::none: break;
+    }
+    return "other";
+}
+
+void HandshakeFailures::note(HandshakeFailure cause, const char* client_ip, const std::string& detail,
+                             const smp_core_api* core, const char* module, uint64_t now_ms) {
+    if (cause == HandshakeFailure::none) return;
+    std::string line = std::string("TLS handshake failed from ") + client_ip + ": " + describe(cause);
+    if (!detail.empty()) line += " (" + detail + ")";
+    if (!in_episode_) {
+        in_episode_ = true;
+        last_line_ms_ = now_ms;
+        line += "; more are counted once a minute";
+        if (core != nullptr) core->log(SMP_LOG_INFO, module, line.c_str());
+        return;
+    }
+    ++counts_[static_cast<size_t>(cause)];
+    ++unreported_;
+    if (core != nullptr) core->log(SMP_LOG_DEBUG, module, line.c_str());
+}
+
+void HandshakeFailures::tick(const smp_core_api* core, const char* module, uint64_t now_ms) {
+    if (!in_episode_ || now_ms - last_line_ms_ < kEveryMs) return;
+    last_line_ms_ = now_ms;
+    if (unreported_ == 0) {
+        in_episode_ = false;  // a quiet minute ends the episode
+        return;
+    }
+    std::string line = "TLS handshakes failed in the last minute: " + std::to_string(unreported_) + " (";
+    bool first = true;
+    for (size_t i = 0; i < counts_.size(); ++i) {
+        if (counts_[i] == 0) continue;
+        line += (first ? "" : ", ") + std::string(describe(static_cast<HandshakeFailure>(i))) + " " +
+                std::to_string(counts_[i]);
+        first = false;
+    }
+    line += ")";
+    if (core != nullptr) core->log(SMP_LOG_INFO, module, line.c_str());
+    unreported_ = 0;
+    counts_ = {};
 }
 
 ssize_t Stream::read(char* into, size_t size) {

@@ -150,6 +150,31 @@ class ServerContext {
 
 namespace smp::tls {
 
+// Why a handshake failed.
+// A connection closed before its first byte (a load balancer's TCP check)
+// is none: it is not told.
+enum class HandshakeFailure { timeout, not_tls, no_common_protocol, client_left, other, count, none = count };
+const char* describe(HandshakeFailure cause);
+
+// A worker's failed handshakes, told in the log as episodes: the first at
+// once (info), each at debug, and while they go on a count by cause once a
+// minute. A client that speaks no TLS, or stalls, asked for nothing, so no
+// request is recorded for it; this is the trace it leaves.
+class HandshakeFailures {
+   public:
+    void note(HandshakeFailure cause, const char* client_ip, const std::string& detail, const smp_core_api* core,
+              const char* module, uint64_t now_ms);
+    // From the worker's sweep: the count since the last line, once a minute.
+    void tick(const smp_core_api* core, const char* module, uint64_t now_ms);
+
+   private:
+    static constexpr uint64_t kEveryMs = 60'000;
+    std::array<uint64_t, static_cast<size_t>(HandshakeFailure::count)> counts_{};
+    uint64_t unreported_ = 0;
+    uint64_t last_line_ms_ = 0;
+    bool in_episode_ = false;
+};
+
 // One connection's TLS on its non-blocking socket. read() and write() behave
 // as read(2) and writev(2) do, errno included, so that a module's state
 // machine is the same over TLS: EAGAIN means wait for the socket, readable
@@ -177,6 +202,9 @@ class Stream {
     enum class Step { done, again, failed };
     // One step of the handshake; `again`: wait for wants_read() or writable.
     Step handshake();
+    // After Step::failed: why, and OpenSSL's words for it.
+    HandshakeFailure failure() const { return failure_; }
+    const std::string& failure_detail() const { return failure_detail_; }
     bool handshake_done() const { return handshake_done_; }
 
     ssize_t read(char* into, size_t size);
@@ -212,6 +240,8 @@ class Stream {
     bool handshake_done_ = false;
     bool kernel_sends_ = false;
     bool notified_ = false;
+    HandshakeFailure failure_ = HandshakeFailure::other;
+    std::string failure_detail_;
 };
 
 }  // namespace smp::tls

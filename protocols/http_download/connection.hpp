@@ -191,6 +191,7 @@ class WorkerState : public smp::protocol::WorkerBase<Connection> {
 
     const Settings& settings_;
     FileCache files_;
+    smp::tls::HandshakeFailures handshake_failures_;
     std::vector<std::pair<uint64_t, Connection*>> reclaimable_;  // reclaim's candidates, kept for their capacity
     uint64_t reclaim_logged_ms_ = 0;
     uint64_t reclaimed_since_log_ = 0;

@@ -341,6 +341,7 @@ void WorkerState::on_sweep(uv_timer_t* timer) {
     auto& self = of<WorkerState>(timer);
     self.give_back_dead_holders_once();
     const uint64_t now = uv_now(self.loop_);
+    self.handshake_failures_.tick(self.core_, "http_download", now);
     for (Connection* c = self.connections_; c != nullptr;) {
         Connection* next = c->next;
         if (c->state == ConnectionState::writing && !c->closing && self.below_min_rate(*c, now)) {
@@ -350,7 +351,11 @@ void WorkerState::on_sweep(uv_timer_t* timer) {
             c = next;
             continue;
         }
-        if (now >= c->deadline_ms && !c->closing) {
+        if (now >= c->deadline_ms && !c->closing && c->state == ConnectionState::handshaking) {
+            self.handshake_failures_.note(smp::tls::HandshakeFailure::timeout, c->client_ip, {}, self.core_,
+                                          "http_download", now);
+            self.close_connection(*c, SMP_END_TIMEOUT);
+        } else if (now >= c->deadline_ms && !c->closing) {
             // A partly received request is recorded; an idle keep-alive
             // connection or a lingering close just ends.
             if (c->state == ConnectionState::reading && c->in_length > 0)

@@ -707,7 +707,7 @@ class Garbage(TLSTestCase):
     def setUp(self):
         # A fresh store per test: the rows checked are this test's only.
         shutil.rmtree(self.env.path('state'), ignore_errors=True)
-        self.server = self.start(tls_of(handshake_timeout='1s'))
+        self.server = self.start(tls_of(handshake_timeout='1s'), log_level='debug')
         self.pids = sorted(self.server.wait_workers(2))
         self.assertEqual(len(self.pids), 2)
 
@@ -725,6 +725,13 @@ class Garbage(TLSTestCase):
         for status, reason, agent in rows:
             self.assertNotIn(reason, ('completed',), rows)
             self.assertFalse(200 <= status < 300, rows)
+
+    def assert_logged(self, cause):
+        """The failed handshake left its trace in the log, with its cause
+        (at debug; the first of an episode at info)."""
+        line = 'TLS handshake failed from 127.0.0.1: ' + cause
+        self.assertTrue(harness.wait_for(lambda: line in self.server.log(), 5),
+                        'no "%s" in the log:\n%s' % (line, self.server.log_tail()))
 
     def exchange(self, data, timeout=5.0):
         """Send data, then read until the server closes; (bytes received, seconds to close or None)."""
@@ -762,6 +769,7 @@ class Garbage(TLSTestCase):
         for data in inputs:
             received, closed = self.exchange(data)
             self.assertIsNotNone(closed, 'the server kept a connection that sent %r...' % data[:16])
+        self.assert_logged('not TLS')
         self.assert_unharmed()
 
     def test_mutated_client_hellos(self):
@@ -796,6 +804,7 @@ class Garbage(TLSTestCase):
         # A plain-text answer (400, like nginx's) is allowed; the file in clear never.
         self.assertNotIn(self.env.content['small.bin'], received)
         self.assertNotIn(b' 200 ', received[:20])
+        self.assert_logged('not TLS (http request)')
         self.assert_unharmed()
 
     def test_half_a_client_hello_then_nothing(self):
@@ -806,6 +815,7 @@ class Garbage(TLSTestCase):
         self.assertIsNotNone(elapsed, 'the server kept a stalled handshake past %ss' % (4 * self.HANDSHAKE_TIMEOUT + 1))
         self.assertGreaterEqual(elapsed, 0.5 * self.HANDSHAKE_TIMEOUT, 'closed at once: half a record is not an error')
         self.assertLess(elapsed, 3 * self.HANDSHAKE_TIMEOUT)
+        self.assert_logged('timed out')
         self.assert_unharmed()
 
     def test_connection_that_sends_nothing(self):
@@ -813,6 +823,7 @@ class Garbage(TLSTestCase):
             elapsed = time_to_close(s, 4 * self.HANDSHAKE_TIMEOUT + 1)
         self.assertIsNotNone(elapsed, 'a silent connection was kept past the handshake timeout')
         self.assertLess(elapsed, 3 * self.HANDSHAKE_TIMEOUT)
+        self.assert_logged('timed out')
         self.assert_unharmed()
 
     def test_handshake_trickled_a_byte_at_a_time(self):
