@@ -458,46 +458,52 @@ bool Stream::flush() {
     const int result = SSL_write(ssl_, buffer_, static_cast<int>(pending_));
     if (result > 0) {
         pending_ = 0;
+        attempted_ = false;
         give_back_buffer();
         wants_read_ = false;
         return true;
     }
     if (fail(result) == 0) errno = EPIPE;
+    attempted_ = true;  // OpenSSL has these bytes now: they go again, as they are
     return false;
 }
 
-ssize_t Stream::write(const struct iovec* vectors, size_t count) {
-    if (!flush()) return -1;
+ssize_t Stream::write(const struct iovec* vectors, size_t count, bool more) {
+    if (attempted_ && !flush()) return -1;
     char* buffer = take_buffer();
     size_t taken = 0;
-    for (size_t i = 0; i < count && taken < kRecordBuffer; ++i) {
-        const size_t part = std::min(vectors[i].iov_len, kRecordBuffer - taken);
-        std::memcpy(buffer + taken, vectors[i].iov_base, part);
+    for (size_t i = 0; i < count && pending_ + taken < kRecordBuffer; ++i) {
+        const size_t part = std::min(vectors[i].iov_len, kRecordBuffer - pending_ - taken);
+        std::memcpy(buffer + pending_ + taken, vectors[i].iov_base, part);
         taken += part;
     }
-    pending_ = taken;
+    pending_ += taken;
+    // A head with its body to follow waits for it: one record, one send.
+    if (more && pending_ < kRecordBuffer) return static_cast<ssize_t>(taken);
     // Sent now if the socket takes it; else kept, and sent by flush().
     if (!flush() && errno != EAGAIN) return -1;
     return static_cast<ssize_t>(taken);
 }
 
 ssize_t Stream::write_file(int file, off_t offset, size_t length) {
-    if (!flush()) return -1;
     if (kernel_sends_) {
+        if (!flush()) return -1;
         const ossl_ssize_t sent = SSL_sendfile(ssl_, file, offset, length, 0);
         if (sent >= 0) return sent;
         return fail(static_cast<int>(sent));
     }
+    if (attempted_ && !flush()) return -1;
+    // After what write() held (a head), in the same buffer.
     char* buffer = take_buffer();
     ssize_t got;
     do {
-        got = pread(file, buffer, std::min(length, kRecordBuffer), offset);
+        got = pread(file, buffer + pending_, std::min(length, kRecordBuffer - pending_), offset);
     } while (got < 0 && errno == EINTR);
     if (got <= 0) {
-        give_back_buffer();
+        if (pending_ == 0) give_back_buffer();
         return got;  // 0: the file shrank, as sendfile(2) says it
     }
-    pending_ = static_cast<size_t>(got);
+    pending_ += static_cast<size_t>(got);
     if (!flush() && errno != EAGAIN) return -1;
     return got;
 }

@@ -183,7 +183,8 @@ class HandshakeFailures {
 // Writing: OpenSSL wants a write that would block retried with the same
 // bytes, so what write() takes is copied into a record buffer of the
 // connection's and counts as sent; flush() sends it, and an exchange ends
-// only once pending() is false. With kernel TLS on the connection, file
+// only once pending() is false. A head written with `more` waits there for
+// its body, so that a small response is one record and one send. With kernel TLS on the connection, file
 // bytes go with SSL_sendfile, zero copy, as sendfile(2).
 class Stream {
    public:
@@ -208,12 +209,16 @@ class Stream {
     bool handshake_done() const { return handshake_done_; }
 
     ssize_t read(char* into, size_t size);
-    ssize_t write(const struct iovec* vectors, size_t count);
+    // `more`: the caller has more to write at once (MSG_MORE): the bytes may
+    // wait in the buffer for it, and go out in the same record.
+    ssize_t write(const struct iovec* vectors, size_t count, bool more = false);
     ssize_t write_file(int file, off_t offset, size_t length);
     // Sends what write() took; true when nothing is left, else false with
     // errno (EAGAIN: wait).
     bool flush();
     bool pending() const { return pending_ > 0; }
+    // Bytes write() kept for what was to follow, not given to OpenSSL yet.
+    bool holding() const { return pending_ > 0 && !attempted_; }
     bool wants_read() const { return wants_read_; }
     // Bytes OpenSSL has read and decrypted but not handed out yet: the
     // socket will not say readable for them.
@@ -240,6 +245,7 @@ class Stream {
     bool handshake_done_ = false;
     bool kernel_sends_ = false;
     bool notified_ = false;
+    bool attempted_ = false;  // SSL_write was given the buffer and must be given it again
     HandshakeFailure failure_ = HandshakeFailure::other;
     std::string failure_detail_;
 };

@@ -477,7 +477,8 @@ void WorkerState::send_response(Connection& c) {
             message.msg_iov = vectors.data();
             message.msg_iovlen = count;
             const int flags = MSG_NOSIGNAL | (index < e.segments.size() ? MSG_MORE : 0);
-            sent = c.tls ? c.tls->write(vectors.data(), count) : sendmsg(c.fd, &message, flags);
+            sent =
+                c.tls ? c.tls->write(vectors.data(), count, index < e.segments.size()) : sendmsg(c.fd, &message, flags);
         } else {
             if (file_budget == 0) break;
             off_t offset = static_cast<off_t>(s.offset + e.segment_sent);
@@ -546,6 +547,9 @@ void WorkerState::send_response(Connection& c) {
     }
     if (e.segment < e.segments.size()) {
         // More to send: wait for the rate budget, for room in the socket, or for the next turn.
+        // Over TLS, a head kept for its body goes now when the body waits.
+        if (c.tls && c.tls->holding() && !c.tls->flush() && errno != EAGAIN)
+            return close_connection(c, SMP_END_CLIENT_CLOSED);
         if (limited && file_budget == 0 && e.segments[e.segment].from_file) {
             if (wait_ms == 0) rate_budget(e, wait_ms);
             if (wait_ms > 0) return pause(c, wait_ms);
