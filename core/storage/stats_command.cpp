@@ -21,7 +21,7 @@ namespace {
 
 constexpr const char* kUsage =
     "usage: smprotocol stats [--config PATH] [--since T] [--until T] [--file PATH] [--json] REPORT\n"
-    "  REPORT: summary, files, countries, reasons, downloads\n"
+    "  REPORT: summary, files, countries, reasons, downloads, tls\n"
     "  T: 2026-11-24, 2026-11-24T10:30:00 (UTC), or a time ago: 30m, 2h, 7d\n";
 
 void append_json_string(std::string& out, const char* text) {

@@ -389,10 +389,14 @@ typedef struct smp_batch {
     uint64_t sequence; /* 1, 2, ... within an origin, in the order the batches are offered */
 } smp_batch;
 
-/* A report asked of a store by `smprotocol stats` (ABI 1.2). */
+/* A report asked of a store by `smprotocol stats` (ABI 1.2). The core
+   passes the name the user typed, unchecked: a store answers the reports it
+   knows and SMP_ERROR "no report 'NAME'" for any other, so that a store
+   built before a report was named says so ("tls" was added with ABI 1.9,
+   docs/stats.md has the columns of each). */
 typedef struct smp_query {
     uint32_t size;
-    const char* report; /* "summary", "files", "countries", "reasons", "downloads" */
+    const char* report; /* "summary", "files", "countries", "reasons", "downloads", "tls" */
     int64_t since_us;   /* 0: from the start */
     int64_t until_us;   /* 0: until now */
     const char* path;   /* only this file (as stored: relative to the root), or NULL */

@@ -90,6 +90,9 @@ inline std::unique_ptr<OwnedTable> make_table(std::string_view report) {
                                                                                                 {"active_s", true},
                                                                                                 {"reason", false},
                                                                                                 {"finished", true}});
+    if (report == "tls")
+        return std::make_unique<OwnedTable>(std::initializer_list<std::pair<const char*, bool>>{
+            {"tls_version", false}, {"requests", true}, {"percent", true}, {"bytes_sent", true}});
     return nullptr;
 }
 
@@ -148,6 +151,31 @@ inline void add_reason_rows(OwnedTable& table, const std::map<std::string, std::
                      [](const auto& a, const auto& b) { return a.second.first > b.second.first; });
     for (const auto& [reason, count] : sorted)
         table.add_row({reason, std::to_string(count.first), std::to_string(count.second)});
+}
+
+// The `tls` report's name for the requests over plain TCP: no TLS version
+// is ever spelled so ("TLSv1.2", "TLSv1.3").
+constexpr const char* kPlainTransport = "plain";
+
+// What the `tls` report counts of the requests over one TLS version.
+struct TransportCount {
+    int64_t requests = 0;
+    int64_t bytes_sent = 0;  // body bytes, as downloads count them
+};
+
+// The tls rows, most requests first (ties by name): per TLS version (or
+// kPlainTransport), the requests, their share of every request counted in
+// percent, and the body bytes sent.
+inline void add_tls_rows(OwnedTable& table, const std::map<std::string, TransportCount>& counts) {
+    int64_t total = 0;
+    for (const auto& [version, count] : counts) total += count.requests;
+    std::vector<std::pair<std::string, TransportCount>> sorted(counts.begin(), counts.end());
+    std::stable_sort(sorted.begin(), sorted.end(),
+                     [](const auto& a, const auto& b) { return a.second.requests > b.second.requests; });
+    for (const auto& [version, count] : sorted)
+        table.add_row({version, std::to_string(count.requests),
+                       fixed(100.0 * static_cast<double>(count.requests) / static_cast<double>(total), 1),
+                       std::to_string(count.bytes_sent)});
 }
 
 // The tables a store handed out, until free_table.

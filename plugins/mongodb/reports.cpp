@@ -164,6 +164,22 @@ bool report_reasons(Reader& reader, OwnedTable& out) {
     return ok;
 }
 
+// Of requests only: the downloads do not say TLS (a download's requests may
+// come over both). A request over plain TCP has no tls_version: its group's
+// _id is null.
+bool report_tls(Reader& reader, OwnedTable& out) {
+    std::map<std::string, smp_report::TransportCount> counts;
+    const Bson requests = reader.match("start_us");
+    const Bson by_version(BCON_NEW("$group", "{", "_id", BCON_UTF8("$tls_version"), "n", "{", "$sum", BCON_INT32(1),
+                                   "}", "bytes_sent", "{", "$sum", BCON_UTF8("$body_bytes"), "}", "}"));
+    const bool ok = reader.each("requests", {requests.get(), by_version.get()}, [&](const bson_t* doc) {
+        counts[text_field(doc, "_id").value_or(smp_report::kPlainTransport)] = {int_field(doc, "n"),
+                                                                                int_field(doc, "bytes_sent")};
+    });
+    smp_report::add_tls_rows(out, counts);
+    return ok;
+}
+
 bool report_downloads(Reader& reader, OwnedTable& out) {
     const Bson all = reader.match("first_us");
     const Bson newest_first(BCON_NEW("$sort", "{", "first_us", BCON_INT32(-1), "id", BCON_INT32(-1), "}"));
@@ -192,6 +208,7 @@ bool run_report(mongoc_client_t* client, const std::string& database, const smp_
                     : report == "files"     ? report_files(reader, out)
                     : report == "countries" ? report_countries(reader, out)
                     : report == "reasons"   ? report_reasons(reader, out)
+                    : report == "tls"       ? report_tls(reader, out)
                                             : report_downloads(reader, out);
     if (!ok) error = reader.error();
     return ok;

@@ -696,6 +696,20 @@ bool report_reasons(Reader& reader, OwnedTable& out) {
     return ok;
 }
 
+// Of requests only: the downloads table does not say TLS (a download's
+// requests may come over both).
+bool report_tls(Reader& reader, OwnedTable& out) {
+    std::map<std::string, smp_report::TransportCount> counts;
+    const bool ok = reader.each("SELECT tls_version, count(*), sum(body_bytes) FROM requests WHERE" REQUEST_FILTER
+                                "GROUP BY tls_version",
+                                [&](sqlite3_stmt* row) {
+                                    counts[column_text(row, 0).value_or(smp_report::kPlainTransport)] = {
+                                        sqlite3_column_int64(row, 1), sqlite3_column_int64(row, 2)};
+                                });
+    smp_report::add_tls_rows(out, counts);
+    return ok;
+}
+
 bool report_downloads(Reader& reader, OwnedTable& out) {
     return reader.each(
         "SELECT id, first_us, path, client_ip, user_agent, country, asn, distinct_bytes, file_size, completed, "
@@ -774,6 +788,7 @@ int query(void* instance, const smp_query* query, smp_table** table, char* error
                         : report == "files"     ? report_files(reader, *out)
                         : report == "countries" ? report_countries(reader, *out)
                         : report == "reasons"   ? report_reasons(reader, *out)
+                        : report == "tls"       ? report_tls(reader, *out)
                                                 : report_downloads(reader, *out);
         if (!ok) return fail(db.get(), "query", error, error_size), SMP_ERROR;
         *table = settings.tables.keep(std::move(out));

@@ -58,6 +58,33 @@ class LoadedStore {
         return result;
     }
 
+    // The rows of `report` as `smprotocol stats` asks for it, each row's cells
+    // joined by '|' ("-" for no value); throws with the module's sentence.
+    std::vector<std::string> report(const char* report, int64_t since_us = 0, int64_t until_us = 0,
+                                    const char* path = nullptr) {
+        smp_query query{};
+        query.size = sizeof query;
+        query.report = report;
+        query.since_us = since_us;
+        query.until_us = until_us;
+        query.path = path;
+        smp_table* table = nullptr;
+        char error[512] = "";
+        if (api_->query(instance_, &query, &table, error, sizeof error) != SMP_OK)
+            throw std::runtime_error(std::string("query: ") + error);
+        std::vector<std::string> rows;
+        for (size_t row = 0; row < table->row_count; ++row) {
+            std::string text;
+            for (size_t column = 0; column < table->column_count; ++column) {
+                const char* cell = table->cells[row * table->column_count + column];
+                text += std::string(column > 0 ? "|" : "") + (cell != nullptr ? cell : "-");
+            }
+            rows.push_back(std::move(text));
+        }
+        api_->free_table(instance_, table);
+        return rows;
+    }
+
     // What a collector restart does: a new collector state on the same database.
     void restart_collector() {
         stop_collector();

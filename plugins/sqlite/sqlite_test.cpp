@@ -11,6 +11,7 @@
 #include <memory>
 #include <stdexcept>
 #include <string>
+#include <vector>
 
 #include "sqlite_harness.hpp"
 
@@ -129,6 +130,24 @@ TEST_CASE_FIXTURE(Fixture, "a request over TLS is stored with its version, and t
     CHECK(db.text("SELECT group_concat(request_id || ':' || ifnull(tls_version, '-') || ':' || tls, ' ') FROM "
                   "(SELECT * FROM requests ORDER BY request_id)") == "1:-:0 2:TLSv1.3:1 3:TLSv1.2:1 4:-:0");
     CHECK(db.number("SELECT count(*) FROM requests WHERE tls") == 2);
+}
+
+TEST_CASE_FIXTURE(Fixture, "the tls report counts requests and body bytes by TLS version, plain TCP as plain") {
+    LoadedStore store(SMP_SQLITE_MODULE, database);
+    // Eight requests 10 us apart (sqlite_harness.hpp): the fourth and the
+    // eighth are Ranges of 100 bytes, the others 4096 bytes.
+    TrafficBatch batch = traffic(0, 8, 1, 100, 1);
+    for (size_t i : {1, 2, 3}) batch.records[i].tls_version = "TLSv1.3";
+    batch.records[4].tls_version = "TLSv1.2";
+    const int64_t start = batch.records[0].start_us;
+    REQUIRE(this->store(store, std::move(batch)) == SMP_OK);
+    CHECK(store.report("tls") ==
+          std::vector<std::string>{"plain|4|50.0|12388", "TLSv1.3|3|37.5|8292", "TLSv1.2|1|12.5|4096"});
+    // The filters of every request report: by start time, by path.
+    CHECK(store.report("tls", start + 10, start + 40) == std::vector<std::string>{"TLSv1.3|3|100.0|8292"});
+    CHECK(store.report("tls", 0, 0, "/files/f4.bin") == std::vector<std::string>{"TLSv1.2|1|100.0|4096"});
+    CHECK(store.report("tls", start + 1'000'000).empty());
+    CHECK_THROWS_WITH(store.report("bogus"), "query: no report 'bogus'");
 }
 
 TEST_CASE_FIXTURE(Fixture, "a batch offered twice is stored once") {

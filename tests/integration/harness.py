@@ -12,6 +12,7 @@ import re
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -313,6 +314,63 @@ def stats_traffic(port, located_ip=None):
     while received < 10 * MIB:
         received += len(s.recv(65536))
     s.close()
+
+
+def with_tls_listener(text, port, root, leaf):
+    """config_text's text (its plugins as they are) with a second
+    http_download listener on `port`, over TLS with tls_ca's `leaf` (the
+    first, plain listener is the one Server waits for)."""
+    head, plugins, tail = text.rpartition('\nplugins:')
+    assert plugins, text
+    lines = ['  - module: http_download', '    host: 127.0.0.1', '    port: %d' % port, '    root: %s' % root,
+             '    tls:', '      certificate: %s' % leaf.cert, '      key: %s' % leaf.key]
+    return head + '\n' + '\n'.join(lines) + plugins + tail
+
+
+def https(port, method, path, headers=None, cafile=None, version=None, timeout=SOCK_TIMEOUT):
+    """One request over TLS on a fresh connection (Connection: close), with
+    `version` (ssl.TLSVersion) alone when given: (response, the version spoken)."""
+    context = ssl.create_default_context(cafile=cafile)
+    if version is not None:
+        context.minimum_version = context.maximum_version = version
+    with context.wrap_socket(connect(port, timeout), server_hostname='localhost') as s:
+        s.sendall(request_bytes(method, path, headers))
+        data = b''
+        try:
+            while True:
+                chunk = s.recv(1 << 16)
+                if not chunk:
+                    break
+                data += chunk
+        except (ssl.SSLEOFError, ConnectionResetError):
+            pass
+        return parse_response(data), s.version()
+
+
+def tls_stats_traffic(port, tls_port, cafile):
+    """Traffic whose tls report the stats tests know, on a plain listener and
+    a TLS one: three requests over plain HTTP (a GET, a HEAD, a 404), two over
+    TLS 1.3 (a GET, a Range), one over TLS 1.2. Returns what the report must
+    say, counted by the client: {TLS version or 'plain': [requests, body bytes]}."""
+    expected = {}
+
+    def count(name, response):
+        counts = expected.setdefault(name, [0, 0])
+        counts[0] += 1
+        counts[1] += len(response.body)
+
+    for method, path, status in (('GET', '/a.bin', 200), ('HEAD', '/a.bin', 200), ('GET', '/missing.bin', 404)):
+        response = http(port, method, path, {'User-Agent': 'plain-client'})
+        assert response.status == status, response
+        count('plain', response)
+    for version, path, headers, status in ((ssl.TLSVersion.TLSv1_3, '/a.bin', {}, 200),
+                                           (ssl.TLSVersion.TLSv1_3, '/a.bin', {'Range': 'bytes=0-99'}, 206),
+                                           (ssl.TLSVersion.TLSv1_2, '/b.bin', {}, 200)):
+        response, spoken = https(tls_port, 'GET', path, dict(headers, **{'User-Agent': 'tls-client'}), cafile,
+                                 version)
+        assert response.status == status, response
+        count(spoken, response)
+    return expected
 
 
 # --------------------------------------------------------------------------

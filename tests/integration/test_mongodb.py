@@ -43,6 +43,7 @@ except ImportError as e:  # the pyenv python3 first on some PATHs has no pymongo
              '/usr/bin/python3 (%s)' % e)
 
 import harness
+import tls_ca
 from harness import MIB
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -54,7 +55,7 @@ EPOCH = datetime.datetime(1970, 1, 1)  # pymongo hands back naive UTC datetimes
 OUTAGE = '[mongodb] cannot '
 RECOVERED = '[mongodb] store writable again'
 CANNOT_START = '[mongodb] cannot start the store'
-REPORTS = ('summary', 'files', 'countries', 'reasons', 'downloads')
+REPORTS = ('summary', 'files', 'countries', 'reasons', 'downloads', 'tls')
 
 DOWNLOAD_FIELDS = {'_id', 'node', 'id', 'client_ip', 'user_agent', 'path', 'etag', 'file_size', 'distinct_bytes',
                    'bytes_sent', 'wasted_bytes', 'completed', 'finished', 'requests', 'resumes', 'first', 'last',
@@ -565,6 +566,37 @@ class StoreTests:
         self.assertEqual({r['country'] for r in self.stats(configs['sqlite'], 'countries')}, {'FR', None})
         self.assertLessEqual({'not_found', 'not_modified', 'range_not_satisfiable', 'client_closed', 'completed'},
                              {r['reason'] for r in self.stats(configs['sqlite'], 'reasons')})
+
+    def test_tls_report_same_as_sqlite(self):
+        database = self.db_name('dl_tls')
+        sqlite_db = self.env.path('tls.db')
+        ca = tls_ca.make(self.env.path('ca'))
+        port, tls_port = harness.free_port(), harness.free_port()
+        text = server_config(port, self.env.www, [sqlite_entry(sqlite_db), mongo_entry(self.uri(), database)])
+        server = harness.Server(self.env, port=port,
+                                config=harness.with_tls_listener(text, tls_port, self.env.www, ca.leaves['localhost']))
+        self.servers.append(server)
+        server.start()
+        self.assertTrue(harness.wait_for(lambda: harness.port_accepts(tls_port), 5), 'the TLS listener is not open')
+        expected = harness.tls_stats_traffic(port, tls_port, ca.ca_cert)
+        self.stopped(server)
+        configs = {}
+        for store, entry in (('sqlite', sqlite_entry(sqlite_db)), ('mongodb', mongo_entry(self.uri(), database))):
+            configs[store] = harness.write_file(self.env.path('tls-%s.yaml' % store),
+                                                server_config(harness.free_port(), self.env.www, [entry]))
+        for args in ((), ('--file', '/a.bin'), ('--since', '2h'), ('--since', '2099-01-01')):
+            with self.subTest(filter=args):
+                self.assertEqual(self.stats(configs['mongodb'], 'tls', *args),
+                                 self.stats(configs['sqlite'], 'tls', *args), 'mongodb (first) vs sqlite (second)')
+        # Not equal by being empty: what the clients counted.
+        self.assertEqual(self.stats(configs['mongodb'], 'tls'), [
+            {'tls_version': 'plain', 'requests': 3, 'percent': 50.0, 'bytes_sent': expected['plain'][1]},
+            {'tls_version': 'TLSv1.3', 'requests': 2, 'percent': 33.3, 'bytes_sent': expected['TLSv1.3'][1]},
+            {'tls_version': 'TLSv1.2', 'requests': 1, 'percent': 16.7, 'bytes_sent': expected['TLSv1.2'][1]},
+        ])
+        self.assertEqual(self.stats(configs['mongodb'], 'tls', '--file', '/b.bin'),
+                         [{'tls_version': 'TLSv1.2', 'requests': 1, 'percent': 100.0,
+                           'bytes_sent': len(self.env.content['b.bin'])}])
 
 
 # --------------------------------------------------------------------------

@@ -1,11 +1,12 @@
 """`smprotocol stats` over the sqlite store: the reports after real traffic,
-the JSON checked field by field."""
+the JSON checked field by field; the tls report after plain and HTTPS traffic."""
 
 import json
 import subprocess
 import unittest
 
 import harness
+import tls_ca
 from harness import MIB
 
 
@@ -114,6 +115,67 @@ class Stats(unittest.TestCase):
                            capture_output=True, text=True, timeout=30)
         self.assertEqual(r.returncode, 2)
         self.assertIn("--since: 'soon' is not a time", r.stderr)
+
+
+class TLSReport(unittest.TestCase):
+    """The tls report: requests and body bytes per TLS version, plain HTTP as
+    `plain`, against what the clients counted (harness.tls_stats_traffic)."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.env = harness.TestEnv({'a.bin': 64 * 1024, 'b.bin': 100 * 1024})
+        ca = tls_ca.make(cls.env.path('ca'))
+        port, tls_port = harness.free_port(), harness.free_port()
+        text = harness.config_text(port, cls.env.www, workers=2,
+                                   core_extra={'tracking': '{enabled: true, idle_window: 1s}'})
+        text = harness.with_tls_listener(text, tls_port, cls.env.www, ca.leaves['localhost'])
+        cls.config = harness.write_file(cls.env.path('tls.yaml'), text)
+        cls.server = harness.Server(cls.env, port=port, config=text)
+        cls.server.start()
+        try:
+            assert harness.wait_for(lambda: harness.port_accepts(tls_port), 5), 'the TLS listener is not open'
+            cls.expected = harness.tls_stats_traffic(port, tls_port, ca.ca_cert)
+        finally:
+            cls.stopped = cls.server.terminate()
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.server.kill()
+        cls.env.cleanup()
+
+    stats = Stats.stats
+    rows = Stats.rows
+
+    def test_server_stopped_cleanly(self):
+        self.assertEqual(self.stopped, 0)
+
+    def test_json_counts_requests_and_bytes_by_version(self):
+        self.assertEqual(set(self.expected), {'plain', 'TLSv1.3', 'TLSv1.2'})
+        plain, tls13, tls12 = self.expected['plain'], self.expected['TLSv1.3'], self.expected['TLSv1.2']
+        self.assertEqual(self.rows('tls'), [
+            {'tls_version': 'plain', 'requests': 3, 'percent': 50.0, 'bytes_sent': plain[1]},
+            {'tls_version': 'TLSv1.3', 'requests': 2, 'percent': 33.3, 'bytes_sent': tls13[1]},
+            {'tls_version': 'TLSv1.2', 'requests': 1, 'percent': 16.7, 'bytes_sent': tls12[1]},
+        ])
+        # The bodies: a.bin, nothing for the HEAD, the 404's page; a.bin and 100 bytes of it; b.bin.
+        self.assertGreater(plain[1], 64 * 1024)
+        self.assertEqual((tls13[1], tls12[1]), (64 * 1024 + 100, 100 * 1024))
+
+    def test_text_table(self):
+        lines = [line.split() for line in self.stats('tls').splitlines()]
+        self.assertEqual(lines, [['tls_version', 'requests', 'percent', 'bytes_sent'],
+                                 ['plain', '3', '50.0', str(self.expected['plain'][1])],
+                                 ['TLSv1.3', '2', '33.3', str(self.expected['TLSv1.3'][1])],
+                                 ['TLSv1.2', '1', '16.7', str(self.expected['TLSv1.2'][1])]])
+
+    def test_filters(self):
+        self.assertEqual(self.rows('tls', '--file', '/b.bin'),
+                         [{'tls_version': 'TLSv1.2', 'requests': 1, 'percent': 100.0, 'bytes_sent': 100 * 1024}])
+        self.assertEqual([(r['tls_version'], r['requests']) for r in self.rows('tls', '--file', '/a.bin')],
+                         [('TLSv1.3', 2), ('plain', 2)])  # a tie: by name
+        self.assertEqual(len(self.rows('tls', '--since', '2h')), 3)
+        self.assertEqual(self.rows('tls', '--since', '2099-01-01'), [])
+        self.assertEqual(self.rows('tls', '--until', '2020-01-01'), [])
 
 
 if __name__ == '__main__':
