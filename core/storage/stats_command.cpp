@@ -105,7 +105,7 @@ std::string table_text(const smp_table& table) {
             const char* cell = table.cells[row * table.column_count + column];
             return std::string(cell ? cell : "-");
         });
-    if (table.row_count == 0) out += "(no downloads recorded in this period)\n";
+    if (table.row_count == 0) out += "(nothing recorded in this period)\n";
     return out;
 }
 

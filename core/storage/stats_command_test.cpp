@@ -28,3 +28,12 @@ TEST_CASE("tables as JSON: numbers bare, text escaped, NULL as null") {
           "path             downloads  country\n"
           "a \"quoted\"\\name          3  -      \n");
 }
+
+TEST_CASE("an empty table says so, in words true of every report") {
+    const char* columns[] = {"tls_version", "requests"};
+    const int numeric[] = {0, 1};
+    const smp_table table{sizeof(smp_table), 2, columns, numeric, 0, nullptr};
+    CHECK(smp::table_text(table) ==
+          "tls_version  requests\n"
+          "(nothing recorded in this period)\n");
+}
