@@ -80,7 +80,7 @@ class ForwardTLSCase(unittest.TestCase):
     """One TestEnv per class; origins and proxies started per test, each with
     its own state dir (so its records are its own), killed at the end."""
 
-    files = {'small.bin': 4096, 'big.bin': 24 * MIB}
+    files = {'small.bin': 4096, 'medium.bin': MIB, 'big.bin': 24 * MIB}
     counter = 0
 
     @classmethod
@@ -176,6 +176,35 @@ class ClientSide(ForwardTLSCase):
                           'fwd-tls-ka')
         self.assertEqual(len(rows), 3, rows)
         self.assertEqual(len({r['connection_id'] for r in rows}), 1, rows)
+
+    def test_slow_reader_gets_every_byte_before_the_close(self):
+        # A client with a small receive buffer that reads slowly gets the
+        # whole response before close_notify and the FIN (Connection:
+        # close). On loopback the proxy's send buffer takes the tail, so
+        # this does not make the last bytes wait in the record buffer.
+        origin = self.origin()
+        proxy = self.proxy(origin, tls={'certificate': leaf('localhost').cert, 'key': leaf('localhost').key})
+        context = ssl.create_default_context(cafile=ca().ca_cert)
+        raw = socket.socket()
+        raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8192)
+        raw.settimeout(harness.SOCK_TIMEOUT)
+        raw.connect(('127.0.0.1', proxy.port))
+        with context.wrap_socket(raw, server_hostname='localhost') as sock:
+            sock.sendall(harness.request_bytes('GET', '/medium.bin', {'User-Agent': 'fwd-tls-slow'}))
+            data = b''
+            while True:
+                time.sleep(0.002)
+                try:
+                    piece = sock.recv(4096)
+                except ssl.SSLError as e:
+                    self.fail('the stream ended badly after %d bytes: %s' % (len(data), e))
+                if not piece:
+                    break
+                data += piece
+        response = harness.parse_response(data)
+        self.assertEqual(response.status, 200)
+        self.assertEqual(len(response.body), MIB)
+        self.assertEqual(sha256_bytes(response.body), sha256_bytes(self.env.content['medium.bin']))
 
     def test_tcp_mode_terminates_tls(self):
         origin = self.origin()
