@@ -316,6 +316,36 @@ class OriginSide(ForwardTLSCase):
         proxy = self.proxy(origin, forward_tls=True, forward_ca=ca().ca_cert)
         self.assert_502_and_logged(proxy, 'IP address mismatch')
 
+    def test_tcp_mode_speaks_tls_to_the_origin(self):
+        origin = self.origin_tls()
+        proxy = self.proxy(origin, mode='tcp', forward_host='localhost', forward_tls=True, forward_ca=ca().ca_cert)
+        r, out = self.curl('http://127.0.0.1:%d/big.bin' % proxy.port)
+        self.assertEqual((r.returncode, r.stdout), (0, '200'), r.stderr)
+        self.assertEqual(sha256_file(out), sha256_bytes(self.env.content['big.bin']))
+        self.stop(origin)
+        rows = read_store(origin.state_dir, 'SELECT tls, status FROM requests WHERE user_agent = ?', 'fwd-tls-curl')
+        self.assertEqual(rows, [{'tls': 1, 'status': 200}])
+
+    def test_origin_that_never_finishes_the_handshake_is_504_within_connect_timeout(self):
+        # It takes the TCP connection and says nothing: the handshake counts
+        # in connect_timeout.
+        silent = socket.socket()
+        silent.bind(('127.0.0.1', 0))
+        silent.listen(8)
+        self.addCleanup(silent.close)
+
+        class Port:
+            port = silent.getsockname()[1]
+        proxy = self.proxy(Port, forward_tls=True, forward_ca=ca().ca_cert, connect_timeout='1s')
+        started = time.monotonic()
+        r = harness.http(proxy.port, 'GET', '/small.bin', timeout=10)
+        elapsed = time.monotonic() - started
+        self.assertEqual(r.status, 504)
+        self.assertGreater(elapsed, 0.9)
+        self.assertLess(elapsed, 3)
+        self.assertTrue(harness.wait_for(lambda: 'no TLS handshake within connect_timeout' in proxy.log(), 5),
+                        proxy.log_tail())
+
     def test_both_sides(self):
         origin = self.origin_tls()
         proxy = self.proxy(origin, forward_host='localhost', forward_tls=True, forward_ca=ca().ca_cert,
@@ -332,7 +362,7 @@ class ConfigCheck(ForwardTLSCase):
 
     def check(self, name, **keys):
         text = forward_config(self.env.path('state'), harness.free_port(), harness.free_port(), **keys)
-        path = harness.write_file(self.env.path(name), text) or self.env.path(name)
+        path = harness.write_file(self.env.path(name), text)
         r = harness.run([BINARY, '-t', '-c', path], timeout=20, cwd=self.env.dir)
         return text, path, r.returncode, r.stdout + r.stderr
 
@@ -347,6 +377,11 @@ class ConfigCheck(ForwardTLSCase):
         self.assertEqual(code, 0, out)
         self.assertIn('configuration OK', out)
 
+    def test_system_store_when_no_forward_ca(self):
+        _, _, code, out = self.check('system-store.yaml', forward_tls=True)
+        self.assertEqual(code, 0, out)
+        self.assertIn('configuration OK', out)
+
     def test_unreadable_forward_ca(self):
         missing = self.env.path('no-such-ca.pem')
         text, path, code, out = self.check('missing-ca.yaml', forward_tls=True, forward_ca=missing)
@@ -354,7 +389,7 @@ class ConfigCheck(ForwardTLSCase):
         self.assert_line(out, path, line_of(text, '    forward_ca: '), 'forward_ca', missing)
 
     def test_forward_ca_that_is_not_pem(self):
-        garbage = harness.write_file(self.env.path('garbage.pem'), 'not a certificate\n') or self.env.path('garbage.pem')
+        garbage = harness.write_file(self.env.path('garbage.pem'), 'not a certificate\n')
         text, path, code, out = self.check('garbage-ca.yaml', forward_tls=True, forward_ca=garbage)
         self.assertEqual(code, 1, out)
         self.assert_line(out, path, line_of(text, '    forward_ca: '), 'forward_ca', 'PEM')
