@@ -1,10 +1,12 @@
 #include "tls.hpp"
 
+#include <arpa/inet.h>
 #include <openssl/core_names.h>
 #include <openssl/err.h>
 #include <openssl/hmac.h>
 #include <openssl/rand.h>
 #include <openssl/x509v3.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <climits>
@@ -282,6 +284,28 @@ int ServerContext::on_alpn(SSL* /*ssl*/, const unsigned char** out, unsigned cha
     return SSL_TLSEXT_ERR_OK;
 }
 
+// ---- toward an origin -------------------------------------------------------
+
+ContextPtr make_client_context(const std::string& ca_file, std::string& problem) {
+    if (!ca_file.empty())
+        if (auto why = unreadable(ca_file); !why.empty()) return problem = why, nullptr;
+    ContextPtr ctx(SSL_CTX_new(TLS_client_method()));
+    if (!ctx) return problem = openssl_error(), nullptr;
+    SSL_CTX_set_min_proto_version(ctx.get(), TLS1_2_VERSION);
+    SSL_CTX_set_options(ctx.get(), SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION);
+    SSL_CTX_set_mode(ctx.get(), SSL_MODE_RELEASE_BUFFERS);
+    SSL_CTX_set_verify(ctx.get(), SSL_VERIFY_PEER, nullptr);
+    if (ca_file.empty()) {
+        if (SSL_CTX_set_default_verify_paths(ctx.get()) != 1)
+            return problem = "cannot load the system's CA certificates (" + openssl_error() + ")", nullptr;
+        return ctx;
+    }
+    // A file with no certificate in it fails here too: OpenSSL finds none.
+    if (SSL_CTX_load_verify_locations(ctx.get(), ca_file.c_str(), nullptr) != 1)
+        return problem = "'" + ca_file + "' holds no PEM CA certificate (" + openssl_error() + ")", nullptr;
+    return ctx;
+}
+
 // ---- a connection's TLS ------------------------------------------------------
 
 namespace {
@@ -322,6 +346,16 @@ bool Stream::start(SSL_CTX* context, int fd) {
     return true;
 }
 
+bool Stream::start_client(SSL_CTX* context, int fd, const std::string& host) {
+    ssl_ = SSL_new(context);
+    if (ssl_ == nullptr || SSL_set_fd(ssl_, fd) != 1) return false;
+    SSL_set_connect_state(ssl_);
+    unsigned char address[sizeof(in6_addr)];
+    const bool ip = inet_pton(AF_INET, host.c_str(), address) == 1 || inet_pton(AF_INET6, host.c_str(), address) == 1;
+    if (ip) return X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl_), host.c_str()) == 1;
+    return SSL_set_tlsext_host_name(ssl_, host.c_str()) == 1 && SSL_set1_host(ssl_, host.c_str()) == 1;
+}
+
 ssize_t Stream::fail(int result) {
     const int error = SSL_get_error(ssl_, result);
     wants_read_ = error == SSL_ERROR_WANT_READ;
@@ -355,6 +389,13 @@ Stream::Step Stream::handshake() {
     }
     const unsigned long code = ERR_peek_last_error();
     failure_ = HandshakeFailure::other;
+    // Toward an origin: the certificate check's reason, said before the
+    // error queue is emptied.
+    if (const long verified = SSL_get_verify_result(ssl_); verified != X509_V_OK) {
+        failure_detail_ = std::string("certificate verify failed: ") + X509_verify_cert_error_string(verified);
+        ERR_clear_error();
+        return Step::failed;
+    }
     const bool left = error == SSL_ERROR_ZERO_RETURN || (error == SSL_ERROR_SYSCALL && code == 0) ||
                       ERR_GET_REASON(code) == SSL_R_UNEXPECTED_EOF_WHILE_READING;
     if (left && BIO_number_read(SSL_get_rbio(ssl_)) == 0) {
@@ -516,5 +557,17 @@ void Stream::close_notify() {
 }
 
 const char* Stream::version() const { return handshake_done_ ? SSL_get_version(ssl_) : nullptr; }
+
+ssize_t receive(Stream* tls, int fd, char* into, size_t size) {
+    return tls != nullptr ? tls->read(into, size) : ::read(fd, into, size);
+}
+
+ssize_t send(Stream* tls, int fd, const struct iovec* vectors, size_t count) {
+    if (tls != nullptr) return tls->write(vectors, count);
+    msghdr message{};
+    message.msg_iov = const_cast<iovec*>(vectors);
+    message.msg_iovlen = count;
+    return sendmsg(fd, &message, MSG_NOSIGNAL);
+}
 
 }  // namespace smp::tls

@@ -8,6 +8,7 @@
 #include <openssl/ssl.h>
 #include <sys/types.h>
 #include <sys/uio.h>
+#include <uv.h>
 
 #include <array>
 #include <cstdint>
@@ -146,6 +147,12 @@ class ServerContext {
     std::vector<Named> sni_;
 };
 
+// The client side of TLS toward an origin: peers are verified against the
+// CA certificates of `ca_file` (PEM), or the system's store when it is
+// empty. Made in the master, like a listener's. Null with the problem, not
+// naming the key (the caller knows which it is).
+ContextPtr make_client_context(const std::string& ca_file, std::string& problem);
+
 }  // namespace smp::tls
 
 namespace smp::tls {
@@ -199,14 +206,22 @@ class Stream {
     // The server side on `fd`, with `context`'s certificates; false when
     // OpenSSL could not make it.
     bool start(SSL_CTX* context, int fd);
+    // The client side on `fd`, toward `host`: a name is sent as SNI and must
+    // be one of the certificate's; an IP address (no SNI, RFC 6066 §3) must
+    // be one of its IP addresses.
+    bool start_client(SSL_CTX* context, int fd, const std::string& host);
 
     enum class Step { done, again, failed };
     // One step of the handshake; `again`: wait for wants_read() or writable.
     Step handshake();
-    // After Step::failed: why, and OpenSSL's words for it.
+    // After Step::failed: why, and OpenSSL's words for it (toward an origin,
+    // the certificate check's reason when it was that).
     HandshakeFailure failure() const { return failure_; }
     const std::string& failure_detail() const { return failure_detail_; }
     bool handshake_done() const { return handshake_done_; }
+    // What the poll waits for after `again`, in the handshake or a read or
+    // write: OpenSSL may need to read in order to write, or the reverse.
+    int poll_events() const { return wants_read_ ? UV_READABLE : UV_WRITABLE; }
 
     ssize_t read(char* into, size_t size);
     // `more`: the caller has more to write at once (MSG_MORE): the bytes may
@@ -249,5 +264,11 @@ class Stream {
     HandshakeFailure failure_ = HandshakeFailure::other;
     std::string failure_detail_;
 };
+
+// read(2) on `fd`, through `tls` when the connection speaks TLS.
+ssize_t receive(Stream* tls, int fd, char* into, size_t size);
+// sendmsg(2) of `vectors` on `fd` (no SIGPIPE), through `tls` when the
+// connection speaks TLS.
+ssize_t send(Stream* tls, int fd, const struct iovec* vectors, size_t count);
 
 }  // namespace smp::tls

@@ -78,17 +78,15 @@ const char* c_string(const std::string& text) { return text.empty() ? nullptr : 
 
 // Sends what is left of a head, then the bytes of a buffer that are ready,
 // in one call: -1 with errno on error.
-ssize_t send_head_and_body(int fd, const std::string& head, size_t head_sent, const char* body, size_t body_length) {
+ssize_t send_head_and_body(int fd, smp::tls::Stream* tls, const std::string& head, size_t head_sent, const char* body,
+                           size_t body_length) {
     std::array<iovec, 2> vectors;
     size_t count = 0;
     if (head_sent < head.size())
         vectors[count++] = {const_cast<char*>(head.data()) + head_sent, head.size() - head_sent};
     if (body_length > 0) vectors[count++] = {const_cast<char*>(body), body_length};
     if (count == 0) return 0;
-    msghdr message{};
-    message.msg_iov = vectors.data();
-    message.msg_iovlen = count;
-    return sendmsg(fd, &message, MSG_NOSIGNAL);
+    return smp::tls::send(tls, fd, vectors.data(), count);
 }
 
 }  // namespace detail
@@ -125,10 +123,35 @@ void Exchange::reset() {
 
 void WorkerState::pump(Connection& c) {
     for (int round = 0; round < kMaxRounds && !c.closing; ++round) {
-        const bool moved = c.phase == Phase::stream ? step_stream(c) : step_http(c);
+        bool moved = false;
+        if (c.phase == Phase::handshaking)
+            moved = step_handshake(c);
+        else
+            moved = c.phase == Phase::stream ? step_stream(c) : step_http(c);
         if (!moved) break;
     }
     if (!c.closing) update_polls(c);
+}
+
+// HTTPS: the client's handshake comes first, within tls.handshake_timeout
+// (check_deadlines). One that fails (garbage, a client that gave up, no
+// protocol in common) asked nothing, so no request is recorded; the log tells.
+bool WorkerState::step_handshake(Connection& c) {
+    switch (c.tls->handshake()) {
+        case smp::tls::Stream::Step::again: return false;
+        case smp::tls::Stream::Step::failed:
+            handshake_failures_.note(c.tls->failure(), c.client_ip, c.tls->failure_detail(), core_, "forward",
+                                     uv_now(loop_));
+            close_connection(c, SMP_END_BAD_REQUEST);
+            return false;
+        case smp::tls::Stream::Step::done: break;
+    }
+    const uint64_t now = uv_now(loop_);
+    c.phase = Phase::request_head;
+    c.phase_started_ms = now;
+    c.client_progress_ms = now;
+    c.origin_progress_ms = now;
+    return begin_relay(c);
 }
 
 bool WorkerState::step_http(Connection& c) {
@@ -137,7 +160,7 @@ bool WorkerState::step_http(Connection& c) {
         // the connection before it has read our last response.
         std::array<char, 4096> discard;
         for (;;) {
-            const ssize_t n = read(c.fd, discard.data(), discard.size());
+            const ssize_t n = smp::tls::receive(c.tls.get(), c.fd, discard.data(), discard.size());
             if (n > 0) continue;
             if (n < 0 && would_block(errno)) {
                 c.readable = false;
@@ -152,7 +175,7 @@ bool WorkerState::step_http(Connection& c) {
         // found closed by the next request.
         if (c.upstream != nullptr && c.upstream->readable) {
             char byte;
-            const ssize_t n = read(c.upstream->fd, &byte, 1);
+            const ssize_t n = smp::tls::receive(c.upstream->tls.get(), c.upstream->fd, &byte, 1);
             if (n < 0 && would_block(errno))
                 c.upstream->readable = false;
             else
@@ -172,8 +195,8 @@ bool WorkerState::step_http(Connection& c) {
     if (c.closing) return false;
     moved |= send_to_client(c);
     if (c.closing) return false;
-    const bool response_sent =
-        e.response_complete && e.client_head_sent == e.client_head.size() && e.response_body_ready == 0;
+    const bool response_sent = e.response_complete && e.client_head_sent == e.client_head.size() &&
+                               e.response_body_ready == 0 && !tls_pending(c.tls);
     if (response_sent && (e.request_complete || e.close_after)) {
         finish_exchange(c);
         return true;
@@ -222,6 +245,7 @@ void WorkerState::linger(Connection& c) {
     give_buffer(c.out);
     c.phase = Phase::lingering;
     c.phase_started_ms = uv_now(loop_);
+    if (c.tls) c.tls->close_notify();
     shut_write(c);
 }
 
@@ -269,6 +293,7 @@ void WorkerState::report(Connection& c, smp_end_reason reason, bool final) {
         record.body_bytes = e.body_bytes;
         record.received_bytes = started ? e.received_bytes : c.in.size();  // else: a head cut short
     }
+    record.tls_version = c.tls ? c.tls->version() : nullptr;  // static strings of OpenSSL's
     send_record(record, final);
 }
 

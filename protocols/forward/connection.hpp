@@ -20,6 +20,7 @@
 #include "limits.hpp"
 #include "relay_buffer.hpp"
 #include "smp_module.h"
+#include "tls.hpp"
 #include "worker_base.hpp"
 
 namespace smp::forward {
@@ -31,6 +32,7 @@ struct Settings : smp::http::ModuleLimits {
     const smp_core_api* core = nullptr;
     Mode mode = Mode::http;
     std::string origin_name;  // "host:port", for log lines
+    std::string origin_host;  // forward_host as written: the name TLS asks for and checks
     sockaddr_storage origin{};
     socklen_t origin_length = 0;
     uint64_t connect_timeout_ms = 5'000;
@@ -40,6 +42,10 @@ struct Settings : smp::http::ModuleLimits {
     uint64_t keepalive_timeout_ms = 75'000;
     size_t max_header_size = 8 * 1024;
     size_t buffer_size = 64 * 1024;
+    std::shared_ptr<smp::tls::ServerContext> tls;  // HTTPS to the clients: made in the master
+    // TLS to the origin (forward_tls): made in the master, shared by the
+    // workers by fork; null for plain TCP.
+    std::shared_ptr<SSL_CTX> origin_tls;
     // The limits are http_download's (ModuleLimits, docs/limits.md): the
     // counters shared by the workers, one table per origin.
 };
@@ -55,8 +61,10 @@ struct Upstream {
     int fd = -1;
     Connection* owner = nullptr;
     int poll_events = 0;
-    bool connected = false;
-    bool readable = true;  // not known to be drained: worth a read
+    bool connected = false;                 // ready for bytes: the TCP connect, and the TLS handshake with forward_tls
+    bool tcp_connected = false;             // the TCP connect alone
+    std::unique_ptr<smp::tls::Stream> tls;  // forward_tls
+    bool readable = true;                   // not known to be drained: worth a read
     bool writable = true;
     bool eof = false;         // the origin sent its FIN
     bool shut_write = false;  // our FIN went out (tcp mode)
@@ -124,6 +132,7 @@ struct Exchange : smp::http::ParsedHead {
 };
 
 enum class Phase {
+    handshaking,   // HTTPS: the client's TLS handshake, before anything else
     request_head,  // http: waiting for (the rest of) a request head
     exchange,      // http: relaying one request and its response
     stream,        // tcp: relaying bytes both ways
@@ -140,6 +149,7 @@ struct Connection : smp::protocol::ConnectionBase<Connection> {
     RelayBuffer in;           // client to origin
     RelayBuffer out;          // origin to client
     Upstream* upstream = nullptr;
+    std::unique_ptr<smp::tls::Stream> tls;  // on an HTTPS listener
     Exchange exchange;
     int64_t request_start_us = 0;
     uint64_t phase_started_ms = 0;    // the current wait began (head, idle keep-alive, linger)
@@ -168,6 +178,10 @@ class WorkerState : public smp::protocol::WorkerBase<Connection> {
 
     // Moves every byte that can move now, then waits for the sockets (connection.cpp).
     void pump(Connection& c);
+    // What start_connection does once a TLS client has finished its
+    // handshake; false when the connection was closed.
+    bool begin_relay(Connection& c);
+    bool step_handshake(Connection& c);
     bool step_http(Connection& c);
     bool step_stream(Connection& c);
     bool read_request_head(Connection& c);
@@ -181,6 +195,10 @@ class WorkerState : public smp::protocol::WorkerBase<Connection> {
     // Body bytes limit_rate lets go to the client now; 0 and a pause when none.
     size_t rate_budget(Connection& c, size_t want);
     bool send_to_origin(Connection& c);
+    // Bytes over TLS counted as sent that wait in the record buffer go out
+    // when the socket takes them; true when they did.
+    bool flush_to_client(Connection& c);
+    bool flush_to_origin(Connection& c);
     void respond_locally(Connection& c, int status);
     void origin_failed(Connection& c, int status, const char* what);
     void finish_exchange(Connection& c);
@@ -191,6 +209,8 @@ class WorkerState : public smp::protocol::WorkerBase<Connection> {
     void update_polls(Connection& c);
 
     bool connect_origin(Connection& c);
+    // One step of the TLS handshake with the origin; true once it is done.
+    bool origin_handshake(Connection& c);
     void close_upstream(Connection& c);
     void upstream_failure(const char* what);
     void upstream_success();
@@ -200,6 +220,7 @@ class WorkerState : public smp::protocol::WorkerBase<Connection> {
     void give_buffer(RelayBuffer& buffer);
 
     const Settings& settings_;
+    smp::tls::HandshakeFailures handshake_failures_;  // clients' handshakes, told in the log
     // Origin failures are logged once per burst: the first, then a count.
     bool origin_failing_ = false;
     uint64_t failures_in_burst_ = 0;

@@ -8,6 +8,7 @@
 
 #include <cerrno>
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -37,7 +38,11 @@ bool has_room(const RelayBuffer& buffer);
 bool parsed_cleanly(const http_parser& parser);
 const char* c_string(const std::string& text);
 // Sends what is left of a head, then the bytes of a buffer that are ready,
-// in one call: -1 with errno on error.
-ssize_t send_head_and_body(int fd, const std::string& head, size_t head_sent, const char* body, size_t body_length);
+// in one call, through `tls` when the peer speaks it: -1 with errno on error.
+ssize_t send_head_and_body(int fd, smp::tls::Stream* tls, const std::string& head, size_t head_sent, const char* body,
+                           size_t body_length);
+// Over TLS, bytes taken may wait in the record buffer, and an exchange or a
+// stream has not delivered them until they went.
+inline bool tls_pending(const std::unique_ptr<smp::tls::Stream>& tls) { return tls && tls->pending(); }
 
 }  // namespace smp::forward::detail

@@ -12,6 +12,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <array>
 #include <cstddef>
 #include <cstdio>
 #include <cstring>
@@ -39,10 +40,12 @@ enum Key : size_t {
     kMaxConnectionsPerIp,
     kLimitRate,
     kLimitRateAfter,
-    kKeyCount
+    kForwardTls,
+    kForwardCa,
+    kTls,  // the tls.* keys of every protocol module (tls.hpp) follow
 };
 
-constexpr smp_config_key kKeys[kKeyCount] = {
+constexpr std::array<smp_config_key, kTls> kOwnKeys = {{
     {"forward_host", SMP_CONFIG_STRING, nullptr, 1, "the origin's address or name (resolved once, at start)"},
     {"forward_port", SMP_CONFIG_INT, nullptr, 1, "the origin's port"},
     {"mode", SMP_CONFIG_STRING, "http", 0,
@@ -65,7 +68,12 @@ constexpr smp_config_key kKeys[kKeyCount] = {
      "http: body bytes per second of one response, after limit_rate_after (0: none)"},
     {"limit_rate_after", SMP_CONFIG_SIZE, "0", 0,
      "http: bytes of a response's body sent at full speed before limit_rate"},
-};
+    {"forward_tls", SMP_CONFIG_BOOL, "false", 0,
+     "speak TLS to the origin, checking its certificate for forward_host (a name, or an IP address)"},
+    {"forward_ca", SMP_CONFIG_STRING, nullptr, 0,
+     "PEM file of the CA certificates that vouch for the origin (none: the system's, /etc/ssl/certs)"},
+}};
+constexpr auto kKeys = smp::tls::with_tls_keys(kOwnKeys);
 
 constexpr uint64_t kSweepIntervalMs = 250;
 
@@ -118,6 +126,7 @@ bool read_settings(const smp_config_value* values, Settings& settings, char* err
     std::memcpy(&settings.origin, found->ai_addr, found->ai_addrlen);
     settings.origin_length = found->ai_addrlen;
     freeaddrinfo(found);
+    settings.origin_host = host;
     const bool ipv6 = settings.origin.ss_family == AF_INET6 && std::strchr(host, ':') != nullptr;
     settings.origin_name = (ipv6 ? "[" + std::string(host) + "]" : std::string(host)) + ":" + port;
 
@@ -133,6 +142,27 @@ bool read_settings(const smp_config_value* values, Settings& settings, char* err
     // One table per origin, as http_download has one per root.
     if (settings.counts_connections_or_downloads())
         settings.counters = smp::http::shared_table<smp::http::SharedCounters>("forward:" + settings.origin_name);
+
+    // TLS both ways: every file read and checked here, in the master, and
+    // the workers inherit the contexts by fork.
+    const std::string ca = values[kForwardCa].string != nullptr ? values[kForwardCa].string : "";
+    const bool origin_tls = values[kForwardTls].number != 0;
+    if (!ca.empty() && !origin_tls) return fail("forward_ca", "needs forward_tls: true");
+    std::string problem;
+    if (origin_tls) {
+        smp::tls::ContextPtr context = smp::tls::make_client_context(ca, problem);
+        if (!context) return fail("forward_ca", problem.c_str());
+        settings.origin_tls = std::move(context);
+    }
+    smp::tls::Settings tls;
+    if (!smp::tls::read_settings(settings.core, values, kTls, tls, problem))
+        return std::snprintf(error, error_size, "%s", problem.c_str()), false;
+    if (tls.enabled) {
+        std::vector<std::string> warnings;
+        settings.tls = smp::tls::ServerContext::make(tls, problem, warnings);
+        if (!settings.tls) return std::snprintf(error, error_size, "%s", problem.c_str()), false;
+        for (const std::string& warning : warnings) smp::tls::warn(settings.core, "forward", warning);
+    }
     return true;
 }
 
@@ -177,22 +207,33 @@ void WorkerState::accept(int fd, const smp_connection_info& info) {
     c->phase_started_ms = now;
     c->client_progress_ms = now;
     c->origin_progress_ms = now;
+    if (settings_.tls) {
+        // The handshake first, within its own timeout (check_deadlines).
+        c->tls = std::make_unique<smp::tls::Stream>();
+        if (!c->tls->start(settings_.tls->default_context(), fd)) return close_connection(*c, SMP_END_INTERNAL_ERROR);
+        c->phase = Phase::handshaking;
+    }
     if (!c->ip_slot.waiting()) start_connection(*c);
 }
 
 void WorkerState::start_connection(Connection& c) {
+    if (c.phase != Phase::handshaking && !begin_relay(c)) return;
+    pump(c);
+}
+
+bool WorkerState::begin_relay(Connection& c) {
     if (settings_.mode == Mode::tcp) {
         c.phase = Phase::stream;
         c.requests = 1;  // the connection is its one record
         c.exchange.last_progress_report_ms = uv_now(loop_);
         // A byte stream has no way to say "later": it is closed before the
         // origin hears of it, and recorded.
-        if (c.over_limit) return close_connection(c, SMP_END_REJECTED_LIMIT);
+        if (c.over_limit) return close_connection(c, SMP_END_REJECTED_LIMIT), false;
         take_buffer(c.in);
         take_buffer(c.out);
-        if (!connect_origin(c)) return;  // closed, and recorded as upstream_error
+        if (!connect_origin(c)) return false;  // closed, and recorded as upstream_error
     }
-    pump(c);
+    return true;
 }
 
 void WorkerState::shutdown() {
@@ -212,6 +253,7 @@ void WorkerState::on_sweep(uv_timer_t* timer) {
     auto& self = of<WorkerState>(timer);
     self.give_back_dead_holders_once();
     const uint64_t now = uv_now(self.loop_);
+    self.handshake_failures_.tick(self.core_, "forward", now);
     for (Connection* c = self.connections_; c != nullptr;) {
         Connection* next = c->next;  // check_deadlines may close c
         if (!c->closing) self.check_deadlines(*c, now);
@@ -242,8 +284,8 @@ extern "C" const smp_module* smp_module_entry(void) {
         m.kind = SMP_MODULE_PROTOCOL;
         m.name = "forward";
         m.description = "relays connections to another server (http or tcp) and records what it serves";
-        m.config_keys = smp::forward::kKeys;
-        m.config_key_count = smp::forward::kKeyCount;
+        m.config_keys = smp::forward::kKeys.data();
+        m.config_key_count = smp::forward::kKeys.size();
         m.init_master = smp::forward::init_master;
         m.exit_master = smp::forward::exit_master;
         m.worker_gone_master = smp::forward::worker_gone_master;

@@ -38,8 +38,20 @@ bool WorkerState::connect_origin(Connection& c) {
     auto* u = new Upstream;
     u->fd = fd;
     u->owner = &c;
-    u->connected = connected == 0;
+    u->tcp_connected = connected == 0;
+    u->connected = u->tcp_connected && !settings_.origin_tls;
     u->started_ms = uv_now(loop_);
+    if (settings_.origin_tls) {
+        // The handshake is driven by the origin's poll once the TCP connect
+        // is done, and connect_timeout counts both.
+        u->tls = std::make_unique<smp::tls::Stream>();
+        if (!u->tls->start_client(settings_.origin_tls.get(), fd, settings_.origin_host)) {
+            delete u;
+            ::close(fd);
+            origin_failed(c, 502, "cannot start TLS");
+            return false;
+        }
+    }
     uv_poll_init_socket(loop_, &u->poll, fd);
     u->poll.data = u;
     c.upstream = u;
@@ -52,7 +64,24 @@ void WorkerState::close_upstream(Connection& c) {
     if (u == nullptr) return;
     c.upstream = nullptr;
     u->owner = nullptr;
+    if (u->tls) u->tls->close_notify();
     uv_close(reinterpret_cast<uv_handle_t*>(&u->poll), on_upstream_closed);
+}
+
+bool WorkerState::origin_handshake(Connection& c) {
+    Upstream& u = *c.upstream;
+    switch (u.tls->handshake()) {
+        case smp::tls::Stream::Step::again: return false;  // update_polls asks for what it wants
+        case smp::tls::Stream::Step::failed: {
+            // A certificate that does not verify says why, once in the log
+            // (upstream_failure), and the client gets a 502.
+            const std::string what = "TLS handshake failed: " + u.tls->failure_detail();
+            origin_failed(c, 502, what.c_str());
+            return false;
+        }
+        case smp::tls::Stream::Step::done: return true;
+    }
+    return false;
 }
 
 void WorkerState::upstream_failure(const char* what) {

@@ -36,7 +36,7 @@ bool WorkerState::read_request_head(Connection& c) {
     size_t end = find_end();
     if (end == 0 && c.in.size() < limit && c.readable && !c.eof) {
         const size_t room = std::min(c.in.make_room(), limit - c.in.size());
-        const ssize_t n = read(c.fd, c.in.data + c.in.end, room);
+        const ssize_t n = smp::tls::receive(c.tls.get(), c.fd, c.in.data + c.in.end, room);
         if (n > 0) {
             if (c.in.empty()) {
                 c.request_start_us = wall_clock_us();
@@ -206,7 +206,7 @@ bool WorkerState::relay_request(Connection& c) {
         if (c.in.data == nullptr) take_buffer(c.in);
         const size_t room = c.in.make_room();
         if (room == 0) break;  // the origin has not taken what we hold
-        const ssize_t n = read(c.fd, c.in.data + c.in.end, room);
+        const ssize_t n = smp::tls::receive(c.tls.get(), c.fd, c.in.data + c.in.end, room);
         if (n > 0) {
             c.in.end += static_cast<size_t>(n);
             c.client_progress_ms = uv_now(loop_);
@@ -227,9 +227,9 @@ bool WorkerState::send_to_origin(Connection& c) {
     Upstream* u = c.upstream;
     if (u == nullptr || !u->connected || !u->writable || e.local_response) return false;
     const size_t head_left = e.upstream_head.size() - e.upstream_head_sent;
-    if (head_left == 0 && e.request_body_ready == 0) return false;
-    const ssize_t sent =
-        send_head_and_body(u->fd, e.upstream_head, e.upstream_head_sent, c.in.data + c.in.begin, e.request_body_ready);
+    if (head_left == 0 && e.request_body_ready == 0) return flush_to_origin(c);
+    const ssize_t sent = send_head_and_body(u->fd, u->tls.get(), e.upstream_head, e.upstream_head_sent,
+                                            c.in.data + c.in.begin, e.request_body_ready);
     if (sent < 0) {
         if (would_block(errno)) {
             u->writable = false;
@@ -248,6 +248,21 @@ bool WorkerState::send_to_origin(Connection& c) {
         e.request_body_sent = true;
     }
     c.origin_progress_ms = uv_now(loop_);
+    return true;
+}
+
+bool WorkerState::flush_to_origin(Connection& c) {
+    Upstream* u = c.upstream;
+    if (!tls_pending(u->tls)) return false;
+    if (u->tls->flush()) {
+        c.origin_progress_ms = uv_now(loop_);
+        return true;
+    }
+    if (would_block(errno)) {
+        u->writable = false;
+        return false;
+    }
+    origin_failed(c, 502, std::strerror(errno));
     return true;
 }
 

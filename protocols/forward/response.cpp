@@ -28,7 +28,7 @@ bool WorkerState::read_response(Connection& c) {
     if (c.out.data == nullptr) take_buffer(c.out);
     const size_t room = c.out.make_room();
     if (room == 0) return false;  // the client has not taken what we hold
-    const ssize_t n = read(u->fd, c.out.data + c.out.end, room);
+    const ssize_t n = smp::tls::receive(u->tls.get(), u->fd, c.out.data + c.out.end, room);
     if (n > 0) {
         c.out.end += static_cast<size_t>(n);
         c.origin_progress_ms = uv_now(loop_);
@@ -147,10 +147,11 @@ bool WorkerState::send_to_client(Connection& c) {
     Exchange& e = c.exchange;
     if (!c.writable) return false;
     const size_t head_left = e.client_head.size() - e.client_head_sent;
-    if (head_left == 0 && e.response_body_ready == 0) return false;
+    if (head_left == 0 && e.response_body_ready == 0) return flush_to_client(c);
     const size_t body = settings_.limit_rate > 0 ? rate_budget(c, e.response_body_ready) : e.response_body_ready;
-    if (head_left == 0 && body == 0) return false;
-    const ssize_t sent = send_head_and_body(c.fd, e.client_head, e.client_head_sent, c.out.data + c.out.begin, body);
+    if (head_left == 0 && body == 0) return flush_to_client(c);
+    const ssize_t sent =
+        send_head_and_body(c.fd, c.tls.get(), e.client_head, e.client_head_sent, c.out.data + c.out.begin, body);
     if (sent < 0) {
         if (would_block(errno)) {
             c.writable = false;
@@ -182,6 +183,20 @@ bool WorkerState::send_to_client(Connection& c) {
         report(c, SMP_END_COMPLETED, false);
     }
     return true;
+}
+
+bool WorkerState::flush_to_client(Connection& c) {
+    if (!tls_pending(c.tls)) return false;
+    if (c.tls->flush()) {
+        c.client_progress_ms = uv_now(loop_);
+        return true;
+    }
+    if (would_block(errno)) {
+        c.writable = false;
+        return false;
+    }
+    close_connection(c, peer_gone(errno) ? SMP_END_CLIENT_CLOSED : SMP_END_WRITE_ERROR);
+    return false;
 }
 
 size_t WorkerState::rate_budget(Connection& c, size_t want) {

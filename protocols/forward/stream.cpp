@@ -5,6 +5,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 
@@ -17,10 +18,13 @@ enum class Moved { nothing, some, failed };
 
 // One direction: reads what `from` has into `buffer` while it has room,
 // writes what the buffer holds to `to`, and passes an end of stream on as a
-// half-close once everything before it went out.
+// half-close once everything before it went out. Either side may speak
+// TLS (a `tls:` listener, forward_tls): its bytes go through its stream.
 struct Direction {
     int from;
+    smp::tls::Stream* from_tls;
     int to;
+    smp::tls::Stream* to_tls;
     RelayBuffer& buffer;
     bool& readable;
     bool& eof;
@@ -33,7 +37,7 @@ Moved fill(Direction d) {
     if (d.eof || !d.readable) return Moved::nothing;
     const size_t room = d.buffer.make_room();
     if (room == 0) return Moved::nothing;
-    const ssize_t n = read(d.from, d.buffer.data + d.buffer.end, room);
+    const ssize_t n = smp::tls::receive(d.from_tls, d.from, d.buffer.data + d.buffer.end, room);
     if (n > 0) {
         d.buffer.end += static_cast<size_t>(n);
         d.count += static_cast<uint64_t>(n);
@@ -48,16 +52,20 @@ Moved fill(Direction d) {
 }
 
 Moved drain(Direction d) {
-    if (!d.buffer.empty() && d.writable) {
-        const ssize_t n = send(d.to, d.buffer.data + d.buffer.begin, d.buffer.size(), MSG_NOSIGNAL);
+    const bool tls_pending = d.to_tls != nullptr && d.to_tls->pending();
+    if ((!d.buffer.empty() || tls_pending) && d.writable) {
+        const iovec bytes{d.buffer.data + d.buffer.begin, d.buffer.size()};
+        // Nothing new: what TLS holds in its record buffer goes.
+        const ssize_t n = d.buffer.empty() ? (d.to_tls->flush() ? 1 : -1) : smp::tls::send(d.to_tls, d.to, &bytes, 1);
         if (n > 0) {
-            d.buffer.consume(static_cast<size_t>(n));
+            d.buffer.consume(std::min(static_cast<size_t>(n), d.buffer.size()));
             return Moved::some;
         }
         if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) return Moved::failed;
         d.writable = false;
     }
-    if (d.eof && d.buffer.empty() && !d.shut_write) {
+    if (d.eof && d.buffer.empty() && !tls_pending && !d.shut_write) {
+        if (d.to_tls != nullptr) d.to_tls->close_notify();
         ::shutdown(d.to, SHUT_WR);
         d.shut_write = true;
         return Moved::some;
@@ -71,8 +79,10 @@ bool WorkerState::step_stream(Connection& c) {
     Upstream* u = c.upstream;
     if (u == nullptr) return false;
     const uint64_t now = uv_now(loop_);
-    const Direction up{c.fd, u->fd, c.in, c.readable, c.eof, u->writable, u->shut_write, c.bytes_from_client};
-    const Direction down{u->fd, c.fd, c.out, u->readable, u->eof, c.writable, c.shut_write, c.bytes_to_client};
+    const Direction up{c.fd,       c.tls.get(), u->fd,       u->tls.get(),  c.in,
+                       c.readable, c.eof,       u->writable, u->shut_write, c.bytes_from_client};
+    const Direction down{u->fd,       u->tls.get(), c.fd,       c.tls.get(),  c.out,
+                         u->readable, u->eof,       c.writable, c.shut_write, c.bytes_to_client};
     // The client's bytes are read even before the origin answered the
     // connect: they wait in the buffer, which bounds them.
     const Moved from_client = fill(up);

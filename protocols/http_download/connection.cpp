@@ -71,7 +71,7 @@ void Exchange::reset() {
 
 void WorkerState::on_handshake(Connection& c) {
     switch (c.tls->handshake()) {
-        case smp::tls::Stream::Step::again: return set_poll(c, c.tls->wants_read() ? UV_READABLE : UV_WRITABLE);
+        case smp::tls::Stream::Step::again: return set_poll(c, c.tls->poll_events());
         case smp::tls::Stream::Step::failed:
             // Garbage, a client that gave up, no protocol in common: nothing
             // was asked, so no request is recorded; the log tells.
@@ -88,7 +88,7 @@ void WorkerState::on_handshake(Connection& c) {
 }
 
 ssize_t WorkerState::receive(Connection& c, char* into, size_t size) {
-    return c.tls ? c.tls->read(into, size) : read(c.fd, into, size);
+    return smp::tls::receive(c.tls.get(), c.fd, into, size);
 }
 
 void WorkerState::on_readable(Connection& c) {
@@ -499,7 +499,7 @@ void WorkerState::send_response(Connection& c) {
         }
         if (sent < 0) {
             if (errno == EAGAIN || errno == EINTR) {
-                set_poll(c, c.tls && c.tls->wants_read() ? UV_READABLE : UV_WRITABLE);
+                set_poll(c, c.tls ? c.tls->poll_events() : UV_WRITABLE);
                 break;
             }
             const bool client_gone = errno == EPIPE || errno == ECONNRESET;
@@ -542,7 +542,7 @@ void WorkerState::send_response(Connection& c) {
     // Over TLS the last bytes taken may still wait in the record buffer.
     if (e.segment == e.segments.size() && c.tls && !c.tls->flush()) {
         if (errno != EAGAIN) return close_connection(c, SMP_END_CLIENT_CLOSED);
-        set_poll(c, c.tls->wants_read() ? UV_READABLE : UV_WRITABLE);
+        set_poll(c, c.tls->poll_events());
         return;
     }
     if (e.segment < e.segments.size()) {
