@@ -175,6 +175,19 @@ bool read_settings(const smp_core_api* core, const smp_config_value* values, siz
     return true;
 }
 
+bool make_listener_context(const smp_core_api* core, const smp_config_value* values, size_t first, const char* module,
+                           std::shared_ptr<ServerContext>& context, std::string& problem) {
+    context.reset();
+    Settings settings;
+    if (!read_settings(core, values, first, settings, problem)) return false;
+    if (!settings.enabled) return true;
+    std::vector<std::string> warnings;
+    context = ServerContext::make(settings, problem, warnings);
+    if (!context) return false;
+    for (const std::string& warning : warnings) warn(core, module, warning);
+    return true;
+}
+
 std::unique_ptr<ServerContext> ServerContext::make(const Settings& settings, std::string& problem,
                                                    std::vector<std::string>& warnings) {
     auto server = std::unique_ptr<ServerContext>(new ServerContext);

@@ -83,6 +83,15 @@ struct Settings {
 bool read_settings(const smp_core_api* core, const smp_config_value* values, size_t first, Settings& settings,
                    std::string& problem);
 
+class ServerContext;
+
+// A listener's tls: block, read and made into its context in init_master:
+// `context` is null when there is no tls: block. False with
+// "tls.<key>: <problem>"; the warnings (a certificate that expires soon) go
+// to the key's line.
+bool make_listener_context(const smp_core_api* core, const smp_config_value* values, size_t first, const char* module,
+                           std::shared_ptr<ServerContext>& context, std::string& problem);
+
 // A warning about the configuration from init_master: at the line of the
 // key it starts with (core->config_warning, ABI 1.9), else in the log.
 void warn(const smp_core_api* core, const char* module, const std::string& warning);

@@ -154,15 +154,8 @@ bool read_settings(const smp_config_value* values, Settings& settings, char* err
         if (!context) return fail("forward_ca", problem.c_str());
         settings.origin_tls = std::move(context);
     }
-    smp::tls::Settings tls;
-    if (!smp::tls::read_settings(settings.core, values, kTls, tls, problem))
+    if (!smp::tls::make_listener_context(settings.core, values, kTls, "forward", settings.tls, problem))
         return std::snprintf(error, error_size, "%s", problem.c_str()), false;
-    if (tls.enabled) {
-        std::vector<std::string> warnings;
-        settings.tls = smp::tls::ServerContext::make(tls, problem, warnings);
-        if (!settings.tls) return std::snprintf(error, error_size, "%s", problem.c_str()), false;
-        for (const std::string& warning : warnings) smp::tls::warn(settings.core, "forward", warning);
-    }
     return true;
 }
 

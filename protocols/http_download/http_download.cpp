@@ -157,19 +157,14 @@ bool read_settings(const smp_config_value* values, Settings& settings, char* err
         return fail("root", problem);
     }
     // HTTPS: every certificate and key read and checked here, in the master.
-    smp::tls::Settings tls;
     std::string tls_problem;
-    if (!smp::tls::read_settings(settings.core, values, kTls, tls, tls_problem))
+    if (!smp::tls::make_listener_context(settings.core, values, kTls, "http_download", settings.tls, tls_problem))
         return std::snprintf(error, error_size, "%s", tls_problem.c_str()), false;
-    if (tls.enabled && settings.redirect_https) return fail("redirect_https", "the listener already speaks TLS");
-    if (tls.enabled) {
-        std::vector<std::string> warnings;
-        settings.tls = smp::tls::ServerContext::make(tls, tls_problem, warnings);
-        if (!settings.tls) return std::snprintf(error, error_size, "%s", tls_problem.c_str()), false;
-        for (const std::string& warning : warnings) smp::tls::warn(settings.core, "http_download", warning);
-        if (const std::string note = smp::tls::kernel_tls_note(tls); !note.empty() && settings.core != nullptr)
+    if (settings.tls && settings.redirect_https) return fail("redirect_https", "the listener already speaks TLS");
+    // File bodies are where kernel TLS pays: said once per listener.
+    if (settings.tls && settings.core != nullptr)
+        if (const std::string note = smp::tls::kernel_tls_note(settings.tls->settings()); !note.empty())
             settings.core->log(SMP_LOG_INFO, "http_download", note.c_str());
-    }
     if (!settings.mime.load(values[kMimeTypes].string) && settings.core != nullptr) {
         char message[300];
         std::snprintf(message, sizeof message, "cannot read %s: every file is served as application/octet-stream",

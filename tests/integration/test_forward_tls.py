@@ -229,6 +229,9 @@ class ClientSide(ForwardTLSCase):
             data, closed = harness.recv_all(sock, timeout=5)
             self.assertTrue(closed, 'plain HTTP on the TLS listener was not closed')
             self.assertFalse(data.startswith(b'HTTP'), data)
+        # No record, but a trace in the log, with its cause (the rule http_download follows).
+        line = '[forward] TLS handshake failed from 127.0.0.1: not TLS (http request)'
+        self.assertTrue(harness.wait_for(lambda: line in proxy.log(), 5), proxy.log_tail())
         with harness.connect(proxy.port) as sock:
             started = time.monotonic()
             self.assertEqual(harness.recv_all(sock, timeout=10), (b'', True))
