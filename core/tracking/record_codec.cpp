@@ -52,7 +52,7 @@ static_assert(offsetof(Fixed, received_bytes) % alignof(smp_interval) == 0);
 static_assert(offsetof(Fixed, log_number) % alignof(smp_interval) == 0);
 static_assert(offsetof(Fixed, tls_version_length) % alignof(smp_interval) == 0);
 
-constexpr size_t kStringCount = 13;
+constexpr size_t kStringCount = kRecordStrings;
 
 size_t fixed_size_of(uint32_t magic) {
     switch (magic) {
@@ -64,8 +64,18 @@ size_t fixed_size_of(uint32_t magic) {
     }
 }
 
-// The record's strings, in wire order.
-std::array<const char*, kStringCount> strings_of(const smp_record& r) {
+// The length of each string, in wire order: the twelve of every layout, then
+// tls_version (absent before SMR5).
+std::array<uint16_t*, kStringCount> lengths_of(Fixed& fixed) {
+    std::array<uint16_t*, kStringCount> lengths{};
+    for (size_t i = 0; i < std::size(fixed.lengths); ++i) lengths[i] = &fixed.lengths[i];
+    lengths[kStringCount - 1] = &fixed.tls_version_length;
+    return lengths;
+}
+
+}  // namespace
+
+std::array<const char*, kRecordStrings> record_strings(const smp_record& r) {
     return {r.module,
             r.node,
             r.client_ip,
@@ -80,17 +90,6 @@ std::array<const char*, kStringCount> strings_of(const smp_record& r) {
             r.etag,
             smp_record_tls_version(&r)};
 }
-
-// The length of each string, in wire order: the twelve of every layout, then
-// tls_version (absent before SMR5).
-std::array<uint16_t*, kStringCount> lengths_of(Fixed& fixed) {
-    std::array<uint16_t*, kStringCount> lengths{};
-    for (size_t i = 0; i < std::size(fixed.lengths); ++i) lengths[i] = &fixed.lengths[i];
-    lengths[kStringCount - 1] = &fixed.tls_version_length;
-    return lengths;
-}
-
-}  // namespace
 
 void append_record(const smp_record& record, RecordKind kind, uint32_t pid, std::string& out) {
     const size_t frame = out.size();
@@ -118,7 +117,7 @@ void append_record(const smp_record& record, RecordKind kind, uint32_t pid, std:
     // kMaxString alone would not fit. Each string's NUL is set aside. The
     // short tls_version is given its room before the others (it is sent
     // last), so that long strings never cut it.
-    const auto strings = strings_of(record);
+    const auto strings = record_strings(record);
     const auto lengths = lengths_of(fixed);
     size_t room = kMaxRecordBytes - sizeof(Fixed) - strings.size();
     constexpr size_t kTls = kStringCount - 1;

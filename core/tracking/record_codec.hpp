@@ -30,6 +30,10 @@ constexpr size_t kMaxRecordBytes = 32 * 1024;
 // (uint32_t): a spool entry holds records so framed.
 void append_record(const smp_record& record, RecordKind kind, uint32_t pid, std::string& batch);
 
+// The record's strings, in the order they are encoded.
+constexpr size_t kRecordStrings = 13;
+std::array<const char*, kRecordStrings> record_strings(const smp_record& r);
+
 // A decoded record: the record's strings and intervals point into its
 // encoding (the format carries the strings NUL-terminated and the intervals
 // aligned for that), which is either a heap block it owns (decode) or bytes

@@ -23,22 +23,6 @@ namespace {
 constexpr size_t kMaxString = 4096;     // record_codec.cpp cuts longer strings
 constexpr size_t kFewIntervals = 1000;  // with 16 KiB of strings, still within kMaxRecordBytes
 
-std::array<const char*, 13> strings_of(const smp_record& r) {
-    return {r.module,
-            r.node,
-            r.client_ip,
-            r.forwarded_ip,
-            r.method,
-            r.path,
-            r.target,
-            r.protocol,
-            r.user_agent,
-            r.referer,
-            r.range,
-            r.etag,
-            smp_record_tls_version(&r)};
-}
-
 // How the encoder may have cut the strings of a record.
 enum class Cut {
     none,            // each string is whole
@@ -56,8 +40,8 @@ bool same_record(const smp_record& original, const smp_record& decoded, Cut cut)
         original.header_bytes != decoded.header_bytes || original.body_bytes != decoded.body_bytes ||
         smp_record_received_bytes(&original) != decoded.received_bytes || original.reason != decoded.reason)
         return false;
-    const auto a = strings_of(original);
-    const auto b = strings_of(decoded);
+    const auto a = smp::record_strings(original);
+    const auto b = smp::record_strings(decoded);
     for (size_t i = 0; i < a.size(); ++i) {
         if ((a[i] == nullptr) != (b[i] == nullptr)) return false;
         if (a[i] == nullptr) continue;
@@ -150,7 +134,7 @@ void fuzz_record(FuzzedDataProvider& input) {
 
     // Strings of up to 16 KiB and 1000 intervals always fit a record whole.
     size_t string_bytes = 0;
-    for (const char* text : strings_of(r))
+    for (const char* text : smp::record_strings(r))
         if (text != nullptr) string_bytes += std::min(std::strlen(text), kMaxString) + 1;
     const bool strings_fit = string_bytes <= 16 * 1024;
 
