@@ -32,7 +32,7 @@ struct Settings : smp::http::ModuleLimits {
     const smp_core_api* core = nullptr;
     Mode mode = Mode::http;
     std::string origin_name;  // "host:port", for log lines
-    std::string origin_host;  // forward_host as written: the name TLS asks for and checks
+    std::string origin_host;  // forward_tls_name, else forward_host as written: the name TLS asks for and checks
     sockaddr_storage origin{};
     socklen_t origin_length = 0;
     uint64_t connect_timeout_ms = 5'000;

@@ -42,6 +42,7 @@ enum Key : size_t {
     kLimitRateAfter,
     kForwardTls,
     kForwardCa,
+    kForwardTlsName,
     kTls,  // the tls.* keys of every protocol module (tls.hpp) follow
 };
 
@@ -72,6 +73,8 @@ constexpr std::array<smp_config_key, kTls> kOwnKeys = {{
      "speak TLS to the origin, checking its certificate for forward_host (a name, or an IP address)"},
     {"forward_ca", SMP_CONFIG_STRING, nullptr, 0,
      "PEM file of the CA certificates that vouch for the origin (none: the system's, /etc/ssl/certs)"},
+    {"forward_tls_name", SMP_CONFIG_STRING, nullptr, 0,
+     "the name sent as SNI and looked for in the origin's certificate (none: forward_host), as nginx's proxy_ssl_name"},
 }};
 constexpr auto kKeys = smp::tls::with_tls_keys(kOwnKeys);
 
@@ -148,6 +151,10 @@ bool read_settings(const smp_config_value* values, Settings& settings, char* err
     const std::string ca = values[kForwardCa].string != nullptr ? values[kForwardCa].string : "";
     const bool origin_tls = values[kForwardTls].number != 0;
     if (!ca.empty() && !origin_tls) return fail("forward_ca", "needs forward_tls: true");
+    if (values[kForwardTlsName].string != nullptr && values[kForwardTlsName].string[0] != '\0') {
+        if (!origin_tls) return fail("forward_tls_name", "needs forward_tls: true");
+        settings.origin_host = values[kForwardTlsName].string;
+    }
     std::string problem;
     if (origin_tls) {
         smp::tls::ContextPtr context = smp::tls::make_client_context(ca, problem);

@@ -262,7 +262,7 @@ class OriginSide(ForwardTLSCase):
 
     def test_curl_by_name_and_aria2c_with_8_connections(self):
         origin = self.origin_tls()
-        proxy = self.proxy(origin, forward_host='localhost', forward_tls=True, forward_ca=ca().ca_cert)
+        proxy = self.proxy(origin, forward_tls_name='localhost', forward_tls=True, forward_ca=ca().ca_cert)
         r, out = self.curl('http://127.0.0.1:%d/big.bin' % proxy.port)
         self.assertEqual((r.returncode, r.stdout), (0, '200'), r.stderr)
         self.assertEqual(sha256_file(out), sha256_bytes(self.env.content['big.bin']))
@@ -278,7 +278,7 @@ class OriginSide(ForwardTLSCase):
 
     def test_keep_alive_reuses_the_origin_connection(self):
         origin = self.origin_tls()
-        proxy = self.proxy(origin, forward_host='localhost', forward_tls=True, forward_ca=ca().ca_cert)
+        proxy = self.proxy(origin, forward_tls_name='localhost', forward_tls=True, forward_ca=ca().ca_cert)
         with harness.Conn(proxy.port) as conn:
             for _ in range(4):
                 conn.send(harness.request_bytes('GET', '/small.bin', {'User-Agent': 'fwd-tls-ka'}, close=False))
@@ -311,8 +311,18 @@ class OriginSide(ForwardTLSCase):
 
     def test_certificate_of_another_name_is_502(self):
         origin = self.origin_tls('other')
-        proxy = self.proxy(origin, forward_host='localhost', forward_tls=True, forward_ca=ca().ca_cert)
+        proxy = self.proxy(origin, forward_tls_name='localhost', forward_tls=True, forward_ca=ca().ca_cert)
         self.assert_502_and_logged(proxy, 'hostname mismatch')
+
+    def test_name_is_sent_as_sni(self):
+        # The origin's default certificate is for another name; only the SNI
+        # name forward_tls_name sends makes it answer with the right one.
+        origin = self.origin(tls={'certificate': leaf('other').cert, 'key': leaf('other').key,
+                                  'certificates': [{'certificate': leaf('localhost').cert,
+                                                    'key': leaf('localhost').key}]})
+        proxy = self.proxy(origin, forward_tls_name='localhost', forward_tls=True, forward_ca=ca().ca_cert)
+        r = harness.http(proxy.port, 'GET', '/small.bin')
+        self.assertEqual((r.status, r.body), (200, self.env.content['small.bin']), proxy.log_tail())
 
     def test_certificate_without_the_ip_is_502(self):
         origin = self.origin_tls('other')
@@ -321,7 +331,7 @@ class OriginSide(ForwardTLSCase):
 
     def test_tcp_mode_speaks_tls_to_the_origin(self):
         origin = self.origin_tls()
-        proxy = self.proxy(origin, mode='tcp', forward_host='localhost', forward_tls=True, forward_ca=ca().ca_cert)
+        proxy = self.proxy(origin, mode='tcp', forward_tls_name='localhost', forward_tls=True, forward_ca=ca().ca_cert)
         r, out = self.curl('http://127.0.0.1:%d/big.bin' % proxy.port)
         self.assertEqual((r.returncode, r.stdout), (0, '200'), r.stderr)
         self.assertEqual(sha256_file(out), sha256_bytes(self.env.content['big.bin']))
@@ -351,7 +361,7 @@ class OriginSide(ForwardTLSCase):
 
     def test_both_sides(self):
         origin = self.origin_tls()
-        proxy = self.proxy(origin, forward_host='localhost', forward_tls=True, forward_ca=ca().ca_cert,
+        proxy = self.proxy(origin, forward_tls_name='localhost', forward_tls=True, forward_ca=ca().ca_cert,
                            tls={'certificate': leaf('localhost').cert, 'key': leaf('localhost').key})
         r, out = self.curl('https://localhost:%d/big.bin' % proxy.port)
         self.assertEqual((r.returncode, r.stdout), (0, '200'), r.stderr)
@@ -401,6 +411,11 @@ class ConfigCheck(ForwardTLSCase):
         text, path, code, out = self.check('ca-alone.yaml', forward_ca=ca().ca_cert)
         self.assertEqual(code, 1, out)
         self.assert_line(out, path, line_of(text, '    forward_ca: '), 'forward_ca', 'forward_tls')
+
+    def test_forward_tls_name_without_forward_tls(self):
+        text, path, code, out = self.check('name-alone.yaml', forward_tls_name='localhost')
+        self.assertEqual(code, 1, out)
+        self.assert_line(out, path, line_of(text, '    forward_tls_name: '), 'forward_tls_name', 'forward_tls')
 
     def test_tls_key_that_does_not_match(self):
         text, path, code, out = self.check('mismatch.yaml',
