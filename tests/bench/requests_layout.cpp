@@ -164,6 +164,18 @@ double file_bytes(const std::string& path) {
     return total;
 }
 
+// What a layout cost: the store calls' CPU per request, the report query
+// through `requests` (a table or a view), the file size once checkpointed.
+Result finish(sqlite3* db, const std::string& path, double store_cpu_s, size_t count) {
+    Result result;
+    result.store_cpu_us = store_cpu_s * 1e6 / static_cast<double>(count);
+    result.query_answer = run_query(db, "requests", result.query_cpu_ms);
+    exec(db, "PRAGMA wal_checkpoint(TRUNCATE)");
+    result.bytes = file_bytes(path) / static_cast<double>(count);
+    sqlite3_close(db);
+    return result;
+}
+
 Result rows(const std::vector<Request>& requests, size_t batch) {
     const std::string path = "/tmp/requests_layout_rows.db";
     sqlite3* db = open_new(path);
@@ -206,13 +218,7 @@ Result rows(const std::vector<Request>& requests, size_t batch) {
         cpu += cpu_seconds() - before;
     }
     sqlite3_finalize(insert);
-    Result result;
-    result.store_cpu_us = cpu * 1e6 / static_cast<double>(requests.size());
-    result.query_answer = run_query(db, "requests", result.query_cpu_ms);
-    exec(db, "PRAGMA wal_checkpoint(TRUNCATE)");
-    result.bytes = file_bytes(path) / static_cast<double>(requests.size());
-    sqlite3_close(db);
-    return result;
+    return finish(db, path, cpu, requests.size());
 }
 
 Result blocks(const std::vector<Request>& requests, size_t batch, size_t block) {
@@ -267,13 +273,7 @@ Result blocks(const std::vector<Request>& requests, size_t batch, size_t block) 
         cpu += cpu_seconds() - before;
     }
     sqlite3_finalize(insert);
-    Result result;
-    result.store_cpu_us = cpu * 1e6 / static_cast<double>(requests.size());
-    result.query_answer = run_query(db, "requests", result.query_cpu_ms);
-    exec(db, "PRAGMA wal_checkpoint(TRUNCATE)");
-    result.bytes = file_bytes(path) / static_cast<double>(requests.size());
-    sqlite3_close(db);
-    return result;
+    return finish(db, path, cpu, requests.size());
 }
 
 }  // namespace
