@@ -86,7 +86,7 @@ extern "C" {
 #endif
 
 #define SMP_ABI_MAJOR 1
-#define SMP_ABI_MINOR 9
+#define SMP_ABI_MINOR 10
 
 /*
  * What a hook that returns `int` returns, unless it says otherwise (the
@@ -396,10 +396,14 @@ typedef struct smp_batch {
    docs/stats.md has the columns of each). */
 typedef struct smp_query {
     uint32_t size;
-    const char* report; /* "summary", "files", "countries", "reasons", "downloads", "tls" */
+    const char* report; /* "summary", "files", "countries", "reasons", "downloads", "tls",
+                           (1.10) "timeseries", "in_progress" */
     int64_t since_us;   /* 0: from the start */
     int64_t until_us;   /* 0: until now */
     const char* path;   /* only this file (as stored: relative to the root), or NULL */
+    /* ABI 1.10: the width of a "timeseries" report's rows, "minute", "hour"
+       or "day"; NULL: "hour". Read only when `size` covers it. */
+    const char* bucket;
 } smp_query;
 
 /* A report's answer: a table the core prints as text or JSON. The store
@@ -408,7 +412,9 @@ typedef struct smp_table {
     uint32_t size;
     size_t column_count;
     const char* const* columns; /* names, also the JSON keys */
-    const int* numeric;         /* per column: 1 when its cells are numbers */
+    /* Per column: 0 text, 1 numbers, (ABI 1.10) 2 booleans, whose cells
+       are "0" or "1" and are printed as JSON false and true. */
+    const int* numeric;
     size_t row_count;
     const char* const* cells; /* row after row; NULL for no value */
 } smp_table;
@@ -443,6 +449,19 @@ typedef struct smp_worker smp_worker; /* opaque: the core's per-worker state */
  */
 typedef struct smp_async smp_async;
 typedef void (*smp_async_done)(void* data, int answer);
+
+/* ABI 1.10. Where a connection is, for the metrics: reading a request
+   (its head, or a body it must read), writing a response, or idle between
+   requests (keep-alive). NONE: not counted (before accept, after close). */
+typedef enum smp_connection_phase {
+    SMP_PHASE_NONE = 0,
+    SMP_PHASE_READING = 1,
+    SMP_PHASE_WRITING = 2,
+    SMP_PHASE_IDLE = 3
+} smp_connection_phase;
+
+/* ABI 1.10. The answer to query_async: a table, or an error sentence. */
+typedef void (*smp_query_done)(void* data, const smp_table* table, const char* error);
 
 typedef struct smp_core_api {
     uint32_t size;
@@ -535,6 +554,41 @@ typedef struct smp_core_api {
        with one of the module's keys ("tls.certificate: ...") is reported at
        that key's line, as init_master's errors are. */
     void (*config_warning)(const char* message);
+
+    /* ABI 1.10. Worker loop; does not block. A connection of the module
+       moved from one phase to another (see smp_connection_phase): the
+       server's metrics count the connections in each. A module reports
+       every move of each connection, READING once accepted and NONE
+       before its core->disconnect; a module that reports none leaves its
+       connections counted as open only. */
+    void (*connection_phase)(smp_worker* worker, smp_connection_phase from, smp_connection_phase to);
+    /* ABI 1.10. Worker loop; does not block (it reads counters in memory
+       the server's processes share). The server's metrics, summed over
+       every worker and the stats collector, in Prometheus's text format
+       (version 0.0.4): at most `size` bytes are written to `buffer`, the
+       NUL included, and the length of the whole text is returned, as
+       snprintf does: call again with a larger buffer when it is not less
+       than `size`. docs/metrics.md lists them. */
+    size_t (*metrics_text)(smp_worker* worker, char* buffer, size_t size);
+    /* ABI 1.10. Worker loop; never blocks. The report `query` asked of the
+       first store that answers reports (what `smprotocol stats` asks), run
+       on a thread of the worker's, not on its loop. `query` is borrowed
+       for the call (the core copies it). Returns SMP_PENDING with `*call`
+       set, and `done(data, table, NULL)` runs later on the loop with the
+       answer, or `done(data, NULL, error)` with a sentence; `table` and
+       `error` are borrowed for that call. SMP_ERROR at once, `done` never
+       called: no store in the configuration answers reports. One query
+       runs at a time per worker; the others wait their turn. */
+    int (*query_async)(smp_worker* worker, const smp_query* query, smp_query_done done, void* data,
+                       smp_async** call);
+    /* ABI 1.10. Worker loop; never blocks. Forgets a pending query_async:
+       its `done` never runs (a query already running on its thread
+       finishes there, and its answer is dropped). */
+    void (*query_cancel)(smp_worker* worker, smp_async* call);
+    /* ABI 1.10. Worker loop; does not block. A plugin's call to its server
+       failed (memcached down, a reply it could not read): counted in the
+       metrics as smprotocol_plugin_errors_total{plugin="<module>"}. */
+    void (*plugin_error)(smp_worker* worker, const char* module);
 } smp_core_api;
 
 /* The i-th value of the array init_master was given, whatever size of
