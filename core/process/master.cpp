@@ -46,7 +46,19 @@ void close_handle(uv_handle_t* handle) {
 }  // namespace
 
 Master::Master(std::unique_ptr<Runtime> runtime, std::string config_path, std::string environment)
-    : current_(std::move(runtime)), config_path_(std::move(config_path)), environment_(std::move(environment)) {}
+    : current_(std::move(runtime)), config_path_(std::move(config_path)), environment_(std::move(environment)) {
+    the_worker_board() = &board_;
+    name_metrics(*current_);
+}
+
+// The modules' names get their places in the metrics' labels here, before
+// any fork, so that no two processes ever write a name.
+void Master::name_metrics(const Runtime& runtime) {
+    for (const auto& module : runtime.modules) {
+        board_.metrics().module_place(module->entry->module);
+        if (SMP_MODULE_HOOK(module->api, store) != nullptr) board_.metrics().store_place(module->entry->module);
+    }
+}
 
 int Master::run() {
     // Signals are read from a signalfd on the master's loop. They stay

@@ -67,6 +67,7 @@ class Master {
     static void on_ready_timer(uv_timer_t* timer);
     static void on_housekeeping(uv_timer_t* timer);
 
+    void name_metrics(const Runtime& runtime);
     Slots make_slots(Runtime& runtime);
     void close_slot(std::unique_ptr<Slot> slot);
     void spawn(Slot& slot);

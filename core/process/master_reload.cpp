@@ -56,6 +56,7 @@ void Master::reload() {
         return;
     }
     incoming_ = std::move(runtime);
+    name_metrics(*incoming_);
     incoming_slots_ = make_slots(*incoming_);
     for (auto& slot : incoming_slots_) spawn(*slot);
     reload_started_ms_ = uv_now(&loop_);

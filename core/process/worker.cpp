@@ -7,6 +7,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <array>
 #include <cerrno>
 #include <chrono>
@@ -67,6 +68,24 @@ void api_cache_cancel(smp_worker* worker, smp_async* call) { self(worker)->cache
 
 void api_config_warning(const char* message) { config_warning(message); }
 
+void api_connection_phase(smp_worker* worker, smp_connection_phase from, smp_connection_phase to) {
+    self(worker)->connection_phase(from, to);
+}
+size_t api_metrics_text(smp_worker* worker, char* buffer, size_t size) {
+    const std::string text = self(worker)->metrics_text();
+    if (size > 0) {
+        const size_t n = std::min(text.size(), size - 1);
+        std::memcpy(buffer, text.data(), n);
+        buffer[n] = '\0';
+    }
+    return text.size();
+}
+int api_query_async(smp_worker* worker, const smp_query* query, smp_query_done done, void* data, smp_async** call) {
+    return self(worker)->query_async(*query, done, data, call);
+}
+void api_query_cancel(smp_worker* worker, smp_async* call) { self(worker)->query_cancel(call); }
+void api_plugin_error(smp_worker* worker, const char* module) { self(worker)->plugin_error(module); }
+
 constexpr smp_core_api kCoreApi{sizeof(smp_core_api),
                                 api_log,
                                 api_log_enabled,
@@ -84,7 +103,12 @@ constexpr smp_core_api kCoreApi{sizeof(smp_core_api),
                                 api_cache_get_async,
                                 api_limit_cancel,
                                 api_cache_cancel,
-                                api_config_warning};
+                                api_config_warning,
+                                api_connection_phase,
+                                api_metrics_text,
+                                api_query_async,
+                                api_query_cancel,
+                                api_plugin_error};
 
 int64_t now_us() {
     using namespace std::chrono;
@@ -163,7 +187,10 @@ Worker::Worker(Runtime& runtime, int slot, WorkerSeat* seat, std::vector<std::op
       id_(static_cast<uint32_t>(slot + 1)),
       seat_(seat),
       logs_(std::move(logs)),
-      pid_(static_cast<uint32_t>(getpid())) {}
+      pid_(static_cast<uint32_t>(getpid())) {
+    if (WorkerBoard* board = the_worker_board(); board != nullptr && seat_ != nullptr)
+        metrics_ = &board->metrics().worker(seat_->number);
+}
 
 int Worker::run() {
     if (int error = uv_loop_init(&loop_); error != 0) {
@@ -181,6 +208,7 @@ int Worker::run() {
             if (counters_ == nullptr && SMP_MODULE_HOOK(module->api, counter_release) != nullptr)
                 counters_ = module.get();
             if (cache_ == nullptr && SMP_MODULE_HOOK(module->api, cache_max_size) != nullptr) cache_ = module.get();
+            if (reports_ == nullptr && SMP_MODULE_HOOK(module->api, query) != nullptr) reports_ = module.get();
         }
         if (module->api->init_worker == nullptr) continue;
         std::array<char, 512> message{};
@@ -392,11 +420,116 @@ void Worker::transfer(const smp_record& record) {
 
 void Worker::close(const smp_record& record) {
     if (!downloads_.empty() && downloads_.erase({record.connection_id, record.request_id}) > 0) post_counts();
+    if (metrics_ != nullptr) {
+        using namespace metrics;
+        const size_t module = module_place(record.module);
+        const auto reason = std::min<size_t>(static_cast<size_t>(record.reason), kReasons - 1);
+        add(metrics_->requests[module][status_class(record.status)][reason]);
+        add(metrics_->sent_bytes[module], record.header_bytes + record.body_bytes);
+        add(metrics_->received_bytes[module], smp_record_received_bytes(&record));
+        metrics_->request_duration.observe(record.end_us - record.start_us);
+    }
     runtime_.access_log.write(record);
     start_access_log_timer();
     this->record(record, RecordKind::close);
     for (auto* plugin : plugins_)
         if (plugin->api->on_close != nullptr) plugin->api->on_close(plugin->worker_state, &record);
+}
+
+// A record's module name is the module's own string: the same pointer
+// record after record, so its place is looked up once per change.
+size_t Worker::module_place(const char* module) {
+    if (module != last_module_) {
+        last_module_ = module;
+        last_module_place_ = the_worker_board()->metrics().module_of(module);
+    }
+    return last_module_place_;
+}
+
+void Worker::connection_phase(smp_connection_phase from, smp_connection_phase to) {
+    if (metrics_ == nullptr || from == to) return;
+    if (from > SMP_PHASE_NONE && from <= SMP_PHASE_IDLE) metrics::add(metrics_->phases[from], -1);
+    if (to > SMP_PHASE_NONE && to <= SMP_PHASE_IDLE) metrics::add(metrics_->phases[to], 1);
+}
+
+void Worker::plugin_error(const char* module) {
+    if (metrics_ != nullptr) metrics::add(metrics_->plugin_errors[the_worker_board()->metrics().module_of(module)]);
+}
+
+std::string Worker::metrics_text() const {
+    const WorkerBoard* board = the_worker_board();
+    return board != nullptr ? board->prometheus_text() : std::string();
+}
+
+// Reports run one at a time, on a thread of libuv's pool: a store's query
+// may take a while (SQLite reading its file, a round trip to MongoDB), and
+// the store's tables are handed out one at a time.
+int Worker::query_async(const smp_query& query, smp_query_done done, void* data, smp_async** call) {
+    if (reports_ == nullptr) return SMP_ERROR;
+    auto* q = new Query;
+    q->worker = this;
+    q->work.data = q;
+    q->report = query.report != nullptr ? query.report : "";
+    q->path = query.path != nullptr ? query.path : "";
+    q->bucket = SMP_HAS(&query, bucket) && query.bucket != nullptr ? query.bucket : "";
+    q->query.size = sizeof q->query;
+    q->query.report = q->report.c_str();
+    q->query.since_us = query.since_us;
+    q->query.until_us = query.until_us;
+    q->query.path = query.path != nullptr ? q->path.c_str() : nullptr;
+    q->query.bucket = q->bucket.empty() ? nullptr : q->bucket.c_str();
+    q->done = done;
+    q->data = data;
+    queries_.push_back(q);
+    *call = reinterpret_cast<smp_async*>(q);
+    start_next_query();
+    return SMP_PENDING;
+}
+
+void Worker::query_cancel(smp_async* call) {
+    auto* q = reinterpret_cast<Query*>(call);
+    const bool running = query_running_ && !queries_.empty() && queries_.front() == q;
+    if (running) {
+        q->cancelled = true;  // after_query drops its answer
+        return;
+    }
+    std::erase(queries_, q);
+    delete q;
+}
+
+void Worker::start_next_query() {
+    if (query_running_ || queries_.empty()) return;
+    query_running_ = true;
+    if (int error = uv_queue_work(&loop_, &queries_.front()->work, run_query, after_query); error != 0) {
+        queries_.front()->error = std::string("cannot run the report: ") + uv_strerror(error);
+        after_query(&queries_.front()->work, error);
+    }
+}
+
+void Worker::run_query(uv_work_t* work) {
+    auto* q = static_cast<Query*>(work->data);
+    const ModuleInstance& store = *q->worker->reports_;
+    std::array<char, 512> error{};
+    if (SMP_MODULE_HOOK(store.api, query)(store.instance, &q->query, &q->table, error.data(), error.size()) != SMP_OK) {
+        q->table = nullptr;
+        q->error = error[0] != '\0' ? error.data() : "the store failed to answer";
+    }
+}
+
+void Worker::after_query(uv_work_t* work, int /*status*/) {
+    auto* q = static_cast<Query*>(work->data);
+    Worker& worker = *q->worker;
+    worker.queries_.pop_front();
+    worker.query_running_ = false;
+    if (!q->cancelled) {
+        if (q->table != nullptr)
+            q->done(q->data, q->table, nullptr);
+        else
+            q->done(q->data, nullptr, q->error.empty() ? "the store failed to answer" : q->error.c_str());
+    }
+    if (q->table != nullptr) SMP_MODULE_HOOK(worker.reports_->api, free_table)(worker.reports_->instance, q->table);
+    delete q;
+    worker.start_next_query();
 }
 
 void Worker::disconnect(const smp_connection_info& info) {

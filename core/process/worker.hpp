@@ -5,6 +5,7 @@
 #include <uv.h>
 
 #include <cstdint>
+#include <deque>
 #include <memory>
 #include <optional>
 #include <set>
@@ -50,6 +51,12 @@ class Worker {
                         smp_async** call);
     void cache_cancel(smp_async* call);
     void cache_set(const char* key, const void* data, uint64_t size);
+    // ABI 1.10: metrics and reports.
+    void connection_phase(smp_connection_phase from, smp_connection_phase to);
+    void plugin_error(const char* module);
+    std::string metrics_text() const;
+    int query_async(const smp_query& query, smp_query_done done, void* data, smp_async** call);
+    void query_cancel(smp_async* call);
 
    private:
     struct Watch {
@@ -58,6 +65,24 @@ class Worker {
         const Listener* listener = nullptr;
         int fd = -1;
     };
+
+    // A report asked by query_async: waiting its turn, or running on a
+    // thread of libuv's pool.
+    struct Query {
+        Worker* worker = nullptr;
+        uv_work_t work{};
+        smp_query query{};
+        std::string report, path, bucket;  // what query points at
+        smp_query_done done = nullptr;
+        void* data = nullptr;
+        bool cancelled = false;
+        smp_table* table = nullptr;
+        std::string error;
+    };
+    void start_next_query();
+    static void run_query(uv_work_t* work);
+    static void after_query(uv_work_t* work, int status);
+    size_t module_place(const char* module);
 
     static void on_acceptable(uv_poll_t* handle, int status, int events);
     static void on_signal(uv_poll_t* handle, int status, int events);
@@ -100,6 +125,12 @@ class Worker {
     bool finished_ = false;
     std::vector<std::optional<RecordLogWriter>> logs_;
     uint32_t pid_ = 0;
+    metrics::WorkerMetrics* metrics_ = nullptr;  // this worker's part of the server's metrics
+    const char* last_module_ = nullptr;          // the module of the last record, and its place
+    size_t last_module_place_ = 0;
+    ModuleInstance* reports_ = nullptr;  // the first store that answers reports
+    std::deque<Query*> queries_;         // the front one runs when query_running_
+    bool query_running_ = false;
     bool log_full_ = false;        // a drop episode is under way
     uint64_t dropped_before_ = 0;  // the logs' drop count when the episode began
     uint64_t dropped_without_log_ = 0;

@@ -12,6 +12,8 @@
 #include <cstdint>
 #include <stdexcept>
 
+#include "metrics.hpp"
+
 namespace smp {
 
 struct WorkerSeat {
@@ -19,18 +21,20 @@ struct WorkerSeat {
     std::atomic<uint32_t> ready{0};
     std::atomic<int64_t> connections{0};
     std::atomic<int64_t> downloads{0};  // responses that have reported progress (run longer than a second)
+    uint32_t number = 0;                // its place on the board: its part of the metrics
 };
 
 class WorkerBoard {
    public:
     // Enough for the largest `workers` setting twice over: the old and the
     // new generation meet during a reload.
-    static constexpr size_t kSeats = 4096;
+    static constexpr size_t kSeats = metrics::Board::kSeats;
 
     WorkerBoard() {
         void* memory = mmap(nullptr, bytes(), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
         if (memory == MAP_FAILED) throw std::runtime_error("cannot map the workers' status board");
         seats_ = new (memory) WorkerSeat[kSeats];
+        for (size_t i = 0; i < kSeats; ++i) seats_[i].number = static_cast<uint32_t>(i);
     }
     ~WorkerBoard() { munmap(seats_, bytes()); }
     WorkerBoard(const WorkerBoard&) = delete;
@@ -43,6 +47,7 @@ class WorkerBoard {
             if (!taken_[i]) {
                 taken_[i] = true;
                 reset(seats_[i]);
+                metrics_.seat_used(i);
                 return &seats_[i];
             }
         return nullptr;
@@ -50,7 +55,22 @@ class WorkerBoard {
     void give_back(WorkerSeat* seat) {
         if (seat == nullptr) return;
         reset(*seat);
-        taken_[static_cast<size_t>(seat - seats_)] = false;
+        metrics_.seat_emptied(seat->number);
+        taken_[seat->number] = false;
+    }
+
+    metrics::Board& metrics() { return metrics_; }
+    // The server's metrics in Prometheus's text format, with the seats'
+    // connections and downloads summed (any process of the server).
+    std::string prometheus_text() const {
+        int64_t connections = 0;
+        int64_t downloads = 0;
+        for (size_t i = 0; i < kSeats; ++i)
+            if (seats_[i].pid.load(std::memory_order_relaxed) != 0) {
+                connections += seats_[i].connections.load(std::memory_order_relaxed);
+                downloads += seats_[i].downloads.load(std::memory_order_relaxed);
+            }
+        return metrics_.prometheus_text(connections, downloads);
     }
 
    private:
@@ -63,7 +83,15 @@ class WorkerBoard {
     }
 
     WorkerSeat* seats_ = nullptr;
+    metrics::Board metrics_;
     bool taken_[kSeats] = {};  // the master's own bookkeeping, not shared
 };
+
+// The board of this server: the master's, which every child inherits;
+// nullptr in a process that has none (`smprotocol stats`, `-t`, unit tests).
+inline WorkerBoard*& the_worker_board() {
+    static WorkerBoard* board = nullptr;
+    return board;
+}
 
 }  // namespace smp

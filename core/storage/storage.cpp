@@ -11,8 +11,8 @@ constexpr auto kRetryDelay = std::chrono::seconds(1);
 constexpr size_t kMaxMerged = 8;  // batches (seconds of traffic) stored in one call
 }  // namespace
 
-StorageThread::StorageThread(ModuleInstance& store, std::string spool_dir)
-    : store_(store), name_(store.entry->module), spool_(std::move(spool_dir)) {
+StorageThread::StorageThread(ModuleInstance& store, std::string spool_dir, metrics::StoreMetrics* metrics)
+    : store_(store), name_(store.entry->module), metrics_(metrics), spool_(std::move(spool_dir)) {
     thread_ = std::thread([this] { run(); });
 }
 
@@ -75,6 +75,7 @@ bool StorageThread::store(std::span<const Batch* const> batches) {
     } catch (...) {
         std::snprintf(error.data(), error.size(), "threw an exception across the C boundary");
     }
+    if (metrics_ != nullptr) metrics::add(result == SMP_OK ? metrics_->batches : metrics_->errors, result == SMP_OK ? batches.size() : 1);
     if (result == SMP_OK) {
         if (view.get()->download_count > 0)
             spdlog::info("Save download(s) tracker in database: {} download(s), {} request(s)",
@@ -137,6 +138,8 @@ void StorageThread::run() {
         }
         if (stopping) break;
         if (!spool_.empty() && Clock::now() >= next_try_) drain_spool();
+        if (metrics_ != nullptr)
+            metrics_->spool_bytes.store(static_cast<int64_t>(spool_.bytes_on_disk()), std::memory_order_relaxed);
     }
     // Stopping: what is on disk waits for the next start (a slow store would
     // otherwise hold the stop for as long as its backlog takes); what only

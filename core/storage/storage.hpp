@@ -19,6 +19,7 @@
 
 #include "batch.hpp"
 #include "loader.hpp"
+#include "metrics.hpp"
 #include "spool.hpp"
 
 namespace smp {
@@ -26,8 +27,9 @@ namespace smp {
 class StorageThread {
    public:
     // `store`: a plugin with a store hook; its init_collector and
-    // exit_collector run on this thread.
-    StorageThread(ModuleInstance& store, std::string spool_dir);
+    // exit_collector run on this thread. `metrics`: where it counts its
+    // batches, failures and spool (nullptr: nowhere).
+    StorageThread(ModuleInstance& store, std::string spool_dir, metrics::StoreMetrics* metrics = nullptr);
     ~StorageThread();  // stops and joins
     StorageThread(const StorageThread&) = delete;
     StorageThread& operator=(const StorageThread&) = delete;
@@ -52,6 +54,7 @@ class StorageThread {
 
     ModuleInstance& store_;
     const std::string name_;
+    metrics::StoreMetrics* metrics_;
     Spool spool_;
     std::mutex mutex_;
     std::condition_variable wake_;

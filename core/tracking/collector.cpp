@@ -18,6 +18,7 @@
 
 #include "log.hpp"
 #include "stop_signals.hpp"
+#include "worker_board.hpp"
 
 namespace smp {
 namespace {
@@ -143,6 +144,8 @@ Collector::Collector(Runtime& runtime, std::string log_dir, int shard)
       clock_us_(now_us()) {
     batch_.origin = origin_;
     batch_.sequence = 1;
+    if (WorkerBoard* board = the_worker_board(); board != nullptr)
+        metrics_ = &board->metrics().collector(static_cast<size_t>(shard));
 }
 
 void Collector::start_stores() {
@@ -156,7 +159,10 @@ void Collector::start_stores() {
         const std::string dir = runtime_.config.state_dir + "/spool/" + name +
                                 (rank > 0 ? fmt::format("-{}", rank) : "") +
                                 (shard_ > 0 ? fmt::format(".shard-{}", shard_) : "");
-        storage_.push_back(std::make_unique<StorageThread>(*module, dir));
+        WorkerBoard* board = the_worker_board();
+        metrics::StoreMetrics* counts =
+            metrics_ != nullptr ? &metrics_->stores[board->metrics().store_of(name.c_str())] : nullptr;
+        storage_.push_back(std::make_unique<StorageThread>(*module, dir, counts));
     }
 }
 
@@ -190,7 +196,9 @@ int Collector::run() {
     check_uv(uv_idle_init(&loop_, &backlog_), "make the stats collector's backlog reader");
     backlog_.data = this;
     start_stores();
+    recovering_ = true;
     recover();
+    recovering_ = false;
     check_uv(uv_timer_start(&poll_, on_poll, kPollMs, kPollMs), "start the stats collector's timer");
     check_uv(uv_timer_start(&tick_, on_tick, kTickMs, kTickMs), "start the stats collector's timer");
     spdlog::info("Stats collector ready: {} tracking log(s), downloads end after {} s idle; at most {} open",
@@ -376,6 +384,8 @@ void Collector::handle(Log& log, const RecordLogReader::Frame& frame) {
         return;
     }
     ++records_;
+    last_read_end_us_ = decoded->record().end_us;
+    if (metrics_ != nullptr && !recovering_) metrics::add(metrics_->records);
     in_flight_.erase(*decoded);
     tracker_.add(decoded->record(), download_id(number, frame.index));
     // In place: the log is not released before the stores have the batch.
@@ -445,6 +455,7 @@ void Collector::on_tick(uv_timer_t* timer) {
     self.report_finished_early();
     self.report_dropped();
     self.trim_after_burst();
+    self.post_metrics(now);
     self.finish_checkpoint(false);
     // At most a tenth of a core for checkpoints: a large state (a million
     // open downloads take about a second to write) is checkpointed less often.
@@ -470,6 +481,17 @@ void Collector::tick(int64_t now) {
     hand_to_stores();
 }
 
+void Collector::post_metrics(int64_t now) {
+    if (metrics_ == nullptr) return;
+    uint64_t backlog = 0;
+    for (const auto& [number, log] : logs_)
+        if (!log.done) backlog += log.reader.unread();
+    metrics_->backlog_bytes.store(static_cast<int64_t>(backlog), std::memory_order_relaxed);
+    metrics_->lag_us.store(backlog > 0 && last_read_end_us_ > 0 ? std::max<int64_t>(0, now - last_read_end_us_) : 0,
+                           std::memory_order_relaxed);
+    metrics_->downloads_open.store(static_cast<int64_t>(tracker_.open_downloads()), std::memory_order_relaxed);
+}
+
 void Collector::trim_after_burst() {
     // The batches of a burst (a crawler, an attack) leave freed memory that
     // malloc keeps; once quiet, the collector's size is its open downloads again.
@@ -486,6 +508,10 @@ void Collector::trim_after_burst() {
 
 void Collector::finish(const LogicalDownload& download) {
     ++downloads_;
+    if (metrics_ != nullptr && !recovering_) {
+        metrics::add(metrics_->downloads_finished[std::min<size_t>(download.reason(), metrics::kReasons - 1)]);
+        metrics_->download_duration.observe(download.wall_us());
+    }
     const bool logged = spdlog::should_log(spdlog::level::info);
     // Looked up only when used: at full load there are thousands a second.
     if (!logged && storage_.empty()) return;

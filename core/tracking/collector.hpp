@@ -24,6 +24,7 @@
 #include "download_tracker.hpp"
 #include "geoip.hpp"
 #include "intrusive_list.hpp"
+#include "metrics.hpp"
 #include "record_codec.hpp"
 #include "record_log.hpp"
 #include "runtime.hpp"
@@ -130,6 +131,7 @@ class Collector {
     void close_silent_requests();
     void report_finished_early();
     void report_dropped();
+    void post_metrics(int64_t now_us);
     void trim_after_burst();
     void finish(const LogicalDownload& download);
     void hand_to_stores();
@@ -169,6 +171,11 @@ class Collector {
     const uint64_t origin_;                                // names this run's batches
     Journal journal_;
     bool journal_failing_ = false;
+    // This collector's part of the server's metrics (nullptr: none). A
+    // recovery replays what an earlier collector counted: not counted again.
+    metrics::CollectorMetrics* metrics_ = nullptr;
+    bool recovering_ = false;
+    int64_t last_read_end_us_ = 0;  // of the last request record read
     int64_t clock_us_ = 0;  // the time of the last tick, journaled: replays see the same time
     std::optional<PendingCheckpoint> pending_;
     uint64_t checkpoint_started_ms_ = 0;

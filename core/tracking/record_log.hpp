@@ -181,6 +181,11 @@ class RecordLogReader {
     bool damaged() const { return damaged_; }
     uint64_t dropped() const { return log_.header().dropped.load(std::memory_order_relaxed); }
     uint64_t released() const { return log_.header().released.load(std::memory_order_relaxed); }
+    // Bytes the writer has appended that are not read yet.
+    uint64_t unread() const {
+        const uint64_t written = log_.header().written.load(std::memory_order_acquire);
+        return written > position_ ? written - position_ : 0;
+    }
     // Lets the writer reuse everything before `position`.
     void release(uint64_t position) { log_.header().released.store(position, std::memory_order_release); }
 
