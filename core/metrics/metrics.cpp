@@ -200,10 +200,10 @@ std::string Board::prometheus_text(int64_t connections, int64_t downloads_in_pro
 
     text.family("smprotocol_plugin_errors_total", "counter",
                 "Calls of a plugin to its server that failed (memcached down, a reply it could not read).");
-    for (size_t m = 0; m < kNames && shared_->modules[m][0] != '\0'; ++m) {
+    for (size_t m = 0; m < kNames && shared_->plugins[m][0] != '\0'; ++m) {
         uint64_t sum = 0;
         for (size_t s = 0; s < seats; ++s) sum += load(workers[s].plugin_errors[m]);
-        if (sum > 0) text.sample("smprotocol_plugin_errors_total", label("plugin", shared_->modules[m]), sum);
+        text.sample("smprotocol_plugin_errors_total", label("plugin", shared_->plugins[m]), sum);
     }
 
     // The stats collectors: summed over the shards.

@@ -97,10 +97,12 @@ class Board {
     // The place of a module's name in the labels, given when first asked
     // (the master, before fork); the last place when all are taken.
     size_t module_place(const std::string& name) { return place(shared_->modules, name); }
+    size_t plugin_place(const std::string& name) { return place(shared_->plugins, name); }
     size_t store_place(const std::string& name) { return place(shared_->stores, name); }
     // The place given to a name, read only (any process); the last place
     // when the master gave it none.
     size_t module_of(const char* name) const { return find(shared_->modules, name); }
+    size_t plugin_of(const char* name) const { return find(shared_->plugins, name); }
     size_t store_of(const char* name) const { return find(shared_->stores, name); }
     // A worker's seat reaped: its gauges drop to zero, its counters stay.
     void seat_emptied(size_t seat);
@@ -113,7 +115,8 @@ class Board {
 
    private:
     struct Shared {
-        char modules[kNames][kNameSize];
+        char modules[kNames][kNameSize];  // protocol modules
+        char plugins[kNames][kNameSize];
         char stores[kNames][kNameSize];
         std::atomic<uint64_t> seats_used;
         CollectorMetrics collectors[kShards];

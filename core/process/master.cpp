@@ -55,7 +55,10 @@ Master::Master(std::unique_ptr<Runtime> runtime, std::string config_path, std::s
 // any fork, so that no two processes ever write a name.
 void Master::name_metrics(const Runtime& runtime) {
     for (const auto& module : runtime.modules) {
-        board_.metrics().module_place(module->entry->module);
+        if (module->api->kind == SMP_MODULE_PROTOCOL)
+            board_.metrics().module_place(module->entry->module);
+        else
+            board_.metrics().plugin_place(module->entry->module);
         if (SMP_MODULE_HOOK(module->api, store) != nullptr) board_.metrics().store_place(module->entry->module);
     }
 }

@@ -453,7 +453,7 @@ void Worker::connection_phase(smp_connection_phase from, smp_connection_phase to
 }
 
 void Worker::plugin_error(const char* module) {
-    if (metrics_ != nullptr) metrics::add(metrics_->plugin_errors[the_worker_board()->metrics().module_of(module)]);
+    if (metrics_ != nullptr) metrics::add(metrics_->plugin_errors[the_worker_board()->metrics().plugin_of(module)]);
 }
 
 std::string Worker::metrics_text() const {

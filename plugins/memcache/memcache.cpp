@@ -200,6 +200,11 @@ int init_worker(void* instance, const smp_worker_context* context, void** worker
         options.log = [core](smp_log_level level, const std::string& message) {
             core->log(level, "memcache", message.c_str());
         };
+        // Counted in the server's metrics (ABI 1.10): smprotocol_plugin_errors_total.
+        smp_worker* worker = context->worker;
+        options.error = [core, worker] {
+            if (SMP_HAS(core, plugin_error)) core->plugin_error(worker, "memcache");
+        };
         auto state = std::make_unique<WorkerState>();
         state->settings = settings;
         WorkerState* kept = state.get();

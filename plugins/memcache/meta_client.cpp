@@ -384,6 +384,7 @@ class Connection {
     // step). Logged once per server and worker, so that a key someone else
     // wrote (a counter that is not a number) does not flood the log.
     void warn(OpKind op, ReplyKind kind, std::string_view text) {
+        if (client_.options_.error) client_.options_.error();
         if (warned_) return;
         warned_ = true;
         const char* code = kind == ReplyKind::kClientError   ? "CLIENT_ERROR"
@@ -417,6 +418,7 @@ class Connection {
         output_.clear();
         uv_timer_stop(&timer_);
         if (failed == nullptr) return;
+        if (client_.options_.error) client_.options_.error();
         down_until_ms_ = uv_now(client_.loop_) + client_.options_.down_ms;
         if (!failing_) {
             failing_ = true;

@@ -55,6 +55,9 @@ struct ClientOptions {
     // memcached answers again.
     std::string outage_note;
     std::function<void(smp_log_level level, const std::string& message)> log;
+    // Called for every failure: a connection lost or timed out with calls
+    // waiting on it, a command memcached refused (may be empty).
+    std::function<void()> error;
     // Runs once the client has freed itself after close(), in the last close
     // callback of its handles.
     std::function<void()> closed;

@@ -22,6 +22,7 @@ struct FieldEntry {
 };
 
 constexpr std::array kFields = {
+    FieldEntry{"authorization", Field::authorization},
     FieldEntry{"connection", Field::connection},
     FieldEntry{"content-length", Field::content_length},
     FieldEntry{"content-range", Field::content_range},

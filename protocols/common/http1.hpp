@@ -32,6 +32,7 @@ std::string_view trim(std::string_view text);
 // token table and lighttpd's http_header_hkey_get do: code compares ids.
 enum class Field : uint8_t {
     other,
+    authorization,
     connection,
     content_length,
     content_range,

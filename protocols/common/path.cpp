@@ -14,23 +14,49 @@ int hex_value(char c) {
 
 }  // namespace
 
+bool percent_decode(std::string_view text, std::string& out, bool plus_is_space) {
+    out.clear();
+    for (size_t i = 0; i < text.size(); ++i) {
+        char c = text[i];
+        if (c == '%') {
+            const int high = i + 1 < text.size() ? hex_value(text[i + 1]) : -1;
+            const int low = i + 2 < text.size() ? hex_value(text[i + 2]) : -1;
+            if (high < 0 || low < 0) return false;
+            c = static_cast<char>(high * 16 + low);
+            i += 2;
+        } else if (c == '+' && plus_is_space) {
+            c = ' ';
+        }
+        out.push_back(c);
+    }
+    return true;
+}
+
+std::optional<std::string> query_parameter(std::string_view query, std::string_view name) {
+    while (!query.empty()) {
+        const size_t amp = query.find('&');
+        const std::string_view pair = query.substr(0, amp);
+        const size_t equals = pair.find('=');
+        if (pair.substr(0, equals) == name) {
+            std::string value;
+            if (!percent_decode(equals == std::string_view::npos ? std::string_view() : pair.substr(equals + 1), value,
+                                true))
+                return std::nullopt;
+            return value;
+        }
+        if (amp == std::string_view::npos) break;
+        query.remove_prefix(amp + 1);
+    }
+    return std::nullopt;
+}
+
 PathError normalize_path(std::string_view path, std::string& out) {
     out.clear();
     if (path.empty() || path.front() != '/') return PathError::bad_encoding;
     // Decode first, into `out`, then normalise in place: "%2e%2e" and "%2f"
     // are dots and slashes like any other once decoded.
-    for (size_t i = 0; i < path.size(); ++i) {
-        char c = path[i];
-        if (c == '%') {
-            const int high = i + 1 < path.size() ? hex_value(path[i + 1]) : -1;
-            const int low = i + 2 < path.size() ? hex_value(path[i + 2]) : -1;
-            if (high < 0 || low < 0) return PathError::bad_encoding;
-            c = static_cast<char>(high * 16 + low);
-            i += 2;
-        }
-        if (c == '\0') return PathError::nul;
-        out.push_back(c);
-    }
+    if (!percent_decode(path, out, false)) return PathError::bad_encoding;
+    if (out.find('\0') != std::string::npos) return PathError::nul;
     // RFC 3986 §5.2.4: a path that ends in a dot-segment ends with its
     // slash once the segment is removed ("/file/." and "/file/a/.." are
     // "/file/"), so it names a directory, never the file.

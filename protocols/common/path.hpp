@@ -2,6 +2,7 @@
 // the served root, refusing whatever could step outside it.
 #pragma once
 
+#include <optional>
 #include <string>
 #include <string_view>
 
@@ -19,5 +20,15 @@ enum class PathError {
 // `out` without a leading '/': "" is the root itself. A trailing '/' is kept
 // so that "/file/" does not name "file".
 PathError normalize_path(std::string_view path, std::string& out);
+
+// RFC 3986 §2.1: `text` with every "%XX" decoded (and '+' as a space in a
+// query, as HTML forms write it) into `out`; false when a '%' is not
+// followed by two hex digits.
+bool percent_decode(std::string_view text, std::string& out, bool plus_is_space);
+
+// The decoded value of the first `name=value` in a query string
+// ("since=2h&file=a%20b"), "" for a bare `name`; nullopt when absent or
+// badly encoded.
+std::optional<std::string> query_parameter(std::string_view query, std::string_view name);
 
 }  // namespace smp::http

@@ -59,3 +59,14 @@ TEST_CASE("NUL and bad escapes are refused") {
     normalized("relative", PathError::bad_encoding);
     normalized("", PathError::bad_encoding);
 }
+
+TEST_CASE("query_parameter: decoded values, the first of a name, absent and bad ones") {
+    using smp::http::query_parameter;
+    CHECK(query_parameter("since=2h&file=a%20b+c", "file") == "a b c");
+    CHECK(query_parameter("since=2h&file=x", "since") == "2h");
+    CHECK(query_parameter("a=1&a=2", "a") == "1");
+    CHECK(query_parameter("flag&b=1", "flag") == "");
+    CHECK_FALSE(query_parameter("files=1", "file").has_value());
+    CHECK_FALSE(query_parameter("file=%zz", "file").has_value());
+    CHECK_FALSE(query_parameter("", "file").has_value());
+}

@@ -40,6 +40,7 @@ struct ConnectionBase {
     smp::http::Slot ip_slot;  // max_connections_per_ip, held until close
     bool over_limit = false;  // past max_connections_per_ip: the module refuses its request
     bool paused = false;      // waiting for its rate budget, in the worker's paused list
+    smp_connection_phase metrics_phase = SMP_PHASE_NONE;  // what the metrics count it as (ABI 1.10)
     uint64_t resume_ms = 0;
     smp_connection_info info{};
     char client_ip[INET6_ADDRSTRLEN] = {};
@@ -155,6 +156,7 @@ class WorkerBase {
             return nullptr;
         }
         c->poll.data = c;
+        set_phase(*c, SMP_PHASE_READING);
         c->next = connections_;
         if (connections_ != nullptr) connections_->previous = c;
         connections_ = c;
@@ -164,6 +166,14 @@ class WorkerBase {
                             smp::http::SlotAnswer::refused;
         }
         return c;
+    }
+
+    // Where `c` is for the server's metrics: reading a request, writing a
+    // response, or idle between requests (connection_phase is ABI 1.10).
+    void set_phase(Connection& c, smp_connection_phase phase) {
+        if (c.metrics_phase == phase) return;
+        if (SMP_HAS(core_, connection_phase)) core_->connection_phase(worker_, c.metrics_phase, phase);
+        c.metrics_phase = phase;
     }
 
     // Whether `ip` is a trusted proxy (trusted_proxy is ABI 1.1).
@@ -176,6 +186,7 @@ class WorkerBase {
     // ("Connection closed with message", then the module's `detail`),
     // unlinked now, and freed once libuv has let go of its poll.
     void release_and_close(Connection& c, smp_end_reason reason, const char* module, const char* detail = "") {
+        set_phase(c, SMP_PHASE_NONE);
         if (c.paused) std::erase(paused_, &c);
         c.paused = false;
         if (slots_) slots_->release(c.ip_slot);

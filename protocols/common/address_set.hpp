@@ -1,5 +1,6 @@
 // A set of IP networks ("127.0.0.0/8", "::1", "2001:db8::/32"): which peers
-// are trusted proxies.
+// are trusted proxies, who may see a dashboard. One copy, used by the core
+// and the protocol modules.
 #pragma once
 
 #include <array>
