@@ -229,6 +229,7 @@ void WorkerState::finish_exchange(Connection& c) {
     if (!keep) return linger(c);
     c.phase = Phase::request_head;
     c.phase_started_ms = uv_now(loop_);
+    set_phase(c, c.in.empty() ? SMP_PHASE_IDLE : SMP_PHASE_READING);
     if (c.in.empty())
         give_buffer(c.in);
     else
@@ -244,6 +245,7 @@ void WorkerState::linger(Connection& c) {
     give_buffer(c.in);
     give_buffer(c.out);
     c.phase = Phase::lingering;
+    set_phase(c, SMP_PHASE_IDLE);
     c.phase_started_ms = uv_now(loop_);
     if (c.tls) c.tls->close_notify();
     shut_write(c);

@@ -224,6 +224,7 @@ void WorkerState::start_connection(Connection& c) {
 bool WorkerState::begin_relay(Connection& c) {
     if (settings_.mode == Mode::tcp) {
         c.phase = Phase::stream;
+        set_phase(c, SMP_PHASE_WRITING);
         c.requests = 1;  // the connection is its one record
         c.exchange.last_progress_report_ms = uv_now(loop_);
         // A byte stream has no way to say "later": it is closed before the

@@ -41,6 +41,7 @@ bool WorkerState::read_request_head(Connection& c) {
             if (c.in.empty()) {
                 c.request_start_us = wall_clock_us();
                 c.phase_started_ms = uv_now(loop_);
+                set_phase(c, SMP_PHASE_READING);
             }
             c.in.end += static_cast<size_t>(n);
             moved = true;
@@ -75,6 +76,7 @@ void WorkerState::start_exchange(Connection& c, size_t head_length) {
     e.start_us = c.request_start_us != 0 ? c.request_start_us : wall_clock_us();
     e.last_progress_report_ms = now;
     c.phase = Phase::exchange;
+    set_phase(c, SMP_PHASE_WRITING);
     c.client_progress_ms = now;
     c.origin_progress_ms = now;
     // An oversized head is answered from what of it arrived.

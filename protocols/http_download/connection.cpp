@@ -110,6 +110,7 @@ void WorkerState::on_readable(Connection& c) {
     if (n > 0) {
         if (c.in_length == 0) {
             c.request_start_us = wall_clock_us();
+            set_phase(c, SMP_PHASE_READING);
             c.deadline_ms = uv_now(loop_) + settings_.header_timeout_ms;
         }
         c.in_length += static_cast<size_t>(n);
@@ -141,6 +142,7 @@ void WorkerState::start_exchange(Connection& c, size_t header_length) {
     e.last_progress_report_ms = uv_now(loop_);
     ++c.requests;
     c.state = ConnectionState::writing;
+    set_phase(c, SMP_PHASE_WRITING);
     c.deadline_ms = uv_now(loop_) + settings_.send_timeout_ms;
     if (header_length == 0) return;  // the caller answers an oversized request
 
@@ -617,6 +619,7 @@ void WorkerState::after_response(Connection& c) {
         c.request_start_us = wall_clock_us();
     }
     c.state = ConnectionState::reading;
+    set_phase(c, c.in_length > 0 ? SMP_PHASE_READING : SMP_PHASE_IDLE);
     if (c.in_length > 0) {
         c.deadline_ms = uv_now(loop_) + settings_.header_timeout_ms;
         return process_input(c);
@@ -633,6 +636,7 @@ void WorkerState::linger(Connection& c) {
     give_buffer(c.in);
     c.in_length = 0;
     c.state = ConnectionState::lingering;
+    set_phase(c, SMP_PHASE_IDLE);  // nothing more is asked: what it sends is dropped
     c.deadline_ms = uv_now(loop_) + settings_.lingering_timeout_ms;
     if (c.tls) c.tls->close_notify();
     shut_write(c);
