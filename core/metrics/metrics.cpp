@@ -99,6 +99,28 @@ constexpr const char* kStatusClassNames[kStatusClasses] = {"none", "1xx", "2xx",
 
 }  // namespace
 
+size_t LiveDownloads::read(LiveDownload* out) const {
+    // A writer is in it for microseconds once a second: a few tries suffice,
+    // and a reader that never gets a steady copy shows nothing this time.
+    for (int attempt = 0; attempt < 100; ++attempt) {
+        const uint64_t before = sequence.load(std::memory_order_acquire);
+        if (before % 2 != 0) continue;
+        const size_t n = std::min<size_t>(count, kRows);
+        std::memcpy(static_cast<void*>(out), rows, n * sizeof(LiveDownload));
+        std::atomic_thread_fence(std::memory_order_acquire);
+        if (sequence.load(std::memory_order_relaxed) == before) return n;
+    }
+    return 0;
+}
+
+void LiveDownloads::write(const LiveDownload* from, size_t n) {
+    sequence.fetch_add(1, std::memory_order_relaxed);
+    std::atomic_thread_fence(std::memory_order_release);
+    count = static_cast<uint32_t>(std::min(n, kRows));
+    std::memcpy(static_cast<void*>(rows), from, count * sizeof(LiveDownload));
+    sequence.fetch_add(1, std::memory_order_release);
+}
+
 void Histogram::observe(int64_t duration_us) {
     if (duration_us < 0) duration_us = 0;
     const double seconds = static_cast<double>(duration_us) / 1e6;
@@ -135,6 +157,18 @@ size_t Board::find(const char (&names)[kNames][kNameSize], const char* name) {
         for (size_t i = 0; i < kNames && names[i][0] != '\0'; ++i)
             if (std::strncmp(names[i], name, kNameSize - 1) == 0) return i;
     return kNames - 1;
+}
+
+std::vector<LiveDownload> Board::live_downloads() const {
+    std::vector<LiveDownload> all;
+    std::vector<LiveDownload> shard(LiveDownloads::kRows);
+    for (const auto& collector : shared_->collectors) {
+        const size_t n = collector.live.read(shard.data());
+        all.insert(all.end(), shard.begin(), shard.begin() + static_cast<std::ptrdiff_t>(n));
+    }
+    std::sort(all.begin(), all.end(), [](const auto& a, const auto& b) { return a.last_us > b.last_us; });
+    if (all.size() > LiveDownloads::kRows) all.resize(LiveDownloads::kRows);
+    return all;
 }
 
 void Board::seat_emptied(size_t seat) {

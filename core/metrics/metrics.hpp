@@ -17,6 +17,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "smp_module.h"
 
@@ -71,6 +72,34 @@ struct StoreMetrics {
     Gauge spool_bytes;   // on disk, waiting to be offered again
 };
 
+// The downloads running now, as the stats collector last saw them (once a
+// second): one row per download with a response still being sent. Written
+// under a sequence lock (odd while the writer is in it), read by copying
+// and checking the sequence did not move.
+struct LiveDownload {
+    char path[256];
+    char client_ip[48];
+    char country[4];
+    uint64_t id;  // the open download's, 0 while none of its requests has ended
+    uint64_t file_size;
+    uint64_t bytes;  // distinct bytes of the file delivered so far
+    uint64_t sent;   // bytes sent by the running responses
+    int64_t started_us;
+    int64_t last_us;
+    uint32_t requests;  // running now, and ended within the download
+    double speed_bps;   // of the running responses, over their time so far
+};
+
+struct LiveDownloads {
+    static constexpr size_t kRows = 100;
+    std::atomic<uint64_t> sequence;
+    uint32_t count;
+    LiveDownload rows[kRows];
+    // A consistent copy of the rows into `out` (kRows of them); how many.
+    size_t read(LiveDownload* out) const;
+    void write(const LiveDownload* rows, size_t count);
+};
+
 struct CollectorMetrics {
     Counter records;  // request records merged
     Gauge backlog_bytes;
@@ -79,6 +108,7 @@ struct CollectorMetrics {
     Counter downloads_finished[kReasons];  // by the download's outcome
     Histogram download_duration;           // first request to last byte
     StoreMetrics stores[kNames];            // by store (module) name
+    LiveDownloads live;
 };
 
 class Board {
@@ -94,6 +124,7 @@ class Board {
 
     WorkerMetrics& worker(size_t seat) { return shared_->workers[seat]; }
     CollectorMetrics& collector(size_t shard) { return shared_->collectors[shard % kShards]; }
+    const CollectorMetrics& collector(size_t shard) const { return shared_->collectors[shard % kShards]; }
     // The place of a module's name in the labels, given when first asked
     // (the master, before fork); the last place when all are taken.
     size_t module_place(const std::string& name) { return place(shared_->modules, name); }
@@ -112,6 +143,9 @@ class Board {
     // The whole, in Prometheus's text format (0.0.4). `connections` and
     // `downloads_in_progress` are the worker board's sums.
     std::string prometheus_text(int64_t connections, int64_t downloads_in_progress) const;
+    // Every collector shard's downloads in progress, the most recently
+    // active first, at most LiveDownloads::kRows.
+    std::vector<LiveDownload> live_downloads() const;
 
    private:
     struct Shared {

@@ -8,7 +8,10 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <array>
+#include <climits>
+#include <cstdio>
 #include <chrono>
 #include <cstring>
 #include <map>
@@ -16,6 +19,7 @@
 #include <utility>
 #include <vector>
 
+#include "download_key.hpp"
 #include "log.hpp"
 #include "stop_signals.hpp"
 #include "worker_board.hpp"
@@ -490,6 +494,70 @@ void Collector::post_metrics(int64_t now) {
     metrics_->lag_us.store(backlog > 0 && last_read_end_us_ > 0 ? std::max<int64_t>(0, now - last_read_end_us_) : 0,
                            std::memory_order_relaxed);
     metrics_->downloads_open.store(static_cast<int64_t>(tracker_.open_downloads()), std::memory_order_relaxed);
+    publish_live_downloads();
+}
+
+// The dashboard's downloads in progress: the running responses grouped by
+// download, with what the download's ended requests already delivered, the
+// most recently active first. At most a few thousand responses run at once,
+// walked once a second.
+void Collector::publish_live_downloads() {
+    struct Running {
+        const smp_record* first = nullptr;
+        IntervalSet delivered;
+        uint64_t sent = 0;
+        double speed_bps = 0;
+        int64_t started_us = INT64_MAX;
+        int64_t last_us = 0;
+        uint32_t requests = 0;
+    };
+    std::map<std::tuple<std::string_view, std::string_view, std::string_view, std::string_view>, Running> downloads;
+    in_flight_.each([&](const smp_record& record) {
+        if (record.path == nullptr) return;
+        const DownloadKey key = download_key(record);
+        Running& running = downloads[{key.path, key.etag, key.client, key.agent}];
+        if (running.first == nullptr) running.first = &record;
+        for (size_t i = 0; i < record.interval_count; ++i)
+            running.delivered.add(record.intervals[i].first, record.intervals[i].last);
+        running.sent += record.body_bytes;
+        const int64_t took_us = record.end_us - record.start_us;
+        if (took_us > 0) running.speed_bps += static_cast<double>(record.body_bytes) * 1e6 / static_cast<double>(took_us);
+        running.started_us = std::min(running.started_us, record.start_us);
+        running.last_us = std::max(running.last_us, record.end_us);
+        ++running.requests;
+    });
+    std::vector<metrics::LiveDownload> rows;
+    rows.reserve(downloads.size());
+    for (auto& [key, running] : downloads) {
+        const smp_record& record = *running.first;
+        uint64_t id = 0;
+        if (const LogicalDownload* open = tracker_.open_download_of(record)) {
+            for (const auto& interval : open->delivered.intervals()) running.delivered.add(interval.first, interval.last);
+            running.requests += open->requests;
+            running.started_us = std::min(running.started_us, open->first_us);
+            id = open->id;
+        }
+        metrics::LiveDownload& row = rows.emplace_back();
+        std::snprintf(row.path, sizeof row.path, "%.*s", static_cast<int>(std::get<0>(key).size()), std::get<0>(key).data());
+        std::snprintf(row.client_ip, sizeof row.client_ip, "%.*s", static_cast<int>(std::get<2>(key).size()),
+                      std::get<2>(key).data());
+        row.id = id;
+        row.file_size = record.file_size > 0 ? static_cast<uint64_t>(record.file_size) : 0;
+        row.bytes = running.delivered.size();
+        row.sent = running.sent;
+        row.started_us = running.started_us;
+        row.last_us = running.last_us;
+        row.requests = running.requests;
+        row.speed_bps = running.speed_bps;
+    }
+    const size_t shown = std::min(rows.size(), metrics::LiveDownloads::kRows);
+    std::partial_sort(rows.begin(), rows.begin() + static_cast<std::ptrdiff_t>(shown), rows.end(),
+                      [](const auto& a, const auto& b) { return a.last_us > b.last_us; });
+    for (size_t i = 0; i < shown; ++i) {
+        const GeoInfo geo = geoip_.lookup(rows[i].client_ip);
+        std::snprintf(rows[i].country, sizeof rows[i].country, "%s", geo.country.c_str());
+    }
+    metrics_->live.write(rows.data(), shown);
 }
 
 void Collector::trim_after_burst() {

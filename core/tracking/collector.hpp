@@ -66,6 +66,11 @@ class InFlightRequests {
     // Returns how many.
     size_t take_silent(uint64_t before_ms, const Lost& lost);
     size_t size() const { return entries_.size(); }
+    // Calls `each` with the last progress record of every running request.
+    template <typename Each>
+    void each(Each&& each) const {
+        for (const auto& [key, entry] : entries_) each(entry.last.record());
+    }
     // For the checkpoint: every running request, and back from one.
     std::vector<RunningRequest> copy() const;
     void restore(std::vector<RunningRequest>&& running);
@@ -132,6 +137,7 @@ class Collector {
     void report_finished_early();
     void report_dropped();
     void post_metrics(int64_t now_us);
+    void publish_live_downloads();
     void trim_after_burst();
     void finish(const LogicalDownload& download);
     void hand_to_stores();

@@ -267,6 +267,18 @@ uint32_t DownloadTracker::find(const Key& key) const {
     });
 }
 
+const LogicalDownload* DownloadTracker::open_download_of(const smp_record& record) const {
+    if (!is_download_record(record)) return nullptr;
+    const DownloadKey of_record = download_key(record);
+    const Key key{strings_.find(of_record.path), strings_.find(of_record.etag), strings_.find(of_record.client),
+                  strings_.find(of_record.agent)};
+    if (key.path.empty() || key.client.empty() || (!of_record.etag.empty() && key.etag.empty()) ||
+        (!of_record.agent.empty() && key.agent.empty()))
+        return nullptr;
+    const uint32_t index = find(key);
+    return index == kNone ? nullptr : &nodes_[index].download;
+}
+
 const LogicalDownload* DownloadTracker::add(const smp_record& record, uint64_t id_if_new) {
     if (!is_download_record(record)) return nullptr;
     const DownloadKey of_record = download_key(record);

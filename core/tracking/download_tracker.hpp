@@ -116,6 +116,10 @@ class DownloadTracker {
     // `changed`: stores show downloads as they grow, not only once ended.
     void each_changed(const std::function<void(const LogicalDownload&)>& changed);
     size_t open_downloads() const { return nodes_.size(); }
+    // The open download a request of `record` would join now, or nullptr
+    // (the dashboard's downloads in progress: what ended requests already
+    // delivered). Valid until the next call that changes the tracker.
+    const LogicalDownload* open_download_of(const smp_record& record) const;
     size_t finished_downloads() const { return finished_.size(); }
     size_t max_open() const { return max_open_; }
     // Downloads finished early to stay under the cap, since the start.
