@@ -171,6 +171,25 @@ std::vector<LiveDownload> Board::live_downloads() const {
     return all;
 }
 
+std::unique_ptr<smp_report::OwnedTable> live_downloads_table(const std::vector<LiveDownload>& rows,
+                                                            const smp_query& query) {
+    using smp_report::Cell;
+    auto table = smp_report::make_table("in_progress");
+    for (const LiveDownload& row : rows) {
+        if (query.path != nullptr && std::strcmp(query.path, row.path) != 0) continue;
+        if (query.since_us != 0 && row.started_us < query.since_us) continue;
+        const bool whole = row.file_size > 0 && row.bytes >= row.file_size;
+        table->add_row({row.id != 0 ? Cell(std::to_string(row.id)) : Cell(), smp_report::utc_time(row.started_us),
+                        std::string(row.path), std::string(row.client_ip),
+                        row.country[0] != '\0' ? Cell(row.country) : Cell(), std::to_string(row.file_size),
+                        std::to_string(row.bytes),
+                        smp_report::coverage(static_cast<int64_t>(row.bytes), static_cast<int64_t>(row.file_size), whole),
+                        row.speed_bps > 0 ? Cell(smp_report::fixed(row.speed_bps, 0)) : Cell(),
+                        std::to_string(row.requests), smp_report::utc_time(row.last_us)});
+    }
+    return table;
+}
+
 void Board::seat_emptied(size_t seat) {
     for (auto& phase : shared_->workers[seat].phases) phase.store(0, std::memory_order_relaxed);
 }

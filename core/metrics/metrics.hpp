@@ -19,6 +19,7 @@
 #include <string>
 #include <vector>
 
+#include "report_table.hpp"
 #include "smp_module.h"
 
 namespace smp::metrics {
@@ -161,6 +162,11 @@ class Board {
 
     Shared* shared_ = nullptr;
 };
+
+// The rows of the `in_progress` report (the columns of report_table.hpp's),
+// from the collectors' live tables, filtered by the query's path and since.
+std::unique_ptr<smp_report::OwnedTable> live_downloads_table(const std::vector<LiveDownload>& rows,
+                                                            const smp_query& query);
 
 // Index of an HTTP status's class (0: none, 1..5: 1xx..5xx).
 inline size_t status_class(int status) { return status >= 100 && status < 600 ? static_cast<size_t>(status / 100) : 0; }

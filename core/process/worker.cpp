@@ -465,7 +465,8 @@ std::string Worker::metrics_text() const {
 // may take a while (SQLite reading its file, a round trip to MongoDB), and
 // the store's tables are handed out one at a time.
 int Worker::query_async(const smp_query& query, smp_query_done done, void* data, smp_async** call) {
-    if (reports_ == nullptr) return SMP_ERROR;
+    const bool live = query.report != nullptr && std::strcmp(query.report, "in_progress") == 0;
+    if (reports_ == nullptr && !(live && the_worker_board() != nullptr)) return SMP_ERROR;
     auto* q = new Query;
     q->worker = this;
     q->work.data = q;
@@ -508,6 +509,11 @@ void Worker::start_next_query() {
 
 void Worker::run_query(uv_work_t* work) {
     auto* q = static_cast<Query*>(work->data);
+    if (q->report == "in_progress" && the_worker_board() != nullptr) {
+        q->owned = live_downloads_table(the_worker_board()->metrics().live_downloads(), q->query);
+        q->table = q->owned->finish();
+        return;
+    }
     const ModuleInstance& store = *q->worker->reports_;
     std::array<char, 512> error{};
     if (SMP_MODULE_HOOK(store.api, query)(store.instance, &q->query, &q->table, error.data(), error.size()) != SMP_OK) {
@@ -527,7 +533,8 @@ void Worker::after_query(uv_work_t* work, int /*status*/) {
         else
             q->done(q->data, nullptr, q->error.empty() ? "the store failed to answer" : q->error.c_str());
     }
-    if (q->table != nullptr) SMP_MODULE_HOOK(worker.reports_->api, free_table)(worker.reports_->instance, q->table);
+    if (q->table != nullptr && q->owned == nullptr)
+        SMP_MODULE_HOOK(worker.reports_->api, free_table)(worker.reports_->instance, q->table);
     delete q;
     worker.start_next_query();
 }

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "record_codec.hpp"
+#include "report_table.hpp"
 #include "record_log.hpp"
 #include "runtime.hpp"
 #include "worker_board.hpp"
@@ -78,6 +79,9 @@ class Worker {
         bool cancelled = false;
         smp_table* table = nullptr;
         std::string error;
+        // "in_progress" is the collector's live table, not the store's:
+        // answered by the core, which owns the table.
+        std::unique_ptr<smp_report::OwnedTable> owned;
     };
     void start_next_query();
     static void run_query(uv_work_t* work);

@@ -183,6 +183,7 @@ void WorkerState::serve(Connection& c) {
     if (c.parser.content_length > 0 && c.parser.content_length != ULLONG_MAX) c.close_after = true;
     if (!smp::http::keeps_alive(minor, c.head.connection_options())) c.close_after = true;
     ++c.requests;
+    set_phase(c, SMP_PHASE_WRITING);  // read: from here it is being answered
     answer(c, http_method_str(static_cast<http_method>(c.parser.method)), c.head.target_view, minor);
 }
 
