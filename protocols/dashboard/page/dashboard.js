@@ -199,6 +199,7 @@
 
     function progressCell(row) {
         const td = numberCell(row.coverage, formatPercent);
+        td.classList.add('coverage');
         const bar = document.createElement('progress');
         bar.max = 100;
         bar.value = Math.min(100, Math.max(0, isNumber(row.coverage) ? row.coverage : 0));
