@@ -193,6 +193,15 @@ void WorkerState::answer(Connection& c, std::string_view method, std::string_vie
     const std::string_view query = question == std::string_view::npos ? std::string_view() : target.substr(question + 1);
     c.head_only = method == "HEAD";
     if (!c.allowed) return respond_error(c, 403);
+    if (method != "GET" && method != "HEAD") return respond_error(c, 405, "Allow: GET, HEAD\r\n");
+    // The page's own files hold no data: served without the token, which
+    // the browser only has in the page's address (?access_token=), not
+    // when it fetches the script and style beside it.
+    const std::string_view file = path == "/" ? std::string_view("/index.html") : path;
+    for (size_t i = 0; i < kPageFileCount; ++i)
+        if (file == kPageFiles[i].path)
+            return respond(c, 200, kPageFiles[i].content_type,
+                           std::string_view(reinterpret_cast<const char*>(kPageFiles[i].data), kPageFiles[i].size));
     if (!settings_.token.empty()) {
         // RFC 6750: a Bearer token in Authorization, or (§2.3) as
         // access_token in the query, which is how a page's EventSource,
@@ -206,7 +215,6 @@ void WorkerState::answer(Connection& c, std::string_view method, std::string_vie
             given = *from_query;
         if (given.empty() || !same_secret(given, settings_.token)) return respond_error(c, 403);
     }
-    if (method != "GET" && method != "HEAD") return respond_error(c, 405, "Allow: GET, HEAD\r\n");
     if (path == "/metrics") {
         std::string text(64 * 1024, '\0');
         size_t length = core_->metrics_text(worker_, text.data(), text.size());
@@ -224,11 +232,6 @@ void WorkerState::answer(Connection& c, std::string_view method, std::string_vie
             return respond_error(c, 404);
         return ask_report(c, report, query);
     }
-    const std::string_view file = path == "/" ? std::string_view("/index.html") : path;
-    for (size_t i = 0; i < kPageFileCount; ++i)
-        if (file == kPageFiles[i].path)
-            return respond(c, 200, kPageFiles[i].content_type,
-                           std::string_view(reinterpret_cast<const char*>(kPageFiles[i].data), kPageFiles[i].size));
     respond_error(c, 404);
 }
 

@@ -11,16 +11,35 @@ import os
 import re
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 import unittest
-import urllib.error
-import urllib.request
+import urllib.parse
 
+import browser
 import harness
 from harness import MIB
 
 PROMTOOL = '/usr/bin/promtool'
+# A file name a client chose: the page must show it as text, never run it.
+HOSTILE = '<img src=x onerror=window.__xss=1>.bin'
+# The summary's fields and the ids of the page's elements that show them.
+SUMMARY_HOOKS = {'downloads': 'summary-downloads', 'completed': 'summary-completed',
+                 'completion_rate': 'summary-completion-rate', 'bytes': 'summary-bytes'}
+READ_SUMMARY = '''Object.fromEntries(Object.entries(%s).map(([field, id]) => {
+    const element = document.getElementById(id);
+    return [field, element === null || element.dataset.value === undefined ? null : Number(element.dataset.value)];
+}))''' % json.dumps(SUMMARY_HOOKS)
+LOADED = 'document.body.dataset.loaded === "1"'
+
+
+def artifacts_dir():
+    """Where the screenshot is kept: SMP_ARTIFACTS (meson sets it to the build
+    tree's test-artifacts), else a temp dir that is left for inspection."""
+    path = os.environ.get('SMP_ARTIFACTS') or tempfile.mkdtemp(prefix='smp-dashboard-artifacts-')
+    os.makedirs(path, exist_ok=True)
+    return path
 
 
 def get(port, path, headers=None, source=None, timeout=10):
@@ -59,7 +78,7 @@ def metric_sum(samples, name, **labels):
 class Dashboard(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
-        cls.env = harness.TestEnv({'a.bin': 2 * MIB, 'big.bin': 16 * MIB, 'slow.bin': 4 * MIB})
+        cls.env = harness.TestEnv({'a.bin': 2 * MIB, 'big.bin': 16 * MIB, 'slow.bin': 4 * MIB, HOSTILE: 1000})
         cls.db = cls.env.path('stats.db')
         cls.port = harness.free_port()
         cls.slow_port = harness.free_port()
@@ -124,6 +143,7 @@ class Dashboard(unittest.TestCase):
         assert harness.sha256_file(part) == harness.sha256_bytes(cls.env.content['a.bin'])
         for _ in range(2):
             assert harness.http(cls.port, 'GET', '/missing.bin').status == 404
+        assert harness.http(cls.port, 'GET', '/' + urllib.parse.quote(HOSTILE)).status == 200
         # Every download ends 1 s after its last request; the store has them
         # once a tick later. Wait until the store says every one finished.
         cls.settled = harness.wait_for(cls.everything_finished, 20, interval=0.3)
@@ -131,7 +151,7 @@ class Dashboard(unittest.TestCase):
     @classmethod
     def everything_finished(cls):
         rows = cls.cli_rows('downloads')
-        return len(rows) == 3 and all(row['finished'] in (True, 1) for row in rows)
+        return len(rows) == 4 and all(row['finished'] in (True, 1) for row in rows)
 
     @classmethod
     def cli_rows(cls, report, *args):
@@ -173,7 +193,7 @@ class Dashboard(unittest.TestCase):
 
     def test_api_numbers_are_the_traffic(self):
         [summary] = self.api('/api/v1/summary')['rows']
-        self.assertEqual((summary['downloads'], summary['completed']), (3, 3))
+        self.assertEqual((summary['downloads'], summary['completed']), (4, 4))
         files = {row['path']: row for row in self.api('/api/v1/files')['rows']}
         self.assertEqual(files['a.bin']['downloads'], 2)  # curl's, and the cut one wget resumed
         self.assertEqual(files['big.bin']['downloads'], 1)  # aria2c's eight segments: one download
@@ -218,9 +238,9 @@ class Dashboard(unittest.TestCase):
         requests = metric_sum(samples, 'smprotocol_requests_total', module='http_download')
         self.assertEqual(metric_sum(samples, 'smprotocol_request_duration_seconds_count'), requests)
         self.assertEqual(metric_sum(samples, 'smprotocol_collector_records_total'), requests)
-        self.assertEqual(metric_sum(samples, 'smprotocol_download_duration_seconds_count'), 3)
+        self.assertEqual(metric_sum(samples, 'smprotocol_download_duration_seconds_count'), 4)
         sent = metric_sum(samples, 'smprotocol_sent_bytes_total', module='http_download')
-        bodies = 2 * 2 * MIB + 16 * MIB  # aria2c may fetch a little twice
+        bodies = 2 * 2 * MIB + 16 * MIB + 1000  # aria2c may fetch a little twice
         self.assertGreaterEqual(sent, bodies)
         self.assertLess(sent, bodies + 2 * MIB)
         self.assertEqual(metric_sum(samples, 'smprotocol_store_errors_total', store='sqlite'), 0)
@@ -254,6 +274,9 @@ class Dashboard(unittest.TestCase):
         self.assertEqual(get(self.dash_token, '/metrics', {'Authorization': 'Bearer ' + self.token}).status, 200)
         self.assertEqual(get(self.dash_token, '/api/v1/summary?access_token=' + self.token).status, 200)
         self.assertEqual(get(self.dash_token, '/api/v1/summary?access_token=' + self.token[:-1]).status, 403)
+        # The page's own files hold no data: the browser fetches them without the token.
+        self.assertEqual(get(self.dash_token, '/dashboard.js').status, 200)
+        self.assertEqual(get(self.dash_token, '/api/v1/live').status, 403)
 
     # -- live --------------------------------------------------------------
 
@@ -276,7 +299,7 @@ class Dashboard(unittest.TestCase):
         events = [line[len(b'data: '):] for line in body.split(b'\n') if line.startswith(b'data: ')]
         self.assertGreaterEqual(len(events), 2, body[:500])
         update = json.loads(events[0])
-        self.assertGreaterEqual(update['summary']['downloads'], 3)
+        self.assertGreaterEqual(update['summary']['downloads'], 4)
         self.assertIsInstance(update['in_progress'], list)
         self.assertGreater(update['metrics']['bytes_sent_total'], 20 * MIB)
 
@@ -298,6 +321,76 @@ class Dashboard(unittest.TestCase):
         finally:
             p.kill()
             p.wait(timeout=5)
+
+    # -- the page, in headless Chromium ------------------------------------
+
+    def page_url(self):
+        return 'http://127.0.0.1:%d/' % self.dash
+
+    def open_page(self):
+        reason = browser.available()
+        if reason:
+            self.skipTest(reason)
+        page = browser.Browser(width=1280, height=1000).start()
+        try:
+            page.navigate(self.page_url())
+            page.wait_for(LOADED, 20)
+        except BaseException:
+            page.close()
+            raise
+        return page
+
+    def test_page_dump_dom(self):
+        reason = browser.available()
+        if reason:
+            self.skipTest(reason)
+        html = browser.dump_dom(self.page_url(), timeout=30)
+        for hook in list(SUMMARY_HOOKS.values()) + ['files', 'countries', 'reasons', 'in-progress']:
+            self.assertIn('id="%s"' % hook, html)
+        self.assertIn('src="dashboard.js"', html)
+        self.assertNotRegex(html, r'(src|href)="(https?:)?//')  # nothing from elsewhere
+
+    def test_page_shows_the_api_numbers(self):
+        with self.open_page() as page:
+            deadline = time.monotonic() + 10
+            while True:
+                [summary] = self.api('/api/v1/summary')['rows']
+                expected = {field: summary[field] for field in SUMMARY_HOOKS}
+                shown = page.evaluate(READ_SUMMARY)
+                if shown == expected or time.monotonic() >= deadline:
+                    break
+                time.sleep(0.3)
+            self.assertEqual(shown, expected)
+            files = page.evaluate('''Object.fromEntries([...document.querySelectorAll('#files tbody tr[data-path]')]
+                .map((row) => [row.dataset.path, row.cells[0].textContent]))''')
+            self.assertEqual(files[HOSTILE], HOSTILE)  # shown as text
+            self.assertIsNone(page.evaluate('window.__xss === undefined ? null : window.__xss'))
+            page.wait_for('Number(document.body.dataset.updates) >= 2', 10)
+            path = page.screenshot(os.path.join(artifacts_dir(), 'dashboard.png'))
+            sys.stderr.write('[dashboard] screenshot: %s\n' % path)
+            with open(path, 'rb') as f:
+                self.assertEqual(f.read(8), b'\x89PNG\r\n\x1a\n')
+
+    def test_page_shows_a_download_started_after_it_loaded(self):
+        with self.open_page() as page:
+            updates = page.evaluate('Number(document.body.dataset.updates)')
+            row = '#in-progress tbody tr[data-path="slow.bin"]'
+            self.assertFalse(page.evaluate('document.querySelector(%s) !== null' % json.dumps(row)))
+            p = harness.spawn(['curl', '-s', '--noproxy', '*', '-A', 'late-client', '-o', os.devnull,
+                               'http://127.0.0.1:%d/slow.bin' % self.slow_port],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            try:
+                page.wait_for('document.querySelector(%s) !== null' % json.dumps(row), 15)
+                coverage = page.evaluate('Number(document.querySelector(%s).querySelector("[data-value]")'
+                                         '.closest("tr").querySelector(".coverage").dataset.value)' % json.dumps(row))
+                self.assertGreater(coverage, 0)
+                self.assertLess(coverage, 1)
+                # No reload: the same page, updated by the stream.
+                self.assertGreater(page.evaluate('Number(document.body.dataset.updates)'), updates)
+                page.screenshot(os.path.join(artifacts_dir(), 'dashboard-download-in-progress.png'))
+            finally:
+                p.kill()
+                p.wait(timeout=5)
 
 
 if __name__ == '__main__':

@@ -197,12 +197,15 @@
         return td;
     }
 
+    // coverage is a fraction of the file, 0 to 1, as in the downloads report.
     function progressCell(row) {
-        const td = numberCell(row.coverage, formatPercent);
+        const percent = isNumber(row.coverage) ? row.coverage * 100 : null;
+        const td = textCell(formatPercent(percent), 'num');
+        setValue(td, row.coverage);
         td.classList.add('coverage');
         const bar = document.createElement('progress');
         bar.max = 100;
-        bar.value = Math.min(100, Math.max(0, isNumber(row.coverage) ? row.coverage : 0));
+        bar.value = Math.min(100, Math.max(0, percent === null ? 0 : percent));
         td.prepend(bar);
         return td;
     }
