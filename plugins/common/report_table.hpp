@@ -5,10 +5,12 @@
 #pragma once
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
 #include <ctime>
+#include <initializer_list>
 #include <map>
 #include <memory>
 #include <optional>
@@ -23,6 +25,15 @@ namespace smp_report {
 
 using Cell = std::optional<std::string>;  // empty: no value (JSON null)
 
+// smp_table.numeric's values: what a column's cells are (ABI 1.10: booleans,
+// whose cells are "0" or "1").
+enum ColumnKind : int { kText = 0, kNumber = 1, kBoolean = 2 };
+
+struct Column {
+    const char* name;  // also the JSON key
+    ColumnKind kind;
+};
+
 // A table a store owns until free_table.
 struct OwnedTable {
     smp_table table{};
@@ -32,10 +43,10 @@ struct OwnedTable {
     std::vector<Cell> values;
     std::vector<const char*> cell_pointers;
 
-    OwnedTable(std::initializer_list<std::pair<const char*, bool>> columns) {
-        for (const auto& [name, is_number] : columns) {
+    explicit OwnedTable(std::initializer_list<Column> columns) {
+        for (const auto& [name, kind] : columns) {
             names.emplace_back(name);
-            numeric.push_back(is_number ? 1 : 0);
+            numeric.push_back(kind);
         }
     }
     void add_row(std::vector<Cell> row) {
@@ -56,44 +67,82 @@ struct OwnedTable {
 
 // The empty table of `report`, with its columns; nullptr for no such report.
 inline std::unique_ptr<OwnedTable> make_table(std::string_view report) {
+    const auto table = [](std::initializer_list<Column> columns) { return std::make_unique<OwnedTable>(columns); };
     if (report == "summary")
-        return std::make_unique<OwnedTable>(
-            std::initializer_list<std::pair<const char*, bool>>{{"downloads", true},
-                                                                {"completed", true},
-                                                                {"completion_rate", true},
-                                                                {"bytes", true},
-                                                                {"distinct_clients", true},
-                                                                {"median_duration_s", true},
-                                                                {"p95_duration_s", true}});
+        return table({{"downloads", kNumber},
+                      {"completed", kNumber},
+                      {"completion_rate", kNumber},
+                      {"bytes", kNumber},
+                      {"distinct_clients", kNumber},
+                      {"median_duration_s", kNumber},
+                      {"p95_duration_s", kNumber}});
     if (report == "files")
-        return std::make_unique<OwnedTable>(std::initializer_list<std::pair<const char*, bool>>{
-            {"path", false}, {"downloads", true}, {"completed", true}, {"bytes", true}, {"median_duration_s", true}});
+        return table({{"path", kText},
+                      {"downloads", kNumber},
+                      {"completed", kNumber},
+                      {"bytes", kNumber},
+                      {"median_duration_s", kNumber}});
     if (report == "countries")
-        return std::make_unique<OwnedTable>(std::initializer_list<std::pair<const char*, bool>>{
-            {"country", false}, {"downloads", true}, {"completed", true}, {"bytes", true}});
-    if (report == "reasons")
-        return std::make_unique<OwnedTable>(std::initializer_list<std::pair<const char*, bool>>{
-            {"reason", false}, {"requests", true}, {"downloads", true}});
+        return table({{"country", kText}, {"downloads", kNumber}, {"completed", kNumber}, {"bytes", kNumber}});
+    if (report == "reasons") return table({{"reason", kText}, {"requests", kNumber}, {"downloads", kNumber}});
     if (report == "downloads")
-        return std::make_unique<OwnedTable>(std::initializer_list<std::pair<const char*, bool>>{{"id", true},
-                                                                                                {"started", false},
-                                                                                                {"path", false},
-                                                                                                {"client_ip", false},
-                                                                                                {"user_agent", false},
-                                                                                                {"country", false},
-                                                                                                {"asn", true},
-                                                                                                {"coverage", true},
-                                                                                                {"completed", true},
-                                                                                                {"requests", true},
-                                                                                                {"resumes", true},
-                                                                                                {"duration_s", true},
-                                                                                                {"active_s", true},
-                                                                                                {"reason", false},
-                                                                                                {"finished", true}});
+        return table({{"id", kNumber},
+                      {"started", kText},
+                      {"path", kText},
+                      {"client_ip", kText},
+                      {"user_agent", kText},
+                      {"country", kText},
+                      {"asn", kNumber},
+                      {"coverage", kNumber},
+                      {"completed", kBoolean},
+                      {"requests", kNumber},
+                      {"resumes", kNumber},
+                      {"duration_s", kNumber},
+                      {"active_s", kNumber},
+                      {"reason", kText},
+                      {"finished", kBoolean}});
     if (report == "tls")
-        return std::make_unique<OwnedTable>(std::initializer_list<std::pair<const char*, bool>>{
-            {"tls_version", false}, {"requests", true}, {"percent", true}, {"bytes_sent", true}});
+        return table({{"tls_version", kText}, {"requests", kNumber}, {"percent", kNumber}, {"bytes_sent", kNumber}});
+    if (report == "timeseries")
+        return table({{"time", kText}, {"downloads", kNumber}, {"completed", kNumber}, {"bytes", kNumber}});
+    if (report == "in_progress")
+        return table({{"id", kNumber},
+                      {"started", kText},
+                      {"path", kText},
+                      {"client_ip", kText},
+                      {"country", kText},
+                      {"file_size", kNumber},
+                      {"bytes", kNumber},
+                      {"coverage", kNumber},
+                      {"speed_bps", kNumber},
+                      {"requests", kNumber},
+                      {"last_seen", kText}});
     return nullptr;
+}
+
+// The width of a `timeseries` row in microseconds, for the query's bucket:
+// "minute", "hour" or "day" (NULL, or a query older than ABI 1.10: "hour");
+// empty for any other name. A UTC day is always 86400 s of Unix time.
+inline std::optional<int64_t> bucket_width_us(const char* bucket) {
+    const std::string_view name = bucket != nullptr ? bucket : "hour";
+    if (name == "minute") return int64_t{60'000'000};
+    if (name == "hour") return int64_t{3'600'000'000};
+    if (name == "day") return int64_t{86'400'000'000};
+    return std::nullopt;
+}
+inline const char* query_bucket(const smp_query& query) { return SMP_HAS(&query, bucket) ? query.bucket : nullptr; }
+
+// The empty table of `query`'s report, or nullptr with the sentence in
+// `error`: what every store checks before it reads.
+inline std::unique_ptr<OwnedTable> make_table(const smp_query& query, char* error, size_t error_size) {
+    auto table = make_table(query.report);
+    if (!table) {
+        std::snprintf(error, error_size, "no report '%s'", query.report);
+    } else if (std::string_view(query.report) == "timeseries" && !bucket_width_us(query_bucket(query))) {
+        std::snprintf(error, error_size, "bucket: '%s' is not minute, hour or day", query_bucket(query));
+        return nullptr;
+    }
+    return table;
 }
 
 // The latest downloads the `downloads` report lists.
@@ -141,6 +190,59 @@ inline std::string coverage(int64_t distinct_bytes, int64_t file_size, bool comp
     return fixed(
         file_size > 0 ? static_cast<double>(distinct_bytes) / static_cast<double>(file_size) : (completed ? 1.0 : 0.0),
         4);
+}
+
+// A `timeseries` row: the bucket that starts at `start_us` (UTC), the
+// downloads that started in it, how many of those completed, and the bytes
+// sent to them.
+inline void add_timeseries_row(OwnedTable& table, int64_t start_us, int64_t downloads, int64_t completed,
+                               int64_t bytes_sent) {
+    table.add_row(
+        {utc_time(start_us), std::to_string(downloads), std::to_string(completed), std::to_string(bytes_sent)});
+}
+
+// The `in_progress` report lists the downloads neither finished nor
+// completed that were active in the last minute before the query's until
+// (or now), the most recently active first, at most this many.
+constexpr int64_t kInProgressWindowUs = 60'000'000;
+constexpr int kInProgressRows = 100;
+
+// The window of `in_progress` on last_us: [first, end), the minute before
+// the query's until; without one, the minute before now, `end` INT64_MAX
+// (a download of another node whose clock is ahead still shows).
+struct ActivityWindow {
+    int64_t first_us;
+    int64_t end_us;
+};
+inline ActivityWindow in_progress_window(const smp_query& query) {
+    if (query.until_us > 0) return {query.until_us - kInProgressWindowUs, query.until_us};
+    using namespace std::chrono;
+    const int64_t now_us = duration_cast<microseconds>(system_clock::now().time_since_epoch()).count();
+    return {now_us - kInProgressWindowUs, INT64_MAX};
+}
+
+// What an `in_progress` row shows of a download, as a store read it.
+struct OpenDownload {
+    Cell id;
+    int64_t first_us = 0;
+    Cell path, client_ip, country;
+    int64_t file_size = 0;
+    int64_t distinct_bytes = 0;
+    int64_t bytes_sent = 0;
+    int64_t active_us = 0;
+    Cell requests;
+    int64_t last_us = 0;
+};
+
+// speed_bps is the bytes sent per second of active time (a request
+// transferring), no value before any.
+inline void add_in_progress_row(OwnedTable& table, const OpenDownload& d) {
+    const Cell speed = d.active_us > 0
+                           ? Cell(fixed(static_cast<double>(d.bytes_sent) * 1e6 / static_cast<double>(d.active_us), 0))
+                           : std::nullopt;
+    table.add_row({d.id, utc_time(d.first_us), d.path, d.client_ip, d.country, std::to_string(d.file_size),
+                   std::to_string(d.distinct_bytes), coverage(d.distinct_bytes, d.file_size, false), speed, d.requests,
+                   utc_time(d.last_us)});
 }
 
 // The reasons rows, most requests first (ties by name): per reason, the

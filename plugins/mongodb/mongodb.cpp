@@ -268,8 +268,8 @@ void exit_master(void* instance) { delete static_cast<Settings*>(instance); }
 int query(void* instance, const smp_query* query, smp_table** table, char* error, size_t error_size) {
     try {
         auto& settings = *static_cast<Settings*>(instance);
-        auto out = smp_report::make_table(query->report);
-        if (!out) return std::snprintf(error, error_size, "no report '%s'", query->report), SMP_ERROR;
+        auto out = smp_report::make_table(*query, error, error_size);
+        if (!out) return SMP_ERROR;
         const std::unique_ptr<mongoc_client_t, ClientCloser> client(mongoc_client_new_from_uri(settings.uri.get()));
         if (!client) return std::snprintf(error, error_size, "cannot make a MongoDB client"), SMP_ERROR;
         mongoc_client_set_error_api(client.get(), MONGOC_ERROR_API_VERSION_2);

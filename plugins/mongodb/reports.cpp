@@ -55,6 +55,29 @@ class Reader {
         return stage;
     }
 
+    // {$match: ...} of the in_progress report: neither finished nor
+    // completed, started since the query's since, of its file, last active
+    // in `window`.
+    Bson match_open(const smp_report::ActivityWindow& window) const {
+        Bson stage(bson_new());
+        bson_t match, started, last;
+        BSON_APPEND_DOCUMENT_BEGIN(stage.get(), "$match", &match);
+        BSON_APPEND_BOOL(&match, "finished", false);
+        BSON_APPEND_BOOL(&match, "completed", false);
+        BSON_APPEND_DOCUMENT_BEGIN(&match, "first_us", &started);
+        BSON_APPEND_INT64(&started, "$gte", query_.since_us);
+        bson_append_document_end(&match, &started);
+        BSON_APPEND_DOCUMENT_BEGIN(&match, "last_us", &last);
+        BSON_APPEND_INT64(&last, "$gte", window.first_us);
+        BSON_APPEND_INT64(&last, "$lt", window.end_us);
+        bson_append_document_end(&match, &last);
+        if (query_.path != nullptr) BSON_APPEND_UTF8(&match, "path", query_.path);
+        bson_append_document_end(stage.get(), &match);
+        return stage;
+    }
+
+    const smp_query& query() const { return query_; }
+
     // Runs a pipeline of `stages` on `collection`, each result to `row`.
     template <typename Row>
     bool each(const char* collection_name, std::initializer_list<const bson_t*> stages, Row&& row) {
@@ -198,18 +221,56 @@ bool report_downloads(Reader& reader, OwnedTable& out) {
     });
 }
 
+// Buckets of first_us: the start of a UTC minute, hour or day is a multiple
+// of its width in Unix time, first_us - first_us % width.
+bool report_timeseries(Reader& reader, OwnedTable& out) {
+    const int64_t width = *smp_report::bucket_width_us(smp_report::query_bucket(reader.query()));
+    const Bson all = reader.match("first_us");
+    const Bson by_bucket(BCON_NEW("$group", "{", "_id", "{", "$subtract", "[", BCON_UTF8("$first_us"), "{", "$mod", "[",
+                                  BCON_UTF8("$first_us"), BCON_INT64(width), "]", "}", "]", "}", "downloads", "{",
+                                  "$sum", BCON_INT32(1), "}", "completed", "{", "$sum", "{", "$cond", "[",
+                                  BCON_UTF8("$completed"), BCON_INT32(1), BCON_INT32(0), "]", "}", "}", "bytes", "{",
+                                  "$sum", BCON_UTF8("$bytes_sent"), "}", "}"));
+    const Bson oldest_first(BCON_NEW("$sort", "{", "_id", BCON_INT32(1), "}"));
+    return reader.each("downloads", {all.get(), by_bucket.get(), oldest_first.get()}, [&](const bson_t* doc) {
+        smp_report::add_timeseries_row(out, int_field(doc, "_id"), int_field(doc, "downloads"),
+                                       int_field(doc, "completed"), int_field(doc, "bytes"));
+    });
+}
+
+bool report_in_progress(Reader& reader, OwnedTable& out) {
+    const Bson open = reader.match_open(smp_report::in_progress_window(reader.query()));
+    const Bson latest_first(BCON_NEW("$sort", "{", "last_us", BCON_INT32(-1), "id", BCON_INT32(-1), "}"));
+    const Bson most(BCON_NEW("$limit", BCON_INT32(smp_report::kInProgressRows)));
+    return reader.each("downloads", {open.get(), latest_first.get(), most.get()}, [&](const bson_t* doc) {
+        smp_report::add_in_progress_row(out, {.id = number_field(doc, "id"),
+                                              .first_us = int_field(doc, "first_us"),
+                                              .path = text_field(doc, "path"),
+                                              .client_ip = text_field(doc, "client_ip"),
+                                              .country = text_field(doc, "geo.country"),
+                                              .file_size = int_field(doc, "file_size"),
+                                              .distinct_bytes = int_field(doc, "distinct_bytes"),
+                                              .bytes_sent = int_field(doc, "bytes_sent"),
+                                              .active_us = int_field(doc, "active_us"),
+                                              .requests = number_field(doc, "requests"),
+                                              .last_us = int_field(doc, "last_us")});
+    });
+}
+
 }  // namespace
 
 bool run_report(mongoc_client_t* client, const std::string& database, const smp_query& query,
                 smp_report::OwnedTable& out, bson_error_t& error) {
     Reader reader(client, database, query);
     const std::string report = query.report;
-    const bool ok = report == "summary"     ? report_summary(reader, out)
-                    : report == "files"     ? report_files(reader, out)
-                    : report == "countries" ? report_countries(reader, out)
-                    : report == "reasons"   ? report_reasons(reader, out)
-                    : report == "tls"       ? report_tls(reader, out)
-                                            : report_downloads(reader, out);
+    const bool ok = report == "summary"       ? report_summary(reader, out)
+                    : report == "files"       ? report_files(reader, out)
+                    : report == "countries"   ? report_countries(reader, out)
+                    : report == "reasons"     ? report_reasons(reader, out)
+                    : report == "tls"         ? report_tls(reader, out)
+                    : report == "timeseries"  ? report_timeseries(reader, out)
+                    : report == "in_progress" ? report_in_progress(reader, out)
+                                              : report_downloads(reader, out);
     if (!ok) error = reader.error();
     return ok;
 }

@@ -14,6 +14,7 @@
 #include <cstddef>
 #include <cstdio>
 #include <cstring>
+#include <initializer_list>
 #include <map>
 #include <memory>
 #include <new>
@@ -619,21 +620,28 @@ class Reader {
    public:
     Reader(sqlite3* db, const smp_query& query) : db_(db), query_(query) {}
 
-    // Runs `sql` with the query's filters bound as ?1 since, ?2 until, ?3 path,
-    // and ?4 the number of downloads the `downloads` report lists.
+    // Runs `sql` with the query's filters bound as ?1 since, ?2 until, ?3
+    // path, and the report's own numbers (`more`) as ?4, ?5, ...
     template <typename Row>
-    bool each(const char* sql, Row&& row) {
+    bool each(const char* sql, std::initializer_list<int64_t> more, Row&& row) {
         sqlite3_stmt* raw = nullptr;
         if (sqlite3_prepare_v2(db_, sql, -1, &raw, nullptr) != SQLITE_OK) return false;
         Statement statement(raw);
         sqlite3_bind_int64(raw, 1, query_.since_us);
         sqlite3_bind_int64(raw, 2, query_.until_us > 0 ? query_.until_us : INT64_MAX);
         bind_text(raw, 3, query_.path);
-        sqlite3_bind_int(raw, 4, smp_report::kLatestDownloads);  // SQLITE_RANGE where there is no ?4
+        int parameter = 4;
+        for (const int64_t value : more) sqlite3_bind_int64(raw, parameter++, value);
         int result = 0;
         while ((result = sqlite3_step(raw)) == SQLITE_ROW) row(raw);
         return result == SQLITE_DONE;
     }
+    template <typename Row>
+    bool each(const char* sql, Row&& row) {
+        return each(sql, {}, std::forward<Row>(row));
+    }
+
+    const smp_query& query() const { return query_; }
 
    private:
     sqlite3* db_;
@@ -712,16 +720,52 @@ bool report_tls(Reader& reader, OwnedTable& out) {
 
 bool report_downloads(Reader& reader, OwnedTable& out) {
     return reader.each(
-        "SELECT id, first_us, path, client_ip, user_agent, country, asn, distinct_bytes, file_size, completed, "
-        "requests, resumes, last_us, active_us, reason, finished FROM downloads WHERE" DOWNLOAD_FILTER
+        "SELECT id, first_us, path, client_ip, user_agent, country, asn, distinct_bytes, file_size, completed <> 0, "
+        "requests, resumes, last_us, active_us, reason, finished <> 0 FROM downloads WHERE" DOWNLOAD_FILTER
         "ORDER BY first_us DESC, id DESC LIMIT ?4",
-        [&](sqlite3_stmt* row) {
+        {smp_report::kLatestDownloads}, [&](sqlite3_stmt* row) {
             const auto number = [row](int column) { return sqlite3_column_int64(row, column); };
             out.add_row({column_text(row, 0), smp_report::utc_time(number(1)), column_text(row, 2), column_text(row, 3),
                          column_text(row, 4), column_text(row, 5), column_text(row, 6),
                          smp_report::coverage(number(7), number(8), number(9) != 0), column_text(row, 9),
                          column_text(row, 10), column_text(row, 11), smp_report::seconds(number(12) - number(1)),
                          smp_report::seconds(number(13)), column_text(row, 14), column_text(row, 15)});
+        });
+}
+
+// Buckets of first_us: the start of a UTC minute, hour or day is a multiple
+// of its width in Unix time.
+bool report_timeseries(Reader& reader, OwnedTable& out) {
+    const int64_t width = *smp_report::bucket_width_us(smp_report::query_bucket(reader.query()));
+    return reader.each(
+        "SELECT first_us - first_us % ?4 AS bucket, count(*), sum(completed <> 0), sum(bytes_sent) FROM downloads "
+        "WHERE" DOWNLOAD_FILTER "GROUP BY bucket ORDER BY bucket",
+        {width}, [&](sqlite3_stmt* row) {
+            const auto number = [row](int column) { return sqlite3_column_int64(row, column); };
+            smp_report::add_timeseries_row(out, number(0), number(1), number(2), number(3));
+        });
+}
+
+// Filtered by start on since only: until ends the window of last activity.
+bool report_in_progress(Reader& reader, OwnedTable& out) {
+    const auto window = smp_report::in_progress_window(reader.query());
+    return reader.each(
+        "SELECT id, first_us, path, client_ip, country, file_size, distinct_bytes, bytes_sent, active_us, requests, "
+        "last_us FROM downloads WHERE finished = 0 AND completed = 0 AND first_us >= ?1 AND (?3 IS NULL OR path = ?3) "
+        "AND last_us >= ?4 AND last_us < ?5 ORDER BY last_us DESC, id DESC LIMIT ?6",
+        {window.first_us, window.end_us, smp_report::kInProgressRows}, [&](sqlite3_stmt* row) {
+            const auto number = [row](int column) { return sqlite3_column_int64(row, column); };
+            smp_report::add_in_progress_row(out, {.id = column_text(row, 0),
+                                                  .first_us = number(1),
+                                                  .path = column_text(row, 2),
+                                                  .client_ip = column_text(row, 3),
+                                                  .country = column_text(row, 4),
+                                                  .file_size = number(5),
+                                                  .distinct_bytes = number(6),
+                                                  .bytes_sent = number(7),
+                                                  .active_us = number(8),
+                                                  .requests = column_text(row, 9),
+                                                  .last_us = number(10)});
         });
 }
 
@@ -773,8 +817,8 @@ void exit_master(void* instance) { delete static_cast<Settings*>(instance); }
 int query(void* instance, const smp_query* query, smp_table** table, char* error, size_t error_size) {
     try {
         auto& settings = *static_cast<Settings*>(instance);
-        auto out = smp_report::make_table(query->report);
-        if (!out) return std::snprintf(error, error_size, "no report '%s'", query->report), SMP_ERROR;
+        auto out = smp_report::make_table(*query, error, error_size);
+        if (!out) return SMP_ERROR;
         sqlite3* raw = nullptr;
         const int opened =
             sqlite3_open_v2(settings.path.c_str(), &raw, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX, nullptr);
@@ -784,12 +828,14 @@ int query(void* instance, const smp_query* query, smp_table** table, char* error
         sqlite3_busy_timeout(db.get(), 5000);
         Reader reader(db.get(), *query);
         const std::string report = query->report;
-        const bool ok = report == "summary"     ? report_summary(reader, *out)
-                        : report == "files"     ? report_files(reader, *out)
-                        : report == "countries" ? report_countries(reader, *out)
-                        : report == "reasons"   ? report_reasons(reader, *out)
-                        : report == "tls"       ? report_tls(reader, *out)
-                                                : report_downloads(reader, *out);
+        const bool ok = report == "summary"       ? report_summary(reader, *out)
+                        : report == "files"       ? report_files(reader, *out)
+                        : report == "countries"   ? report_countries(reader, *out)
+                        : report == "reasons"     ? report_reasons(reader, *out)
+                        : report == "tls"         ? report_tls(reader, *out)
+                        : report == "timeseries"  ? report_timeseries(reader, *out)
+                        : report == "in_progress" ? report_in_progress(reader, *out)
+                                                  : report_downloads(reader, *out);
         if (!ok) return fail(db.get(), "query", error, error_size), SMP_ERROR;
         *table = settings.tables.keep(std::move(out));
         return SMP_OK;

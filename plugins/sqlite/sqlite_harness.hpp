@@ -61,13 +61,14 @@ class LoadedStore {
     // The rows of `report` as `smprotocol stats` asks for it, each row's cells
     // joined by '|' ("-" for no value); throws with the module's sentence.
     std::vector<std::string> report(const char* report, int64_t since_us = 0, int64_t until_us = 0,
-                                    const char* path = nullptr) {
+                                    const char* path = nullptr, const char* bucket = nullptr) {
         smp_query query{};
         query.size = sizeof query;
         query.report = report;
         query.since_us = since_us;
         query.until_us = until_us;
         query.path = path;
+        query.bucket = bucket;
         smp_table* table = nullptr;
         char error[512] = "";
         if (api_->query(instance_, &query, &table, error, sizeof error) != SMP_OK)

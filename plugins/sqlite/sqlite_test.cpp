@@ -5,6 +5,7 @@
 #include <sqlite3.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <filesystem>
@@ -331,4 +332,124 @@ TEST_CASE_FIXTURE(Fixture, "a database of schema version 4 is brought to version
     CHECK(db.text("SELECT tls_version, tls FROM requests WHERE path = '/files/f12.bin'") == "TLSv1.2|1");
     CHECK(db.number("SELECT sum(tls) FROM requests") == 1);
     CHECK(db.text("SELECT last_index FROM log_positions WHERE log = 1") == "13");
+}
+
+namespace {
+
+constexpr int64_t kSecond = 1'000'000;
+constexpr int64_t kDecember1 = int64_t{1'796'119'200} * kSecond;  // 2026-12-01T10:00:00Z
+
+// Download `id` of `path` by request `id`'s client (sqlite_harness.hpp), as
+// the collector hands it over, open, from `first_us` to `last_us`; the
+// reference is good until the next download is added.
+smp_download& add_download(TrafficBatch& batch, uint64_t id, const std::string& path, int64_t first_us,
+                           int64_t last_us) {
+    smp_download d = smp_sqlite_harness::traffic_download(smp_sqlite_harness::traffic_record(batch, id), id, false);
+    d.path = batch.keep(path);
+    d.first_us = first_us;
+    d.last_us = last_us;
+    d.active_us = last_us - first_us;
+    return batch.downloads.emplace_back(d);
+}
+
+}  // namespace
+
+TEST_CASE_FIXTURE(Fixture, "timeseries counts the downloads by the UTC minute, hour or day they started in") {
+    LoadedStore store(SMP_SQLITE_MODULE, database);
+    TrafficBatch batch;
+    const auto at = [](int64_t seconds) { return kDecember1 + seconds * kSecond; };
+    // Whole files of 4096 bytes unless said (ids of no Range, sqlite_harness.hpp).
+    // 10:00:10, 5000 bytes sent (a resume sent some twice) of 4096 distinct.
+    add_download(batch, 1, "a.bin", at(10), at(11)).bytes_sent = 5000;
+    smp_download& halfway = add_download(batch, 2, "b.bin", at(50), at(51));  // 10:00:50
+    halfway.completed = 0;
+    halfway.distinct_bytes = halfway.bytes_sent = 100;
+    add_download(batch, 4, "a.bin", at(70), at(71));                                   // 10:01:10
+    add_download(batch, 5, "a.bin", at(3605), at(3606));                               // 11:00:05
+    smp_download& next_day = add_download(batch, 6, "b.bin", at(86'400), at(86'401));  // 12-02 10:00:00
+    next_day.completed = 0;
+    next_day.distinct_bytes = next_day.bytes_sent = 100;
+    // Requests that are no download (a 404, a HEAD): not counted.
+    smp_sqlite_harness::add_traffic(batch, 100, 3, 0);
+    for (smp_record& record : batch.records) record.start_us = at(20);
+    REQUIRE(store.store(batch.view()) == SMP_OK);
+
+    CHECK(store.report("timeseries", 0, 0, nullptr, "minute") ==
+          std::vector<std::string>{"2026-12-01T10:00:00Z|2|1|5100", "2026-12-01T10:01:00Z|1|1|4096",
+                                   "2026-12-01T11:00:00Z|1|1|4096", "2026-12-02T10:00:00Z|1|0|100"});
+    const std::vector<std::string> hours{"2026-12-01T10:00:00Z|3|2|9196", "2026-12-01T11:00:00Z|1|1|4096",
+                                         "2026-12-02T10:00:00Z|1|0|100"};
+    CHECK(store.report("timeseries", 0, 0, nullptr, "hour") == hours);
+    CHECK(store.report("timeseries") == hours);  // no bucket: hours
+    CHECK(store.report("timeseries", 0, 0, nullptr, "day") ==
+          std::vector<std::string>{"2026-12-01T00:00:00Z|4|3|13292", "2026-12-02T00:00:00Z|1|0|100"});
+    // The filters of every download report: on the start, and the file.
+    CHECK(store.report("timeseries", 0, 0, "b.bin") ==
+          std::vector<std::string>{"2026-12-01T10:00:00Z|1|0|100", "2026-12-02T10:00:00Z|1|0|100"});
+    CHECK(store.report("timeseries", at(60), at(3600)) == std::vector<std::string>{"2026-12-01T10:00:00Z|1|1|4096"});
+    CHECK(store.report("timeseries", at(86'401)).empty());
+    CHECK_THROWS_WITH(store.report("timeseries", 0, 0, nullptr, "week"),
+                      "query: bucket: 'week' is not minute, hour or day");
+}
+
+TEST_CASE_FIXTURE(Fixture, "in_progress lists the open downloads active in the minute before until, latest first") {
+    LoadedStore store(SMP_SQLITE_MODULE, database);
+    TrafficBatch batch;
+    const int64_t until = kDecember1 + 1000 * kSecond;  // 10:16:40
+    const auto before = [until](int64_t seconds) { return until - seconds * kSecond; };
+    const auto open = [&](uint64_t id, const char* path, int64_t first_us, int64_t last_us) -> smp_download& {
+        smp_download& d = add_download(batch, id, path, first_us, last_us);
+        d.completed = 0;
+        d.reason = SMP_END_INCOMPLETE;
+        return d;
+    };
+    {
+        smp_download& d = open(11, "a.bin", before(100), before(10));
+        d.distinct_bytes = 1000;
+        d.bytes_sent = 1500;
+        d.active_us = kSecond / 2;
+        d.requests = 2;
+    }
+    {
+        smp_download& d = open(12, "b.bin", before(50), before(5));
+        d.distinct_bytes = d.bytes_sent = 0;
+        d.active_us = 0;  // no byte sent yet: no speed
+    }
+    open(13, "a.bin", before(100), before(3)).finished = 1;        // ended
+    add_download(batch, 14, "a.bin", before(100), before(2));      // completed
+    open(15, "a.bin", before(100), before(61));                    // stale: idle longer than a minute
+    open(16, "a.bin", before(100), until);                         // after until
+    open(17, "c.bin", before(200), before(60)).country = nullptr;  // the first microsecond of the window
+    REQUIRE(store.store(batch.view()) == SMP_OK);
+
+    const std::vector<std::string> rows = store.report("in_progress", 0, until);
+    CHECK(rows == std::vector<std::string>{
+                      "12|2026-12-01T10:15:50Z|b.bin|198.51.100.12|DE|4096|0|0.0000|-|1|2026-12-01T10:16:35Z",
+                      "11|2026-12-01T10:15:00Z|a.bin|198.51.100.11|DE|4096|1000|0.2441|3000|2|2026-12-01T10:16:30Z",
+                      "17|2026-12-01T10:13:20Z|c.bin|198.51.100.17|-|4096|4096|1.0000|29|1|2026-12-01T10:15:40Z"});
+    // By file; since filters on the start.
+    CHECK(store.report("in_progress", 0, until, "a.bin") == std::vector<std::string>{rows[1]});
+    CHECK(store.report("in_progress", before(150), until) == std::vector<std::string>{rows[0], rows[1]});
+    // A minute later, none of them.
+    CHECK(store.report("in_progress", 0, until + 61 * kSecond).empty());
+}
+
+TEST_CASE_FIXTURE(Fixture, "in_progress lists at most 100 downloads, and without until the minute before now") {
+    LoadedStore store(SMP_SQLITE_MODULE, database);
+    TrafficBatch batch;
+    const int64_t now =
+        std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::system_clock::now().time_since_epoch())
+            .count();
+    // 150 open downloads, two by two active at the same time: ties go to the higher id.
+    for (uint64_t id = 1000; id < 1150; ++id) {
+        smp_download& d = add_download(batch, id, "a.bin", now - 50 * kSecond,
+                                       now - 40 * kSecond + static_cast<int64_t>(id - 1000) / 2 * 1000);
+        d.completed = 0;
+    }
+    add_download(batch, 2000, "b.bin", now - 200 * kSecond, now - 120 * kSecond).completed = 0;  // stale
+    REQUIRE(store.store(batch.view()) == SMP_OK);
+    const std::vector<std::string> rows = store.report("in_progress");
+    REQUIRE(rows.size() == 100);
+    for (size_t i = 0; i < rows.size(); ++i) CHECK(rows[i].starts_with(std::to_string(1149 - i) + "|"));
+    CHECK(store.report("in_progress", 0, 0, "b.bin").empty());
 }

@@ -55,7 +55,7 @@ EPOCH = datetime.datetime(1970, 1, 1)  # pymongo hands back naive UTC datetimes
 OUTAGE = '[mongodb] cannot '
 RECOVERED = '[mongodb] store writable again'
 CANNOT_START = '[mongodb] cannot start the store'
-REPORTS = ('summary', 'files', 'countries', 'reasons', 'downloads', 'tls')
+REPORTS = ('summary', 'files', 'countries', 'reasons', 'downloads', 'tls', 'timeseries', 'in_progress')
 
 DOWNLOAD_FIELDS = {'_id', 'node', 'id', 'client_ip', 'user_agent', 'path', 'etag', 'file_size', 'distinct_bytes',
                    'bytes_sent', 'wasted_bytes', 'completed', 'finished', 'requests', 'resumes', 'first', 'last',
@@ -560,12 +560,58 @@ class StoreTests:
                     if report == 'downloads':
                         sqlite_rows, mongo_rows = [dict(r) for r in sqlite_rows], [dict(r) for r in mongo_rows]
                     self.assertEqual(mongo_rows, sqlite_rows, 'mongodb (first) vs sqlite (second)')
+        for bucket in ('minute', 'day'):
+            with self.subTest(report='timeseries', bucket=bucket):
+                self.assertEqual(self.stats(configs['mongodb'], 'timeseries', '--bucket', bucket),
+                                 self.stats(configs['sqlite'], 'timeseries', '--bucket', bucket))
         # Not equal by being empty: the sqlite side saw the traffic.
+        self.assertEqual(sum(r['downloads'] for r in self.stats(configs['sqlite'], 'timeseries', '--bucket', 'day')),
+                         6)
         downloads = self.stats(configs['sqlite'], 'downloads')
         self.assertEqual(len(downloads), 6, downloads)  # 4 whole files, the located one, the halfway one
         self.assertEqual({r['country'] for r in self.stats(configs['sqlite'], 'countries')}, {'FR', None})
         self.assertLessEqual({'not_found', 'not_modified', 'range_not_satisfiable', 'client_closed', 'completed'},
                              {r['reason'] for r in self.stats(configs['sqlite'], 'reasons')})
+
+    def test_in_progress_same_as_sqlite(self):
+        # While the server runs: the download the halfway client left is open (the idle
+        # window is 120 s) and in both stores' in_progress; the whole ones are not.
+        database = self.db_name('dl_open')
+        sqlite_db = self.env.path('open.db')
+        server = self.new_server([sqlite_entry(sqlite_db), mongo_entry(self.uri(), database)],
+                                 core_extra={'tracking': '{enabled: true, idle_window: 120s}'})
+        harness.stats_traffic(server.port)
+        configs = {}
+        for store, entry in (('sqlite', sqlite_entry(sqlite_db)), ('mongodb', mongo_entry(self.uri(), database))):
+            configs[store] = harness.write_file(self.env.path('open-%s.yaml' % store),
+                                                server_config(harness.free_port(), self.env.www, [entry]))
+
+        def both(*args):
+            """The rows of in_progress when both stores give the same ones, and some."""
+            mongo_rows, sqlite_rows = [self.stats(configs[store], 'in_progress', *args)
+                                       for store in ('mongodb', 'sqlite')]
+            return mongo_rows if mongo_rows and mongo_rows == sqlite_rows else None
+        self.assertTrue(harness.wait_for(both, 15.0, interval=0.5), both() or 'never equal: %s' % [
+            self.stats(configs[store], 'in_progress') for store in ('mongodb', 'sqlite')])
+        [row] = both()
+        self.assertEqual(set(row), {'id', 'started', 'path', 'client_ip', 'country', 'file_size', 'bytes',
+                                    'coverage', 'speed_bps', 'requests', 'last_seen'})
+        self.assertEqual((row['path'], row['client_ip'], row['country'], row['file_size'], row['requests']),
+                         ('big.bin', '127.0.0.1', None, 20 * MIB, 1))
+        self.assertGreaterEqual(row['bytes'], 10 * MIB)
+        self.assertAlmostEqual(row['coverage'], row['bytes'] / (20 * MIB), places=4)
+        self.assertGreater(row['speed_bps'], 0)
+        self.assertLessEqual(row['started'], row['last_seen'])
+        self.assertEqual(self.stats(configs['mongodb'], 'in_progress', '--file', '/a.bin'), [])
+        self.assertEqual(self.stats(configs['mongodb'], 'in_progress', '--since', '2099-01-01'), [])
+        self.assertEqual(both('--file', '/big.bin'), [row])
+        # The other reports, and timeseries, while downloads are open.
+        for report in REPORTS:
+            with self.subTest(report=report):
+                self.assertEqual(self.stats(configs['mongodb'], report), self.stats(configs['sqlite'], report))
+        self.stopped(server)
+        # Ended when the server stopped.
+        self.assertEqual(self.stats(configs['mongodb'], 'in_progress'), [])
 
     def test_tls_report_same_as_sqlite(self):
         database = self.db_name('dl_tls')

@@ -1,13 +1,28 @@
 """`smprotocol stats` over the sqlite store: the reports after real traffic,
-the JSON checked field by field; the tls report after plain and HTTPS traffic."""
+the JSON checked field by field, the timeseries and CSV; the tls report after
+plain and HTTPS traffic."""
 
+import calendar
+import csv
+import io
 import json
 import subprocess
+import time
 import unittest
 
 import harness
 import tls_ca
 from harness import MIB
+
+
+def as_json(field, like):
+    """A CSV field as the JSON value `like` is of the same cell: booleans are 0 or 1, no
+    value an empty field."""
+    if like is None:
+        return None if field == '' else field
+    if type(like) is bool:
+        return {'0': False, '1': True}.get(field, field)
+    return field if isinstance(like, str) else json.loads(field)
 
 
 class Stats(unittest.TestCase):
@@ -25,7 +40,9 @@ class Stats(unittest.TestCase):
             cls.server = harness.Server(cls.env, port=port, config=f.read())
         cls.server.start()
         try:
+            cls.traffic_began = time.time()
             harness.stats_traffic(port)
+            cls.traffic_ended = time.time()
         finally:
             cls.stopped = cls.server.terminate()
 
@@ -44,6 +61,12 @@ class Stats(unittest.TestCase):
         answer = json.loads(self.stats('--json', *args, report))
         self.assertEqual(answer['report'], report)
         return answer['rows']
+
+    def run_stats(self, *args):
+        """The exit code, the stdout as bytes (CRLF kept) and the stderr."""
+        r = subprocess.run([harness.BINARY, 'stats', '--config', self.config, *args], capture_output=True,
+                           timeout=30)
+        return r.returncode, r.stdout, r.stderr.decode()
 
     def test_server_stopped_cleanly(self):
         self.assertEqual(self.stopped, 0)
@@ -73,7 +96,10 @@ class Stats(unittest.TestCase):
         self.assertEqual(set(downloads[0]), {'id', 'started', 'path', 'client_ip', 'user_agent', 'country', 'asn',
                                              'coverage', 'completed', 'requests', 'resumes', 'duration_s',
                                              'active_s', 'reason', 'finished'})
-        self.assertEqual({row['finished'] for row in downloads}, {1})  # the server stopped: every one ended
+        # JSON booleans, not 0 and 1: the server stopped, so every one ended.
+        self.assertEqual([row['finished'] for row in downloads], [True] * len(downloads))
+        self.assertEqual(sorted(row['completed'] for row in downloads), [False] + [True] * 4)
+        self.assertTrue(all(type(row[key]) is bool for row in downloads for key in ('completed', 'finished')))
         per_agent = {}
         for row in downloads:
             per_agent.setdefault(row['user_agent'], []).append(row)
@@ -83,7 +109,7 @@ class Stats(unittest.TestCase):
         self.assertEqual(resumed['requests'], 2)
         [halfway] = per_agent['halfway']
         self.assertEqual(halfway['reason'], 'client_closed')
-        self.assertEqual(halfway['completed'], 0)
+        self.assertIs(halfway['completed'], False)
         self.assertGreater(halfway['coverage'], 0.45)
         self.assertLess(halfway['coverage'], 0.9)
         self.assertNotIn('other', per_agent)  # HEAD, 304, 404, 416 are not downloads
@@ -105,6 +131,70 @@ class Stats(unittest.TestCase):
         text = self.stats('files')
         self.assertTrue(text.startswith('path'), text)
         self.assertIn('a.bin', text)
+
+    def test_timeseries_by_minute_hour_and_day(self):
+        # What the traffic's downloads add up to: four whole files (agent-one's a.bin in two
+        # requests, 100 bytes sent twice) and at least the 10 MiB the halfway client read of
+        # big.bin, at most all of it.
+        whole_files = (2 * MIB + 2 * MIB - 100) + 2 * MIB + 2 * 3 * MIB
+        for bucket, width in (('minute', 60), ('hour', 3600), ('day', 86400)):
+            with self.subTest(bucket=bucket):
+                rows = self.rows('timeseries', '--bucket', bucket)
+                self.assertEqual(set(rows[0]), {'time', 'downloads', 'completed', 'bytes'})
+                starts = [calendar.timegm(time.strptime(row['time'], '%Y-%m-%dT%H:%M:%SZ')) for row in rows]
+                self.assertEqual(starts, sorted(starts))
+                self.assertEqual([start % width for start in starts], [0] * len(rows))
+                self.assertGreaterEqual(starts[0], int(self.traffic_began) // width * width)
+                self.assertLessEqual(starts[-1], self.traffic_ended)
+                self.assertLessEqual(len(rows), 2)  # the traffic takes seconds: one bucket, two across a border
+                self.assertEqual(sum(row['downloads'] for row in rows), 5)  # no HEAD, 304, 404 or 416
+                self.assertEqual(sum(row['completed'] for row in rows), 4)
+                total = sum(row['bytes'] for row in rows)
+                self.assertGreaterEqual(total, whole_files + 10 * MIB)
+                self.assertLessEqual(total, whole_files + 20 * MIB)
+        self.assertEqual(self.rows('timeseries'), self.rows('timeseries', '--bucket', 'hour'))
+        [b] = self.rows('timeseries', '--bucket', 'day', '--file', '/b.bin')
+        self.assertEqual((b['downloads'], b['completed'], b['bytes']), (2, 2, 2 * 3 * MIB))
+        self.assertEqual(self.rows('timeseries', '--since', '2099-01-01'), [])
+        text = self.stats('timeseries', '--bucket', 'day').splitlines()
+        self.assertEqual(text[0].split(), ['time', 'downloads', 'completed', 'bytes'])
+
+    def test_in_progress_after_the_server_stopped(self):
+        # Every download ended when the server stopped (test_mongodb.py lists one in progress).
+        self.assertEqual(self.rows('in_progress'), [])
+        code, out, _ = self.run_stats('--csv', 'in_progress')
+        self.assertEqual((code, out), (0, b'id,started,path,client_ip,country,file_size,bytes,coverage,speed_bps,'
+                                          b'requests,last_seen\r\n'))
+
+    def test_csv_has_the_json_rows(self):
+        for report, args in (('downloads', ()), ('files', ()), ('summary', ('--file', '/a.bin')),
+                             ('timeseries', ('--bucket', 'minute'))):
+            with self.subTest(report=report):
+                code, out, err = self.run_stats('--csv', *args, report)
+                self.assertEqual(code, 0, err)
+                lines = out.split(b'\r\n')
+                self.assertEqual(lines[-1], b'')  # every line ends with CRLF
+                self.assertNotIn(b'\n', b''.join(lines))
+                records = list(csv.reader(io.StringIO(out.decode(), newline='')))
+                rows = self.rows(report, *args)
+                self.assertEqual(records[0], list(rows[0]))
+                self.assertEqual([dict(zip(records[0], map(as_json, fields, row.values())))
+                                  for fields, row in zip(records[1:], rows)], rows)
+                self.assertEqual(len(records), len(rows) + 1)
+        # No value is an empty field: 127.0.0.1 has no country.
+        code, out, _ = self.run_stats('--csv', 'countries')
+        self.assertEqual(out, b'country,downloads,completed,bytes\r\n,5,4,%d\r\n'
+                         % self.rows('countries')[0]['bytes'])
+
+    def test_csv_and_bucket_usage_errors(self):
+        for args, message in ((('--csv', '--json', 'files'), '--json and --csv: one or the other'),
+                              (('--bucket', 'week', 'timeseries'), "--bucket: 'week' is not minute, hour or day"),
+                              (('--bucket', 'day', 'files'), '--bucket: only the timeseries report has buckets')):
+            with self.subTest(args=args):
+                code, out, err = self.run_stats(*args)
+                self.assertEqual((code, out), (2, b''))
+                self.assertIn(message, err)
+                self.assertIn('timeseries, in_progress', err)  # the usage names the reports
 
     def test_bad_report_and_time(self):
         r = subprocess.run([harness.BINARY, 'stats', '--config', self.config, 'bogus'], capture_output=True,

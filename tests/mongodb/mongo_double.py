@@ -32,6 +32,7 @@ import datetime
 import functools
 import ipaddress
 import itertools
+import math
 import os
 import random
 import re
@@ -602,6 +603,19 @@ def expr_divide(arg, doc):
     return float(numeric(a, '$divide')) / b
 
 
+def expr_mod(arg, doc):
+    """The remainder with the dividend's sign, as MongoDB's $mod (and C's %) gives it."""
+    a, b = two_args(arg, doc, '$mod')
+    if is_nullish(a) or is_nullish(b):
+        return None
+    if numeric(b, '$mod') == 0:
+        raise CommandError(16610, 'Location16610', "can't $mod by zero")
+    if isinstance(numeric(a, '$mod'), float) or isinstance(b, float):
+        return math.fmod(a, b)
+    remainder = abs(a) % abs(b)
+    return number_result(-remainder if a < 0 else remainder, a, b)
+
+
 def expr_cond(arg, doc):
     if isinstance(arg, dict):
         arg = [arg.get('if'), arg.get('then'), arg.get('else')]
@@ -729,6 +743,7 @@ EXPRESSIONS = {
     '$subtract': expr_subtract,
     '$multiply': expr_multiply,
     '$divide': expr_divide,
+    '$mod': expr_mod,
     '$size': expr_size,
     '$arrayElemAt': expr_array_elem_at,
     '$in': expr_in,

@@ -309,6 +309,16 @@ class Queries(DoubleTest):
                                {'_id': 10, 'tags': 'ten', 'kind': 'round', 'none': 'dflt', 'nil': None, 'long': 3},
                                {'_id': 11, 'tags': 'odd', 'kind': 'plain', 'none': 'dflt', 'nil': None, 'long': 4}])
         self.assertIs(type(got[0]['long']), Int64)
+        # $mod: the dividend's sign, as MongoDB and C give it; a long stays a long.
+        got = list(self.db.c.aggregate([{'$match': {'_id': 10}}, {'$project': {
+            '_id': 0, 'negative': {'$mod': [-7, 3]}, 'n': {'$mod': ['$n', 4]}, 'double': {'$mod': [7.5, 2]},
+            'hour': {'$mod': [Int64(1796119210000000), Int64(3600000000)]}, 'nil': {'$mod': ['$missing', 2]}}}]))
+        [doc10] = [d for d in self.docs if d['_id'] == 10]
+        self.assertEqual(got, [{'negative': -1, 'n': doc10['n'] % 4, 'double': 1.5, 'hour': 10000000, 'nil': None}])
+        self.assertIs(type(got[0]['hour']), Int64)
+        with self.assertRaises(OperationFailure) as caught:
+            list(self.db.c.aggregate([{'$project': {'x': {'$mod': ['$n', 0]}}}]))
+        self.assertIn("can't $mod by zero", str(caught.exception))
         facet = list(self.db.c.aggregate([{'$facet': {
             'count': [{'$match': {'mod': 0}}, {'$count': 'n'}],
             'countries': [{'$sortByCount': '$geo.country'}],
