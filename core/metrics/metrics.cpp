@@ -2,12 +2,12 @@
 
 #include <sys/mman.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <cstring>
-#include <algorithm>
-#include <vector>
 #include <stdexcept>
 #include <string_view>
+#include <vector>
 
 namespace smp::metrics {
 namespace {
@@ -172,20 +172,20 @@ std::vector<LiveDownload> Board::live_downloads() const {
 }
 
 std::unique_ptr<smp_report::OwnedTable> live_downloads_table(const std::vector<LiveDownload>& rows,
-                                                            const smp_query& query) {
+                                                             const smp_query& query) {
     using smp_report::Cell;
     auto table = smp_report::make_table("in_progress");
     for (const LiveDownload& row : rows) {
         if (query.path != nullptr && std::strcmp(query.path, row.path) != 0) continue;
         if (query.since_us != 0 && row.started_us < query.since_us) continue;
         const bool whole = row.file_size > 0 && row.bytes >= row.file_size;
-        table->add_row({row.id != 0 ? Cell(std::to_string(row.id)) : Cell(), smp_report::utc_time(row.started_us),
-                        std::string(row.path), std::string(row.client_ip),
-                        row.country[0] != '\0' ? Cell(row.country) : Cell(), std::to_string(row.file_size),
-                        std::to_string(row.bytes),
-                        smp_report::coverage(static_cast<int64_t>(row.bytes), static_cast<int64_t>(row.file_size), whole),
-                        row.speed_bps > 0 ? Cell(smp_report::fixed(row.speed_bps, 0)) : Cell(),
-                        std::to_string(row.requests), smp_report::utc_time(row.last_us)});
+        table->add_row(
+            {row.id != 0 ? Cell(std::to_string(row.id)) : Cell(), smp_report::utc_time(row.started_us),
+             std::string(row.path), std::string(row.client_ip), row.country[0] != '\0' ? Cell(row.country) : Cell(),
+             std::to_string(row.file_size), std::to_string(row.bytes),
+             smp_report::coverage(static_cast<int64_t>(row.bytes), static_cast<int64_t>(row.file_size), whole),
+             row.speed_bps > 0 ? Cell(smp_report::fixed(row.speed_bps, 0)) : Cell(), std::to_string(row.requests),
+             smp_report::utc_time(row.last_us)});
     }
     return table;
 }
@@ -217,7 +217,7 @@ std::string Board::prometheus_text(int64_t connections, int64_t downloads_in_pro
                                 "," + label("reason", smp_end_reason_name(static_cast<smp_end_reason>(r))),
                             sum);
             }
-    const auto per_module = [&](const char* name, const char* help, Counter (WorkerMetrics::*field)[kNames]) {
+    const auto per_module = [&](const char* name, const char* help, Counter(WorkerMetrics::*field)[kNames]) {
         text.family(name, "counter", help);
         for (size_t m = 0; m < kNames && shared_->modules[m][0] != '\0'; ++m) {
             uint64_t sum = 0;
@@ -266,7 +266,8 @@ std::string Board::prometheus_text(int64_t connections, int64_t downloads_in_pro
         return sum;
     };
     text.family("smprotocol_collector_records_total", "counter", "Request records the stats collector merged.");
-    text.sample("smprotocol_collector_records_total", "", collectors([](const CollectorMetrics& c) { return load(c.records); }));
+    text.sample("smprotocol_collector_records_total", "",
+                collectors([](const CollectorMetrics& c) { return load(c.records); }));
     text.family("smprotocol_collector_backlog_bytes", "gauge",
                 "Bytes of records in the workers' tracking logs that the stats collector has not read yet.");
     text.sample("smprotocol_collector_backlog_bytes", "",

@@ -38,7 +38,7 @@ inline void add(Gauge& gauge, int64_t n) {
 // Durations of requests and downloads, in seconds: from a quick response to
 // a six-hour download over a slow line (the 10 s ceiling of the usual HTTP
 // buckets would put every real download in +Inf).
-inline constexpr double kDurationBuckets[] = {0.01, 0.05, 0.1, 0.25, 0.5,  1,    2.5,  5,    10,   30,
+inline constexpr double kDurationBuckets[] = {0.01, 0.05, 0.1, 0.25, 0.5,  1,    2.5,  5,     10,   30,
                                               60,   120,  300, 600,  1800, 3600, 7200, 14400, 21600};
 inline constexpr size_t kBucketCount = std::size(kDurationBuckets);
 
@@ -69,8 +69,8 @@ struct WorkerMetrics {
 
 struct StoreMetrics {
     Counter batches;
-    Counter errors;      // store calls that failed (the batch went to the spool)
-    Gauge spool_bytes;   // on disk, waiting to be offered again
+    Counter errors;     // store calls that failed (the batch went to the spool)
+    Gauge spool_bytes;  // on disk, waiting to be offered again
 };
 
 // The downloads running now, as the stats collector last saw them (once a
@@ -108,7 +108,7 @@ struct CollectorMetrics {
     Gauge downloads_open;
     Counter downloads_finished[kReasons];  // by the download's outcome
     Histogram download_duration;           // first request to last byte
-    StoreMetrics stores[kNames];            // by store (module) name
+    StoreMetrics stores[kNames];           // by store (module) name
     LiveDownloads live;
 };
 
@@ -166,7 +166,7 @@ class Board {
 // The rows of the `in_progress` report (the columns of report_table.hpp's),
 // from the collectors' live tables, filtered by the query's path and since.
 std::unique_ptr<smp_report::OwnedTable> live_downloads_table(const std::vector<LiveDownload>& rows,
-                                                            const smp_query& query);
+                                                             const smp_query& query);
 
 // Index of an HTTP status's class (0: none, 1..5: 1xx..5xx).
 inline size_t status_class(int status) { return status >= 100 && status < 600 ? static_cast<size_t>(status / 100) : 0; }

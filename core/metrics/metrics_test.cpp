@@ -37,15 +37,16 @@ TEST_CASE("metrics: the seats' counters are summed, by module, status class and 
     add(board->worker(0).sent_bytes[download], 1000);
     add(board->worker(3).sent_bytes[download], 24);
     const std::string text = board->prometheus_text(7, 1);
-    CHECK(sample(text, "smprotocol_requests_total{module=\"http_download\",status_class=\"2xx\",reason=\"completed\"}") ==
-          7);
-    CHECK(sample(text, "smprotocol_requests_total{module=\"forward\",status_class=\"5xx\",reason=\"upstream_error\"}") ==
-          1);
+    CHECK(sample(text,
+                 "smprotocol_requests_total{module=\"http_download\",status_class=\"2xx\",reason=\"completed\"}") == 7);
+    CHECK(sample(text,
+                 "smprotocol_requests_total{module=\"forward\",status_class=\"5xx\",reason=\"upstream_error\"}") == 1);
     CHECK(sample(text, "smprotocol_sent_bytes_total{module=\"http_download\"}") == 1024);
     CHECK(sample(text, "smprotocol_connections_open") == 7);
     CHECK(sample(text, "smprotocol_downloads_in_progress") == 1);
     // A combination that never happened is not listed.
-    CHECK(sample(text, "smprotocol_requests_total{module=\"forward\",status_class=\"2xx\",reason=\"completed\"}") == -1);
+    CHECK(sample(text, "smprotocol_requests_total{module=\"forward\",status_class=\"2xx\",reason=\"completed\"}") ==
+          -1);
 }
 
 TEST_CASE("metrics: a reaped seat keeps its counters and drops its gauges") {
@@ -58,16 +59,16 @@ TEST_CASE("metrics: a reaped seat keeps its counters and drops its gauges") {
     board->seat_emptied(0);
     const std::string text = board->prometheus_text(0, 0);
     CHECK(sample(text, "smprotocol_connections{state=\"idle\"}") == 0);
-    CHECK(sample(text, "smprotocol_requests_total{module=\"http_download\",status_class=\"4xx\",reason=\"not_found\"}") ==
-          3);
+    CHECK(sample(text,
+                 "smprotocol_requests_total{module=\"http_download\",status_class=\"4xx\",reason=\"not_found\"}") == 3);
 }
 
 TEST_CASE("metrics: histograms are cumulative, with a +Inf bucket, a sum and a count") {
     auto board = std::make_unique<smp::metrics::Board>();
     board->seat_used(1);
     auto& histogram = board->worker(1).request_duration;
-    histogram.observe(5'000);          // 5 ms: the first bucket
-    histogram.observe(2'000'000);      // 2 s: le 2.5
+    histogram.observe(5'000);           // 5 ms: the first bucket
+    histogram.observe(2'000'000);       // 2 s: le 2.5
     histogram.observe(30'000'000'000);  // over 6 h: only +Inf
     const std::string text = board->prometheus_text(0, 0);
     CHECK(sample(text, "smprotocol_request_duration_seconds_bucket{le=\"0.01\"}") == 1);

@@ -13,8 +13,8 @@
 #include <vector>
 
 #include "record_codec.hpp"
-#include "report_table.hpp"
 #include "record_log.hpp"
+#include "report_table.hpp"
 #include "runtime.hpp"
 #include "worker_board.hpp"
 

@@ -75,7 +75,8 @@ bool StorageThread::store(std::span<const Batch* const> batches) {
     } catch (...) {
         std::snprintf(error.data(), error.size(), "threw an exception across the C boundary");
     }
-    if (metrics_ != nullptr) metrics::add(result == SMP_OK ? metrics_->batches : metrics_->errors, result == SMP_OK ? batches.size() : 1);
+    if (metrics_ != nullptr)
+        metrics::add(result == SMP_OK ? metrics_->batches : metrics_->errors, result == SMP_OK ? batches.size() : 1);
     if (result == SMP_OK) {
         if (view.get()->download_count > 0)
             spdlog::info("Save download(s) tracker in database: {} download(s), {} request(s)",

@@ -10,9 +10,9 @@
 
 #include <algorithm>
 #include <array>
+#include <chrono>
 #include <climits>
 #include <cstdio>
-#include <chrono>
 #include <cstring>
 #include <map>
 #include <system_error>
@@ -521,7 +521,8 @@ void Collector::publish_live_downloads() {
             running.delivered.add(record.intervals[i].first, record.intervals[i].last);
         running.sent += record.body_bytes;
         const int64_t took_us = record.end_us - record.start_us;
-        if (took_us > 0) running.speed_bps += static_cast<double>(record.body_bytes) * 1e6 / static_cast<double>(took_us);
+        if (took_us > 0)
+            running.speed_bps += static_cast<double>(record.body_bytes) * 1e6 / static_cast<double>(took_us);
         running.started_us = std::min(running.started_us, record.start_us);
         running.last_us = std::max(running.last_us, record.end_us);
         ++running.requests;
@@ -532,13 +533,15 @@ void Collector::publish_live_downloads() {
         const smp_record& record = *running.first;
         uint64_t id = 0;
         if (const LogicalDownload* open = tracker_.open_download_of(record)) {
-            for (const auto& interval : open->delivered.intervals()) running.delivered.add(interval.first, interval.last);
+            for (const auto& interval : open->delivered.intervals())
+                running.delivered.add(interval.first, interval.last);
             running.requests += open->requests;
             running.started_us = std::min(running.started_us, open->first_us);
             id = open->id;
         }
         metrics::LiveDownload& row = rows.emplace_back();
-        std::snprintf(row.path, sizeof row.path, "%.*s", static_cast<int>(std::get<0>(key).size()), std::get<0>(key).data());
+        std::snprintf(row.path, sizeof row.path, "%.*s", static_cast<int>(std::get<0>(key).size()),
+                      std::get<0>(key).data());
         std::snprintf(row.client_ip, sizeof row.client_ip, "%.*s", static_cast<int>(std::get<2>(key).size()),
                       std::get<2>(key).data());
         row.id = id;

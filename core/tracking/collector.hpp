@@ -182,7 +182,7 @@ class Collector {
     metrics::CollectorMetrics* metrics_ = nullptr;
     bool recovering_ = false;
     int64_t last_read_end_us_ = 0;  // of the last request record read
-    int64_t clock_us_ = 0;  // the time of the last tick, journaled: replays see the same time
+    int64_t clock_us_ = 0;          // the time of the last tick, journaled: replays see the same time
     std::optional<PendingCheckpoint> pending_;
     uint64_t checkpoint_started_ms_ = 0;
     uint64_t checkpoint_took_ms_ = 0;  // from the fork to the copy's exit, last time

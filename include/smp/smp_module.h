@@ -579,8 +579,7 @@ typedef struct smp_core_api {
        `error` are borrowed for that call. SMP_ERROR at once, `done` never
        called: no store in the configuration answers reports. One query
        runs at a time per worker; the others wait their turn. */
-    int (*query_async)(smp_worker* worker, const smp_query* query, smp_query_done done, void* data,
-                       smp_async** call);
+    int (*query_async)(smp_worker* worker, const smp_query* query, smp_query_done done, void* data, smp_async** call);
     /* ABI 1.10. Worker loop; never blocks. Forgets a pending query_async:
        its `done` never runs (a query already running on its thread
        finishes there, and its answer is dropped). */

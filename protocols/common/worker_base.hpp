@@ -37,9 +37,9 @@ struct ConnectionBase {
     int poll_events = 0;
     bool closing = false;
     uint64_t requests = 0;
-    smp::http::Slot ip_slot;  // max_connections_per_ip, held until close
-    bool over_limit = false;  // past max_connections_per_ip: the module refuses its request
-    bool paused = false;      // waiting for its rate budget, in the worker's paused list
+    smp::http::Slot ip_slot;                              // max_connections_per_ip, held until close
+    bool over_limit = false;                              // past max_connections_per_ip: the module refuses its request
+    bool paused = false;                                  // waiting for its rate budget, in the worker's paused list
     smp_connection_phase metrics_phase = SMP_PHASE_NONE;  // what the metrics count it as (ABI 1.10)
     uint64_t resume_ms = 0;
     smp_connection_info info{};

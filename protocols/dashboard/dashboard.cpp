@@ -45,7 +45,8 @@ int init_master(const smp_core_api* core, const smp_config_value* values, void**
         }
     settings->token = smp_config_value_at(core, values, kToken)->string;
     settings->cache_ms = static_cast<uint64_t>(smp_config_value_at(core, values, kCache)->number);
-    settings->keepalive_timeout_ms = static_cast<uint64_t>(smp_config_value_at(core, values, kKeepaliveTimeout)->number);
+    settings->keepalive_timeout_ms =
+        static_cast<uint64_t>(smp_config_value_at(core, values, kKeepaliveTimeout)->number);
     settings->live_interval_ms = static_cast<uint64_t>(smp_config_value_at(core, values, kLiveInterval)->number);
     if (settings->live_interval_ms < 100) {
         std::snprintf(error, error_size, "live_interval: must be at least 100ms");

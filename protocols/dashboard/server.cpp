@@ -4,8 +4,8 @@
 
 #include <algorithm>
 #include <cerrno>
-#include <climits>
 #include <chrono>
+#include <climits>
 #include <cstring>
 #include <optional>
 #include <utility>
@@ -45,8 +45,7 @@ bool same_secret(std::string_view a, std::string_view b) {
 std::string rows_of(const std::string& report_json) {
     const size_t open = report_json.find('[');
     const size_t close = report_json.rfind(']');
-    return open == std::string::npos || close == std::string::npos ? "[]"
-                                                                   : report_json.substr(open, close - open + 1);
+    return open == std::string::npos || close == std::string::npos ? "[]" : report_json.substr(open, close - open + 1);
 }
 
 // The sum of every sample of the metric `name` in Prometheus text, whatever
@@ -80,9 +79,8 @@ void WorkerState::close_all_handles() {
         if (call != nullptr) core_->query_cancel(worker_, std::exchange(call, nullptr));
     // The base frees this state once its own timers have closed; the live
     // timer closes first, and only then does the base begin.
-    uv_close(reinterpret_cast<uv_handle_t*>(&live_timer_), [](uv_handle_t* handle) {
-        static_cast<WorkerState*>(handle->data)->close_handles();
-    });
+    uv_close(reinterpret_cast<uv_handle_t*>(&live_timer_),
+             [](uv_handle_t* handle) { static_cast<WorkerState*>(handle->data)->close_handles(); });
 }
 
 void WorkerState::accept(int fd, const smp_connection_info& info) {
@@ -190,7 +188,8 @@ void WorkerState::serve(Connection& c) {
 void WorkerState::answer(Connection& c, std::string_view method, std::string_view target, unsigned /*http_minor*/) {
     const size_t question = target.find('?');
     const std::string_view path = target.substr(0, question);
-    const std::string_view query = question == std::string_view::npos ? std::string_view() : target.substr(question + 1);
+    const std::string_view query =
+        question == std::string_view::npos ? std::string_view() : target.substr(question + 1);
     c.head_only = method == "HEAD";
     if (!c.allowed) return respond_error(c, 403);
     if (method != "GET" && method != "HEAD") return respond_error(c, 405, "Allow: GET, HEAD\r\n");
@@ -375,8 +374,8 @@ void WorkerState::on_live_report(void* data, const smp_table* table, const char*
     auto& self = *reinterpret_cast<WorkerState*>(bits & ~static_cast<uintptr_t>(1));
     const int i = static_cast<int>(bits & 1);
     self.live_queries_[i] = nullptr;
-    self.live_rows_[i] = table != nullptr ? rows_of(smp_report::table_json(i == 0 ? "summary" : "in_progress", *table))
-                                          : "[]";
+    self.live_rows_[i] =
+        table != nullptr ? rows_of(smp_report::table_json(i == 0 ? "summary" : "in_progress", *table)) : "[]";
     // An event's data is one line: JSON strings hold their line ends
     // escaped, so the ones left are the layout's.
     std::replace(self.live_rows_[i].begin(), self.live_rows_[i].end(), '\n', ' ');
