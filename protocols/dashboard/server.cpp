@@ -215,13 +215,7 @@ void WorkerState::answer(Connection& c, std::string_view method, std::string_vie
         if (given.empty() || !same_secret(given, settings_.token)) return respond_error(c, 403);
     }
     if (path == "/metrics") {
-        std::string text(64 * 1024, '\0');
-        size_t length = core_->metrics_text(worker_, text.data(), text.size());
-        if (length >= text.size()) {
-            text.resize(length + 1);
-            length = core_->metrics_text(worker_, text.data(), text.size());
-        }
-        text.resize(std::min(length, text.size()));
+        const std::string text = metrics_text();
         return respond(c, 200, "text/plain; version=0.0.4; charset=utf-8", text);
     }
     if (path == "/api/v1/live") return start_live(c);
@@ -264,10 +258,10 @@ void WorkerState::ask_report(Connection& c, std::string_view report, std::string
     // the key is the query as written, and the cache lasts a second.
     c.query_key = name + '?' + std::string(query);
     const uint64_t now = now_ms();
-    if (auto cached = cache_.find(c.query_key);
-        cached != cache_.end() && now - cached->second.at_ms < settings_.cache_ms)
+    if (auto cached = cache_.find(c.query_key); cached != cache_.end() && fresh(cached->second, now))
         return respond(c, 200, "application/json", cached->second.json);
     set_poll(c, UV_DISCONNECT);  // reads nothing until answered
+    c.query_asked_ms = now;
     const int asked = core_->query_async(worker_, &q, on_report, &c, &c.query);
     if (asked != SMP_PENDING) {
         c.query = nullptr;
@@ -290,13 +284,24 @@ void WorkerState::on_report(void* data, const smp_table* table, const char* erro
         return self.respond(c, asked_wrong ? 400 : 502, "application/json", body);
     }
     const std::string report = c.query_key.substr(0, c.query_key.find('?'));
-    auto& cached = self.cache_[c.query_key];
-    cached.at_ms = now_ms();
-    cached.json = smp_report::table_json(report.c_str(), *table);
+    // A copy: keeping an answer may drop others, and the connection's own
+    // answer is written after.
+    const std::string json = self.keep(c.query_key, report.c_str(), *table, c.query_asked_ms);
+    self.respond(c, 200, "application/json", json);
+}
+
+const std::string& WorkerState::keep(const std::string& key, const char* report, const smp_table& table,
+                                     uint64_t asked_ms) {
+    const uint64_t now = now_ms();
     // Old answers are dropped as new ones come: the cache holds what was
     // asked within its lifetime, not every query ever asked.
-    std::erase_if(self.cache_, [&](const auto& entry) { return cached.at_ms - entry.second.at_ms > 60'000; });
-    self.respond(c, 200, "application/json", cached.json);
+    std::erase_if(cache_,
+                  [&](const auto& entry) { return now - entry.second.at_ms > 60'000 && !fresh(entry.second, now); });
+    Cached& cached = cache_[key];
+    cached.at_ms = now;
+    cached.took_ms = now - asked_ms;
+    cached.json = smp_report::table_json(report, table);
+    return cached.json;
 }
 
 void WorkerState::respond(Connection& c, int status, std::string_view content_type, std::string_view body,
@@ -355,7 +360,15 @@ void WorkerState::on_live_tick(uv_timer_t* timer) {
     }
     if (self.live_waiting_ > 0) return;  // the last tick's reports are still out
     static constexpr const char* kLiveReports[2] = {"summary", "in_progress"};
+    const uint64_t now = now_ms();
     for (int i = 0; i < 2; ++i) {
+        // What a page's own request cached (or the last tick) serves while fresh.
+        if (auto cached = self.cache_.find(std::string(kLiveReports[i]) + '?');
+            cached != self.cache_.end() && self.fresh(cached->second, now)) {
+            self.set_live_rows(i, cached->second.json);
+            continue;
+        }
+        self.live_asked_ms_[i] = now;
         smp_query q{};
         q.size = sizeof q;
         q.report = kLiveReports[i];
@@ -364,7 +377,7 @@ void WorkerState::on_live_tick(uv_timer_t* timer) {
         if (self.core_->query_async(self.worker_, &q, on_live_report, which, &self.live_queries_[i]) == SMP_PENDING)
             ++self.live_waiting_;
         else
-            self.live_rows_[i] = "[]";
+            self.set_live_rows(i, "");
     }
     if (self.live_waiting_ == 0) self.send_live_update();
 }
@@ -374,15 +387,21 @@ void WorkerState::on_live_report(void* data, const smp_table* table, const char*
     auto& self = *reinterpret_cast<WorkerState*>(bits & ~static_cast<uintptr_t>(1));
     const int i = static_cast<int>(bits & 1);
     self.live_queries_[i] = nullptr;
-    self.live_rows_[i] =
-        table != nullptr ? rows_of(smp_report::table_json(i == 0 ? "summary" : "in_progress", *table)) : "[]";
-    // An event's data is one line: JSON strings hold their line ends
-    // escaped, so the ones left are the layout's.
-    std::replace(self.live_rows_[i].begin(), self.live_rows_[i].end(), '\n', ' ');
+    const char* report = i == 0 ? "summary" : "in_progress";
+    self.set_live_rows(
+        i, table != nullptr ? self.keep(std::string(report) + '?', report, *table, self.live_asked_ms_[i]) : "");
     if (--self.live_waiting_ == 0) self.send_live_update();
 }
 
-void WorkerState::send_live_update() {
+void WorkerState::set_live_rows(int i, const std::string& report_json) {
+    live_rows_[i] = rows_of(report_json);
+    // An event's data is one line: JSON strings hold their line ends
+    // escaped, so the ones left are the layout's.
+    std::replace(live_rows_[i].begin(), live_rows_[i].end(), '\n', ' ');
+}
+
+// The core's Prometheus text, whatever its length (snprintf-style calls).
+std::string WorkerState::metrics_text() const {
     std::string text(64 * 1024, '\0');
     size_t length = core_->metrics_text(worker_, text.data(), text.size());
     if (length >= text.size()) {
@@ -390,6 +409,11 @@ void WorkerState::send_live_update() {
         length = core_->metrics_text(worker_, text.data(), text.size());
     }
     text.resize(std::min(length, text.size()));
+    return text;
+}
+
+void WorkerState::send_live_update() {
+    const std::string text = metrics_text();
     std::string event = "event: update\ndata: {\"time\": ";
     smp::protocol::append_number(event, static_cast<uint64_t>(smp::protocol::wall_clock_us() / 1'000'000));
     const std::string& summary_rows = live_rows_[0];

@@ -7,6 +7,7 @@
 
 #include <http_parser.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <map>
 #include <string>
@@ -42,8 +43,9 @@ struct Connection : smp::protocol::ConnectionBase<Connection> {
     bool close_after = false;
     smp_async* query = nullptr;  // the report it waits for
     std::string query_key;       // what the answer is kept under
-    bool head_only = false;      // the request it waits for is a HEAD
-    uint64_t active_ms = 0;      // when it last read or wrote
+    uint64_t query_asked_ms = 0;
+    bool head_only = false;  // the request it waits for is a HEAD
+    uint64_t active_ms = 0;  // when it last read or wrote
 };
 
 class WorkerState : public smp::protocol::WorkerBase<Connection> {
@@ -59,8 +61,18 @@ class WorkerState : public smp::protocol::WorkerBase<Connection> {
    private:
     struct Cached {
         uint64_t at_ms = 0;
+        uint64_t took_ms = 0;  // how long the store took to answer it
         std::string json;
     };
+    // An answer is reused for `cache`, or for ten times what it took when
+    // that is longer: the reports of a large store (a summary of millions
+    // of downloads takes about a second) cost at most a tenth of the
+    // worker's query thread, however many browsers watch.
+    bool fresh(const Cached& cached, uint64_t now_ms) const {
+        return now_ms - cached.at_ms < std::max(settings_.cache_ms, 10 * cached.took_ms);
+    }
+    // Keeps `table` as the answer to `key`, asked at `asked_ms`; its JSON.
+    const std::string& keep(const std::string& key, const char* report, const smp_table& table, uint64_t asked_ms);
 
     static void on_poll(uv_poll_t* handle, int status, int events);
     static void on_sweep(uv_timer_t* timer);
@@ -77,6 +89,8 @@ class WorkerState : public smp::protocol::WorkerBase<Connection> {
     void respond_error(Connection& c, int status, std::string_view extra_fields = {});
     void start_live(Connection& c);
     void send_live_update();
+    void set_live_rows(int i, const std::string& report_json);
+    std::string metrics_text() const;
     void write_out(Connection& c);
     void close(Connection& c);
     void set_poll(Connection& c, int events);
@@ -88,6 +102,7 @@ class WorkerState : public smp::protocol::WorkerBase<Connection> {
     // The live stream's reports, asked once a tick for every live client.
     smp_async* live_queries_[2] = {nullptr, nullptr};
     std::string live_rows_[2];  // summary, in_progress: their rows as JSON
+    uint64_t live_asked_ms_[2] = {0, 0};
     int live_waiting_ = 0;
     uint64_t updates_ = 0;
 };

@@ -521,6 +521,7 @@ class SmpWatched(SmpTracking):
     def start(self, timeout=20.0):
         super().start(timeout)
         self.stopping = threading.Event()
+        self.active = threading.Event()  # watched only while this server is measured
         self.polls = 0
         self.events = 0
         self.watchers = [threading.Thread(target=self.poll_metrics, daemon=True),
@@ -529,9 +530,16 @@ class SmpWatched(SmpTracking):
             thread.start()
         return self
 
+    def watch(self, on):
+        """While another server is measured, nobody watches this one: its dashboard's
+        work would land on the other's CPU."""
+        (self.active.set if on else self.active.clear)()
+
     def poll_metrics(self):
         os.sched_setaffinity(threading.get_native_id(), {int(CLIENT_CPU)})
         while not self.stopping.is_set():
+            if not self.active.wait(0.2):
+                continue
             started = time.monotonic()
             try:
                 conn = http.client.HTTPConnection("127.0.0.1", self.dash_port, timeout=5)
@@ -546,10 +554,12 @@ class SmpWatched(SmpTracking):
     def follow_live(self):
         os.sched_setaffinity(threading.get_native_id(), {int(CLIENT_CPU)})
         while not self.stopping.is_set():
+            if not self.active.wait(0.2):
+                continue
             try:
                 with socket.create_connection(("127.0.0.1", self.dash_port), timeout=5) as sock:
                     sock.sendall(b"GET /api/v1/live HTTP/1.1\r\nHost: bench\r\n\r\n")
-                    while not self.stopping.is_set():
+                    while not self.stopping.is_set() and self.active.is_set():
                         if not select.select([sock], [], [], 0.5)[0]:
                             continue
                         data = sock.recv(65536)
@@ -565,6 +575,13 @@ class SmpWatched(SmpTracking):
             for thread in self.watchers:
                 thread.join(timeout=5)
         super().stop()
+
+
+def watch_only(srv, key):
+    """The dashboard is watched only on the server being measured."""
+    for server in srv.values():
+        if isinstance(server, SmpWatched):
+            server.watch(server is srv[key])
 
 
 DASHBOARD_LISTENER = """\
@@ -1298,6 +1315,7 @@ def main():
                     wrk(srv[s], path, conns, args.warmup, script, sargs, tls=tls)
             for run in range(1, args.runs + 1):
                 for s in active:
+                    watch_only(srv, s)
                     for attempt in range(args.retry_noisy + 1):
                         stored_before = srv[s].stored_requests() if s in TRACKING else 0
                         res = wrk(srv[s], path, conns, args.duration, script, sargs, tls=tls)
@@ -1339,6 +1357,7 @@ def main():
                 curl_stream(srv[s], tls=tls)
             for run in range(1, args.runs + 1):
                 for s in active:
+                    watch_only(srv, s)
                     res = curl_stream(srv[s], tls=tls)
                     ok = res["rc"] == 0 and res["http_code"] == 200 and res["size"] == GIB
                     log("  run %d %-10s %8.0f MiB/s  http %d, %d bytes, curl rc %d%s" % (
@@ -1362,6 +1381,7 @@ def main():
                     new_tls_connections(srv[s], args.warmup)
             for run in range(1, args.runs + 1):
                 for s in active:
+                    watch_only(srv, s)
                     for attempt in range(args.retry_noisy + 1):
                         res = new_tls_connections(srv[s], args.duration)
                         log("  run %d %-10s %s" % (run, srv[s].name, describe_s_time(res)))
