@@ -48,6 +48,13 @@ std::string rows_of(const std::string& report_json) {
     return open == std::string::npos || close == std::string::npos ? "[]" : report_json.substr(open, close - open + 1);
 }
 
+// An event's data is one line: JSON strings hold their line ends escaped,
+// so the ones left are the layout's.
+std::string one_line(std::string json) {
+    std::replace(json.begin(), json.end(), '\n', ' ');
+    return json;
+}
+
 // The sum of every sample of the metric `name` in Prometheus text, whatever
 // its labels.
 uint64_t metric_sum(std::string_view text, std::string_view name) {
@@ -75,8 +82,7 @@ WorkerState::WorkerState(const Settings& settings, const smp_worker_context& con
 }
 
 void WorkerState::close_all_handles() {
-    for (smp_async*& call : live_queries_)
-        if (call != nullptr) core_->query_cancel(worker_, std::exchange(call, nullptr));
+    if (live_query_ != nullptr) core_->query_cancel(worker_, std::exchange(live_query_, nullptr));
     // The base frees this state once its own timers have closed; the live
     // timer closes first, and only then does the base begin.
     uv_close(reinterpret_cast<uv_handle_t*>(&live_timer_),
@@ -352,52 +358,33 @@ void WorkerState::start_live(Connection& c) {
     }
 }
 
+// The stream costs the store nothing: the downloads in progress are the
+// collector's live table (answered by the core from shared memory), the
+// counters are the metrics, and the summary is the last one this worker
+// asked for a page (none: null). A summary of a large store takes a second;
+// asked every second for every open page, it would cost a core.
 void WorkerState::on_live_tick(uv_timer_t* timer) {
     auto& self = *static_cast<WorkerState*>(timer->data);
     if (self.live_.empty()) {
         uv_timer_stop(timer);
         return;
     }
-    if (self.live_waiting_ > 0) return;  // the last tick's reports are still out
-    static constexpr const char* kLiveReports[2] = {"summary", "in_progress"};
-    const uint64_t now = now_ms();
-    for (int i = 0; i < 2; ++i) {
-        // What a page's own request cached (or the last tick) serves while fresh.
-        if (auto cached = self.cache_.find(std::string(kLiveReports[i]) + '?');
-            cached != self.cache_.end() && self.fresh(cached->second, now)) {
-            self.set_live_rows(i, cached->second.json);
-            continue;
-        }
-        self.live_asked_ms_[i] = now;
-        smp_query q{};
-        q.size = sizeof q;
-        q.report = kLiveReports[i];
-        // The data of the call says which report answered.
-        void* which = reinterpret_cast<void*>(reinterpret_cast<uintptr_t>(&self) | static_cast<uintptr_t>(i));
-        if (self.core_->query_async(self.worker_, &q, on_live_report, which, &self.live_queries_[i]) == SMP_PENDING)
-            ++self.live_waiting_;
-        else
-            self.set_live_rows(i, "");
+    if (self.live_query_ != nullptr) return;  // the last tick's is still out
+    smp_query q{};
+    q.size = sizeof q;
+    q.report = "in_progress";
+    if (self.core_->query_async(self.worker_, &q, on_live_report, &self, &self.live_query_) != SMP_PENDING) {
+        self.live_query_ = nullptr;
+        self.live_rows_ = "[]";
+        self.send_live_update();
     }
-    if (self.live_waiting_ == 0) self.send_live_update();
 }
 
 void WorkerState::on_live_report(void* data, const smp_table* table, const char* /*error*/) {
-    const auto bits = reinterpret_cast<uintptr_t>(data);
-    auto& self = *reinterpret_cast<WorkerState*>(bits & ~static_cast<uintptr_t>(1));
-    const int i = static_cast<int>(bits & 1);
-    self.live_queries_[i] = nullptr;
-    const char* report = i == 0 ? "summary" : "in_progress";
-    self.set_live_rows(
-        i, table != nullptr ? self.keep(std::string(report) + '?', report, *table, self.live_asked_ms_[i]) : "");
-    if (--self.live_waiting_ == 0) self.send_live_update();
-}
-
-void WorkerState::set_live_rows(int i, const std::string& report_json) {
-    live_rows_[i] = rows_of(report_json);
-    // An event's data is one line: JSON strings hold their line ends
-    // escaped, so the ones left are the layout's.
-    std::replace(live_rows_[i].begin(), live_rows_[i].end(), '\n', ' ');
+    auto& self = *static_cast<WorkerState*>(data);
+    self.live_query_ = nullptr;
+    self.live_rows_ = table != nullptr ? one_line(rows_of(smp_report::table_json("in_progress", *table))) : "[]";
+    self.send_live_update();
 }
 
 // The core's Prometheus text, whatever its length (snprintf-style calls).
@@ -416,14 +403,15 @@ void WorkerState::send_live_update() {
     const std::string text = metrics_text();
     std::string event = "event: update\ndata: {\"time\": ";
     smp::protocol::append_number(event, static_cast<uint64_t>(smp::protocol::wall_clock_us() / 1'000'000));
-    const std::string& summary_rows = live_rows_[0];
     // The summary is one row: the object itself, or null when none.
+    const auto summary = cache_.find("summary?");
+    const std::string summary_rows = summary != cache_.end() ? one_line(rows_of(summary->second.json)) : "";
     const size_t first = summary_rows.find('{');
     const size_t last = summary_rows.rfind('}');
     event += ", \"summary\": ";
     event += first == std::string::npos ? std::string("null") : summary_rows.substr(first, last - first + 1);
     event += ", \"in_progress\": ";
-    event += live_rows_[1];
+    event += live_rows_;
     event += ", \"metrics\": {\"bytes_sent_total\": ";
     smp::protocol::append_number(event, metric_sum(text, "smprotocol_sent_bytes_total"));
     event += ", \"requests_total\": ";

@@ -64,12 +64,12 @@ class WorkerState : public smp::protocol::WorkerBase<Connection> {
         uint64_t took_ms = 0;  // how long the store took to answer it
         std::string json;
     };
-    // An answer is reused for `cache`, or for ten times what it took when
-    // that is longer: the reports of a large store (a summary of millions
-    // of downloads takes about a second) cost at most a tenth of the
-    // worker's query thread, however many browsers watch.
+    // An answer is reused for `cache`, or for a hundred times what it took
+    // when that is longer: the reports of a large store (a summary of a
+    // million downloads takes about a second) cost at most a hundredth of a
+    // core each, however many browsers watch.
     bool fresh(const Cached& cached, uint64_t now_ms) const {
-        return now_ms - cached.at_ms < std::max(settings_.cache_ms, 10 * cached.took_ms);
+        return now_ms - cached.at_ms < std::max(settings_.cache_ms, 100 * cached.took_ms);
     }
     // Keeps `table` as the answer to `key`, asked at `asked_ms`; its JSON.
     const std::string& keep(const std::string& key, const char* report, const smp_table& table, uint64_t asked_ms);
@@ -89,7 +89,6 @@ class WorkerState : public smp::protocol::WorkerBase<Connection> {
     void respond_error(Connection& c, int status, std::string_view extra_fields = {});
     void start_live(Connection& c);
     void send_live_update();
-    void set_live_rows(int i, const std::string& report_json);
     std::string metrics_text() const;
     void write_out(Connection& c);
     void close(Connection& c);
@@ -99,11 +98,9 @@ class WorkerState : public smp::protocol::WorkerBase<Connection> {
     uv_timer_t live_timer_{};
     std::vector<Connection*> live_;
     std::map<std::string, Cached, std::less<>> cache_;  // by report and query string
-    // The live stream's reports, asked once a tick for every live client.
-    smp_async* live_queries_[2] = {nullptr, nullptr};
-    std::string live_rows_[2];  // summary, in_progress: their rows as JSON
-    uint64_t live_asked_ms_[2] = {0, 0};
-    int live_waiting_ = 0;
+    // The live stream's downloads in progress, asked once a tick for every live client.
+    smp_async* live_query_ = nullptr;
+    std::string live_rows_;  // as JSON, on one line
     uint64_t updates_ = 0;
 };
 

@@ -42,6 +42,9 @@ FLAGS = [
     '--headless=new',
     '--no-sandbox',
     '--disable-gpu',
+    # A container or chroot may have a small /dev/shm, or none: Chromium's
+    # shared memory goes to /tmp instead.
+    '--disable-dev-shm-usage',
     # No first-run screens and no calls home: the tests talk to 127.0.0.0/8 only,
     # and any other host name resolves to nothing.
     '--no-first-run',

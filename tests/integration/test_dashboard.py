@@ -304,7 +304,9 @@ class Dashboard(unittest.TestCase):
         events = [line[len(b'data: '):] for line in body.split(b'\n') if line.startswith(b'data: ')]
         self.assertGreaterEqual(len(events), 2, body[:500])
         update = json.loads(events[0])
-        self.assertGreaterEqual(update['summary']['downloads'], 4)
+        # The summary this worker last asked for a page (null before any): the
+        # stream itself never asks the store.
+        self.assertTrue(update['summary'] is None or update['summary']['downloads'] >= 4, update['summary'])
         self.assertIsInstance(update['in_progress'], list)
         self.assertGreater(update['metrics']['bytes_sent_total'], 20 * MIB)
 

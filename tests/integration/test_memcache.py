@@ -6,6 +6,7 @@ packet by 50 ms (delay_relay.py), that a slot waiting on memcached does not
 hold the worker's other connections."""
 
 import os
+import re
 import shutil
 import signal
 import socket
@@ -79,11 +80,13 @@ class SharedLimits(unittest.TestCase):
         self.memcached.stop()
         self.env.cleanup()
 
-    def server(self, name, on_error='allow', workers=2):
+    def server(self, name, on_error='allow', workers=2, dashboard_port=None):
         port = harness.free_port()
         text = harness.config_text(port, self.env.www, workers=workers, unique_ip='true',
                                    core_extra={'tracking': '{enabled: false}'})
-        text = text.replace('plugins: []', 'plugins:\n  - module: memcache\n    servers: ["127.0.0.1:%d"]\n'
+        dashboard = ('  - module: dashboard\n    host: 127.0.0.1\n    port: %d\n' % dashboard_port
+                     if dashboard_port else '')
+        text = text.replace('plugins: []', dashboard + 'plugins:\n  - module: memcache\n    servers: ["127.0.0.1:%d"]\n'
                             '    prefix: "t%d:"\n    on_error: %s\n' % (self.memcached.port, os.getpid(), on_error))
         server = harness.Server(self.env, port=port, config=text)
         server.start()
@@ -169,6 +172,22 @@ class SharedLimits(unittest.TestCase):
         # Once per outage (and per worker: each has its own client).
         self.assertEqual(log.count('[memcache] cannot take a shared slot'), 1, log)
         self.assertIn('memcached answers again', log)
+
+    def test_memcached_failures_are_counted_in_the_metrics(self):
+        dashboard = harness.free_port()
+        c = self.server('c', on_error='deny', workers=1, dashboard_port=dashboard)
+
+        def failures():
+            text = harness.http(dashboard, 'GET', '/metrics').body.decode()
+            found = re.search(r'^smprotocol_plugin_errors_total\{plugin="memcache"\} (\d+)$', text, re.M)
+            self.assertIsNotNone(found, text)
+            return int(found.group(1))
+
+        self.assertEqual(self.status(c), 206)
+        self.assertEqual(failures(), 0)
+        self.memcached.stop()
+        self.assertEqual(self.status(c), 429)
+        self.assertGreaterEqual(failures(), 1)
 
     def test_memcached_down_deny_refuses(self):
         c = self.server('c', on_error='deny')

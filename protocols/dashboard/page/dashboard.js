@@ -438,6 +438,7 @@
 
     function loadSlowReports() {
         return Promise.all([
+            load('summary', {}, (rows) => updateSummary(rows[0] ?? {})),
             load('files', {}, (rows) => renderTable('files', rows)),
             load('countries', {}, (rows) => renderTable('countries', rows)),
             load('reasons', {}, (rows) => renderTable('reasons', rows)),
