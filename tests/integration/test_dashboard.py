@@ -190,13 +190,18 @@ class Dashboard(unittest.TestCase):
         for report, query, cli_args in [('summary', '', ()), ('files', '', ()), ('countries', '', ()),
                                         ('reasons', '', ()), ('downloads', '', ()), ('tls', '', ()),
                                         ('files', '?file=a.bin', ('--file', 'a.bin')),
-                                        ('summary', '?since=1h', ('--since', '1h'))]:
+                                        ('summary', '?since=1h', ('--since', '1h')),
+                                        ('timeseries', '?bucket=minute', ('--bucket', 'minute')),
+                                        ('timeseries', '?bucket=day&file=a.bin', ('--bucket', 'day', '--file', 'a.bin'))]:
             with self.subTest(report=report, query=query):
                 answer = self.api('/api/v1/%s%s' % (report, query))
                 self.assertEqual(answer['report'], report)
                 self.assertEqual(answer['rows'], self.cli_rows(report, *cli_args))
 
     def test_api_numbers_are_the_traffic(self):
+        [hour] = self.api('/api/v1/timeseries?bucket=hour&file=big.bin')['rows']
+        self.assertEqual((hour['downloads'], hour['completed']), (1, 1))
+        self.assertGreaterEqual(hour['bytes'], 16 * MIB)
         [summary] = self.api('/api/v1/summary')['rows']
         self.assertEqual((summary['downloads'], summary['completed']), (4, 4))
         files = {row['path']: row for row in self.api('/api/v1/files')['rows']}
@@ -210,6 +215,7 @@ class Dashboard(unittest.TestCase):
 
     def test_api_errors(self):
         self.assertEqual(get(self.dash, '/api/v1/nothing').status, 404)
+        self.assertEqual(get(self.dash, '/api/v1/timeseries?bucket=week').status, 400)
         self.assertEqual(get(self.dash, '/api/v1/summary?since=yesterdayish').status, 400)
         self.assertEqual(get(self.dash, '/nothing.html').status, 404)
         response = harness.raw_request(self.dash, harness.request_bytes('POST', '/metrics'))
