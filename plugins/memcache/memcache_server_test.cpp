@@ -20,6 +20,7 @@
 #include <memory>
 #include <stdexcept>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <vector>
 
@@ -36,6 +37,12 @@ void log_line(smp_log_level level, const char* module, const char* message) {
                     "[" + module + "] " + message);
 }
 int log_enabled(smp_log_level) { return 1; }
+
+// The failures the plugin reported to the core's metrics (ABI 1.10).
+int g_plugin_errors = 0;
+void plugin_error(smp_worker*, const char* module) {
+    if (std::string_view(module) == "memcache") ++g_plugin_errors;
+}
 
 size_t count_log(const std::string& text) {
     size_t count = 0;
@@ -178,6 +185,8 @@ class Plugin {
         core_.size = sizeof core_;
         core_.log = log_line;
         core_.log_enabled = log_enabled;
+        core_.plugin_error = plugin_error;
+        g_plugin_errors = 0;
         core_.config_value_size = sizeof(smp_config_value);
         for (const std::string& server : options_.servers) server_texts_.push_back(server.c_str());
         smp_config_value values[6]{};
@@ -464,6 +473,8 @@ TEST_CASE("memcached killed: calls answer -1 within the timeout, one line, and i
         server.stop();
     }
     CHECK(count_log("cannot take a shared slot") == 1);
+    // Counted in the metrics each time calls were failed, not once per outage.
+    CHECK(g_plugin_errors >= 1);
     // Down for a second: answered at once, and not logged again.
     Plugin::Call at_once;
     plugin.acquire(at_once, "outage", 10);
