@@ -11,13 +11,15 @@
 #include <string_view>
 
 #include "master.hpp"
+#include "sign_command.hpp"
 #include "stats_command.hpp"
 
 namespace {
 
 constexpr const char* kUsage =
     "usage: smprotocol [--config PATH] [--test-config|-t] [--version]\n"
-    "       smprotocol stats [--config PATH] [--since T] [--until T] [--file PATH] [--json] REPORT\n"
+    "       smprotocol stats [--config PATH] [--since T] [--until T] [--file PATH] [--bucket B] [--json|--csv] REPORT\n"
+    "       smprotocol sign [--config PATH] [--ttl 1h] [--ip ADDRESS] PATH\n"
     "  -c, --config PATH    configuration file (default " SMP_DEFAULT_CONFIG
     ")\n"
     "  -t, --test-config    check the configuration and load every module, then exit\n"
@@ -67,6 +69,7 @@ void raise_file_limit() {
 
 int main(int argc, char** argv) {
     if (argc > 1 && std::string_view(argv[1]) == "stats") return smp::run_stats(argc - 1, argv + 1);
+    if (argc > 1 && std::string_view(argv[1]) == "sign") return smp::run_sign(argc - 1, argv + 1);
     const Options options = parse_options(argc, argv);
     // A client that goes away makes sendfile(2) fail with EPIPE; without this
     // it would kill the worker instead.

@@ -410,22 +410,38 @@ void Worker::post_counts() {
 }
 
 void Worker::transfer(const smp_record& record) {
-    // At most one progress record a second per response: the set costs
+    // At most one progress record a second per response: the map costs
     // nothing on the short requests that never report one.
-    if (downloads_.emplace(record.connection_id, record.request_id).second) post_counts();
+    const auto [running, started] = downloads_.try_emplace({record.connection_id, record.request_id}, 0);
+    if (started) post_counts();
+    // The bytes go into the metrics as they are sent, so that a long
+    // download's bandwidth shows while it runs, not all at its end.
+    const uint64_t sent = record.header_bytes + record.body_bytes;
+    if (metrics_ != nullptr && sent > running->second) {
+        metrics::add(metrics_->sent_bytes[module_place(record.module)], sent - running->second);
+        running->second = sent;
+    }
     this->record(record, RecordKind::transfer);
     for (auto* plugin : plugins_)
         if (plugin->api->on_transfer != nullptr) plugin->api->on_transfer(plugin->worker_state, &record);
 }
 
 void Worker::close(const smp_record& record) {
-    if (!downloads_.empty() && downloads_.erase({record.connection_id, record.request_id}) > 0) post_counts();
+    uint64_t counted = 0;  // sent bytes its progress reports already counted
+    if (!downloads_.empty())
+        if (const auto running = downloads_.find({record.connection_id, record.request_id});
+            running != downloads_.end()) {
+            counted = running->second;
+            downloads_.erase(running);
+            post_counts();
+        }
     if (metrics_ != nullptr) {
         using namespace metrics;
         const size_t module = module_place(record.module);
         const auto reason = std::min<size_t>(static_cast<size_t>(record.reason), kReasons - 1);
         add(metrics_->requests[module][status_class(record.status)][reason]);
-        add(metrics_->sent_bytes[module], record.header_bytes + record.body_bytes);
+        const uint64_t sent = record.header_bytes + record.body_bytes;
+        add(metrics_->sent_bytes[module], sent > counted ? sent - counted : 0);
         add(metrics_->received_bytes[module], smp_record_received_bytes(&record));
         metrics_->request_duration.observe(record.end_us - record.start_us);
     }

@@ -6,6 +6,7 @@
 
 #include <cstdint>
 #include <deque>
+#include <map>
 #include <memory>
 #include <optional>
 #include <set>
@@ -109,9 +110,10 @@ class Worker {
     int slot_;
     uint32_t id_;
     WorkerSeat* seat_;
-    // Responses that have reported progress and not ended yet: the
-    // downloads in progress the master shows in its status.
-    std::set<std::pair<uint64_t, uint64_t>> downloads_;
+    // Responses that have reported progress and not ended yet (the downloads
+    // in progress the master shows in its status), by connection and
+    // request, with the bytes sent that the metrics have counted of each.
+    std::map<std::pair<uint64_t, uint64_t>, uint64_t> downloads_;
     uv_loop_t loop_{};
     uv_poll_t signal_poll_{};
     uv_timer_t accept_pause_timer_{};

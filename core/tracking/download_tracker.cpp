@@ -9,6 +9,7 @@
 #include <utility>
 
 #include "download_key.hpp"
+#include "record_codec.hpp"
 
 namespace smp {
 namespace {
@@ -144,7 +145,7 @@ class SnapshotReader {
                           get_text(texts, d.etag) && get(reason) && get(finished_early) &&
                           get_intervals(d.delivered, scratch) && get_intervals(d.active, scratch);
         // A reason this build does not know is not one it wrote.
-        if (!read || reason > SMP_END_TRACKING_CAP || finished_early > 1) return false;
+        if (!read || reason > kLastEndReason || finished_early > 1) return false;
         d.last_reason = static_cast<smp_end_reason>(reason);
         d.finished_early = finished_early == 1;
         return true;

@@ -18,7 +18,7 @@ constexpr uint32_t kMagicWithoutTls = 0x534d5234;       // "SMR4"
 constexpr uint32_t kMagicWithoutLog = 0x534d5233;       // "SMR3"
 constexpr uint32_t kMagicWithoutReceived = 0x534d5232;  // "SMR2"
 constexpr uint16_t kAbsent = 0xffff;
-constexpr uint8_t kLastReason = SMP_END_TRACKING_CAP;  // the last of smp_end_reason: keep up with smp_module.h
+constexpr uint8_t kLastReason = kLastEndReason;
 constexpr size_t kMaxString = 4096;
 
 struct Fixed {

@@ -21,6 +21,10 @@
 
 namespace smp {
 
+// The last of smp_end_reason this build knows: keep up with smp_module.h.
+// A record or snapshot with a later one was not written by this build.
+constexpr smp_end_reason kLastEndReason = SMP_END_LINK_EXPIRED;
+
 enum class RecordKind : uint8_t { transfer = 1, close = 2 };
 
 // The largest encoding of one record: longer strings are cut to fit (to

@@ -110,9 +110,9 @@ TEST_CASE("truncated, corrupted or foreign datagrams are refused") {
     std::string unknown_reason = wire;
     const size_t reason_at = 4 + 4 + 8 * 7 + 4 + 4 + 4 + 2;
     REQUIRE(static_cast<uint8_t>(unknown_reason[reason_at]) == SMP_END_CLIENT_CLOSED);
-    unknown_reason[reason_at] = static_cast<char>(SMP_END_TRACKING_CAP + 1);
+    unknown_reason[reason_at] = static_cast<char>(smp::kLastEndReason + 1);
     CHECK_FALSE(DecodedRecord::decode(unknown_reason));
-    unknown_reason[reason_at] = static_cast<char>(SMP_END_TRACKING_CAP);
+    unknown_reason[reason_at] = static_cast<char>(smp::kLastEndReason);
     CHECK(DecodedRecord::decode(unknown_reason));
 }
 

@@ -86,7 +86,7 @@ extern "C" {
 #endif
 
 #define SMP_ABI_MAJOR 1
-#define SMP_ABI_MINOR 10
+#define SMP_ABI_MINOR 11
 
 /*
  * What a hook that returns `int` returns, unless it says otherwise (the
@@ -158,7 +158,9 @@ typedef enum smp_end_reason {
     SMP_END_RECORD_LOST = 18,
     /* ABI 1.5. Downloads only: finished early, before every byte was
        delivered, because the collector held tracking.max_open_downloads. */
-    SMP_END_TRACKING_CAP = 19
+    SMP_END_TRACKING_CAP = 19,
+    /* ABI 1.11. A signed link whose time ran out (secure_link): 410 Gone. */
+    SMP_END_LINK_EXPIRED = 20
 } smp_end_reason;
 
 /* ---- configuration ------------------------------------------------------
@@ -863,6 +865,7 @@ static inline const char* smp_end_reason_name(smp_end_reason reason) {
         case SMP_END_INCOMPLETE: return "incomplete";
         case SMP_END_RECORD_LOST: return "record_lost";
         case SMP_END_TRACKING_CAP: return "tracking_cap";
+        case SMP_END_LINK_EXPIRED: return "link_expired";
     }
     return "unknown";
 }

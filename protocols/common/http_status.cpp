@@ -7,8 +7,10 @@ smp_end_reason end_reason_for_status(int status, StatusFrom from) {
         case 304: return SMP_END_NOT_MODIFIED;
         case 401:
         case 403: return SMP_END_FORBIDDEN;
-        case 404:
-        case 410: return SMP_END_NOT_FOUND;
+        case 404: return SMP_END_NOT_FOUND;
+        // This server answers 410 only to a signed link whose time ran out;
+        // an origin's 410 is a file that is gone.
+        case 410: return from == StatusFrom::server ? SMP_END_LINK_EXPIRED : SMP_END_NOT_FOUND;
         case 405:
         case 501: return SMP_END_METHOD_NOT_ALLOWED;
         case 412: return SMP_END_PRECONDITION_FAILED;

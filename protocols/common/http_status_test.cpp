@@ -40,6 +40,7 @@ TEST_CASE("forward's own statuses, and the origin's") {
     CHECK(reason(502) == "upstream_error");      // the origin refused or broke its answer
     CHECK(reason(504) == "upstream_error");      // the origin did not answer in time
     CHECK(reason(505) == "bad_request");         // was recorded `upstream_error`
+    CHECK(reason(410) == "link_expired");        // secure_link: the only 410 this server makes
     // Relayed from the origin.
     CHECK(reason(200, StatusFrom::origin) == "completed");
     CHECK(reason(206, StatusFrom::origin) == "completed");

@@ -19,6 +19,7 @@
 #include "https_redirect.hpp"
 #include "path.hpp"
 #include "request_head.hpp"
+#include "secure_link.hpp"
 
 namespace smp::http {
 namespace {
@@ -184,6 +185,21 @@ void WorkerState::respond(Connection& c) {
     if (url.field_set & (1 << UF_PATH))
         path = e.target.substr(url.field_data[UF_PATH].off, url.field_data[UF_PATH].len);
     if (normalize_path(path, e.path) != PathError::none) return respond_error(c, 400);
+    if (!settings_.link_secrets.empty()) {
+        // The query names the link, not the file: the segments and resumes
+        // of one download carry the same link and still merge.
+        const std::string_view query = url.field_set & (1 << UF_QUERY)
+                                           ? e.target.substr(url.field_data[UF_QUERY].off, url.field_data[UF_QUERY].len)
+                                           : std::string_view();
+        const char* client = e.has_forwarded_client ? e.forwarded_client.data() : c.client_ip;
+        switch (check_link(settings_.link_secrets, "/" + e.path, query, settings_.link_bind_ip ? client : "",
+                           wall_clock_us() / 1'000'000)) {
+            case LinkCheck::valid: break;
+            case LinkCheck::expired: return respond_error(c, 410);
+            case LinkCheck::unsigned_link:
+            case LinkCheck::bad_signature: return respond_error(c, 403);
+        }
+    }
 
     switch (files_.acquire(e.path, uv_now(loop_), e.file)) {
         case OpenResult::ok: return respond_file(c);

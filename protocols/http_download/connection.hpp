@@ -54,6 +54,9 @@ struct Settings : ModuleLimits {
     bool redirect_https = false;
     uint16_t https_port = 443;
     std::string hsts;  // Strict-Transport-Security on responses over TLS; empty: none
+    // secure_link: only signed links are served; the first secret signs.
+    std::vector<std::string> link_secrets;
+    bool link_bind_ip = false;
 };
 
 // The room for a cached body that a pooled exchange keeps between requests.

@@ -47,6 +47,8 @@ enum Key : size_t {
     kRedirectHttps,
     kHttpsPort,
     kHsts,
+    kSecureLinkSecrets,
+    kSecureLinkBindIp,
     kTls,  // the tls.* keys of every protocol module (tls.hpp) follow
 };
 
@@ -78,6 +80,9 @@ constexpr std::array<smp_config_key, kTls> kOwnKeys = {{
     {"https_port", SMP_CONFIG_INT, "443", 0, "the port of HTTPS put in redirect_https's Location; 443 is left out"},
     {"hsts", SMP_CONFIG_STRING, nullptr, 0,
      "Strict-Transport-Security value sent on every response over TLS, e.g. max-age=31536000 (none by default)"},
+    {"secure_link.secrets", SMP_CONFIG_STRING_LIST, nullptr, 1,
+     "signed links only (docs/http.md): the first secret signs, every one verifies"},
+    {"secure_link.bind_ip", SMP_CONFIG_BOOL, "false", 0, "a link also names the client's address"},
 }};
 constexpr auto kKeys = smp::tls::with_tls_keys(kOwnKeys);
 
@@ -142,6 +147,14 @@ bool read_settings(const smp_config_value* values, Settings& settings, char* err
         return fail("https_port", "must be between 1 and 65535");
     settings.https_port = static_cast<uint16_t>(values[kHttpsPort].number);
     settings.hsts = values[kHsts].string != nullptr ? values[kHsts].string : "";
+    if (values[kSecureLinkSecrets].present) {
+        const smp_config_value& secrets = values[kSecureLinkSecrets];
+        for (size_t i = 0; i < secrets.list_length; ++i) settings.link_secrets.emplace_back(secrets.list[i]);
+        if (settings.link_secrets.empty()) return fail("secure_link.secrets", "needs at least one secret");
+        for (const std::string& secret : settings.link_secrets)
+            if (secret.size() < 16) return fail("secure_link.secrets", "each secret must be at least 16 characters");
+        settings.link_bind_ip = values[kSecureLinkBindIp].number != 0;
+    }
     if (!valid_hsts(settings.hsts))
         return fail("hsts", "must be printable characters on one line, e.g. max-age=31536000");
     // In the master, before fork: every worker maps the same tables, and the

@@ -331,6 +331,13 @@ class Dashboard(unittest.TestCase):
             self.assertLess(row['coverage'], 1)
             self.assertGreater(row['speed_bps'], 64 * 1024)  # limit_rate is 256 KiB/s
             self.assertLess(row['speed_bps'], 1024 * 1024)
+            # Its bytes are counted as they go, not all at its end.
+            sent = lambda: metric_sum(metric_samples(self.metrics()), 'smprotocol_sent_bytes_total',
+                                      module='http_download')
+            before = sent()
+            time.sleep(2.5)
+            self.assertIsNone(p.poll(), 'the download ended too soon to see its progress')
+            self.assertGreater(sent() - before, 256 * 1024)
         finally:
             p.kill()
             p.wait(timeout=5)
