@@ -106,7 +106,7 @@ size_t LiveDownloads::read(LiveDownload* out) const {
         const uint64_t before = sequence.load(std::memory_order_acquire);
         if (before % 2 != 0) continue;
         const size_t n = std::min<size_t>(count, kRows);
-        std::memcpy(static_cast<void*>(out), rows, n * sizeof(LiveDownload));
+        if (n > 0) std::memcpy(static_cast<void*>(out), rows, n * sizeof(LiveDownload));
         std::atomic_thread_fence(std::memory_order_acquire);
         if (sequence.load(std::memory_order_relaxed) == before) return n;
     }
@@ -117,7 +117,7 @@ void LiveDownloads::write(const LiveDownload* from, size_t n) {
     sequence.fetch_add(1, std::memory_order_relaxed);
     std::atomic_thread_fence(std::memory_order_release);
     count = static_cast<uint32_t>(std::min(n, kRows));
-    std::memcpy(static_cast<void*>(rows), from, count * sizeof(LiveDownload));
+    if (count > 0) std::memcpy(static_cast<void*>(rows), from, count * sizeof(LiveDownload));
     sequence.fetch_add(1, std::memory_order_release);
 }
 

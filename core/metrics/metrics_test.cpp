@@ -2,8 +2,10 @@
 
 #include <doctest/doctest.h>
 
+#include <cstdio>
 #include <memory>
 #include <string>
+#include <vector>
 
 namespace {
 
@@ -93,4 +95,20 @@ TEST_CASE("metrics: the collectors' shards and stores") {
     CHECK(sample(text, "smprotocol_downloads_finished_total{outcome=\"client_closed\"}") == 2);
     CHECK(sample(text, "smprotocol_store_spool_bytes{store=\"sqlite\"}") == 4096);
     CHECK(sample(text, "smprotocol_store_errors_total{store=\"sqlite\"}") == 1);
+}
+
+TEST_CASE("metrics: the live downloads, written and read whole, none at all included") {
+    auto board = std::make_unique<smp::metrics::Board>();
+    std::vector<smp::metrics::LiveDownload> rows(3);
+    for (size_t i = 0; i < rows.size(); ++i) {
+        std::snprintf(rows[i].path, sizeof rows[i].path, "file-%zu", i);
+        rows[i].last_us = static_cast<int64_t>(i);
+    }
+    board->collector(0).live.write(rows.data(), rows.size());
+    board->collector(1).live.write(nullptr, 0);  // a collector with none running: no copy from nowhere
+    const auto live = board->live_downloads();
+    REQUIRE(live.size() == 3);
+    CHECK(std::string(live[0].path) == "file-2");  // the most recently active first
+    board->collector(0).live.write(nullptr, 0);
+    CHECK(board->live_downloads().empty());
 }
