@@ -55,8 +55,11 @@ PathError normalize_path(std::string_view path, std::string& out) {
     if (path.empty() || path.front() != '/') return PathError::bad_encoding;
     // Decode first, into `out`, then normalise in place: "%2e%2e" and "%2f"
     // are dots and slashes like any other once decoded.
-    if (!percent_decode(path, out, false)) return PathError::bad_encoding;
+    // The first fault in the path decides: a NUL before a bad escape is a
+    // NUL (percent_decode leaves what it decoded before the escape).
+    const bool decoded = percent_decode(path, out, false);
     if (out.find('\0') != std::string::npos) return PathError::nul;
+    if (!decoded) return PathError::bad_encoding;
     // RFC 3986 §5.2.4: a path that ends in a dot-segment ends with its
     // slash once the segment is removed ("/file/." and "/file/a/.." are
     // "/file/"), so it names a directory, never the file.

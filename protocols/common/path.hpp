@@ -23,7 +23,7 @@ PathError normalize_path(std::string_view path, std::string& out);
 
 // RFC 3986 §2.1: `text` with every "%XX" decoded (and '+' as a space in a
 // query, as HTML forms write it) into `out`; false when a '%' is not
-// followed by two hex digits.
+// followed by two hex digits, with `out` holding what came before it.
 bool percent_decode(std::string_view text, std::string& out, bool plus_is_space);
 
 // The decoded value of the first `name=value` in a query string
