@@ -86,7 +86,7 @@ extern "C" {
 #endif
 
 #define SMP_ABI_MAJOR 1
-#define SMP_ABI_MINOR 11
+#define SMP_ABI_MINOR 12
 
 /*
  * What a hook that returns `int` returns, unless it says otherwise (the
@@ -318,6 +318,12 @@ typedef struct smp_record {
        "TLSv1.3"; NULL over plain TCP. Read only when `size` covers it:
        smp_record_tls_version(). */
     const char* tls_version;
+    /* ABI 1.12, set by the core on the records a store receives (a module
+       leaves it NULL): who the client is, from its User-Agent and the
+       tracking.client_classes rules: "browser", "download_manager", "tool",
+       "bot" or "unknown". Read only when `size` covers it:
+       smp_record_client_class(). */
+    const char* client_class;
 } smp_record;
 
 /* A record's received_bytes, or 0 when the module was built before ABI 1.4
@@ -335,6 +341,12 @@ static inline uint64_t smp_record_log_index(const smp_record* record) {
    module was built before ABI 1.9 and its record is too small to hold it. */
 static inline const char* smp_record_tls_version(const smp_record* record) {
     return SMP_HAS(record, tls_version) ? record->tls_version : NULL;
+}
+
+/* A record's client_class, or "unknown" when it has none (a module's own
+   record, or one too small to hold the field). */
+static inline const char* smp_record_client_class(const smp_record* record) {
+    return SMP_HAS(record, client_class) && record->client_class != NULL ? record->client_class : "unknown";
 }
 
 /* A logical download as stored (ABI 1.2): every request of one client for
@@ -368,7 +380,15 @@ typedef struct smp_download {
     const char* organisation;
     int finished;     /* 0: still open (more requests may join it); 1: ended, this is its final state */
     const char* node; /* the server that served it (ids are unique per node) */
+    /* ABI 1.12: the client_class of its requests (see smp_record). Read only
+       when `size` covers it: smp_download_client_class(). */
+    const char* client_class;
 } smp_download;
+
+/* A download's client_class, or "unknown" when it has none. */
+static inline const char* smp_download_client_class(const smp_download* download) {
+    return SMP_HAS(download, client_class) && download->client_class != NULL ? download->client_class : "unknown";
+}
 
 /* What a storage plugin stores in one call. A download appears in every
    batch of the second it changed in, open at first, finished at last: a
@@ -378,7 +398,7 @@ typedef struct smp_download {
    `records` and `downloads` are arrays of the core's own smp_record and
    smp_download, stepping by the core's sizeof: each element's `size` says
    which fields it holds, but a store built for a minor before the one that
-   last grew them (1.6 for smp_record, 1.2 for smp_download) indexes them
+   last grew them (1.12 for both) indexes them
    wrongly. Build stores against the core's header; a stride here is left
    for a later minor. */
 typedef struct smp_batch {
@@ -406,7 +426,15 @@ typedef struct smp_query {
     /* ABI 1.10: the width of a "timeseries" report's rows, "minute", "hour"
        or "day"; NULL: "hour". Read only when `size` covers it. */
     const char* bucket;
+    /* ABI 1.12: 0 (the default): the reports count people, leaving out the
+       requests and downloads whose client_class is "bot"; 1: everyone.
+       Read only when `size` covers it: smp_query_include_bots(). */
+    int include_bots;
 } smp_query;
+
+static inline int smp_query_include_bots(const smp_query* query) {
+    return SMP_HAS(query, include_bots) ? query->include_bots : 0;
+}
 
 /* A report's answer: a table the core prints as text or JSON. The store
    owns it until it is handed back to its free_table hook. */
@@ -805,6 +833,18 @@ typedef struct smp_module {
     int (*cache_get_async)(void* worker_state, const char* key, void* buffer, uint64_t size, smp_async_done done,
                            void* data, smp_async** call);
     void (*cancel_async)(void* worker_state, smp_async* call);
+
+    /* ABI 1.12. OPTIONAL, plugins with store. Collector, storage thread,
+       between batches; may block, briefly: tracking.retention. Delete at
+       most `max_rows` of the stored requests that started, and of the
+       finished downloads last active, before `before_us`, and set *purged
+       to how many were deleted. The core calls it at start and once a
+       day, again and again while *purged == max_rows, with the next batch
+       stored between two calls, so no call holds the store for long.
+       Per-day totals a store keeps are never deleted. SMP_ERROR with a
+       sentence in `error`: logged, tried again at the next purge. */
+    int (*purge)(void* collector_state, int64_t before_us, uint32_t max_rows, uint32_t* purged, char* error,
+                 size_t error_size);
 } smp_module;
 
 /* C: the first designated initializers of a module's static struct, the
