@@ -187,6 +187,36 @@ void read_geoip(const YAML::Node& node, GeoIpConfig& geoip, ErrorList& errors) {
         if (auto value = read_string(node["asn_db"], "geoip.asn_db", errors)) geoip.asn_db = *value;
 }
 
+void read_privacy(const YAML::Node& node, PrivacyConfig& privacy, ErrorList& errors) {
+    if (!node) return;
+    if (!node.IsMap()) {
+        errors.add(node, "privacy", "must be a map");
+        return;
+    }
+    check_keys(node, "privacy", std::array<std::string_view, 2>{"anonymize_ip", "access_log"}, errors);
+    if (const auto bits = node["anonymize_ip"]) {
+        if (!bits.IsMap()) {
+            errors.add(bits, "privacy.anonymize_ip", "must be a map: {ipv4: 16, ipv6: 80}");
+        } else {
+            check_keys(bits, "privacy.anonymize_ip", std::array<std::string_view, 2>{"ipv4", "ipv6"}, errors);
+            const auto read_bits = [&](const char* name, int most, int& out) {
+                const std::string key = std::string("privacy.anonymize_ip.") + name;
+                if (const auto value_node = bits[name])
+                    if (auto value = read_int(value_node, key, errors)) {
+                        if (*value < 0 || *value > most)
+                            errors.add(value_node, key, "must be from 0 to " + std::to_string(most) + " (bits zeroed)");
+                        else
+                            out = static_cast<int>(*value);
+                    }
+            };
+            read_bits("ipv4", 32, privacy.anonymize_ipv4_bits);
+            read_bits("ipv6", 128, privacy.anonymize_ipv6_bits);
+        }
+    }
+    if (node["access_log"])
+        if (auto value = read_bool(node["access_log"], "privacy.access_log", errors)) privacy.access_log = *value;
+}
+
 void read_trusted_proxies(const YAML::Node& node, std::vector<std::string>& proxies, ErrorList& errors) {
     if (!node) return;
     auto list = read_string_list(node, "trusted_proxies", errors);
@@ -342,11 +372,12 @@ Config parse_config(const std::string& text, const std::string& name, const std:
         }
     }
 
-    check_keys(root, "",
-               std::array<std::string_view, 15>{"workers", "max_connections", "backlog", "shutdown_timeout",
-                                                "module_dir", "state_dir", "user", "reuseport", "log", "tracking",
-                                                "geoip", "trusted_proxies", "protocols", "plugins", "environments"},
-               errors);
+    check_keys(
+        root, "",
+        std::array<std::string_view, 16>{"workers", "max_connections", "backlog", "shutdown_timeout", "module_dir",
+                                         "state_dir", "user", "reuseport", "log", "tracking", "geoip", "privacy",
+                                         "trusted_proxies", "protocols", "plugins", "environments"},
+        errors);
 
     if (const auto node = root["workers"]) {
         if (node.IsScalar() && node.Scalar() == "auto") {
@@ -381,6 +412,7 @@ Config parse_config(const std::string& text, const std::string& name, const std:
     read_log(root["log"], config.log, errors);
     read_tracking(root["tracking"], config.tracking, errors);
     read_geoip(root["geoip"], config.geoip, errors);
+    read_privacy(root["privacy"], config.privacy, errors);
     read_trusted_proxies(root["trusted_proxies"], config.trusted_proxies, errors);
 
     const YAML::Node protocols = root["protocols"];

@@ -84,6 +84,17 @@ struct TrackingConfig {
     int collectors = 1;
 };
 
+// What the server keeps of a client's address (docs/privacy.md).
+struct PrivacyConfig {
+    // Low bits of the address zeroed before a record leaves the worker
+    // (after the geo-IP lookup): 0 keeps the address whole.
+    int anonymize_ipv4_bits = 0;
+    int anonymize_ipv6_bits = 0;
+    // The access log gets the shortened address too (when shortening).
+    bool access_log = true;
+    bool anonymizes() const { return anonymize_ipv4_bits > 0 || anonymize_ipv6_bits > 0; }
+};
+
 struct GeoIpConfig {
     std::string city_db;  // empty: none
     std::string asn_db;
@@ -108,6 +119,7 @@ struct Config {
     LogConfig log;
     TrackingConfig tracking;
     GeoIpConfig geoip;
+    PrivacyConfig privacy;
     std::vector<std::string> trusted_proxies;  // CIDRs whose X-Forwarded-For / Forwarded is believed
     std::vector<ModuleEntry> protocols;
     std::vector<ModuleEntry> plugins;

@@ -28,6 +28,8 @@ constexpr uint64_t kAcceptPauseMs = 100;
 // Connections the protocol modules are asked to close when the worker is
 // full and a client waits in the backlog (nginx drains 32 at a time).
 constexpr int kReclaimBatch = 32;
+// privacy.anonymize_ip: the places of this many client addresses are kept.
+constexpr size_t kPlaceCacheSize = 256;
 
 Worker* self(smp_worker* worker) { return reinterpret_cast<Worker*>(worker); }
 
@@ -190,6 +192,44 @@ Worker::Worker(Runtime& runtime, int slot, WorkerSeat* seat, std::vector<std::op
       pid_(static_cast<uint32_t>(getpid())) {
     if (WorkerBoard* board = the_worker_board(); board != nullptr && seat_ != nullptr)
         metrics_ = &board->metrics().worker(seat_->number);
+    if (const PrivacyConfig& privacy = runtime_.config.privacy; privacy.anonymizes()) {
+        shortener_.emplace(privacy.anonymize_ipv4_bits, privacy.anonymize_ipv6_bits);
+        const GeoIpConfig& geo = runtime_.config.geoip;
+        if (!logs_.empty() && (!geo.city_db.empty() || !geo.asn_db.empty())) {
+            geoip_ = std::make_unique<GeoIp>(geo.city_db, geo.asn_db);
+            places_.resize(kPlaceCacheSize);
+        }
+    }
+}
+
+// ---- privacy.anonymize_ip ----
+
+const smp_record& Worker::outgoing(const smp_record& record, Outgoing& out) {
+    if (!shortener_) return record;
+    // A module built for an older ABI hands a smaller record: copy what it has.
+    std::memcpy(&out.record, &record, std::min<size_t>(record.size, sizeof out.record));
+    const char* client = record.forwarded_ip != nullptr ? record.forwarded_ip : record.client_ip;
+    if (geoip_ != nullptr && client != nullptr) out.geo = place_of(client);
+    out.record.client_ip = shortener_->shorten(record.client_ip, out.client);
+    out.record.forwarded_ip = shortener_->shorten(record.forwarded_ip, out.forwarded);
+    return out.record;
+}
+
+const char* Worker::place_of(const char* address) {
+    auto& [cached, place] = places_[std::hash<std::string_view>{}(address) % places_.size()];
+    if (cached != address || place.empty()) {
+        cached = address;
+        place = encode_geo(geoip_->lookup(cached));
+    }
+    return place.c_str();
+}
+
+const smp_connection_info& Worker::for_plugins(const smp_connection_info& info, smp_connection_info& copy,
+                                               AddressShortener::Text& client) const {
+    if (!shortener_) return info;
+    std::memcpy(&copy, &info, std::min<size_t>(info.size, sizeof copy));
+    copy.client_ip = shortener_->shorten(info.client_ip, client);
+    return copy;
 }
 
 int Worker::run() {
@@ -328,19 +368,22 @@ void Worker::accept_from(Watch& watch) {
         info.local_ip = local_ip;
         info.accepted_us = now_us();
 
+        smp_connection_info copy{};
+        AddressShortener::Text shortened{};
+        const smp_connection_info& shared = for_plugins(info, copy, shortened);
         bool refused = false;
         for (auto* plugin : plugins_)
             if (plugin->api->on_connection != nullptr &&
-                plugin->api->on_connection(plugin->worker_state, &info) == SMP_REFUSE)
+                plugin->api->on_connection(plugin->worker_state, &shared) == SMP_REFUSE)
                 refused = true;
         if (refused) {
-            spdlog::debug("Connection from {}:{} refused by a plugin", client_ip, info.client_port);
+            spdlog::debug("Connection from {}:{} refused by a plugin", shared.client_ip, info.client_port);
             ::close(fd);
             for (auto* plugin : plugins_)
-                if (plugin->api->on_disconnect != nullptr) plugin->api->on_disconnect(plugin->worker_state, &info);
+                if (plugin->api->on_disconnect != nullptr) plugin->api->on_disconnect(plugin->worker_state, &shared);
             continue;
         }
-        spdlog::debug("Connection received from {} on port {}", client_ip, info.client_port);
+        spdlog::debug("Connection received from {} on port {}", shared.client_ip, info.client_port);
         ++connections_;
         post_counts();
         const ModuleInstance& protocol = *watch.listener->protocol;
@@ -377,7 +420,7 @@ uint64_t Worker::dropped() const {
     return dropped;
 }
 
-void Worker::record(const smp_record& record, RecordKind kind) {
+void Worker::record(const smp_record& record, RecordKind kind, const char* geo) {
     if (logs_.empty()) return;  // tracking is off
     // Every request of a download goes to the same collector.
     auto& log = logs_.size() == 1 ? logs_[0] : logs_[hash_of(download_key(record)) % logs_.size()];
@@ -385,7 +428,7 @@ void Worker::record(const smp_record& record, RecordKind kind) {
         ++dropped_without_log_;
         return;
     }
-    if (log->append(record, kind, pid_)) {
+    if (log->append(record, kind, pid_, geo)) {
         if (log_full_) {
             log_full_ = false;
             spdlog::warn("tracking log has room again: {} record(s) dropped in this episode, {} in all",
@@ -421,9 +464,11 @@ void Worker::transfer(const smp_record& record) {
         metrics::add(metrics_->sent_bytes[module_place(record.module)], sent - running->second);
         running->second = sent;
     }
-    this->record(record, RecordKind::transfer);
+    Outgoing out;
+    const smp_record& shared = outgoing(record, out);
+    this->record(shared, RecordKind::transfer, out.geo);
     for (auto* plugin : plugins_)
-        if (plugin->api->on_transfer != nullptr) plugin->api->on_transfer(plugin->worker_state, &record);
+        if (plugin->api->on_transfer != nullptr) plugin->api->on_transfer(plugin->worker_state, &shared);
 }
 
 void Worker::close(const smp_record& record) {
@@ -445,11 +490,13 @@ void Worker::close(const smp_record& record) {
         add(metrics_->received_bytes[module], smp_record_received_bytes(&record));
         metrics_->request_duration.observe(record.end_us - record.start_us);
     }
-    runtime_.access_log.write(record);
+    Outgoing out;
+    const smp_record& shared = outgoing(record, out);
+    runtime_.access_log.write(runtime_.config.privacy.access_log ? shared : record);
     start_access_log_timer();
-    this->record(record, RecordKind::close);
+    this->record(shared, RecordKind::close, out.geo);
     for (auto* plugin : plugins_)
-        if (plugin->api->on_close != nullptr) plugin->api->on_close(plugin->worker_state, &record);
+        if (plugin->api->on_close != nullptr) plugin->api->on_close(plugin->worker_state, &shared);
 }
 
 // A record's module name is the module's own string: the same pointer
@@ -556,8 +603,11 @@ void Worker::after_query(uv_work_t* work, int /*status*/) {
 }
 
 void Worker::disconnect(const smp_connection_info& info) {
+    smp_connection_info copy{};
+    AddressShortener::Text shortened{};
+    const smp_connection_info& shared = for_plugins(info, copy, shortened);
     for (auto* plugin : plugins_)
-        if (plugin->api->on_disconnect != nullptr) plugin->api->on_disconnect(plugin->worker_state, &info);
+        if (plugin->api->on_disconnect != nullptr) plugin->api->on_disconnect(plugin->worker_state, &shared);
     --connections_;
     post_counts();
     if (stopping_)

@@ -10,9 +10,12 @@
 #include <memory>
 #include <optional>
 #include <set>
+#include <string>
 #include <utility>
 #include <vector>
 
+#include "anonymize.hpp"
+#include "geoip.hpp"
 #include "record_codec.hpp"
 #include "record_log.hpp"
 #include "report_table.hpp"
@@ -61,6 +64,22 @@ class Worker {
     void query_cancel(smp_async* call);
 
    private:
+    // A record as it leaves the worker. With privacy.anonymize_ip it is a
+    // copy with the client's addresses shortened, and the place looked up
+    // from the whole address goes along to the collector.
+    struct Outgoing {
+        smp_record record{};
+        AddressShortener::Text client{};
+        AddressShortener::Text forwarded{};
+        const char* geo = nullptr;
+    };
+    const smp_record& outgoing(const smp_record& record, Outgoing& out);
+    // The client's place (encode_geo), from a small cache by address.
+    const char* place_of(const char* address);
+    // `info` for the plugins: its client address shortened when asked.
+    const smp_connection_info& for_plugins(const smp_connection_info& info, smp_connection_info& copy,
+                                           AddressShortener::Text& client) const;
+
     struct Watch {
         uv_poll_t poll{};
         Worker* worker = nullptr;
@@ -93,7 +112,7 @@ class Worker {
     static void on_signal(uv_poll_t* handle, int status, int events);
     static void on_accept_pause_end(uv_timer_t* timer);
     void accept_from(Watch& watch);
-    void record(const smp_record& record, RecordKind kind);
+    void record(const smp_record& record, RecordKind kind, const char* geo);
     uint64_t dropped() const;  // by every log of this worker
     void set_accepting(bool accepting);
     // Full: asks the protocol modules to close cheap connections; how many close.
@@ -137,6 +156,12 @@ class Worker {
     ModuleInstance* reports_ = nullptr;  // the first store that answers reports
     std::deque<Query*> queries_;         // the front one runs when query_running_
     bool query_running_ = false;
+    // privacy.anonymize_ip: set when addresses are shortened; the geo-IP
+    // databases then open in the worker too, and each address's place is
+    // kept in a small cache (a client's requests come close together).
+    std::optional<AddressShortener> shortener_;
+    std::unique_ptr<GeoIp> geoip_;
+    std::vector<std::pair<std::string, std::string>> places_;
     bool log_full_ = false;        // a drop episode is under way
     uint64_t dropped_before_ = 0;  // the logs' drop count when the episode began
     uint64_t dropped_without_log_ = 0;

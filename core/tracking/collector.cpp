@@ -391,7 +391,7 @@ void Collector::handle(Log& log, const RecordLogReader::Frame& frame) {
     last_read_end_us_ = decoded->record().end_us;
     if (metrics_ != nullptr && !recovering_) metrics::add(metrics_->records);
     in_flight_.erase(*decoded);
-    tracker_.add(decoded->record(), download_id(number, frame.index));
+    tracker_.add(decoded->record(), download_id(number, frame.index), decoded->geo());
     // In place: the log is not released before the stores have the batch.
     if (!storage_.empty()) batch_.add(std::move(*decoded));
 }
@@ -412,7 +412,7 @@ void Collector::end_log(Log& log) {
 void Collector::close_lost(DecodedRecord& last, uint64_t id, smp_end_reason reason) {
     last.set_reason(reason);
     ++records_;
-    tracker_.add(last.record(), id);
+    tracker_.add(last.record(), id, last.geo());
     if (!storage_.empty()) batch_.add(std::move(last));
 }
 
@@ -478,9 +478,7 @@ void Collector::tick(int64_t now) {
         tracker_.expire(now, [&](const LogicalDownload& d) { finish(d); });
     if (!storage_.empty()) {
         // Stores show downloads as they grow: each second, the ones a request joined.
-        tracker_.each_changed([&](const LogicalDownload& d) {
-            batch_.downloads.emplace_back(d, geoip_.lookup(std::string(d.client_ip)), false);
-        });
+        tracker_.each_changed([&](const LogicalDownload& d) { batch_.downloads.emplace_back(d, place_of(d), false); });
     }
     hand_to_stores();
 }
@@ -504,6 +502,7 @@ void Collector::post_metrics(int64_t now) {
 void Collector::publish_live_downloads() {
     struct Running {
         const smp_record* first = nullptr;
+        const char* geo = nullptr;
         IntervalSet delivered;
         uint64_t sent = 0;
         double speed_bps = 0;
@@ -512,11 +511,15 @@ void Collector::publish_live_downloads() {
         uint32_t requests = 0;
     };
     std::map<std::tuple<std::string_view, std::string_view, std::string_view, std::string_view>, Running> downloads;
-    in_flight_.each([&](const smp_record& record) {
+    in_flight_.each([&](const DecodedRecord& last) {
+        const smp_record& record = last.record();
         if (record.path == nullptr) return;
         const DownloadKey key = download_key(record);
         Running& running = downloads[{key.path, key.etag, key.client, key.agent}];
-        if (running.first == nullptr) running.first = &record;
+        if (running.first == nullptr) {
+            running.first = &record;
+            running.geo = last.geo();
+        }
         for (size_t i = 0; i < record.interval_count; ++i)
             running.delivered.add(record.intervals[i].first, record.intervals[i].last);
         running.sent += record.body_bytes;
@@ -527,7 +530,7 @@ void Collector::publish_live_downloads() {
         running.last_us = std::max(running.last_us, record.end_us);
         ++running.requests;
     });
-    std::vector<metrics::LiveDownload> rows;
+    std::vector<std::pair<metrics::LiveDownload, std::string_view>> rows;  // and the client's place, if sent
     rows.reserve(downloads.size());
     for (auto& [key, running] : downloads) {
         const smp_record& record = *running.first;
@@ -539,7 +542,8 @@ void Collector::publish_live_downloads() {
             running.started_us = std::min(running.started_us, open->first_us);
             id = open->id;
         }
-        metrics::LiveDownload& row = rows.emplace_back();
+        auto& [row, geo] = rows.emplace_back();
+        geo = running.geo != nullptr ? running.geo : "";
         std::snprintf(row.path, sizeof row.path, "%.*s", static_cast<int>(std::get<0>(key).size()),
                       std::get<0>(key).data());
         std::snprintf(row.client_ip, sizeof row.client_ip, "%.*s", static_cast<int>(std::get<2>(key).size()),
@@ -555,12 +559,14 @@ void Collector::publish_live_downloads() {
     }
     const size_t shown = std::min(rows.size(), metrics::LiveDownloads::kRows);
     std::partial_sort(rows.begin(), rows.begin() + static_cast<std::ptrdiff_t>(shown), rows.end(),
-                      [](const auto& a, const auto& b) { return a.last_us > b.last_us; });
+                      [](const auto& a, const auto& b) { return a.first.last_us > b.first.last_us; });
+    std::vector<metrics::LiveDownload> published(shown);
     for (size_t i = 0; i < shown; ++i) {
-        const GeoInfo geo = geoip_.lookup(rows[i].client_ip);
-        std::snprintf(rows[i].country, sizeof rows[i].country, "%s", geo.country.c_str());
+        published[i] = rows[i].first;
+        const GeoInfo geo = place_of(published[i].client_ip, rows[i].second);
+        std::snprintf(published[i].country, sizeof published[i].country, "%s", geo.country.c_str());
     }
-    metrics_->live.write(rows.data(), shown);
+    metrics_->live.write(published.data(), shown);
 }
 
 void Collector::trim_after_burst() {
@@ -586,9 +592,19 @@ void Collector::finish(const LogicalDownload& download) {
     const bool logged = spdlog::should_log(spdlog::level::info);
     // Looked up only when used: at full load there are thousands a second.
     if (!logged && storage_.empty()) return;
-    GeoInfo geo = geoip_.lookup(std::string(download.client_ip));
+    GeoInfo geo = place_of(download);
     if (logged) spdlog::info("{}", describe_download(download, geo));
     if (!storage_.empty()) batch_.downloads.emplace_back(download, std::move(geo), true);
+}
+
+GeoInfo Collector::place_of(const LogicalDownload& download) const {
+    return place_of(download.client_ip.view(), download.geo.view());
+}
+
+GeoInfo Collector::place_of(std::string_view client_ip, std::string_view geo) const {
+    if (!geo.empty())
+        if (auto place = decode_geo(geo)) return *place;
+    return geoip_.lookup(std::string(client_ip));
 }
 
 // ---- the checkpoint ----------------------------------------------------------------

@@ -69,7 +69,7 @@ class InFlightRequests {
     // Calls `each` with the last progress record of every running request.
     template <typename Each>
     void each(Each&& each) const {
-        for (const auto& [key, entry] : entries_) each(entry.last.record());
+        for (const auto& [key, entry] : entries_) each(entry.last);
     }
     // For the checkpoint: every running request, and back from one.
     std::vector<RunningRequest> copy() const;
@@ -140,6 +140,10 @@ class Collector {
     void publish_live_downloads();
     void trim_after_burst();
     void finish(const LogicalDownload& download);
+    // Where the client is: the place its worker sent with the shortened
+    // address (privacy.anonymize_ip), else looked up from the address.
+    GeoInfo place_of(const LogicalDownload& download) const;
+    GeoInfo place_of(std::string_view client_ip, std::string_view geo) const;
     void hand_to_stores();
     bool stores_have(uint64_t sequence) const;
     bool stores_behind() const;

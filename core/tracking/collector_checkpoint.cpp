@@ -64,7 +64,7 @@ std::string encode_checkpoint(const Checkpoint& checkpoint) {
     std::string encoded;
     for (const auto& running : checkpoint.running) {
         encoded.clear();
-        append_record(running.last.record(), running.last.kind, running.last.pid, encoded);
+        append_record(running.last.record(), running.last.kind, running.last.pid, encoded, running.last.geo());
         const std::string_view encoding = std::string_view(encoded).substr(sizeof(uint32_t));
         append_value(out, StoredRunning{running.heard_ms, static_cast<uint32_t>(encoding.size()),
                                         static_cast<uint32_t>(running.last.kind)});

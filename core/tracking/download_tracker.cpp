@@ -20,10 +20,11 @@ const char* or_empty(const char* text) { return text != nullptr ? text : ""; }
 // order, so that a snapshot of another format, or from a host of the other
 // byte order, is refused at once.
 constexpr std::string_view kSnapshotMagic = "SMPD";
-constexpr uint32_t kSnapshotVersion = 1;
-// The fewest bytes a download takes in a snapshot (no intervals): counts
-// read from a snapshot are checked against the bytes left before anything
-// is allocated for them.
+// Version 2 added the place (LogicalDownload::geo); version 1 is still read.
+constexpr uint32_t kSnapshotVersion = 2;
+// The fewest bytes a download takes in a snapshot (no intervals, version 1:
+// version 2 adds 4): counts read from a snapshot are checked against the
+// bytes left before anything is allocated for them.
 constexpr size_t kMinSnapshotDownload = 5 * 8 + 2 * 4 + 5 * 4 + 4 + 1 + 2 * 4;
 
 // Writes through a buffer of its own, appended to the snapshot when full:
@@ -79,7 +80,7 @@ class SnapshotWriter {
         put(d.last_us);
         put(d.requests);
         put(d.resumes);
-        for (const SharedString* text : {&d.node, &d.client_ip, &d.user_agent, &d.path, &d.etag})
+        for (const SharedString* text : {&d.node, &d.client_ip, &d.user_agent, &d.path, &d.etag, &d.geo})
             put_text_number(*text);
         put(static_cast<uint32_t>(d.last_reason));
         put(static_cast<uint8_t>(d.finished_early ? 1 : 0));
@@ -136,14 +137,15 @@ class SnapshotReader {
         return true;
     }
     bool get_download(std::span<const SharedString> texts, LogicalDownload& d,
-                      std::vector<IntervalSet::Interval>& scratch) {
+                      std::vector<IntervalSet::Interval>& scratch, uint32_t version) {
         uint32_t reason = 0;
         uint8_t finished_early = 0;
         const bool read = get(d.id) && get(d.file_size) && get(d.bytes_sent) && get(d.first_us) && get(d.last_us) &&
                           get(d.requests) && get(d.resumes) && get_text(texts, d.node) &&
                           get_text(texts, d.client_ip) && get_text(texts, d.user_agent) && get_text(texts, d.path) &&
-                          get_text(texts, d.etag) && get(reason) && get(finished_early) &&
-                          get_intervals(d.delivered, scratch) && get_intervals(d.active, scratch);
+                          get_text(texts, d.etag) && (version < 2 || get_text(texts, d.geo)) && get(reason) &&
+                          get(finished_early) && get_intervals(d.delivered, scratch) &&
+                          get_intervals(d.active, scratch);
         // A reason this build does not know is not one it wrote.
         if (!read || reason > kLastEndReason || finished_early > 1) return false;
         d.last_reason = static_cast<smp_end_reason>(reason);
@@ -159,7 +161,7 @@ class SnapshotReader {
 
 // The layouts the headers count, on the 64-bit hosts the collector runs on.
 static_assert(sizeof(void*) != 8 || sizeof(IntervalSet) == 24);
-static_assert(sizeof(void*) != 8 || sizeof(LogicalDownload) == 144);
+static_assert(sizeof(void*) != 8 || sizeof(LogicalDownload) == 152);
 
 double LogicalDownload::coverage() const {
     if (file_size == 0) return completed() ? 1.0 : 0.0;
@@ -280,7 +282,7 @@ const LogicalDownload* DownloadTracker::open_download_of(const smp_record& recor
     return index == kNone ? nullptr : &nodes_[index].download;
 }
 
-const LogicalDownload* DownloadTracker::add(const smp_record& record, uint64_t id_if_new) {
+const LogicalDownload* DownloadTracker::add(const smp_record& record, uint64_t id_if_new, const char* geo) {
     if (!is_download_record(record)) return nullptr;
     const DownloadKey of_record = download_key(record);
     const std::string_view texts[] = {of_record.path, of_record.etag, of_record.client, of_record.agent};
@@ -313,6 +315,7 @@ const LogicalDownload* DownloadTracker::add(const smp_record& record, uint64_t i
     by_activity_.move_to_back(nodes_, index);
     if (!changed_.contains(nodes_, index)) changed_.push_back(nodes_, index);
     LogicalDownload& download = nodes_[index].download;
+    if (geo != nullptr && download.geo.empty()) download.geo = strings_.intern(geo);
     // A resume: this request began after every earlier request had ended.
     if (download.requests > 0 && record.start_us > download.last_us) ++download.resumes;
     ++download.requests;
@@ -429,7 +432,7 @@ std::vector<uint64_t> DownloadTracker::ids_by_activity() const {
 //   u32 finished count, then the downloads finished but not handed out yet
 // and a download is
 //   u64 id, file_size, bytes_sent; i64 first_us, last_us; u32 requests, resumes
-//   u32 node, client_ip, user_agent, path, etag: 0 for the empty text, else
+//   u32 node, client_ip, user_agent, path, etag, geo (version 2 on): 0 for the empty text, else
 //       the text's number (1 for the first) in the table above
 //   u32 last_reason, u8 finished_early (0 or 1)
 //   u32 count and that many u64 pairs (first, last), delivered then active.
@@ -467,8 +470,8 @@ bool DownloadTracker::load_state(std::string_view data) {
     SnapshotReader in(data);
     std::string_view magic;
     uint32_t version = 0;
-    if (!in.get_bytes(kSnapshotMagic.size(), magic) || magic != kSnapshotMagic || !in.get(version) ||
-        version != kSnapshotVersion || !in.get(finished_early_))
+    if (!in.get_bytes(kSnapshotMagic.size(), magic) || magic != kSnapshotMagic || !in.get(version) || version < 1 ||
+        version > kSnapshotVersion || !in.get(finished_early_))
         return false;
     uint32_t text_count = 0;
     if (!in.get_count(sizeof(uint32_t), text_count)) return false;
@@ -487,7 +490,7 @@ bool DownloadTracker::load_state(std::string_view data) {
     table_.reserve(open_count, node_hash());
     for (uint32_t i = 0; i < open_count; ++i) {
         LogicalDownload download;
-        if (!in.get_download(texts, download, scratch)) return false;
+        if (!in.get_download(texts, download, scratch, version)) return false;
         // Two open downloads of one key: not a tracker's state.
         if (find(Key{download.path, download.etag, download.client_ip, download.user_agent}) != kNone) return false;
         const uint32_t index = nodes_.push_back();
@@ -499,7 +502,7 @@ bool DownloadTracker::load_state(std::string_view data) {
     finished_.reserve(finished_count);
     for (uint32_t i = 0; i < finished_count; ++i) {
         LogicalDownload download;
-        if (!in.get_download(texts, download, scratch)) return false;
+        if (!in.get_download(texts, download, scratch, version)) return false;
         finished_.push_back(std::move(download));
     }
     return in.remaining() == 0;

@@ -21,8 +21,8 @@
 namespace smp {
 
 // A million of these are open at once in the stats collector, so the layout
-// is counted: 144 bytes. Five 8-byte fields (id, file size, bytes sent,
-// first and last), two interval sets of 24 bytes (one interval inline), five
+// is counted: 152 bytes. Five 8-byte fields (id, file size, bytes sent,
+// first and last), two interval sets of 24 bytes (one interval inline), six
 // 8-byte handles to strings interned in the tracker's pool (held once however
 // many downloads share them), then requests, resumes and the last reason (4
 // bytes each) and the finished_early flag, padded to 8.
@@ -42,6 +42,10 @@ struct LogicalDownload {
     SharedString user_agent;
     SharedString path;
     SharedString etag;
+    // The client's place as its worker found it, when the address came
+    // shortened (privacy.anonymize_ip: encode_geo's text); else empty and
+    // the place is looked up from client_ip.
+    SharedString geo;
     uint32_t requests = 0;
     uint32_t resumes = 0;  // requests that began after every earlier one had ended
     smp_end_reason last_reason = SMP_END_COMPLETED;
@@ -78,14 +82,14 @@ bool is_download_record(const smp_record& record);
 // tick costs by what changed, not by what is open: the idle scan stops at
 // the first download still active, and the changed ones are a list.
 //
-// What an open download costs: its node, 160 bytes (the download and four
+// What an open download costs: its node, 168 bytes (the download and four
 // 4-byte list links), in chunks of 4096 nodes; 5 to 11 bytes of the hash
 // table (4-byte slots, between three eighths and three quarters full); and
 // its strings, of which only the client address is usually its own: 64
 // bytes for an IPv4 address (a 48-byte malloc chunk for the pool's 24-byte
 // entry and the text, a 4-byte slot in the pool's table, an 8-byte place in
 // its list). Measured in download_tracker_test.cpp with malloc's counts:
-// 177 bytes a download with every string shared, 234 with a million client
+// 185 bytes a download with every string shared, 242 with a million client
 // addresses of their own (688 with std::string and std::unordered_set).
 // Nodes are numbered densely: a node that goes takes the last one's place,
 // so the memory of a burst of downloads goes back to malloc as they end.
@@ -104,7 +108,8 @@ class DownloadTracker {
     // when the record is not part of a download. A download the record opens
     // gets the id `id_if_new`. The pointer is valid until the next call
     // that changes the tracker.
-    const LogicalDownload* add(const smp_record& record, uint64_t id_if_new);
+    // `geo`: the record's place (DecodedRecord::geo), or NULL.
+    const LogicalDownload* add(const smp_record& record, uint64_t id_if_new, const char* geo = nullptr);
     // Hands every download idle for longer than the window (and those ended
     // early since the last call) to `finished`, and forgets it. A download's
     // place in the idle order is when its latest request was added, so one
@@ -153,7 +158,7 @@ class DownloadTracker {
         Links by_activity;
         Links changed;
     };
-    static_assert(sizeof(void*) != 8 || sizeof(Node) == 160, "the layout counted above");
+    static_assert(sizeof(void*) != 8 || sizeof(Node) == 168, "the layout counted above");
 
     // The nodes, numbered 0 to size() - 1, in chunks that do not move: a
     // node's number is its place, and the lists and the table hold numbers.

@@ -1,6 +1,7 @@
 #include "download_tracker.hpp"
 
 #include <doctest/doctest.h>
+
 #include <malloc.h>
 #include <time.h>
 #include <unistd.h>
@@ -9,6 +10,7 @@
 #include <cstddef>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <fstream>
 #include <memory>
 #include <random>
@@ -796,4 +798,54 @@ TEST_CASE("finish_all ends every download, however late its last activity") {
     add(tracker, early.record);
     CHECK(finish_all(tracker).size() == 2);
     CHECK(tracker.open_downloads() == 0);
+}
+
+TEST_CASE("the place a worker sent stays with its download, through a snapshot; a version 1 snapshot still loads") {
+    DownloadTracker tracker(kWindow);
+    Request first(1, 2, 0, 99);
+    first.record.client_ip = "203.0.0.0";
+    const std::string place =
+        "FR\x1fParis\x1f\x1f"
+        "64500";
+    REQUIRE(tracker.add(first.record, 1, place.c_str()) != nullptr);
+    Request second(3, 4, 100, 199);
+    second.record.client_ip = "203.0.0.0";
+    const LogicalDownload* download = tracker.add(second.record, 2, nullptr);
+    REQUIRE(download != nullptr);
+    CHECK(download->requests == 2);
+    CHECK(download->geo.view() == place);
+
+    const std::string snapshot = snapshot_of(tracker);
+    DownloadTracker copy(kWindow);
+    REQUIRE(copy.load(snapshot));
+    const LogicalDownload* loaded = copy.open_download_of(second.record);
+    REQUIRE(loaded != nullptr);
+    CHECK(loaded->geo.view() == place);
+
+    // Version 1, as the build before wrote it: no place after the etag.
+    DownloadTracker plain(kWindow);
+    REQUIRE(plain.add(second.record, 3) != nullptr);
+    std::string old = snapshot_of(plain);
+    const uint32_t one = 1;
+    std::memcpy(old.data() + 4, &one, sizeof one);
+    size_t at = 4 + 4 + 8;  // magic, version, finished_early
+    uint32_t texts = 0;
+    std::memcpy(&texts, old.data() + at, sizeof texts);
+    at += 4;
+    for (uint32_t i = 0; i < texts; ++i) {
+        uint32_t length = 0;
+        std::memcpy(&length, old.data() + at, sizeof length);
+        at += 4 + length;
+    }
+    at += 4;                      // the count of open downloads
+    at += 5 * 8 + 2 * 4 + 5 * 4;  // a download up to its etag
+    old.erase(at, 4);             // its place
+    DownloadTracker upgraded(kWindow);
+    REQUIRE(upgraded.load(old));
+    const LogicalDownload* restored = upgraded.open_download_of(second.record);
+    REQUIRE(restored != nullptr);
+    CHECK(restored->geo.empty());
+    CHECK(restored->requests == 1);
+    old.erase(old.size() - 1);
+    CHECK_FALSE(DownloadTracker(kWindow).load(old));
 }

@@ -2,6 +2,10 @@
 
 #include <maxminddb.h>
 
+#include <charconv>
+#include <vector>
+
+#include <spdlog/fmt/fmt.h>
 #include <spdlog/spdlog.h>
 
 namespace smp {
@@ -77,6 +81,42 @@ GeoInfo GeoIp::lookup(const std::string& ip) const {
         }
     }
     return info;
+}
+
+// Fields split by the ASCII unit separator, which no name holds:
+// country, city, organisation, asn, then latitude and longitude when known.
+namespace {
+constexpr char kSeparator = '\x1f';
+}
+
+std::string encode_geo(const GeoInfo& geo) {
+    std::string text =
+        geo.country + kSeparator + geo.city + kSeparator + geo.organisation + kSeparator + std::to_string(geo.asn);
+    if (geo.has_location) text += fmt::format("{}{:.6f}{}{:.6f}", kSeparator, geo.latitude, kSeparator, geo.longitude);
+    return text;
+}
+
+std::optional<GeoInfo> decode_geo(std::string_view text) {
+    std::vector<std::string_view> fields;
+    for (size_t start = 0;;) {
+        const size_t end = text.find(kSeparator, start);
+        fields.push_back(text.substr(start, end == std::string_view::npos ? std::string_view::npos : end - start));
+        if (end == std::string_view::npos) break;
+        start = end + 1;
+    }
+    if (fields.size() != 4 && fields.size() != 6) return std::nullopt;
+    GeoInfo geo{
+        .country = std::string(fields[0]), .city = std::string(fields[1]), .organisation = std::string(fields[2])};
+    const auto number = [](std::string_view field, auto& out) {
+        const auto [end, error] = std::from_chars(field.data(), field.data() + field.size(), out);
+        return error == std::errc() && end == field.data() + field.size();
+    };
+    if (!number(fields[3], geo.asn)) return std::nullopt;
+    if (fields.size() == 6) {
+        if (!number(fields[4], geo.latitude) || !number(fields[5], geo.longitude)) return std::nullopt;
+        geo.has_location = true;
+    }
+    return geo;
 }
 
 }  // namespace smp

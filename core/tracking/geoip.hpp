@@ -4,7 +4,9 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
+#include <string_view>
 
 struct MMDB_s;  // maxminddb.h stays in geoip.cpp
 
@@ -19,6 +21,13 @@ struct GeoInfo {
     uint32_t asn = 0;
     std::string organisation;
 };
+
+// A GeoInfo as one text, to carry it with a record (privacy.anonymize_ip:
+// the worker looks the whole address up and sends the place along with the
+// shortened one). Never empty: an empty text is "not looked up".
+std::string encode_geo(const GeoInfo& geo);
+// The GeoInfo encode_geo made; empty when `text` is not one.
+std::optional<GeoInfo> decode_geo(std::string_view text);
 
 class GeoIp {
    public:

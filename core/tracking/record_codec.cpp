@@ -9,11 +9,12 @@
 namespace smp {
 namespace {
 
-constexpr uint32_t kMagic = 0x534d5235;  // "SMR5": bump when the layout changes
-// The layouts before tls_version (ABI 1.9), before log_number and log_index
-// (ABI 1.6), and before received_bytes (ABI 1.4), still found in spool files
-// and record logs written by an earlier version: decoded with those fields
-// NULL or 0.
+constexpr uint32_t kMagic = 0x534d5236;  // "SMR6": bump when the layout changes
+// The layouts before the place (privacy.anonymize_ip), before tls_version
+// (ABI 1.9), before log_number and log_index (ABI 1.6), and before
+// received_bytes (ABI 1.4), still found in spool files and record logs
+// written by an earlier version: decoded with those fields NULL or 0.
+constexpr uint32_t kMagicWithoutGeo = 0x534d5235;       // "SMR5"
 constexpr uint32_t kMagicWithoutTls = 0x534d5234;       // "SMR4"
 constexpr uint32_t kMagicWithoutLog = 0x534d5233;       // "SMR3"
 constexpr uint32_t kMagicWithoutReceived = 0x534d5232;  // "SMR2"
@@ -43,7 +44,9 @@ struct Fixed {
     uint64_t log_index;
     // SMR5 on; an SMR4 fixed part ends before it. The string follows etag.
     uint16_t tls_version_length;
-    uint16_t unused[3];  // zero: keeps the size a multiple of 8
+    // SMR6 on (SMR5 has zero here, read as absent). The string follows tls_version.
+    uint16_t geo_length;
+    uint16_t unused[2];  // zero: keeps the size a multiple of 8
 };
 // The intervals follow the fixed part; a decoded record keeps both in one
 // heap block, where this keeps the intervals aligned.
@@ -52,11 +55,15 @@ static_assert(offsetof(Fixed, received_bytes) % alignof(smp_interval) == 0);
 static_assert(offsetof(Fixed, log_number) % alignof(smp_interval) == 0);
 static_assert(offsetof(Fixed, tls_version_length) % alignof(smp_interval) == 0);
 
-constexpr size_t kStringCount = kRecordStrings;
+// The record's strings, then the place.
+constexpr size_t kStringCount = kRecordStrings + 1;
+constexpr size_t kTls = kRecordStrings - 1;
+constexpr size_t kGeo = kRecordStrings;
 
 size_t fixed_size_of(uint32_t magic) {
     switch (magic) {
-        case kMagic: return sizeof(Fixed);
+        case kMagic:
+        case kMagicWithoutGeo: return sizeof(Fixed);
         case kMagicWithoutTls: return offsetof(Fixed, tls_version_length);
         case kMagicWithoutLog: return offsetof(Fixed, log_number);
         case kMagicWithoutReceived: return offsetof(Fixed, received_bytes);
@@ -65,11 +72,12 @@ size_t fixed_size_of(uint32_t magic) {
 }
 
 // The length of each string, in wire order: the twelve of every layout, then
-// tls_version (absent before SMR5).
+// tls_version (absent before SMR5), then the place (absent before SMR6).
 std::array<uint16_t*, kStringCount> lengths_of(Fixed& fixed) {
     std::array<uint16_t*, kStringCount> lengths{};
     for (size_t i = 0; i < std::size(fixed.lengths); ++i) lengths[i] = &fixed.lengths[i];
-    lengths[kStringCount - 1] = &fixed.tls_version_length;
+    lengths[kTls] = &fixed.tls_version_length;
+    lengths[kGeo] = &fixed.geo_length;
     return lengths;
 }
 
@@ -91,7 +99,7 @@ std::array<const char*, kRecordStrings> record_strings(const smp_record& r) {
             smp_record_tls_version(&r)};
 }
 
-void append_record(const smp_record& record, RecordKind kind, uint32_t pid, std::string& out) {
+void append_record(const smp_record& record, RecordKind kind, uint32_t pid, std::string& out, const char* geo) {
     const size_t frame = out.size();
     append_value(out, uint32_t{0});  // the length, written once known
     Fixed fixed{};
@@ -115,14 +123,15 @@ void append_record(const smp_record& record, RecordKind kind, uint32_t pid, std:
     // The strings take their room first and the intervals what is left, so
     // that no encoding is larger than kMaxRecordBytes: twelve strings of
     // kMaxString alone would not fit. Each string's NUL is set aside. The
-    // short tls_version is given its room before the others (it is sent
-    // last), so that long strings never cut it.
-    const auto strings = record_strings(record);
+    // short tls_version and place are given their room before the others
+    // (they are sent last), so that long strings never cut them.
+    std::array<const char*, kStringCount> strings{};
+    std::ranges::copy(record_strings(record), strings.begin());
+    strings[kGeo] = geo;
     const auto lengths = lengths_of(fixed);
     size_t room = kMaxRecordBytes - sizeof(Fixed) - strings.size();
-    constexpr size_t kTls = kStringCount - 1;
     for (size_t step = 0; step < strings.size(); ++step) {
-        const size_t i = step == 0 ? kTls : step - 1;
+        const size_t i = step < 2 ? kTls + step : step - 2;
         if (strings[i] == nullptr) {
             *lengths[i] = kAbsent;
             continue;
@@ -181,6 +190,7 @@ std::optional<DecodedRecord> DecodedRecord::view(std::string_view data) {
     if (fixed_size == 0 || data.size() < fixed_size) return std::nullopt;
     fixed.tls_version_length = kAbsent;  // unless the layout has it
     std::memcpy(&fixed, data.data(), fixed_size);
+    if (magic != kMagic) fixed.geo_length = kAbsent;
     if (fixed.kind != static_cast<uint8_t>(RecordKind::transfer) &&
         fixed.kind != static_cast<uint8_t>(RecordKind::close))
         return std::nullopt;
@@ -207,9 +217,9 @@ std::optional<DecodedRecord> DecodedRecord::view(std::string_view data) {
     r.interval_count = fixed.interval_count;
     for (size_t i = 0; i < r.interval_count; ++i)
         if (r.intervals[i].last < r.intervals[i].first) return std::nullopt;
-    const char** fields[] = {&r.module, &r.node,   &r.client_ip,  &r.forwarded_ip, &r.method,
-                             &r.path,   &r.target, &r.protocol,   &r.user_agent,   &r.referer,
-                             &r.range,  &r.etag,   &r.tls_version};
+    const char** fields[] = {&r.module, &r.node,   &r.client_ip,   &r.forwarded_ip, &r.method,
+                             &r.path,   &r.target, &r.protocol,    &r.user_agent,   &r.referer,
+                             &r.range,  &r.etag,   &r.tls_version, &decoded.geo_};
     static_assert(std::size(fields) == kStringCount);
     size_t at = fixed_size + r.interval_count * sizeof(smp_interval);
     for (size_t i = 0; i < std::size(fields); ++i) {

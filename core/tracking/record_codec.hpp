@@ -2,8 +2,8 @@
 // fields first, then the byte intervals, then the strings, each followed by a
 // NUL. Both ends are the same binary, so native byte order is used. The
 // spool and the record logs keep encoded records across an upgrade, so the
-// decoder also reads the layouts of the versions before (SMR4 without
-// tls_version: NULL; SMR3 without log_number and log_index too: 0; SMR2
+// decoder also reads the layouts of the versions before (SMR5 without the
+// place: NULL; SMR4 without tls_version: NULL; SMR3 without log_number and log_index too: 0; SMR2
 // without received_bytes too: 0).
 #pragma once
 
@@ -32,7 +32,10 @@ enum class RecordKind : uint8_t { transfer = 1, close = 2 };
 constexpr size_t kMaxRecordBytes = 32 * 1024;
 // Appends the encoding of `record` to `batch`, framed by its length
 // (uint32_t): a spool entry holds records so framed.
-void append_record(const smp_record& record, RecordKind kind, uint32_t pid, std::string& batch);
+// `geo` is the client's place (encode_geo) when the worker looked it up
+// before shortening the address (privacy.anonymize_ip), else NULL.
+void append_record(const smp_record& record, RecordKind kind, uint32_t pid, std::string& batch,
+                   const char* geo = nullptr);
 
 // The record's strings, in the order they are encoded.
 constexpr size_t kRecordStrings = 13;
@@ -48,6 +51,8 @@ class DecodedRecord {
     RecordKind kind = RecordKind::close;
     uint32_t pid = 0;  // the worker process that sent it
     const smp_record& record() const { return record_; }
+    // The client's place as the worker found it (encode_geo), or NULL.
+    const char* geo() const { return geo_; }
     void set_reason(smp_end_reason reason) { record_.reason = reason; }
     void set_log_place(uint64_t number, uint64_t index) {
         record_.log_number = number;
@@ -76,6 +81,7 @@ class DecodedRecord {
 
    private:
     smp_record record_{};
+    const char* geo_ = nullptr;
     std::string_view data_;          // the encoding the record points into
     std::unique_ptr<char[]> bytes_;  // data_'s bytes when owned
 };

@@ -193,7 +193,7 @@ std::string older_layout(const smp_record& record, uint32_t magic, size_t fixed)
     smp::append_record(record, RecordKind::close, 1234, framed);
     std::string old = framed.substr(4);
     std::memcpy(old.data(), &magic, sizeof magic);
-    constexpr size_t kFixedNow = 136;  // SMR5
+    constexpr size_t kFixedNow = 136;  // SMR5 and SMR6
     old.erase(fixed, kFixedNow - fixed);
     return old;
 }
@@ -302,4 +302,38 @@ TEST_CASE("long strings do not cut tls_version, and a module before ABI 1.9 has 
     decoded = DecodedRecord::decode(std::string_view(wire).substr(4));
     REQUIRE(decoded);
     CHECK(decoded->record().tls_version == nullptr);
+}
+
+TEST_CASE("SMR6 carries the client's place with the shortened address; SMR5 has none") {
+    const smp_interval intervals[] = {{0, 99}};
+    const smp_record record = sample(intervals, 1);
+    const std::string place =
+        "FR\x1fParis\x1f\x1f"
+        "64500";
+    std::string framed;
+    smp::append_record(record, RecordKind::close, 1, framed, place.c_str());
+    auto decoded = DecodedRecord::decode(std::string_view(framed).substr(4));
+    REQUIRE(decoded);
+    REQUIRE(decoded->geo() != nullptr);
+    CHECK(decoded->geo() == place);
+    CHECK(same_text(decoded->record().etag, record.etag));
+    // A copy keeps it.
+    const DecodedRecord copy = *decoded;
+    CHECK(copy.geo() == place);
+
+    framed.clear();
+    smp::append_record(record, RecordKind::close, 1, framed);
+    decoded = DecodedRecord::decode(std::string_view(framed).substr(4));
+    REQUIRE(decoded);
+    CHECK(decoded->geo() == nullptr);
+    // What an SMR5 writer left: its magic, and zero where the place's length is now.
+    std::string smr5 = framed.substr(4);
+    const uint32_t magic = 0x534d5235;
+    std::memcpy(smr5.data(), &magic, sizeof magic);
+    const uint16_t zero = 0;
+    std::memcpy(smr5.data() + 130, &zero, sizeof zero);
+    decoded = DecodedRecord::decode(smr5);
+    REQUIRE(decoded);
+    CHECK(decoded->geo() == nullptr);
+    CHECK(same_text(decoded->record().etag, record.etag));
 }

@@ -270,10 +270,10 @@ size_t RecordLogDirectory::end_all_left() {
 
 // ---- RecordLogWriter ----------------------------------------------------------
 
-bool RecordLogWriter::append(const smp_record& record, RecordKind kind, uint32_t pid) {
+bool RecordLogWriter::append(const smp_record& record, RecordKind kind, uint32_t pid, const char* geo) {
     RecordLogHeader& header = log_.header();
     encoded_.clear();
-    append_record(record, kind, pid, encoded_);
+    append_record(record, kind, pid, encoded_, geo);
     // append_record frames the encoding with its length; the ring's frame says it.
     const std::string_view encoding = std::string_view(encoded_).substr(sizeof(uint32_t));
     const uint64_t capacity = header.capacity;

@@ -145,8 +145,8 @@ class RecordLogWriter {
    public:
     explicit RecordLogWriter(MappedLog log) : log_(std::move(log)) {}
     // False when the ring was full: the record is dropped (and counted in
-    // the header, for the stats).
-    bool append(const smp_record& record, RecordKind kind, uint32_t pid);
+    // the header, for the stats). `geo`: see append_record.
+    bool append(const smp_record& record, RecordKind kind, uint32_t pid, const char* geo = nullptr);
     uint64_t number() const { return log_.header().number; }
     uint64_t dropped() const { return log_.header().dropped.load(std::memory_order_relaxed); }
 

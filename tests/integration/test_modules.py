@@ -20,7 +20,8 @@ def counts_of(prefix):
         with open(path) as f:
             for line in f:
                 name, value = line.split()
-                total[name] = total.get(name, 0) + int(value)
+                if name != 'address':  # the addresses the hooks saw: test_privacy.py
+                    total[name] = total.get(name, 0) + int(value)
     return total
 
 
