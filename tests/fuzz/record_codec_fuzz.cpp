@@ -102,7 +102,7 @@ const char* make_string(FuzzedDataProvider& input, std::string& storage) {
 }
 
 void fuzz_record(FuzzedDataProvider& input) {
-    std::array<std::string, 13> storage;
+    std::array<std::string, 14> storage;  // the record's 13 strings, then the client's place
     std::vector<smp_interval> intervals(input.ConsumeIntegralInRange<size_t>(0, 4000));
     for (smp_interval& interval : intervals) {
         const auto a = input.ConsumeIntegral<uint64_t>();
@@ -126,7 +126,8 @@ void fuzz_record(FuzzedDataProvider& input) {
     const char** strings[] = {&r.module, &r.node,   &r.client_ip,  &r.forwarded_ip, &r.method,
                               &r.path,   &r.target, &r.protocol,   &r.user_agent,   &r.referer,
                               &r.range,  &r.etag,   &r.tls_version};
-    for (size_t i = 0; i < storage.size(); ++i) *strings[i] = make_string(input, storage[i]);
+    for (size_t i = 0; i < std::size(strings); ++i) *strings[i] = make_string(input, storage[i]);
+    const char* geo = make_string(input, storage[13]);
     r.intervals = intervals.data();
     r.interval_count = intervals.size();
     const RecordKind kind = input.ConsumeBool() ? RecordKind::transfer : RecordKind::close;
@@ -140,13 +141,14 @@ void fuzz_record(FuzzedDataProvider& input) {
 
     std::string batch = "framed records follow";
     batch.clear();
-    smp::append_record(r, kind, pid, batch);
+    smp::append_record(r, kind, pid, batch, geo);
     require(batch.size() <= sizeof(uint32_t) + smp::kMaxRecordBytes, "an encoding fits kMaxRecordBytes");
-    smp::append_record(r, kind, pid, batch);
+    smp::append_record(r, kind, pid, batch, geo);
     size_t delivered = 0;
     const bool whole = DecodedRecord::for_each(batch, [&](DecodedRecord&& decoded) {
         ++delivered;
         require(decoded.kind == kind && decoded.pid == pid, "kind and pid survive");
+        require((decoded.geo() == nullptr) == (geo == nullptr), "the place survives, or its absence");
         require(same_record(r, decoded.record(), strings_fit ? Cut::to_max_string : Cut::to_fit_a_record),
                 "a record survives the codec");
         const size_t kept = decoded.record().interval_count;
