@@ -88,6 +88,13 @@ void Exchange::reset() {
     listing = nullptr;
 }
 
+void Exchange::detach_listing() {
+    if (listing == nullptr) return;
+    listing->connection = nullptr;
+    uv_cancel(reinterpret_cast<uv_req_t*>(&listing->work));  // fails harmlessly once running
+    listing = nullptr;
+}
+
 // ---- reading ----------------------------------------------------------------
 
 void WorkerState::on_handshake(Connection& c) {
@@ -758,13 +765,7 @@ void WorkerState::finish_exchange(Connection& c, smp_end_reason reason) {
     if (slots_) slots_->release(e.download_slot);
     if (e.cache_call != nullptr) core_->cache_cancel(worker_, e.cache_call);
     e.cache_call = nullptr;
-    if (e.listing != nullptr) {
-        // The pool may be reading it: the job frees itself when done (or
-        // at once if it had not started).
-        e.listing->connection = nullptr;
-        uv_cancel(reinterpret_cast<uv_req_t*>(&e.listing->work));
-        e.listing = nullptr;
-    }
+    e.detach_listing();
 }
 
 void WorkerState::after_response(Connection& c) {

@@ -112,6 +112,9 @@ struct Exchange : RequestHead {
     // directory listing has been read.
     bool waiting_for_plugin() const { return download_slot.waiting() || cache_call != nullptr || listing != nullptr; }
     void reset();
+    // Leaves a listing being read to free itself when the pool is done
+    // (or at once, if it had not started).
+    void detach_listing();
 };
 
 class WorkerState;
@@ -137,6 +140,9 @@ struct Connection : smp::protocol::ConnectionBase<Connection> {
 class WorkerState : public smp::protocol::WorkerBase<Connection> {
    public:
     WorkerState(const Settings& settings, const smp_worker_context& context);
+    // A listing still being read when the worker's state goes (a stop that
+    // did not wait for its connections) finds no connection when it ends.
+    ~WorkerState() override;
 
     void accept(int fd, const smp_connection_info& info);
     // Reads the connection's first request, once its limit per client has answered.

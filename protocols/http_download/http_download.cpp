@@ -255,6 +255,11 @@ WorkerState::WorkerState(const Settings& settings, const smp_worker_context& con
       settings_(settings),
       files_(settings.root_fd, settings.mime, settings.open_file_cache, settings.open_file_cache_valid_ms) {}
 
+WorkerState::~WorkerState() {
+    for (Connection* c = connections_; c != nullptr; c = c->next)
+        if (c->exchange != nullptr) c->exchange->detach_listing();
+}
+
 void WorkerState::accept(int fd, const smp_connection_info& info) {
     Connection* c = adopt(fd, info, {"http_download", settings_.max_connections_per_ip, settings_.notsent_lowat});
     if (c == nullptr) return;
