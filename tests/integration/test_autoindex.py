@@ -185,6 +185,23 @@ class Autoindex(unittest.TestCase):
         self.assertEqual(head.header('content-type'), get.header('content-type'))
         self.assertEqual(head.body, b'')
 
+    def test_pipelined_listings_and_files_on_one_connection(self):
+        # The listing is made off the loop; the next request waits its turn.
+        conn = harness.Conn(self.port)
+        try:
+            conn.send(b''.join(harness.request_bytes(method, target, close=False) for method, target in
+                               (('GET', '/pub/'), ('GET', '/pub/x.bin'), ('HEAD', '/pub/sub/'), ('GET', '/pub'),
+                                ('GET', '/pub/sub/'))))
+            listing = conn.read_response()
+            self.assertEqual((listing.status, listing.body), (200, self.get('/pub/').body))
+            file = conn.read_response()
+            self.assertEqual(file.body, self.env.content['pub/x.bin'])
+            self.assertEqual(conn.read_response(head_request=True).status, 200)
+            self.assertEqual(conn.read_response().status, 301)
+            self.assertIn(b'inner.bin', conn.read_response().body)
+        finally:
+            conn.sock.close()
+
     def test_autoindex_off_is_403_as_before(self):
         self.assertEqual(self.get('/pub/', self.off_port).status, 403)
         self.assertEqual(self.get('/pub', self.off_port).status, 403)  # no redirect: nothing to show there
@@ -234,6 +251,23 @@ class ListingRecords(unittest.TestCase):
             # Nor is it logged as a file downloaded.
             self.assertNotIn('File downloaded "/dir/"', server.log())
             self.assertIn('File downloaded "/dir/file.bin"', server.log())
+        finally:
+            env.cleanup()
+
+
+class Truncated(unittest.TestCase):
+    def test_a_large_directory_is_cut_and_says_so(self):
+        env = harness.TestEnv({'many/f%03d.bin' % i: 1 for i in range(30)})
+        try:
+            server = harness.Server(env, autoindex='json', autoindex_max_entries=10)
+            server.start()
+            try:
+                r = harness.http(server.port, 'GET', '/many/')
+                self.assertEqual(r.status, 200)
+                self.assertEqual(len(json.loads(r.body)), 10)
+                self.assertEqual(r.header('x-autoindex-truncated'), 'true')
+            finally:
+                server.kill()
         finally:
             env.cleanup()
 
