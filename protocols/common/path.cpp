@@ -32,6 +32,22 @@ bool percent_decode(std::string_view text, std::string& out, bool plus_is_space)
     return true;
 }
 
+void append_percent_encoded(std::string& out, std::string_view text, bool keep_slashes) {
+    static constexpr char kHex[] = "0123456789ABCDEF";
+    for (const char c : text) {
+        const auto byte = static_cast<unsigned char>(c);
+        const bool unreserved = (byte >= 'A' && byte <= 'Z') || (byte >= 'a' && byte <= 'z') ||
+                                (byte >= '0' && byte <= '9') || c == '-' || c == '.' || c == '_' || c == '~';
+        if (unreserved || (keep_slashes && c == '/')) {
+            out += c;
+        } else {
+            out += '%';
+            out += kHex[byte >> 4];
+            out += kHex[byte & 0x0f];
+        }
+    }
+}
+
 std::optional<std::string> query_parameter(std::string_view query, std::string_view name) {
     while (!query.empty()) {
         const size_t amp = query.find('&');

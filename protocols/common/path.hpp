@@ -26,6 +26,13 @@ PathError normalize_path(std::string_view path, std::string& out);
 // followed by two hex digits, with `out` holding what came before it.
 bool percent_decode(std::string_view text, std::string& out, bool plus_is_space);
 
+// The reverse, for a path this server writes into a Location or a link:
+// `text` appended to `out` with every byte but RFC 3986's unreserved ones
+// (letters, digits, "-._~") and, when `keep_slashes`, '/' written as "%XX".
+// Nothing is left that a URL or an HTML attribute could read otherwise
+// (':' cannot start a scheme, '?' and '#' cannot end the path).
+void append_percent_encoded(std::string& out, std::string_view text, bool keep_slashes);
+
 // The decoded value of the first `name=value` in a query string
 // ("since=2h&file=a%20b"), "" for a bare `name`; nullopt when absent or
 // badly encoded.

@@ -79,3 +79,15 @@ TEST_CASE("normalize_path: the first fault decides, a NUL before a bad escape in
     CHECK(normalize_path("/%00/%2", out) == PathError::nul);
     CHECK(normalize_path(std::string_view("/%zz/\0", 7), out) == PathError::bad_encoding);
 }
+
+TEST_CASE("percent-encoding keeps only unreserved bytes, and decoding gives the bytes back") {
+    std::string out;
+    append_percent_encoded(out, "a b/<script>#?%:\"'\xc3\xa9~x-_.", true);
+    CHECK(out == "a%20b/%3Cscript%3E%23%3F%25%3A%22%27%C3%A9~x-_.");
+    out.clear();
+    append_percent_encoded(out, "dir/a b", false);
+    CHECK(out == "dir%2Fa%20b");
+    std::string decoded;
+    CHECK(percent_decode(out, decoded, false));
+    CHECK(decoded == "dir/a b");
+}

@@ -33,6 +33,23 @@ const char* c_string(std::string_view view) { return view.data() != nullptr ? vi
 
 }  // namespace
 
+// What the thread pool reads and renders for one listing request, and the
+// connection waiting for it: null once that connection has closed, and the
+// job then only frees itself when the pool is done.
+struct ListingJob {
+    uv_work_t work{};
+    Connection* connection = nullptr;
+    // Read on the pool: copies, not views of the exchange.
+    int root_fd = -1;
+    std::string directory;  // relative, "" or ending in '/'
+    size_t max_entries = 0;
+    Autoindex format = Autoindex::html;
+    // Written on the pool, read on the loop after it.
+    OpenResult result = OpenResult::error;
+    bool truncated = false;
+    std::string body;
+};
+
 void Exchange::reset() {
     // The head's fields keep their room: the steady state allocates nothing.
     std::vector<HeaderField> kept = std::move(fields);
@@ -52,6 +69,7 @@ void Exchange::reset() {
     // A pooled exchange keeps a small body's room, not a large one's.
     if (body.capacity() > kKeptBodyCapacity) std::string().swap(body);
     body.clear();
+    if (out.capacity() > kKeptBodyCapacity) std::string().swap(out);  // after a large listing
     body_in_memory = false;
     status = 0;
     close_after = false;
@@ -66,6 +84,15 @@ void Exchange::reset() {
     rate_start_ms = 0;
     rate_key = 0;
     granted = 0;
+    query = {};
+    listing = nullptr;
+}
+
+void Exchange::detach_listing() {
+    if (listing == nullptr) return;
+    listing->connection = nullptr;
+    uv_cancel(reinterpret_cast<uv_req_t*>(&listing->work));  // fails harmlessly once running
+    listing = nullptr;
 }
 
 // ---- reading ----------------------------------------------------------------
@@ -185,14 +212,13 @@ void WorkerState::respond(Connection& c) {
     if (url.field_set & (1 << UF_PATH))
         path = e.target.substr(url.field_data[UF_PATH].off, url.field_data[UF_PATH].len);
     if (normalize_path(path, e.path) != PathError::none) return respond_error(c, 400);
+    if (url.field_set & (1 << UF_QUERY))
+        e.query = e.target.substr(url.field_data[UF_QUERY].off, url.field_data[UF_QUERY].len);
     if (!settings_.link_secrets.empty()) {
         // The query names the link, not the file: the segments and resumes
         // of one download carry the same link and still merge.
-        const std::string_view query = url.field_set & (1 << UF_QUERY)
-                                           ? e.target.substr(url.field_data[UF_QUERY].off, url.field_data[UF_QUERY].len)
-                                           : std::string_view();
         const char* client = e.has_forwarded_client ? e.forwarded_client.data() : c.client_ip;
-        switch (check_link(settings_.link_secrets, "/" + e.path, query, settings_.link_bind_ip ? client : "",
+        switch (check_link(settings_.link_secrets, "/" + e.path, e.query, settings_.link_bind_ip ? client : "",
                            wall_clock_us() / 1'000'000)) {
             case LinkCheck::valid: break;
             case LinkCheck::expired: return respond_error(c, 410);
@@ -204,10 +230,127 @@ void WorkerState::respond(Connection& c) {
     switch (files_.acquire(e.path, uv_now(loop_), e.file)) {
         case OpenResult::ok: return respond_file(c);
         case OpenResult::not_found: return respond_error(c, 404);
-        case OpenResult::forbidden:
-        case OpenResult::is_directory: return respond_error(c, 403);
+        case OpenResult::forbidden: return respond_error(c, 403);
+        case OpenResult::is_directory: return respond_directory(c);
         case OpenResult::error: return respond_error(c, 500);
     }
+}
+
+// index.html is served whenever a directory has one, as nginx's index does:
+// it is a file of the tree, served by its own name too. Without one, the
+// listing when autoindex is on, else 403 as always. The redirect to the
+// trailing slash comes only when one of those would answer, so that a
+// directory with neither gets the same 403 with or without its slash.
+void WorkerState::respond_directory(Connection& c) {
+    Exchange& e = *c.exchange;
+    const bool has_slash = e.path.empty() || e.path.back() == '/';
+    std::string index_path = e.path;
+    if (!has_slash) index_path += '/';
+    index_path += "index.html";
+    OpenFile* index = nullptr;
+    const OpenResult index_found = files_.acquire(index_path, uv_now(loop_), index);
+    if (index_found == OpenResult::error) return respond_error(c, 500);
+    const bool has_index = index_found == OpenResult::ok;
+    if (!has_index && settings_.autoindex == Autoindex::off) return respond_error(c, 403);
+    if (!has_slash) {
+        if (has_index) files_.release(index);
+        return respond_moved_to_directory(c);
+    }
+    if (!has_index) return start_listing(c);
+    // Recorded as the file it is: a request for it may be a download.
+    e.path = std::move(index_path);
+    e.file = index;
+    respond_file(c);
+}
+
+// RFC 9110 §15.4.2: the directory's URL is the one with the slash, so that
+// the relative links of its page resolve inside it. The Location is the
+// normalised path, percent-encoded, and the query as it came.
+void WorkerState::respond_moved_to_directory(Connection& c) {
+    Exchange& e = *c.exchange;
+    e.status = 301;
+    smp::protocol::append_status_line(e.out, 301, dates_.now());
+    e.out += "Location: /";
+    append_percent_encoded(e.out, e.path, true);
+    e.out += '/';
+    if (!e.query.empty()) {
+        e.out += '?';
+        e.out += e.query;
+    }
+    e.out += "\r\nContent-Length: 0\r\n";
+    end_header(c, e.out);
+    e.header_total = e.out.size();
+    e.segments.push_back({false, 0, e.header_total});
+    send_response(c);
+}
+
+void WorkerState::start_listing(Connection& c) {
+    Exchange& e = *c.exchange;
+    auto job = std::make_unique<ListingJob>();
+    job->work.data = job.get();
+    job->connection = &c;
+    job->root_fd = settings_.root_fd;
+    job->directory = e.path;
+    job->max_entries = settings_.autoindex_max_entries;
+    job->format = settings_.autoindex;
+    const auto read_on_pool = [](uv_work_t* work) {
+        // No exception leaves a pool thread: out of memory is a 500.
+        auto& job = *static_cast<ListingJob*>(work->data);
+        try {
+            Listing listing;
+            job.result = read_listing(job.root_fd, job.directory, job.max_entries, listing);
+            if (job.result != OpenResult::ok) return;
+            sort_listing(listing.entries);
+            job.truncated = listing.truncated;
+            if (job.format == Autoindex::json)
+                render_json(listing, job.body);
+            else
+                render_html("/" + job.directory, listing, job.body);
+        } catch (...) {
+            job.result = OpenResult::error;
+            job.body.clear();
+        }
+    };
+    if (uv_queue_work(loop_, &job->work, read_on_pool, on_listing_read) != 0) return respond_error(c, 500);
+    e.listing = job.release();
+    set_poll(c, 0);  // parked: nothing is read or written until the listing is ready
+}
+
+void WorkerState::on_listing_read(uv_work_t* work, int /*status: UV_ECANCELED once orphaned*/) {
+    std::unique_ptr<ListingJob> job(static_cast<ListingJob*>(work->data));
+    if (job->connection == nullptr) return;  // the connection closed meanwhile
+    Connection& c = *job->connection;
+    c.exchange->listing = nullptr;
+    c.worker->send_listing(c, *job);
+}
+
+// Recorded with the listing's bytes and no file (file_size -1, no ETag):
+// a request, never part of a download.
+void WorkerState::send_listing(Connection& c, ListingJob& job) {
+    Exchange& e = *c.exchange;
+    switch (job.result) {
+        case OpenResult::ok: break;
+        case OpenResult::not_found: return respond_error(c, 404);  // gone since it was opened
+        case OpenResult::forbidden: return respond_error(c, 403);
+        case OpenResult::is_directory:
+        case OpenResult::error: return respond_error(c, 500);
+    }
+    // The body first, into `out`; the head goes after it and is sent first.
+    e.out.swap(job.body);
+    const size_t body_length = e.out.size();
+    e.status = 200;
+    smp::protocol::append_status_line(e.out, 200, dates_.now());
+    e.out +=
+        job.format == Autoindex::json ? "Content-Type: application/json" : "Content-Type: text/html; charset=utf-8";
+    e.out += "\r\nContent-Length: ";
+    append_number(e.out, body_length);
+    e.out += "\r\nCache-Control: no-cache\r\n";
+    if (job.truncated) e.out += "X-Autoindex-Truncated: true\r\n";
+    end_header(c, e.out);
+    e.header_total = e.out.size() - body_length;
+    e.segments.push_back({false, body_length, e.header_total});
+    if (e.parser.method != HTTP_HEAD) e.segments.push_back({false, 0, body_length});
+    send_response(c);
 }
 
 void WorkerState::end_header(const Connection& c, std::string& out) const {
@@ -613,13 +756,16 @@ void WorkerState::report(Connection& c, const Exchange* e, smp_end_reason reason
 void WorkerState::finish_exchange(Connection& c, smp_end_reason reason) {
     Exchange& e = *c.exchange;
     report(c, &e, reason, true);
-    if (reason == SMP_END_COMPLETED && (e.status == 200 || e.status == 206) && e.parser.method == HTTP_GET)
+    // A listing (no file) is not a download.
+    if (reason == SMP_END_COMPLETED && (e.status == 200 || e.status == 206) && e.parser.method == HTTP_GET &&
+        e.file != nullptr)
         log_file_downloaded(c, "http_download", e.path, e.status, e.body_bytes, e.start_us);
     if (e.file != nullptr) files_.release(e.file);
     e.file = nullptr;
     if (slots_) slots_->release(e.download_slot);
     if (e.cache_call != nullptr) core_->cache_cancel(worker_, e.cache_call);
     e.cache_call = nullptr;
+    e.detach_listing();
 }
 
 void WorkerState::after_response(Connection& c) {

@@ -14,6 +14,7 @@
 #include <utility>
 #include <vector>
 
+#include "autoindex.hpp"
 #include "conditional.hpp"
 #include "file_cache.hpp"
 #include "forwarded.hpp"
@@ -57,7 +58,13 @@ struct Settings : ModuleLimits {
     // secure_link: only signed links are served; the first secret signs.
     std::vector<std::string> link_secrets;
     bool link_bind_ip = false;
+    // Directory listings (docs/http.md, "Directory listings").
+    Autoindex autoindex = Autoindex::off;
+    size_t autoindex_max_entries = 10'000;
 };
+
+// A directory listing being read on libuv's thread pool (connection.cpp).
+struct ListingJob;
 
 // The room for a cached body that a pooled exchange keeps between requests.
 constexpr size_t kKeptBodyCapacity = 64 * 1024;
@@ -98,10 +105,16 @@ struct Exchange : RequestHead {
     uint64_t rate_start_ms = 0;       // when the response began, for limit_rate
     uint64_t rate_key = 0;            // the download's shared budget (limit_rate_per_download); 0: none
     uint64_t granted = 0;             // bytes of that budget granted and not sent yet
+    std::string_view query;           // of the target, without its '?'
+    ListingJob* listing = nullptr;    // a directory listing is being read
 
-    // Parked until a plugin answers (a shared slot, the shared cache).
-    bool waiting_for_plugin() const { return download_slot.waiting() || cache_call != nullptr; }
+    // Parked until a plugin answers (a shared slot, the shared cache) or a
+    // directory listing has been read.
+    bool waiting_for_plugin() const { return download_slot.waiting() || cache_call != nullptr || listing != nullptr; }
     void reset();
+    // Leaves a listing being read to free itself when the pool is done
+    // (or at once, if it had not started).
+    void detach_listing();
 };
 
 class WorkerState;
@@ -127,6 +140,9 @@ struct Connection : smp::protocol::ConnectionBase<Connection> {
 class WorkerState : public smp::protocol::WorkerBase<Connection> {
    public:
     WorkerState(const Settings& settings, const smp_worker_context& context);
+    // A listing still being read when the worker's state goes (a stop that
+    // did not wait for its connections) finds no connection when it ends.
+    ~WorkerState() override;
 
     void accept(int fd, const smp_connection_info& info);
     // Reads the connection's first request, once its limit per client has answered.
@@ -163,6 +179,16 @@ class WorkerState : public smp::protocol::WorkerBase<Connection> {
     void respond(Connection& c);
     void respond_error(Connection& c, int status);
     void respond_redirect(Connection& c);
+    // A directory: its index.html, its listing (autoindex), or 403; asked
+    // without its trailing slash, a 301 to it first.
+    void respond_directory(Connection& c);
+    void respond_moved_to_directory(Connection& c);
+    // The listing is read and rendered on libuv's thread pool, then sent
+    // from the loop; a connection that closes meanwhile leaves the job to
+    // free itself.
+    void start_listing(Connection& c);
+    static void on_listing_read(uv_work_t* work, int status);
+    void send_listing(Connection& c, ListingJob& job);
     // The end of every response head: Strict-Transport-Security over TLS
     // (hsts), Connection when needed, and the empty line.
     void end_header(const Connection& c, std::string& out) const;

@@ -17,9 +17,11 @@ namespace {
 
 // openat2(2) with RESOLVE_BENEATH: the kernel refuses any path, ".." or
 // symlink that resolves outside the root, with no race between check and use.
+// O_NONBLOCK: opening a FIFO would otherwise wait for a writer (it is then
+// refused as not a regular file); regular files ignore the flag.
 int open_beneath_root(int root_fd, const char* path) {
     open_how how{};
-    how.flags = O_RDONLY | O_CLOEXEC | O_NOCTTY;
+    how.flags = O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK;
     how.resolve = RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS;
     return static_cast<int>(syscall(SYS_openat2, root_fd, path, &how, sizeof how));
 }
@@ -71,19 +73,30 @@ FileCache::~FileCache() {
         if (file.fd >= 0) close(file.fd);
 }
 
-OpenResult FileCache::open_beneath(std::string_view path, OpenFile& file) const {
-    std::string name(path.empty() ? "." : path);
-    const int fd = open_beneath_root(root_fd_, name.c_str());
+OpenResult open_served(int root_fd, std::string_view path, int& fd, struct stat& info) {
+    const std::string name(path.empty() ? "." : path);
+    fd = open_beneath_root(root_fd, name.c_str());
     if (fd < 0) return from_errno(errno);
-    struct stat info {};
     if (fstat(fd, &info) != 0) {
         const int error = errno;
         close(fd);
+        fd = -1;
         return from_errno(error);
     }
-    if (!S_ISREG(info.st_mode)) {
-        close(fd);
-        return S_ISDIR(info.st_mode) ? OpenResult::is_directory : OpenResult::forbidden;
+    if (S_ISREG(info.st_mode)) return OpenResult::ok;
+    if (S_ISDIR(info.st_mode)) return OpenResult::is_directory;
+    close(fd);
+    fd = -1;
+    return OpenResult::forbidden;
+}
+
+OpenResult FileCache::open_beneath(std::string_view path, OpenFile& file) const {
+    int fd = -1;
+    struct stat info {};
+    const OpenResult result = open_served(root_fd_, path, fd, info);
+    if (result != OpenResult::ok) {
+        if (fd >= 0) close(fd);
+        return result;
     }
     file.fd = fd;
     file.size = static_cast<uint64_t>(info.st_size);

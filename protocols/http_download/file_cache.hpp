@@ -4,6 +4,7 @@
 // seen within that time.
 #pragma once
 
+#include <sys/stat.h>
 #include <sys/types.h>
 
 #include <cstdint>
@@ -34,6 +35,16 @@ struct OpenFile {
 };
 
 enum class OpenResult { ok, not_found, forbidden, is_directory, error };
+
+// The one rule of what is served beneath the root, asked by the file cache
+// and by the directory listings (autoindex.hpp), so that a listing shows
+// only what a request for it would get. `path` (relative, normalised; ""
+// is the root) is opened with openat2(2) RESOLVE_BENEATH: symlinks that
+// lead out of the root and absolute symlinks are refused. ok for a regular
+// file and is_directory for a directory, with `fd` open and `info` its
+// fstat (the caller closes `fd`); anything else (a FIFO, a socket, a
+// device) is forbidden, and `fd` is -1.
+OpenResult open_served(int root_fd, std::string_view path, int& fd, struct stat& info);
 
 class FileCache {
    public:

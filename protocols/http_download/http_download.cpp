@@ -49,6 +49,8 @@ enum Key : size_t {
     kHsts,
     kSecureLinkSecrets,
     kSecureLinkBindIp,
+    kAutoindex,
+    kAutoindexMaxEntries,
     kTls,  // the tls.* keys of every protocol module (tls.hpp) follow
 };
 
@@ -83,6 +85,9 @@ constexpr std::array<smp_config_key, kTls> kOwnKeys = {{
     {"secure_link.secrets", SMP_CONFIG_STRING_LIST, nullptr, 1,
      "signed links only (docs/http.md): the first secret signs, every one verifies"},
     {"secure_link.bind_ip", SMP_CONFIG_BOOL, "false", 0, "a link also names the client's address"},
+    {"autoindex", SMP_CONFIG_STRING, "off", 0,
+     "directory listings: off (403), html or json; a directory's index.html is served either way"},
+    {"autoindex_max_entries", SMP_CONFIG_INT, "10000", 0, "most entries in one listing; more are cut, and it says so"},
 }};
 constexpr auto kKeys = smp::tls::with_tls_keys(kOwnKeys);
 
@@ -155,6 +160,18 @@ bool read_settings(const smp_config_value* values, Settings& settings, char* err
             if (secret.size() < 16) return fail("secure_link.secrets", "each secret must be at least 16 characters");
         settings.link_bind_ip = values[kSecureLinkBindIp].number != 0;
     }
+    const std::string_view autoindex = values[kAutoindex].string;
+    if (autoindex == "off")
+        settings.autoindex = Autoindex::off;
+    else if (autoindex == "html")
+        settings.autoindex = Autoindex::html;
+    else if (autoindex == "json")
+        settings.autoindex = Autoindex::json;
+    else
+        return fail("autoindex", "must be off, html or json");
+    if (values[kAutoindexMaxEntries].number < 1 || values[kAutoindexMaxEntries].number > 1'000'000)
+        return fail("autoindex_max_entries", "must be between 1 and 1000000");
+    settings.autoindex_max_entries = static_cast<size_t>(values[kAutoindexMaxEntries].number);
     if (!valid_hsts(settings.hsts))
         return fail("hsts", "must be printable characters on one line, e.g. max-age=31536000");
     // In the master, before fork: every worker maps the same tables, and the
@@ -237,6 +254,11 @@ WorkerState::WorkerState(const Settings& settings, const smp_worker_context& con
     : WorkerBase(settings.core, context, settings.counters.get(), settings.max_header_size, on_sweep, kSweepIntervalMs),
       settings_(settings),
       files_(settings.root_fd, settings.mime, settings.open_file_cache, settings.open_file_cache_valid_ms) {}
+
+WorkerState::~WorkerState() {
+    for (Connection* c = connections_; c != nullptr; c = c->next)
+        if (c->exchange != nullptr) c->exchange->detach_listing();
+}
 
 void WorkerState::accept(int fd, const smp_connection_info& info) {
     Connection* c = adopt(fd, info, {"http_download", settings_.max_connections_per_ip, settings_.notsent_lowat});
