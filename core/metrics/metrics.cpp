@@ -199,6 +199,19 @@ void Board::seat_used(size_t seat) {
         shared_->seats_used.store(seat + 1, std::memory_order_relaxed);
 }
 
+Totals Board::totals() const {
+    const size_t seats = std::min<size_t>(shared_->seats_used.load(std::memory_order_relaxed), kSeats);
+    Totals totals;
+    for (size_t s = 0; s < seats; ++s) {
+        const WorkerMetrics& worker = shared_->workers[s];
+        for (const auto& by_class : worker.requests)
+            for (const auto& by_reason : by_class)
+                for (const Counter& counter : by_reason) totals.requests += load(counter);
+        for (const Counter& counter : worker.sent_bytes) totals.sent_bytes += load(counter);
+    }
+    return totals;
+}
+
 std::string Board::prometheus_text(int64_t connections, int64_t downloads_in_progress) const {
     const size_t seats = std::min<size_t>(shared_->seats_used.load(std::memory_order_relaxed), kSeats);
     const WorkerMetrics* workers = shared_->workers;

@@ -112,6 +112,12 @@ struct CollectorMetrics {
     LiveDownloads live;
 };
 
+// What core->counters reports of the workers' counters, summed.
+struct Totals {
+    uint64_t requests = 0;
+    uint64_t sent_bytes = 0;
+};
+
 class Board {
    public:
     static constexpr size_t kSeats = 4096;  // as many as the worker board's
@@ -144,6 +150,8 @@ class Board {
     // The whole, in Prometheus's text format (0.0.4). `connections` and
     // `downloads_in_progress` are the worker board's sums.
     std::string prometheus_text(int64_t connections, int64_t downloads_in_progress) const;
+    // smprotocol_requests_total and smprotocol_sent_bytes_total, each summed over its labels.
+    Totals totals() const;
     // Every collector shard's downloads in progress, the most recently
     // active first, at most LiveDownloads::kRows.
     std::vector<LiveDownload> live_downloads() const;

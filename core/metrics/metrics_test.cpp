@@ -49,6 +49,10 @@ TEST_CASE("metrics: the seats' counters are summed, by module, status class and 
     // A combination that never happened is not listed.
     CHECK(sample(text, "smprotocol_requests_total{module=\"forward\",status_class=\"2xx\",reason=\"completed\"}") ==
           -1);
+    // The totals core->counters gives: the same sums, over every label.
+    const smp::metrics::Totals totals = board->totals();
+    CHECK(totals.requests == 8);
+    CHECK(totals.sent_bytes == 1024);
 }
 
 TEST_CASE("metrics: a reaped seat keeps its counters and drops its gauges") {

@@ -73,6 +73,12 @@ void api_config_warning(const char* message) { config_warning(message); }
 void api_connection_phase(smp_worker* worker, smp_connection_phase from, smp_connection_phase to) {
     self(worker)->connection_phase(from, to);
 }
+void api_counters(smp_worker* /*worker*/, smp_counters* counters) {
+    smp_counters all{};
+    all.size = std::min<uint32_t>(counters->size, sizeof all);  // what the caller's struct holds
+    if (const WorkerBoard* board = the_worker_board(); board != nullptr) board->counters(all);
+    std::memcpy(counters, &all, all.size);
+}
 size_t api_metrics_text(smp_worker* worker, char* buffer, size_t size) {
     const std::string text = self(worker)->metrics_text();
     if (size > 0) {
@@ -110,7 +116,8 @@ constexpr smp_core_api kCoreApi{sizeof(smp_core_api),
                                 api_metrics_text,
                                 api_query_async,
                                 api_query_cancel,
-                                api_plugin_error};
+                                api_plugin_error,
+                                api_counters};
 
 int64_t now_us() {
     using namespace std::chrono;

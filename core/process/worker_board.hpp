@@ -63,6 +63,22 @@ class WorkerBoard {
     // The server's metrics in Prometheus's text format, with the seats'
     // connections and downloads summed (any process of the server).
     std::string prometheus_text() const {
+        const auto [connections, downloads] = seat_sums();
+        return metrics_.prometheus_text(connections, downloads);
+    }
+    // The same totals as numbers (core->counters).
+    void counters(smp_counters& out) const {
+        const auto [connections, downloads] = seat_sums();
+        const metrics::Totals totals = metrics_.totals();
+        out.requests = totals.requests;
+        out.sent_bytes = totals.sent_bytes;
+        out.connections_open = connections;
+        out.downloads_in_progress = downloads;
+    }
+
+   private:
+    // The connections and the downloads in progress of the live seats.
+    std::pair<int64_t, int64_t> seat_sums() const {
         int64_t connections = 0;
         int64_t downloads = 0;
         for (size_t i = 0; i < kSeats; ++i)
@@ -70,10 +86,8 @@ class WorkerBoard {
                 connections += seats_[i].connections.load(std::memory_order_relaxed);
                 downloads += seats_[i].downloads.load(std::memory_order_relaxed);
             }
-        return metrics_.prometheus_text(connections, downloads);
+        return {connections, downloads};
     }
-
-   private:
     static size_t bytes() { return sizeof(WorkerSeat) * kSeats; }
     static void reset(WorkerSeat& seat) {
         seat.pid = 0;

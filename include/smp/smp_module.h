@@ -493,6 +493,18 @@ typedef enum smp_connection_phase {
 /* ABI 1.10. The answer to query_async: a table, or an error sentence. */
 typedef void (*smp_query_done)(void* data, const smp_table* table, const char* error);
 
+/* ABI 1.12. The server's totals a live view shows, summed over every
+   worker: what the metrics smprotocol_requests_total,
+   smprotocol_sent_bytes_total, smprotocol_connections_open and
+   smprotocol_downloads_in_progress hold, without the text. */
+typedef struct smp_counters {
+    uint32_t size;
+    uint64_t requests;   /* requests ended */
+    uint64_t sent_bytes; /* response heads and bodies sent */
+    int64_t connections_open;
+    int64_t downloads_in_progress;
+} smp_counters;
+
 typedef struct smp_core_api {
     uint32_t size;
     /* Any process, any thread (the storage thread too); never blocks.
@@ -618,6 +630,9 @@ typedef struct smp_core_api {
        failed (memcached down, a reply it could not read): counted in the
        metrics as smprotocol_plugin_errors_total{plugin="<module>"}. */
     void (*plugin_error)(smp_worker* worker, const char* module);
+    /* ABI 1.12. Worker loop; does not block. Fills `counters` (its `size`
+       set by the caller) with the server's totals now. */
+    void (*counters)(smp_worker* worker, smp_counters* counters);
 } smp_core_api;
 
 /* The i-th value of the array init_master was given, whatever size of

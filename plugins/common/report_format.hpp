@@ -50,32 +50,46 @@ inline const char* cell_at(const smp_table& table, size_t row, size_t column) {
     return table.cells[row * table.column_count + column];
 }
 
-// {"report": NAME, "rows": [{column: value, ...}, ...]}, a row a line:
-// numbers bare, booleans true or false (a cell "0" is false, any other
-// true), text as JSON strings, no value as null.
+// One row of `table` as a JSON object {column: value, ...}: numbers bare,
+// booleans true or false (a cell "0" is false, any other true), text as
+// JSON strings, no value as null.
+inline void append_row_json(std::string& out, const smp_table& table, size_t row) {
+    out += '{';
+    for (size_t column = 0; column < table.column_count; ++column) {
+        if (column > 0) out += ", ";
+        append_json_string(out, table.columns[column]);
+        out += ": ";
+        const char* value = cell_at(table, row, column);
+        if (value == nullptr)
+            out += "null";
+        else if (table.numeric[column] == kBoolean)
+            out += std::strcmp(value, "0") == 0 ? "false" : "true";
+        else if (table.numeric[column] == kNumber)
+            out += value;
+        else
+            append_json_string(out, value);
+    }
+    out += '}';
+}
+
+// The rows as a JSON array, a row a line: [{...}, {...}], or [].
+inline std::string rows_json(const smp_table& table) {
+    std::string out = "[";
+    for (size_t row = 0; row < table.row_count; ++row) {
+        out += row == 0 ? "\n  " : ",\n  ";
+        append_row_json(out, table, row);
+    }
+    out += table.row_count > 0 ? "\n]" : "]";
+    return out;
+}
+
+// {"report": NAME, "rows": [...]} (rows_json), what `stats --json` prints.
 inline std::string table_json(const char* report, const smp_table& table) {
     std::string out = "{\"report\": ";
     append_json_string(out, report);
-    out += ", \"rows\": [";
-    for (size_t row = 0; row < table.row_count; ++row) {
-        out += row == 0 ? "\n  {" : ",\n  {";
-        for (size_t column = 0; column < table.column_count; ++column) {
-            if (column > 0) out += ", ";
-            append_json_string(out, table.columns[column]);
-            out += ": ";
-            const char* value = cell_at(table, row, column);
-            if (value == nullptr)
-                out += "null";
-            else if (table.numeric[column] == kBoolean)
-                out += std::strcmp(value, "0") == 0 ? "false" : "true";
-            else if (table.numeric[column] == kNumber)
-                out += value;
-            else
-                append_json_string(out, value);
-        }
-        out += '}';
-    }
-    out += table.row_count > 0 ? "\n]}\n" : "]}\n";
+    out += ", \"rows\": ";
+    out += rows_json(table);
+    out += "}\n";
     return out;
 }
 
