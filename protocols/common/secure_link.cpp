@@ -46,6 +46,10 @@ std::string link_signature(std::string_view secret, std::string_view path, int64
     return base64url(digest, length);
 }
 
+bool same_secret(std::string_view a, std::string_view b) {
+    return a.size() == b.size() && CRYPTO_memcmp(a.data(), b.data(), a.size()) == 0;
+}
+
 LinkCheck check_link(const std::vector<std::string>& secrets, std::string_view path, std::string_view query,
                      std::string_view client_ip, int64_t now_s) {
     const auto expires_text = query_parameter(query, "expires");
@@ -57,9 +61,7 @@ LinkCheck check_link(const std::vector<std::string>& secrets, std::string_view p
         return LinkCheck::unsigned_link;
     for (const std::string& secret : secrets) {
         const std::string expected = link_signature(secret, path, expires, client_ip);
-        if (expected.size() == signature->size() &&
-            CRYPTO_memcmp(expected.data(), signature->data(), expected.size()) == 0)
-            return expires < now_s ? LinkCheck::expired : LinkCheck::valid;
+        if (same_secret(expected, *signature)) return expires < now_s ? LinkCheck::expired : LinkCheck::valid;
     }
     return LinkCheck::bad_signature;
 }

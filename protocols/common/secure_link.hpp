@@ -16,6 +16,10 @@ namespace smp::http {
 // `expires`, bound to `client_ip` when it is not empty.
 std::string link_signature(std::string_view secret, std::string_view path, int64_t expires, std::string_view client_ip);
 
+// Equal, compared in a time that does not say where they differ (the
+// dashboard's token, a link's signature): OpenSSL's CRYPTO_memcmp.
+bool same_secret(std::string_view a, std::string_view b);
+
 enum class LinkCheck {
     valid,
     unsigned_link,  // no expires or no signature, or one that is not a number

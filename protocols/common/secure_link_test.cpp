@@ -40,3 +40,12 @@ TEST_CASE("secure_link: valid, tampered, expired, unsigned, and every secret ver
     CHECK(check_link(secrets, "/a.bin", "x=1&" + query("new-secret", "/a.bin", now + 60) + "&y", "", now) ==
           LinkCheck::valid);
 }
+
+TEST_CASE("secure_link: same_secret is equality, lengths included") {
+    using smp::http::same_secret;
+    CHECK(same_secret("token-0123456789", "token-0123456789"));
+    CHECK_FALSE(same_secret("token-0123456789", "token-0123456788"));
+    CHECK_FALSE(same_secret("token-0123456789", "token-012345678"));  // a prefix
+    CHECK_FALSE(same_secret("", "x"));
+    CHECK(same_secret("", ""));
+}
