@@ -374,6 +374,8 @@ void Worker::accept_from(Watch& watch) {
         info.local_port = describe(local, local_ip, sizeof local_ip);
         info.local_ip = local_ip;
         info.accepted_us = now_us();
+        AddressShortener::Text logged{};
+        info.logged_ip = shortener_ ? shortener_->shorten(client_ip, logged) : client_ip;
 
         smp_connection_info copy{};
         AddressShortener::Text shortened{};

@@ -265,7 +265,16 @@ typedef struct smp_connection_info {
     const char* local_ip;
     uint16_t local_port;
     int64_t accepted_us; /* wall clock, microseconds since the Unix epoch */
+    /* ABI 1.12: the client address as a module's log lines may show it:
+       shortened under privacy.anonymize_ip (docs/privacy.md), else
+       client_ip. Read only when `size` covers it: smp_logged_ip(). */
+    const char* logged_ip;
 } smp_connection_info;
+
+/* The address a log line names the client by. */
+static inline const char* smp_logged_ip(const smp_connection_info* info) {
+    return SMP_HAS(info, logged_ip) && info->logged_ip != NULL ? info->logged_ip : info->client_ip;
+}
 
 /*
  * One record per HTTP exchange (or proxied connection). Strings may be NULL

@@ -44,6 +44,7 @@ struct ConnectionBase {
     uint64_t resume_ms = 0;
     smp_connection_info info{};
     char client_ip[INET6_ADDRSTRLEN] = {};
+    char logged_ip[INET6_ADDRSTRLEN] = {};  // what log lines show (privacy.anonymize_ip)
     char local_ip[INET6_ADDRSTRLEN] = {};
 };
 
@@ -133,8 +134,10 @@ class WorkerBase {
         c->fd = fd;
         c->info = info;
         std::snprintf(c->client_ip, sizeof c->client_ip, "%s", info.client_ip);
+        std::snprintf(c->logged_ip, sizeof c->logged_ip, "%s", smp_logged_ip(&info));
         std::snprintf(c->local_ip, sizeof c->local_ip, "%s", info.local_ip);
         c->info.client_ip = c->client_ip;
+        c->info.logged_ip = c->logged_ip;
         c->info.local_ip = c->local_ip;
         c->info.module = settings.module;
         const int on = 1;
@@ -193,7 +196,7 @@ class WorkerBase {
         if (core_->log_enabled(SMP_LOG_DEBUG)) {
             char message[240];
             std::snprintf(message, sizeof message, "Connection closed with message \"%s\" (%s:%u, %llu request(s)%s)",
-                          smp_end_reason_name(reason), c.client_ip, c.info.client_port,
+                          smp_end_reason_name(reason), c.logged_ip, c.info.client_port,
                           static_cast<unsigned long long>(c.requests), detail);
             core_->log(SMP_LOG_DEBUG, module, message);
         }
@@ -243,7 +246,7 @@ class WorkerBase {
         std::snprintf(message, sizeof message, "File downloaded \"/%.*s\" %d%s%.*s, %llu bytes to %s:%u in %.3f s",
                       static_cast<int>(path.size()), path.data(), status, origin.empty() ? "" : " from ",
                       static_cast<int>(origin.size()), origin.data(), static_cast<unsigned long long>(body_bytes),
-                      c.client_ip, c.info.client_port, seconds);
+                      c.logged_ip, c.info.client_port, seconds);
         core_->log(SMP_LOG_INFO, module, message);
     }
 

@@ -140,7 +140,7 @@ bool WorkerState::step_handshake(Connection& c) {
     switch (c.tls->handshake()) {
         case smp::tls::Stream::Step::again: return false;
         case smp::tls::Stream::Step::failed:
-            handshake_failures_.note(c.tls->failure(), c.client_ip, c.tls->failure_detail(), core_, "forward",
+            handshake_failures_.note(c.tls->failure(), c.logged_ip, c.tls->failure_detail(), core_, "forward",
                                      uv_now(loop_));
             close_connection(c, SMP_END_BAD_REQUEST);
             return false;

@@ -33,7 +33,7 @@ void WorkerState::check_deadlines(Connection& c, uint64_t now) {
         case Phase::handshaking:
             // Nothing was asked: no record; the log tells.
             if (now - c.phase_started_ms >= s.tls->settings().handshake_timeout_ms) {
-                handshake_failures_.note(smp::tls::HandshakeFailure::timeout, c.client_ip, {}, core_, "forward", now);
+                handshake_failures_.note(smp::tls::HandshakeFailure::timeout, c.logged_ip, {}, core_, "forward", now);
                 close_connection(c, SMP_END_TIMEOUT);
             }
             return;

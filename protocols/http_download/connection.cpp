@@ -103,7 +103,7 @@ void WorkerState::on_handshake(Connection& c) {
         case smp::tls::Stream::Step::failed:
             // Garbage, a client that gave up, no protocol in common: nothing
             // was asked, so no request is recorded; the log tells.
-            handshake_failures_.note(c.tls->failure(), c.client_ip, c.tls->failure_detail(), core_, "http_download",
+            handshake_failures_.note(c.tls->failure(), c.logged_ip, c.tls->failure_detail(), core_, "http_download",
                                      uv_now(loop_));
             return close_connection(c, SMP_END_BAD_REQUEST);
         case smp::tls::Stream::Step::done: break;

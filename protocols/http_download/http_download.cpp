@@ -382,7 +382,7 @@ void WorkerState::on_sweep(uv_timer_t* timer) {
             continue;
         }
         if (now >= c->deadline_ms && !c->closing && c->state == ConnectionState::handshaking) {
-            self.handshake_failures_.note(smp::tls::HandshakeFailure::timeout, c->client_ip, {}, self.core_,
+            self.handshake_failures_.note(smp::tls::HandshakeFailure::timeout, c->logged_ip, {}, self.core_,
                                           "http_download", now);
             self.close_connection(*c, SMP_END_TIMEOUT);
         } else if (now >= c->deadline_ms && !c->closing) {

@@ -123,6 +123,11 @@ class Anonymised(unittest.TestCase):
                 seen |= {line.split()[1] for line in f if line.startswith('address ')}
         self.assertEqual(seen, {'127.0.0.0', LOCATED_SHORT, V6_SHORT})
 
+    def test_server_log_lines_name_the_shortened_peer(self):
+        log = self.server.log()
+        self.assertEqual(log.count('bytes to 127.0.0.0:'), 4, self.server.log_tail())  # "File downloaded ..."
+        self.assertNotIn('to 127.0.0.1:', log)  # the listener's own "Binding on 127.0.0.1:PORT" stays
+
     def test_no_file_the_server_wrote_holds_a_whole_forwarded_address(self):
         self.assertEqual(self.stopped, 0)
         # The store, its spool and checkpoint, the record logs: all of state/.
