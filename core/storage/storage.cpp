@@ -139,6 +139,7 @@ bool StorageThread::purge_step() {
         std::snprintf(error.data(), error.size(), "threw an exception across the C boundary");
     }
     purged_rows_ += purged;
+    if (metrics_ != nullptr) metrics::add(metrics_->purged_rows, purged);
     if (result == SMP_OK && purged >= kPurgeRows) return true;
     purging_ = false;
     next_purge_ = Clock::now() + kPurgeEvery;

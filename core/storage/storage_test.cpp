@@ -100,8 +100,9 @@ TEST_CASE("with a retention, the store is purged at start, a batch of rows a cal
     instance.entry = &entry;
     instance.api = &api;
     const int64_t started_us = now_us();
+    smp::metrics::StoreMetrics metrics;
     {
-        smp::StorageThread thread(instance, (dir.path / "spool").string(), nullptr, 760 * kDayUs);
+        smp::StorageThread thread(instance, (dir.path / "spool").string(), &metrics, 760 * kDayUs);
         std::this_thread::sleep_for(std::chrono::milliseconds(30));  // in the first call
         thread.submit(batch(1));
         for (int i = 0; i < 100 && store.said().size() < 7; ++i)
@@ -119,6 +120,7 @@ TEST_CASE("with a retention, the store is purged at start, a batch of rows a cal
     CHECK(purges ==
           std::vector<std::string>{"purge 2000", "purge 2000", "purge 2000", "purge 2000", "purge 2000", "purge 7"});
     CHECK(store.old_rows == 0);
+    CHECK(metrics.purged_rows.load() == 5 * 2000 + 7);
     // Rows older than the retention, by the wall clock.
     CHECK(store.first_before_us >= started_us - 760 * kDayUs);
     CHECK(store.first_before_us <= now_us() - 760 * kDayUs);
