@@ -6,6 +6,8 @@ made from real ones: downloads stored by a first run, then moved 800 days
 back with SQL before a second run."""
 
 import json
+import os
+import signal
 import sqlite3
 import subprocess
 import time
@@ -118,7 +120,7 @@ class Retention(unittest.TestCase):
         self.assertEqual([(r['time'][:10], r['downloads']) for r in days], [(old_day, 4), (recent_day, 2)])
         self.assertEqual(json.loads(self.stats('--json', 'summary'))['rows'][0]['downloads'], 2)
 
-    def test_retention_off_keeps_everything(self):
+    def test_retention_off_keeps_everything_until_a_reload_sets_one(self):
         server = self.start('{enabled: true, idle_window: 1s, retention: 0}')
         self.assertEqual(harness.http(server.port, 'GET', '/b.bin', {'User-Agent': 'old-1'}).status, 200)
         self.assertEqual(server.terminate(), 0, server.log_tail())
@@ -128,9 +130,17 @@ class Retention(unittest.TestCase):
         db.close()
         server = self.start('{enabled: true, idle_window: 1s}')
         time.sleep(1.0)
-        self.assertEqual(server.terminate(), 0, server.log_tail())
         self.assertNotIn('retention', server.log())
         self.assertEqual(self.query("SELECT count(*) FROM downloads"), [(1,)])
+        # A reload that sets a retention restarts the collector, which purges.
+        with open(server.config_path) as f:
+            text = f.read()
+        harness.write_file(server.config_path, text.replace('idle_window: 1s}', 'idle_window: 1s, retention: 760d}'))
+        os.kill(server.pid, signal.SIGHUP)
+        harness.wait_for(lambda: 'retention: purged' in server.log(), 15.0)
+        self.assertIn('restarts: its settings changed', server.log())
+        self.assertEqual(self.query("SELECT count(*) FROM downloads"), [(0,)])
+        self.assertEqual(server.terminate(), 0, server.log_tail())
 
     def test_a_bad_retention_names_the_key_and_the_line(self):
         text = harness.config_text(harness.free_port(), self.env.www, workers=1,
