@@ -138,10 +138,10 @@ void read_tracking(const YAML::Node& node, TrackingConfig& tracking, ErrorList& 
         errors.add(node, "tracking", "must be a map");
         return;
     }
-    check_keys(
-        node, "tracking",
-        std::array<std::string_view, 5>{"enabled", "idle_window", "max_open_downloads", "log_size", "collectors"},
-        errors);
+    check_keys(node, "tracking",
+               std::array<std::string_view, 6>{"enabled", "idle_window", "max_open_downloads", "log_size", "collectors",
+                                               "retention"},
+               errors);
     if (node["enabled"])
         if (auto value = read_bool(node["enabled"], "tracking.enabled", errors)) tracking.enabled = *value;
     if (node["idle_window"])
@@ -171,6 +171,13 @@ void read_tracking(const YAML::Node& node, TrackingConfig& tracking, ErrorList& 
                 errors.add(node["collectors"], "tracking.collectors", "must be from 1 to 64");
             else
                 tracking.collectors = static_cast<int>(*value);
+        }
+    if (node["retention"])
+        if (auto value = read_duration(node["retention"], "tracking.retention", errors)) {
+            if (*value > 0 && *value < 3600 * 1000)
+                errors.add(node["retention"], "tracking.retention", "must be 0 (keep everything) or at least 1h");
+            else
+                tracking.retention_ms = *value;
         }
 }
 

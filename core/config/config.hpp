@@ -82,6 +82,10 @@ struct TrackingConfig {
     // Stats collectors, each merging the downloads of its share of the
     // download keys (a worker writes a log for each). Read at start only.
     int collectors = 1;
+    // Requests and finished downloads older than this are deleted from the
+    // stores at the collector's start and once a day; 0 keeps everything.
+    // The per-day totals are never deleted (docs/tracking.md, "Retention").
+    int64_t retention_ms = 0;
 };
 
 // What the server keeps of a client's address (docs/privacy.md).

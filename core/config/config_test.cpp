@@ -104,6 +104,14 @@ TEST_CASE("tracking, state_dir and geoip keys") {
           "test.yaml:1: tracking.log_size: must be at least 1MiB\n");
     CHECK(errors_of(std::string("tracking: {collectors: 0}\n") + kMinimal) ==
           "test.yaml:1: tracking.collectors: must be from 1 to 64\n");
+    CHECK(config.tracking.retention_ms == 0);  // keep everything
+    CHECK(parse_config(std::string("tracking: {retention: 760d}\n") + kMinimal, "t", "").tracking.retention_ms ==
+          int64_t{760} * 86'400'000);
+    CHECK(parse_config(std::string("tracking: {retention: 0}\n") + kMinimal, "t", "").tracking.retention_ms == 0);
+    CHECK(errors_of(std::string("tracking:\n  retention: soon\n") + kMinimal) ==
+          "test.yaml:2: tracking.retention: must be a duration such as 30s, 500ms, 5m or 1h\n");
+    CHECK(errors_of(std::string("tracking: {retention: 10m}\n") + kMinimal) ==
+          "test.yaml:1: tracking.retention: must be 0 (keep everything) or at least 1h\n");
     CHECK(config.geoip.city_db == "/c.mmdb");
     CHECK(config.geoip.asn_db.empty());
     CHECK(errors_of(std::string("geoip: {country_db: x}\n") + kMinimal) ==

@@ -321,6 +321,9 @@ std::string Board::prometheus_text(int64_t connections, int64_t downloads_in_pro
               [](const StoreMetrics& s) { return load(s.errors); });
     per_store("smprotocol_store_spool_bytes", "gauge", "Bytes in a store's spool on disk, waiting to be stored.",
               [](const StoreMetrics& s) { return load(s.spool_bytes); });
+    per_store("smprotocol_store_purged_rows_total", "counter",
+              "Requests and downloads a store deleted as older than tracking.retention.",
+              [](const StoreMetrics& s) { return load(s.purged_rows); });
     return text.take();
 }
 

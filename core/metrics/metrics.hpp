@@ -69,8 +69,9 @@ struct WorkerMetrics {
 
 struct StoreMetrics {
     Counter batches;
-    Counter errors;     // store calls that failed (the batch went to the spool)
-    Gauge spool_bytes;  // on disk, waiting to be offered again
+    Counter errors;       // store calls that failed (the batch went to the spool)
+    Gauge spool_bytes;    // on disk, waiting to be offered again
+    Counter purged_rows;  // deleted by tracking.retention
 };
 
 // The downloads running now, as the stats collector last saw them (once a

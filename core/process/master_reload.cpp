@@ -18,9 +18,9 @@ std::string collector_signature(const Runtime& runtime) {
     const Config& config = runtime.config;
     if (!config.tracking.enabled) return {};
     std::string text =
-        fmt::format("{}|{}|{}|{}|{}|{}|{}|{}|{}", config.tracking.idle_window_ms, config.tracking.max_open_downloads,
+        fmt::format("{}|{}|{}|{}|{}|{}|{}|{}|{}|{}", config.tracking.idle_window_ms, config.tracking.max_open_downloads,
                     config.state_dir, config.user, config.geoip.city_db, config.geoip.asn_db, config.log.file,
-                    static_cast<int>(config.log.level), config.module_dir);
+                    static_cast<int>(config.log.level), config.module_dir, config.tracking.retention_ms);
     for (const auto& module : runtime.modules)
         if (SMP_MODULE_HOOK(module->api, store) != nullptr)
             text += "|" + module->object->path() + "|" + YAML::Dump(module->entry->node);

@@ -22,7 +22,7 @@ namespace {
 constexpr const char* kUsage =
     "usage: smprotocol stats [--config PATH] [--since T] [--until T] [--file PATH] [--bucket B] [--json | --csv] "
     "REPORT\n"
-    "  REPORT: summary, files, countries, reasons, downloads, tls, timeseries, in_progress\n"
+    "  REPORT: summary, files, countries, reasons, downloads, tls, timeseries, in_progress, daily\n"
     "  T: 2026-11-24, 2026-11-24T10:30:00 (UTC), or a time ago: 45s, 30m, 2h, 7d\n"
     "  B: minute, hour (the default) or day: the rows of timeseries\n";
 

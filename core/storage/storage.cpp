@@ -2,6 +2,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
 #include <array>
 #include <cstdio>
 
@@ -9,10 +10,28 @@ namespace smp {
 namespace {
 constexpr auto kRetryDelay = std::chrono::seconds(1);
 constexpr size_t kMaxMerged = 8;  // batches (seconds of traffic) stored in one call
+// Rows a purge call deletes at most: a few milliseconds of the store's time
+// (docs/tracking.md, "Retention", has the figures), so a batch that arrives
+// meanwhile waits no longer than that.
+constexpr uint32_t kPurgeRows = 2000;
+// A steady clock: a day of the server's running, whatever the wall clock does.
+constexpr auto kPurgeEvery = std::chrono::hours(24);
+
+int64_t wall_clock_us() {
+    return std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::system_clock::now().time_since_epoch())
+        .count();
+}
 }  // namespace
 
-StorageThread::StorageThread(ModuleInstance& store, std::string spool_dir, metrics::StoreMetrics* metrics)
-    : store_(store), name_(store.entry->module), metrics_(metrics), spool_(std::move(spool_dir)) {
+StorageThread::StorageThread(ModuleInstance& store, std::string spool_dir, metrics::StoreMetrics* metrics,
+                             int64_t retention_us)
+    : store_(store),
+      name_(store.entry->module),
+      metrics_(metrics),
+      spool_(std::move(spool_dir)),
+      retention_us_(SMP_MODULE_HOOK(store.api, purge) != nullptr ? retention_us : 0) {
+    if (retention_us > 0 && retention_us_ == 0)
+        spdlog::warn("[{}] tracking.retention is set but this store cannot purge: it keeps every row", name_);
     thread_ = std::thread([this] { run(); });
 }
 
@@ -100,6 +119,43 @@ void StorageThread::drain_spool() {
     failing_ = false;
 }
 
+bool StorageThread::purge_step() {
+    // A store that fails is left alone: its batches come first.
+    if (retention_us_ <= 0 || !started_ || failing_ || !spool_.empty()) return false;
+    const auto now = Clock::now();
+    if (!purging_) {
+        if (now < next_purge_) return false;
+        purging_ = true;
+        purge_started_ = now;
+        purged_rows_ = 0;
+    }
+    std::array<char, 512> error{};
+    uint32_t purged = 0;
+    int result = SMP_ERROR;
+    try {
+        result = SMP_MODULE_HOOK(store_.api, purge)(store_.worker_state, wall_clock_us() - retention_us_, kPurgeRows,
+                                                    &purged, error.data(), error.size());
+    } catch (...) {
+        std::snprintf(error.data(), error.size(), "threw an exception across the C boundary");
+    }
+    purged_rows_ += purged;
+    if (metrics_ != nullptr) metrics::add(metrics_->purged_rows, purged);
+    if (result == SMP_OK && purged >= kPurgeRows) return true;
+    purging_ = false;
+    next_purge_ = Clock::now() + kPurgeEvery;
+    const auto took = std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - purge_started_).count();
+    constexpr int64_t kHourUs = int64_t{3600} * 1000 * 1000;
+    const std::string age = retention_us_ % (24 * kHourUs) == 0
+                                ? fmt::format("{} day(s)", retention_us_ / (24 * kHourUs))
+                                : fmt::format("{} hour(s)", retention_us_ / kHourUs);
+    if (result == SMP_OK)
+        spdlog::info("[{}] retention: purged {} row(s) older than {} in {} ms", name_, purged_rows_, age, took);
+    else
+        spdlog::error("[{}] retention: cannot purge old rows ({} purged in {} ms): {}; trying again in a day", name_,
+                      purged_rows_, took, error.data());
+    return false;
+}
+
 void StorageThread::run() {
     start();
     if (!spool_.empty()) {
@@ -113,10 +169,13 @@ void StorageThread::run() {
         {
             std::unique_lock lock(mutex_);
             const auto ready = [this] { return stopping_ || !queue_.empty(); };
-            if (spool_.empty())
+            // A purge under way goes on at once, after what arrived meanwhile.
+            auto wake_at = spool_.empty() ? Clock::time_point::max() : next_try_;
+            if (retention_us_ > 0 && started_) wake_at = std::min(wake_at, purging_ ? Clock::now() : next_purge_);
+            if (wake_at == Clock::time_point::max())
                 wake_.wait(lock, ready);
             else
-                wake_.wait_until(lock, next_try_, ready);
+                wake_.wait_until(lock, wake_at, ready);
             arrived.swap(queue_);
             stopping = stopping_;
         }
@@ -139,6 +198,7 @@ void StorageThread::run() {
         }
         if (stopping) break;
         if (!spool_.empty() && Clock::now() >= next_try_) drain_spool();
+        purge_step();
         if (metrics_ != nullptr)
             metrics_->spool_bytes.store(static_cast<int64_t>(spool_.bytes_on_disk()), std::memory_order_relaxed);
     }

@@ -5,6 +5,9 @@
 // second, in order, and at the next start when the server stopped first.
 // A store that cannot start (its database unreachable) is treated the same:
 // its start is tried again every second, its batches spooled meanwhile.
+// With a retention, the same thread purges the store's old rows at start and
+// once a day, a small batch of rows at a time with the batches that arrived
+// stored in between, so tracking never waits long behind a purge.
 #pragma once
 
 #include <atomic>
@@ -28,8 +31,10 @@ class StorageThread {
    public:
     // `store`: a plugin with a store hook; its init_collector and
     // exit_collector run on this thread. `metrics`: where it counts its
-    // batches, failures and spool (nullptr: nowhere).
-    StorageThread(ModuleInstance& store, std::string spool_dir, metrics::StoreMetrics* metrics = nullptr);
+    // batches, failures and spool (nullptr: nowhere). `retention_us`:
+    // tracking.retention (0: keep everything, never purge).
+    StorageThread(ModuleInstance& store, std::string spool_dir, metrics::StoreMetrics* metrics = nullptr,
+                  int64_t retention_us = 0);
     ~StorageThread();  // stops and joins
     StorageThread(const StorageThread&) = delete;
     StorageThread& operator=(const StorageThread&) = delete;
@@ -51,6 +56,9 @@ class StorageThread {
     bool store(const Batch& batch) { return store(std::span<const Batch* const>(std::array{&batch})); }
     void fail(const char* doing, const char* error);
     void drain_spool();
+    // One call of the store's purge hook when a purge is due; true while the
+    // purge has more rows to delete.
+    bool purge_step();
 
     ModuleInstance& store_;
     const std::string name_;
@@ -64,6 +72,12 @@ class StorageThread {
     bool failing_ = false;  // logged once per outage
     std::atomic<uint64_t> durable_sequence_{0};
     Clock::time_point next_try_{};
+    // The purge: due at start, then a day after each one finished (or failed).
+    const int64_t retention_us_;
+    Clock::time_point next_purge_{};
+    Clock::time_point purge_started_{};
+    uint64_t purged_rows_ = 0;  // by the purge under way
+    bool purging_ = false;      // a purge is under way
     std::thread thread_;
 };
 

@@ -166,7 +166,9 @@ void Collector::start_stores() {
         WorkerBoard* board = the_worker_board();
         metrics::StoreMetrics* counts =
             metrics_ != nullptr ? &metrics_->stores[board->metrics().store_of(name.c_str())] : nullptr;
-        storage_.push_back(std::make_unique<StorageThread>(*module, dir, counts));
+        // The collectors share the stores: the first one purges them.
+        const int64_t retention_us = shard_ == 0 ? runtime_.config.tracking.retention_ms * 1000 : 0;
+        storage_.push_back(std::make_unique<StorageThread>(*module, dir, counts, retention_us));
     }
 }
 

@@ -105,6 +105,9 @@ inline std::unique_ptr<OwnedTable> make_table(std::string_view report) {
         return table({{"tls_version", kText}, {"requests", kNumber}, {"percent", kNumber}, {"bytes_sent", kNumber}});
     if (report == "timeseries")
         return table({{"time", kText}, {"downloads", kNumber}, {"completed", kNumber}, {"bytes", kNumber}});
+    if (report == "daily")
+        return table(
+            {{"day", kText}, {"path", kText}, {"downloads", kNumber}, {"completed", kNumber}, {"bytes", kNumber}});
     if (report == "in_progress")
         return table({{"id", kNumber},
                       {"started", kText},
@@ -201,6 +204,26 @@ inline void add_timeseries_row(OwnedTable& table, int64_t start_us, int64_t down
         {utc_time(start_us), std::to_string(downloads), std::to_string(completed), std::to_string(bytes_sent)});
 }
 
+// The `daily` report and the `timeseries` report by day read the per-day
+// totals that tracking.retention never deletes, not the downloads. A day
+// (UTC, "2026-11-24") is in when any of it is in [since, until): its
+// totals are not split by the hour.
+constexpr int64_t kDayUs = 86'400'000'000;
+inline std::string utc_day(int64_t us) { return utc_time(us - us % kDayUs).substr(0, 10); }
+// The first and the last day of the query's window.
+inline std::pair<std::string, std::string> query_days(const smp_query& query) {
+    const int64_t until_us = query.until_us > 0 ? query.until_us : INT64_MAX;
+    return {utc_day(std::max<int64_t>(query.since_us, 0)),
+            until_us == INT64_MAX ? "9999-12-31" : utc_day(until_us - 1)};
+}
+// The start of a day "2026-11-24" in microseconds since the epoch (UTC).
+inline int64_t day_start_us(const std::string& day) {
+    std::tm tm{};
+    if (std::sscanf(day.c_str(), "%d-%d-%d", &tm.tm_year, &tm.tm_mon, &tm.tm_mday) != 3) return 0;
+    tm.tm_year -= 1900;
+    tm.tm_mon -= 1;
+    return static_cast<int64_t>(timegm(&tm)) * 1'000'000;
+}
 // The `in_progress` report lists the downloads neither finished nor
 // completed that were active in the last minute before the query's until
 // (or now), the most recently active first, at most this many.

@@ -7,6 +7,7 @@
 //
 // In the order of every module: includes, config struct, the table of config
 // keys, the hooks (master, then collector), and the registration struct last.
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstring>
@@ -17,6 +18,7 @@
 #include <vector>
 
 #include "bson_documents.hpp"
+#include "daily.hpp"
 #include "mongoc_handles.hpp"
 #include "report_table.hpp"
 #include "reports.hpp"
@@ -86,6 +88,10 @@ struct Store {
     const Settings* settings = nullptr;
     std::unique_ptr<mongoc_client_pool_t, PoolCloser> pool;
     std::chrono::steady_clock::time_point last_write{};
+    // Changes to the daily totals of batches whose downloads are stored but
+    // that could not be added yet: added with the next write, so that a
+    // batch offered again (which then changes nothing) loses none of them.
+    DailyChanges pending_daily;
 };
 
 Collection collection(mongoc_client_t* client, const Settings& settings, const char* name) {
@@ -107,10 +113,12 @@ bool create_indexes(mongoc_client_t* client, const Settings& settings, char* err
         {"downloads", "country", Bson(BCON_NEW("geo.country", BCON_INT32(1))), false},
         {"requests", "start_us", Bson(BCON_NEW("start_us", BCON_INT32(1))), false},
         {"requests", "reason_start_us", Bson(BCON_NEW("reason", BCON_INT32(1), "start_us", BCON_INT32(1))), false},
+        {"daily", "day_path_client_class",
+         Bson(BCON_NEW("day", BCON_INT32(1), "path", BCON_INT32(1), "client_class", BCON_INT32(1))), true},
     };
     mongoc_database_t* db = mongoc_client_get_database(client, settings.database.c_str());
     bool ok = true;
-    for (const char* name : {"downloads", "requests"}) {
+    for (const char* name : {"downloads", "requests", "daily"}) {
         Bson command(bson_new());
         BSON_APPEND_UTF8(command.get(), "createIndexes", name);
         bson_t array;
@@ -335,8 +343,53 @@ int store_batch(void* collector_state, const smp_batch* batch, char* error, size
         const PooledClient client(store.pool.get());
         const Collection requests = collection(client.get(), settings, "requests");
         const Collection downloads = collection(client.get(), settings, "downloads");
+        const Collection daily = collection(client.get(), settings, "daily");
         if (!insert_requests(requests.get(), settings, *batch, error, error_size)) return SMP_ERROR;
+        // The totals change by the downloads' growth since their stored
+        // states, read before the upsert. Without a transaction the two
+        // writes are apart: added after the downloads, and kept until added,
+        // a change is counted once unless the collector dies between them.
+        DailyChanges changes;
+        bson_error_t e{};
+        if (!daily_changes(downloads.get(), *batch, changes, e))
+            return fail(e, "reading the downloads stored", error, error_size), SMP_ERROR;
         if (!upsert_downloads(downloads.get(), settings, *batch, error, error_size)) return SMP_ERROR;
+        for (const auto& [key, counts] : changes) {
+            DailyCounts& pending = store.pending_daily[key];
+            pending.downloads += counts.downloads;
+            pending.completed += counts.completed;
+            pending.bytes += counts.bytes;
+        }
+        if (!add_daily(daily.get(), store.pending_daily, settings.write_concern.get(), e))
+            return fail(e, "adding to the daily totals", error, error_size), SMP_ERROR;
+        store.pending_daily.clear();
+        return SMP_OK;
+    } catch (const std::exception& ex) {
+        std::snprintf(error, error_size, "%s", ex.what());
+        return SMP_ERROR;
+    }
+}
+
+// tracking.retention: at most `max_rows` old requests, then old finished
+// downloads; never the daily totals.
+int purge(void* collector_state, int64_t before_us, uint32_t max_rows, uint32_t* purged, char* error,
+          size_t error_size) {
+    try {
+        auto& store = *static_cast<Store*>(collector_state);
+        *purged = 0;
+        const PooledClient client(store.pool.get());
+        const Collection requests = collection(client.get(), *store.settings, "requests");
+        const Collection downloads = collection(client.get(), *store.settings, "downloads");
+        // Downloads by the first_us index: one last active before the cut
+        // started before it.
+        const Bson old_requests(BCON_NEW("start_us", "{", "$lt", BCON_INT64(before_us), "}"));
+        const Bson old_downloads(BCON_NEW("first_us", "{", "$lt", BCON_INT64(before_us), "}", "finished",
+                                          BCON_BOOL(true), "last_us", "{", "$lt", BCON_INT64(before_us), "}"));
+        bson_error_t e{};
+        if (!purge_some(requests.get(), old_requests.get(), "start_us", max_rows, *purged, e) ||
+            !purge_some(downloads.get(), old_downloads.get(), "first_us", max_rows - std::min(max_rows, *purged),
+                        *purged, e))
+            return fail(e, "purge", error, error_size), SMP_ERROR;
         return SMP_OK;
     } catch (const std::exception& ex) {
         std::snprintf(error, error_size, "%s", ex.what());
@@ -365,6 +418,7 @@ extern "C" const smp_module* smp_module_entry(void) {
         m.store = smp::mongodb::store_batch;
         m.query = smp::mongodb::query;
         m.free_table = smp::mongodb::free_table;
+        m.purge = smp::mongodb::purge;
         return m;
     }();
     return &module;

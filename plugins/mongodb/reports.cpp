@@ -76,6 +76,28 @@ class Reader {
         return stage;
     }
 
+    // {$match: ...} of the daily totals: the days of the query's window
+    // (smp_report::query_days), its file, and no bots unless it asks.
+    Bson match_days() const {
+        const auto [first, last] = smp_report::query_days(query_);
+        Bson stage(bson_new());
+        bson_t match, range;
+        BSON_APPEND_DOCUMENT_BEGIN(stage.get(), "$match", &match);
+        BSON_APPEND_DOCUMENT_BEGIN(&match, "day", &range);
+        BSON_APPEND_UTF8(&range, "$gte", first.c_str());
+        BSON_APPEND_UTF8(&range, "$lte", last.c_str());
+        bson_append_document_end(&match, &range);
+        if (query_.path != nullptr) BSON_APPEND_UTF8(&match, "path", query_.path);
+        if (smp_query_include_bots(&query_) == 0) {
+            bson_t not_bot;
+            BSON_APPEND_DOCUMENT_BEGIN(&match, "client_class", &not_bot);
+            BSON_APPEND_UTF8(&not_bot, "$ne", "bot");
+            bson_append_document_end(&match, &not_bot);
+        }
+        bson_append_document_end(stage.get(), &match);
+        return stage;
+    }
+
     const smp_query& query() const { return query_; }
 
     // Runs a pipeline of `stages` on `collection`, each result to `row`.
@@ -221,10 +243,46 @@ bool report_downloads(Reader& reader, OwnedTable& out) {
     });
 }
 
+// The per-day totals summed by `key` ("$day", or {day, path}), oldest first.
+template <typename Row>
+bool each_day(Reader& reader, Bson key, Row&& row) {
+    const Bson days = reader.match_days();
+    Bson group(bson_new());
+    bson_t fields;
+    BSON_APPEND_DOCUMENT_BEGIN(group.get(), "$group", &fields);
+    bson_iter_t it;
+    if (bson_iter_init(&it, key.get()) && bson_iter_next(&it)) bson_append_iter(&fields, "_id", -1, &it);
+    for (const char* total : {"downloads", "completed", "bytes"}) {
+        bson_t sum;
+        BSON_APPEND_DOCUMENT_BEGIN(&fields, total, &sum);
+        BSON_APPEND_UTF8(&sum, "$sum", (std::string("$") + total).c_str());
+        bson_append_document_end(&fields, &sum);
+    }
+    bson_append_document_end(group.get(), &fields);
+    const Bson oldest_first(BCON_NEW("$sort", "{", "_id", BCON_INT32(1), "}"));
+    return reader.each("daily", {days.get(), group.get(), oldest_first.get()}, row);
+}
+
+bool report_daily(Reader& reader, OwnedTable& out) {
+    return each_day(
+        reader, Bson(BCON_NEW("_id", "{", "day", BCON_UTF8("$day"), "path", BCON_UTF8("$path"), "}")),
+        [&](const bson_t* doc) {
+            out.add_row({text_field(doc, "_id.day"), text_field(doc, "_id.path"), number_field(doc, "downloads"),
+                         number_field(doc, "completed"), number_field(doc, "bytes")});
+        });
+}
+
 // Buckets of first_us: the start of a UTC minute, hour or day is a multiple
-// of its width in Unix time, first_us - first_us % width.
+// of its width in Unix time, first_us - first_us % width. Days come from the
+// per-day totals, so that they outlive tracking.retention.
 bool report_timeseries(Reader& reader, OwnedTable& out) {
     const int64_t width = *smp_report::bucket_width_us(smp_report::query_bucket(reader.query()));
+    if (width == smp_report::kDayUs)
+        return each_day(reader, Bson(BCON_NEW("_id", BCON_UTF8("$day"))), [&](const bson_t* doc) {
+            smp_report::add_timeseries_row(out, smp_report::day_start_us(text_field(doc, "_id").value_or("")),
+                                           int_field(doc, "downloads"), int_field(doc, "completed"),
+                                           int_field(doc, "bytes"));
+        });
     const Bson all = reader.match("first_us");
     const Bson by_bucket(BCON_NEW("$group", "{", "_id", "{", "$subtract", "[", BCON_UTF8("$first_us"), "{", "$mod", "[",
                                   BCON_UTF8("$first_us"), BCON_INT64(width), "]", "}", "]", "}", "downloads", "{",
@@ -269,6 +327,7 @@ bool run_report(mongoc_client_t* client, const std::string& database, const smp_
                     : report == "reasons"     ? report_reasons(reader, out)
                     : report == "tls"         ? report_tls(reader, out)
                     : report == "timeseries"  ? report_timeseries(reader, out)
+                    : report == "daily"       ? report_daily(reader, out)
                     : report == "in_progress" ? report_in_progress(reader, out)
                                               : report_downloads(reader, out);
     if (!ok) error = reader.error();

@@ -58,11 +58,18 @@ class LoadedStore {
         return result;
     }
 
+    // One call of the purge hook (tracking.retention); SMP_OK or SMP_ERROR.
+    int purge(int64_t before_us, uint32_t max_rows, uint32_t& purged) {
+        char message[512] = "";
+        return api_->purge(collector_state_, before_us, max_rows, &purged, message, sizeof message);
+    }
+
     // The rows of `report` as `smprotocol stats` asks for it, each row's cells
     // joined by '|' ("-" for no value); throws with the module's sentence.
     std::vector<std::string> report(const char* report, int64_t since_us = 0, int64_t until_us = 0,
-                                    const char* path = nullptr, const char* bucket = nullptr) {
+                                    const char* path = nullptr, const char* bucket = nullptr, int include_bots = 0) {
         smp_query query{};
+        query.include_bots = include_bots;
         query.size = sizeof query;
         query.report = report;
         query.since_us = since_us;

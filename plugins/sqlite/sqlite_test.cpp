@@ -114,7 +114,7 @@ TEST_CASE_FIXTURE(Fixture, "a batch's requests and downloads are stored, and how
                   "WHERE id = 4") ==
           "4|198.51.100.3|100|/files/f3.bin|\"5f3a-1000\"|4096|100|100|0|0|1|0|1700000000000030|1700000000000210|"
           "180|incomplete|0-99|DE|Berlin|52.52|13.4|3320|Deutsche Telekom AG|0");
-    CHECK(db.number("PRAGMA user_version") == 5);
+    CHECK(db.number("PRAGMA user_version") == 6);
     CHECK(db.number("PRAGMA page_size") == 16384);  // a new database
     CHECK(db.text("SELECT tls_version, tls FROM requests WHERE request_id = 4") == "NULL|0");
 }
@@ -264,7 +264,7 @@ TEST_CASE_FIXTURE(Fixture, "a database of schema version 3 is brought to the cur
     }
     LoadedStore store(SMP_SQLITE_MODULE, database);
     Inspector db(database);
-    CHECK(db.number("PRAGMA user_version") == 5);
+    CHECK(db.number("PRAGMA user_version") == 6);
     CHECK(db.text("SELECT group_concat(name, ' ') FROM (SELECT name FROM sqlite_schema WHERE type = 'index' "
                   "ORDER BY name)") == "downloads_by_time requests_by_time");
     CHECK(db.text("SELECT path FROM requests") == "old.bin");
@@ -278,7 +278,7 @@ TEST_CASE_FIXTURE(Fixture, "a database of schema version 3 is brought to the cur
     CHECK(db.text("SELECT last_index FROM log_positions WHERE log = 1") == "13");
 }
 
-TEST_CASE_FIXTURE(Fixture, "a database of schema version 4 is brought to version 5 with its rows") {
+TEST_CASE_FIXTURE(Fixture, "a database of schema version 4 is brought to the current version with its rows") {
     {
         // As a server of schema version 4 left it, with a row in each table.
         Inspector v4(database);
@@ -318,11 +318,13 @@ TEST_CASE_FIXTURE(Fixture, "a database of schema version 4 is brought to version
     }
     LoadedStore store(SMP_SQLITE_MODULE, database);
     Inspector db(database);
-    CHECK(db.number("PRAGMA user_version") == 5);
+    CHECK(db.number("PRAGMA user_version") == 6);
     // The row stored before is plain TCP; the downloads table is as it was.
     CHECK(db.text("SELECT path, received_bytes, tls_version, tls FROM requests") == "old.bin|90|NULL|0");
     CHECK(db.text("SELECT path || ' ' || finished FROM downloads") == "old.bin 1");
     CHECK(db.number("SELECT count(*) FROM pragma_table_info('downloads')") == 24);
+    // The download stored before is in the per-day totals, of an unknown class.
+    CHECK(db.text("SELECT * FROM daily") == "1970-01-01|old.bin|unknown|1|1|10");
     // The batch and the log position already stored are still known; new
     // records are stored, with their TLS version.
     TrafficBatch batch = traffic(10, 3, 1, 50, 8);
@@ -452,4 +454,144 @@ TEST_CASE_FIXTURE(Fixture, "in_progress lists at most 100 downloads, and without
     REQUIRE(rows.size() == 100);
     for (size_t i = 0; i < rows.size(); ++i) CHECK(rows[i].starts_with(std::to_string(1149 - i) + "|"));
     CHECK(store.report("in_progress", 0, 0, "b.bin").empty());
+}
+
+namespace {
+
+// The per-day totals as the `daily` report shows them, one row a line.
+std::vector<std::string> daily(LoadedStore& store) { return store.report("daily"); }
+
+}  // namespace
+
+TEST_CASE_FIXTURE(Fixture, "daily counts a download once, as it grows open, updated and finished") {
+    LoadedStore store(SMP_SQLITE_MODULE, database);
+    const auto at = [](int64_t seconds) { return kDecember1 + seconds * kSecond; };
+    const auto batch_of = [&](uint64_t sequence, uint64_t bytes, bool finished) {
+        TrafficBatch batch;
+        smp_download& d = add_download(batch, 1, "a.bin", at(0), at(static_cast<int64_t>(sequence)));
+        d.bytes_sent = d.distinct_bytes = bytes;
+        d.completed = bytes >= d.file_size;
+        d.finished = finished;
+        // A download of the next day, stored once.
+        if (sequence == 1) add_download(batch, 2, "a.bin", at(86'400), at(86'401));
+        batch.batch.origin = 100;
+        batch.batch.sequence = sequence;
+        return batch;
+    };
+    REQUIRE(this->store(store, batch_of(1, 1000, false)) == SMP_OK);
+    CHECK(daily(store) == std::vector<std::string>{"2026-12-01|a.bin|1|0|1000", "2026-12-02|a.bin|1|1|4096"});
+    REQUIRE(this->store(store, batch_of(2, 3000, false)) == SMP_OK);
+    CHECK(daily(store)[0] == "2026-12-01|a.bin|1|0|3000");
+    // A batch offered again after it was stored adds nothing.
+    REQUIRE(this->store(store, batch_of(2, 3000, false)) == SMP_OK);
+    CHECK(daily(store)[0] == "2026-12-01|a.bin|1|0|3000");
+    REQUIRE(this->store(store, batch_of(3, 5000, true)) == SMP_OK);
+    CHECK(daily(store) == std::vector<std::string>{"2026-12-01|a.bin|1|1|5000", "2026-12-02|a.bin|1|1|4096"});
+    // A new collector run offering the same states again (a replay of its
+    // journal, under another origin) adds nothing either.
+    TrafficBatch replay = batch_of(3, 5000, true);
+    replay.batch.origin = 200;
+    REQUIRE(this->store(store, std::move(replay)) == SMP_OK);
+    CHECK(daily(store) == std::vector<std::string>{"2026-12-01|a.bin|1|1|5000", "2026-12-02|a.bin|1|1|4096"});
+
+    // Consecutive batches stored in one call hold a download several
+    // times: counted once, at its last state.
+    TrafficBatch merged;
+    for (const uint64_t bytes : {100, 200, 4096}) {
+        smp_download& d = add_download(merged, 3, "b.bin", at(10), at(20));
+        d.bytes_sent = bytes;
+        d.completed = bytes == 4096;
+    }
+    merged.batch.origin = 100;
+    merged.batch.sequence = 4;
+    REQUIRE(this->store(store, std::move(merged)) == SMP_OK);
+    CHECK(daily(store) == std::vector<std::string>{"2026-12-01|a.bin|1|1|5000", "2026-12-01|b.bin|1|1|4096",
+                                                   "2026-12-02|a.bin|1|1|4096"});
+    Inspector db(database);
+    CHECK(db.text("SELECT bytes_sent FROM downloads WHERE id = 3") == "4096");
+    // The day view of timeseries reads the same totals; the filters apply.
+    CHECK(store.report("timeseries", 0, 0, nullptr, "day") ==
+          std::vector<std::string>{"2026-12-01T00:00:00Z|2|2|9096", "2026-12-02T00:00:00Z|1|1|4096"});
+    CHECK(store.report("daily", at(86'400)) == std::vector<std::string>{"2026-12-02|a.bin|1|1|4096"});
+    const int64_t december2 = at(86'400 - 10 * 3600);  // 2026-12-02T00:00:00Z
+    CHECK(store.report("daily", 0, december2).size() == 2);
+    CHECK(store.report("daily", 0, december2 + 1).size() == 3);  // a day is in when any of it is
+    CHECK(store.report("daily", 0, 0, "b.bin") == std::vector<std::string>{"2026-12-01|b.bin|1|1|4096"});
+}
+
+TEST_CASE_FIXTURE(Fixture, "daily leaves the bots out unless the query asks for them") {
+    LoadedStore store(SMP_SQLITE_MODULE, database);
+    Inspector db(database);
+    db.exec(
+        "INSERT INTO daily VALUES ('2026-12-01', 'a.bin', 'bot', 7, 7, 700), "
+        "('2026-12-01', 'a.bin', 'browser', 1, 0, 10)");
+    CHECK(daily(store) == std::vector<std::string>{"2026-12-01|a.bin|1|0|10"});
+    CHECK(store.report("daily", 0, 0, nullptr, nullptr, 1) == std::vector<std::string>{"2026-12-01|a.bin|8|7|710"});
+}
+
+TEST_CASE_FIXTURE(Fixture, "the migration fills daily from the downloads already stored") {
+    const auto at = [](int64_t seconds) { return kDecember1 + seconds * kSecond; };
+    std::vector<std::string> kept;
+    {
+        LoadedStore store(SMP_SQLITE_MODULE, database);
+        TrafficBatch batch;
+        add_download(batch, 1, "a.bin", at(0), at(1)).bytes_sent = 5000;
+        smp_download& partial = add_download(batch, 2, "a.bin", at(5), at(6));
+        partial.completed = 0;
+        partial.bytes_sent = 10;
+        add_download(batch, 3, "b.bin", at(86'400), at(86'401));
+        REQUIRE(store.store(batch.view()) == SMP_OK);
+        kept = daily(store);
+        // Download 3 is a Range of 100 bytes (sqlite_harness.hpp): not completed.
+        REQUIRE(kept == std::vector<std::string>{"2026-12-01|a.bin|2|1|5010", "2026-12-02|b.bin|1|0|100"});
+    }
+    // As a server of schema version 5 left it: no daily table.
+    Inspector(database).exec("DROP TABLE daily; PRAGMA user_version = 5");
+    LoadedStore store(SMP_SQLITE_MODULE, database);
+    CHECK(Inspector(database).number("PRAGMA user_version") == 6);
+    CHECK(daily(store) == kept);
+}
+
+TEST_CASE_FIXTURE(Fixture, "purge deletes old requests, then old finished downloads, max_rows at a time") {
+    LoadedStore store(SMP_SQLITE_MODULE, database);
+    const auto at = [](int64_t seconds) { return kDecember1 + seconds * kSecond; };
+    const int64_t cut = at(1000);
+    TrafficBatch batch;
+    // 5 old requests and 2 recent ones (traffic_record: 10 µs apart).
+    smp_sqlite_harness::add_traffic(batch, 0, 7, 0);
+    for (size_t i = 0; i < batch.records.size(); ++i) batch.records[i].start_us = i < 5 ? at(1) : at(2000);
+    // Old and finished: purged. Old but open, or last active after the cut,
+    // or recent: kept.
+    for (uint64_t id = 1; id <= 4; ++id) add_download(batch, id, "old.bin", at(0), at(10)).finished = 1;
+    add_download(batch, 5, "open.bin", at(0), at(10)).finished = 0;
+    add_download(batch, 6, "long.bin", at(0), at(1500)).finished = 1;
+    add_download(batch, 7, "new.bin", at(1500), at(1600)).finished = 1;
+    REQUIRE(store.store(batch.view()) == SMP_OK);
+    Inspector db(database);
+    const std::string totals = "SELECT group_concat(day || path || downloads, ' ') FROM daily";
+    const std::string before = db.text(totals);
+
+    uint32_t purged = 0;
+    REQUIRE(store.purge(cut, 3, purged) == SMP_OK);
+    CHECK(purged == 3);
+    CHECK(db.number("SELECT count(*) FROM requests") == 4);
+    REQUIRE(store.purge(cut, 3, purged) == SMP_OK);
+    CHECK(purged == 3);  // the 2 last old requests and a download
+    CHECK(db.number("SELECT count(*) FROM requests") == 2);
+    CHECK(db.number("SELECT count(*) FROM downloads") == 6);
+    REQUIRE(store.purge(cut, 3, purged) == SMP_OK);
+    CHECK(purged == 3);
+    REQUIRE(store.purge(cut, 3, purged) == SMP_OK);
+    CHECK(purged == 0);  // done: the core stops calling
+    CHECK(db.number("SELECT count(*) FROM requests WHERE start_us >= " + std::to_string(cut)) == 2);
+    CHECK(db.text("SELECT group_concat(path, ' ') FROM (SELECT path FROM downloads ORDER BY id)") ==
+          "open.bin long.bin new.bin");
+    // The per-day totals are never purged.
+    CHECK(db.text(totals) == before);
+    // Downloads 3 and 7 are Ranges of 100 bytes (sqlite_harness.hpp): not completed.
+    CHECK(daily(store) == std::vector<std::string>{"2026-12-01|long.bin|1|1|4096", "2026-12-01|new.bin|1|0|100",
+                                                   "2026-12-01|old.bin|4|3|12388", "2026-12-01|open.bin|1|1|4096"});
+    // Nothing older than the cut is left to purge, whatever max_rows.
+    REQUIRE(store.purge(cut, 1000, purged) == SMP_OK);
+    CHECK(purged == 0);
 }

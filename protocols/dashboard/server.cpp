@@ -25,8 +25,8 @@ constexpr size_t kMaxLiveBacklog = 1024 * 1024;
 constexpr uint64_t kSweepMs = 1000;
 
 // The reports of `smprotocol stats`, by the name in /api/v1/<name>.
-constexpr std::string_view kReports[] = {"summary",   "files", "countries",  "reasons",
-                                         "downloads", "tls",   "timeseries", "in_progress"};
+constexpr std::string_view kReports[] = {"summary", "files",      "countries",   "reasons", "downloads",
+                                         "tls",     "timeseries", "in_progress", "daily"};
 
 uint64_t now_ms() {
     using namespace std::chrono;

@@ -192,7 +192,8 @@ class Dashboard(unittest.TestCase):
                                         ('files', '?file=a.bin', ('--file', 'a.bin')),
                                         ('summary', '?since=1h', ('--since', '1h')),
                                         ('timeseries', '?bucket=minute', ('--bucket', 'minute')),
-                                        ('timeseries', '?bucket=day&file=a.bin', ('--bucket', 'day', '--file', 'a.bin'))]:
+                                        ('timeseries', '?bucket=day&file=a.bin', ('--bucket', 'day', '--file', 'a.bin')),
+                                        ('daily', '', ())]:
             with self.subTest(report=report, query=query):
                 answer = self.api('/api/v1/%s%s' % (report, query))
                 self.assertEqual(answer['report'], report)

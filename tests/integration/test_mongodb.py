@@ -55,7 +55,7 @@ EPOCH = datetime.datetime(1970, 1, 1)  # pymongo hands back naive UTC datetimes
 OUTAGE = '[mongodb] cannot '
 RECOVERED = '[mongodb] store writable again'
 CANNOT_START = '[mongodb] cannot start the store'
-REPORTS = ('summary', 'files', 'countries', 'reasons', 'downloads', 'tls', 'timeseries', 'in_progress')
+REPORTS = ('summary', 'files', 'countries', 'reasons', 'downloads', 'tls', 'timeseries', 'in_progress', 'daily')
 
 DOWNLOAD_FIELDS = {'_id', 'node', 'id', 'client_ip', 'user_agent', 'path', 'etag', 'file_size', 'distinct_bytes',
                    'bytes_sent', 'wasted_bytes', 'completed', 'finished', 'requests', 'resumes', 'first', 'last',
@@ -481,6 +481,7 @@ class StoreTests:
         rq = keys(db.requests)
         for key in ((('start_us', 1),), (('reason', 1), ('start_us', 1))):
             self.assertIn(key, rq)
+        self.assertIs(keys(db.daily).get((('day', 1), ('path', 1), ('client_class', 1))), True)
 
     def test_two_databases(self):
         dl_a, dl_b = self.db_name('dl_a'), self.db_name('dl_b')
@@ -648,7 +649,56 @@ class StoreTests:
 # --------------------------------------------------------------------------
 # on the double
 
-class OnDouble(StoreTests, MongoCase):
+DAY_US = 86_400_000_000
+
+
+class RetentionTests:
+    """tracking.retention and the per-day totals in the mongodb store."""
+
+    def test_daily_counts_once_and_outlives_the_purge(self):
+        database = self.db_name('dl_retention')
+        entry = mongo_entry(self.uri(), database)
+        server = self.new_server([entry])
+        for agent in ('old-1', 'old-2'):
+            self.assertEqual(harness.http(server.port, 'GET', '/a.bin', {'User-Agent': agent}).status, 200)
+        self.assertEqual(harness.http(server.port, 'GET', '/small.bin', {'User-Agent': 'recent'}).status, 200)
+        self.stopped(server)
+        db = self.db(database)
+        # Each download counted once, though stored open and then finished.
+        self.assertEqual(db.downloads.count_documents({'finished': True}), 3)
+        totals = {d['path']: (d['downloads'], d['completed'], d['bytes']) for d in db.daily.find()}
+        self.assertEqual(totals, {'a.bin': (2, 2, 4 * MIB), 'small.bin': (1, 1, 4096)})
+        # The 'old-' rows move 800 days back, their totals with them.
+        back = 800 * DAY_US
+        for collection, first, last in ((db.requests, 'start_us', 'end_us'), (db.downloads, 'first_us', 'last_us')):
+            for doc in collection.find({'user_agent': {'$regex': '^old-'}}):
+                collection.update_one({'_id': doc['_id']},
+                                      {'$set': {first: Int64(doc[first] - back), last: Int64(doc[last] - back)}})
+        old_day = time.strftime('%Y-%m-%d', time.gmtime(db.downloads.find_one({'user_agent': 'old-1'})['first_us']
+                                                        // 1_000_000))
+        db.daily.update_one({'path': 'a.bin'}, {'$set': {'day': old_day}})
+        old_requests = db.requests.count_documents({'user_agent': {'$regex': '^old-'}})
+        self.assertGreaterEqual(old_requests, 2)
+        daily_before = sorted((d['day'], d['path'], d['downloads']) for d in db.daily.find())
+
+        server = self.new_server([entry], core_extra={'tracking': '{enabled: true, idle_window: 1s, retention: 760d}'})
+        harness.wait_for(lambda: 'retention: purged' in server.log(), 20.0)
+        self.assertIn('[mongodb] retention: purged %d row(s)' % (old_requests + 2), server.log())
+        self.assertEqual(db.requests.count_documents({'user_agent': {'$regex': '^old-'}}), 0)
+        self.assertEqual([d['user_agent'] for d in db.downloads.find()], ['recent'])
+        self.assertEqual(sorted((d['day'], d['path'], d['downloads']) for d in db.daily.find()), daily_before)
+        self.stopped(server)
+        config = harness.write_file(self.env.path('stats-retention.yaml'),
+                                    server_config(harness.free_port(), self.env.www, [entry]))
+        rows = self.stats(config, 'daily')
+        self.assertEqual(rows[0], {'day': old_day, 'path': 'a.bin', 'downloads': 2, 'completed': 2,
+                                   'bytes': 4 * MIB})
+        self.assertEqual([r['path'] for r in rows], ['a.bin', 'small.bin'])
+        days = self.stats(config, 'timeseries', '--bucket', 'day')
+        self.assertEqual([(r['time'][:10], r['downloads']) for r in days][0], (old_day, 2))
+
+
+class OnDouble(RetentionTests, StoreTests, MongoCase):
     """Against tests/mongodb/mongo_double.py (not MongoDB): the store tests, and
     what only a double allows: killing it, starting without it."""
 

@@ -54,7 +54,7 @@ class SqliteStore(unittest.TestCase):
         self.assertEqual(self.server.terminate(), 0, self.server.log_tail())
 
         self.assertEqual(self.query('PRAGMA journal_mode')[0][0], 'wal')
-        self.assertEqual(self.query('PRAGMA user_version')[0][0], 5)
+        self.assertEqual(self.query("PRAGMA user_version")[0][0], 6)
         # The bytes received from the client: the request head, as sent.
         self.assertEqual(self.query("SELECT received_bytes FROM requests WHERE method = 'HEAD' AND user_agent = ?",
                                     'stored'), [(len(head),)])
@@ -139,8 +139,8 @@ class SqliteStore(unittest.TestCase):
     def test_a_version_2_database_is_migrated_to_4(self):
         # Version 2 is version 3 without requests.received_bytes, version 3
         # is version 4 without log_positions and with two more indexes on
-        # downloads, and version 4 is version 5 without requests.tls_version
-        # and tls: made here from a database this server wrote, with a row
+        # downloads, version 4 is version 5 without requests.tls_version
+        # and tls, and version 5 is version 6 without daily: made here from a database this server wrote, with a row
         # that predates the columns.
         port = self.server.port
         self.assertEqual(harness.http(port, 'GET', '/small.bin', {'User-Agent': 'before'}).status, 200)
@@ -150,6 +150,7 @@ class SqliteStore(unittest.TestCase):
             db.execute('ALTER TABLE requests DROP COLUMN tls_version')
             db.execute('ALTER TABLE requests DROP COLUMN received_bytes')
             db.execute('DROP TABLE log_positions')
+            db.execute('DROP TABLE daily')
             db.execute('CREATE INDEX downloads_by_path ON downloads (path)')
             db.execute('CREATE INDEX downloads_by_country ON downloads (country)')
             db.execute('PRAGMA user_version = 2')
@@ -160,7 +161,7 @@ class SqliteStore(unittest.TestCase):
         request = harness.request_bytes('GET', '/small.bin', {'User-Agent': 'after', 'X-Padding': 'p' * 100})
         self.assertEqual(harness.raw_request(self.server.port, request).status, 200)
         self.assertEqual(self.server.terminate(), 0, self.server.log_tail())
-        self.assertEqual(self.query('PRAGMA user_version')[0][0], 5)
+        self.assertEqual(self.query("PRAGMA user_version")[0][0], 6)
         self.assertEqual(self.query("SELECT name FROM sqlite_schema WHERE name LIKE 'downloads_by_%'"),
                          [('downloads_by_time',)])
         self.assertEqual(self.query("SELECT count(*) FROM downloads WHERE user_agent IN ('before', 'after')"), [(2,)])
