@@ -13,6 +13,7 @@
 #include "page_files.hpp"
 #include "path.hpp"
 #include "report_format.hpp"
+#include "secure_link.hpp"
 
 namespace smp::dashboard {
 namespace {
@@ -24,28 +25,9 @@ constexpr size_t kMaxHead = 16 * 1024;
 constexpr size_t kMaxLiveBacklog = 1024 * 1024;
 constexpr uint64_t kSweepMs = 1000;
 
-// The reports of `smprotocol stats`, by the name in /api/v1/<name>.
-constexpr std::string_view kReports[] = {"summary", "files",      "countries",   "reasons", "downloads",
-                                         "tls",     "timeseries", "in_progress", "daily"};
-
 uint64_t now_ms() {
     using namespace std::chrono;
     return static_cast<uint64_t>(duration_cast<milliseconds>(steady_clock::now().time_since_epoch()).count());
-}
-
-// Equal in a time that does not say where they differ: the token is a secret.
-bool same_secret(std::string_view a, std::string_view b) {
-    if (a.size() != b.size()) return false;
-    unsigned char difference = 0;
-    for (size_t i = 0; i < a.size(); ++i) difference |= static_cast<unsigned char>(a[i] ^ b[i]);
-    return difference == 0;
-}
-
-// The "rows" array of a report's JSON: what the live stream carries of it.
-std::string rows_of(const std::string& report_json) {
-    const size_t open = report_json.find('[');
-    const size_t close = report_json.rfind(']');
-    return open == std::string::npos || close == std::string::npos ? "[]" : report_json.substr(open, close - open + 1);
 }
 
 // An event's data is one line: JSON strings hold their line ends escaped,
@@ -53,24 +35,6 @@ std::string rows_of(const std::string& report_json) {
 std::string one_line(std::string json) {
     std::replace(json.begin(), json.end(), '\n', ' ');
     return json;
-}
-
-// The sum of every sample of the metric `name` in Prometheus text, whatever
-// its labels.
-uint64_t metric_sum(std::string_view text, std::string_view name) {
-    uint64_t sum = 0;
-    for (size_t at = 0; at < text.size();) {
-        size_t end = text.find('\n', at);
-        if (end == std::string_view::npos) end = text.size();
-        const std::string_view line = text.substr(at, end - at);
-        at = end + 1;
-        if (!line.starts_with(name) || line.size() <= name.size()) continue;
-        const char next = line[name.size()];
-        if (next != '{' && next != ' ') continue;
-        const size_t space = line.rfind(' ');
-        sum += std::strtoull(std::string(line.substr(space + 1)).c_str(), nullptr, 10);
-    }
-    return sum;
 }
 
 }  // namespace
@@ -218,7 +182,7 @@ void WorkerState::answer(Connection& c, std::string_view method, std::string_vie
             given = smp::http::trim(authorization.substr(7));
         else if ((from_query = smp::http::query_parameter(query, "access_token")))
             given = *from_query;
-        if (given.empty() || !same_secret(given, settings_.token)) return respond_error(c, 403);
+        if (given.empty() || !smp::http::same_secret(given, settings_.token)) return respond_error(c, 403);
     }
     if (path == "/metrics") {
         const std::string text = metrics_text();
@@ -227,8 +191,7 @@ void WorkerState::answer(Connection& c, std::string_view method, std::string_vie
     if (path == "/api/v1/live") return start_live(c);
     if (path.starts_with("/api/v1/")) {
         const std::string_view report = path.substr(8);
-        if (std::find(std::begin(kReports), std::end(kReports), report) == std::end(kReports))
-            return respond_error(c, 404);
+        if (!smp_report::make_table(report)) return respond_error(c, 404);  // a report no store has
         return ask_report(c, report, query);
     }
     respond_error(c, 404);
@@ -259,6 +222,16 @@ void WorkerState::ask_report(Connection& c, std::string_view report, std::string
     while (path.starts_with('/')) path.erase(0, 1);  // stored relative to the root
     q.path = path.empty() ? nullptr : path.c_str();
     q.bucket = bucket && !bucket->empty() ? bucket->c_str() : nullptr;
+    // What every store checks first (the report's name, its bucket), checked
+    // here: a wrong question is the client's 400, an answer that fails the
+    // store's 502.
+    char wrong[160];
+    if (!smp_report::make_table(q, wrong, sizeof wrong)) {
+        std::string body = "{\"error\": ";
+        smp_report::append_json_string(body, wrong);
+        body += "}\n";
+        return respond(c, 400, "application/json", body);
+    }
 
     // Kept by what decides the answer: a time ago moves with the clock, so
     // the key is the query as written, and the cache lasts a second.
@@ -284,10 +257,8 @@ void WorkerState::on_report(void* data, const smp_table* table, const char* erro
         std::string body = "{\"error\": ";
         smp_report::append_json_string(body, error);
         body += "}\n";
-        // The store's sentence: a report it does not know, a bad bucket, or
-        // the store itself failing.
-        const bool asked_wrong = std::strstr(error, "no report") != nullptr || std::strstr(error, "bucket") != nullptr;
-        return self.respond(c, asked_wrong ? 400 : 502, "application/json", body);
+        // The question was checked before it was asked: the store failed.
+        return self.respond(c, 502, "application/json", body);
     }
     const std::string report = c.query_key.substr(0, c.query_key.find('?'));
     // A copy: keeping an answer may drop others, and the connection's own
@@ -307,6 +278,11 @@ const std::string& WorkerState::keep(const std::string& key, const char* report,
     cached.at_ms = now;
     cached.took_ms = now - asked_ms;
     cached.json = smp_report::table_json(report, table);
+    cached.first_row = "null";
+    if (table.row_count > 0) {
+        cached.first_row.clear();
+        smp_report::append_row_json(cached.first_row, table, 0);
+    }
     return cached.json;
 }
 
@@ -383,7 +359,7 @@ void WorkerState::on_live_tick(uv_timer_t* timer) {
 void WorkerState::on_live_report(void* data, const smp_table* table, const char* /*error*/) {
     auto& self = *static_cast<WorkerState*>(data);
     self.live_query_ = nullptr;
-    self.live_rows_ = table != nullptr ? one_line(rows_of(smp_report::table_json("in_progress", *table))) : "[]";
+    self.live_rows_ = table != nullptr ? one_line(smp_report::rows_json(*table)) : "[]";
     self.send_live_update();
 }
 
@@ -400,26 +376,25 @@ std::string WorkerState::metrics_text() const {
 }
 
 void WorkerState::send_live_update() {
-    const std::string text = metrics_text();
     std::string event = "event: update\ndata: {\"time\": ";
     smp::protocol::append_number(event, static_cast<uint64_t>(smp::protocol::wall_clock_us() / 1'000'000));
     // The summary is one row: the object itself, or null when none.
     const auto summary = cache_.find("summary?");
-    const std::string summary_rows = summary != cache_.end() ? one_line(rows_of(summary->second.json)) : "";
-    const size_t first = summary_rows.find('{');
-    const size_t last = summary_rows.rfind('}');
     event += ", \"summary\": ";
-    event += first == std::string::npos ? std::string("null") : summary_rows.substr(first, last - first + 1);
+    event += summary != cache_.end() ? summary->second.first_row : std::string("null");
     event += ", \"in_progress\": ";
     event += live_rows_;
+    smp_counters counters{};
+    counters.size = sizeof counters;
+    core_->counters(worker_, &counters);
     event += ", \"metrics\": {\"bytes_sent_total\": ";
-    smp::protocol::append_number(event, metric_sum(text, "smprotocol_sent_bytes_total"));
+    smp::protocol::append_number(event, counters.sent_bytes);
     event += ", \"requests_total\": ";
-    smp::protocol::append_number(event, metric_sum(text, "smprotocol_requests_total"));
+    smp::protocol::append_number(event, counters.requests);
     event += ", \"connections_open\": ";
-    smp::protocol::append_number(event, metric_sum(text, "smprotocol_connections_open"));
+    smp::protocol::append_number(event, static_cast<uint64_t>(std::max<int64_t>(counters.connections_open, 0)));
     event += ", \"downloads_in_progress\": ";
-    smp::protocol::append_number(event, metric_sum(text, "smprotocol_downloads_in_progress"));
+    smp::protocol::append_number(event, static_cast<uint64_t>(std::max<int64_t>(counters.downloads_in_progress, 0)));
     event += "}}\n\n";
     ++updates_;
     // Each write may close a connection, which leaves live_: walk a copy.

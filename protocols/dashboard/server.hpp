@@ -63,6 +63,7 @@ class WorkerState : public smp::protocol::WorkerBase<Connection> {
         uint64_t at_ms = 0;
         uint64_t took_ms = 0;  // how long the store took to answer it
         std::string json;
+        std::string first_row;  // the first row as a JSON object, or null: the summary the live stream carries
     };
     // An answer is reused for `cache`, or for a hundred times what it took
     // when that is longer: the reports of a large store (a summary of a
