@@ -7,11 +7,14 @@
 #include <yaml-cpp/yaml.h>
 
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <stdexcept>
 #include <string>
 #include <string_view>
 #include <vector>
+
+#include "client_class.hpp"
 
 namespace smp {
 
@@ -82,6 +85,11 @@ struct TrackingConfig {
     // Stats collectors, each merging the downloads of its share of the
     // download keys (a worker writes a log for each). Read at start only.
     int collectors = 1;
+    // The client class rules (docs/tracking.md): the file read, or empty
+    // when the default file is absent and the rules compiled in are used.
+    std::string client_classes;
+    std::shared_ptr<const ClientClassRules> client_class_rules =
+        std::shared_ptr<const ClientClassRules>(std::shared_ptr<void>(), &ClientClassRules::builtin());
 };
 
 struct GeoIpConfig {

@@ -144,6 +144,7 @@ Collector::Collector(Runtime& runtime, std::string log_dir, int shard)
       tracker_(runtime.config.tracking.idle_window_ms * 1000,
                static_cast<size_t>(runtime.config.tracking.max_open_downloads)),
       geoip_(runtime.config.geoip.city_db, runtime.config.geoip.asn_db),
+      classifier_(runtime.config.tracking.client_class_rules),
       origin_(static_cast<uint64_t>(now_us()) + static_cast<uint64_t>(shard)),  // distinct for each shard
       clock_us_(now_us()) {
     batch_.origin = origin_;
@@ -393,7 +394,12 @@ void Collector::handle(Log& log, const RecordLogReader::Frame& frame) {
     in_flight_.erase(*decoded);
     tracker_.add(decoded->record(), download_id(number, frame.index));
     // In place: the log is not released before the stores have the batch.
-    if (!storage_.empty()) batch_.add(std::move(*decoded));
+    if (!storage_.empty()) add_to_batch(std::move(*decoded));
+}
+
+void Collector::add_to_batch(DecodedRecord&& record) {
+    const char* agent = record.record().user_agent;
+    batch_.add(std::move(record), classifier_.of(agent != nullptr ? agent : ""));
 }
 
 void Collector::end_log(Log& log) {
@@ -413,7 +419,7 @@ void Collector::close_lost(DecodedRecord& last, uint64_t id, smp_end_reason reas
     last.set_reason(reason);
     ++records_;
     tracker_.add(last.record(), id);
-    if (!storage_.empty()) batch_.add(std::move(last));
+    if (!storage_.empty()) add_to_batch(std::move(last));
 }
 
 void Collector::close_silent_requests() {
@@ -479,7 +485,8 @@ void Collector::tick(int64_t now) {
     if (!storage_.empty()) {
         // Stores show downloads as they grow: each second, the ones a request joined.
         tracker_.each_changed([&](const LogicalDownload& d) {
-            batch_.downloads.emplace_back(d, geoip_.lookup(std::string(d.client_ip)), false);
+            batch_.downloads.emplace_back(d, geoip_.lookup(std::string(d.client_ip)), false,
+                                          classifier_.of(d.user_agent));
         });
     }
     hand_to_stores();
@@ -588,7 +595,8 @@ void Collector::finish(const LogicalDownload& download) {
     if (!logged && storage_.empty()) return;
     GeoInfo geo = geoip_.lookup(std::string(download.client_ip));
     if (logged) spdlog::info("{}", describe_download(download, geo));
-    if (!storage_.empty()) batch_.downloads.emplace_back(download, std::move(geo), true);
+    if (!storage_.empty())
+        batch_.downloads.emplace_back(download, std::move(geo), true, classifier_.of(download.user_agent));
 }
 
 // ---- the checkpoint ----------------------------------------------------------------

@@ -61,7 +61,7 @@ class LoadedStore {
     // The rows of `report` as `smprotocol stats` asks for it, each row's cells
     // joined by '|' ("-" for no value); throws with the module's sentence.
     std::vector<std::string> report(const char* report, int64_t since_us = 0, int64_t until_us = 0,
-                                    const char* path = nullptr, const char* bucket = nullptr) {
+                                    const char* path = nullptr, const char* bucket = nullptr, int include_bots = 0) {
         smp_query query{};
         query.size = sizeof query;
         query.report = report;
@@ -69,6 +69,7 @@ class LoadedStore {
         query.until_us = until_us;
         query.path = path;
         query.bucket = bucket;
+        query.include_bots = include_bots;
         smp_table* table = nullptr;
         char error[512] = "";
         if (api_->query(instance_, &query, &table, error, sizeof error) != SMP_OK)

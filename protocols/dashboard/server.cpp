@@ -25,8 +25,8 @@ constexpr size_t kMaxLiveBacklog = 1024 * 1024;
 constexpr uint64_t kSweepMs = 1000;
 
 // The reports of `smprotocol stats`, by the name in /api/v1/<name>.
-constexpr std::string_view kReports[] = {"summary",   "files", "countries",  "reasons",
-                                         "downloads", "tls",   "timeseries", "in_progress"};
+constexpr std::string_view kReports[] = {"summary", "files",      "countries",   "reasons", "downloads",
+                                         "tls",     "timeseries", "in_progress", "clients"};
 
 uint64_t now_ms() {
     using namespace std::chrono;
@@ -234,8 +234,8 @@ void WorkerState::answer(Connection& c, std::string_view method, std::string_vie
     respond_error(c, 404);
 }
 
-// /api/v1/<report>?since=&until=&file=&bucket=: as `smprotocol stats
-// --json <report>` prints it, with the same time rule.
+// /api/v1/<report>?since=&until=&file=&bucket=&include_bots=1: as
+// `smprotocol stats --json <report>` prints it, with the same time rule.
 void WorkerState::ask_report(Connection& c, std::string_view report, std::string_view query) {
     const int64_t now_us = smp::protocol::wall_clock_us();
     smp_query q{};
@@ -259,6 +259,9 @@ void WorkerState::ask_report(Connection& c, std::string_view report, std::string
     while (path.starts_with('/')) path.erase(0, 1);  // stored relative to the root
     q.path = path.empty() ? nullptr : path.c_str();
     q.bucket = bucket && !bucket->empty() ? bucket->c_str() : nullptr;
+    // As --include-bots: 1 (or true) counts the bots too.
+    const std::optional<std::string> bots = smp::http::query_parameter(query, "include_bots");
+    q.include_bots = bots && (*bots == "1" || *bots == "true") ? 1 : 0;
 
     // Kept by what decides the answer: a time ago moves with the clock, so
     // the key is the query as written, and the cache lasts a second.
