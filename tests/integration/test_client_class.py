@@ -155,7 +155,7 @@ class ClientClasses(unittest.TestCase):
             'download_manager': {self.agents['aria2']},
             'browser': {FIREFOX, CHROME},
             'bot': {GOOGLEBOT, BINGBOT, GPTBOT},
-            'unknown': {None},
+            'unknown': {''},  # no agent: an empty one
         })
         # Most downloads first; a class's total before its agents.
         self.assertEqual([row['client_class'] for row in rows][:2], ['bot', 'bot'])

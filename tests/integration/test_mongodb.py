@@ -592,7 +592,7 @@ class StoreTests:
         db = self.db(database)
         classes = {doc.get('user_agent'): doc['client_class'] for doc in db.downloads.find()}
         self.assertEqual(classes, {GOOGLEBOT: 'bot', GOOGLEBOT.replace('Googlebot/2.1', 'bingbot/2.0'): 'bot',
-                                   FIREFOX: 'browser', 'curl/7.88.1': 'tool', None: 'unknown'})
+                                   FIREFOX: 'browser', 'curl/7.88.1': 'tool', '': 'unknown'})  # '': no agent
         self.assertEqual(sorted(doc['client_class'] for doc in db.requests.find({'path': 'gone'})), ['bot'])
         self.assertEqual(db.requests.count_documents({'client_class': 'bot'}), 3)
         configs = {}
@@ -620,7 +620,7 @@ class StoreTests:
             ('browser', 0, None, 1, 1),
             ('browser', 1, FIREFOX, 1, 1),
             ('unknown', 0, None, 1, 1),
-            ('unknown', 1, None, 1, 1),
+            ('unknown', 1, '', 1, 1),
         ])
 
     def test_in_progress_same_as_sqlite(self):
