@@ -206,9 +206,13 @@ int Collector::run() {
     recovering_ = false;
     check_uv(uv_timer_start(&poll_, on_poll, kPollMs, kPollMs), "start the stats collector's timer");
     check_uv(uv_timer_start(&tick_, on_tick, kTickMs, kTickMs), "start the stats collector's timer");
-    spdlog::info("Stats collector ready: {} tracking log(s), downloads end after {} s idle; at most {} open",
-                 logs_.size(), runtime_.config.tracking.idle_window_ms / 1000,
-                 runtime_.config.tracking.max_open_downloads);
+    const TrackingConfig& tracking = runtime_.config.tracking;
+    spdlog::info(
+        "Stats collector ready: {} tracking log(s), downloads end after {} s idle; at most {} open; client classes "
+        "from {} ({} rules)",
+        logs_.size(), tracking.idle_window_ms / 1000, tracking.max_open_downloads,
+        tracking.client_classes.empty() ? std::string("the rules built in") : tracking.client_classes,
+        tracking.client_class_rules->rules().size());
 
     uv_run(&loop_, UV_RUN_DEFAULT);
     if (uv_loop_close(&loop_) != 0) spdlog::warn("event loop closed with handles still open");
