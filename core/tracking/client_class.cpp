@@ -94,6 +94,13 @@ ClientClass ClientClassRules::classify(std::string_view agent) const {
     return ClientClass::unknown;
 }
 
+std::string ClientClassRules::text() const {
+    std::string out;
+    for (const Rule& rule : rules_)
+        out += std::string(client_class_name(rule.client_class)) + ' ' + rule.pattern + '\n';
+    return out;
+}
+
 ClientClassifier::ClientClassifier(std::shared_ptr<const ClientClassRules> rules) : rules_(std::move(rules)) {}
 
 ClientClass ClientClassifier::of(std::string_view agent) {

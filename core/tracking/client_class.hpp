@@ -55,6 +55,9 @@ class ClientClassRules {
     // ClientClassifier keeps the answers.
     ClientClass classify(std::string_view agent) const;
     const std::vector<Rule>& rules() const { return rules_; }
+    // The rules as lines "CLASS PATTERN" (lower-case): equal texts, the same
+    // classes (a reload compares them).
+    std::string text() const;
 
    private:
     std::vector<Rule> rules_;

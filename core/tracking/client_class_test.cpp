@@ -69,6 +69,7 @@ TEST_CASE("client classes: the first matching line wins, patterns keep their spa
     CHECK(rules.classify("Mozilla/5.0 (compatible; Examplebot/1.0)") == ClientClass::bot);
     CHECK(rules.classify("Mozilla/5.0 (X11)") == ClientClass::browser);
     CHECK(rules.classify("FreeDownload") == ClientClass::unknown);  // the space is part of the pattern
+    CHECK(rules.text() == "tool free download\nbot bot/\ndownload_manager free download\nbrowser mozilla/\n");
 }
 
 TEST_CASE("client classes: a bad line is an error with its number") {
