@@ -4,6 +4,8 @@
 
 #include <algorithm>
 #include <array>
+#include <cerrno>
+#include <cstring>
 #include <fstream>
 #include <sstream>
 
@@ -132,15 +134,44 @@ void read_log(const YAML::Node& node, LogConfig& log, ErrorList& errors) {
         }
 }
 
+// tracking.client_classes: the rules file named, else the installed one,
+// else (that one absent) the rules compiled in. A file named, or installed,
+// that cannot be read or has a bad line is an error naming the file and line.
+void read_client_classes(const YAML::Node& node, TrackingConfig& tracking, ErrorList& errors) {
+    constexpr std::string_view key = "tracking.client_classes";
+    const bool named = node.IsDefined();
+    const int line = named ? line_of(node) : 0;
+    std::string path = SMP_DEFAULT_CLIENT_CLASSES;
+    if (named) {
+        const auto value = read_string(node, key, errors);
+        if (!value) return;
+        if (value->empty()) return errors.add_line(line, key, "must name a rules file, e.g. " + path);
+        path = *value;
+    }
+    std::ifstream in(path);
+    if (!in) {
+        if (!named && errno == ENOENT) return;  // the compiled-in rules
+        return errors.add_line(line, key, "cannot read " + path + ": " + std::strerror(errno));
+    }
+    std::stringstream text;
+    text << in.rdbuf();
+    std::vector<RuleError> bad;
+    auto rules = std::make_shared<const ClientClassRules>(ClientClassRules::parse(text.str(), bad));
+    for (const RuleError& error : bad)
+        errors.add_line(line, key, path + ":" + std::to_string(error.line) + ": " + error.message);
+    tracking.client_classes = path;
+    tracking.client_class_rules = std::move(rules);
+}
+
 void read_tracking(const YAML::Node& node, TrackingConfig& tracking, ErrorList& errors) {
-    if (!node) return;
+    if (!node) return read_client_classes(node, tracking, errors);
     if (!node.IsMap()) {
         errors.add(node, "tracking", "must be a map");
         return;
     }
     check_keys(node, "tracking",
-               std::array<std::string_view, 6>{"enabled", "idle_window", "max_open_downloads", "log_size", "collectors",
-                                               "retention"},
+               std::array<std::string_view, 7>{"enabled", "idle_window", "max_open_downloads", "log_size", "collectors",
+                                               "retention", "client_classes"},
                errors);
     if (node["enabled"])
         if (auto value = read_bool(node["enabled"], "tracking.enabled", errors)) tracking.enabled = *value;
@@ -179,6 +210,7 @@ void read_tracking(const YAML::Node& node, TrackingConfig& tracking, ErrorList& 
             else
                 tracking.retention_ms = *value;
         }
+    read_client_classes(node["client_classes"], tracking, errors);
 }
 
 void read_geoip(const YAML::Node& node, GeoIpConfig& geoip, ErrorList& errors) {

@@ -7,11 +7,14 @@
 #include <yaml-cpp/yaml.h>
 
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <stdexcept>
 #include <string>
 #include <string_view>
 #include <vector>
+
+#include "client_class.hpp"
 
 namespace smp {
 
@@ -86,6 +89,11 @@ struct TrackingConfig {
     // stores at the collector's start and once a day; 0 keeps everything.
     // The per-day totals are never deleted (docs/tracking.md, "Retention").
     int64_t retention_ms = 0;
+    // The client class rules (docs/tracking.md): the file read, or empty
+    // when the default file is absent and the rules compiled in are used.
+    std::string client_classes;
+    std::shared_ptr<const ClientClassRules> client_class_rules =
+        std::shared_ptr<const ClientClassRules>(std::shared_ptr<void>(), &ClientClassRules::builtin());
 };
 
 // What the server keeps of a client's address (docs/privacy.md).

@@ -2,6 +2,9 @@
 
 #include <doctest/doctest.h>
 
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
 #include <string>
 
 using smp::ConfigErrors;
@@ -169,4 +172,32 @@ TEST_CASE("APPLICATION_ENV overlays its environment") {
     CHECK(plain.log.level == smp::LogLevel::info);
     CHECK(plain.workers == 1);
     CHECK(errors_of(text, "production") == "test.yaml:9: log.levle: unknown key\n");
+}
+
+TEST_CASE("tracking.client_classes: a rules file replaces the rules; a bad one names its file and line") {
+    // The default: the installed file, or the rules compiled in.
+    const auto plain = parse_config(kMinimal, "t", "");
+    REQUIRE(plain.tracking.client_class_rules != nullptr);
+    if (!std::filesystem::exists(SMP_DEFAULT_CLIENT_CLASSES))
+        CHECK(plain.tracking.client_class_rules->classify("curl/7.88.1") == smp::ClientClass::tool);
+
+    const std::string path = std::filesystem::temp_directory_path() / "smp-config-test-classes.conf";
+    const auto write = [&path](const char* text) { std::ofstream(path) << text; };
+    write("# ours\nbot curl\n");
+    const auto config = parse_config("tracking: {client_classes: " + path + "}\n" + kMinimal, "t", "");
+    CHECK(config.tracking.client_classes == path);
+    CHECK(config.tracking.client_class_rules->classify("curl/7.88.1") == smp::ClientClass::bot);
+    CHECK(config.tracking.client_class_rules->classify("Wget/1.21.3") == smp::ClientClass::unknown);
+
+    write("bot curl\n\nrobot wget\nbrowser\n");
+    CHECK(errors_of("tracking:\n  client_classes: " + path + "\n" + kMinimal) ==
+          "test.yaml:2: tracking.client_classes: " + path +
+              ":3: 'robot' is not a class: browser, download_manager, tool, bot, unknown\n"
+              "test.yaml:2: tracking.client_classes: " +
+              path + ":4: class 'browser' without a pattern (CLASS PATTERN)\n");
+    std::remove(path.c_str());
+    CHECK(errors_of("tracking: {client_classes: " + path + "}\n" + kMinimal) ==
+          "test.yaml:1: tracking.client_classes: cannot read " + path + ": No such file or directory\n");
+    CHECK(errors_of(std::string("tracking: {client_classes: ''}\n") + kMinimal) ==
+          "test.yaml:1: tracking.client_classes: must name a rules file, e.g. " SMP_DEFAULT_CLIENT_CLASSES "\n");
 }

@@ -551,6 +551,7 @@ int Worker::query_async(const smp_query& query, smp_query_done done, void* data,
     q->query.until_us = query.until_us;
     q->query.path = query.path != nullptr ? q->path.c_str() : nullptr;
     q->query.bucket = q->bucket.empty() ? nullptr : q->bucket.c_str();
+    q->query.include_bots = smp_query_include_bots(&query);
     q->done = done;
     q->data = data;
     queries_.push_back(q);

@@ -50,7 +50,8 @@ Batch sample(uint64_t sequence) {
     Batch batch;
     batch.origin = 1'700'000'000'000'000;
     batch.sequence = sequence;
-    smp::DecodedRecord::for_each(encoded, [&](smp::DecodedRecord&& d) { batch.add(std::move(d)); });
+    smp::DecodedRecord::for_each(encoded,
+                                 [&](smp::DecodedRecord&& d) { batch.add(std::move(d), smp::ClientClass::tool); });
     smp::DownloadRow row;
     row.id = 99 + sequence;
     row.client_ip = "192.0.2.1";
@@ -74,6 +75,7 @@ Batch sample(uint64_t sequence) {
     row.geo.longitude = 2.35;
     row.geo.asn = 64496;
     row.geo.organisation = "Example";
+    row.client_class = smp::ClientClass::bot;
     batch.downloads.push_back(row);
     return batch;
 }
@@ -113,6 +115,27 @@ TEST_CASE("a batch survives its encoding; damage is refused") {
     CHECK_FALSE(smp::decode_batch(bytes.substr(0, bytes.size() - 1)));
     CHECK_FALSE(smp::decode_batch(bytes + "x"));
     CHECK_FALSE(smp::decode_batch(""));
+}
+
+TEST_CASE("a batch keeps its client classes through the spool; one spooled before them has none") {
+    const Batch batch = sample(3);
+    auto decoded = smp::decode_batch(smp::encode_batch(batch));
+    REQUIRE(decoded);
+    CHECK(std::string(smp_record_client_class(&decoded->records[0])) == "tool");
+    const smp_download view = decoded->downloads[0].view();
+    CHECK(std::string(smp_download_client_class(&view)) == "bot");
+    // An SMB1 batch (an earlier version's spool): the layout without the
+    // class bytes; read with no class.
+    std::string old = smp::encode_batch(batch);
+    old.resize(old.size() - batch.records.size() - batch.downloads.size());
+    old[0] = '1';  // the magic's low byte: "SMB1"
+    auto earlier = smp::decode_batch(old);
+    REQUIRE(earlier);
+    check_same(*earlier, sample(3));
+    CHECK(earlier->records[0].client_class == nullptr);
+    CHECK(std::string(smp_record_client_class(&earlier->records[0])) == "unknown");
+    const smp_download earlier_view = earlier->downloads[0].view();
+    CHECK(std::string(smp_download_client_class(&earlier_view)) == "unknown");
 }
 
 TEST_CASE("the spool gives batches back in order, across a restart") {

@@ -20,24 +20,22 @@ namespace smp {
 namespace {
 
 constexpr const char* kUsage =
-    "usage: smprotocol stats [--config PATH] [--since T] [--until T] [--file PATH] [--bucket B] [--json | --csv] "
-    "REPORT\n"
-    "  REPORT: summary, files, countries, reasons, downloads, tls, timeseries, in_progress, daily\n"
+    "usage: smprotocol stats [--config PATH] [--since T] [--until T] [--file PATH] [--bucket B] [--include-bots] "
+    "[--json | --csv] REPORT\n"
+    "  REPORT: summary, files, countries, reasons, downloads, tls, timeseries, in_progress, clients, daily\n"
     "  T: 2026-11-24, 2026-11-24T10:30:00 (UTC), or a time ago: 45s, 30m, 2h, 7d\n"
-    "  B: minute, hour (the default) or day: the rows of timeseries\n";
+    "  B: minute, hour (the default) or day: the rows of timeseries\n"
+    "  --include-bots: count the clients of class bot too (the reports count people by default)\n";
 
 }  // namespace
 
 int run_stats(int argc, char** argv) {
-    static const option long_options[] = {{"config", required_argument, nullptr, 'c'},
-                                          {"since", required_argument, nullptr, 's'},
-                                          {"until", required_argument, nullptr, 'u'},
-                                          {"file", required_argument, nullptr, 'f'},
-                                          {"bucket", required_argument, nullptr, 'b'},
-                                          {"json", no_argument, nullptr, 'j'},
-                                          {"csv", no_argument, nullptr, 'v'},
-                                          {"help", no_argument, nullptr, 'h'},
-                                          {nullptr, 0, nullptr, 0}};
+    static const option long_options[] = {
+        {"config", required_argument, nullptr, 'c'}, {"since", required_argument, nullptr, 's'},
+        {"until", required_argument, nullptr, 'u'},  {"file", required_argument, nullptr, 'f'},
+        {"bucket", required_argument, nullptr, 'b'}, {"include-bots", no_argument, nullptr, 'B'},
+        {"json", no_argument, nullptr, 'j'},         {"csv", no_argument, nullptr, 'v'},
+        {"help", no_argument, nullptr, 'h'},         {nullptr, 0, nullptr, 0}};
     using namespace std::chrono;
     const int64_t now = duration_cast<microseconds>(system_clock::now().time_since_epoch()).count();
     std::string config_path = SMP_DEFAULT_CONFIG;
@@ -54,6 +52,7 @@ int run_stats(int argc, char** argv) {
             case 'c': config_path = optarg; break;
             case 'f': file = optarg; break;
             case 'b': bucket = optarg; break;
+            case 'B': query.include_bots = 1; break;
             case 'j': json = true; break;
             case 'v': csv = true; break;
             case 'h': std::fputs(kUsage, stdout); return 0;

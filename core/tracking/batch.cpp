@@ -7,8 +7,12 @@
 namespace smp {
 namespace {
 
-constexpr uint32_t kBatchMagic = 0x534d4231;     // "SMB1": bump when the layout changes
-constexpr uint32_t kDownloadMagic = 0x534d4432;  // "SMD2"
+constexpr uint32_t kBatchMagic = 0x534d4232;  // "SMB2": bump when the layout changes
+// Before client_class (ABI 1.12): no class bytes after the downloads. Still
+// found in spool files written by an earlier version: its records and
+// downloads are read with no class (stores read them as unknown).
+constexpr uint32_t kBatchMagicWithoutClass = 0x534d4231;  // "SMB1"
+constexpr uint32_t kDownloadMagic = 0x534d4432;           // "SMD2"
 
 struct BatchHeader {
     uint32_t magic;
@@ -123,7 +127,7 @@ const char* or_null(const std::string& text) { return text.empty() ? nullptr : t
 
 }  // namespace
 
-DownloadRow::DownloadRow(const LogicalDownload& d, GeoInfo geo_info, bool is_finished)
+DownloadRow::DownloadRow(const LogicalDownload& d, GeoInfo geo_info, bool is_finished, ClientClass of_class)
     : id(d.id),
       node(d.node),
       client_ip(d.client_ip),
@@ -141,6 +145,7 @@ DownloadRow::DownloadRow(const LogicalDownload& d, GeoInfo geo_info, bool is_fin
       last_us(d.last_us),
       active_us(d.active_us()),
       reason(d.reason()),
+      client_class(of_class),
       geo(std::move(geo_info)) {
     delivered.reserve(d.delivered.intervals().size());
     for (const auto& interval : d.delivered.intervals()) delivered.push_back({interval.first, interval.last});
@@ -176,11 +181,13 @@ smp_download DownloadRow::view() const {
     out.organisation = or_null(geo.organisation);
     out.finished = finished ? 1 : 0;
     out.node = node.c_str();
+    out.client_class = client_class_name(client_class);
     return out;
 }
 
-void Batch::add(DecodedRecord&& record) {
+void Batch::add(DecodedRecord&& record, ClientClass client_class) {
     records.push_back(record.record());
+    records.back().client_class = client_class_name(client_class);
     if (auto bytes = record.take_bytes()) kept.push_back(std::move(bytes));
 }
 
@@ -211,12 +218,18 @@ std::string encode_batch(const Batch& batch) {
                                   batch.sequence, static_cast<uint32_t>(batch.downloads.size()), 0});
     for (const auto& record : batch.records) append_record(record, RecordKind::close, 0, out);
     for (const auto& download : batch.downloads) append_download(download, out);
+    // The classes, a byte each: the records' then the downloads'.
+    for (const auto& record : batch.records)
+        out += static_cast<char>(
+            client_class_byte(client_class_of_name(smp_record_client_class(&record)).value_or(ClientClass::unknown)));
+    for (const auto& download : batch.downloads) out += static_cast<char>(client_class_byte(download.client_class));
     return out;
 }
 
 std::optional<Batch> decode_batch(std::string_view data) {
     BatchHeader header{};
-    if (!take_value(data, header) || header.magic != kBatchMagic) return std::nullopt;
+    if (!take_value(data, header) || (header.magic != kBatchMagic && header.magic != kBatchMagicWithoutClass))
+        return std::nullopt;
     Batch batch;
     batch.origin = header.origin;
     batch.sequence = header.sequence;
@@ -224,14 +237,25 @@ std::optional<Batch> decode_batch(std::string_view data) {
     for (uint32_t i = 0; i < header.record_count; ++i) {
         auto record = take_frame(data, frame) ? DecodedRecord::decode(frame) : std::nullopt;
         if (!record) return std::nullopt;
-        batch.add(std::move(*record));
+        batch.add(std::move(*record), ClientClass::unknown);
     }
     for (uint32_t i = 0; i < header.download_count; ++i) {
         auto download = take_frame(data, frame) ? decode_download(frame) : std::nullopt;
         if (!download) return std::nullopt;
         batch.downloads.push_back(std::move(*download));
     }
-    if (!data.empty()) return std::nullopt;
+    if (header.magic == kBatchMagicWithoutClass) {
+        for (auto& record : batch.records) record.client_class = nullptr;
+        return data.empty() ? std::optional(std::move(batch)) : std::nullopt;
+    }
+    if (data.size() != size_t{header.record_count} + header.download_count) return std::nullopt;
+    const auto take_class = [&data] {
+        const auto byte = static_cast<uint8_t>(data.front());
+        data.remove_prefix(1);
+        return client_class_of_byte(byte);
+    };
+    for (auto& record : batch.records) record.client_class = client_class_name(take_class());
+    for (auto& download : batch.downloads) download.client_class = take_class();
     return batch;
 }
 

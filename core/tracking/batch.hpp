@@ -13,6 +13,7 @@
 #include <string_view>
 #include <vector>
 
+#include "client_class.hpp"
 #include "download_tracker.hpp"
 #include "geoip.hpp"
 #include "record_codec.hpp"
@@ -39,11 +40,12 @@ struct DownloadRow {
     int64_t last_us = 0;
     int64_t active_us = 0;
     smp_end_reason reason = SMP_END_COMPLETED;
+    ClientClass client_class = ClientClass::unknown;  // of its user agent
     std::vector<smp_interval> delivered;
     GeoInfo geo;
 
     DownloadRow() = default;
-    DownloadRow(const LogicalDownload& download, GeoInfo geo, bool finished);
+    DownloadRow(const LogicalDownload& download, GeoInfo geo, bool finished, ClientClass client_class);
     smp_download view() const;  // points into this row
 };
 
@@ -58,8 +60,8 @@ struct Batch {
     std::vector<std::unique_ptr<char[]>> kept;
 
     bool empty() const { return records.empty() && downloads.empty(); }
-    // Adds `record`, keeping its bytes when it owns them.
-    void add(DecodedRecord&& record);
+    // Adds `record` of `client_class`, keeping its bytes when it owns them.
+    void add(DecodedRecord&& record, ClientClass client_class);
     // A batch that owns all it points at: it outlives the logs' space.
     Batch copy() const;
 };

@@ -144,6 +144,7 @@ Collector::Collector(Runtime& runtime, std::string log_dir, int shard)
       tracker_(runtime.config.tracking.idle_window_ms * 1000,
                static_cast<size_t>(runtime.config.tracking.max_open_downloads)),
       geoip_(runtime.config.geoip.city_db, runtime.config.geoip.asn_db),
+      classifier_(runtime.config.tracking.client_class_rules),
       origin_(static_cast<uint64_t>(now_us()) + static_cast<uint64_t>(shard)),  // distinct for each shard
       clock_us_(now_us()) {
     batch_.origin = origin_;
@@ -207,9 +208,13 @@ int Collector::run() {
     recovering_ = false;
     check_uv(uv_timer_start(&poll_, on_poll, kPollMs, kPollMs), "start the stats collector's timer");
     check_uv(uv_timer_start(&tick_, on_tick, kTickMs, kTickMs), "start the stats collector's timer");
-    spdlog::info("Stats collector ready: {} tracking log(s), downloads end after {} s idle; at most {} open",
-                 logs_.size(), runtime_.config.tracking.idle_window_ms / 1000,
-                 runtime_.config.tracking.max_open_downloads);
+    const TrackingConfig& tracking = runtime_.config.tracking;
+    spdlog::info(
+        "Stats collector ready: {} tracking log(s), downloads end after {} s idle; at most {} open; client classes "
+        "from {} ({} rules)",
+        logs_.size(), tracking.idle_window_ms / 1000, tracking.max_open_downloads,
+        tracking.client_classes.empty() ? std::string("the rules built in") : tracking.client_classes,
+        tracking.client_class_rules->rules().size());
 
     uv_run(&loop_, UV_RUN_DEFAULT);
     if (uv_loop_close(&loop_) != 0) spdlog::warn("event loop closed with handles still open");
@@ -395,7 +400,12 @@ void Collector::handle(Log& log, const RecordLogReader::Frame& frame) {
     in_flight_.erase(*decoded);
     tracker_.add(decoded->record(), download_id(number, frame.index), decoded->geo());
     // In place: the log is not released before the stores have the batch.
-    if (!storage_.empty()) batch_.add(std::move(*decoded));
+    if (!storage_.empty()) add_to_batch(std::move(*decoded));
+}
+
+void Collector::add_to_batch(DecodedRecord&& record) {
+    const char* agent = record.record().user_agent;
+    batch_.add(std::move(record), classifier_.of(agent != nullptr ? agent : ""));
 }
 
 void Collector::end_log(Log& log) {
@@ -415,7 +425,7 @@ void Collector::close_lost(DecodedRecord& last, uint64_t id, smp_end_reason reas
     last.set_reason(reason);
     ++records_;
     tracker_.add(last.record(), id, last.geo());
-    if (!storage_.empty()) batch_.add(std::move(last));
+    if (!storage_.empty()) add_to_batch(std::move(last));
 }
 
 void Collector::close_silent_requests() {
@@ -480,7 +490,9 @@ void Collector::tick(int64_t now) {
         tracker_.expire(now, [&](const LogicalDownload& d) { finish(d); });
     if (!storage_.empty()) {
         // Stores show downloads as they grow: each second, the ones a request joined.
-        tracker_.each_changed([&](const LogicalDownload& d) { batch_.downloads.emplace_back(d, place_of(d), false); });
+        tracker_.each_changed([&](const LogicalDownload& d) {
+            batch_.downloads.emplace_back(d, place_of(d), false, classifier_.of(d.user_agent));
+        });
     }
     hand_to_stores();
 }
@@ -596,7 +608,8 @@ void Collector::finish(const LogicalDownload& download) {
     if (!logged && storage_.empty()) return;
     GeoInfo geo = place_of(download);
     if (logged) spdlog::info("{}", describe_download(download, geo));
-    if (!storage_.empty()) batch_.downloads.emplace_back(download, std::move(geo), true);
+    if (!storage_.empty())
+        batch_.downloads.emplace_back(download, std::move(geo), true, classifier_.of(download.user_agent));
 }
 
 GeoInfo Collector::place_of(const LogicalDownload& download) const {

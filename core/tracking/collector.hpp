@@ -19,6 +19,7 @@
 #include <tuple>
 #include <vector>
 
+#include "client_class.hpp"
 #include "collector_checkpoint.hpp"
 #include "config.hpp"
 #include "download_tracker.hpp"
@@ -144,6 +145,8 @@ class Collector {
     // address (privacy.anonymize_ip), else looked up from the address.
     GeoInfo place_of(const LogicalDownload& download) const;
     GeoInfo place_of(std::string_view client_ip, std::string_view geo) const;
+    // Adds the request record to the next batch, with its agent's class.
+    void add_to_batch(DecodedRecord&& record);
     void hand_to_stores();
     bool stores_have(uint64_t sequence) const;
     bool stores_behind() const;
@@ -175,6 +178,7 @@ class Collector {
     std::set<uint64_t> unreadable_;  // logs that could not be mapped (said once)
     DownloadTracker tracker_;
     GeoIp geoip_;
+    ClientClassifier classifier_;  // tracking.client_classes, each agent once
     InFlightRequests in_flight_;
     std::vector<std::unique_ptr<StorageThread>> storage_;  // one per store
     Batch batch_;                                          // what the next tick hands to the stores

@@ -428,7 +428,7 @@ typedef struct smp_batch {
 typedef struct smp_query {
     uint32_t size;
     const char* report; /* "summary", "files", "countries", "reasons", "downloads", "tls",
-                           (1.10) "timeseries", "in_progress" */
+                           (1.10) "timeseries", "in_progress", (1.12) "clients" */
     int64_t since_us;   /* 0: from the start */
     int64_t until_us;   /* 0: until now */
     const char* path;   /* only this file (as stored: relative to the root), or NULL */

@@ -120,6 +120,14 @@ inline std::unique_ptr<OwnedTable> make_table(std::string_view report) {
                       {"speed_bps", kNumber},
                       {"requests", kNumber},
                       {"last_seen", kText}});
+    if (report == "clients")
+        return table({{"client_class", kText},
+                      {"rank", kNumber},
+                      {"user_agent", kText},
+                      {"downloads", kNumber},
+                      {"completed", kNumber},
+                      {"bytes", kNumber},
+                      {"distinct_clients", kNumber}});
     return nullptr;
 }
 
@@ -301,6 +309,46 @@ inline void add_tls_rows(OwnedTable& table, const std::map<std::string, Transpor
         table.add_row({version, std::to_string(count.requests),
                        fixed(100.0 * static_cast<double>(count.requests) / static_cast<double>(total), 1),
                        std::to_string(count.bytes_sent)});
+}
+
+// The reports count people: the requests and downloads of class kBotClass
+// are left out unless the query includes bots (`clients` shows every class).
+constexpr const char* kBotClass = "bot";
+// A stored row without a class (before ABI 1.12) is of this one.
+constexpr const char* kUnknownClass = "unknown";
+// The top user agents `clients` lists under each class.
+constexpr size_t kTopAgents = 10;
+
+// What `clients` counts of the downloads of one class, or of one agent.
+struct ClientCount {
+    int64_t downloads = 0;
+    int64_t completed = 0;
+    int64_t bytes = 0;  // distinct bytes, as summary counts them
+    int64_t clients = 0;
+};
+
+// The clients rows: per class, most downloads first (ties by name), a row
+// of rank 0 with no user_agent for the whole class, then its top agents by
+// downloads (ties by agent), ranked from 1. `agents` is keyed by class,
+// then agent (no value: no agent sent).
+inline void add_client_rows(OwnedTable& table, const std::map<std::string, ClientCount>& classes,
+                            const std::map<std::string, std::map<Cell, ClientCount>>& agents) {
+    const auto row = [&table](const std::string& client_class, size_t rank, const Cell& agent, const ClientCount& c) {
+        table.add_row({client_class, std::to_string(rank), agent, std::to_string(c.downloads),
+                       std::to_string(c.completed), std::to_string(c.bytes), std::to_string(c.clients)});
+    };
+    std::vector<std::pair<std::string, ClientCount>> sorted(classes.begin(), classes.end());
+    std::stable_sort(sorted.begin(), sorted.end(),
+                     [](const auto& a, const auto& b) { return a.second.downloads > b.second.downloads; });
+    for (const auto& [client_class, total] : sorted) {
+        row(client_class, 0, std::nullopt, total);
+        const auto of_class = agents.find(client_class);
+        if (of_class == agents.end()) continue;
+        std::vector<std::pair<Cell, ClientCount>> top(of_class->second.begin(), of_class->second.end());
+        std::stable_sort(top.begin(), top.end(),
+                         [](const auto& a, const auto& b) { return a.second.downloads > b.second.downloads; });
+        for (size_t i = 0; i < top.size() && i < kTopAgents; ++i) row(client_class, i + 1, top[i].first, top[i].second);
+    }
 }
 
 // The tables a store handed out, until free_table.

@@ -64,6 +64,7 @@ Bson request_document(const smp_record& r) {
     append_text(d, "range", r.range);
     append_text(d, "etag", r.etag);
     append_text(d, "tls_version", smp_record_tls_version(&r));  // left out over plain TCP
+    BSON_APPEND_UTF8(d, "client_class", smp_record_client_class(&r));
     if (r.file_size >= 0) BSON_APPEND_INT64(d, "file_size", r.file_size);
     BSON_APPEND_INT32(d, "status", r.status);
     BSON_APPEND_INT64(d, "header_bytes", static_cast<int64_t>(r.header_bytes));
@@ -83,6 +84,7 @@ Bson download_update(const smp_download& dl) {
     append_text(d, "user_agent", dl.user_agent);
     append_text(d, "path", dl.path);
     append_text(d, "etag", dl.etag);
+    BSON_APPEND_UTF8(d, "client_class", smp_download_client_class(&dl));
     BSON_APPEND_INT64(d, "file_size", static_cast<int64_t>(dl.file_size));
     BSON_APPEND_INT64(d, "distinct_bytes", static_cast<int64_t>(dl.distinct_bytes));
     BSON_APPEND_INT64(d, "bytes_sent", static_cast<int64_t>(dl.bytes_sent));

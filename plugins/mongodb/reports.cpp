@@ -40,8 +40,10 @@ class Reader {
     Reader(mongoc_client_t* client, const std::string& database, const smp_query& query)
         : client_(client), database_(database), query_(query) {}
 
-    // {$match: ...} on the time field and the file of the query, plus `extra` fields.
-    Bson match(const char* time_field, bool completed_only = false) const {
+    // {$match: ...} on the time field and the file of the query, of the
+    // completed downloads only when asked; people only (PEOPLE) unless
+    // `every_class`.
+    Bson match(const char* time_field, bool completed_only = false, bool every_class = false) const {
         Bson stage(bson_new());
         bson_t match, range;
         BSON_APPEND_DOCUMENT_BEGIN(stage.get(), "$match", &match);
@@ -51,8 +53,20 @@ class Reader {
         bson_append_document_end(&match, &range);
         if (query_.path != nullptr) BSON_APPEND_UTF8(&match, "path", query_.path);
         if (completed_only) BSON_APPEND_BOOL(&match, "completed", true);
+        if (!every_class) people(&match);
         bson_append_document_end(stage.get(), &match);
         return stage;
+    }
+
+    // The reports count people: the documents of class bot are left out
+    // unless the query includes them. One stored without a class (before
+    // ABI 1.12) has no client_class field, and is not a bot.
+    void people(bson_t* match) const {
+        if (smp_query_include_bots(&query_)) return;
+        bson_t not_bot;
+        BSON_APPEND_DOCUMENT_BEGIN(match, "client_class", &not_bot);
+        BSON_APPEND_UTF8(&not_bot, "$ne", smp_report::kBotClass);
+        bson_append_document_end(match, &not_bot);
     }
 
     // {$match: ...} of the in_progress report: neither finished nor
@@ -72,6 +86,7 @@ class Reader {
         BSON_APPEND_INT64(&last, "$lt", window.end_us);
         bson_append_document_end(&match, &last);
         if (query_.path != nullptr) BSON_APPEND_UTF8(&match, "path", query_.path);
+        people(&match);
         bson_append_document_end(stage.get(), &match);
         return stage;
     }
@@ -315,6 +330,48 @@ bool report_in_progress(Reader& reader, OwnedTable& out) {
     });
 }
 
+// Every class, bots included: the report says who the clients are. The
+// downloads are grouped by class, agent and client first, so that a
+// group's clients are counted without holding their addresses in one
+// document.
+bool report_clients(Reader& reader, OwnedTable& out) {
+    const Bson all = reader.match("first_us", false, true);
+    const Bson by_client(BCON_NEW("$group", "{", "_id", "{", "c", "{", "$ifNull", "[", BCON_UTF8("$client_class"),
+                                  BCON_UTF8(smp_report::kUnknownClass), "]", "}", "a", BCON_UTF8("$user_agent"), "ip",
+                                  BCON_UTF8("$client_ip"), "}", "downloads", "{", "$sum", BCON_INT32(1), "}",
+                                  "completed", "{", "$sum", "{", "$cond", "[", BCON_UTF8("$completed"), BCON_INT32(1),
+                                  BCON_INT32(0), "]", "}", "}", "bytes", "{", "$sum", BCON_UTF8("$distinct_bytes"), "}",
+                                  "}"));
+    // Sums the groups of the stage before by `id` (expressions of their
+    // _id), counting them as `clients`.
+    const auto sum_by = [](const Bson& id) {
+        return Bson(BCON_NEW("$group", "{", "_id", BCON_DOCUMENT(id.get()), "downloads", "{", "$sum",
+                             BCON_UTF8("$downloads"), "}", "completed", "{", "$sum", BCON_UTF8("$completed"), "}",
+                             "bytes", "{", "$sum", BCON_UTF8("$bytes"), "}", "clients", "{", "$sum", BCON_INT32(1), "}",
+                             "}"));
+    };
+    const auto count_of = [](const bson_t* doc) {
+        return smp_report::ClientCount{int_field(doc, "downloads"), int_field(doc, "completed"),
+                                       int_field(doc, "bytes"), int_field(doc, "clients")};
+    };
+    // A class's clients: its (class, client) groups, so that a client of
+    // several of its agents is counted once.
+    const Bson class_client = sum_by(Bson(BCON_NEW("c", BCON_UTF8("$_id.c"), "ip", BCON_UTF8("$_id.ip"))));
+    const Bson by_class = sum_by(Bson(BCON_NEW("c", BCON_UTF8("$_id.c"))));
+    const Bson by_agent = sum_by(Bson(BCON_NEW("c", BCON_UTF8("$_id.c"), "a", BCON_UTF8("$_id.a"))));
+    std::map<std::string, smp_report::ClientCount> classes;
+    std::map<std::string, std::map<Cell, smp_report::ClientCount>> agents;
+    bool ok = reader.each("downloads", {all.get(), by_client.get(), class_client.get(), by_class.get()},
+                          [&](const bson_t* doc) {
+                              classes[text_field(doc, "_id.c").value_or(smp_report::kUnknownClass)] = count_of(doc);
+                          });
+    ok = ok && reader.each("downloads", {all.get(), by_client.get(), by_agent.get()}, [&](const bson_t* doc) {
+        agents[text_field(doc, "_id.c").value_or(smp_report::kUnknownClass)][text_field(doc, "_id.a")] = count_of(doc);
+    });
+    smp_report::add_client_rows(out, classes, agents);
+    return ok;
+}
+
 }  // namespace
 
 bool run_report(mongoc_client_t* client, const std::string& database, const smp_query& query,
@@ -329,6 +386,7 @@ bool run_report(mongoc_client_t* client, const std::string& database, const smp_
                     : report == "timeseries"  ? report_timeseries(reader, out)
                     : report == "daily"       ? report_daily(reader, out)
                     : report == "in_progress" ? report_in_progress(reader, out)
+                    : report == "clients"     ? report_clients(reader, out)
                                               : report_downloads(reader, out);
     if (!ok) error = reader.error();
     return ok;

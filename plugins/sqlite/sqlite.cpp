@@ -115,7 +115,14 @@ constexpr const char* kMigrations[] = {
     // no room in the rows, and the store does not write it).
     R"(ALTER TABLE requests ADD COLUMN tls_version TEXT;
        ALTER TABLE requests ADD COLUMN tls INTEGER GENERATED ALWAYS AS (tls_version IS NOT NULL) VIRTUAL;)",
-    // 6: the per-day totals (issue 18) that tracking.retention never
+    // 6: who the client is, from its user agent (ABI 1.12): browser,
+    // download_manager, tool, bot or unknown. The rows stored before stay
+    // NULL, read as unknown: the store has not the rules to classify them.
+    // No index: the reports filter by time first, and read the class of
+    // the rows found.
+    R"(ALTER TABLE requests ADD COLUMN client_class TEXT;
+       ALTER TABLE downloads ADD COLUMN client_class TEXT;)",
+    // 7: the per-day totals (issue 18) that tracking.retention never
     // deletes: per UTC day of a download's start, file and client class, the
     // downloads, those completed and the bytes sent to them. Filled here from
     // the downloads already stored (their class is not known: 'unknown'),
@@ -352,7 +359,7 @@ const sqlite3_module* batch_module() {
 constexpr const char* kRequestColumns =
     "node, worker_id, connection_id, request_id, module, start_us, end_us, client_ip, client_port, forwarded_ip, "
     "method, path, target, protocol, user_agent, referer, range, etag, file_size, status, header_bytes, body_bytes, "
-    "intervals, reason, received_bytes, tls_version";
+    "intervals, reason, received_bytes, tls_version, client_class";
 enum class RequestColumn {
     node,
     worker_id,
@@ -379,14 +386,15 @@ enum class RequestColumn {
     intervals,
     reason,
     received_bytes,
-    tls_version
+    tls_version,
+    client_class
 };
 
 // How many names a list of columns has.
 constexpr int column_count(std::string_view names) {
     return static_cast<int>(std::count(names.begin(), names.end(), ',')) + 1;
 }
-static_assert(column_count(kRequestColumns) == static_cast<int>(RequestColumn::tls_version) + 1);
+static_assert(column_count(kRequestColumns) == static_cast<int>(RequestColumn::client_class) + 1);
 
 // The requests of the batch to store (those not stored before), as batch_requests.
 class RequestRows final : public BatchRows {
@@ -429,6 +437,7 @@ class RequestRows final : public BatchRows {
             case RequestColumn::received_bytes:
                 return sqlite3_result_int64(context, as_int(smp_record_received_bytes(&r)));
             case RequestColumn::tls_version: return result_text(context, smp_record_tls_version(&r));
+            case RequestColumn::client_class: return result_text(context, smp_record_client_class(&r));
         }
         sqlite3_result_null(context);
     }
@@ -442,7 +451,7 @@ class RequestRows final : public BatchRows {
 constexpr const char* kDownloadColumns =
     "id, client_ip, user_agent, path, etag, file_size, distinct_bytes, bytes_sent, wasted_bytes, completed, "
     "requests, resumes, first_us, last_us, active_us, reason, delivered, country, city, latitude, longitude, asn, "
-    "organisation, finished";
+    "organisation, finished, client_class";
 enum class DownloadColumn {
     id,
     client_ip,
@@ -468,16 +477,16 @@ enum class DownloadColumn {
     asn,
     organisation,
     finished,
-    client_class  // HIDDEN: left out of SELECT *, read by the daily totals only
+    client_class
 };
 
-static_assert(column_count(kDownloadColumns) == static_cast<int>(DownloadColumn::finished) + 1);
+static_assert(column_count(kDownloadColumns) == static_cast<int>(DownloadColumn::client_class) + 1);
 
 // The downloads of the batch, as batch_downloads: the last state of each
 // (consecutive batches stored in one call may hold a download several times).
 class DownloadRows final : public BatchRows {
    public:
-    DownloadRows() : BatchRows(std::string(kDownloadColumns) + ", client_class HIDDEN") {}
+    DownloadRows() : BatchRows(kDownloadColumns) {}
     std::vector<const smp_download*> downloads;
     IntervalTexts delivered;
 
@@ -665,7 +674,9 @@ class Reader {
     Reader(sqlite3* db, const smp_query& query) : db_(db), query_(query) {}
 
     // Runs `sql` with the query's filters bound as ?1 since, ?2 until, ?3
-    // path, and the report's own numbers (`more`) as ?4, ?5, ...
+    // path, ?7 the class of a row stored without one, ?8 the bots' class and
+    // ?9 whether to count them (PEOPLE), and the report's own numbers
+    // (`more`) as ?4, ?5, ?6.
     template <typename Row>
     bool each(const char* sql, std::initializer_list<int64_t> more, Row&& row) {
         return each_bound(
@@ -685,6 +696,10 @@ class Reader {
         sqlite3_bind_int64(raw, 1, query_.since_us);
         sqlite3_bind_int64(raw, 2, query_.until_us > 0 ? query_.until_us : INT64_MAX);
         bind_text(raw, 3, query_.path);
+        // A statement without them has fewer parameters: SQLITE_RANGE, ignored.
+        sqlite3_bind_text(raw, 7, smp_report::kUnknownClass, -1, SQLITE_STATIC);
+        sqlite3_bind_text(raw, 8, smp_report::kBotClass, -1, SQLITE_STATIC);
+        sqlite3_bind_int(raw, 9, smp_query_include_bots(&query_));
         bind_more(raw);
         int result = 0;
         while ((result = sqlite3_step(raw)) == SQLITE_ROW) row(raw);
@@ -702,8 +717,12 @@ class Reader {
     const smp_query& query_;
 };
 
-#define DOWNLOAD_FILTER " first_us >= ?1 AND first_us < ?2 AND (?3 IS NULL OR path = ?3) "
-#define REQUEST_FILTER " start_us >= ?1 AND start_us < ?2 AND (?3 IS NULL OR path = ?3) "
+// The reports count people: the rows of class bot are left out unless the
+// query includes them. A row without a class (stored before) is unknown.
+#define PEOPLE " (?9 OR client_class IS NOT ?8) "
+#define DOWNLOAD_PERIOD " first_us >= ?1 AND first_us < ?2 AND (?3 IS NULL OR path = ?3) "
+#define DOWNLOAD_FILTER DOWNLOAD_PERIOD "AND" PEOPLE
+#define REQUEST_FILTER " start_us >= ?1 AND start_us < ?2 AND (?3 IS NULL OR path = ?3) AND" PEOPLE
 
 bool report_summary(Reader& reader, OwnedTable& out) {
     std::vector<int64_t> durations;
@@ -842,7 +861,7 @@ bool report_in_progress(Reader& reader, OwnedTable& out) {
     return reader.each(
         "SELECT id, first_us, path, client_ip, country, file_size, distinct_bytes, bytes_sent, active_us, requests, "
         "last_us FROM downloads WHERE finished = 0 AND completed = 0 AND first_us >= ?1 AND (?3 IS NULL OR path = ?3) "
-        "AND last_us >= ?4 AND last_us < ?5 ORDER BY last_us DESC, id DESC LIMIT ?6",
+        "AND last_us >= ?4 AND last_us < ?5 AND" PEOPLE "ORDER BY last_us DESC, id DESC LIMIT ?6",
         {window.first_us, window.end_us, smp_report::kInProgressRows}, [&](sqlite3_stmt* row) {
             const auto number = [row](int column) { return sqlite3_column_int64(row, column); };
             smp_report::add_in_progress_row(out, {.id = column_text(row, 0),
@@ -857,6 +876,26 @@ bool report_in_progress(Reader& reader, OwnedTable& out) {
                                                   .requests = column_text(row, 9),
                                                   .last_us = number(10)});
         });
+}
+
+// Every class, bots included: the report says who the clients are.
+bool report_clients(Reader& reader, OwnedTable& out) {
+    std::map<std::string, smp_report::ClientCount> classes;
+    std::map<std::string, std::map<Cell, smp_report::ClientCount>> agents;
+    const auto count = [](sqlite3_stmt* row, int first) {
+        return smp_report::ClientCount{sqlite3_column_int64(row, first), sqlite3_column_int64(row, first + 1),
+                                       sqlite3_column_int64(row, first + 2), sqlite3_column_int64(row, first + 3)};
+    };
+    bool ok = reader.each(
+        "SELECT coalesce(client_class, ?7), count(*), sum(completed <> 0), sum(distinct_bytes), "
+        "count(DISTINCT client_ip) FROM downloads WHERE" DOWNLOAD_PERIOD "GROUP BY 1",
+        [&](sqlite3_stmt* row) { classes[*column_text(row, 0)] = count(row, 1); });
+    ok = ok && reader.each(
+                   "SELECT coalesce(client_class, ?7), user_agent, count(*), sum(completed <> 0), sum(distinct_bytes), "
+                   "count(DISTINCT client_ip) FROM downloads WHERE" DOWNLOAD_PERIOD "GROUP BY 1, 2",
+                   [&](sqlite3_stmt* row) { agents[*column_text(row, 0)][column_text(row, 1)] = count(row, 2); });
+    smp_report::add_client_rows(out, classes, agents);
+    return ok;
 }
 
 // ---- master hooks -------------------------------------------------------------
@@ -926,6 +965,7 @@ int query(void* instance, const smp_query* query, smp_table** table, char* error
                         : report == "timeseries"  ? report_timeseries(reader, *out)
                         : report == "daily"       ? report_daily(reader, *out)
                         : report == "in_progress" ? report_in_progress(reader, *out)
+                        : report == "clients"     ? report_clients(reader, *out)
                                                   : report_downloads(reader, *out);
         if (!ok) return fail(db.get(), "query", error, error_size), SMP_ERROR;
         *table = settings.tables.keep(std::move(out));

@@ -76,6 +76,7 @@ class LoadedStore {
         query.until_us = until_us;
         query.path = path;
         query.bucket = bucket;
+        query.include_bots = include_bots;
         smp_table* table = nullptr;
         char error[512] = "";
         if (api_->query(instance_, &query, &table, error, sizeof error) != SMP_OK)

@@ -114,7 +114,7 @@ TEST_CASE_FIXTURE(Fixture, "a batch's requests and downloads are stored, and how
                   "WHERE id = 4") ==
           "4|198.51.100.3|100|/files/f3.bin|\"5f3a-1000\"|4096|100|100|0|0|1|0|1700000000000030|1700000000000210|"
           "180|incomplete|0-99|DE|Berlin|52.52|13.4|3320|Deutsche Telekom AG|0");
-    CHECK(db.number("PRAGMA user_version") == 6);
+    CHECK(db.number("PRAGMA user_version") == 7);
     CHECK(db.number("PRAGMA page_size") == 16384);  // a new database
     CHECK(db.text("SELECT tls_version, tls FROM requests WHERE request_id = 4") == "NULL|0");
 }
@@ -264,7 +264,7 @@ TEST_CASE_FIXTURE(Fixture, "a database of schema version 3 is brought to the cur
     }
     LoadedStore store(SMP_SQLITE_MODULE, database);
     Inspector db(database);
-    CHECK(db.number("PRAGMA user_version") == 6);
+    CHECK(db.number("PRAGMA user_version") == 7);
     CHECK(db.text("SELECT group_concat(name, ' ') FROM (SELECT name FROM sqlite_schema WHERE type = 'index' "
                   "ORDER BY name)") == "downloads_by_time requests_by_time");
     CHECK(db.text("SELECT path FROM requests") == "old.bin");
@@ -278,11 +278,11 @@ TEST_CASE_FIXTURE(Fixture, "a database of schema version 3 is brought to the cur
     CHECK(db.text("SELECT last_index FROM log_positions WHERE log = 1") == "13");
 }
 
-TEST_CASE_FIXTURE(Fixture, "a database of schema version 4 is brought to the current version with its rows") {
-    {
-        // As a server of schema version 4 left it, with a row in each table.
-        Inspector v4(database);
-        v4.exec(R"(PRAGMA journal_mode=WAL;
+namespace {
+
+// A database as a server of schema version 4 left it, with a row in each
+// table (user_version not set).
+constexpr const char* kVersion4 = R"(PRAGMA journal_mode=WAL;
             CREATE TABLE downloads (
               id INTEGER PRIMARY KEY,
               client_ip TEXT, user_agent TEXT, path TEXT NOT NULL, etag TEXT NOT NULL,
@@ -313,18 +313,24 @@ TEST_CASE_FIXTURE(Fixture, "a database of schema version 4 is brought to the cur
               requests, resumes, first_us, last_us, active_us, reason, delivered)
               VALUES (1, 'old.bin', '"e"', 10, 10, 10, 0, 1, 1, 0, 1, 2, 1, 'completed', '0-9');
             INSERT INTO batches VALUES (50, 7);
-            INSERT INTO log_positions VALUES (1, 10);
-            PRAGMA user_version = 4;)");
+            INSERT INTO log_positions VALUES (1, 10);)";
+
+}  // namespace
+
+TEST_CASE_FIXTURE(Fixture, "a database of schema version 4 is brought to the current version with its rows") {
+    {
+        Inspector v4(database);
+        v4.exec(std::string(kVersion4) + "PRAGMA user_version = 4;");
     }
     LoadedStore store(SMP_SQLITE_MODULE, database);
     Inspector db(database);
-    CHECK(db.number("PRAGMA user_version") == 6);
+    CHECK(db.number("PRAGMA user_version") == 7);
     // The row stored before is plain TCP; the downloads table is as it was.
     CHECK(db.text("SELECT path, received_bytes, tls_version, tls FROM requests") == "old.bin|90|NULL|0");
     CHECK(db.text("SELECT path || ' ' || finished FROM downloads") == "old.bin 1");
-    CHECK(db.number("SELECT count(*) FROM pragma_table_info('downloads')") == 24);
-    // The download stored before is in the per-day totals, of an unknown class.
-    CHECK(db.text("SELECT * FROM daily") == "1970-01-01|old.bin|unknown|1|1|10");
+    CHECK(db.number("SELECT count(*) FROM pragma_table_info('downloads')") == 25);
+    // The per-day totals start empty: the downloads stored before are still rows, counted from there.
+    CHECK(db.number("SELECT count(*) FROM daily") == 0);
     // The batch and the log position already stored are still known; new
     // records are stored, with their TLS version.
     TrafficBatch batch = traffic(10, 3, 1, 50, 8);
@@ -334,6 +340,87 @@ TEST_CASE_FIXTURE(Fixture, "a database of schema version 4 is brought to the cur
     CHECK(db.text("SELECT tls_version, tls FROM requests WHERE path = '/files/f12.bin'") == "TLSv1.2|1");
     CHECK(db.number("SELECT sum(tls) FROM requests") == 1);
     CHECK(db.text("SELECT last_index FROM log_positions WHERE log = 1") == "13");
+}
+
+TEST_CASE_FIXTURE(Fixture, "a database of schema version 5 gets client_class; its rows are read as unknown") {
+    {
+        Inspector v5(database);
+        v5.exec(std::string(kVersion4) +
+                "ALTER TABLE requests ADD COLUMN tls_version TEXT; "
+                "ALTER TABLE requests ADD COLUMN tls INTEGER GENERATED ALWAYS AS (tls_version IS NOT NULL) VIRTUAL; "
+                "PRAGMA user_version = 5;");
+    }
+    LoadedStore store(SMP_SQLITE_MODULE, database);
+    Inspector db(database);
+    CHECK(db.number("PRAGMA user_version") == 7);
+    CHECK(db.text("SELECT path, client_class FROM requests") == "old.bin|NULL");
+    CHECK(db.text("SELECT path, client_class FROM downloads") == "old.bin|NULL");
+    // Not a bot: counted as people are.
+    CHECK(store.report("summary") == std::vector<std::string>{"1|1|1.000|10|0|0.000|0.000"});
+    // The old row has no agent and no address.
+    CHECK(store.report("clients") == std::vector<std::string>{"unknown|0|-|1|1|10|0", "unknown|1|-|1|1|10|0"});
+    TrafficBatch batch = traffic(10, 1, 1, 50, 8);
+    batch.records[0].client_class = "browser";
+    batch.downloads[0].client_class = "browser";
+    REQUIRE(this->store(store, std::move(batch)) == SMP_OK);
+    CHECK(db.text("SELECT client_class FROM requests WHERE path = '/files/f10.bin'") == "browser");
+    CHECK(db.text("SELECT client_class FROM downloads WHERE path = '/files/f10.bin'") == "browser");
+}
+
+TEST_CASE_FIXTURE(Fixture, "the reports leave out the bots unless asked; clients shows every class") {
+    LoadedStore store(SMP_SQLITE_MODULE, database);
+    // Six requests, each its own download: 0, 1 by a browser, 2 by curl, 3
+    // and 4 by Googlebot, 5 by a module built before ABI 1.12 (no class).
+    TrafficBatch batch = traffic(0, 6, 1, 100, 1);
+    const char* classes[] = {"browser", "browser", "tool", "bot", "bot", nullptr};
+    const char* agents[] = {smp_sqlite_harness::kUserAgent,
+                            smp_sqlite_harness::kUserAgent,
+                            "curl/7.88.1",
+                            "Googlebot/2.1",
+                            "Googlebot/2.1",
+                            "old"};
+    for (size_t i = 0; i < 6; ++i) {
+        batch.records[i].client_class = classes[i];
+        batch.records[i].user_agent = agents[i];
+        batch.downloads[i].client_class = classes[i];
+        batch.downloads[i].user_agent = agents[i];
+    }
+    batch.records[5].size = offsetof(smp_record, client_class);
+    batch.downloads[5].size = offsetof(smp_download, client_class);
+    REQUIRE(this->store(store, std::move(batch)) == SMP_OK);
+    Inspector db(database);
+    CHECK(db.text("SELECT group_concat(client_class, ' ') FROM (SELECT client_class FROM requests ORDER BY id)") ==
+          "browser browser tool bot bot unknown");
+    CHECK(db.text("SELECT group_concat(client_class, ' ') FROM (SELECT client_class FROM downloads ORDER BY id)") ==
+          "browser browser tool bot bot unknown");
+
+    // Requests 3 (a Range of 100 bytes: incomplete) and 4 are the bot's.
+    CHECK(store.report("summary")[0].starts_with("4|4|1.000|16384|4|"));
+    CHECK(store.report("summary", 0, 0, nullptr, nullptr, 1)[0].starts_with("6|5|0.833|20580|6|"));
+    CHECK(store.report("reasons") == std::vector<std::string>{"completed|4|4"});
+    CHECK(store.report("reasons", 0, 0, nullptr, nullptr, 1) ==
+          std::vector<std::string>{"completed|6|5", "incomplete|0|1"});
+    CHECK(store.report("countries") == std::vector<std::string>{"DE|4|4|16384"});
+    CHECK(store.report("files").size() == 4);
+    CHECK(store.report("files", 0, 0, nullptr, nullptr, 1).size() == 6);
+    CHECK(store.report("tls") == std::vector<std::string>{"plain|4|100.0|16384"});
+    CHECK(store.report("timeseries", 0, 0, nullptr, "day").at(0).ends_with("|4|4|16384"));
+    CHECK(store.report("downloads").size() == 4);
+    CHECK(store.report("downloads", 0, 0, nullptr, nullptr, 1).size() == 6);
+
+    // Every class, bots included, most downloads first; under each its
+    // total (rank 0) and its agents.
+    const std::string browser = smp_sqlite_harness::kUserAgent;
+    CHECK(store.report("clients") == std::vector<std::string>{
+                                         "bot|0|-|2|1|4196|2",
+                                         "bot|1|Googlebot/2.1|2|1|4196|2",
+                                         "browser|0|-|2|2|8192|2",
+                                         "browser|1|" + browser + "|2|2|8192|2",
+                                         "tool|0|-|1|1|4096|1",
+                                         "tool|1|curl/7.88.1|1|1|4096|1",
+                                         "unknown|0|-|1|1|4096|1",
+                                         "unknown|1|old|1|1|4096|1",
+                                     });
 }
 
 namespace {
@@ -545,10 +632,10 @@ TEST_CASE_FIXTURE(Fixture, "the migration fills daily from the downloads already
         // Download 3 is a Range of 100 bytes (sqlite_harness.hpp): not completed.
         REQUIRE(kept == std::vector<std::string>{"2026-12-01|a.bin|2|1|5010", "2026-12-02|b.bin|1|0|100"});
     }
-    // As a server of schema version 5 left it: no daily table.
-    Inspector(database).exec("DROP TABLE daily; PRAGMA user_version = 5");
+    // As a server of schema version 6 left it: no daily table.
+    Inspector(database).exec("DROP TABLE daily; PRAGMA user_version = 6");
     LoadedStore store(SMP_SQLITE_MODULE, database);
-    CHECK(Inspector(database).number("PRAGMA user_version") == 6);
+    CHECK(Inspector(database).number("PRAGMA user_version") == 7);
     CHECK(daily(store) == kept);
 }
 

@@ -197,8 +197,8 @@ void WorkerState::answer(Connection& c, std::string_view method, std::string_vie
     respond_error(c, 404);
 }
 
-// /api/v1/<report>?since=&until=&file=&bucket=: as `smprotocol stats
-// --json <report>` prints it, with the same time rule.
+// /api/v1/<report>?since=&until=&file=&bucket=&include_bots=1: as
+// `smprotocol stats --json <report>` prints it, with the same time rule.
 void WorkerState::ask_report(Connection& c, std::string_view report, std::string_view query) {
     const int64_t now_us = smp::protocol::wall_clock_us();
     smp_query q{};
@@ -222,6 +222,9 @@ void WorkerState::ask_report(Connection& c, std::string_view report, std::string
     while (path.starts_with('/')) path.erase(0, 1);  // stored relative to the root
     q.path = path.empty() ? nullptr : path.c_str();
     q.bucket = bucket && !bucket->empty() ? bucket->c_str() : nullptr;
+    // As --include-bots: 1 (or true) counts the bots too.
+    const std::optional<std::string> bots = smp::http::query_parameter(query, "include_bots");
+    q.include_bots = bots && (*bots == "1" || *bots == "true") ? 1 : 0;
     // What every store checks first (the report's name, its bucket), checked
     // here: a wrong question is the client's 400, an answer that fails the
     // store's 502.

@@ -55,18 +55,24 @@ EPOCH = datetime.datetime(1970, 1, 1)  # pymongo hands back naive UTC datetimes
 OUTAGE = '[mongodb] cannot '
 RECOVERED = '[mongodb] store writable again'
 CANNOT_START = '[mongodb] cannot start the store'
-REPORTS = ('summary', 'files', 'countries', 'reasons', 'downloads', 'tls', 'timeseries', 'in_progress', 'daily')
+REPORTS = ('summary', 'files', 'countries', 'reasons', 'downloads', 'tls', 'timeseries', 'in_progress', 'clients',
+           'daily')
 
 DOWNLOAD_FIELDS = {'_id', 'node', 'id', 'client_ip', 'user_agent', 'path', 'etag', 'file_size', 'distinct_bytes',
                    'bytes_sent', 'wasted_bytes', 'completed', 'finished', 'requests', 'resumes', 'first', 'last',
-                   'first_us', 'last_us', 'active_us', 'duration_us', 'reason', 'delivered'}  # + 'geo' when known
+                   'first_us', 'last_us', 'active_us', 'duration_us', 'reason', 'delivered',
+                   'client_class'}  # + 'geo' when known
 REQUEST_FIELDS = {'_id', 'node', 'module', 'worker_id', 'connection_id', 'request_id', 'start', 'end', 'start_us',
                   'end_us', 'client_ip', 'forwarded_ip', 'client_port', 'status', 'method', 'path', 'target',
                   'protocol', 'user_agent', 'referer', 'range', 'etag', 'file_size', 'header_bytes', 'body_bytes',
-                  'received_bytes', 'intervals', 'reason', 'tls_version'}  # tls_version: over TLS only
+                  'received_bytes', 'intervals', 'reason', 'tls_version',
+                  'client_class'}  # tls_version: over TLS only
 REQUEST_ALWAYS = {'_id', 'node', 'module', 'worker_id', 'connection_id', 'request_id', 'start', 'end', 'start_us',
                   'end_us', 'client_ip', 'client_port', 'status', 'header_bytes', 'body_bytes', 'received_bytes',
-                  'reason'}
+                  'reason', 'client_class'}
+GOOGLEBOT = ('Mozilla/5.0 AppleWebKit/537.36 (KHTML, like Gecko; compatible; Googlebot/2.1; '
+             '+http://www.google.com/bot.html) Chrome/120.0.6099.129 Safari/537.36')
+FIREFOX = 'Mozilla/5.0 (X11; Linux x86_64; rv:109.0) Gecko/20100101 Firefox/115.0'
 
 
 def date_of_us(us):
@@ -573,6 +579,51 @@ class StoreTests:
         self.assertEqual({r['country'] for r in self.stats(configs['sqlite'], 'countries')}, {'FR', None})
         self.assertLessEqual({'not_found', 'not_modified', 'range_not_satisfiable', 'client_closed', 'completed'},
                              {r['reason'] for r in self.stats(configs['sqlite'], 'reasons')})
+
+    def test_client_class_stored_and_reports_same_as_sqlite(self):
+        database = self.db_name('dl_classes')
+        sqlite_db = self.env.path('classes.db')
+        server = self.new_server([sqlite_entry(sqlite_db), mongo_entry(self.uri(), database)])
+        # Two bot downloads (one of them a 404 too), a browser's, two of curl's, one with no agent.
+        for agent in (GOOGLEBOT, GOOGLEBOT.replace('Googlebot/2.1', 'bingbot/2.0'), FIREFOX, 'curl/7.88.1'):
+            self.assertEqual(harness.http(server.port, 'GET', '/small.bin', {'User-Agent': agent}).status, 200)
+        self.assertEqual(harness.http(server.port, 'GET', '/a.bin', {'User-Agent': 'curl/7.88.1'}).status, 200)
+        self.assertEqual(harness.http(server.port, 'GET', '/small.bin').status, 200)
+        self.assertEqual(harness.http(server.port, 'GET', '/gone', {'User-Agent': GOOGLEBOT}).status, 404)
+        self.stopped(server)
+        db = self.db(database)
+        classes = {doc.get('user_agent'): doc['client_class'] for doc in db.downloads.find()}
+        self.assertEqual(classes, {GOOGLEBOT: 'bot', GOOGLEBOT.replace('Googlebot/2.1', 'bingbot/2.0'): 'bot',
+                                   FIREFOX: 'browser', 'curl/7.88.1': 'tool', '': 'unknown'})  # '': no agent
+        self.assertEqual(sorted(doc['client_class'] for doc in db.requests.find({'path': 'gone'})), ['bot'])
+        self.assertEqual(db.requests.count_documents({'client_class': 'bot'}), 3)
+        configs = {}
+        for store, entry in (('sqlite', sqlite_entry(sqlite_db)), ('mongodb', mongo_entry(self.uri(), database))):
+            configs[store] = harness.write_file(self.env.path('classes-%s.yaml' % store),
+                                                server_config(harness.free_port(), self.env.www, [entry]))
+        for report in REPORTS:
+            for args in ((), ('--include-bots',)):
+                with self.subTest(report=report, args=args):
+                    self.assertEqual(self.stats(configs['mongodb'], report, *args),
+                                     self.stats(configs['sqlite'], report, *args), 'mongodb (first) vs sqlite')
+        [people] = self.stats(configs['mongodb'], 'summary')
+        [everyone] = self.stats(configs['mongodb'], 'summary', '--include-bots')
+        self.assertEqual((people['downloads'], everyone['downloads']), (4, 6))
+        reasons = {r['reason']: r['requests'] for r in self.stats(configs['mongodb'], 'reasons')}
+        self.assertNotIn('not_found', reasons)  # the bot's 404
+        clients = [(r['client_class'], r['rank'], r['user_agent'], r['downloads'], r['distinct_clients'])
+                   for r in self.stats(configs['mongodb'], 'clients')]
+        self.assertEqual(clients, [
+            ('bot', 0, None, 2, 1),
+            ('bot', 1, GOOGLEBOT, 1, 1),  # ties by agent: 'G' before 'b'
+            ('bot', 2, GOOGLEBOT.replace('Googlebot/2.1', 'bingbot/2.0'), 1, 1),
+            ('tool', 0, None, 2, 1),
+            ('tool', 1, 'curl/7.88.1', 2, 1),
+            ('browser', 0, None, 1, 1),
+            ('browser', 1, FIREFOX, 1, 1),
+            ('unknown', 0, None, 1, 1),
+            ('unknown', 1, '', 1, 1),
+        ])
 
     def test_in_progress_same_as_sqlite(self):
         # While the server runs: the download the halfway client left is open (the idle

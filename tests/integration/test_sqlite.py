@@ -54,7 +54,7 @@ class SqliteStore(unittest.TestCase):
         self.assertEqual(self.server.terminate(), 0, self.server.log_tail())
 
         self.assertEqual(self.query('PRAGMA journal_mode')[0][0], 'wal')
-        self.assertEqual(self.query("PRAGMA user_version")[0][0], 6)
+        self.assertEqual(self.query('PRAGMA user_version')[0][0], 7)
         # The bytes received from the client: the request head, as sent.
         self.assertEqual(self.query("SELECT received_bytes FROM requests WHERE method = 'HEAD' AND user_agent = ?",
                                     'stored'), [(len(head),)])
@@ -136,16 +136,20 @@ class SqliteStore(unittest.TestCase):
             self.assertEqual(self.query("SELECT count(*) FROM requests WHERE user_agent LIKE 'spooled-%'"), [(10,)])
         self.assertEqual(self.server.log().count('replaying the spool'), 2)
 
-    def test_a_version_2_database_is_migrated_to_4(self):
+    def test_a_version_2_database_is_migrated_to_7(self):
         # Version 2 is version 3 without requests.received_bytes, version 3
         # is version 4 without log_positions and with two more indexes on
         # downloads, version 4 is version 5 without requests.tls_version
-        # and tls, and version 5 is version 6 without daily: made here from a database this server wrote, with a row
+        # and tls, version 5 is version 6 without client_class on both
+        # tables, and version 6 is version 7 without daily: made here from a
+        # database this server wrote, with a row
         # that predates the columns.
         port = self.server.port
         self.assertEqual(harness.http(port, 'GET', '/small.bin', {'User-Agent': 'before'}).status, 200)
         self.assertEqual(self.server.terminate(), 0, self.server.log_tail())
         with sqlite3.connect(self.db) as db:
+            db.execute('ALTER TABLE requests DROP COLUMN client_class')
+            db.execute('ALTER TABLE downloads DROP COLUMN client_class')
             db.execute('ALTER TABLE requests DROP COLUMN tls')
             db.execute('ALTER TABLE requests DROP COLUMN tls_version')
             db.execute('ALTER TABLE requests DROP COLUMN received_bytes')
@@ -161,7 +165,7 @@ class SqliteStore(unittest.TestCase):
         request = harness.request_bytes('GET', '/small.bin', {'User-Agent': 'after', 'X-Padding': 'p' * 100})
         self.assertEqual(harness.raw_request(self.server.port, request).status, 200)
         self.assertEqual(self.server.terminate(), 0, self.server.log_tail())
-        self.assertEqual(self.query("PRAGMA user_version")[0][0], 6)
+        self.assertEqual(self.query('PRAGMA user_version')[0][0], 7)
         self.assertEqual(self.query("SELECT name FROM sqlite_schema WHERE name LIKE 'downloads_by_%'"),
                          [('downloads_by_time',)])
         self.assertEqual(self.query("SELECT count(*) FROM downloads WHERE user_agent IN ('before', 'after')"), [(2,)])
@@ -175,6 +179,11 @@ class SqliteStore(unittest.TestCase):
         self.assertEqual(self.query('SELECT user_agent, tls_version, tls FROM requests WHERE user_agent IN (?, ?) '
                                     'ORDER BY start_us', 'before', 'after'),
                          [('before', None, 0), ('after', None, 0)])
+        # The row from before has no class (read as unknown); the new one has its agent's.
+        for table, time in (('requests', 'start_us'), ('downloads', 'first_us')):
+            self.assertEqual(self.query('SELECT user_agent, client_class FROM %s WHERE user_agent IN (?, ?) '
+                                        'ORDER BY %s' % (table, time), 'before', 'after'),
+                             [('before', None), ('after', 'unknown')])
 
     def test_unwritable_path_stops_the_start(self):
         text = harness.config_text(harness.free_port(), self.env.www).replace(
