@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <array>
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
 #include <fstream>
 #include <sstream>
@@ -462,6 +463,14 @@ Config parse_config(const std::string& text, const std::string& name, const std:
 
     if (!errors.empty()) throw ConfigErrors(errors.take());
     return config;
+}
+
+int print_config_failure(const std::exception& failure) {
+    if (const auto* errors = dynamic_cast<const ConfigErrors*>(&failure))
+        for (const auto& error : errors->errors()) std::fprintf(stderr, "smprotocol: %s\n", error.c_str());
+    else
+        std::fprintf(stderr, "smprotocol: %s\n", failure.what());
+    return 1;
 }
 
 Config load_config(const std::string& path, const std::string& environment) {

@@ -28,6 +28,11 @@ class ConfigErrors : public std::runtime_error {
     std::vector<std::string> errors_;
 };
 
+// What reading a configuration threw, printed as a command prints it: each
+// error of a ConfigErrors on its own line ("smprotocol: file:line: key:
+// message"), else the exception's sentence. Returns 1, the exit code.
+int print_config_failure(const std::exception& failure);
+
 // Collects errors with the file and line they belong to.
 class ErrorList {
    public:

@@ -95,12 +95,8 @@ int run_sign(int argc, char** argv) {
                 break;
             }
         }
-    } catch (const ConfigErrors& errors) {
-        for (const auto& error : errors.errors()) std::fprintf(stderr, "smprotocol: %s\n", error.c_str());
-        return 1;
-    } catch (const std::exception& e) {
-        std::fprintf(stderr, "smprotocol: %s\n", e.what());
-        return 1;
+    } catch (const std::exception& failure) {
+        return print_config_failure(failure);
     }
     if (secret.empty()) {
         std::fprintf(stderr, "smprotocol sign: %s has no http_download listener with secure_link.secrets\n",

@@ -97,12 +97,8 @@ int run_stats(int argc, char** argv) {
         quiet.level = LogLevel::warn;
         setup_logging(quiet);
         runtime.modules = load_modules(runtime.config, core_api());
-    } catch (const ConfigErrors& errors) {
-        for (const auto& error : errors.errors()) std::fprintf(stderr, "smprotocol: %s\n", error.c_str());
-        return 1;
-    } catch (const std::exception& e) {
-        std::fprintf(stderr, "smprotocol: %s\n", e.what());
-        return 1;
+    } catch (const std::exception& failure) {
+        return print_config_failure(failure);
     }
     int code = 1;
     const auto store = std::find_if(runtime.modules.begin(), runtime.modules.end(),
