@@ -1,6 +1,6 @@
 // The per-day totals of the mongodb store (collection `daily`, never purged)
-// and tracking.retention's purge of old requests and downloads
-// (docs/mongodb.md).
+// and tracking.retention's purge of old requests and downloads, which adds
+// the downloads it deletes to those totals (docs/mongodb.md).
 #pragma once
 
 #include <cstdint>
@@ -23,13 +23,6 @@ struct DailyCounts {
 };
 using DailyChanges = std::map<DailyKey, DailyCounts>;
 
-// Adds to `changes` what storing the downloads of `batch` changes in the
-// totals: against the states stored before (read from `downloads`), each
-// download's count when it is new, its turning completed and the growth of
-// its bytes sent, in the day it was first stored in. A download the batch
-// holds several times counts at its last state, the one the upsert leaves.
-bool daily_changes(mongoc_collection_t* downloads, const smp_batch& batch, DailyChanges& changes, bson_error_t& e);
-
 // Adds `changes` to the daily documents ($inc, upserted).
 bool add_daily(mongoc_collection_t* daily, const DailyChanges& changes, const mongoc_write_concern_t* concern,
                bson_error_t& e);
@@ -39,5 +32,12 @@ bool add_daily(mongoc_collection_t* daily, const DailyChanges& changes, const mo
 // then deletes those; adds how many went to `purged`.
 bool purge_some(mongoc_collection_t* collection, const bson_t* filter, const char* order_field, uint32_t max_rows,
                 uint32_t& purged, bson_error_t& e);
+
+// The same for the downloads matching `filter`, the oldest first_us first,
+// whose counts are added to `daily` first, then deleted: without a
+// transaction, a collector that dies between the two writes leaves them
+// counted twice (in daily and still stored), never lost.
+bool purge_downloads(mongoc_collection_t* downloads, mongoc_collection_t* daily, const bson_t* filter,
+                     uint32_t max_rows, const mongoc_write_concern_t* concern, uint32_t& purged, bson_error_t& e);
 
 }  // namespace smp::mongodb

@@ -88,10 +88,6 @@ struct Store {
     const Settings* settings = nullptr;
     std::unique_ptr<mongoc_client_pool_t, PoolCloser> pool;
     std::chrono::steady_clock::time_point last_write{};
-    // Changes to the daily totals of batches whose downloads are stored but
-    // that could not be added yet: added with the next write, so that a
-    // batch offered again (which then changes nothing) loses none of them.
-    DailyChanges pending_daily;
 };
 
 Collection collection(mongoc_client_t* client, const Settings& settings, const char* name) {
@@ -343,26 +339,8 @@ int store_batch(void* collector_state, const smp_batch* batch, char* error, size
         const PooledClient client(store.pool.get());
         const Collection requests = collection(client.get(), settings, "requests");
         const Collection downloads = collection(client.get(), settings, "downloads");
-        const Collection daily = collection(client.get(), settings, "daily");
         if (!insert_requests(requests.get(), settings, *batch, error, error_size)) return SMP_ERROR;
-        // The totals change by the downloads' growth since their stored
-        // states, read before the upsert. Without a transaction the two
-        // writes are apart: added after the downloads, and kept until added,
-        // a change is counted once unless the collector dies between them.
-        DailyChanges changes;
-        bson_error_t e{};
-        if (!daily_changes(downloads.get(), *batch, changes, e))
-            return fail(e, "reading the downloads stored", error, error_size), SMP_ERROR;
         if (!upsert_downloads(downloads.get(), settings, *batch, error, error_size)) return SMP_ERROR;
-        for (const auto& [key, counts] : changes) {
-            DailyCounts& pending = store.pending_daily[key];
-            pending.downloads += counts.downloads;
-            pending.completed += counts.completed;
-            pending.bytes += counts.bytes;
-        }
-        if (!add_daily(daily.get(), store.pending_daily, settings.write_concern.get(), e))
-            return fail(e, "adding to the daily totals", error, error_size), SMP_ERROR;
-        store.pending_daily.clear();
         return SMP_OK;
     } catch (const std::exception& ex) {
         std::snprintf(error, error_size, "%s", ex.what());
@@ -371,7 +349,8 @@ int store_batch(void* collector_state, const smp_batch* batch, char* error, size
 }
 
 // tracking.retention: at most `max_rows` old requests, then old finished
-// downloads; never the daily totals.
+// downloads, whose counts are added to the daily totals before they are
+// deleted (docs/mongodb.md: no transaction); never deletes the totals.
 int purge(void* collector_state, int64_t before_us, uint32_t max_rows, uint32_t* purged, char* error,
           size_t error_size) {
     try {
@@ -380,6 +359,7 @@ int purge(void* collector_state, int64_t before_us, uint32_t max_rows, uint32_t*
         const PooledClient client(store.pool.get());
         const Collection requests = collection(client.get(), *store.settings, "requests");
         const Collection downloads = collection(client.get(), *store.settings, "downloads");
+        const Collection daily = collection(client.get(), *store.settings, "daily");
         // Downloads by the first_us index: one last active before the cut
         // started before it.
         const Bson old_requests(BCON_NEW("start_us", "{", "$lt", BCON_INT64(before_us), "}"));
@@ -387,8 +367,8 @@ int purge(void* collector_state, int64_t before_us, uint32_t max_rows, uint32_t*
                                           BCON_BOOL(true), "last_us", "{", "$lt", BCON_INT64(before_us), "}"));
         bson_error_t e{};
         if (!purge_some(requests.get(), old_requests.get(), "start_us", max_rows, *purged, e) ||
-            !purge_some(downloads.get(), old_downloads.get(), "first_us", max_rows - std::min(max_rows, *purged),
-                        *purged, e))
+            !purge_downloads(downloads.get(), daily.get(), old_downloads.get(), max_rows - std::min(max_rows, *purged),
+                             store.settings->write_concern.get(), *purged, e))
             return fail(e, "purge", error, error_size), SMP_ERROR;
         return SMP_OK;
     } catch (const std::exception& ex) {

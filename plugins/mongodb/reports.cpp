@@ -44,12 +44,19 @@ class Reader {
     // completed downloads only when asked; people only (PEOPLE) unless
     // `every_class`.
     Bson match(const char* time_field, bool completed_only = false, bool every_class = false) const {
+        return match_between(time_field, query_.since_us, query_.until_us > 0 ? query_.until_us : INT64_MAX,
+                             completed_only, every_class);
+    }
+
+    // The same, with the time field in [from_us, to_us).
+    Bson match_between(const char* time_field, int64_t from_us, int64_t to_us, bool completed_only = false,
+                       bool every_class = false) const {
         Bson stage(bson_new());
         bson_t match, range;
         BSON_APPEND_DOCUMENT_BEGIN(stage.get(), "$match", &match);
         BSON_APPEND_DOCUMENT_BEGIN(&match, time_field, &range);
-        BSON_APPEND_INT64(&range, "$gte", query_.since_us);
-        BSON_APPEND_INT64(&range, "$lt", query_.until_us > 0 ? query_.until_us : INT64_MAX);
+        BSON_APPEND_INT64(&range, "$gte", from_us);
+        BSON_APPEND_INT64(&range, "$lt", to_us);
         bson_append_document_end(&match, &range);
         if (query_.path != nullptr) BSON_APPEND_UTF8(&match, "path", query_.path);
         if (completed_only) BSON_APPEND_BOOL(&match, "completed", true);
@@ -103,12 +110,7 @@ class Reader {
         BSON_APPEND_UTF8(&range, "$lte", last.c_str());
         bson_append_document_end(&match, &range);
         if (query_.path != nullptr) BSON_APPEND_UTF8(&match, "path", query_.path);
-        if (smp_query_include_bots(&query_) == 0) {
-            bson_t not_bot;
-            BSON_APPEND_DOCUMENT_BEGIN(&match, "client_class", &not_bot);
-            BSON_APPEND_UTF8(&not_bot, "$ne", "bot");
-            bson_append_document_end(&match, &not_bot);
-        }
+        people(&match);
         bson_append_document_end(stage.get(), &match);
         return stage;
     }
@@ -258,46 +260,79 @@ bool report_downloads(Reader& reader, OwnedTable& out) {
     });
 }
 
-// The per-day totals summed by `key` ("$day", or {day, path}), oldest first.
-template <typename Row>
-bool each_day(Reader& reader, Bson key, Row&& row) {
+// The days of the query's window, each file's downloads, completed and
+// bytes: the per-day totals of the downloads purged (collection daily)
+// plus the downloads still stored, counted in C++ from two reads. A
+// download is in one of the two (docs/mongodb.md: but for a purge cut
+// short between its two writes).
+struct DayCounts {
+    int64_t downloads = 0;
+    int64_t completed = 0;
+    int64_t bytes = 0;
+};
+using DayTotals = std::map<std::pair<std::string, std::string>, DayCounts>;  // (day, path), in order
+
+bool read_days(Reader& reader, DayTotals& totals) {
+    const auto add = [&](const std::string& day, const bson_t* doc) {
+        DayCounts& counts = totals[{day, text_field(doc, "_id.path").value_or("")}];
+        counts.downloads += int_field(doc, "downloads");
+        counts.completed += int_field(doc, "completed");
+        counts.bytes += int_field(doc, "bytes");
+    };
+    // The totals, bots left out unless the query asks for them.
     const Bson days = reader.match_days();
-    Bson group(bson_new());
-    bson_t fields;
-    BSON_APPEND_DOCUMENT_BEGIN(group.get(), "$group", &fields);
-    bson_iter_t it;
-    if (bson_iter_init(&it, key.get()) && bson_iter_next(&it)) bson_append_iter(&fields, "_id", -1, &it);
-    for (const char* total : {"downloads", "completed", "bytes"}) {
-        bson_t sum;
-        BSON_APPEND_DOCUMENT_BEGIN(&fields, total, &sum);
-        BSON_APPEND_UTF8(&sum, "$sum", (std::string("$") + total).c_str());
-        bson_append_document_end(&fields, &sum);
-    }
-    bson_append_document_end(group.get(), &fields);
-    const Bson oldest_first(BCON_NEW("$sort", "{", "_id", BCON_INT32(1), "}"));
-    return reader.each("daily", {days.get(), group.get(), oldest_first.get()}, row);
+    const Bson by_day_path(BCON_NEW("$group", "{", "_id", "{", "day", BCON_UTF8("$day"), "path", BCON_UTF8("$path"),
+                                    "}", "downloads", "{", "$sum", BCON_UTF8("$downloads"), "}", "completed", "{",
+                                    "$sum", BCON_UTF8("$completed"), "}", "bytes", "{", "$sum", BCON_UTF8("$bytes"),
+                                    "}", "}"));
+    if (!reader.each("daily", {days.get(), by_day_path.get()},
+                     [&](const bson_t* doc) { add(text_field(doc, "_id.day").value_or(""), doc); }))
+        return false;
+    // The downloads stored, of the same days (a day is in when any of it
+    // is), bots left out as in the totals.
+    const auto [first, last] = smp_report::query_days(reader.query());
+    const Bson stored = reader.match_between("first_us", smp_report::day_start_us(first),
+                                             smp_report::day_start_us(last) + smp_report::kDayUs);
+    const Bson by_bucket_path(BCON_NEW("$group", "{", "_id", "{", "day", "{", "$subtract", "[", BCON_UTF8("$first_us"),
+                                       "{", "$mod", "[", BCON_UTF8("$first_us"), BCON_INT64(smp_report::kDayUs), "]",
+                                       "}", "]", "}", "path", BCON_UTF8("$path"), "}", "downloads", "{", "$sum",
+                                       BCON_INT32(1), "}", "completed", "{", "$sum", "{", "$cond", "[",
+                                       BCON_UTF8("$completed"), BCON_INT32(1), BCON_INT32(0), "]", "}", "}", "bytes",
+                                       "{", "$sum", BCON_UTF8("$bytes_sent"), "}", "}"));
+    return reader.each("downloads", {stored.get(), by_bucket_path.get()},
+                       [&](const bson_t* doc) { add(smp_report::utc_day(int_field(doc, "_id.day")), doc); });
 }
 
 bool report_daily(Reader& reader, OwnedTable& out) {
-    return each_day(
-        reader, Bson(BCON_NEW("_id", "{", "day", BCON_UTF8("$day"), "path", BCON_UTF8("$path"), "}")),
-        [&](const bson_t* doc) {
-            out.add_row({text_field(doc, "_id.day"), text_field(doc, "_id.path"), number_field(doc, "downloads"),
-                         number_field(doc, "completed"), number_field(doc, "bytes")});
-        });
+    DayTotals totals;
+    if (!read_days(reader, totals)) return false;
+    for (const auto& [key, counts] : totals)
+        out.add_row({key.first, key.second, std::to_string(counts.downloads), std::to_string(counts.completed),
+                     std::to_string(counts.bytes)});
+    return true;
 }
 
 // Buckets of first_us: the start of a UTC minute, hour or day is a multiple
-// of its width in Unix time, first_us - first_us % width. Days come from the
-// per-day totals, so that they outlive tracking.retention.
+// of its width in Unix time, first_us - first_us % width. Days add the
+// per-day totals of the downloads purged, so that they outlive
+// tracking.retention.
 bool report_timeseries(Reader& reader, OwnedTable& out) {
     const int64_t width = *smp_report::bucket_width_us(smp_report::query_bucket(reader.query()));
-    if (width == smp_report::kDayUs)
-        return each_day(reader, Bson(BCON_NEW("_id", BCON_UTF8("$day"))), [&](const bson_t* doc) {
-            smp_report::add_timeseries_row(out, smp_report::day_start_us(text_field(doc, "_id").value_or("")),
-                                           int_field(doc, "downloads"), int_field(doc, "completed"),
-                                           int_field(doc, "bytes"));
-        });
+    if (width == smp_report::kDayUs) {
+        DayTotals totals;
+        if (!read_days(reader, totals)) return false;
+        std::map<std::string, DayCounts> by_day;
+        for (const auto& [key, counts] : totals) {
+            DayCounts& day = by_day[key.first];
+            day.downloads += counts.downloads;
+            day.completed += counts.completed;
+            day.bytes += counts.bytes;
+        }
+        for (const auto& [day, counts] : by_day)
+            smp_report::add_timeseries_row(out, smp_report::day_start_us(day), counts.downloads, counts.completed,
+                                           counts.bytes);
+        return true;
+    }
     const Bson all = reader.match("first_us");
     const Bson by_bucket(BCON_NEW("$group", "{", "_id", "{", "$subtract", "[", BCON_UTF8("$first_us"), "{", "$mod", "[",
                                   BCON_UTF8("$first_us"), BCON_INT64(width), "]", "}", "]", "}", "downloads", "{",

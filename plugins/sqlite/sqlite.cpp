@@ -122,17 +122,17 @@ constexpr const char* kMigrations[] = {
     // the rows found.
     R"(ALTER TABLE requests ADD COLUMN client_class TEXT;
        ALTER TABLE downloads ADD COLUMN client_class TEXT;)",
-    // 7: the per-day totals (issue 18) that tracking.retention never
-    // deletes: per UTC day of a download's start, file and client class, the
-    // downloads, those completed and the bytes sent to them. Filled here from
-    // the downloads already stored (their class is not known: 'unknown'),
-    // then kept by every batch (kAddDaily).
+    // 7: the per-day totals (issue 18) of the downloads tracking.retention
+    // purged: per UTC day of a download's start, file and client class, the
+    // downloads, those completed and the bytes sent to them. A purge adds
+    // the downloads it deletes here, in its transaction (kRollUpPurged);
+    // the reports add the downloads still stored. Created empty: the
+    // downloads stored before are still rows, counted live; copying them
+    // here would count them twice.
     R"(CREATE TABLE daily (
          day TEXT NOT NULL, path TEXT NOT NULL, client_class TEXT NOT NULL,
          downloads INTEGER NOT NULL, completed INTEGER NOT NULL, bytes INTEGER NOT NULL,
-         PRIMARY KEY (day, path, client_class)) WITHOUT ROWID;
-       INSERT INTO daily SELECT date(first_us / 1000000, 'unixepoch'), path, 'unknown', count(*),
-         sum(completed <> 0), sum(bytes_sent) FROM downloads GROUP BY 1, 2;)",
+         PRIMARY KEY (day, path, client_class)) WITHOUT ROWID;)",
 };
 constexpr int kSchemaVersion = sizeof kMigrations / sizeof kMigrations[0];
 
@@ -266,7 +266,7 @@ bool step_and_reset(sqlite3_stmt* statement) {
 class BatchRows {
    public:
     // `columns`: the names, in the order that column() numbers them.
-    explicit BatchRows(std::string_view columns) : declaration_(std::string("CREATE TABLE x(").append(columns) + ")") {}
+    explicit BatchRows(const char* columns) : declaration_(std::string("CREATE TABLE x(") + columns + ")") {}
     virtual ~BatchRows() = default;
     const char* declaration() const { return declaration_.c_str(); }
     virtual size_t count() const = 0;
@@ -482,8 +482,7 @@ enum class DownloadColumn {
 
 static_assert(column_count(kDownloadColumns) == static_cast<int>(DownloadColumn::client_class) + 1);
 
-// The downloads of the batch, as batch_downloads: the last state of each
-// (consecutive batches stored in one call may hold a download several times).
+// The downloads of the batch, as batch_downloads.
 class DownloadRows final : public BatchRows {
    public:
     DownloadRows() : BatchRows(kDownloadColumns) {}
@@ -550,21 +549,6 @@ const std::string kUpsertDownloads = std::string("INSERT INTO downloads (") + kD
       completed = excluded.completed, requests = excluded.requests, resumes = excluded.resumes,
       first_us = excluded.first_us, last_us = excluded.last_us, active_us = excluded.active_us,
       reason = excluded.reason, delivered = excluded.delivered, finished = excluded.finished)";
-// The per-day totals grow by what the batch changes, run before the upsert:
-// against the row stored before (none: a new download), each download of
-// the batch adds its count, its turning completed and the growth of its
-// bytes sent, in the day it was first stored in. So the totals are always
-// those of the download rows as stored, whatever order or how many times a
-// state comes: a batch stored twice adds nothing the second time (and is
-// skipped anyway), an older state offered again takes back what it undoes.
-const std::string kAddDaily = R"(INSERT INTO daily (day, path, client_class, downloads, completed, bytes)
-    SELECT date(coalesce(d.first_us, b.first_us) / 1000000, 'unixepoch'), b.path, b.client_class,
-      sum(d.id IS NULL), sum((b.completed <> 0) - coalesce(d.completed <> 0, 0)),
-      sum(b.bytes_sent - coalesce(d.bytes_sent, 0))
-    FROM batch_downloads b LEFT JOIN downloads d ON d.id = b.id WHERE true GROUP BY 1, 2, 3
-    ON CONFLICT (day, path, client_class) DO UPDATE SET downloads = downloads + excluded.downloads,
-      completed = completed + excluded.completed, bytes = bytes + excluded.bytes)";
-
 // tracking.retention: a purge call's share of the old rows, oldest first.
 // Requests by requests_by_time. Finished downloads by downloads_by_time,
 // on first_us: a download last active before the cut also started before
@@ -573,9 +557,21 @@ const std::string kAddDaily = R"(INSERT INTO daily (day, path, client_class, dow
 // last_us costs every upsert of a growing download.
 constexpr const char* kPurgeRequests =
     "DELETE FROM requests WHERE id IN (SELECT id FROM requests WHERE start_us < ?1 ORDER BY start_us LIMIT ?2)";
-constexpr const char* kPurgeDownloads =
-    "DELETE FROM downloads WHERE id IN (SELECT id FROM downloads WHERE first_us < ?1 AND finished = 1 AND "
-    "last_us < ?1 ORDER BY first_us LIMIT ?2)";
+// The downloads are chosen once, into temp.purge_ids, then rolled up into
+// the per-day totals and deleted by those ids in the same transaction: a
+// download is counted either as a row of downloads or in daily, never both,
+// never neither. Nothing of this runs on the store path.
+constexpr const char* kPurgeIdsTable = "CREATE TEMP TABLE IF NOT EXISTS purge_ids (id INTEGER PRIMARY KEY)";
+constexpr const char* kClearPurgeIds = "DELETE FROM temp.purge_ids";
+constexpr const char* kSelectPurgeIds =
+    "INSERT INTO temp.purge_ids SELECT id FROM downloads WHERE first_us < ?1 AND finished = 1 AND last_us < ?1 "
+    "ORDER BY first_us LIMIT ?2";
+constexpr const char* kRollUpPurged = R"(INSERT INTO daily (day, path, client_class, downloads, completed, bytes)
+    SELECT date(first_us / 1000000, 'unixepoch'), path, coalesce(client_class, 'unknown'), count(*), sum(completed <> 0), sum(bytes_sent)
+    FROM downloads WHERE id IN (SELECT id FROM temp.purge_ids) GROUP BY 1, 2, 3
+    ON CONFLICT (day, path, client_class) DO UPDATE SET downloads = downloads + excluded.downloads,
+      completed = completed + excluded.completed, bytes = bytes + excluded.bytes)";
+constexpr const char* kPurgeDownloads = "DELETE FROM downloads WHERE id IN (SELECT id FROM temp.purge_ids)";
 
 // The last index stored of one worker's record log.
 struct LogPosition {
@@ -592,8 +588,10 @@ struct Store {
     Database db;
     Statement insert_requests;
     Statement upsert_downloads;
-    Statement add_daily;
     Statement purge_requests;
+    Statement clear_purge_ids;
+    Statement select_purge_ids;
+    Statement roll_up_purged;
     Statement purge_downloads;
     Statement last_batch;
     Statement mark_batch;
@@ -608,8 +606,7 @@ struct Store {
     // or a commit failed, which may or may not have reached the file): it is
     // read again in the next transaction.
     bool log_positions_unknown = true;
-    std::vector<LogPosition> batch_positions;                  // the logs of this batch: a few, one per worker
-    std::vector<std::pair<uint64_t, size_t>> download_places;  // id, place in the batch: kept from batch to batch
+    std::vector<LogPosition> batch_positions;  // the logs of this batch: a few, one per worker
 };
 
 bool read_log_positions(Store& s) {
@@ -806,9 +803,16 @@ bool report_downloads(Reader& reader, OwnedTable& out) {
         });
 }
 
-// The per-day totals, filtered by day (?4 the first, ?5 the last), path and
-// client class (?6: 1 counts the bots too).
-#define DAILY_FILTER " day >= ?4 AND day <= ?5 AND (?3 IS NULL OR path = ?3) AND (?6 OR client_class <> 'bot') "
+// The days of the downloads purged (daily) and of those still stored, one
+// row a download, as (day, path, downloads, completed, bytes): each
+// download is in exactly one of the two. Filtered by day (?4 the first, ?5
+// the last; for the rows, ?10 and ?11 the same days in microseconds), path
+// and client class (PEOPLE, on both).
+#define DAYS_AND_DOWNLOADS                                                                                \
+    " (SELECT day, path, downloads, completed, bytes FROM daily WHERE day >= ?4 AND day <= ?5 AND"        \
+    " (?3 IS NULL OR path = ?3) AND" PEOPLE                                                               \
+    " UNION ALL SELECT date(first_us / 1000000, 'unixepoch') AS day, path, 1, completed <> 0, bytes_sent" \
+    " FROM downloads WHERE first_us >= ?10 AND first_us < ?11 AND (?3 IS NULL OR path = ?3) AND" PEOPLE ") "
 
 template <typename Row>
 bool each_day(Reader& reader, const char* sql, Row&& row) {
@@ -818,14 +822,15 @@ bool each_day(Reader& reader, const char* sql, Row&& row) {
         [&](sqlite3_stmt* raw) {
             sqlite3_bind_text(raw, 4, days.first.c_str(), -1, SQLITE_STATIC);
             sqlite3_bind_text(raw, 5, days.second.c_str(), -1, SQLITE_STATIC);
-            sqlite3_bind_int(raw, 6, smp_query_include_bots(&reader.query()) != 0);
+            sqlite3_bind_int64(raw, 10, smp_report::day_start_us(days.first));
+            sqlite3_bind_int64(raw, 11, smp_report::day_start_us(days.second) + smp_report::kDayUs);
         },
         std::forward<Row>(row));
 }
 
 bool report_daily(Reader& reader, OwnedTable& out) {
     return each_day(reader,
-                    "SELECT day, path, sum(downloads), sum(completed), sum(bytes) FROM daily WHERE" DAILY_FILTER
+                    "SELECT day, path, sum(downloads), sum(completed), sum(bytes) FROM" DAYS_AND_DOWNLOADS
                     "GROUP BY day, path ORDER BY day, path",
                     [&](sqlite3_stmt* row) {
                         out.add_row({column_text(row, 0), column_text(row, 1), column_text(row, 2), column_text(row, 3),
@@ -834,14 +839,14 @@ bool report_daily(Reader& reader, OwnedTable& out) {
 }
 
 // Buckets of first_us: the start of a UTC minute, hour or day is a multiple
-// of its width in Unix time. Days come from the per-day totals, so that
-// they outlive tracking.retention.
+// of its width in Unix time. Days add the per-day totals of the downloads
+// purged, so that they outlive tracking.retention.
 bool report_timeseries(Reader& reader, OwnedTable& out) {
     const int64_t width = *smp_report::bucket_width_us(smp_report::query_bucket(reader.query()));
     if (width == smp_report::kDayUs)
         return each_day(reader,
                         "SELECT CAST(strftime('%s', day) AS INTEGER) * 1000000, sum(downloads), sum(completed), "
-                        "sum(bytes) FROM daily WHERE" DAILY_FILTER "GROUP BY day ORDER BY day",
+                        "sum(bytes) FROM" DAYS_AND_DOWNLOADS "GROUP BY day ORDER BY day",
                         [&](sqlite3_stmt* row) {
                             const auto number = [row](int column) { return sqlite3_column_int64(row, column); };
                             smp_report::add_timeseries_row(out, number(0), number(1), number(2), number(3));
@@ -990,11 +995,15 @@ int init_collector(void* instance, void** collector_state, char* error, size_t e
                                          {"batch_downloads", &store->downloads}})
             if (sqlite3_create_module_v2(db, name, batch_module(), rows, nullptr) != SQLITE_OK)
                 return fail(db, "registering the batch tables", error, error_size), SMP_ERROR;
+        if (sqlite3_exec(db, kPurgeIdsTable, nullptr, nullptr, nullptr) != SQLITE_OK)
+            return fail(db, "creating temp.purge_ids", error, error_size), SMP_ERROR;
         const std::pair<Statement*, const char*> statements[] = {
             {&store->insert_requests, kInsertRequests.c_str()},
             {&store->upsert_downloads, kUpsertDownloads.c_str()},
-            {&store->add_daily, kAddDaily.c_str()},
             {&store->purge_requests, kPurgeRequests},
+            {&store->clear_purge_ids, kClearPurgeIds},
+            {&store->select_purge_ids, kSelectPurgeIds},
+            {&store->roll_up_purged, kRollUpPurged},
             {&store->purge_downloads, kPurgeDownloads},
             {&store->last_batch, "SELECT sequence FROM batches WHERE origin = ?1"},
             {&store->mark_batch,
@@ -1033,29 +1042,16 @@ uint64_t last_stored(Store& s, uint64_t origin) {
     return sequence;
 }
 
-// Puts in s.downloads the last state of each download of `batch`: the one
-// the upsert would leave, and the one the daily totals must count from.
-void select_latest_downloads(Store& s, const smp_batch& batch) {
-    auto& places = s.download_places;
-    places.clear();
-    for (size_t i = 0; i < batch.download_count; ++i) places.emplace_back(batch.downloads[i].id, i);
-    std::sort(places.begin(), places.end());
-    s.downloads.downloads.clear();
-    for (size_t i = 0; i < places.size(); ++i)
-        if (i + 1 == places.size() || places[i + 1].first != places[i].first)
-            s.downloads.downloads.push_back(&batch.downloads[places[i].second]);
-}
-
 // Stores what `batch` holds that the database has not, in the open transaction.
 bool store_rows(Store& s, const smp_batch& batch) {
     select_new_records(s, batch);
     s.new_requests.intervals.build(s.new_requests.records,
                                    [](const smp_record& r) { return std::pair(r.intervals, r.interval_count); });
-    select_latest_downloads(s, batch);
+    s.downloads.downloads.clear();
+    for (size_t i = 0; i < batch.download_count; ++i) s.downloads.downloads.push_back(&batch.downloads[i]);
     s.downloads.delivered.build(s.downloads.downloads,
                                 [](const smp_download& d) { return std::pair(d.delivered, d.delivered_count); });
-    bool ok = step_and_reset(s.insert_requests.get()) && step_and_reset(s.add_daily.get()) &&
-              step_and_reset(s.upsert_downloads.get());
+    bool ok = step_and_reset(s.insert_requests.get()) && step_and_reset(s.upsert_downloads.get());
     for (const LogPosition& position : s.batch_positions) {
         if (!ok || !position.advanced) continue;
         sqlite3_bind_int64(s.mark_log_position.get(), 1, static_cast<sqlite3_int64>(position.log));
@@ -1105,7 +1101,8 @@ int store_batch(void* collector_state, const smp_batch* batch, char* error, size
 }
 
 // tracking.retention: deletes at most `max_rows` old requests, then finished
-// downloads, in one transaction; never the daily totals.
+// downloads, in one transaction that adds the downloads deleted to the
+// daily totals (requests are not counted there); never deletes the totals.
 int purge(void* collector_state, int64_t before_us, uint32_t max_rows, uint32_t* purged, char* error,
           size_t error_size) {
     auto& s = *static_cast<Store*>(collector_state);
@@ -1113,13 +1110,19 @@ int purge(void* collector_state, int64_t before_us, uint32_t max_rows, uint32_t*
     *purged = 0;
     if (sqlite3_exec(db, "BEGIN IMMEDIATE", nullptr, nullptr, nullptr) != SQLITE_OK)
         return fail(db, "purge: begin", error, error_size), SMP_ERROR;
-    bool ok = true;
-    for (sqlite3_stmt* statement : {s.purge_requests.get(), s.purge_downloads.get()}) {
-        if (!ok || *purged >= max_rows) break;
-        sqlite3_bind_int64(statement, 1, before_us);
-        sqlite3_bind_int64(statement, 2, max_rows - *purged);
-        ok = step_and_reset(statement);
+    sqlite3_stmt* requests = s.purge_requests.get();
+    sqlite3_bind_int64(requests, 1, before_us);
+    sqlite3_bind_int64(requests, 2, max_rows);
+    bool ok = step_and_reset(requests);
+    if (ok) *purged += static_cast<uint32_t>(sqlite3_changes(db));
+    if (ok && *purged < max_rows) {
+        sqlite3_stmt* select = s.select_purge_ids.get();
+        sqlite3_bind_int64(select, 1, before_us);
+        sqlite3_bind_int64(select, 2, max_rows - *purged);
+        ok = step_and_reset(s.clear_purge_ids.get()) && step_and_reset(select) &&
+             step_and_reset(s.roll_up_purged.get()) && step_and_reset(s.purge_downloads.get());
         if (ok) *purged += static_cast<uint32_t>(sqlite3_changes(db));
+        ok = step_and_reset(s.clear_purge_ids.get()) && ok;
     }
     if (ok && sqlite3_exec(db, "COMMIT", nullptr, nullptr, nullptr) == SQLITE_OK) return SMP_OK;
     fail(db, "purge", error, error_size);

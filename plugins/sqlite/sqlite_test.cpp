@@ -329,8 +329,10 @@ TEST_CASE_FIXTURE(Fixture, "a database of schema version 4 is brought to the cur
     CHECK(db.text("SELECT path, received_bytes, tls_version, tls FROM requests") == "old.bin|90|NULL|0");
     CHECK(db.text("SELECT path || ' ' || finished FROM downloads") == "old.bin 1");
     CHECK(db.number("SELECT count(*) FROM pragma_table_info('downloads')") == 25);
-    // The per-day totals start empty: the downloads stored before are still rows, counted from there.
+    // The per-day totals start empty: the download stored before is still a
+    // row, counted live by the daily report.
     CHECK(db.number("SELECT count(*) FROM daily") == 0);
+    CHECK(store.report("daily") == std::vector<std::string>{"1970-01-01|old.bin|1|1|10"});
     // The batch and the log position already stored are still known; new
     // records are stored, with their TLS version.
     TrafficBatch batch = traffic(10, 3, 1, 50, 8);
@@ -551,6 +553,7 @@ std::vector<std::string> daily(LoadedStore& store) { return store.report("daily"
 }  // namespace
 
 TEST_CASE_FIXTURE(Fixture, "daily counts a download once, as it grows open, updated and finished") {
+    Inspector db(database);
     LoadedStore store(SMP_SQLITE_MODULE, database);
     const auto at = [](int64_t seconds) { return kDecember1 + seconds * kSecond; };
     const auto batch_of = [&](uint64_t sequence, uint64_t bytes, bool finished) {
@@ -594,7 +597,8 @@ TEST_CASE_FIXTURE(Fixture, "daily counts a download once, as it grows open, upda
     REQUIRE(this->store(store, std::move(merged)) == SMP_OK);
     CHECK(daily(store) == std::vector<std::string>{"2026-12-01|a.bin|1|1|5000", "2026-12-01|b.bin|1|1|4096",
                                                    "2026-12-02|a.bin|1|1|4096"});
-    Inspector db(database);
+    // Storing batches never writes the per-day totals: only a purge does.
+    CHECK(db.number("SELECT count(*) FROM daily") == 0);
     CHECK(db.text("SELECT bytes_sent FROM downloads WHERE id = 3") == "4096");
     // The day view of timeseries reads the same totals; the filters apply.
     CHECK(store.report("timeseries", 0, 0, nullptr, "day") ==
@@ -616,7 +620,7 @@ TEST_CASE_FIXTURE(Fixture, "daily leaves the bots out unless the query asks for 
     CHECK(store.report("daily", 0, 0, nullptr, nullptr, 1) == std::vector<std::string>{"2026-12-01|a.bin|8|7|710"});
 }
 
-TEST_CASE_FIXTURE(Fixture, "the migration fills daily from the downloads already stored") {
+TEST_CASE_FIXTURE(Fixture, "the migration creates daily empty: the downloads already stored are counted live") {
     const auto at = [](int64_t seconds) { return kDecember1 + seconds * kSecond; };
     std::vector<std::string> kept;
     {
@@ -636,10 +640,13 @@ TEST_CASE_FIXTURE(Fixture, "the migration fills daily from the downloads already
     Inspector(database).exec("DROP TABLE daily; PRAGMA user_version = 6");
     LoadedStore store(SMP_SQLITE_MODULE, database);
     CHECK(Inspector(database).number("PRAGMA user_version") == 7);
-    CHECK(daily(store) == kept);
+    CHECK(Inspector(database).number("SELECT count(*) FROM daily") == 0);
+    CHECK(daily(store) == kept);  // counted once: as rows, not also as totals
 }
 
-TEST_CASE_FIXTURE(Fixture, "purge deletes old requests, then old finished downloads, max_rows at a time") {
+TEST_CASE_FIXTURE(Fixture,
+                  "purge deletes old requests, then old finished downloads, max_rows at a time, rolling the downloads "
+                  "up into daily") {
     LoadedStore store(SMP_SQLITE_MODULE, database);
     const auto at = [](int64_t seconds) { return kDecember1 + seconds * kSecond; };
     const int64_t cut = at(1000);
@@ -655,29 +662,55 @@ TEST_CASE_FIXTURE(Fixture, "purge deletes old requests, then old finished downlo
     add_download(batch, 7, "new.bin", at(1500), at(1600)).finished = 1;
     REQUIRE(store.store(batch.view()) == SMP_OK);
     Inspector db(database);
-    const std::string totals = "SELECT group_concat(day || path || downloads, ' ') FROM daily";
-    const std::string before = db.text(totals);
+    const std::string totals =
+        "SELECT group_concat(day || ' ' || path || ' ' || client_class || ' ' || downloads || "
+        "' ' || completed || ' ' || bytes, ', ') FROM daily";
+    // Downloads 3 and 7 are Ranges of 100 bytes (sqlite_harness.hpp): not completed.
+    const std::vector<std::string> report = {"2026-12-01|long.bin|1|1|4096", "2026-12-01|new.bin|1|0|100",
+                                             "2026-12-01|old.bin|4|3|12388", "2026-12-01|open.bin|1|1|4096"};
+    REQUIRE(daily(store) == report);
+    const std::vector<std::string> by_day = store.report("timeseries", 0, 0, nullptr, "day");
+    REQUIRE(by_day == std::vector<std::string>{"2026-12-01T00:00:00Z|7|5|20680"});
+    CHECK(db.text(totals) == "NULL");  // nothing purged yet
 
     uint32_t purged = 0;
     REQUIRE(store.purge(cut, 3, purged) == SMP_OK);
     CHECK(purged == 3);
     CHECK(db.number("SELECT count(*) FROM requests") == 4);
+    CHECK(db.text(totals) == "NULL");  // requests are not counted in daily
     REQUIRE(store.purge(cut, 3, purged) == SMP_OK);
     CHECK(purged == 3);  // the 2 last old requests and a download
     CHECK(db.number("SELECT count(*) FROM requests") == 2);
     CHECK(db.number("SELECT count(*) FROM downloads") == 6);
+    // The download deleted is in the totals, the others are still rows: the
+    // report is the same.
+    CHECK(db.number("SELECT sum(downloads) FROM daily") == 1);
+    CHECK(db.number("SELECT sum(downloads) FROM daily") + db.number("SELECT count(*) FROM downloads") == 7);
+    CHECK(daily(store) == report);
     REQUIRE(store.purge(cut, 3, purged) == SMP_OK);
     CHECK(purged == 3);
     REQUIRE(store.purge(cut, 3, purged) == SMP_OK);
     CHECK(purged == 0);  // done: the core stops calling
     CHECK(db.number("SELECT count(*) FROM requests WHERE start_us >= " + std::to_string(cut)) == 2);
+    // The open download is never purged, however old.
     CHECK(db.text("SELECT group_concat(path, ' ') FROM (SELECT path FROM downloads ORDER BY id)") ==
           "open.bin long.bin new.bin");
-    // The per-day totals are never purged.
-    CHECK(db.text(totals) == before);
-    // Downloads 3 and 7 are Ranges of 100 bytes (sqlite_harness.hpp): not completed.
-    CHECK(daily(store) == std::vector<std::string>{"2026-12-01|long.bin|1|1|4096", "2026-12-01|new.bin|1|0|100",
-                                                   "2026-12-01|old.bin|4|3|12388", "2026-12-01|open.bin|1|1|4096"});
+    // Exactly the 4 downloads purged moved into the totals, of a class not
+    // known yet; the report before and after the purge is the same.
+    CHECK(db.text(totals) == "2026-12-01 old.bin unknown 4 3 12388");
+    CHECK(daily(store) == report);
+    CHECK(store.report("timeseries", 0, 0, nullptr, "day") == by_day);
+    CHECK(store.report("daily", 0, 0, "old.bin") == std::vector<std::string>{"2026-12-01|old.bin|4|3|12388"});
+    // A later purge of the same day adds to its totals.
+    TrafficBatch later;
+    add_download(later, 8, "old.bin", at(0), at(20)).finished = 1;
+    later.batch.origin = 2;
+    later.batch.sequence = 1;
+    REQUIRE(store.store(later.view()) == SMP_OK);
+    REQUIRE(store.purge(cut, 1000, purged) == SMP_OK);
+    CHECK(purged == 1);
+    CHECK(db.text(totals) == "2026-12-01 old.bin unknown 5 4 16484");
+    CHECK(store.report("daily", 0, 0, "old.bin") == std::vector<std::string>{"2026-12-01|old.bin|5|4|16484"});
     // Nothing older than the cut is left to purge, whatever max_rows.
     REQUIRE(store.purge(cut, 1000, purged) == SMP_OK);
     CHECK(purged == 0);

@@ -8,7 +8,9 @@
 // --requests: requests stored first, each with its own finished download
 //   (so twice as many rows), all older than the cut; --rows: max_rows of a
 //   call. Then purges them all, a call at a time, and prints the wall time
-//   of the calls: min, median, max, and the rows a call deleted.
+//   of the calls: min, median, max, and the rows a call deleted; then the
+//   same for the calls that deleted requests only and for those that
+//   deleted downloads (and added them to the per-day totals).
 #include <unistd.h>
 
 #include <algorithm>
@@ -65,6 +67,17 @@ int main(int argc, char** argv) {
                 call_ms.size(), static_cast<unsigned long long>(total));
     std::printf("ms per call: min %.2f  median %.2f  max %.2f  (first %.2f)\n", sorted.front(),
                 sorted[sorted.size() / 2], sorted.back(), call_ms.front());
+    // The requests go first: the calls before that many rows deleted
+    // requests only; the others delete downloads, rolled up into daily.
+    const auto line = [](const char* what, std::vector<double> part) {
+        if (part.empty()) return;
+        std::sort(part.begin(), part.end());
+        std::printf("  %s: %zu calls, ms min %.2f  median %.2f  max %.2f\n", what, part.size(), part.front(),
+                    part[part.size() / 2], part.back());
+    };
+    const size_t request_calls = std::min(call_ms.size(), requests / std::max<uint32_t>(rows, 1));
+    line("requests only", {call_ms.begin(), call_ms.begin() + static_cast<std::ptrdiff_t>(request_calls)});
+    line("downloads (and daily)", {call_ms.begin() + static_cast<std::ptrdiff_t>(request_calls), call_ms.end()});
     if (!keep) {
         for (const char* suffix : {"", "-wal", "-shm"}) std::filesystem::remove(db + suffix);
     }

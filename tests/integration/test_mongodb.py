@@ -715,11 +715,10 @@ class RetentionTests:
         self.assertEqual(harness.http(server.port, 'GET', '/small.bin', {'User-Agent': 'recent'}).status, 200)
         self.stopped(server)
         db = self.db(database)
-        # Each download counted once, though stored open and then finished.
         self.assertEqual(db.downloads.count_documents({'finished': True}), 3)
-        totals = {d['path']: (d['downloads'], d['completed'], d['bytes']) for d in db.daily.find()}
-        self.assertEqual(totals, {'a.bin': (2, 2, 4 * MIB), 'small.bin': (1, 1, 4096)})
-        # The 'old-' rows move 800 days back, their totals with them.
+        # Storing downloads never writes the per-day totals: only a purge does.
+        self.assertEqual(db.daily.count_documents({}), 0)
+        # The 'old-' rows move 800 days back.
         back = 800 * DAY_US
         for collection, first, last in ((db.requests, 'start_us', 'end_us'), (db.downloads, 'first_us', 'last_us')):
             for doc in collection.find({'user_agent': {'$regex': '^old-'}}):
@@ -727,26 +726,30 @@ class RetentionTests:
                                       {'$set': {first: Int64(doc[first] - back), last: Int64(doc[last] - back)}})
         old_day = time.strftime('%Y-%m-%d', time.gmtime(db.downloads.find_one({'user_agent': 'old-1'})['first_us']
                                                         // 1_000_000))
-        db.daily.update_one({'path': 'a.bin'}, {'$set': {'day': old_day}})
         old_requests = db.requests.count_documents({'user_agent': {'$regex': '^old-'}})
         self.assertGreaterEqual(old_requests, 2)
-        daily_before = sorted((d['day'], d['path'], d['downloads']) for d in db.daily.find())
+        config = harness.write_file(self.env.path('stats-retention.yaml'),
+                                    server_config(harness.free_port(), self.env.www, [entry]))
+        # Each download counted once, from its row, though stored open and then finished.
+        daily_before = self.stats(config, 'daily')
+        self.assertEqual(daily_before[0], {'day': old_day, 'path': 'a.bin', 'downloads': 2, 'completed': 2,
+                                           'bytes': 4 * MIB})
+        self.assertEqual([(r['path'], r['downloads']) for r in daily_before], [('a.bin', 2), ('small.bin', 1)])
+        days_before = self.stats(config, 'timeseries', '--bucket', 'day')
+        self.assertEqual([(r['time'][:10], r['downloads']) for r in days_before][0], (old_day, 2))
 
         server = self.new_server([entry], core_extra={'tracking': '{enabled: true, idle_window: 1s, retention: 760d}'})
         harness.wait_for(lambda: 'retention: purged' in server.log(), 20.0)
         self.assertIn('[mongodb] retention: purged %d row(s)' % (old_requests + 2), server.log())
+        self.stopped(server)
         self.assertEqual(db.requests.count_documents({'user_agent': {'$regex': '^old-'}}), 0)
         self.assertEqual([d['user_agent'] for d in db.downloads.find()], ['recent'])
-        self.assertEqual(sorted((d['day'], d['path'], d['downloads']) for d in db.daily.find()), daily_before)
-        self.stopped(server)
-        config = harness.write_file(self.env.path('stats-retention.yaml'),
-                                    server_config(harness.free_port(), self.env.www, [entry]))
-        rows = self.stats(config, 'daily')
-        self.assertEqual(rows[0], {'day': old_day, 'path': 'a.bin', 'downloads': 2, 'completed': 2,
-                                   'bytes': 4 * MIB})
-        self.assertEqual([r['path'] for r in rows], ['a.bin', 'small.bin'])
-        days = self.stats(config, 'timeseries', '--bucket', 'day')
-        self.assertEqual([(r['time'][:10], r['downloads']) for r in days][0], (old_day, 2))
+        # The purged downloads moved into the totals, and only they.
+        self.assertEqual([(d['day'], d['path'], d['client_class'], d['downloads'], d['completed'], d['bytes'])
+                          for d in db.daily.find()], [(old_day, 'a.bin', 'unknown', 2, 2, 4 * MIB)])
+        # The reports are the same: the old day is still there after its rows are gone.
+        self.assertEqual(self.stats(config, 'daily'), daily_before)
+        self.assertEqual(self.stats(config, 'timeseries', '--bucket', 'day'), days_before)
 
 
 class OnDouble(RetentionTests, StoreTests, MongoCase):

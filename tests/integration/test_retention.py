@@ -1,7 +1,8 @@
 """tracking.retention and the per-day totals (issue 18): a server started
 with a retention purges the sqlite store's older requests and finished
-downloads at once, keeps the recent ones, and `smprotocol stats daily` (and
-the timeseries by day) still count the purged downloads. The old rows are
+downloads at once, keeps the recent ones, and moves the purged downloads'
+counts into the per-day totals in the same transaction: `smprotocol stats
+daily` (and the timeseries by day) report the same before and after. The old rows are
 made from real ones: downloads stored by a first run, then moved 800 days
 back with SQL before a second run."""
 
@@ -63,47 +64,54 @@ class Retention(unittest.TestCase):
         self.assertEqual(harness.http(server.port, 'GET', '/b.bin', {'User-Agent': 'recent'}).status, 200)
         self.assertEqual(server.terminate(), 0, server.log_tail())
         self.assertEqual(self.query("SELECT count(*), sum(finished) FROM downloads"), [(5, 5)])
-        self.assertEqual(self.query("SELECT sum(downloads), sum(completed), sum(bytes) FROM daily"),
-                         [(5, 5, 3 * MIB + 2 * 64 * 1024)])
+        # Storing downloads never writes the per-day totals: only a purge does.
+        self.assertEqual(self.query("SELECT count(*) FROM daily"), [(0,)])
 
-        # The 'old-' rows move 800 days back, their totals with them (as the
-        # day they started in counted them).
+        # The 'old-' rows move 800 days back.
         with sqlite3.connect(self.db) as db:
             db.execute("UPDATE requests SET start_us = start_us - ?, end_us = end_us - ? "
                        "WHERE user_agent LIKE 'old-%'", (BACK_US, BACK_US))
             db.execute("UPDATE downloads SET first_us = first_us - ?, last_us = last_us - ? "
                        "WHERE user_agent LIKE 'old-%'", (BACK_US, BACK_US))
-            db.execute("DELETE FROM daily")
-            db.execute("INSERT INTO daily SELECT date(first_us / 1000000, 'unixepoch'), path, 'unknown', count(*), "
-                       "sum(completed <> 0), sum(bytes_sent) FROM downloads GROUP BY 1, 2")
         db.close()
         old_day = utc_day(self.query("SELECT min(first_us) FROM downloads")[0][0])
         recent_day = utc_day(self.query("SELECT max(first_us) FROM downloads")[0][0])
         old_requests = self.query("SELECT count(*) FROM requests WHERE user_agent LIKE 'old-%'")[0][0]
         self.assertGreaterEqual(old_requests, 4)
         recent_requests = self.query("SELECT count(*) FROM requests WHERE user_agent = 'recent'")[0][0]
-        daily_before = self.query("SELECT * FROM daily ORDER BY 1, 2, 3")
+        expected = [
+            {'day': old_day, 'path': 'a.bin', 'downloads': 3, 'completed': 3, 'bytes': 3 * MIB},
+            {'day': old_day, 'path': 'b.bin', 'downloads': 1, 'completed': 1, 'bytes': 64 * 1024},
+            {'day': recent_day, 'path': 'b.bin', 'downloads': 1, 'completed': 1, 'bytes': 64 * 1024},
+        ]
+        # Before the purge the downloads are counted from their rows.
+        self.assertEqual(json.loads(self.stats('--json', 'daily'))['rows'], expected)
+        days_before = json.loads(self.stats('--json', '--bucket', 'day', 'timeseries'))['rows']
+        self.assertEqual([(r['time'][:10], r['downloads']) for r in days_before], [(old_day, 4), (recent_day, 1)])
 
         server = self.start('{enabled: true, idle_window: 1s, retention: 760d}')
         harness.wait_for(lambda: 'retention: purged' in server.log(), 15.0)
         self.assertIn('[sqlite] retention: purged %d row(s) older than 760 day(s)' % (old_requests + 4),
                       server.log())
-        # Recent rows, and every per-day total, are kept.
+        # Recent rows are kept; the old downloads' counts, and only theirs,
+        # moved into the per-day totals.
         self.assertEqual(self.query("SELECT count(*) FROM requests WHERE user_agent LIKE 'old-%'"), [(0,)])
         self.assertEqual(self.query("SELECT count(*) FROM downloads WHERE user_agent LIKE 'old-%'"), [(0,)])
         self.assertEqual(self.query("SELECT count(*) FROM requests WHERE user_agent = 'recent'"),
                          [(recent_requests,)])
         self.assertEqual(self.query("SELECT user_agent FROM downloads"), [('recent',)])
-        self.assertEqual(self.query("SELECT * FROM daily ORDER BY 1, 2, 3"), daily_before)
+        self.assertEqual(self.query("SELECT * FROM daily ORDER BY 1, 2, 3"),
+                         [(old_day, 'a.bin', 'unknown', 3, 3, 3 * MIB), (old_day, 'b.bin', 'unknown', 1, 1, 64 * 1024)])
+        # The same report after the purge: counted once, forever.
+        self.assertEqual(json.loads(self.stats('--json', 'daily'))['rows'], expected)
+        self.assertEqual(json.loads(self.stats('--json', '--bucket', 'day', 'timeseries'))['rows'], days_before)
 
-        # Tracking goes on after the purge, into the same totals.
+        # Tracking goes on after the purge, counted live.
         self.assertEqual(harness.http(server.port, 'GET', '/b.bin', {'User-Agent': 'after'}).status, 200)
         self.assertEqual(server.terminate(), 0, server.log_tail())
 
         rows = json.loads(self.stats('--json', 'daily'))['rows']
-        self.assertEqual(rows, [
-            {'day': old_day, 'path': 'a.bin', 'downloads': 3, 'completed': 3, 'bytes': 3 * MIB},
-            {'day': old_day, 'path': 'b.bin', 'downloads': 1, 'completed': 1, 'bytes': 64 * 1024},
+        self.assertEqual(rows, expected[:2] + [
             {'day': recent_day, 'path': 'b.bin', 'downloads': 2, 'completed': 2, 'bytes': 2 * 64 * 1024},
         ])
         text = self.stats('daily')
@@ -114,7 +122,7 @@ class Retention(unittest.TestCase):
         self.assertEqual([r['path'] for r in json.loads(self.stats('--json', '--since', since, 'daily'))['rows']],
                          ['b.bin'])
         self.assertEqual(len(json.loads(self.stats('--json', '--file', '/a.bin', 'daily'))['rows']), 1)
-        # The dashboard's day view reads the same totals; the downloads
+        # The dashboard's day view adds the same totals; the downloads
         # reports see only what retention kept.
         days = json.loads(self.stats('--json', '--bucket', 'day', 'timeseries'))['rows']
         self.assertEqual([(r['time'][:10], r['downloads']) for r in days], [(old_day, 4), (recent_day, 2)])
