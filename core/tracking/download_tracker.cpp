@@ -316,8 +316,6 @@ const LogicalDownload* DownloadTracker::add(const smp_record& record, uint64_t i
     if (!changed_.contains(nodes_, index)) changed_.push_back(nodes_, index);
     LogicalDownload& download = nodes_[index].download;
     if (geo != nullptr && download.geo.empty()) download.geo = strings_.intern(geo);
-    // A resume: this request began after every earlier request had ended.
-    if (download.requests > 0 && record.start_us > download.last_us) ++download.resumes;
     ++download.requests;
     for (size_t i = 0; i < record.interval_count; ++i) {
         const smp_interval& sent = record.intervals[i];
@@ -326,6 +324,13 @@ const LogicalDownload* DownloadTracker::add(const smp_record& record, uint64_t i
     }
     if (record.end_us >= record.start_us)
         download.active.add(static_cast<uint64_t>(record.start_us), static_cast<uint64_t>(record.end_us));
+    // A resume is a request that began after every earlier one had ended: a
+    // gap in the time the download was transferring. Counted from those
+    // spans, not from the order the records arrive in: the cut request and
+    // its resume, served by two workers, may reach the collector either way
+    // round.
+    const size_t spans = download.active.intervals().size();
+    download.resumes = spans > 1 ? static_cast<uint32_t>(spans - 1) : 0;
     download.first_us = std::min(download.first_us, record.start_us);
     if (record.end_us >= download.last_us) {
         download.last_us = record.end_us;

@@ -47,7 +47,7 @@ struct LogicalDownload {
     // the place is looked up from client_ip.
     SharedString geo;
     uint32_t requests = 0;
-    uint32_t resumes = 0;  // requests that began after every earlier one had ended
+    uint32_t resumes = 0;  // requests that began after every earlier one had ended: the gaps in `active`
     smp_end_reason last_reason = SMP_END_COMPLETED;
     // Finished before its idle window ran out, to keep the open downloads
     // under the cap: its end is not known.

@@ -96,6 +96,26 @@ TEST_CASE("eight parallel segments are one completed download") {
     CHECK(done[0].active_us() == 2 * kSecond);
 }
 
+TEST_CASE("a resume counts the same whichever record arrives first") {
+    // Two workers served the cut request and its resume: their records may
+    // reach the collector in either order (test_dashboard saw 0 resumes).
+    for (const bool resume_first : {false, true}) {
+        CAPTURE(resume_first);
+        DownloadTracker tracker(kWindow);
+        Request first(0, 5, 0, kSize / 2 - 1, 200, SMP_END_CLIENT_CLOSED);
+        Request second(60, 65, kSize / 2, kSize - 1);
+        Request third(70, 80, 0, 9);     // overlaps nothing in time: a second resume
+        Request during(72, 74, 10, 19);  // within the third: no resume
+        for (Request* request : resume_first ? std::vector<Request*>{&during, &third, &second, &first}
+                                             : std::vector<Request*>{&first, &second, &third, &during})
+            add(tracker, request->record);
+        const auto done = finish_all(tracker);
+        REQUIRE(done.size() == 1);
+        CHECK(done[0].requests == 4);
+        CHECK(done[0].resumes == 2);
+    }
+}
+
 TEST_CASE("a cut and a resume are one download with one resume") {
     DownloadTracker tracker(kWindow);
     Request first(0, 5, 0, kSize / 2 - 1, 200, SMP_END_CLIENT_CLOSED);

@@ -106,8 +106,9 @@ class Anonymised(unittest.TestCase):
 
     def test_requests_of_one_download_still_merge(self):
         self.assertTrue(self.finished, self.server.log_tail())
-        rows = query(self.db, "SELECT client_ip, requests, completed FROM downloads WHERE user_agent = 'resumer'")
-        self.assertEqual(rows, [('127.0.0.0', 2, 1)])
+        rows = query(self.db, "SELECT client_ip, requests, resumes, completed FROM downloads "
+                     "WHERE user_agent = 'resumer'")
+        self.assertEqual(rows, [('127.0.0.0', 2, 1, 1)])
 
     def test_access_log_and_plugins_see_only_shortened_addresses(self):
         self.assertEqual(self.stopped, 0)
