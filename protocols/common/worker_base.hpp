@@ -13,6 +13,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstdio>
+#include <cstring>
 #include <exception>
 #include <new>
 #include <optional>
@@ -314,7 +315,16 @@ class WorkerBase {
         auto* c = static_cast<Connection*>(handle->data);
         WorkerBase& self = *c->worker;
         ::close(c->fd);
-        const smp_connection_info info = c->info;
+        // The info's addresses are the connection's own arrays: copied with
+        // it, so that what the plugins read in on_disconnect outlives it.
+        smp_connection_info info = c->info;
+        char client_ip[INET6_ADDRSTRLEN], logged_ip[INET6_ADDRSTRLEN], local_ip[INET6_ADDRSTRLEN];
+        std::memcpy(client_ip, c->client_ip, sizeof client_ip);
+        std::memcpy(logged_ip, c->logged_ip, sizeof logged_ip);
+        std::memcpy(local_ip, c->local_ip, sizeof local_ip);
+        info.client_ip = client_ip;
+        info.logged_ip = logged_ip;
+        info.local_ip = local_ip;
         delete c;
         self.core_->disconnect(self.worker_, &info);
     }
