@@ -213,7 +213,9 @@ Worker::Worker(Runtime& runtime, int slot, WorkerSeat* seat, std::vector<std::op
 
 const smp_record& Worker::outgoing(const smp_record& record, Outgoing& out) {
     if (!shortener_) return record;
-    // A module built for an older ABI hands a smaller record: copy what it has.
+    // A module built for an older ABI hands a smaller record: copy what it
+    // has, the fields it lacks zero.
+    out.record = smp_record{};
     std::memcpy(&out.record, &record, std::min<size_t>(record.size, sizeof out.record));
     const char* client = record.forwarded_ip != nullptr ? record.forwarded_ip : record.client_ip;
     if (geoip_ != nullptr && client != nullptr) out.geo = place_of(client);

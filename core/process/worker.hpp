@@ -67,10 +67,11 @@ class Worker {
     // A record as it leaves the worker. With privacy.anonymize_ip it is a
     // copy with the client's addresses shortened, and the place looked up
     // from the whole address goes along to the collector.
+    // Left uninitialised: made on every record, filled only when shortening.
     struct Outgoing {
-        smp_record record{};
-        AddressShortener::Text client{};
-        AddressShortener::Text forwarded{};
+        smp_record record;
+        AddressShortener::Text client;
+        AddressShortener::Text forwarded;
         const char* geo = nullptr;
     };
     const smp_record& outgoing(const smp_record& record, Outgoing& out);
