@@ -5,7 +5,7 @@ set -euo pipefail
 
 declare -A groups=(
   [build]="g++ meson ninja-build pkg-config libsystemd-dev libuv1-dev libyaml-cpp-dev libspdlog-dev doctest-dev libhttp-parser-dev libmaxminddb-dev libsqlite3-dev libmongoc-dev libmemcached-dev libssl-dev media-types"
-  [test]="openssl python3 python3-pymongo memcached curl wget aria2 libmaxmind-db-writer-perl nginx-light wrk systemd procps slowhttptest iproute2 chromium python3-websocket prometheus"
+  [test]="openssl python3 python3-pymongo memcached curl wget aria2 libmaxmind-db-writer-perl nginx-light wrk systemd procps slowhttptest iproute2 chromium python3-websocket prometheus haproxy"
   [bench]="nginx-light wrk curl python3 util-linux"
   # scripts/fuzz.sh: libclang_rt.fuzzer and the sanitizers' runtimes come with
   # libclang-rt-14-dev; llvm-symbolizer (llvm) names the lines of a crash.

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <array>
+#include <cctype>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
@@ -20,6 +21,14 @@ namespace {
 // out in one so that no line is cut; far below that, a bigger buffer only
 // holds more lines back from the file.
 constexpr int64_t kMaxAccessLogBuffer = 64 * 1024 * 1024;
+
+// A node's name goes into every record, download and log line of a cluster
+// (docs/scale.md): short, and nothing that needs quoting anywhere.
+bool is_node_name(std::string_view name) {
+    return !name.empty() && name.size() <= 64 && std::all_of(name.begin(), name.end(), [](char c) {
+        return std::isalnum(static_cast<unsigned char>(c)) != 0 || c == '.' || c == '-' || c == '_';
+    });
+}
 
 std::string join_errors(const std::vector<std::string>& errors) {
     std::string text;
@@ -414,11 +423,20 @@ Config parse_config(const std::string& text, const std::string& name, const std:
 
     check_keys(
         root, "",
-        std::array<std::string_view, 16>{"workers", "max_connections", "backlog", "shutdown_timeout", "module_dir",
+        std::array<std::string_view, 17>{"node", "workers", "max_connections", "backlog", "shutdown_timeout", "module_dir",
                                          "state_dir", "user", "reuseport", "log", "tracking", "geoip", "privacy",
                                          "trusted_proxies", "protocols", "plugins", "environments"},
         errors);
 
+    if (const auto node = root["node"])
+        if (auto value = read_string(node, "node", errors)) {
+            if (!is_node_name(*value))
+                errors.add(node, "node",
+                           "must be 1 to 64 letters, digits, '.', '-' or '_' (the name every record and download "
+                           "carries)");
+            else
+                config.node = *value;
+        }
     if (const auto node = root["workers"]) {
         if (node.IsScalar() && node.Scalar() == "auto") {
             config.workers = std::max(1, static_cast<int>(sysconf(_SC_NPROCESSORS_ONLN)));

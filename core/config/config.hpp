@@ -128,6 +128,7 @@ struct Config {
     std::string module_dir;  // empty: found next to the binary or the install default
     // Where the server keeps its state: the default store's database
     // (stats.db) and the spool of batches a store could not take yet.
+    std::string node;  // `node:`; empty: the host name (Runtime::node)
     std::string state_dir = "/var/lib/smprotocol";
     // The account the workers and the stats collector run as when the
     // server is started as root; empty: they keep the master's.

@@ -33,7 +33,7 @@ std::unique_ptr<Runtime> build_runtime(Config config, const Runtime* previous) {
     if (!settled.log.access_log.empty())
         runtime->access_log.open(settled.log.access_log, static_cast<size_t>(settled.log.access_log_buffer));
     for (const auto& network : settled.trusted_proxies) runtime->trusted_proxies.add(network);
-    runtime->node = host_name();
+    runtime->node = settled.node.empty() ? host_name() : settled.node;
     // The default store's database was just created by root: the collector,
     // running as the user, must be able to write it and its spool.
     if (runtime->user && settled.tracking.enabled) give_state_dir(settled.state_dir, *runtime->user);

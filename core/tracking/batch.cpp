@@ -12,7 +12,9 @@ constexpr uint32_t kBatchMagic = 0x534d4232;  // "SMB2": bump when the layout ch
 // found in spool files written by an earlier version: its records and
 // downloads are read with no class (stores read them as unknown).
 constexpr uint32_t kBatchMagicWithoutClass = 0x534d4231;  // "SMB1"
-constexpr uint32_t kDownloadMagic = 0x534d4432;           // "SMD2"
+constexpr uint32_t kDownloadMagic = 0x534d4433;           // "SMD3"
+// Before the active spans (ABI 1.13): the delivered intervals end the frame.
+constexpr uint32_t kDownloadMagicWithoutActive = 0x534d4432;  // "SMD2"
 
 struct BatchHeader {
     uint32_t magic;
@@ -54,6 +56,16 @@ bool take_frame(std::string_view& data, std::string_view& frame) {
     return true;
 }
 
+// Takes `count` intervals from the front of `data`.
+bool take_intervals(std::string_view& data, uint32_t count, std::vector<smp_interval>& out) {
+    const size_t bytes = size_t{count} * sizeof(smp_interval);
+    if (bytes > data.size()) return false;
+    out.resize(count);
+    if (bytes != 0) std::memcpy(out.data(), data.data(), bytes);
+    data.remove_prefix(bytes);
+    return true;
+}
+
 template <typename Row>
 auto strings_of(Row& row) {
     return std::array{&row.node, &row.client_ip,   &row.user_agent, &row.path,
@@ -87,13 +99,16 @@ void append_download(const DownloadRow& row, std::string& out) {
     append_value(out, fixed);
     for (const auto* text : strings) out += *text;
     out.append(reinterpret_cast<const char*>(row.delivered.data()), row.delivered.size() * sizeof(smp_interval));
+    append_value(out, static_cast<uint32_t>(row.active.size()));
+    out.append(reinterpret_cast<const char*>(row.active.data()), row.active.size() * sizeof(smp_interval));
     const auto length = static_cast<uint32_t>(out.size() - frame - sizeof(uint32_t));
     std::memcpy(out.data() + frame, &length, sizeof length);
 }
 
 std::optional<DownloadRow> decode_download(std::string_view data) {
     DownloadFixed fixed{};
-    if (!take_value(data, fixed) || fixed.magic != kDownloadMagic) return std::nullopt;
+    if (!take_value(data, fixed) || (fixed.magic != kDownloadMagic && fixed.magic != kDownloadMagicWithoutActive))
+        return std::nullopt;
     DownloadRow row;
     for (size_t i = 0; auto* text : strings_of(row)) {
         const uint32_t length = fixed.lengths[i++];
@@ -101,9 +116,12 @@ std::optional<DownloadRow> decode_download(std::string_view data) {
         text->assign(data.data(), length);
         data.remove_prefix(length);
     }
-    if (data.size() != size_t{fixed.interval_count} * sizeof(smp_interval)) return std::nullopt;
-    row.delivered.resize(fixed.interval_count);
-    if (!data.empty()) std::memcpy(row.delivered.data(), data.data(), data.size());
+    if (!take_intervals(data, fixed.interval_count, row.delivered)) return std::nullopt;
+    uint32_t active_count = 0;
+    if (fixed.magic == kDownloadMagic &&
+        (!take_value(data, active_count) || !take_intervals(data, active_count, row.active)))
+        return std::nullopt;
+    if (!data.empty()) return std::nullopt;
     row.id = fixed.id;
     row.file_size = fixed.file_size;
     row.distinct_bytes = fixed.distinct_bytes;
@@ -149,6 +167,8 @@ DownloadRow::DownloadRow(const LogicalDownload& d, GeoInfo geo_info, bool is_fin
       geo(std::move(geo_info)) {
     delivered.reserve(d.delivered.intervals().size());
     for (const auto& interval : d.delivered.intervals()) delivered.push_back({interval.first, interval.last});
+    active.reserve(d.active.intervals().size());
+    for (const auto& span : d.active.intervals()) active.push_back({span.first, span.last});
 }
 
 smp_download DownloadRow::view() const {
@@ -182,6 +202,8 @@ smp_download DownloadRow::view() const {
     out.finished = finished ? 1 : 0;
     out.node = node.c_str();
     out.client_class = client_class_name(client_class);
+    out.active = active.data();
+    out.active_count = active.size();
     return out;
 }
 

@@ -42,6 +42,7 @@ struct DownloadRow {
     smp_end_reason reason = SMP_END_COMPLETED;
     ClientClass client_class = ClientClass::unknown;  // of its user agent
     std::vector<smp_interval> delivered;
+    std::vector<smp_interval> active;  // time spans, microseconds (smp_download.active)
     GeoInfo geo;
 
     DownloadRow() = default;

@@ -86,7 +86,7 @@ extern "C" {
 #endif
 
 #define SMP_ABI_MAJOR 1
-#define SMP_ABI_MINOR 12
+#define SMP_ABI_MINOR 13
 
 /*
  * What a hook that returns `int` returns, unless it says otherwise (the
@@ -392,11 +392,25 @@ typedef struct smp_download {
     /* ABI 1.12: the client_class of its requests (see smp_record). Read only
        when `size` covers it: smp_download_client_class(). */
     const char* client_class;
+    /* ABI 1.13: the times in which at least one of its requests was
+       transferring, as inclusive microsecond spans in order ([first, last],
+       the clock of first_us); `resumes` counts the gaps between them. A store
+       that merges one download's parts from several nodes (docs/scale.md)
+       unites them. Read only when `size` covers them: smp_download_active(). */
+    const smp_interval* active;
+    size_t active_count;
 } smp_download;
 
 /* A download's client_class, or "unknown" when it has none. */
 static inline const char* smp_download_client_class(const smp_download* download) {
     return SMP_HAS(download, client_class) && download->client_class != NULL ? download->client_class : "unknown";
+}
+
+/* A download's active spans (see smp_download.active); none from a core
+   before ABI 1.13. */
+static inline size_t smp_download_active(const smp_download* download, const smp_interval** spans) {
+    *spans = SMP_HAS(download, active_count) ? download->active : NULL;
+    return *spans != NULL ? download->active_count : 0;
 }
 
 /* What a storage plugin stores in one call. A download appears in every
@@ -407,7 +421,7 @@ static inline const char* smp_download_client_class(const smp_download* download
    `records` and `downloads` are arrays of the core's own smp_record and
    smp_download, stepping by the core's sizeof: each element's `size` says
    which fields it holds, but a store built for a minor before the one that
-   last grew them (1.12 for both) indexes them
+   last grew them (1.12 for records, 1.13 for downloads) indexes them
    wrongly. Build stores against the core's header; a stride here is left
    for a later minor. */
 typedef struct smp_batch {
