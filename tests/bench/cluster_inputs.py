@@ -94,20 +94,32 @@ def machine_busy():
     return sum(v) - idle, sum(v)
 
 
-def wait_for_binary(limit_s=180):
-    """The binary may be being rebuilt: wait (bounded) until it exists and has not changed for 20 s."""
+def build_files():
+    """The binary and the modules it loads from its build tree (core/smprotocol -> build/**/*.so)."""
+    build = Path(harness.BINARY).resolve().parent.parent
+    return [Path(harness.BINARY)] + sorted(build.glob('plugins/*/*.so')) + sorted(build.glob('protocols/*/*.so'))
+
+
+def wait_for_binary(limit_s=300):
+    """The binary or a module may be being rebuilt: wait (bounded) until none has changed for 30 s."""
     deadline = time.monotonic() + limit_s
     while True:
         try:
-            age = time.time() - os.stat(harness.BINARY).st_mtime
-            if age > 20:
+            age = min(time.time() - f.stat().st_mtime for f in build_files())
+            if age > 30:
                 return
         except OSError:
             age = None
         if time.monotonic() > deadline:
-            raise BenchError('%s missing or still changing after %d s' % (harness.BINARY, limit_s))
-        log('waiting for %s (%s)' % (harness.BINARY, 'missing' if age is None else 'changed %.0f s ago' % age))
+            raise BenchError('%s (or a module) missing or still changing after %d s' % (harness.BINARY, limit_s))
+        log('waiting for the build (%s)' % ('binary missing' if age is None else 'changed %.0f s ago' % age))
         time.sleep(10)
+
+
+def build_stamp():
+    """mtime of the newest build file: compared before and after, so a run on a binary rebuilt
+    under it is seen."""
+    return max(f.stat().st_mtime for f in build_files())
 
 
 # --------------------------------------------------------------------------
@@ -382,6 +394,7 @@ def write_summary(cmds):
     return {'insert_commands': w['insert'].get('commands', 0), 'inserted_docs': w['insert'].get('documents', 0),
             'update_commands': w['update'].get('commands', 0), 'update_statements': w['update'].get('updates', 0),
             'delete_commands': w['delete'].get('commands', 0),
+            'read_commands': sum(cmds.get(k, {}).get('commands', 0) for k in ('find', 'getMore', 'aggregate')),
             'unacknowledged': sum(c.get('unacknowledged', 0) for c in cmds.values()),
             'all_commands': {k: v['commands'] for k, v in sorted(cmds.items())}}
 
@@ -409,6 +422,7 @@ def measure_kind(kind, run, env, double, memcached):
     w = result['writes']
     result['write_ops_per_download'] = (w['inserted_docs'] + w['update_statements']) / n
     result['write_commands_per_download'] = (w['insert_commands'] + w['update_commands']) / n
+    result['read_commands_per_download'] = w['read_commands'] / n
     ops = mc_delta(mc0, mc1)
     result['memcached'] = ops
     result['memcached_per_download'] = {k: v / n for k, v in ops.items()}
@@ -479,6 +493,7 @@ def measure_load(run, env, double, memcached, seconds, conns, catchup_limit):
     res['insert_commands_per_s'] = w['insert_commands'] / total_s
     res['update_commands_per_s'] = w['update_commands'] / total_s
     res['update_statements_per_s'] = w['update_statements'] / total_s
+    res['read_commands_per_s'] = w['read_commands'] / total_s
     ops = mc_delta(mc0, mc1)
     res['memcached'] = ops
     res['memcached_per_request'] = {k: v / max(1, served) for k, v in ops.items()}
@@ -527,8 +542,11 @@ def table(header, rows):
 def report(runs, args):
     print('cluster_inputs.py: ONE smprotocol node (2 workers), %s, real memcached %s' %
           (LABEL, subprocess.run(['memcached', '-V'], capture_output=True, text=True).stdout.strip()))
-    print('binary %s; %d run(s); min / median / max over runs where more than one\n'
-          % (harness.BINARY, len(runs)))
+    print('binary %s (newest build file %s UTC); %d run(s); min / median / max over the runs\n'
+          % (harness.BINARY, ', '.join(sorted({r['build_mtime'] for r in runs})), len(runs)))
+    for i, r in enumerate(runs, 1):
+        if r.get('warning'):
+            print('WARNING run %d: %s\n' % (i, r['warning']))
     kinds = list(runs[0]['kinds'])
     if kinds:
         print('1. Documents per traffic kind (BSON bytes = len(bson.BSON.encode(doc)), as stored by the double)')
@@ -542,12 +560,16 @@ def report(runs, args):
                          mmm([r['downloads']['max'] for r in rs]),
                          mmm([r['docs_per_download'] for r in rs], '%.2f'),
                          mmm([r['write_ops_per_download'] for r in rs], '%.2f'),
-                         mmm([r['write_commands_per_download'] for r in rs], '%.3f')])
+                         mmm([r['write_commands_per_download'] for r in rs], '%.3f'),
+                         mmm([r['read_commands_per_download'] for r in rs], '%.3f'),
+                         '%d of %d' % (sum(r['server_exit'] == 0 for r in rs), len(rs))])
         print(table(['kind', 'traffic', 'clients ok', 'request docs', 'req avg B', 'req max B', 'download docs',
-                     'dl avg B', 'dl max B', 'docs/download', 'write ops/download', 'write cmds/download'], rows))
+                     'dl avg B', 'dl max B', 'docs/download', 'write ops/download', 'write cmds/download', 'read cmds/download', 'clean stop'], rows))
         print('  docs/download = (request docs + download docs) / clients; write ops = inserted documents + update\n'
               '  statements (upserts) the node sent, counted in the double\'s --trace log; write cmds = insert +\n'
-              '  update commands (one command carries up to batch_size documents or statements).')
+              '  update commands (one command carries up to batch_size documents or statements); read cmds = find +\n'
+              '  getMore + aggregate commands on that database (the store\'s own; the script reads only after the stop).\n'
+              '  clean stop = the node exited 0 on SIGTERM within its bound (it stores every open download first).')
         for k in kinds:
             r = runs[-1]['kinds'][k]
             print('  %s (last run): request statuses %s; writes %s; download fields %s'
@@ -598,6 +620,10 @@ def report(runs, args):
             ['insert commands/s (counted, trace)', mmm([l['insert_commands_per_s'] for l in ls], '%.2f')],
             ['update commands/s (counted, trace)', mmm([l['update_commands_per_s'] for l in ls], '%.2f')],
             ['update statements/s (upserts)', mmm([l['update_statements_per_s'] for l in ls])],
+            ['read commands/s (find, getMore, aggregate)', mmm([l['read_commands_per_s'] for l in ls], '%.2f')],
+            ['clean stop after the wait (bound 120 s)', '%d of %d runs' % (sum(l['server_exit'] == 0 for l in ls),
+                                                                            len(ls))],
+            ['stop took s', mmm([l['stop_s'] for l in ls], '%.1f')],
             ['double CPU % of a core, load', mmm([l['double_cpu_load_pct'] for l in ls])],
             ['double CPU % of a core, catch-up', mmm([l['double_cpu_catchup_pct'] for l in ls])],
             ['node CPU % (all processes), load', mmm([l['node_cpu_load_pct'] for l in ls])],
@@ -635,7 +661,12 @@ def main():
     runs = []
     try:
         for run in range(1, args.runs + 1):
+            stamp = build_stamp()
             runs.append(one_run(run, args, env))
+            runs[-1]['build_mtime'] = time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime(stamp))
+            if build_stamp() != stamp:
+                runs[-1]['warning'] = 'the build changed during this run: its figures mix two binaries'
+                log('run %d: %s' % (run, runs[-1]['warning']))
     finally:
         env.cleanup()
     if args.json:
