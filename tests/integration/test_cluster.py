@@ -399,6 +399,7 @@ class Cluster(unittest.TestCase):
                 self.assertTrue(row['completed'], row)
                 self.assertGreaterEqual(row['requests'], 8, row)
                 self.assertGreaterEqual(len(self.node_names(row)), 2, row)
+                self.assertEqual(self.node_names(row), sorted(served), 'the nodes haproxy sent aria2c to')
 
         # Directly in the (double's) collections: no request counted twice.
         downloads = list(self.db().downloads.find({'path': 'big.bin', 'user_agent': 'aria-cluster'}))
