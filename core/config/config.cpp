@@ -423,9 +423,9 @@ Config parse_config(const std::string& text, const std::string& name, const std:
 
     check_keys(
         root, "",
-        std::array<std::string_view, 17>{"node", "workers", "max_connections", "backlog", "shutdown_timeout", "module_dir",
-                                         "state_dir", "user", "reuseport", "log", "tracking", "geoip", "privacy",
-                                         "trusted_proxies", "protocols", "plugins", "environments"},
+        std::array<std::string_view, 17>{"node", "workers", "max_connections", "backlog", "shutdown_timeout",
+                                         "module_dir", "state_dir", "user", "reuseport", "log", "tracking", "geoip",
+                                         "privacy", "trusted_proxies", "protocols", "plugins", "environments"},
         errors);
 
     if (const auto node = root["node"])

@@ -65,6 +65,17 @@ TEST_CASE("wrong types and ranges are named") {
           "test.yaml:1: log.level: must be one of trace, debug, info, warn, error\n");
 }
 
+TEST_CASE("node: the name records carry; the host name when unset") {
+    CHECK(parse_config(kMinimal, "t", "").node.empty());
+    CHECK(parse_config(std::string("node: web-2.fra1\n") + kMinimal, "t", "").node == "web-2.fra1");
+    const std::string refused =
+        "test.yaml:1: node: must be 1 to 64 letters, digits, '.', '-' or '_' (the name every record and download "
+        "carries)\n";
+    CHECK(errors_of(std::string("node: web 2\n") + kMinimal) == refused);
+    CHECK(errors_of(std::string("node: ''\n") + kMinimal) == refused);
+    CHECK(errors_of("node: " + std::string(65, 'n') + "\n" + kMinimal) == refused);
+}
+
 TEST_CASE("missing required keys are named") {
     CHECK(errors_of("workers: 1\n") == "test.yaml:1: protocols: at least one protocol module is required\n");
     CHECK(errors_of("protocols:\n  - module: http_download\n    port: 80\n") ==

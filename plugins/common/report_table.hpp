@@ -100,7 +100,8 @@ inline std::unique_ptr<OwnedTable> make_table(std::string_view report) {
                       {"duration_s", kNumber},
                       {"active_s", kNumber},
                       {"reason", kText},
-                      {"finished", kBoolean}});
+                      {"finished", kBoolean},
+                      {"nodes", kText}});  // the nodes that served it, by name, joined by ","
     if (report == "tls")
         return table({{"tls_version", kText}, {"requests", kNumber}, {"percent", kNumber}, {"bytes_sent", kNumber}});
     if (report == "timeseries")

@@ -1,7 +1,10 @@
 // Records and downloads as BSON (docs/mongodb.md has the schema).
 #include "bson_documents.hpp"
 
+#include <algorithm>
 #include <cstdint>
+#include <cstring>
+#include <string_view>
 
 namespace smp::mongodb {
 namespace {
@@ -75,11 +78,7 @@ Bson request_document(const smp_record& r) {
     return doc;
 }
 
-Bson download_update(const smp_download& dl) {
-    Bson doc(bson_new());
-    bson_t set;
-    BSON_APPEND_DOCUMENT_BEGIN(doc.get(), "$set", &set);
-    bson_t* d = &set;
+void append_download(bson_t* d, const smp_download& dl) {
     append_text(d, "client_ip", dl.client_ip);
     append_text(d, "user_agent", dl.user_agent);
     append_text(d, "path", dl.path);
@@ -120,8 +119,131 @@ Bson download_update(const smp_download& dl) {
         append_text(&geo, "organisation", dl.organisation);
         bson_append_document_end(d, &geo);
     }
-    bson_append_document_end(doc.get(), &set);
-    return doc;
+}
+
+namespace {
+
+void append_part(bson_t* d, const Part& part) {
+    BSON_APPEND_UTF8(d, "node", part.node.c_str());
+    BSON_APPEND_INT64(d, "id", static_cast<int64_t>(part.id));
+    BSON_APPEND_INT32(d, "requests", static_cast<int32_t>(part.requests));
+    BSON_APPEND_INT64(d, "bytes_sent", static_cast<int64_t>(part.bytes_sent));
+    BSON_APPEND_INT64(d, "file_size", static_cast<int64_t>(part.file_size));
+    BSON_APPEND_INT64(d, "first_us", part.first_us);
+    BSON_APPEND_INT64(d, "last_us", part.last_us);
+    BSON_APPEND_BOOL(d, "finished", part.finished);
+    BSON_APPEND_UTF8(d, "reason", smp_end_reason_name(part.reason));
+    append_intervals(d, "delivered", part.delivered.data(), part.delivered.size());
+    append_intervals(d, "active", part.active.data(), part.active.size());
+}
+
+smp_end_reason reason_named(const char* name) {
+    for (int i = 0; i <= SMP_END_LINK_EXPIRED; ++i)
+        if (std::strcmp(name, smp_end_reason_name(static_cast<smp_end_reason>(i))) == 0)
+            return static_cast<smp_end_reason>(i);
+    return SMP_END_INCOMPLETE;
+}
+
+// [[first, last], ...] as append_intervals wrote it.
+std::vector<smp_interval> intervals_at(bson_iter_t* array) {
+    std::vector<smp_interval> out;
+    bson_iter_t pairs;
+    if (!BSON_ITER_HOLDS_ARRAY(array) || !bson_iter_recurse(array, &pairs)) return out;
+    while (bson_iter_next(&pairs)) {
+        bson_iter_t pair;
+        if (!BSON_ITER_HOLDS_ARRAY(&pairs) || !bson_iter_recurse(&pairs, &pair)) continue;
+        smp_interval interval{};
+        if (bson_iter_next(&pair)) interval.first = static_cast<uint64_t>(bson_iter_as_int64(&pair));
+        if (bson_iter_next(&pair)) interval.last = static_cast<uint64_t>(bson_iter_as_int64(&pair));
+        out.push_back(interval);
+    }
+    return out;
+}
+
+Part part_at(bson_iter_t* fields) {
+    Part part;
+    while (bson_iter_next(fields)) {
+        const std::string_view key = bson_iter_key(fields);
+        if (key == "node" && BSON_ITER_HOLDS_UTF8(fields))
+            part.node = bson_iter_utf8(fields, nullptr);
+        else if (key == "id")
+            part.id = static_cast<uint64_t>(bson_iter_as_int64(fields));
+        else if (key == "requests")
+            part.requests = static_cast<uint32_t>(bson_iter_as_int64(fields));
+        else if (key == "bytes_sent")
+            part.bytes_sent = static_cast<uint64_t>(bson_iter_as_int64(fields));
+        else if (key == "file_size")
+            part.file_size = static_cast<uint64_t>(bson_iter_as_int64(fields));
+        else if (key == "first_us")
+            part.first_us = bson_iter_as_int64(fields);
+        else if (key == "last_us")
+            part.last_us = bson_iter_as_int64(fields);
+        else if (key == "finished")
+            part.finished = bson_iter_as_bool(fields);
+        else if (key == "reason" && BSON_ITER_HOLDS_UTF8(fields))
+            part.reason = reason_named(bson_iter_utf8(fields, nullptr));
+        else if (key == "delivered")
+            part.delivered = intervals_at(fields);
+        else if (key == "active")
+            part.active = intervals_at(fields);
+    }
+    return part;
+}
+
+}  // namespace
+
+void append_merged(bson_t* d, const smp_download& latest, const Merged& merged, const std::vector<Part>& parts) {
+    smp_download view = latest;  // what the download is: client, file, place, class
+    view.id = merged.first->id;
+    view.file_size = merged.file_size;
+    view.distinct_bytes = merged.distinct_bytes;
+    view.bytes_sent = merged.bytes_sent;
+    view.wasted_bytes = merged.bytes_sent - std::min(merged.bytes_sent, merged.distinct_bytes);
+    view.completed = merged.completed ? 1 : 0;
+    view.requests = merged.requests;
+    view.resumes = merged.resumes;
+    view.first_us = merged.first_us;
+    view.last_us = merged.last_us;
+    view.active_us = merged.active_us;
+    view.reason = merged.reason;
+    view.delivered = merged.delivered.data();
+    view.delivered_count = merged.delivered.size();
+    view.finished = merged.finished ? 1 : 0;
+    append_download(d, view);
+    BSON_APPEND_UTF8(d, "node", merged.first->node.c_str());
+    BSON_APPEND_INT64(d, "id", static_cast<int64_t>(merged.first->id));
+    bson_t array;
+    BSON_APPEND_ARRAY_BEGIN(d, "nodes", &array);
+    for (uint32_t i = 0; i < merged.nodes.size(); ++i) {
+        char index[16];
+        const char* index_key = nullptr;
+        bson_uint32_to_string(i, &index_key, index, sizeof index);
+        BSON_APPEND_UTF8(&array, index_key, merged.nodes[i].c_str());
+    }
+    bson_append_array_end(d, &array);
+    BSON_APPEND_ARRAY_BEGIN(d, "parts", &array);
+    for (uint32_t i = 0; i < parts.size(); ++i) {
+        char index[16];
+        const char* index_key = nullptr;
+        bson_uint32_to_string(i, &index_key, index, sizeof index);
+        bson_t part;
+        BSON_APPEND_DOCUMENT_BEGIN(&array, index_key, &part);
+        append_part(&part, parts[i]);
+        bson_append_document_end(&array, &part);
+    }
+    bson_append_array_end(d, &array);
+}
+
+std::vector<Part> parts_of(const bson_t* doc) {
+    std::vector<Part> parts;
+    bson_iter_t it, array;
+    if (!bson_iter_init_find(&it, doc, "parts") || !BSON_ITER_HOLDS_ARRAY(&it) || !bson_iter_recurse(&it, &array))
+        return parts;
+    while (bson_iter_next(&array)) {
+        bson_iter_t fields;
+        if (BSON_ITER_HOLDS_DOCUMENT(&array) && bson_iter_recurse(&array, &fields)) parts.push_back(part_at(&fields));
+    }
+    return parts;
 }
 
 }  // namespace smp::mongodb

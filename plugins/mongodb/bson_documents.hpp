@@ -1,8 +1,12 @@
 // The documents the mongodb plugin writes (docs/mongodb.md): a request
 // record as a document of the requests collection, and a download as the
-// update that upserts it in the downloads collection.
+// document of the downloads collection that the parts several nodes
+// stored of it make together.
 #pragma once
 
+#include <vector>
+
+#include "merge.hpp"
 #include "mongoc_handles.hpp"
 #include "smp_module.h"
 
@@ -11,7 +15,16 @@ namespace smp::mongodb {
 // The requests document of `r`, its _id the request's own identity.
 Bson request_document(const smp_record& r);
 
-// {$set: every field of the download}, for an upsert keyed by {node, id}.
-Bson download_update(const smp_download& dl);
+// Every field of a download document, appended to `d`.
+void append_download(bson_t* d, const smp_download& dl);
+
+// The fields of a download that several nodes' parts make (docs/scale.md):
+// append_download's, with the merged counts and intervals, `node` and `id`
+// of its first part, `nodes`, and `parts`. `latest` is the part just
+// received (its client, file, place and class are the download's).
+void append_merged(bson_t* d, const smp_download& latest, const Merged& merged, const std::vector<Part>& parts);
+
+// The `parts` of a downloads document, as append_merged wrote them.
+std::vector<Part> parts_of(const bson_t* doc);
 
 }  // namespace smp::mongodb

@@ -29,7 +29,7 @@ namespace {
 
 // ---- config -----------------------------------------------------------------
 
-enum Key : size_t { kUri, kDatabase, kBatchSize, kFlushInterval, kWriteConcern, kKeyCount };
+enum Key : size_t { kUri, kDatabase, kBatchSize, kFlushInterval, kWriteConcern, kMergeWindow, kKeyCount };
 
 constexpr smp_config_key kKeys[kKeyCount] = {
     {"uri", SMP_CONFIG_STRING, nullptr, 1,
@@ -39,6 +39,9 @@ constexpr smp_config_key kKeys[kKeyCount] = {
     {"flush_interval", SMP_CONFIG_DURATION, "1s", 0,
      "the shortest time between two writes; batches arriving in between are written together"},
     {"write_concern", SMP_CONFIG_STRING, "majority", 0, "majority, or the number of nodes that acknowledge a write"},
+    {"merge_window", SMP_CONFIG_DURATION, "30m", 0,
+     "the parts of one download that several nodes stored merge when this close in time: the nodes' "
+     "tracking.idle_window"},
 };
 
 // A server that is down fails a write after this long, unless the URI says otherwise.
@@ -50,6 +53,7 @@ struct Settings {
     int64_t batch_size = 500;
     std::chrono::milliseconds flush_interval{1000};
     std::unique_ptr<mongoc_write_concern_t, WriteConcernCloser> write_concern;
+    int64_t merge_window_us = 30LL * 60 * 1000 * 1000;
     smp_report::Tables tables;  // handed out by query, until free_table
 };
 
@@ -101,9 +105,14 @@ bool create_indexes(mongoc_client_t* client, const Settings& settings, char* err
         const char* name;
         Bson key;
         bool unique;
+        Bson partial = nullptr;  // a partialFilterExpression, or none
     };
     Index indexes[] = {
-        {"downloads", "node_id", Bson(BCON_NEW("node", BCON_INT32(1), "id", BCON_INT32(1))), true},
+        // One document a download, whichever nodes served it (docs/scale.md):
+        // two nodes making the same download's document at once collide here.
+        // Documents stored before it (one a node's download) have no key.
+        {"downloads", "key_seq", Bson(BCON_NEW("key", BCON_INT32(1), "seq", BCON_INT32(1))), true,
+         Bson(BCON_NEW("key", "{", "$exists", BCON_BOOL(true), "}"))},
         {"downloads", "first_us", Bson(BCON_NEW("first_us", BCON_INT32(1))), false},
         {"downloads", "path_first_us", Bson(BCON_NEW("path", BCON_INT32(1), "first_us", BCON_INT32(1))), false},
         {"downloads", "country", Bson(BCON_NEW("geo.country", BCON_INT32(1))), false},
@@ -130,6 +139,7 @@ bool create_indexes(mongoc_client_t* client, const Settings& settings, char* err
             BSON_APPEND_DOCUMENT(&spec, "key", index.key.get());
             BSON_APPEND_UTF8(&spec, "name", index.name);
             if (index.unique) BSON_APPEND_BOOL(&spec, "unique", true);
+            if (index.partial) BSON_APPEND_DOCUMENT(&spec, "partialFilterExpression", index.partial.get());
             bson_append_document_end(&array, &spec);
         }
         bson_append_array_end(command.get(), &array);
@@ -143,7 +153,15 @@ bool create_indexes(mongoc_client_t* client, const Settings& settings, char* err
         }
     }
     mongoc_database_destroy(db);
-    return ok;
+    if (!ok) return false;
+    // Before cross-node merging, {node, id} named one download; a merged
+    // download holds several and names its first part's.
+    const Collection downloads = collection(client, settings, "downloads");
+    bson_error_t e;
+    if (!mongoc_collection_drop_index_with_opts(downloads.get(), "node_id", nullptr, &e) && e.code != 26 &&
+        e.code != 27)  // no such collection, no such index
+        return fail(e, "dropping the index node_id", error, error_size);
+    return true;
 }
 
 // Inserts documents in commands of batch_size, unordered; duplicates are stored already.
@@ -170,32 +188,139 @@ bool insert_requests(mongoc_collection_t* requests, const Settings& settings, co
     return true;
 }
 
-// Upserts downloads by {node, id}, in bulk commands of batch_size.
-bool upsert_downloads(mongoc_collection_t* downloads, const Settings& settings, const smp_batch& batch, char* error,
-                      size_t error_size) {
-    Bson bulk_opts(BCON_NEW("ordered", BCON_BOOL(true)));  // a download changed twice: the later state wins
-    mongoc_write_concern_append(settings.write_concern.get(), bulk_opts.get());
-    const Bson upsert(BCON_NEW("upsert", BCON_BOOL(true)));
-    for (size_t first = 0; first < batch.download_count; first += static_cast<size_t>(settings.batch_size)) {
-        const size_t end = std::min(batch.download_count, first + static_cast<size_t>(settings.batch_size));
-        mongoc_bulk_operation_t* bulk = mongoc_collection_create_bulk_operation_with_opts(downloads, bulk_opts.get());
-        bson_error_t e;
-        bool ok = true;
-        for (size_t i = first; ok && i < end; ++i) {
-            const smp_download& dl = batch.downloads[i];
-            const bool has_node = SMP_HAS(&dl, node) && dl.node != nullptr;
-            const Bson selector(
-                BCON_NEW("node", BCON_UTF8(has_node ? dl.node : ""), "id", BCON_INT64(static_cast<int64_t>(dl.id))));
-            const Bson update = download_update(dl);
-            ok = mongoc_bulk_operation_update_one_with_opts(bulk, selector.get(), update.get(), upsert.get(), &e);
-        }
-        bson_t reply;
-        ok = ok && mongoc_bulk_operation_execute(bulk, &reply, &e) != 0;
-        if (ok || e.code != 0) bson_destroy(&reply);
-        mongoc_bulk_operation_destroy(bulk);
-        if (!ok) return fail(e, "upserting downloads", error, error_size);
+// ---- downloads, merged across nodes (docs/scale.md) -------------------------------
+
+// A download written by another node between our read and our write is read
+// and merged again; past this many tries the batch fails and is retried.
+constexpr int kMergeAttempts = 20;
+
+bool same_text(const bson_t* doc, const char* field, const char* value) {
+    bson_iter_t it;
+    const char* stored =
+        bson_iter_init_find(&it, doc, field) && BSON_ITER_HOLDS_UTF8(&it) ? bson_iter_utf8(&it, nullptr) : "";
+    return std::strcmp(stored, value != nullptr ? value : "") == 0;
+}
+
+int64_t int_of(const bson_t* doc, const char* field) {
+    bson_iter_t it;
+    return bson_iter_init_find(&it, doc, field) ? bson_iter_as_int64(&it) : 0;
+}
+
+// A document of the same download key: the same client, agent, file and ETag.
+bool same_key(const bson_t* doc, const smp_download& dl) {
+    return same_text(doc, "client_ip", dl.client_ip) && same_text(doc, "user_agent", dl.user_agent) &&
+           same_text(doc, "path", dl.path) && same_text(doc, "etag", dl.etag);
+}
+
+struct Candidate {
+    int64_t seq = 0;
+    int64_t version = 0;
+    std::vector<Part> parts;
+};
+
+// The documents of `key` that a part first active at `first_us` may belong
+// to (any active since a window before it), in seq order; the part's own
+// document, if it has one, is among them (its last_us is at least the part's).
+bool candidates(mongoc_collection_t* downloads, const smp_download& dl, int64_t key, int64_t since_us,
+                std::vector<Candidate>& out, bson_error_t& e) {
+    const Bson filter(BCON_NEW("key", BCON_INT64(key), "last_us", "{", "$gte", BCON_INT64(since_us), "}"));
+    const Bson opts(BCON_NEW("sort", "{", "seq", BCON_INT32(1), "}"));
+    mongoc_cursor_t* cursor = mongoc_collection_find_with_opts(downloads, filter.get(), opts.get(), nullptr);
+    const bson_t* doc = nullptr;
+    while (mongoc_cursor_next(cursor, &doc))
+        if (same_key(doc, dl)) out.push_back({int_of(doc, "seq"), int_of(doc, "version"), parts_of(doc)});
+    const bool ok = !mongoc_cursor_error(cursor, &e);
+    mongoc_cursor_destroy(cursor);
+    return ok;
+}
+
+// The next seq of `key`: one past the highest stored, else 0.
+bool next_seq(mongoc_collection_t* downloads, int64_t key, int64_t& seq, bson_error_t& e) {
+    const Bson filter(BCON_NEW("key", BCON_INT64(key)));
+    const Bson opts(BCON_NEW("sort", "{", "seq", BCON_INT32(-1), "}", "limit", BCON_INT64(1)));
+    mongoc_cursor_t* cursor = mongoc_collection_find_with_opts(downloads, filter.get(), opts.get(), nullptr);
+    const bson_t* doc = nullptr;
+    seq = mongoc_cursor_next(cursor, &doc) ? int_of(doc, "seq") + 1 : 0;
+    const bool ok = !mongoc_cursor_error(cursor, &e);
+    mongoc_cursor_destroy(cursor);
+    return ok;
+}
+
+enum class Written { yes, lost_race, failed };
+
+// Writes `parts` as the document (key, seq): a new one when `version` is
+// 0, else the one still at `version`. Another node that wrote first wins
+// the race: the caller reads again.
+Written write_merged(mongoc_collection_t* downloads, const Settings& settings, const smp_download& dl, int64_t key,
+                     int64_t seq, int64_t version, const std::vector<Part>& parts, bson_error_t& e) {
+    const Merged merged = merge(parts);
+    Bson opts(bson_new());
+    mongoc_write_concern_append(settings.write_concern.get(), opts.get());
+    bson_t reply;
+    bool ok = false;
+    if (version == 0) {
+        Bson doc(BCON_NEW("key", BCON_INT64(key), "seq", BCON_INT64(seq), "version", BCON_INT64(1)));
+        append_merged(doc.get(), dl, merged, parts);
+        ok = mongoc_collection_insert_one(downloads, doc.get(), opts.get(), &reply, &e);
+        const bool duplicate = !ok && only_duplicates(reply);
+        bson_destroy(&reply);
+        return ok ? Written::yes : duplicate ? Written::lost_race : Written::failed;
     }
-    return true;
+    const Bson selector(BCON_NEW("key", BCON_INT64(key), "seq", BCON_INT64(seq), "version", BCON_INT64(version)));
+    Bson update(bson_new());
+    bson_t set;
+    BSON_APPEND_DOCUMENT_BEGIN(update.get(), "$set", &set);
+    append_merged(&set, dl, merged, parts);
+    BSON_APPEND_INT64(&set, "version", version + 1);
+    bson_append_document_end(update.get(), &set);
+    ok = mongoc_collection_update_one(downloads, selector.get(), update.get(), opts.get(), &reply, &e);
+    const bool matched = ok && int_of(&reply, "matchedCount") == 1;
+    bson_destroy(&reply);
+    return !ok ? Written::failed : matched ? Written::yes : Written::lost_race;
+}
+
+// Stores one node's part of a download: into the document that holds it
+// already, else into one it joins (the same key, within merge_window), else
+// into a new one. Idempotent: a part offered again replaces itself.
+bool store_part(mongoc_collection_t* downloads, const Settings& settings, const smp_download& dl, char* error,
+                size_t error_size) {
+    const int64_t key = merge_key(dl);
+    const Part part = Part::of(dl);
+    bson_error_t e{};
+    for (int attempt = 0; attempt < kMergeAttempts; ++attempt) {
+        std::vector<Candidate> found;
+        if (!candidates(downloads, dl, key, part.first_us - settings.merge_window_us, found, e))
+            return fail(e, "reading downloads", error, error_size);
+        Candidate* target = nullptr;
+        for (auto& candidate : found)
+            for (auto& held : candidate.parts)
+                if (held.node == part.node && held.id == part.id) {
+                    held = part;
+                    target = &candidate;
+                }
+        // Not held yet: the latest document it joins.
+        for (auto it = found.rbegin(); target == nullptr && it != found.rend(); ++it)
+            if (!it->parts.empty() && joins(merge(it->parts), part, settings.merge_window_us)) {
+                it->parts.push_back(part);
+                target = &*it;
+            }
+        Candidate fresh;
+        if (target == nullptr) {
+            if (!next_seq(downloads, key, fresh.seq, e)) return fail(e, "reading downloads", error, error_size);
+            fresh.parts.push_back(part);
+            target = &fresh;
+        }
+        switch (write_merged(downloads, settings, dl, key, target->seq, target->version, target->parts, e)) {
+            case Written::yes: return true;
+            case Written::lost_race: continue;
+            case Written::failed: return fail(e, "writing downloads", error, error_size);
+        }
+    }
+    std::snprintf(error, error_size,
+                  "writing downloads: the download of %s by %s changed on other nodes %d times in a row while this "
+                  "node merged its part",
+                  dl.path, dl.client_ip, kMergeAttempts);
+    return false;
 }
 
 // ---- master hooks -------------------------------------------------------------
@@ -245,6 +370,7 @@ int init_master(const smp_core_api* core, const smp_config_value* values, void**
         if (settings->batch_size < 1 || settings->batch_size > 100000)
             return std::snprintf(error, error_size, "batch_size: must be 1 to 100000"), SMP_ERROR;
         settings->flush_interval = std::chrono::milliseconds(values[kFlushInterval].number);
+        settings->merge_window_us = values[kMergeWindow].number * 1000;
         settings->write_concern.reset(mongoc_write_concern_new());
         const std::string concern = values[kWriteConcern].string;
         if (concern == "majority") {
@@ -340,7 +466,8 @@ int store_batch(void* collector_state, const smp_batch* batch, char* error, size
         const Collection requests = collection(client.get(), settings, "requests");
         const Collection downloads = collection(client.get(), settings, "downloads");
         if (!insert_requests(requests.get(), settings, *batch, error, error_size)) return SMP_ERROR;
-        if (!upsert_downloads(downloads.get(), settings, *batch, error, error_size)) return SMP_ERROR;
+        for (size_t i = 0; i < batch->download_count; ++i)
+            if (!store_part(downloads.get(), settings, batch->downloads[i], error, error_size)) return SMP_ERROR;
         return SMP_OK;
     } catch (const std::exception& ex) {
         std::snprintf(error, error_size, "%s", ex.what());

@@ -242,6 +242,19 @@ bool report_tls(Reader& reader, OwnedTable& out) {
     return ok;
 }
 
+// The nodes that served a download, joined by ",": `nodes`, or `node` in a
+// document stored before downloads merged across nodes.
+Cell nodes_of(const bson_t* doc) {
+    bson_iter_t it, names;
+    if (!bson_iter_init_find(&it, doc, "nodes") || !BSON_ITER_HOLDS_ARRAY(&it) || !bson_iter_recurse(&it, &names))
+        return text_field(doc, "node");
+    std::string joined;
+    while (bson_iter_next(&names))
+        if (BSON_ITER_HOLDS_UTF8(&names))
+            joined += (joined.empty() ? "" : ",") + std::string(bson_iter_utf8(&names, nullptr));
+    return joined;
+}
+
 bool report_downloads(Reader& reader, OwnedTable& out) {
     const Bson all = reader.match("first_us");
     const Bson newest_first(BCON_NEW("$sort", "{", "first_us", BCON_INT32(-1), "id", BCON_INT32(-1), "}"));
@@ -256,7 +269,7 @@ bool report_downloads(Reader& reader, OwnedTable& out) {
                      completed ? "1" : "0", number_field(doc, "requests"), number_field(doc, "resumes"),
                      smp_report::seconds(int_field(doc, "last_us") - first_us),
                      smp_report::seconds(int_field(doc, "active_us")), text_field(doc, "reason"),
-                     int_field(doc, "finished") != 0 ? "1" : "0"});
+                     int_field(doc, "finished") != 0 ? "1" : "0", nodes_of(doc)});
     });
 }
 

@@ -133,6 +133,10 @@ constexpr const char* kMigrations[] = {
          day TEXT NOT NULL, path TEXT NOT NULL, client_class TEXT NOT NULL,
          downloads INTEGER NOT NULL, completed INTEGER NOT NULL, bytes INTEGER NOT NULL,
          PRIMARY KEY (day, path, client_class)) WITHOUT ROWID;)",
+    // 8: the node that served a download (issue 19: `stats downloads` names
+    // the nodes of each download; this store is one node's). Rows stored
+    // before stay NULL, shown empty.
+    R"(ALTER TABLE downloads ADD COLUMN node TEXT;)",
 };
 constexpr int kSchemaVersion = sizeof kMigrations / sizeof kMigrations[0];
 
@@ -180,9 +184,14 @@ bool open_database(const std::string& path, Database& db, char* error, size_t er
     for (int step = version; step < kSchemaVersion; ++step) {
         const std::string sql = std::string("BEGIN; ") + kMigrations[step] +
                                 "; PRAGMA user_version = " + std::to_string(step + 1) + "; COMMIT;";
-        if (sqlite3_exec(db.get(), sql.c_str(), nullptr, nullptr, nullptr) != SQLITE_OK) {
+        char* message = nullptr;
+        if (sqlite3_exec(db.get(), sql.c_str(), nullptr, nullptr, &message) != SQLITE_OK) {
+            // The message first: the ROLLBACK resets the connection's own.
+            std::snprintf(error, error_size, "path: cannot migrate %s to schema version %d: %s", path.c_str(), step + 1,
+                          message != nullptr ? message : "out of memory");
+            sqlite3_free(message);
             sqlite3_exec(db.get(), "ROLLBACK", nullptr, nullptr, nullptr);
-            return fail(db.get(), ("path: cannot migrate " + path).c_str(), error, error_size);
+            return false;
         }
     }
     return true;
@@ -451,7 +460,7 @@ class RequestRows final : public BatchRows {
 constexpr const char* kDownloadColumns =
     "id, client_ip, user_agent, path, etag, file_size, distinct_bytes, bytes_sent, wasted_bytes, completed, "
     "requests, resumes, first_us, last_us, active_us, reason, delivered, country, city, latitude, longitude, asn, "
-    "organisation, finished, client_class";
+    "organisation, finished, client_class, node";
 enum class DownloadColumn {
     id,
     client_ip,
@@ -477,10 +486,11 @@ enum class DownloadColumn {
     asn,
     organisation,
     finished,
-    client_class
+    client_class,
+    node
 };
 
-static_assert(column_count(kDownloadColumns) == static_cast<int>(DownloadColumn::client_class) + 1);
+static_assert(column_count(kDownloadColumns) == static_cast<int>(DownloadColumn::node) + 1);
 
 // The downloads of the batch, as batch_downloads.
 class DownloadRows final : public BatchRows {
@@ -528,6 +538,7 @@ class DownloadRows final : public BatchRows {
                 return sqlite3_result_int(context, knows_finished ? d.finished : 1);
             }
             case DownloadColumn::client_class: return result_text(context, smp_download_client_class(&d));
+            case DownloadColumn::node: return result_text(context, SMP_HAS(&d, node) ? d.node : nullptr);
         }
         sqlite3_result_null(context);
     }
@@ -791,15 +802,16 @@ bool report_tls(Reader& reader, OwnedTable& out) {
 bool report_downloads(Reader& reader, OwnedTable& out) {
     return reader.each(
         "SELECT id, first_us, path, client_ip, user_agent, country, asn, distinct_bytes, file_size, completed <> 0, "
-        "requests, resumes, last_us, active_us, reason, finished <> 0 FROM downloads WHERE" DOWNLOAD_FILTER
-        "ORDER BY first_us DESC, id DESC LIMIT ?4",
+        "requests, resumes, last_us, active_us, reason, finished <> 0, coalesce(node, '') FROM downloads "
+        "WHERE" DOWNLOAD_FILTER "ORDER BY first_us DESC, id DESC LIMIT ?4",
         {smp_report::kLatestDownloads}, [&](sqlite3_stmt* row) {
             const auto number = [row](int column) { return sqlite3_column_int64(row, column); };
             out.add_row({column_text(row, 0), smp_report::utc_time(number(1)), column_text(row, 2), column_text(row, 3),
                          column_text(row, 4), column_text(row, 5), column_text(row, 6),
                          smp_report::coverage(number(7), number(8), number(9) != 0), column_text(row, 9),
                          column_text(row, 10), column_text(row, 11), smp_report::seconds(number(12) - number(1)),
-                         smp_report::seconds(number(13)), column_text(row, 14), column_text(row, 15)});
+                         smp_report::seconds(number(13)), column_text(row, 14), column_text(row, 15),
+                         column_text(row, 16)});
         });
 }
 

@@ -6,6 +6,7 @@ import calendar
 import csv
 import io
 import json
+import socket
 import subprocess
 import time
 import unittest
@@ -95,7 +96,9 @@ class Stats(unittest.TestCase):
         downloads = self.rows('downloads')
         self.assertEqual(set(downloads[0]), {'id', 'started', 'path', 'client_ip', 'user_agent', 'country', 'asn',
                                              'coverage', 'completed', 'requests', 'resumes', 'duration_s',
-                                             'active_s', 'reason', 'finished'})
+                                             'active_s', 'reason', 'finished', 'nodes'})
+        # One node, named by the host: the node of every download.
+        self.assertEqual({row['nodes'] for row in downloads}, {socket.gethostname()})
         # JSON booleans, not 0 and 1: the server stopped, so every one ended.
         self.assertEqual([row['finished'] for row in downloads], [True] * len(downloads))
         self.assertEqual(sorted(row['completed'] for row in downloads), [False] + [True] * 4)
