@@ -531,6 +531,14 @@ class Cluster(unittest.TestCase):
         keys = [(d['node'], d['worker_id'], d['connection_id'], d['request_id']) for d in docs]
         self.assertEqual(sorted(k for k in set(keys) if keys.count(k) > 1), [],
                          'request documents sharing node+worker_id+connection_id+request_id')
+        # and the downloads count each of those requests once, the cut ones included
+        transfers = [d for d in docs if d['status'] in OK_STATUSES and d['user_agent'].startswith('curl-c')]
+
+        def summed():
+            return sum(d['requests'] for d in self.db().downloads.find({'user_agent': {'$regex': '^curl-c'}}))
+        harness.wait_for(lambda: summed() == len(transfers), 10.0, interval=0.5)
+        self.assertEqual(summed(), len(transfers), [(d['path'], d['nodes'], d['requests'])
+                                                    for d in self.db().downloads.find()])
 
 
 @unittest.skipIf(MISSING, 'not installed: %s' % ', '.join(MISSING))
