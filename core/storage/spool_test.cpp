@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <string>
@@ -68,6 +69,8 @@ Batch sample(uint64_t sequence) {
     row.active_us = 1400;
     row.reason = SMP_END_INCOMPLETE;
     row.delivered = {{0, 99}, {200, 4095}};
+    row.active = {{static_cast<uint64_t>(r.start_us), static_cast<uint64_t>(r.start_us) + 1000},
+                  {static_cast<uint64_t>(r.start_us) + 1600, static_cast<uint64_t>(r.start_us) + 2000}};
     row.geo.country = "FR";
     row.geo.city = "Paris";
     row.geo.has_location = true;
@@ -100,6 +103,12 @@ void check_same(const Batch& got, const Batch& want) {
     CHECK(d.asn == 64496);
     CHECK(d.wasted_bytes == 4);
     CHECK(d.delivered_count == 2);
+    const smp_interval* spans = nullptr;
+    REQUIRE(smp_download_active(&d, &spans) == want.downloads[0].active.size());
+    for (size_t i = 0; i < want.downloads[0].active.size(); ++i) {
+        CHECK(spans[i].first == want.downloads[0].active[i].first);
+        CHECK(spans[i].last == want.downloads[0].active[i].last);
+    }
     CHECK(d.reason == SMP_END_INCOMPLETE);
     CHECK(d.finished == 0);
 }
@@ -136,6 +145,27 @@ TEST_CASE("a batch keeps its client classes through the spool; one spooled befor
     CHECK(std::string(smp_record_client_class(&earlier->records[0])) == "unknown");
     const smp_download earlier_view = earlier->downloads[0].view();
     CHECK(std::string(smp_download_client_class(&earlier_view)) == "unknown");
+}
+
+TEST_CASE("a download frame spooled before the active spans (SMD2) is read with none") {
+    Batch batch = sample(3);
+    batch.downloads[0].active.clear();
+    std::string bytes = smp::encode_batch(batch);
+    // SMD3 ends the frame with the count of spans (0 here); SMD2 had none.
+    const size_t magic = bytes.find("3DMS");  // 0x534d4433, little-endian
+    REQUIRE(magic != std::string::npos);
+    uint32_t length = 0;
+    std::memcpy(&length, bytes.data() + magic - sizeof length, sizeof length);
+    const size_t frame_end = magic + length;
+    bytes.erase(frame_end - sizeof(uint32_t), sizeof(uint32_t));
+    length -= sizeof(uint32_t);
+    std::memcpy(bytes.data() + magic - sizeof length, &length, sizeof length);
+    bytes[magic] = '2';
+    auto decoded = smp::decode_batch(bytes);
+    REQUIRE(decoded);
+    check_same(*decoded, batch);
+    bytes[magic] = '3';  // read as SMD3, the same frame lacks its count
+    CHECK_FALSE(smp::decode_batch(bytes));
 }
 
 TEST_CASE("the spool gives batches back in order, across a restart") {

@@ -104,3 +104,11 @@ TEST_CASE("an empty table says so, in words true of every report") {
     CHECK(smp_report::table_json("tls", table) == "{\"report\": \"tls\", \"rows\": []}\n");
     CHECK(smp_report::table_csv(table) == "tls_version,requests\r\n");
 }
+
+TEST_CASE("a row of another width than its table is refused, not shifted into the next columns") {
+    auto table = smp_report::make_table("reasons");  // reason, requests, downloads
+    table->add_row({std::string("completed"), std::string("3"), std::string("2")});
+    CHECK_THROWS_WITH(table->add_row({std::string("completed"), std::string("3")}),
+                      "a row of 2 cells in a table of 3 columns");
+    CHECK(table->finish()->row_count == 1);
+}

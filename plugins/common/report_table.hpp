@@ -14,6 +14,7 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <stdexcept>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -49,7 +50,12 @@ struct OwnedTable {
             numeric.push_back(kind);
         }
     }
+    // A row of another width would shift every cell after it (and print
+    // invalid JSON): refused, and the store's query fails saying so.
     void add_row(std::vector<Cell> row) {
+        if (row.size() != names.size())
+            throw std::logic_error("a row of " + std::to_string(row.size()) + " cells in a table of " +
+                                   std::to_string(names.size()) + " columns");
         for (auto& cell : row) values.push_back(std::move(cell));
     }
     smp_table* finish() {

@@ -11,6 +11,7 @@
 #include <chrono>
 #include <cstdio>
 #include <cstring>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -190,15 +191,14 @@ bool insert_requests(mongoc_collection_t* requests, const Settings& settings, co
 
 // ---- downloads, merged across nodes (docs/scale.md) -------------------------------
 
-// A download written by another node between our read and our write is read
-// and merged again; past this many tries the batch fails and is retried.
+// A batch's downloads whose documents other nodes wrote between our read
+// and our write are read and merged again; past this many tries the batch
+// fails, and is retried from the spool.
 constexpr int kMergeAttempts = 20;
 
-bool same_text(const bson_t* doc, const char* field, const char* value) {
+std::string text_of(const bson_t* doc, const char* field) {
     bson_iter_t it;
-    const char* stored =
-        bson_iter_init_find(&it, doc, field) && BSON_ITER_HOLDS_UTF8(&it) ? bson_iter_utf8(&it, nullptr) : "";
-    return std::strcmp(stored, value != nullptr ? value : "") == 0;
+    return bson_iter_init_find(&it, doc, field) && BSON_ITER_HOLDS_UTF8(&it) ? bson_iter_utf8(&it, nullptr) : "";
 }
 
 int64_t int_of(const bson_t* doc, const char* field) {
@@ -206,121 +206,221 @@ int64_t int_of(const bson_t* doc, const char* field) {
     return bson_iter_init_find(&it, doc, field) ? bson_iter_as_int64(&it) : 0;
 }
 
-// A document of the same download key: the same client, agent, file and ETag.
-bool same_key(const bson_t* doc, const smp_download& dl) {
-    return same_text(doc, "client_ip", dl.client_ip) && same_text(doc, "user_agent", dl.user_agent) &&
-           same_text(doc, "path", dl.path) && same_text(doc, "etag", dl.etag);
-}
+std::string or_empty(const char* text) { return text != nullptr ? text : ""; }
 
-struct Candidate {
+// A downloads document as this node read it, and what it will write there.
+struct Held {
+    int64_t key = 0;
     int64_t seq = 0;
-    int64_t version = 0;
+    int64_t version = 0;                            // the write it was read at; 0: a document this batch makes
+    std::string client_ip, user_agent, path, etag;  // the download: keys can collide, these cannot
     std::vector<Part> parts;
+    const smp_download* latest = nullptr;  // the part last placed here; nullptr: unchanged
+
+    bool is_of(const smp_download& dl) const {
+        return client_ip == or_empty(dl.client_ip) && user_agent == or_empty(dl.user_agent) &&
+               path == or_empty(dl.path) && etag == or_empty(dl.etag);
+    }
 };
 
-// The documents of `key` that a part first active at `first_us` may belong
-// to (any active since a window before it), in seq order; the part's own
-// document, if it has one, is among them (its last_us is at least the part's).
-bool candidates(mongoc_collection_t* downloads, const smp_download& dl, int64_t key, int64_t since_us,
-                std::vector<Candidate>& out, bson_error_t& e) {
-    const Bson filter(BCON_NEW("key", BCON_INT64(key), "last_us", "{", "$gte", BCON_INT64(since_us), "}"));
-    const Bson opts(BCON_NEW("sort", "{", "seq", BCON_INT32(1), "}"));
+void append_keys(bson_t* array_parent, const char* field, const std::vector<int64_t>& keys) {
+    bson_t in, array;
+    BSON_APPEND_DOCUMENT_BEGIN(array_parent, field, &in);
+    BSON_APPEND_ARRAY_BEGIN(&in, "$in", &array);
+    for (uint32_t i = 0; i < keys.size(); ++i) {
+        char index[16];
+        const char* index_key = nullptr;
+        bson_uint32_to_string(i, &index_key, index, sizeof index);
+        BSON_APPEND_INT64(&array, index_key, keys[i]);
+    }
+    bson_append_array_end(&in, &array);
+    bson_append_document_end(array_parent, &in);
+}
+
+// The documents of `keys` active since `since_us`: every one a part of the
+// batch may belong to (a part's own document is active since the part began).
+bool read_held(mongoc_collection_t* downloads, const std::vector<int64_t>& keys, int64_t since_us,
+               std::vector<Held>& out, bson_error_t& e) {
+    Bson filter(bson_new());
+    append_keys(filter.get(), "key", keys);
+    bson_t since;
+    BSON_APPEND_DOCUMENT_BEGIN(filter.get(), "last_us", &since);
+    BSON_APPEND_INT64(&since, "$gte", since_us);
+    bson_append_document_end(filter.get(), &since);
+    const Bson opts(BCON_NEW("sort", "{", "key", BCON_INT32(1), "seq", BCON_INT32(1), "}"));
     mongoc_cursor_t* cursor = mongoc_collection_find_with_opts(downloads, filter.get(), opts.get(), nullptr);
     const bson_t* doc = nullptr;
     while (mongoc_cursor_next(cursor, &doc))
-        if (same_key(doc, dl)) out.push_back({int_of(doc, "seq"), int_of(doc, "version"), parts_of(doc)});
+        out.push_back({int_of(doc, "key"), int_of(doc, "seq"), int_of(doc, "version"), text_of(doc, "client_ip"),
+                       text_of(doc, "user_agent"), text_of(doc, "path"), text_of(doc, "etag"), parts_of(doc)});
     const bool ok = !mongoc_cursor_error(cursor, &e);
     mongoc_cursor_destroy(cursor);
     return ok;
 }
 
-// The next seq of `key`: one past the highest stored, else 0.
-bool next_seq(mongoc_collection_t* downloads, int64_t key, int64_t& seq, bson_error_t& e) {
-    const Bson filter(BCON_NEW("key", BCON_INT64(key)));
-    const Bson opts(BCON_NEW("sort", "{", "seq", BCON_INT32(-1), "}", "limit", BCON_INT64(1)));
-    mongoc_cursor_t* cursor = mongoc_collection_find_with_opts(downloads, filter.get(), opts.get(), nullptr);
+// One past the highest seq stored of each of `keys` (0 for a key with none).
+bool read_next_seqs(mongoc_collection_t* downloads, const std::vector<int64_t>& keys, std::map<int64_t, int64_t>& next,
+                    bson_error_t& e) {
+    for (const int64_t key : keys) next[key] = 0;
+    Bson pipeline(bson_new());
+    bson_t stages, stage, match;
+    BSON_APPEND_ARRAY_BEGIN(pipeline.get(), "pipeline", &stages);
+    BSON_APPEND_DOCUMENT_BEGIN(&stages, "0", &stage);
+    BSON_APPEND_DOCUMENT_BEGIN(&stage, "$match", &match);
+    append_keys(&match, "key", keys);
+    bson_append_document_end(&stage, &match);
+    bson_append_document_end(&stages, &stage);
+    const Bson group(
+        BCON_NEW("$group", "{", "_id", BCON_UTF8("$key"), "seq", "{", "$max", BCON_UTF8("$seq"), "}", "}"));
+    BSON_APPEND_DOCUMENT(&stages, "1", group.get());
+    bson_append_array_end(pipeline.get(), &stages);
+    mongoc_cursor_t* cursor =
+        mongoc_collection_aggregate(downloads, MONGOC_QUERY_NONE, pipeline.get(), nullptr, nullptr);
     const bson_t* doc = nullptr;
-    seq = mongoc_cursor_next(cursor, &doc) ? int_of(doc, "seq") + 1 : 0;
+    while (mongoc_cursor_next(cursor, &doc)) next[int_of(doc, "_id")] = int_of(doc, "seq") + 1;
     const bool ok = !mongoc_cursor_error(cursor, &e);
     mongoc_cursor_destroy(cursor);
     return ok;
+}
+
+// Where a part goes: the document that holds it already (it grew), else
+// the latest one of its download it joins; nullptr for neither.
+Held* place(std::vector<Held>& held, const smp_download& dl, const Part& part, int64_t key, int64_t window_us) {
+    for (auto& doc : held)
+        if (doc.key == key && doc.is_of(dl))
+            for (auto& kept : doc.parts)
+                if (kept.node == part.node && kept.id == part.id) {
+                    kept = part;
+                    return &doc;
+                }
+    for (auto doc = held.rbegin(); doc != held.rend(); ++doc)
+        if (doc->key == key && doc->is_of(dl) && !doc->parts.empty() && joins(merge(doc->parts), part, window_us)) {
+            doc->parts.push_back(part);
+            return &*doc;
+        }
+    return nullptr;
+}
+
+// The write of a changed document: an insert when it is new (two nodes
+// making the same one collide on {key, seq}), else an update that matches
+// only the version read (another node's write in between matches nothing).
+bool add_write(mongoc_bulk_operation_t* bulk, const Held& doc, bson_error_t& e) {
+    const Merged merged = merge(doc.parts);
+    if (doc.version == 0) {
+        Bson fresh(BCON_NEW("key", BCON_INT64(doc.key), "seq", BCON_INT64(doc.seq), "version", BCON_INT64(1)));
+        append_merged(fresh.get(), *doc.latest, merged, doc.parts);
+        return mongoc_bulk_operation_insert_with_opts(bulk, fresh.get(), nullptr, &e);
+    }
+    const Bson selector(
+        BCON_NEW("key", BCON_INT64(doc.key), "seq", BCON_INT64(doc.seq), "version", BCON_INT64(doc.version)));
+    Bson update(bson_new());
+    bson_t set;
+    BSON_APPEND_DOCUMENT_BEGIN(update.get(), "$set", &set);
+    append_merged(&set, *doc.latest, merged, doc.parts);
+    BSON_APPEND_INT64(&set, "version", doc.version + 1);
+    bson_append_document_end(update.get(), &set);
+    return mongoc_bulk_operation_update_one_with_opts(bulk, selector.get(), update.get(), nullptr, &e);
 }
 
 enum class Written { yes, lost_race, failed };
 
-// Writes `parts` as the document (key, seq): a new one when `version` is
-// 0, else the one still at `version`. Another node that wrote first wins
-// the race: the caller reads again.
-Written write_merged(mongoc_collection_t* downloads, const Settings& settings, const smp_download& dl, int64_t key,
-                     int64_t seq, int64_t version, const std::vector<Part>& parts, bson_error_t& e) {
-    const Merged merged = merge(parts);
-    Bson opts(bson_new());
-    mongoc_write_concern_append(settings.write_concern.get(), opts.get());
-    bson_t reply;
-    bool ok = false;
-    if (version == 0) {
-        Bson doc(BCON_NEW("key", BCON_INT64(key), "seq", BCON_INT64(seq), "version", BCON_INT64(1)));
-        append_merged(doc.get(), dl, merged, parts);
-        ok = mongoc_collection_insert_one(downloads, doc.get(), opts.get(), &reply, &e);
-        const bool duplicate = !ok && only_duplicates(reply);
-        bson_destroy(&reply);
-        return ok ? Written::yes : duplicate ? Written::lost_race : Written::failed;
+// One try at storing `parts`: read the documents they may belong to (one
+// find, and one aggregate when some start a download), place each, write
+// every changed document in one unordered bulk.
+Written try_store(mongoc_collection_t* downloads, const Settings& settings,
+                  const std::vector<const smp_download*>& parts, bson_error_t& e) {
+    std::vector<int64_t> keys;
+    int64_t since_us = INT64_MAX;
+    for (const auto* dl : parts) {
+        keys.push_back(merge_key(*dl));
+        since_us = std::min(since_us, dl->first_us - settings.merge_window_us);
     }
-    const Bson selector(BCON_NEW("key", BCON_INT64(key), "seq", BCON_INT64(seq), "version", BCON_INT64(version)));
-    Bson update(bson_new());
-    bson_t set;
-    BSON_APPEND_DOCUMENT_BEGIN(update.get(), "$set", &set);
-    append_merged(&set, dl, merged, parts);
-    BSON_APPEND_INT64(&set, "version", version + 1);
-    bson_append_document_end(update.get(), &set);
-    ok = mongoc_collection_update_one(downloads, selector.get(), update.get(), opts.get(), &reply, &e);
-    const bool matched = ok && int_of(&reply, "matchedCount") == 1;
-    bson_destroy(&reply);
-    return !ok ? Written::failed : matched ? Written::yes : Written::lost_race;
+    std::vector<Held> held;
+    if (!read_held(downloads, keys, since_us, held, e)) return Written::failed;
+    std::vector<size_t> homeless;
+    for (size_t i = 0; i < parts.size(); ++i) {
+        Held* doc = place(held, *parts[i], Part::of(*parts[i]), keys[i], settings.merge_window_us);
+        if (doc != nullptr)
+            doc->latest = parts[i];
+        else
+            homeless.push_back(i);
+    }
+    if (!homeless.empty()) {
+        std::vector<int64_t> new_keys;
+        for (const size_t i : homeless) new_keys.push_back(keys[i]);
+        std::map<int64_t, int64_t> next_seq;
+        if (!read_next_seqs(downloads, new_keys, next_seq, e)) return Written::failed;
+        held.reserve(held.size() + homeless.size());  // `place` hands out pointers into it
+        for (const size_t i : homeless) {
+            const smp_download& dl = *parts[i];
+            const Part part = Part::of(dl);
+            Held* doc = place(held, dl, part, keys[i], settings.merge_window_us);
+            if (doc == nullptr) {
+                doc = &held.emplace_back(Held{keys[i],
+                                              next_seq[keys[i]]++,
+                                              0,
+                                              or_empty(dl.client_ip),
+                                              or_empty(dl.user_agent),
+                                              or_empty(dl.path),
+                                              or_empty(dl.etag),
+                                              {part}});
+            }
+            doc->latest = &dl;
+        }
+    }
+    Bson opts(BCON_NEW("ordered", BCON_BOOL(false)));
+    mongoc_write_concern_append(settings.write_concern.get(), opts.get());
+    mongoc_bulk_operation_t* bulk = mongoc_collection_create_bulk_operation_with_opts(downloads, opts.get());
+    int64_t updates = 0;
+    bool ok = true;
+    for (const auto& doc : held) {
+        if (doc.latest == nullptr) continue;
+        ok = ok && add_write(bulk, doc, e);
+        updates += doc.version != 0 ? 1 : 0;
+    }
+    bson_t reply;
+    ok = ok && mongoc_bulk_operation_execute(bulk, &reply, &e) != 0;
+    const bool raced = (ok && int_of(&reply, "nMatched") < updates) || (!ok && e.code != 0 && only_duplicates(reply));
+    if (ok || e.code != 0) bson_destroy(&reply);
+    mongoc_bulk_operation_destroy(bulk);
+    return raced ? Written::lost_race : ok ? Written::yes : Written::failed;
 }
 
-// Stores one node's part of a download: into the document that holds it
-// already, else into one it joins (the same key, within merge_window), else
-// into a new one. Idempotent: a part offered again replaces itself.
-bool store_part(mongoc_collection_t* downloads, const Settings& settings, const smp_download& dl, char* error,
-                size_t error_size) {
-    const int64_t key = merge_key(dl);
-    const Part part = Part::of(dl);
-    bson_error_t e{};
-    for (int attempt = 0; attempt < kMergeAttempts; ++attempt) {
-        std::vector<Candidate> found;
-        if (!candidates(downloads, dl, key, part.first_us - settings.merge_window_us, found, e))
-            return fail(e, "reading downloads", error, error_size);
-        Candidate* target = nullptr;
-        for (auto& candidate : found)
-            for (auto& held : candidate.parts)
-                if (held.node == part.node && held.id == part.id) {
-                    held = part;
-                    target = &candidate;
-                }
-        // Not held yet: the latest document it joins.
-        for (auto it = found.rbegin(); target == nullptr && it != found.rend(); ++it)
-            if (!it->parts.empty() && joins(merge(it->parts), part, settings.merge_window_us)) {
-                it->parts.push_back(part);
-                target = &*it;
-            }
-        Candidate fresh;
-        if (target == nullptr) {
-            if (!next_seq(downloads, key, fresh.seq, e)) return fail(e, "reading downloads", error, error_size);
-            fresh.parts.push_back(part);
-            target = &fresh;
-        }
-        switch (write_merged(downloads, settings, dl, key, target->seq, target->version, target->parts, e)) {
-            case Written::yes: return true;
-            case Written::lost_race: continue;
-            case Written::failed: return fail(e, "writing downloads", error, error_size);
-        }
+// Stores a batch's downloads as the parts of the cluster's downloads: each
+// into the document that holds it already, else one it joins (the same
+// download within merge_window), else a new one. Idempotent: a part
+// offered again replaces itself, so a lost race stores the batch again.
+bool store_downloads(mongoc_collection_t* downloads, const Settings& settings, const smp_batch& batch, char* error,
+                     size_t error_size) {
+    // A download changed twice in the batch: its later state, in the place of the first.
+    std::map<std::pair<std::string, uint64_t>, size_t> place_of;
+    std::vector<const smp_download*> parts;
+    for (size_t i = 0; i < batch.download_count; ++i) {
+        const smp_download& dl = batch.downloads[i];
+        const std::string node = SMP_HAS(&dl, node) ? or_empty(dl.node) : "";
+        const auto [at, fresh] = place_of.try_emplace({node, dl.id}, parts.size());
+        if (fresh)
+            parts.push_back(&dl);
+        else
+            parts[at->second] = &dl;
     }
-    std::snprintf(error, error_size,
-                  "writing downloads: the download of %s by %s changed on other nodes %d times in a row while this "
-                  "node merged its part",
-                  dl.path, dl.client_ip, kMergeAttempts);
-    return false;
+    for (size_t first = 0; first < parts.size(); first += static_cast<size_t>(settings.batch_size)) {
+        const std::vector<const smp_download*> some(
+            parts.begin() + static_cast<ptrdiff_t>(first),
+            parts.begin() +
+                static_cast<ptrdiff_t>(std::min(parts.size(), first + static_cast<size_t>(settings.batch_size))));
+        bson_error_t e{};
+        Written written = Written::lost_race;
+        for (int attempt = 0; attempt < kMergeAttempts && written == Written::lost_race; ++attempt)
+            written = try_store(downloads, settings, some, e);
+        if (written == Written::failed) return fail(e, "writing downloads", error, error_size);
+        if (written == Written::lost_race)
+            return std::snprintf(error, error_size,
+                                 "writing downloads: other nodes changed the same downloads %d times in a row",
+                                 kMergeAttempts),
+                   false;
+    }
+    return true;
 }
 
 // ---- master hooks -------------------------------------------------------------
@@ -466,8 +566,7 @@ int store_batch(void* collector_state, const smp_batch* batch, char* error, size
         const Collection requests = collection(client.get(), settings, "requests");
         const Collection downloads = collection(client.get(), settings, "downloads");
         if (!insert_requests(requests.get(), settings, *batch, error, error_size)) return SMP_ERROR;
-        for (size_t i = 0; i < batch->download_count; ++i)
-            if (!store_part(downloads.get(), settings, batch->downloads[i], error, error_size)) return SMP_ERROR;
+        if (!store_downloads(downloads.get(), settings, *batch, error, error_size)) return SMP_ERROR;
         return SMP_OK;
     } catch (const std::exception& ex) {
         std::snprintf(error, error_size, "%s", ex.what());

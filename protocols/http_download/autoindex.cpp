@@ -128,16 +128,6 @@ std::string valid_utf8(std::string_view text) {
     return out;
 }
 
-void append_iso8601_utc(std::string& out, int64_t unix_seconds) {
-    const time_t seconds = static_cast<time_t>(unix_seconds);
-    tm utc{};
-    gmtime_r(&seconds, &utc);
-    char text[32];
-    std::snprintf(text, sizeof text, "%04d-%02d-%02dT%02d:%02d:%02dZ", utc.tm_year + 1900, utc.tm_mon + 1, utc.tm_mday,
-                  utc.tm_hour, utc.tm_min, utc.tm_sec);
-    out += text;
-}
-
 void render_html(std::string_view url_path, const Listing& listing, std::string& out) {
     const std::string title = valid_utf8(url_path);
     out += "<!DOCTYPE html>\n<html>\n<head>\n<meta charset=\"utf-8\">\n<title>Index of ";
@@ -158,7 +148,7 @@ void render_html(std::string_view url_path, const Listing& listing, std::string&
         else
             smp::protocol::append_number(out, entry.size);
         out += "</td><td>";
-        append_iso8601_utc(out, entry.mtime_s);
+        out += smp_report::utc_time(entry.mtime_s * 1'000'000);
         out += "</td></tr>\n";
     }
     out += "</table>\n";
@@ -181,7 +171,7 @@ void render_json(const Listing& listing, std::string& out) {
         out += entry.directory ? ", \"type\": \"directory\"" : ", \"type\": \"file\", \"size\": ";
         if (!entry.directory) smp::protocol::append_number(out, entry.size);
         out += ", \"mtime\": \"";
-        append_iso8601_utc(out, entry.mtime_s);
+        out += smp_report::utc_time(entry.mtime_s * 1'000'000);
         out += "\", \"href\": \"";
         append_href(out, entry);  // percent-encoded: nothing in it needs a JSON escape
         out += "\"}";

@@ -56,7 +56,4 @@ void render_json(const Listing& listing, std::string& out);
 // exact bytes).
 std::string valid_utf8(std::string_view text);
 
-// "2026-12-01T05:34:30Z".
-void append_iso8601_utc(std::string& out, int64_t unix_seconds);
-
 }  // namespace smp::http
