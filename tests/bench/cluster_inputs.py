@@ -117,9 +117,37 @@ def wait_for_binary(limit_s=300):
 
 
 def build_stamp():
-    """mtime of the newest build file: compared before and after, so a run on a binary rebuilt
-    under it is seen."""
+    """mtime of the newest build file."""
     return max(f.stat().st_mtime for f in build_files())
+
+
+def source_of_build():
+    """Which source the build is of, as far as git says: the build tree's checkout, its commit and
+    the files changed in its work tree (a build may include them)."""
+    tree = Path(harness.BINARY).resolve().parent.parent.parent
+    head = harness.run(['git', '-C', str(tree), 'log', '-1', '--format=%h %s'], timeout=10).stdout.strip()
+    dirty = harness.run(['git', '-C', str(tree), 'status', '--short', '--untracked-files=no'], timeout=10).stdout.split()
+    return {'tree': str(tree), 'head': head[:100], 'modified': dirty[1::2]}
+
+
+def snapshot_build(tmp, attempts=5):
+    """Copy the binary and every module once (the build is being rebuilt meanwhile), so that every run
+    measures the same build; returns the copy's module directory. Points harness.BINARY at the copy."""
+    for _ in range(attempts):
+        wait_for_binary()
+        stamp = build_stamp()
+        snap = Path(tmp) / 'build'
+        shutil.rmtree(snap, ignore_errors=True)
+        snap.mkdir()
+        files = build_files()
+        for f in files:
+            shutil.copy2(f, snap / f.name)
+        if build_stamp() == stamp:
+            info = dict(source_of_build(), built=time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime(stamp)),
+                        binary=harness.BINARY, files=[f.name for f in files])
+            harness.BINARY = str(snap / 'smprotocol')
+            return str(snap), info
+    raise BenchError('the build kept changing while it was copied')
 
 
 # --------------------------------------------------------------------------
@@ -271,13 +299,16 @@ class Double:
             self.proc.stdout.close()
 
 
+MODULE_DIR = None  # the copied build's modules (snapshot_build)
+
+
 def node_config(port, env, double, db, memcached):
     """One node as a production site would run it behind a load balancer (config_text's
     listener keys, 2 workers)."""
     text = harness.config_text(
         port, env.www, workers=2, log_level='warn',
         unique_ip='true', max_connections_per_ip=64,
-        core_extra={'trusted_proxies': '[127.0.0.0/8]', 'tracking': '{enabled: true}'})
+        core_extra={'trusted_proxies': '[127.0.0.0/8]', 'tracking': '{enabled: true}', 'module_dir': MODULE_DIR})
     plugins = ('plugins:\n'
                '  - module: mongodb\n'
                '    uri: "%s"\n'
@@ -539,14 +570,14 @@ def table(header, rows):
     return '\n'.join([line(header), '|' + '|'.join('-' * (w + 2) for w in widths) + '|'] + [line(r) for r in rows])
 
 
-def report(runs, args):
+def report(runs, args, build):
     print('cluster_inputs.py: ONE smprotocol node (2 workers), %s, real memcached %s' %
           (LABEL, subprocess.run(['memcached', '-V'], capture_output=True, text=True).stdout.strip()))
-    print('binary %s (newest build file %s UTC); %d run(s); min / median / max over the runs\n'
-          % (harness.BINARY, ', '.join(sorted({r['build_mtime'] for r in runs})), len(runs)))
-    for i, r in enumerate(runs, 1):
-        if r.get('warning'):
-            print('WARNING run %d: %s\n' % (i, r['warning']))
+    print('binary: a copy of %s and its modules, built %s; source %s at %s%s'
+          % (build['binary'], build['built'], build['tree'], build['head'],
+             ', with these files modified in that work tree: ' + ' '.join(build['modified']) if build['modified']
+             else ' (clean work tree)'))
+    print('%d run(s); min / median / max over the runs\n' % len(runs))
     kinds = list(runs[0]['kinds'])
     if kinds:
         print('1. Documents per traffic kind (BSON bytes = len(bson.BSON.encode(doc)), as stored by the double)')
@@ -656,27 +687,25 @@ def main():
             sys.exit('cluster_inputs.py needs %s (Debian package of that name)' % tool)
     signal.signal(signal.SIGTERM, harness._on_sigterm)
     signal.signal(signal.SIGHUP, harness._on_sigterm)
-    wait_for_binary()
+    global MODULE_DIR
     env = harness.TestEnv({SMALL: 4 * KIB, BIG: 16 * MIB}, prefix='smp-cluster-inputs-')
     runs = []
     try:
+        MODULE_DIR, build = snapshot_build(env.dir)
+        log('measuring a copy of %s (built %s; %s at %s, modified: %s)'
+            % (build['binary'], build['built'], build['tree'], build['head'], ' '.join(build['modified']) or 'none'))
         for run in range(1, args.runs + 1):
-            stamp = build_stamp()
             runs.append(one_run(run, args, env))
-            runs[-1]['build_mtime'] = time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime(stamp))
-            if build_stamp() != stamp:
-                runs[-1]['warning'] = 'the build changed during this run: its figures mix two binaries'
-                log('run %d: %s' % (run, runs[-1]['warning']))
     finally:
         env.cleanup()
     if args.json:
-        data = json.dumps({'label': LABEL, 'binary': harness.BINARY, 'runs': runs, 'args': vars(args)}, indent=1,
+        data = json.dumps({'label': LABEL, 'build': build, 'runs': runs, 'args': vars(args)}, indent=1,
                           default=str)
         if args.json == '-':
             print(data)
             return 0
         Path(args.json).write_text(data)
-    report(runs, args)
+    report(runs, args, build)
     return 0
 
 
