@@ -10,9 +10,10 @@ one process), not MongoDB: figure 1 measures the plugin and the double together,
 the double (one Python thread at a time) is expected to be the limit. It says nothing
 about a real MongoDB's rate.
 
-The double finds a document by _id or through a unique index (the downloads are upserted
-by {node, id}, a compound unique index), and answers `count` without a query from the
-collection's size, as MongoDB does from its metadata (the poll below uses it).
+The double finds a document by _id or through a unique index (the merge reads a batch's
+downloads by the leading field of the compound unique index {key, seq}), and answers
+`count` without a query from the collection's size, as MongoDB does from its metadata
+(the poll below uses it).
 
 Pinning: smprotocol (master, worker, collector and its storage threads) on CPU 0;
 wrk on CPU 1, and the double on CPU 1 too (this machine has 2 CPUs): during a run

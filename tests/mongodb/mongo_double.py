@@ -1010,6 +1010,8 @@ class Collection:
         self.docs = {}  # canon(_id) -> document, in insertion (natural) order
         self.indexes = {'_id_': {'v': 2, 'key': {'_id': 1}, 'name': '_id_'}}
         self.unique = {}  # unique index name -> {key tuple: canon(_id) of the holder}
+        self.leading = {}  # unique index name -> {canon(first field's value): {canon(_id), ...}}
+        self.arrival = {}  # canon(_id) -> when it was first put: the natural order of a subset
 
     def index_keys(self, spec, doc):
         """The keys doc has in index spec (none when a sparse or partial index leaves it out)."""
@@ -1031,21 +1033,27 @@ class Collection:
     def _index(self, doc, add):
         owner = canon(doc['_id'])
         for name, entries in self.unique.items():
+            leading = self.leading[name]
             for key in self.index_keys(self.indexes[name], doc):
                 if add:
                     entries[key] = owner
+                    leading.setdefault(key[0], set()).add(owner)
                 elif entries.get(key) == owner:
                     del entries[key]
+                    leading.get(key[0], set()).discard(owner)
 
     def put(self, doc):
         old = self.docs.get(canon(doc['_id']))
         if old is not None:
             self._index(old, add=False)
+        else:
+            self.arrival[canon(doc['_id'])] = len(self.arrival)
         self.docs[canon(doc['_id'])] = doc
         self._index(doc, add=True)
 
     def remove(self, doc_id):
         old = self.docs.pop(canon(doc_id), None)
+        self.arrival.pop(canon(doc_id), None)
         if old is not None:
             self._index(old, add=False)
 
@@ -1053,13 +1061,16 @@ class Collection:
         self.indexes[spec['name']] = spec
         if spec.get('unique'):
             entries = self.unique[spec['name']] = {}
+            leading = self.leading[spec['name']] = {}
             for doc in self.docs.values():
                 for key in self.index_keys(spec, doc):
                     entries[key] = canon(doc['_id'])
+                    leading.setdefault(key[0], set()).add(canon(doc['_id']))
 
     def drop_index(self, name):
         self.indexes.pop(name, None)
         self.unique.pop(name, None)
+        self.leading.pop(name, None)
 
     def candidates(self, query):
         """Documents that may match query: by _id, or by a unique index (one field or
@@ -1076,6 +1087,24 @@ class Collection:
             if all(f in equal for f in fields) and 'partialFilterExpression' not in spec:
                 holder = entries.get(tuple(canon(equal[f]) for f in fields))
                 return [self.docs[holder]] if holder is not None else []
+        # A unique index's first field equal to a value, or $in values: the documents
+        # the index holds under them (a partial index holds only those it covers, and
+        # the query's own test of that field keeps out the others), in natural order.
+        for name in self.unique:
+            first = next(iter(self.indexes[name]['key']))
+            wanted = query.get(first)
+            if isinstance(wanted, dict) and set(wanted) == {'$in'} and isinstance(wanted['$in'], list):
+                values = wanted['$in']
+            elif first in equal:
+                values = [equal[first]]
+            else:
+                continue
+            if any(isinstance(v, (dict, list, Regex, re.Pattern)) or v is None for v in values):
+                continue
+            owners = set()
+            for v in values:
+                owners |= self.leading[name].get(canon(v), set())
+            return [self.docs[key] for key in sorted(owners, key=self.arrival.__getitem__)]
         return list(self.docs.values())
 
     def find(self, query):

@@ -195,6 +195,29 @@ class Documents(DoubleTest):
         c.insert_one({'id': 1})
         self.assertEqual(c.count_documents({'id': 1}), 2)
 
+    def test_leading_field_of_a_partial_compound_unique_index(self):
+        """The mongodb store's merge reads {key: {$in: [...]}, last_us: {$gte: ...}}: the double
+        answers it from the {key, seq} index, and must answer what a scan would."""
+        c = self.db.downloads
+        c.create_index([('key', 1), ('seq', 1)], unique=True, name='key_seq',
+                       partialFilterExpression={'key': {'$exists': True}})
+        c.insert_many([{'old': 1}, {'old': 2}])  # no key: not in the index, never unique-checked
+        c.insert_many([{'key': Int64(k), 'seq': Int64(n), 'last_us': Int64(10 * n + k)}
+                       for n in range(3) for k in (7, 8, 9)])
+        with self.assertRaises(DuplicateKeyError):
+            c.insert_one({'key': Int64(8), 'seq': Int64(1)})
+        found = list(c.find({'key': {'$in': [Int64(7), Int64(9), Int64(99)]}, 'last_us': {'$gte': 10}}))
+        self.assertEqual([(d['key'], d['seq']) for d in found], [(7, 1), (9, 1), (7, 2), (9, 2)])  # natural order
+        self.assertEqual([d['seq'] for d in c.find({'key': 8}).sort('seq', -1).limit(1)], [2])
+        c.update_one({'key': 8, 'seq': 2}, {'$set': {'key': Int64(9), 'seq': Int64(5)}})
+        self.assertEqual(c.count_documents({'key': 8}), 2)
+        self.assertEqual(sorted(d['seq'] for d in c.find({'key': {'$in': [9]}})), [0, 1, 2, 5])
+        c.delete_one({'key': 9, 'seq': 5})
+        maxima = {d['_id']: d['seq'] for d in c.aggregate([{'$match': {'key': {'$in': [7, 8]}}},
+                                                           {'$group': {'_id': '$key', 'seq': {'$max': '$seq'}}}])}
+        self.assertEqual(maxima, {7: 2, 8: 1})
+        self.assertEqual(c.count_documents({'key': {'$in': [None]}}), 2)  # null: a scan, as MongoDB matches missing
+
     def test_upsert_creates_once_then_updates(self):
         c = self.db.downloads
         c.create_index('id', unique=True)
