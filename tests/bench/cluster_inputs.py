@@ -634,6 +634,7 @@ def report(runs, args, build):
               % (args.conns, args.load_seconds, args.catchup_limit))
         print('   THE RATES BELOW ARE BOUNDED BY THE PYTHON TEST DOUBLE, NOT BY MongoDB (see "double CPU").')
         rows = [
+            ['responses served (wrk, total)', mmm([l['wrk']['requests'] for l in ls])],
             ['responses/s served (wrk)', mmm([l['responses_per_s'] for l in ls])],
             ['non-2xx responses (wrk)', mmm([l['wrk']['status'] for l in ls])],
             ['socket errors (wrk)', mmm([l['wrk']['connect'] + l['wrk']['read'] + l['wrk']['write'] +
@@ -668,7 +669,8 @@ def report(runs, args, build):
                                                              '%.3f')])
         print(table(['measure', 'value'], rows))
         print('   (rates per second of the whole interval, load start to all stored or the limit; commands\n'
-              '    counted from the double\'s --trace log, not estimated)')
+              '    counted from the double\'s --trace log, not estimated. Each request is a download of its own,\n'
+              '    so compare the download docs with the responses served: the store lags further on downloads.)')
 
 
 def main():
@@ -680,7 +682,12 @@ def main():
     ap.add_argument('--conns', type=int, default=20)
     ap.add_argument('--catchup-limit', type=int, default=60)
     ap.add_argument('--json', help='write every measurement as JSON to FILE (- for stdout, then no table)')
+    ap.add_argument('--report', metavar='FILE', help='print the tables of a --json FILE written before, measure nothing')
     args = ap.parse_args()
+    if args.report:
+        data = json.loads(Path(args.report).read_text())
+        report(data['runs'], argparse.Namespace(**data['args']), data['build'])
+        return 0
     args.kinds = [k for k in args.kinds.split(',') if k]
     for tool in ('memcached', 'curl', 'aria2c', 'wrk'):
         if not shutil.which(tool):
