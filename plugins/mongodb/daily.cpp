@@ -47,9 +47,11 @@ bool add_daily(mongoc_collection_t* daily, const DailyChanges& changes, const mo
                                    BCON_INT64(counts.completed), "bytes", BCON_INT64(counts.bytes), "}"));
         ok = ok && mongoc_bulk_operation_update_one_with_opts(bulk, selector.get(), update.get(), upsert.get(), &e);
     }
-    bson_t reply;
-    ok = ok && mongoc_bulk_operation_execute(bulk, &reply, &e) != 0;
-    if (ok || e.code != 0) bson_destroy(&reply);
+    if (ok) {
+        bson_t reply;  // initialised by the execution, whatever its outcome
+        ok = mongoc_bulk_operation_execute(bulk, &reply, &e) != 0;
+        bson_destroy(&reply);
+    }
     mongoc_bulk_operation_destroy(bulk);
     return ok;
 }

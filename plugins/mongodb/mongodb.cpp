@@ -378,10 +378,13 @@ Written try_store(mongoc_collection_t* downloads, const Settings& settings,
         ok = ok && add_write(bulk, doc, e);
         updates += doc.version != 0 ? 1 : 0;
     }
-    bson_t reply;
-    ok = ok && mongoc_bulk_operation_execute(bulk, &reply, &e) != 0;
-    const bool raced = (ok && int_of(&reply, "nMatched") < updates) || (!ok && e.code != 0 && only_duplicates(reply));
-    if (ok || e.code != 0) bson_destroy(&reply);
+    bool raced = false;
+    if (ok) {
+        bson_t reply;  // initialised by the execution, whatever its outcome
+        ok = mongoc_bulk_operation_execute(bulk, &reply, &e) != 0;
+        raced = ok ? int_of(&reply, "nMatched") < updates : only_duplicates(reply);
+        bson_destroy(&reply);
+    }
     mongoc_bulk_operation_destroy(bulk);
     return raced ? Written::lost_race : ok ? Written::yes : Written::failed;
 }
