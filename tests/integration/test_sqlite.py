@@ -5,6 +5,7 @@ that keeps what the store cannot take, across an outage and a restart."""
 import glob
 import os
 import shutil
+import socket
 import sqlite3
 import subprocess
 import unittest
@@ -54,7 +55,7 @@ class SqliteStore(unittest.TestCase):
         self.assertEqual(self.server.terminate(), 0, self.server.log_tail())
 
         self.assertEqual(self.query('PRAGMA journal_mode')[0][0], 'wal')
-        self.assertEqual(self.query('PRAGMA user_version')[0][0], 7)
+        self.assertEqual(self.query('PRAGMA user_version')[0][0], 8)
         # The bytes received from the client: the request head, as sent.
         self.assertEqual(self.query("SELECT received_bytes FROM requests WHERE method = 'HEAD' AND user_agent = ?",
                                     'stored'), [(len(head),)])
@@ -136,20 +137,21 @@ class SqliteStore(unittest.TestCase):
             self.assertEqual(self.query("SELECT count(*) FROM requests WHERE user_agent LIKE 'spooled-%'"), [(10,)])
         self.assertEqual(self.server.log().count('replaying the spool'), 2)
 
-    def test_a_version_2_database_is_migrated_to_7(self):
+    def test_a_version_2_database_is_migrated_to_8(self):
         # Version 2 is version 3 without requests.received_bytes, version 3
         # is version 4 without log_positions and with two more indexes on
         # downloads, version 4 is version 5 without requests.tls_version
         # and tls, version 5 is version 6 without client_class on both
-        # tables, and version 6 is version 7 without daily: made here from a
-        # database this server wrote, with a row
-        # that predates the columns.
+        # tables, version 6 is version 7 without daily, and version 7 is
+        # version 8 without downloads.node: made here from a database this
+        # server wrote, with a row that predates the columns.
         port = self.server.port
         self.assertEqual(harness.http(port, 'GET', '/small.bin', {'User-Agent': 'before'}).status, 200)
         self.assertEqual(self.server.terminate(), 0, self.server.log_tail())
         with sqlite3.connect(self.db) as db:
             db.execute('ALTER TABLE requests DROP COLUMN client_class')
             db.execute('ALTER TABLE downloads DROP COLUMN client_class')
+            db.execute('ALTER TABLE downloads DROP COLUMN node')
             db.execute('ALTER TABLE requests DROP COLUMN tls')
             db.execute('ALTER TABLE requests DROP COLUMN tls_version')
             db.execute('ALTER TABLE requests DROP COLUMN received_bytes')
@@ -165,7 +167,7 @@ class SqliteStore(unittest.TestCase):
         request = harness.request_bytes('GET', '/small.bin', {'User-Agent': 'after', 'X-Padding': 'p' * 100})
         self.assertEqual(harness.raw_request(self.server.port, request).status, 200)
         self.assertEqual(self.server.terminate(), 0, self.server.log_tail())
-        self.assertEqual(self.query('PRAGMA user_version')[0][0], 7)
+        self.assertEqual(self.query('PRAGMA user_version')[0][0], 8)
         self.assertEqual(self.query("SELECT name FROM sqlite_schema WHERE name LIKE 'downloads_by_%'"),
                          [('downloads_by_time',)])
         self.assertEqual(self.query("SELECT count(*) FROM downloads WHERE user_agent IN ('before', 'after')"), [(2,)])
@@ -184,6 +186,9 @@ class SqliteStore(unittest.TestCase):
             self.assertEqual(self.query('SELECT user_agent, client_class FROM %s WHERE user_agent IN (?, ?) '
                                         'ORDER BY %s' % (table, time), 'before', 'after'),
                              [('before', None), ('after', 'unknown')])
+        # The download from before has no node (shown empty); the new one has this host's.
+        self.assertEqual(self.query("SELECT user_agent, node FROM downloads WHERE user_agent IN ('before', 'after') "
+                                    'ORDER BY first_us'), [('before', None), ('after', socket.gethostname())])
 
     def test_unwritable_path_stops_the_start(self):
         text = harness.config_text(harness.free_port(), self.env.www).replace(
