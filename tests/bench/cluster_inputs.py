@@ -36,7 +36,6 @@ import argparse
 import json
 import os
 import re
-import select
 import shutil
 import signal
 import socket
@@ -58,10 +57,9 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 sys.path.insert(0, str(REPO / 'tests' / 'integration'))
 import harness  # noqa: E402
+import test_mongodb  # noqa: E402
 
-DOUBLE_SCRIPT = REPO / 'tests' / 'mongodb' / 'mongo_double.py'
 XFF_LUA = HERE / 'lua' / 'distinct_xff.lua'
-PYTHON = '/usr/bin/python3'
 CLK_TCK = os.sysconf('SC_CLK_TCK')
 KIB, MIB = 1024, 1024 * 1024
 SMALL, BIG = 'small4k.bin', 'big16m.bin'
@@ -221,35 +219,19 @@ def mc_delta(before, after):
     return {k: v for k, v in d.items() if v}
 
 
-class Double:
-    """mongo_double.py with --trace (every command logged to its stderr file)."""
+class Double(test_mongodb.Double):
+    """mongo_double.py with --trace (every command logged to its stderr file), and a
+    client of our own to read it."""
 
-    def __init__(self, tmp):
-        self.log_path = os.path.join(tmp, 'double.log')
-        self.proc, self.port, self.client = None, None, None
+    def __init__(self, env):
+        super().__init__(env, args=['--trace'])
+        self.client = None
 
     def start(self, timeout=15.0):
-        err = open(self.log_path, 'wb')
-        self.proc = harness.spawn([PYTHON, str(DOUBLE_SCRIPT), '--port', '0', '--trace'],
-                                  stdout=subprocess.PIPE, stderr=err, start_new_session=True)
-        err.close()
-        deadline, line = time.monotonic() + timeout, b''
-        while not line.endswith(b'\n'):
-            left = deadline - time.monotonic()
-            if left <= 0 or self.proc.poll() is not None:
-                raise BenchError('mongo_double did not start: %r' % line)
-            if select.select([self.proc.stdout], [], [], left)[0]:
-                line += os.read(self.proc.stdout.fileno(), 4096)
-        m = re.match(r'mongo_double listening on 127\.0\.0\.1:(\d+)', line.decode())
-        if not m:
-            raise BenchError('mongo_double said %r' % line)
-        self.port = int(m.group(1))
+        super().start(timeout)
         self.client = pymongo.MongoClient('127.0.0.1', self.port, serverSelectionTimeoutMS=5000,
                                           socketTimeoutMS=120000)
         return self
-
-    def uri(self):
-        return 'mongodb://127.0.0.1:%d/?appname=smprotocol&serverSelectionTimeoutMS=2000' % self.port
 
     def count(self, db, coll):
         """Documents in db.coll (the double answers a bare count from its size, at once)."""
@@ -288,15 +270,7 @@ class Double:
     def stop(self):
         if self.client:
             self.client.close()
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        if self.proc and self.proc.stdout:
-            self.proc.stdout.close()
+        super().stop()
 
 
 MODULE_DIR = None  # the copied build's modules (snapshot_build)
@@ -537,7 +511,7 @@ def measure_load(run, env, double, memcached, seconds, conns, catchup_limit, arg
 
 
 def one_run(run, args, env):
-    double, memcached = Double(env.dir).start(), Memcached(env.dir).start()
+    double, memcached = Double(env).start(), Memcached(env.dir).start()
     try:
         out = {'kinds': {}}
         for kind in args.kinds:

@@ -100,13 +100,13 @@ class Double:
     """tests/mongodb/mongo_double.py as a subprocess: start() on a port (0: any free
     one), kill() with SIGKILL, start() again on the same port and data dir."""
 
-    def __init__(self, env, port=0, data_dir=None, name='double'):
-        self.env, self.port, self.data_dir = env, port, data_dir
+    def __init__(self, env, port=0, data_dir=None, name='double', args=()):
+        self.env, self.port, self.data_dir, self.args = env, port, data_dir, list(args)
         self.log_path = env.path('%s.log' % name)
         self.proc = None
 
     def start(self, timeout=15.0):
-        cmd = [PYTHON, DOUBLE_SCRIPT, '--port', str(self.port)]
+        cmd = [PYTHON, DOUBLE_SCRIPT, '--port', str(self.port)] + self.args
         if self.data_dir:
             cmd += ['--data-dir', self.data_dir]
         with open(self.log_path, 'ab') as err:
