@@ -801,7 +801,10 @@ TEST_CASE("a million open downloads") {
     if (!sanitized()) {
         CHECK(busy_tick_ms <= 20);
         CHECK(quiet_tick_ms <= 1);
-        CHECK(save_ms < 1000);
+        // A bound against a change of order (a copy per download, a quadratic
+        // step), not a benchmark: about 0.3 s alone, 1.6 s seen on a machine
+        // busy with other tests (the 133 MB buffer's page faults).
+        CHECK(save_ms < 4000);
     }
 }
 
