@@ -169,8 +169,11 @@ class SharedLimits(unittest.TestCase):
             return refused
         self.assertTrue(harness.wait_for(shared_again, 5.0, interval=0.2), 'limits not shared again')
         log = b.log()
-        # Once per outage (and per worker: each has its own client).
-        self.assertEqual(log.count('[memcache] cannot take a shared slot'), 1, log)
+        # Once per outage (and per worker: each has its own client), by whichever
+        # call met it first: b's 429 gives back the slot its increment took, and
+        # that decrement can still be on its way when memcached is killed.
+        self.assertEqual(log.count('[memcache] cannot take a shared slot') +
+                         log.count('[memcache] cannot give back a shared slot'), 1, log)
         self.assertIn('memcached answers again', log)
 
     def test_memcached_failures_are_counted_in_the_metrics(self):
