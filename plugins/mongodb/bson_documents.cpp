@@ -18,11 +18,9 @@ void append_intervals(bson_t* doc, const char* key, const smp_interval* interval
     bson_t array;
     BSON_APPEND_ARRAY_BEGIN(doc, key, &array);
     for (size_t i = 0; i < count; ++i) {
-        char index[16];
-        const char* index_key = nullptr;
-        bson_uint32_to_string(static_cast<uint32_t>(i), &index_key, index, sizeof index);
+        const ArrayKey index_key(i);
         bson_t pair;
-        BSON_APPEND_ARRAY_BEGIN(&array, index_key, &pair);
+        BSON_APPEND_ARRAY_BEGIN(&array, index_key.key, &pair);
         BSON_APPEND_INT64(&pair, "0", static_cast<int64_t>(intervals[i].first));
         BSON_APPEND_INT64(&pair, "1", static_cast<int64_t>(intervals[i].last));
         bson_append_array_end(&array, &pair);
@@ -215,19 +213,15 @@ void append_merged(bson_t* d, const smp_download& latest, const Merged& merged, 
     bson_t array;
     BSON_APPEND_ARRAY_BEGIN(d, "nodes", &array);
     for (uint32_t i = 0; i < merged.nodes.size(); ++i) {
-        char index[16];
-        const char* index_key = nullptr;
-        bson_uint32_to_string(i, &index_key, index, sizeof index);
-        BSON_APPEND_UTF8(&array, index_key, merged.nodes[i].c_str());
+        const ArrayKey index_key(i);
+        BSON_APPEND_UTF8(&array, index_key.key, merged.nodes[i].c_str());
     }
     bson_append_array_end(d, &array);
     BSON_APPEND_ARRAY_BEGIN(d, "parts", &array);
     for (uint32_t i = 0; i < parts.size(); ++i) {
-        char index[16];
-        const char* index_key = nullptr;
-        bson_uint32_to_string(i, &index_key, index, sizeof index);
+        const ArrayKey index_key(i);
         bson_t part;
-        BSON_APPEND_DOCUMENT_BEGIN(&array, index_key, &part);
+        BSON_APPEND_DOCUMENT_BEGIN(&array, index_key.key, &part);
         append_part(&part, parts[i]);
         bson_append_document_end(&array, &part);
     }

@@ -35,6 +35,14 @@ struct CollectionCloser {
 using Bson = std::unique_ptr<bson_t, BsonCloser>;
 using Collection = std::unique_ptr<mongoc_collection_t, CollectionCloser>;
 
+// The key of an array's element `i` ("0", "1", ...), in `buffer` or
+// libbson's own table of small ones.
+struct ArrayKey {
+    explicit ArrayKey(size_t i) { bson_uint32_to_string(static_cast<uint32_t>(i), &key, buffer, sizeof buffer); }
+    const char* key = nullptr;
+    char buffer[16];
+};
+
 // A client from the pool for the duration of one call.
 class PooledClient {
    public:

@@ -228,10 +228,8 @@ void append_keys(bson_t* array_parent, const char* field, const std::vector<int6
     BSON_APPEND_DOCUMENT_BEGIN(array_parent, field, &in);
     BSON_APPEND_ARRAY_BEGIN(&in, "$in", &array);
     for (uint32_t i = 0; i < keys.size(); ++i) {
-        char index[16];
-        const char* index_key = nullptr;
-        bson_uint32_to_string(i, &index_key, index, sizeof index);
-        BSON_APPEND_INT64(&array, index_key, keys[i]);
+        const ArrayKey index_key(i);
+        BSON_APPEND_INT64(&array, index_key.key, keys[i]);
     }
     bson_append_array_end(&in, &array);
     bson_append_document_end(array_parent, &in);
