@@ -474,6 +474,11 @@ class Server:
         found = [p for p in children_of(self.pid, include_zombies=False) if comm_of(p) == COLLECTOR_NAME]
         return found[0] if found else None
 
+    def wait_collector(self, timeout=5.0):
+        """Wait until the master has forked its stats collector (the port
+        accepts before it has); returns its pid or None."""
+        return wait_for(self.collector, timeout)
+
     def running(self):
         return self.proc is not None and self.proc.poll() is None
 

@@ -111,7 +111,7 @@ class CollectorMemory(unittest.TestCase):
             return 0  # not created yet, or busy for a moment
 
     def test_distinct_agents_past_the_cap_keep_memory_and_idle_cpu_flat(self):
-        collector = harness.wait_for(self.server.collector, 5)
+        collector = self.server.wait_collector()
         self.assertIsNotNone(collector)
         # The store made its tables: the collector's memory has its steady part.
         harness.wait_for(lambda: os.path.exists(self.db) and self.query("SELECT count(*) FROM sqlite_master"), 10)
@@ -185,11 +185,13 @@ class CollectorMemory(unittest.TestCase):
         # Idle: the tick looks at nothing when nothing changed. (Walking 2000
         # open downloads a second would cost far less than this bound: the
         # unit tests count what a tick visits.)
+        # AddressSanitizer makes every instruction dearer (CI measured 2.00%
+        # there, 6 clock ticks in 3 s), so its pass gets a wider bound.
         before = cpu_seconds(collector)
-        time.sleep(3)
-        idle_share = (cpu_seconds(collector) - before) / 3
+        time.sleep(5)
+        idle_share = (cpu_seconds(collector) - before) / 5
         print('collector CPU while idle: %.2f%%' % (idle_share * 100))
-        self.assertLess(idle_share, 0.02)
+        self.assertLess(idle_share, 0.05 if os.environ.get('SMP_SANITIZED') else 0.02)
 
 
 if __name__ == '__main__':

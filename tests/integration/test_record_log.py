@@ -197,7 +197,7 @@ class RecordLogCase(unittest.TestCase):
 class CollectorStopped(RecordLogCase):
     def test_collector_stopped_for_5s_loses_nothing(self):
         server = self.start_server(workers=2)
-        collector = server.collector()
+        collector = server.wait_collector()
         began = time.monotonic()
         load = wrk_spawn(server.url('/' + FILE), 8)
         sleep_until(began + 2)
@@ -246,7 +246,7 @@ def segment(port, number, results, rate=None):
 class CollectorKilled(RecordLogCase):
     def test_collector_killed_during_load_loses_and_repeats_nothing(self):
         server = self.start_server(workers=2)
-        collector = server.collector()
+        collector = server.wait_collector()
         began = time.monotonic()
         load = wrk_spawn(server.url('/' + FILE), 16)
         # Not at a fixed 3 s: on a busy machine the store commits its first
@@ -374,7 +374,7 @@ class LogVolumeFull(RecordLogCase):
         self.assertTrue(any(re.search(r'(?<![\d.])%s(?![\d])' % re.escape(r), smaller[0]) for r in renderings),
                         'the warning does not say the size it got (%d bytes): %s' % (size, smaller[0]))
 
-        collector = server.collector()
+        collector = server.wait_collector()
         episode = len(server.log())
         os.kill(collector, signal.SIGSTOP)
         self.stopped.append(collector)

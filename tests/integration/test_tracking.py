@@ -45,7 +45,7 @@ class Tracking(unittest.TestCase):
         return server.start()
 
     def test_collector_is_a_named_child_beside_the_workers(self):
-        self.assertIsNotNone(self.server.collector(), harness.children_of(self.server.pid))
+        self.assertIsNotNone(self.server.wait_collector(), harness.children_of(self.server.pid))
         self.assertEqual(len(self.server.wait_workers(2)), 2)
 
     def test_aria2c_segments_are_one_completed_download(self):
