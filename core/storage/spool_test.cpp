@@ -26,7 +26,7 @@ struct TempDir {
 };
 
 // A batch with one request and one download whose fields all differ.
-Batch sample(uint64_t sequence) {
+Batch sample(uint64_t sequence, bool with_active = true) {
     static const smp_interval sent[] = {{0, 99}, {200, 4095}};
     smp_record r{};
     r.size = sizeof r;
@@ -69,8 +69,9 @@ Batch sample(uint64_t sequence) {
     row.active_us = 1400;
     row.reason = SMP_END_INCOMPLETE;
     row.delivered = {{0, 99}, {200, 4095}};
-    row.active = {{static_cast<uint64_t>(r.start_us), static_cast<uint64_t>(r.start_us) + 1000},
-                  {static_cast<uint64_t>(r.start_us) + 1600, static_cast<uint64_t>(r.start_us) + 2000}};
+    if (with_active)
+        row.active = {{static_cast<uint64_t>(r.start_us), static_cast<uint64_t>(r.start_us) + 1000},
+                      {static_cast<uint64_t>(r.start_us) + 1600, static_cast<uint64_t>(r.start_us) + 2000}};
     row.geo.country = "FR";
     row.geo.city = "Paris";
     row.geo.has_location = true;
@@ -79,7 +80,7 @@ Batch sample(uint64_t sequence) {
     row.geo.asn = 64496;
     row.geo.organisation = "Example";
     row.client_class = smp::ClientClass::bot;
-    batch.downloads.push_back(row);
+    batch.add(row);
     return batch;
 }
 
@@ -95,7 +96,7 @@ void check_same(const Batch& got, const Batch& want) {
     CHECK(a.intervals[1].last == 4095);
     CHECK(a.log_index == b.log_index);
     REQUIRE(got.downloads.size() == 1);
-    const smp_download d = got.downloads[0].view();
+    const smp_download& d = got.downloads[0];
     CHECK(d.id == want.downloads[0].id);
     CHECK(std::string(d.country) == "FR");
     CHECK(std::string(d.organisation) == "Example");
@@ -104,8 +105,8 @@ void check_same(const Batch& got, const Batch& want) {
     CHECK(d.wasted_bytes == 4);
     CHECK(d.delivered_count == 2);
     const smp_interval* spans = nullptr;
-    REQUIRE(smp_download_active(&d, &spans) == want.downloads[0].active.size());
-    for (size_t i = 0; i < want.downloads[0].active.size(); ++i) {
+    REQUIRE(smp_download_active(&d, &spans) == want.downloads[0].active_count);
+    for (size_t i = 0; i < want.downloads[0].active_count; ++i) {
         CHECK(spans[i].first == want.downloads[0].active[i].first);
         CHECK(spans[i].last == want.downloads[0].active[i].last);
     }
@@ -131,7 +132,7 @@ TEST_CASE("a batch keeps its client classes through the spool; one spooled befor
     auto decoded = smp::decode_batch(smp::encode_batch(batch));
     REQUIRE(decoded);
     CHECK(std::string(smp_record_client_class(&decoded->records[0])) == "tool");
-    const smp_download view = decoded->downloads[0].view();
+    const smp_download& view = decoded->downloads[0];
     CHECK(std::string(smp_download_client_class(&view)) == "bot");
     // An SMB1 batch (an earlier version's spool): the layout without the
     // class bytes; read with no class.
@@ -143,13 +144,12 @@ TEST_CASE("a batch keeps its client classes through the spool; one spooled befor
     check_same(*earlier, sample(3));
     CHECK(earlier->records[0].client_class == nullptr);
     CHECK(std::string(smp_record_client_class(&earlier->records[0])) == "unknown");
-    const smp_download earlier_view = earlier->downloads[0].view();
+    const smp_download& earlier_view = earlier->downloads[0];
     CHECK(std::string(smp_download_client_class(&earlier_view)) == "unknown");
 }
 
 TEST_CASE("a download frame spooled before the active spans (SMD2) is read with none") {
-    Batch batch = sample(3);
-    batch.downloads[0].active.clear();
+    Batch batch = sample(3, false);
     std::string bytes = smp::encode_batch(batch);
     // SMD3 ends the frame with the count of spans (0 here); SMD2 had none.
     const size_t magic = bytes.find("3DMS");  // 0x534d4433, little-endian

@@ -74,7 +74,7 @@ std::shared_ptr<const smp::Batch> batch(uint64_t sequence) {
     smp::DownloadRow row;
     row.id = sequence;
     row.path = "a.bin";
-    made->downloads.push_back(row);
+    made->add(row);
     return made;
 }
 

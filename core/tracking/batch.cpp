@@ -66,41 +66,46 @@ bool take_intervals(std::string_view& data, uint32_t count, std::vector<smp_inte
     return true;
 }
 
-template <typename Row>
-auto strings_of(Row& row) {
+// The texts of a download frame, in their order.
+auto strings_of(DownloadRow& row) {
     return std::array{&row.node, &row.client_ip,   &row.user_agent, &row.path,
                       &row.etag, &row.geo.country, &row.geo.city,   &row.geo.organisation};
 }
+auto strings_of(const smp_download& d) {
+    const auto text = [](const char* t) { return std::string_view(t != nullptr ? t : ""); };
+    return std::array{text(d.node), text(d.client_ip), text(d.user_agent), text(d.path),
+                      text(d.etag), text(d.country),   text(d.city),       text(d.organisation)};
+}
 
-void append_download(const DownloadRow& row, std::string& out) {
+void append_download(const smp_download& d, std::string& out) {
     const size_t frame = out.size();
     append_value(out, uint32_t{0});  // the length, written once known
     DownloadFixed fixed{};
     fixed.magic = kDownloadMagic;
-    fixed.interval_count = static_cast<uint32_t>(row.delivered.size());
-    fixed.id = row.id;
-    fixed.file_size = row.file_size;
-    fixed.distinct_bytes = row.distinct_bytes;
-    fixed.bytes_sent = row.bytes_sent;
-    fixed.first_us = row.first_us;
-    fixed.last_us = row.last_us;
-    fixed.active_us = row.active_us;
-    fixed.latitude = row.geo.latitude;
-    fixed.longitude = row.geo.longitude;
-    fixed.requests = row.requests;
-    fixed.resumes = row.resumes;
-    fixed.asn = row.geo.asn;
-    fixed.reason = static_cast<uint8_t>(row.reason);
-    fixed.completed = row.completed;
-    fixed.finished = row.finished;
-    fixed.has_location = row.geo.has_location;
-    const auto strings = strings_of(row);
-    for (size_t i = 0; i < strings.size(); ++i) fixed.lengths[i] = static_cast<uint32_t>(strings[i]->size());
+    fixed.interval_count = static_cast<uint32_t>(d.delivered_count);
+    fixed.id = d.id;
+    fixed.file_size = d.file_size;
+    fixed.distinct_bytes = d.distinct_bytes;
+    fixed.bytes_sent = d.bytes_sent;
+    fixed.first_us = d.first_us;
+    fixed.last_us = d.last_us;
+    fixed.active_us = d.active_us;
+    fixed.latitude = d.latitude;
+    fixed.longitude = d.longitude;
+    fixed.requests = d.requests;
+    fixed.resumes = d.resumes;
+    fixed.asn = d.asn;
+    fixed.reason = static_cast<uint8_t>(d.reason);
+    fixed.completed = d.completed != 0;
+    fixed.finished = d.finished != 0;
+    fixed.has_location = d.has_location != 0;
+    const auto strings = strings_of(d);
+    for (size_t i = 0; i < strings.size(); ++i) fixed.lengths[i] = static_cast<uint32_t>(strings[i].size());
     append_value(out, fixed);
-    for (const auto* text : strings) out += *text;
-    out.append(reinterpret_cast<const char*>(row.delivered.data()), row.delivered.size() * sizeof(smp_interval));
-    append_value(out, static_cast<uint32_t>(row.active.size()));
-    out.append(reinterpret_cast<const char*>(row.active.data()), row.active.size() * sizeof(smp_interval));
+    for (const std::string_view text : strings) out += text;
+    out.append(reinterpret_cast<const char*>(d.delivered), d.delivered_count * sizeof(smp_interval));
+    append_value(out, static_cast<uint32_t>(d.active_count));
+    out.append(reinterpret_cast<const char*>(d.active), d.active_count * sizeof(smp_interval));
     const auto length = static_cast<uint32_t>(out.size() - frame - sizeof(uint32_t));
     std::memcpy(out.data() + frame, &length, sizeof length);
 }
@@ -141,70 +146,114 @@ std::optional<DownloadRow> decode_download(std::string_view data) {
     return row;
 }
 
-const char* or_null(const std::string& text) { return text.empty() ? nullptr : text.c_str(); }
+// The geo-location's texts are NULL when unknown.
+const char* or_null(Arena& held, const std::string& text) { return text.empty() ? nullptr : held.text(text); }
 
-}  // namespace
-
-DownloadRow::DownloadRow(const LogicalDownload& d, GeoInfo geo_info, bool is_finished, ClientClass of_class)
-    : id(d.id),
-      node(d.node),
-      client_ip(d.client_ip),
-      user_agent(d.user_agent),
-      path(d.path),
-      etag(d.etag),
-      file_size(d.file_size),
-      distinct_bytes(d.distinct_bytes()),
-      bytes_sent(d.bytes_sent),
-      completed(d.completed()),
-      finished(is_finished),
-      requests(d.requests),
-      resumes(d.resumes),
-      first_us(d.first_us),
-      last_us(d.last_us),
-      active_us(d.active_us()),
-      reason(d.reason()),
-      client_class(of_class),
-      geo(std::move(geo_info)) {
-    delivered.reserve(d.delivered.intervals().size());
-    for (const auto& interval : d.delivered.intervals()) delivered.push_back({interval.first, interval.last});
-    active.reserve(d.active.intervals().size());
-    for (const auto& span : d.active.intervals()) active.push_back({span.first, span.last});
-}
-
-smp_download DownloadRow::view() const {
-    smp_download out{};
+// A download of `batch` with its texts, place, state and class; the caller
+// sets the rest.
+smp_download& push_download(Batch& batch, std::array<std::string_view, 5> names, const GeoInfo& geo, bool finished,
+                            ClientClass client_class) {
+    smp_download& out = batch.downloads.emplace_back();
+    Arena& held = batch.held;
     out.size = sizeof out;
-    out.id = id;
-    out.client_ip = client_ip.c_str();
-    out.user_agent = user_agent.c_str();
-    out.path = path.c_str();
-    out.etag = etag.c_str();
-    out.file_size = file_size;
-    out.distinct_bytes = distinct_bytes;
-    out.bytes_sent = bytes_sent;
-    out.wasted_bytes = bytes_sent - distinct_bytes;
-    out.completed = completed ? 1 : 0;
-    out.requests = requests;
-    out.resumes = resumes;
-    out.first_us = first_us;
-    out.last_us = last_us;
-    out.active_us = active_us;
-    out.reason = reason;
-    out.delivered = delivered.data();
-    out.delivered_count = delivered.size();
-    out.country = or_null(geo.country);
-    out.city = or_null(geo.city);
+    out.node = held.text(names[0]);
+    out.client_ip = held.text(names[1]);
+    out.user_agent = held.text(names[2]);
+    out.path = held.text(names[3]);
+    out.etag = held.text(names[4]);
+    out.country = or_null(held, geo.country);
+    out.city = or_null(held, geo.city);
     out.has_location = geo.has_location ? 1 : 0;
     out.latitude = geo.latitude;
     out.longitude = geo.longitude;
     out.asn = geo.asn;
-    out.organisation = or_null(geo.organisation);
+    out.organisation = or_null(held, geo.organisation);
     out.finished = finished ? 1 : 0;
-    out.node = node.c_str();
     out.client_class = client_class_name(client_class);
-    out.active = active.data();
-    out.active_count = active.size();
     return out;
+}
+
+// IntervalSet's intervals are smp_intervals by layout.
+std::span<const smp_interval> as_intervals(const IntervalSet& set) {
+    static_assert(sizeof(IntervalSet::Interval) == sizeof(smp_interval));
+    const auto intervals = set.intervals();
+    return {reinterpret_cast<const smp_interval*>(intervals.data()), intervals.size()};
+}
+
+}  // namespace
+
+char* Arena::allocate(size_t size) {
+    size = (size + alignof(smp_interval) - 1) & ~(alignof(smp_interval) - 1);
+    if (size > left_) {
+        // A text longer than a block has a block of its own.
+        const size_t block = std::max(size, kBlockBytes);
+        blocks_.push_back(std::make_unique_for_overwrite<char[]>(block));
+        next_ = blocks_.back().get();
+        left_ = block;
+    }
+    char* place = next_;
+    next_ += size;
+    left_ -= size;
+    return place;
+}
+
+const char* Arena::text(std::string_view text) {
+    char* place = allocate(text.size() + 1);
+    std::memcpy(place, text.data(), text.size());
+    place[text.size()] = '\0';
+    return place;
+}
+
+const smp_interval* Arena::intervals(std::span<const smp_interval> intervals) {
+    if (intervals.empty()) return nullptr;
+    char* place = allocate(intervals.size_bytes());
+    std::memcpy(place, intervals.data(), intervals.size_bytes());
+    return reinterpret_cast<const smp_interval*>(place);
+}
+
+void Batch::add(const LogicalDownload& d, const GeoInfo& geo, bool finished, ClientClass client_class) {
+    smp_download& out =
+        push_download(*this, {d.node.view(), d.client_ip.view(), d.user_agent.view(), d.path.view(), d.etag.view()},
+                      geo, finished, client_class);
+    out.id = d.id;
+    out.file_size = d.file_size;
+    out.distinct_bytes = d.distinct_bytes();
+    out.bytes_sent = d.bytes_sent;
+    out.wasted_bytes = d.wasted_bytes();
+    out.completed = d.completed() ? 1 : 0;
+    out.requests = d.requests;
+    out.resumes = d.resumes;
+    out.first_us = d.first_us;
+    out.last_us = d.last_us;
+    out.active_us = d.active_us();
+    out.reason = d.reason();
+    const auto delivered = as_intervals(d.delivered);
+    out.delivered = held.intervals(delivered);
+    out.delivered_count = delivered.size();
+    const auto active = as_intervals(d.active);
+    out.active = held.intervals(active);
+    out.active_count = active.size();
+}
+
+void Batch::add(const DownloadRow& d) {
+    smp_download& out =
+        push_download(*this, {d.node, d.client_ip, d.user_agent, d.path, d.etag}, d.geo, d.finished, d.client_class);
+    out.id = d.id;
+    out.file_size = d.file_size;
+    out.distinct_bytes = d.distinct_bytes;
+    out.bytes_sent = d.bytes_sent;
+    out.wasted_bytes = d.bytes_sent - d.distinct_bytes;
+    out.completed = d.completed ? 1 : 0;
+    out.requests = d.requests;
+    out.resumes = d.resumes;
+    out.first_us = d.first_us;
+    out.last_us = d.last_us;
+    out.active_us = d.active_us;
+    out.reason = d.reason;
+    out.delivered = held.intervals(d.delivered);
+    out.delivered_count = d.delivered.size();
+    out.active = held.intervals(d.active);
+    out.active_count = d.active.size();
 }
 
 void Batch::add(DecodedRecord&& record, ClientClass client_class) {
@@ -219,19 +268,23 @@ Batch Batch::copy() const {
 }
 
 BatchView::BatchView(std::span<const Batch* const> batches) {
-    // One batch (the usual case) is viewed where its records are.
+    // One batch (the usual case) is viewed where its records and downloads are.
     const smp_record* records = batches.size() == 1 ? batches[0]->records.data() : nullptr;
     size_t record_count = batches.size() == 1 ? batches[0]->records.size() : 0;
-    for (const Batch* batch : batches) {
-        if (batches.size() > 1) records_.insert(records_.end(), batch->records.begin(), batch->records.end());
-        for (const auto& download : batch->downloads) downloads_.push_back(download.view());
-    }
+    const smp_download* downloads = batches.size() == 1 ? batches[0]->downloads.data() : nullptr;
+    size_t download_count = batches.size() == 1 ? batches[0]->downloads.size() : 0;
     if (batches.size() > 1) {
+        for (const Batch* batch : batches) {
+            records_.insert(records_.end(), batch->records.begin(), batch->records.end());
+            downloads_.insert(downloads_.end(), batch->downloads.begin(), batch->downloads.end());
+        }
         records = records_.data();
         record_count = records_.size();
+        downloads = downloads_.data();
+        download_count = downloads_.size();
     }
     const Batch& last = *batches.back();
-    batch_ = {sizeof batch_, records, record_count, downloads_.data(), downloads_.size(), last.origin, last.sequence};
+    batch_ = {sizeof batch_, records, record_count, downloads, download_count, last.origin, last.sequence};
 }
 
 std::string encode_batch(const Batch& batch) {
@@ -244,7 +297,9 @@ std::string encode_batch(const Batch& batch) {
     for (const auto& record : batch.records)
         out += static_cast<char>(
             client_class_byte(client_class_of_name(smp_record_client_class(&record)).value_or(ClientClass::unknown)));
-    for (const auto& download : batch.downloads) out += static_cast<char>(client_class_byte(download.client_class));
+    for (const auto& download : batch.downloads)
+        out += static_cast<char>(client_class_byte(
+            client_class_of_name(smp_download_client_class(&download)).value_or(ClientClass::unknown)));
     return out;
 }
 
@@ -264,7 +319,7 @@ std::optional<Batch> decode_batch(std::string_view data) {
     for (uint32_t i = 0; i < header.download_count; ++i) {
         auto download = take_frame(data, frame) ? decode_download(frame) : std::nullopt;
         if (!download) return std::nullopt;
-        batch.downloads.push_back(std::move(*download));
+        batch.add(*download);
     }
     if (header.magic == kBatchMagicWithoutClass) {
         for (auto& record : batch.records) record.client_class = nullptr;
@@ -277,7 +332,7 @@ std::optional<Batch> decode_batch(std::string_view data) {
         return client_class_of_byte(byte);
     };
     for (auto& record : batch.records) record.client_class = client_class_name(take_class());
-    for (auto& download : batch.downloads) download.client_class = take_class();
+    for (auto& download : batch.downloads) download.client_class = client_class_name(take_class());
     return batch;
 }
 

@@ -21,7 +21,9 @@
 
 namespace smp {
 
-// One logical download as stores receive it, geo-located.
+// One logical download described in full: what a spool frame holds, and
+// what tests build. The collector adds downloads to its batch straight from
+// the tracker (Batch::add), without this copy.
 struct DownloadRow {
     uint64_t id = 0;
     std::string node;
@@ -44,10 +46,28 @@ struct DownloadRow {
     std::vector<smp_interval> delivered;
     std::vector<smp_interval> active;  // time spans, microseconds (smp_download.active)
     GeoInfo geo;
+};
 
-    DownloadRow() = default;
-    DownloadRow(const LogicalDownload& download, GeoInfo geo, bool finished, ClientClass client_class);
-    smp_download view() const;  // points into this row
+// Bytes that stay where they are for as long as their holder lives, in
+// blocks of 64 KiB: the texts and intervals a batch's downloads point at.
+// A second's downloads cost a few allocations, not several each.
+class Arena {
+   public:
+    Arena() = default;
+    Arena(Arena&&) noexcept = default;
+    Arena& operator=(Arena&&) noexcept = default;
+    // A NUL-terminated copy of `text`.
+    const char* text(std::string_view text);
+    // A copy of `intervals`; nullptr for none.
+    const smp_interval* intervals(std::span<const smp_interval> intervals);
+
+   private:
+    static constexpr size_t kBlockBytes = 64 * 1024;
+    // `size` bytes, aligned for an smp_interval.
+    char* allocate(size_t size);
+    std::vector<std::unique_ptr<char[]>> blocks_;
+    char* next_ = nullptr;
+    size_t left_ = 0;
 };
 
 struct Batch {
@@ -57,12 +77,18 @@ struct Batch {
     // a worker's log (whose space is not reused before the stores have the
     // batch) or into bytes the batch keeps.
     std::vector<smp_record> records;
-    std::vector<DownloadRow> downloads;
+    // The downloads that changed or ended, as the stores receive them: what
+    // they point at is in `held`.
+    std::vector<smp_download> downloads;
     std::vector<std::unique_ptr<char[]>> kept;
+    Arena held;
 
     bool empty() const { return records.empty() && downloads.empty(); }
     // Adds `record` of `client_class`, keeping its bytes when it owns them.
     void add(DecodedRecord&& record, ClientClass client_class);
+    // Adds `download`, open or `finished`, found at `geo`.
+    void add(const LogicalDownload& download, const GeoInfo& geo, bool finished, ClientClass client_class);
+    void add(const DownloadRow& download);
     // A batch that owns all it points at: it outlives the logs' space.
     Batch copy() const;
 };
@@ -78,7 +104,7 @@ class BatchView {
 
    private:
     std::vector<smp_record> records_;
-    std::vector<smp_download> downloads_;
+    std::vector<smp_download> downloads_;  // of several batches
     smp_batch batch_{};
 };
 

@@ -41,6 +41,10 @@ constexpr uint64_t kCheckpointEveryMs = 2000;
 constexpr uint64_t kBatchesAhead = 2;
 // The time of the last tick when the server stops: every download ends.
 constexpr int64_t kEndOfTime = INT64_MAX;
+// A download reaches the stores open only once it began this long ago: one
+// that ends sooner (a small file, fetched again; docs/tracking.md) is stored
+// once, when it ends, not once open and again finished.
+constexpr int64_t kOpenRowAfterUs = 1'000'000;
 // A running request reports its progress every second while bytes move, and
 // a stalled one ends at its protocol's send or read timeout (60 s by
 // default). One not heard of for ten times that lost its close record.
@@ -178,7 +182,9 @@ void Collector::hand_to_stores() {
     Batch next;
     next.origin = origin_;
     next.sequence = batch_.sequence + 1;
-    next.records.reserve(batch_.records.size());  // the next second is likely as busy as this one
+    // The next second is likely as busy as this one: no growing by copies.
+    next.records.reserve(batch_.records.size());
+    next.downloads.reserve(batch_.downloads.size());
     auto batch = std::make_shared<const Batch>(std::exchange(batch_, std::move(next)));
     for (auto& storage : storage_) storage->submit(batch);
 }
@@ -489,10 +495,11 @@ void Collector::tick(int64_t now) {
     else
         tracker_.expire(now, [&](const LogicalDownload& d) { finish(d); });
     if (!storage_.empty()) {
-        // Stores show downloads as they grow: each second, the ones a request joined.
-        tracker_.each_changed([&](const LogicalDownload& d) {
-            batch_.downloads.emplace_back(d, place_of(d), false, classifier_.of(d.user_agent));
-        });
+        // Stores show downloads as they grow: each second, the ones a request
+        // joined, once they are a second old (kOpenRowAfterUs).
+        tracker_.each_changed(
+            [&](const LogicalDownload& d) { batch_.add(d, place_of(d), false, classifier_.of(d.user_agent)); },
+            now - kOpenRowAfterUs);
     }
     hand_to_stores();
 }
@@ -608,8 +615,7 @@ void Collector::finish(const LogicalDownload& download) {
     if (!logged && storage_.empty()) return;
     GeoInfo geo = place_of(download);
     if (logged) spdlog::info("{}", describe_download(download, geo));
-    if (!storage_.empty())
-        batch_.downloads.emplace_back(download, std::move(geo), true, classifier_.of(download.user_agent));
+    if (!storage_.empty()) batch_.add(download, geo, true, classifier_.of(download.user_agent));
 }
 
 GeoInfo Collector::place_of(const LogicalDownload& download) const {

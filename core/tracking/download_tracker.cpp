@@ -412,9 +412,12 @@ void DownloadTracker::finish_all(const std::function<void(const LogicalDownload&
     }
 }
 
-void DownloadTracker::each_changed(const std::function<void(const LogicalDownload&)>& changed) {
-    for (uint32_t index = changed_.front(); index != kNone; index = changed_.front()) {
+void DownloadTracker::each_changed(const std::function<void(const LogicalDownload&)>& changed,
+                                   int64_t began_before_us) {
+    for (uint32_t index = changed_.front(), next = kNone; index != kNone; index = next) {
         ++visited_;
+        next = changed_.next(nodes_, index);
+        if (nodes_[index].download.first_us >= began_before_us) continue;
         changed_.remove(nodes_, index);
         changed(nodes_[index].download);
     }

@@ -119,7 +119,12 @@ class DownloadTracker {
     void finish_all(const std::function<void(const LogicalDownload&)>& finished);
     // Hands every open download that a request joined since the last call to
     // `changed`: stores show downloads as they grow, not only once ended.
-    void each_changed(const std::function<void(const LogicalDownload&)>& changed);
+    // One that began at or after `began_before_us` waits for a later call:
+    // most downloads of small files end within a second (a fetch again, the
+    // idle window, the cap) and are then handed out once, finished, by
+    // expire(), rather than once open and again finished.
+    void each_changed(const std::function<void(const LogicalDownload&)>& changed,
+                      int64_t began_before_us = std::numeric_limits<int64_t>::max());
     size_t open_downloads() const { return nodes_.size(); }
     // The open download a request of `record` would join now, or nullptr
     // (the dashboard's downloads in progress: what ended requests already

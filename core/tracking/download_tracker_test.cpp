@@ -333,6 +333,30 @@ TEST_CASE("a tick visits the downloads that changed, not every open one") {
     CHECK(changed == 0);
 }
 
+TEST_CASE("a download younger than the given start is handed out as changed later, or once finished") {
+    DownloadTracker tracker(kWindow);
+    Request early(0, 1, 0, 99);                                              // began at 0 s
+    Request whole(5, 5, 0, kSize - 1, 200, SMP_END_COMPLETED, "wget/1.21");  // a whole file at 5 s
+    const uint64_t early_id = add(tracker, early.record)->id;
+    const uint64_t whole_id = add(tracker, whole.record)->id;
+    std::vector<uint64_t> changed;
+    const auto collect = [&](const LogicalDownload& d) { changed.push_back(d.id); };
+    tracker.each_changed(collect, 5 * kSecond);
+    CHECK(changed == std::vector<uint64_t>{early_id});
+    // Fetched again a second later: the whole one ends, never handed out open.
+    Request again(6, 6, 0, kSize - 1, 200, SMP_END_COMPLETED, "wget/1.21");
+    const uint64_t again_id = add(tracker, again.record)->id;
+    CHECK(again_id != whole_id);
+    std::vector<uint64_t> finished;
+    tracker.expire(6 * kSecond, [&](const LogicalDownload& d) { finished.push_back(d.id); });
+    CHECK(finished == std::vector<uint64_t>{whole_id});
+    changed.clear();
+    tracker.each_changed(collect, 6 * kSecond);
+    CHECK(changed.empty());
+    tracker.each_changed(collect, 6 * kSecond + 1);
+    CHECK(changed == std::vector<uint64_t>{again_id});
+}
+
 TEST_CASE("a download takes the id given with the record that opens it, and keeps it") {
     DownloadTracker tracker(kWindow);
     Request first(0, 1, 0, 99);

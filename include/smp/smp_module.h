@@ -413,9 +413,10 @@ static inline size_t smp_download_active(const smp_download* download, const smp
     return *spans != NULL ? download->active_count : 0;
 }
 
-/* What a storage plugin stores in one call. A download appears in every
-   batch of the second it changed in, open at first, finished at last: a
-   store upserts it by id. A batch may be offered again (after a failed
+/* What a storage plugin stores in one call. A download appears in the
+   batch of every second it changed in, open while it grows (once it is a
+   second old), finished at last; one that ended within its first second
+   appears once, finished. A store upserts it by id. A batch may be offered again (after a failed
    call, or replayed from the spool after a restart): `origin` and
    `sequence` name it, so a store can skip one it already stored.
    `records` and `downloads` are arrays of the core's own smp_record and
