@@ -180,8 +180,8 @@ void read_tracking(const YAML::Node& node, TrackingConfig& tracking, ErrorList& 
         return;
     }
     check_keys(node, "tracking",
-               std::array<std::string_view, 7>{"enabled", "idle_window", "max_open_downloads", "log_size", "collectors",
-                                               "retention", "client_classes"},
+               std::array<std::string_view, 8>{"enabled", "idle_window", "max_open_downloads", "log_size", "collectors",
+                                               "retention", "client_classes", "checkpoint_interval"},
                errors);
     if (node["enabled"])
         if (auto value = read_bool(node["enabled"], "tracking.enabled", errors)) tracking.enabled = *value;
@@ -205,6 +205,13 @@ void read_tracking(const YAML::Node& node, TrackingConfig& tracking, ErrorList& 
                 errors.add(node["log_size"], "tracking.log_size", "must be at least 1MiB");
             else
                 tracking.log_size = *value;
+        }
+    if (node["checkpoint_interval"])
+        if (auto value = read_duration(node["checkpoint_interval"], "tracking.checkpoint_interval", errors)) {
+            if (*value < 1000 || *value > 600 * 1000)
+                errors.add(node["checkpoint_interval"], "tracking.checkpoint_interval", "must be from 1s to 10m");
+            else
+                tracking.checkpoint_interval_ms = *value;
         }
     if (node["collectors"])
         if (auto value = read_int(node["collectors"], "tracking.collectors", errors)) {

@@ -87,6 +87,11 @@ struct TrackingConfig {
     // Each worker's record log: how many bytes of records wait for the
     // collector before a worker has to drop one (docs/tracking.md).
     int64_t log_size = 256 << 20;
+    // How often the collector checkpoints (docs/tracking.md, "Exactly
+    // once"): a crashed collector replays at most about this much, and each
+    // checkpoint's fork costs the collector a page fault for every page it
+    // writes next. Sooner when a log's ring is a quarter held.
+    int64_t checkpoint_interval_ms = 10 * 1000;
     // Stats collectors, each merging the downloads of its share of the
     // download keys (a worker writes a log for each). Read at start only.
     int collectors = 1;

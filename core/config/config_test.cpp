@@ -118,6 +118,13 @@ TEST_CASE("tracking, state_dir and geoip keys") {
           "test.yaml:1: tracking.log_size: must be at least 1MiB\n");
     CHECK(errors_of(std::string("tracking: {collectors: 0}\n") + kMinimal) ==
           "test.yaml:1: tracking.collectors: must be from 1 to 64\n");
+    CHECK(config.tracking.checkpoint_interval_ms == 10'000);
+    CHECK(parse_config(std::string("tracking: {checkpoint_interval: 2s}\n") + kMinimal, "t", "")
+              .tracking.checkpoint_interval_ms == 2000);
+    CHECK(errors_of(std::string("tracking: {checkpoint_interval: 500ms}\n") + kMinimal) ==
+          "test.yaml:1: tracking.checkpoint_interval: must be from 1s to 10m\n");
+    CHECK(errors_of(std::string("tracking: {checkpoint_interval: 1h}\n") + kMinimal) ==
+          "test.yaml:1: tracking.checkpoint_interval: must be from 1s to 10m\n");
     CHECK(config.tracking.retention_ms == 0);  // keep everything
     CHECK(parse_config(std::string("tracking: {retention: 760d}\n") + kMinimal, "t", "").tracking.retention_ms ==
           int64_t{760} * 86'400'000);

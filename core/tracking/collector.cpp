@@ -32,10 +32,6 @@ constexpr uint64_t kTickMs = 1000;
 // most this many records a loop turn, so that ticks and signals still run.
 constexpr uint64_t kPollMs = 10;
 constexpr uint64_t kRecordsPerTurn = 20'000;
-// A checkpoint is started this long after the last one was committed: the
-// logs hold at least this much of the workers' records, and a collector
-// that crashed replays at most about this much.
-constexpr uint64_t kCheckpointEveryMs = 2000;
 // Batches handed over that the stores may not have yet before the logs are
 // no longer read.
 constexpr uint64_t kBatchesAhead = 2;
@@ -479,11 +475,21 @@ void Collector::on_tick(uv_timer_t* timer) {
     self.trim_after_burst();
     self.post_metrics(now);
     self.finish_checkpoint(false);
-    // At most a tenth of a core for checkpoints: a large state (a million
-    // open downloads take about a second to write) is checkpointed less often.
-    const uint64_t every_ms = std::max(kCheckpointEveryMs, 10 * self.checkpoint_took_ms_);
-    if (!self.pending_ && uv_now(&self.loop_) - self.checkpoint_started_ms_ >= every_ms) self.start_checkpoint();
+    // Every tracking.checkpoint_interval, and at most a tenth of a core: a
+    // large state (a million open downloads take about a second to write)
+    // is checkpointed less often. But sooner when a log fills: its space
+    // comes back only at a checkpoint.
+    const auto every_ms = std::max(static_cast<uint64_t>(self.runtime_.config.tracking.checkpoint_interval_ms),
+                                   10 * self.checkpoint_took_ms_);
+    if (!self.pending_ && (uv_now(&self.loop_) - self.checkpoint_started_ms_ >= every_ms || self.logs_filling()))
+        self.start_checkpoint();
     self.open_new_logs({});
+}
+
+// A log whose ring is a quarter held: what the next checkpoint releases.
+bool Collector::logs_filling() const {
+    return std::any_of(logs_.begin(), logs_.end(),
+                       [](const auto& entry) { return !entry.second.done && entry.second.reader.held_quarter(); });
 }
 
 // What a tick changes is journaled with its time: a replay ticks the same.

@@ -149,6 +149,7 @@ class Collector {
     void add_to_batch(DecodedRecord&& record);
     void hand_to_stores();
     bool stores_have(uint64_t sequence) const;
+    bool logs_filling() const;
     bool stores_behind() const;
     void start_checkpoint();
     void finish_checkpoint(bool wait);
