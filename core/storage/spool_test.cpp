@@ -116,6 +116,50 @@ void check_same(const Batch& got, const Batch& want) {
 
 }  // namespace
 
+TEST_CASE("a download from the tracker is added to a batch with its texts, the empty ones included") {
+    // A record with no node and no ETag: the tracker's handles of those are
+    // empty, and their views have no bytes at all.
+    static const smp_interval sent[] = {{0, 4095}};
+    smp_record r{};
+    r.size = sizeof r;
+    r.method = "GET";
+    r.status = 200;
+    r.path = "a.bin";
+    r.client_ip = "192.0.2.9";
+    r.user_agent = "curl/7.88";
+    r.etag = "";
+    r.file_size = 4096;
+    r.start_us = 1'700'000'000'000'000;
+    r.end_us = r.start_us + 10;
+    r.intervals = sent;
+    r.interval_count = 1;
+    smp::DownloadTracker tracker(60'000'000);
+    const smp::LogicalDownload* download = tracker.add(r, 42);
+    REQUIRE(download != nullptr);
+    Batch batch;
+    smp::GeoInfo geo;
+    geo.city = "Lyon";
+    batch.add(*download, geo, true, smp::ClientClass::tool);
+    REQUIRE(batch.downloads.size() == 1);
+    const smp_download& d = batch.downloads[0];
+    CHECK(d.id == 42);
+    CHECK(std::string(d.node).empty());
+    CHECK(std::string(d.etag).empty());
+    CHECK(std::string(d.path) == "a.bin");
+    CHECK(std::string(d.user_agent) == "curl/7.88");
+    CHECK(d.country == nullptr);  // unknown, not empty
+    CHECK(std::string(d.city) == "Lyon");
+    CHECK(d.completed == 1);
+    REQUIRE(d.delivered_count == 1);
+    CHECK(d.delivered[0].last == 4095);
+    CHECK(std::string(smp_download_client_class(&d)) == "tool");
+    // And through the spool's encoding.
+    auto decoded = smp::decode_batch(smp::encode_batch(batch));
+    REQUIRE(decoded);
+    CHECK(std::string(decoded->downloads[0].city) == "Lyon");
+    CHECK(std::string(decoded->downloads[0].etag).empty());
+}
+
 TEST_CASE("a batch survives its encoding; damage is refused") {
     const Batch batch = sample(3);
     const std::string bytes = smp::encode_batch(batch);

@@ -199,7 +199,7 @@ char* Arena::allocate(size_t size) {
 
 const char* Arena::text(std::string_view text) {
     char* place = allocate(text.size() + 1);
-    std::memcpy(place, text.data(), text.size());
+    if (!text.empty()) std::memcpy(place, text.data(), text.size());  // an empty view's data() may be NULL
     place[text.size()] = '\0';
     return place;
 }
