@@ -11,6 +11,7 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "client_class.hpp"
@@ -54,8 +55,17 @@ struct DownloadRow {
 class Arena {
    public:
     Arena() = default;
-    Arena(Arena&&) noexcept = default;
-    Arena& operator=(Arena&&) noexcept = default;
+    // A moved-from arena is empty: its bump pointer leaves with the blocks.
+    Arena(Arena&& other) noexcept
+        : blocks_(std::move(other.blocks_)),
+          next_(std::exchange(other.next_, nullptr)),
+          left_(std::exchange(other.left_, 0)) {}
+    Arena& operator=(Arena&& other) noexcept {
+        blocks_ = std::move(other.blocks_);
+        next_ = std::exchange(other.next_, nullptr);
+        left_ = std::exchange(other.left_, 0);
+        return *this;
+    }
     // A NUL-terminated copy of `text`.
     const char* text(std::string_view text);
     // A copy of `intervals`; nullptr for none.
