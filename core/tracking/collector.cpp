@@ -643,11 +643,11 @@ std::vector<LogPlace> Collector::places() const {
     return places;
 }
 
-void Collector::start_checkpoint() {
+void Collector::start_checkpoint(bool in_process) {
     // What follows this instant goes to the next journal; the checkpoint is
     // the state at this instant, written by a copy of this process (the
     // pages are shared until written: the loop goes on at once, as Redis
-    // saves its data set).
+    // saves its data set), or by this process itself at the stop.
     std::string error;
     const uint64_t generation = journal_.generation() + 1;
     if (!journal_.start(dir_, generation, error)) {
@@ -660,19 +660,24 @@ void Collector::start_checkpoint() {
     pending.generation = generation;
     pending.sequence = batch_.sequence - 1;
     pending.logs = places();
+    if (in_process) {
+        if (!write_checkpoint(pending)) {
+            spdlog::error("cannot write the stats collector's checkpoint {}",
+                          new_checkpoint_path(dir_, pending.generation));
+            checkpoint_failing_ = true;
+            return;
+        }
+        pending.written = true;
+        pending_ = std::move(pending);
+        return;
+    }
     const pid_t pid = fork();
     if (pid == 0) {
         // Dies with the collector: a collector started after it must never
         // find this one's file appearing later.
         prctl(PR_SET_PDEATHSIG, SIGKILL);
         if (getppid() == 1) _exit(1);
-        Checkpoint checkpoint;
-        checkpoint.generation = generation;
-        checkpoint.clock_us = clock_us_;
-        checkpoint.logs = pending.logs;
-        tracker_.save(checkpoint.downloads);
-        checkpoint.running = in_flight_.copy();
-        _exit(write_file_synced(new_checkpoint_path(dir_, generation), encode_checkpoint(checkpoint)) ? 0 : 1);
+        _exit(write_checkpoint(pending) ? 0 : 1);
     }
     if (pid < 0) {
         if (!checkpoint_failing_)
@@ -682,6 +687,26 @@ void Collector::start_checkpoint() {
     }
     pending.pid = pid;
     pending_ = std::move(pending);
+}
+
+bool Collector::write_checkpoint(const PendingCheckpoint& pending) const {
+    Checkpoint checkpoint;
+    checkpoint.generation = pending.generation;
+    checkpoint.clock_us = clock_us_;
+    checkpoint.logs = pending.logs;
+    tracker_.save(checkpoint.downloads);
+    checkpoint.running = in_flight_.copy();
+    return write_file_synced(new_checkpoint_path(dir_, pending.generation), encode_checkpoint(checkpoint));
+}
+
+void Collector::abandon_checkpoint() {
+    if (!pending_) return;
+    if (!pending_->written) {
+        kill(pending_->pid, SIGKILL);
+        waitpid(pending_->pid, nullptr, 0);
+    }
+    unlink(new_checkpoint_path(dir_, pending_->generation).c_str());
+    pending_.reset();
 }
 
 void Collector::finish_checkpoint(bool wait) {
@@ -761,11 +786,13 @@ void Collector::stop() {
     tick(now);
     clock_us_ = now_us();
     stop_stores();
-    // The stores have everything now (stored or spooled): a last checkpoint,
-    // written here, commits it.
-    finish_checkpoint(true);
-    pending_.reset();
-    start_checkpoint();
+    // The stores have everything now (stored or spooled): a last checkpoint
+    // commits it. Written by this process: a copy still writing an earlier
+    // one is not waited for, since this one supersedes it (and a copy forked
+    // beside other threads may never finish: a lock one of them held, in an
+    // allocator that is not fork-safe, stays held in the copy forever).
+    abandon_checkpoint();
+    start_checkpoint(true);
     finish_checkpoint(true);
     for (auto* handle : {reinterpret_cast<uv_handle_t*>(&poll_), reinterpret_cast<uv_handle_t*>(&tick_),
                          reinterpret_cast<uv_handle_t*>(&backlog_), reinterpret_cast<uv_handle_t*>(&signal_poll_)})

@@ -151,8 +151,14 @@ class Collector {
     bool stores_have(uint64_t sequence) const;
     bool logs_filling() const;
     bool stores_behind() const;
-    void start_checkpoint();
+    // A checkpoint of this instant, written by a forked copy (or here, at
+    // the stop); committed by finish_checkpoint once the stores have every
+    // batch before it.
+    void start_checkpoint(bool in_process = false);
+    bool write_checkpoint(const PendingCheckpoint& pending) const;
     void finish_checkpoint(bool wait);
+    // Kills the copy still writing a checkpoint, and removes its file.
+    void abandon_checkpoint();
     std::vector<LogPlace> places() const;
     void stop();
     void start_stores();

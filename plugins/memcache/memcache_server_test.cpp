@@ -234,6 +234,12 @@ class Plugin {
         uv_timer_stop(&guard_);
         return done();
     }
+    // The time now, with the loop's clock brought to it first: a timer the
+    // plugin starts next counts from here, not from the loop's last turn.
+    std::chrono::steady_clock::time_point now() {
+        uv_update_time(&loop);
+        return std::chrono::steady_clock::now();
+    }
     // Runs the loop until nothing of the plugin's is active any more.
     void settle() { uv_run(&loop, UV_RUN_DEFAULT); }
 
@@ -444,8 +450,11 @@ TEST_CASE("gets: a 512 KiB hit lands in the caller's buffer; a miss, another siz
 }
 
 TEST_CASE("memcached killed: calls answer -1 within the timeout, one line, and it recovers") {
+    // A timeout of a second, so that "answered without waiting for it" and
+    // "answered by it" stay apart on a loaded machine (CI runs this beside the
+    // integration tests, under ASan).
     Memcached server;
-    Plugin plugin({{server.address()}, "t:", "allow", 100});
+    Plugin plugin({{server.address()}, "t:", "allow", 1000});
     Plugin::Call first;
     plugin.acquire(first, "outage", 10);
     REQUIRE(plugin.run_until([&] { return first.answer != -99; }));
@@ -454,21 +463,21 @@ TEST_CASE("memcached killed: calls answer -1 within the timeout, one line, and i
     SUBCASE("killed") {
         server.stop();
         std::vector<Plugin::Call> calls(20);
-        const auto start = std::chrono::steady_clock::now();
+        const auto start = plugin.now();
         for (auto& call : calls) plugin.acquire(call, "outage", 10);
         REQUIRE(plugin.run_until([&] { return answered(calls); }));
-        CHECK(std::chrono::steady_clock::now() - start < std::chrono::milliseconds(150));
+        CHECK(std::chrono::steady_clock::now() - start < std::chrono::milliseconds(500));
         for (const auto& call : calls) CHECK(call.answer == -1);
     }
     SUBCASE("stopped (no answer at all): the timeout") {
         server.pause();
         std::vector<Plugin::Call> calls(20);
-        const auto start = std::chrono::steady_clock::now();
+        const auto start = plugin.now();
         for (auto& call : calls) plugin.acquire(call, "outage", 10);
-        REQUIRE(plugin.run_until([&] { return answered(calls); }));
+        REQUIRE(plugin.run_until([&] { return answered(calls); }, 5000));
         const auto took = std::chrono::steady_clock::now() - start;
-        CHECK(took >= std::chrono::milliseconds(90));
-        CHECK(took < std::chrono::milliseconds(300));
+        CHECK(took >= std::chrono::milliseconds(990));
+        CHECK(took < std::chrono::milliseconds(3000));
         for (const auto& call : calls) CHECK(call.answer == -1);
         server.stop();
     }
