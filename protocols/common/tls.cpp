@@ -356,6 +356,9 @@ bool Stream::start(SSL_CTX* context, int fd) {
     ssl_ = SSL_new(context);
     if (ssl_ == nullptr || SSL_set_fd(ssl_, fd) != 1) return false;
     SSL_set_accept_state(ssl_);
+    // SSL_write returns after each record it wrote: flush() knows how far
+    // a buffer went when the connection fails during it.
+    SSL_set_mode(ssl_, SSL_MODE_ENABLE_PARTIAL_WRITE);
     return true;
 }
 
@@ -363,6 +366,7 @@ bool Stream::start_client(SSL_CTX* context, int fd, const std::string& host) {
     ssl_ = SSL_new(context);
     if (ssl_ == nullptr || SSL_set_fd(ssl_, fd) != 1) return false;
     SSL_set_connect_state(ssl_);
+    SSL_set_mode(ssl_, SSL_MODE_ENABLE_PARTIAL_WRITE);
     unsigned char address[sizeof(in6_addr)];
     const bool ip = inet_pton(AF_INET, host.c_str(), address) == 1 || inet_pton(AF_INET6, host.c_str(), address) == 1;
     if (ip) return X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl_), host.c_str()) == 1;
@@ -505,26 +509,39 @@ ssize_t Stream::read(char* into, size_t size) {
 bool Stream::has_buffered_input() const { return SSL_pending(ssl_) > 0; }
 
 bool Stream::flush() {
-    if (pending_ == 0) {
-        give_back_buffer();
-        return true;
+    if (failed_ != 0) {
+        errno = failed_;
+        return false;
     }
-    const int result = SSL_write(ssl_, buffer_, static_cast<int>(pending_));
-    if (result > 0) {
-        pending_ = 0;
-        attempted_ = false;
-        give_back_buffer();
+    while (sent_ < pending_) {
+        const int result = SSL_write(ssl_, buffer_ + sent_, static_cast<int>(pending_ - sent_));
+        if (result <= 0) {
+            if (fail(result) == 0) errno = EPIPE;
+            attempted_ = true;  // OpenSSL has these bytes now: they go again, as they are
+            if (errno != EAGAIN) failed_ = errno;
+            return false;
+        }
+        sent_ += static_cast<size_t>(result);
         wants_read_ = false;
-        return true;
     }
-    if (fail(result) == 0) errno = EPIPE;
-    attempted_ = true;  // OpenSSL has these bytes now: they go again, as they are
-    return false;
+    pending_ = sent_ = 0;
+    attempted_ = false;
+    give_back_buffer();
+    return true;
+}
+
+ssize_t Stream::flush_taken(size_t before, size_t taken) {
+    if (flush() || errno == EAGAIN) return static_cast<ssize_t>(taken);
+    // The connection failed during the buffer: the records that went out
+    // before may have reached the client, and count. The next call fails.
+    if (sent_ <= before) return -1;
+    return static_cast<ssize_t>(std::min(sent_ - before, taken));
 }
 
 ssize_t Stream::write(const struct iovec* vectors, size_t count, bool more) {
     if (attempted_ && !flush()) return -1;
     char* buffer = take_buffer();
+    const size_t before = pending_;
     size_t taken = 0;
     for (size_t i = 0; i < count && pending_ + taken < kRecordBuffer; ++i) {
         const size_t part = std::min(vectors[i].iov_len, kRecordBuffer - pending_ - taken);
@@ -535,8 +552,7 @@ ssize_t Stream::write(const struct iovec* vectors, size_t count, bool more) {
     // A head with its body to follow waits for it: one record, one send.
     if (more && pending_ < kRecordBuffer) return static_cast<ssize_t>(taken);
     // Sent now if the socket takes it; else kept, and sent by flush().
-    if (!flush() && errno != EAGAIN) return -1;
-    return static_cast<ssize_t>(taken);
+    return flush_taken(before, taken);
 }
 
 ssize_t Stream::write_file(int file, off_t offset, size_t length) {
@@ -549,6 +565,7 @@ ssize_t Stream::write_file(int file, off_t offset, size_t length) {
     if (attempted_ && !flush()) return -1;
     // After what write() held (a head), in the same buffer.
     char* buffer = take_buffer();
+    const size_t before = pending_;
     ssize_t got;
     do {
         got = pread(file, buffer + pending_, std::min(length, kRecordBuffer - pending_), offset);
@@ -558,8 +575,7 @@ ssize_t Stream::write_file(int file, off_t offset, size_t length) {
         return got;  // 0: the file shrank, as sendfile(2) says it
     }
     pending_ += static_cast<size_t>(got);
-    if (!flush() && errno != EAGAIN) return -1;
-    return got;
+    return flush_taken(before, static_cast<size_t>(got));
 }
 
 void Stream::close_notify() {

@@ -252,10 +252,15 @@ class Stream {
     // "TLSv1.3", for the record; null before the handshake.
     const char* version() const;
     bool kernel_sends() const { return kernel_sends_; }
+    // The connection's OpenSSL object, for tests.
+    SSL* openssl() const { return ssl_; }
 
    private:
     // Maps an OpenSSL result to errno (and wants_read_); -1, or 0 at the end.
     ssize_t fail(int result);
+    // flush() after `taken` bytes were added to the buffer's `before`:
+    // `taken`, or after a failure those of them that went out, or -1.
+    ssize_t flush_taken(size_t before, size_t taken);
 
     SSL* ssl_ = nullptr;
     // The record buffer: taken from the worker's pool by a write, given back
@@ -264,7 +269,9 @@ class Stream {
     void give_back_buffer();
 
     char* buffer_ = nullptr;
-    size_t pending_ = 0;  // its bytes not sent yet
+    size_t pending_ = 0;  // the bytes in it
+    size_t sent_ = 0;     // of those, the ones OpenSSL wrote (whole records) before the socket was full or failed
+    int failed_ = 0;      // the errno the connection failed with: every later write fails with it
     bool wants_read_ = false;
     bool handshake_done_ = false;
     bool kernel_sends_ = false;

@@ -1,7 +1,16 @@
 #include "tls.hpp"
 
 #include <doctest/doctest.h>
+#include <fcntl.h>
+#include <openssl/bio.h>
+#include <openssl/evp.h>
+#include <openssl/ssl.h>
+#include <openssl/x509.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
+#include <cerrno>
+#include <cstdio>
 #include <string>
 #include <utility>
 #include <vector>
@@ -56,4 +65,125 @@ TEST_CASE("failed handshakes: the first at once, then a count by cause once a mi
     failures.note(HandshakeFailure::client_left, "10.0.0.5", "", &core, "m", 130'000);
     REQUIRE(lines.size() == 6);
     CHECK(lines[5].first == SMP_LOG_INFO);  // a new episode starts at info
+}
+
+namespace {
+
+// A server context with a self-signed P-256 certificate made here.
+SSL_CTX* self_signed_context() {
+    EVP_PKEY* key = EVP_EC_gen("P-256");
+    X509* certificate = X509_new();
+    X509_set_version(certificate, 2);
+    ASN1_INTEGER_set(X509_get_serialNumber(certificate), 1);
+    X509_gmtime_adj(X509_getm_notBefore(certificate), 0);
+    X509_gmtime_adj(X509_getm_notAfter(certificate), 3600);
+    X509_NAME_add_entry_by_txt(X509_get_subject_name(certificate), "CN", MBSTRING_ASC,
+                               reinterpret_cast<const unsigned char*>("test"), -1, -1, 0);
+    X509_set_issuer_name(certificate, X509_get_subject_name(certificate));
+    X509_set_pubkey(certificate, key);
+    X509_sign(certificate, key, EVP_sha256());
+    SSL_CTX* context = SSL_CTX_new(TLS_server_method());
+    SSL_CTX_use_certificate(context, certificate);
+    SSL_CTX_use_PrivateKey(context, key);
+    X509_free(certificate);
+    EVP_PKEY_free(key);
+    return context;
+}
+
+// A socket BIO that writes its first `allowed` bytes and then fails as a
+// connection the client reset: the client leaves in the middle of a buffer.
+struct Failing {
+    int fd;
+    size_t allowed;
+};
+int failing_write(BIO* bio, const char* data, int size) {
+    auto* failing = static_cast<Failing*>(BIO_get_data(bio));
+    BIO_clear_retry_flags(bio);
+    if (failing->allowed == 0) {
+        errno = ECONNRESET;
+        return -1;
+    }
+    const ssize_t wrote = ::write(failing->fd, data, std::min<size_t>(static_cast<size_t>(size), failing->allowed));
+    if (wrote > 0) failing->allowed -= static_cast<size_t>(wrote);
+    return static_cast<int>(wrote);
+}
+long failing_ctrl(BIO*, int command, long, void*) { return command == BIO_CTRL_FLUSH ? 1 : 0; }
+
+// Both ends of a handshake on one thread, each non-blocking.
+void handshake(smp::tls::Stream& server, SSL* client) {
+    for (int turn = 0; turn < 1000; ++turn) {
+        const bool client_done = SSL_do_handshake(client) == 1;
+        if (server.handshake() == smp::tls::Stream::Step::done && client_done) return;
+    }
+    FAIL("no handshake");
+}
+
+// Everything the client can decrypt now.
+std::string read_all(SSL* client) {
+    std::string got;
+    char chunk[16384];
+    int n;
+    while ((n = SSL_read(client, chunk, sizeof chunk)) > 0) got.append(chunk, static_cast<size_t>(n));
+    return got;
+}
+
+}  // namespace
+
+TEST_CASE("a connection that fails in the middle of a buffer: the records that went out count, no more") {
+    int ends[2];
+    REQUIRE(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, ends) == 0);
+    SSL_CTX* server_context = self_signed_context();
+    SSL_CTX* client_context = SSL_CTX_new(TLS_client_method());
+    SSL_CTX_set_min_proto_version(client_context, TLS1_3_VERSION);
+    SSL* client = SSL_new(client_context);
+    SSL_set_fd(client, ends[1]);
+    SSL_set_connect_state(client);
+    {
+        smp::tls::Stream server;
+        REQUIRE(server.start(server_context, ends[0]));
+        handshake(server, client);
+
+        // A file of 64 KiB, and a head before it, as a response has.
+        char path[] = "/tmp/smp-tls-test-XXXXXX";
+        const int file = mkstemp(path);
+        REQUIRE(file >= 0);
+        unlink(path);
+        std::string content(64 * 1024, '\0');
+        for (size_t i = 0; i < content.size(); ++i) content[i] = static_cast<char>('a' + i % 26);
+        REQUIRE(::write(file, content.data(), content.size()) == static_cast<ssize_t>(content.size()));
+        std::string head(305, 'h');
+        const iovec vector{head.data(), head.size()};
+        CHECK(server.write(&vector, 1, true) == static_cast<ssize_t>(head.size()));  // held for the body
+
+        // The socket takes one record and a part of the next, then the client is gone.
+        BIO_METHOD* method = BIO_meth_new(BIO_TYPE_SOURCE_SINK | BIO_get_new_index(), "failing");
+        BIO_meth_set_write(method, failing_write);
+        BIO_meth_set_ctrl(method, failing_ctrl);
+        BIO* bio = BIO_new(method);
+        Failing failing{ends[0], 16384 + 22 + 1000};  // a TLS 1.3 record of 16 KiB: 22 bytes more
+        BIO_set_data(bio, &failing);
+        BIO_set_init(bio, 1);
+        SSL_set0_wbio(server.openssl(), bio);
+
+        const ssize_t counted = server.write_file(file, 0, content.size());
+        const std::string received = read_all(client);
+        // The client has the head and the file's bytes of the first record;
+        // the server counts those, neither fewer (they would be a hole in a
+        // download the client has whole) nor the ones that never went out.
+        REQUIRE(received.size() == 16384);
+        CHECK(received.substr(0, head.size()) == head);
+        CHECK(received.substr(head.size()) == content.substr(0, 16384 - head.size()));
+        CHECK(counted == static_cast<ssize_t>(16384 - head.size()));
+        // The next write fails as the connection did.
+        errno = 0;
+        CHECK(server.write_file(file, counted, content.size() - static_cast<size_t>(counted)) == -1);
+        CHECK(errno == ECONNRESET);
+        close(file);
+        BIO_meth_free(method);
+    }
+    SSL_free(client);
+    SSL_CTX_free(client_context);
+    SSL_CTX_free(server_context);
+    close(ends[0]);
+    close(ends[1]);
 }
