@@ -138,6 +138,11 @@ TEST_CASE("a connection that fails in the middle of a buffer: the records that w
     SSL* client = SSL_new(client_context);
     SSL_set_fd(client, ends[1]);
     SSL_set_connect_state(client);
+    // Outlives the stream: freeing the SSL frees the BIO, which uses its method.
+    BIO_METHOD* method = BIO_meth_new(BIO_TYPE_SOURCE_SINK | BIO_get_new_index(), "failing");
+    BIO_meth_set_write(method, failing_write);
+    BIO_meth_set_ctrl(method, failing_ctrl);
+    Failing failing{ends[0], 16384 + 22 + 1000};  // a TLS 1.3 record of 16 KiB: 22 bytes more
     {
         smp::tls::Stream server;
         REQUIRE(server.start(server_context, ends[0]));
@@ -156,11 +161,7 @@ TEST_CASE("a connection that fails in the middle of a buffer: the records that w
         CHECK(server.write(&vector, 1, true) == static_cast<ssize_t>(head.size()));  // held for the body
 
         // The socket takes one record and a part of the next, then the client is gone.
-        BIO_METHOD* method = BIO_meth_new(BIO_TYPE_SOURCE_SINK | BIO_get_new_index(), "failing");
-        BIO_meth_set_write(method, failing_write);
-        BIO_meth_set_ctrl(method, failing_ctrl);
         BIO* bio = BIO_new(method);
-        Failing failing{ends[0], 16384 + 22 + 1000};  // a TLS 1.3 record of 16 KiB: 22 bytes more
         BIO_set_data(bio, &failing);
         BIO_set_init(bio, 1);
         SSL_set0_wbio(server.openssl(), bio);
@@ -179,8 +180,8 @@ TEST_CASE("a connection that fails in the middle of a buffer: the records that w
         CHECK(server.write_file(file, counted, content.size() - static_cast<size_t>(counted)) == -1);
         CHECK(errno == ECONNRESET);
         close(file);
-        BIO_meth_free(method);
     }
+    BIO_meth_free(method);
     SSL_free(client);
     SSL_CTX_free(client_context);
     SSL_CTX_free(server_context);
