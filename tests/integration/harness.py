@@ -204,6 +204,29 @@ def comm_of(pid):
 
 COLLECTOR_NAME = 'smp-collector'
 
+# The master's line for each child it forks (core/process/master.cpp).
+_FORKED = re.compile(r'Success: detached with pid <(\d+)>, parent pid <(\d+)> \((worker|stats collector)')
+
+
+def describe_process(pid):
+    """A pid's state and each of its threads' state and kernel wait
+    channel: a zombie whose threads still run is a process still exiting
+    (the kernel has not told its parent yet), not one its parent left."""
+    threads = []
+    try:
+        tids = sorted(os.listdir('/proc/%d/task' % pid), key=int)
+    except OSError:
+        return 'pid %d: gone' % pid
+    for tid in tids:
+        fields = _stat_fields(int(tid)) or ['?']
+        try:
+            with open('/proc/%d/task/%s/wchan' % (pid, tid)) as f:
+                wchan = f.read().strip() or '-'
+        except OSError:
+            wchan = '?'
+        threads.append('%s %s %s' % (tid, fields[0], wchan))
+    return 'pid %d (%s): threads %s' % (pid, comm_of(pid), ', '.join(threads))
+
 
 def zombie_children(ppid):
     return [p for p in children_of(ppid) if (proc_stat(p) or ('?',))[0] == 'Z']
@@ -465,13 +488,29 @@ class Server:
         pids = wait_for(lambda: (lambda c: c if len(c) == count else None)(self.workers()), timeout)
         return pids or self.workers()
 
+    def _children_by_role(self):
+        """Live children of the master: (workers, collectors). The master's
+        announcement of each fork ('Success: detached with pid <N> ...', at
+        level info) tells them apart; without it, the collector's process
+        name. A collector just forked still has the master's name, and a
+        test that took it for a worker killed it."""
+        announced = {}
+        for pid, parent, role in _FORKED.findall(self.log()):
+            if int(parent) == self.pid:
+                announced[int(pid)] = role  # a pid used again: its latest fork counts
+        workers, collectors = [], []
+        for p in children_of(self.pid, include_zombies=False):
+            role = announced.get(p) or ('stats collector' if comm_of(p) == COLLECTOR_NAME else 'worker')
+            (collectors if role == 'stats collector' else workers).append(p)
+        return workers, collectors
+
     def workers(self):
         """Live children of the master, the stats collector excepted."""
-        return [p for p in children_of(self.pid, include_zombies=False) if comm_of(p) != COLLECTOR_NAME]
+        return self._children_by_role()[0]
 
     def collector(self):
         """Pid of the stats collector, or None."""
-        found = [p for p in children_of(self.pid, include_zombies=False) if comm_of(p) == COLLECTOR_NAME]
+        found = self._children_by_role()[1]
         return found[0] if found else None
 
     def wait_collector(self, timeout=5.0):

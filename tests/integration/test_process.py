@@ -48,6 +48,11 @@ class WorkerTest(harness.ServerTestCase):
         self.assertEqual(sorted(int(p) for p, _ in found), pids, 'log: %r' % found)
         self.assertTrue(all(int(pp) == s.pid for _, pp in found), 'parent pids %r != master %d'
                         % (found, s.pid))
+        # The collector names itself, for ps and top (README, "Tracking").
+        collector = s.wait_collector()
+        self.assertTrue(collector, s.log_tail())
+        self.assertTrue(harness.wait_for(lambda: harness.comm_of(collector) == harness.COLLECTOR_NAME, 5),
+                        'collector %d is named %r' % (collector, harness.comm_of(collector)))
 
     def test_killed_worker_is_replaced(self):
         s = self.new_server(workers=2)
@@ -70,11 +75,16 @@ class WorkerTest(harness.ServerTestCase):
     def test_no_zombie_after_worker_kill(self):
         s = self.new_server(workers=2)
         pids = s.wait_workers(2)
-        os.kill(pids[0], signal.SIGKILL)
-        # A bound for a loaded machine (CI's ASan pass once saw the zombie
-        # still there after 2 s): a zombie the master never reaps fails as well.
+        self.assertEqual(len(pids), 2, harness.children_of(s.pid))
+        victim = pids[0]
+        os.kill(victim, signal.SIGKILL)
+        # A bound for a loaded machine: CI's ASan pass twice saw a zombie
+        # child of the master, after 2 s and after 10 s, and this machine
+        # never did. A zombie the master never reaps fails as well.
         harness.wait_for(lambda: not harness.zombie_children(s.pid) and len(s.workers()) == 2, 10.0)
-        self.assertEqual(harness.zombie_children(s.pid), [], 'zombie children of the master')
+        zombies = harness.zombie_children(s.pid)
+        self.assertEqual(zombies, [], 'zombie children of the master (the killed worker was %d):\n%s'
+                         % (victim, '\n'.join(harness.describe_process(p) for p in zombies)))
         self.assertTrue(s.running())
 
     def test_all_workers_killed_are_replaced(self):

@@ -345,7 +345,10 @@ class PrivilegeTest(unittest.TestCase):
                     with open('/proc/%d/status' % pid) as f:
                         line = next(l for l in f if l.startswith('Uid:'))
                     return [int(u) for u in line.split()[1:]]
+                # A child drops root right after its fork, before it
+                # serves or stores anything; a fresh one may not have yet.
                 for pid in workers + [collector]:
+                    harness.wait_for(lambda: uids(pid) == [nobody] * 4, 5)
                     self.assertEqual(uids(pid), [nobody] * 4, 'pid %d' % pid)
                 self.assertEqual(uids(s.pid)[0], 0, 'the master keeps root for reloads')
                 response = http(s.port, 'GET', '/medium.bin')
@@ -361,7 +364,8 @@ class PrivilegeTest(unittest.TestCase):
                 os.kill(s.pid, signal.SIGHUP)
                 self.assertTrue(harness.wait_for(lambda: '] Reloaded: ' in s.log(), 10), s.log_tail())
                 for pid in s.wait_workers(2):
-                    self.assertEqual(uids(pid), [nobody] * 4)
+                    harness.wait_for(lambda: uids(pid) == [nobody] * 4, 5)
+                    self.assertEqual(uids(pid), [nobody] * 4, 'pid %d after the reload' % pid)
                 self.assertEqual(s.terminate(timeout=20), 0)
             finally:
                 s.kill()
