@@ -273,6 +273,7 @@ int Worker::run() {
             watch->worker = this;
             watch->listener = &listener;
             watch->fd = fd;
+            note_bound_address(*watch);
             if (int error = uv_poll_init(&loop_, &watch->poll, watch->fd); error != 0)
                 throw std::runtime_error("cannot watch listener " + listener.address + ": " + uv_strerror(error));
             watch->poll.data = watch.get();
@@ -331,6 +332,20 @@ void Worker::on_acceptable(uv_poll_t* handle, int status, int /*events*/) {
     watch.worker->accept_from(watch);
 }
 
+void Worker::note_bound_address(Watch& watch) {
+    sockaddr_storage bound{};
+    socklen_t length = sizeof bound;
+    if (getsockname(watch.fd, reinterpret_cast<sockaddr*>(&bound), &length) != 0) return;
+    bool wildcard = true;
+    if (bound.ss_family == AF_INET)
+        wildcard = reinterpret_cast<const sockaddr_in&>(bound).sin_addr.s_addr == htonl(INADDR_ANY);
+    else if (bound.ss_family == AF_INET6)
+        wildcard = IN6_IS_ADDR_UNSPECIFIED(&reinterpret_cast<const sockaddr_in6&>(bound).sin6_addr);
+    if (wildcard) return;
+    watch.local = bound;
+    watch.local_length = length;
+}
+
 void Worker::accept_from(Watch& watch) {
     for (int i = 0; i < kAcceptBatch && accepting_; ++i) {
         if (connections_ >= runtime_.config.max_connections) {
@@ -356,9 +371,9 @@ void Worker::accept_from(Watch& watch) {
             pause_accepting();
             return;
         }
-        sockaddr_storage local{};
+        sockaddr_storage local = watch.local;
         socklen_t local_length = sizeof local;
-        if (getsockname(fd, reinterpret_cast<sockaddr*>(&local), &local_length) != 0) {
+        if (watch.local_length == 0 && getsockname(fd, reinterpret_cast<sockaddr*>(&local), &local_length) != 0) {
             // Only out of kernel memory: the connection cannot be described, so it is not served.
             spdlog::warn("getsockname on an accepted connection failed: {}; closing it", std::strerror(errno));
             ::close(fd);

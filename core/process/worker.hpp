@@ -86,6 +86,11 @@ class Worker {
         Worker* worker = nullptr;
         const Listener* listener = nullptr;
         int fd = -1;
+        // The listener's own address when it is bound to one: every
+        // connection's local address, known without asking. Empty for a
+        // wildcard (0.0.0.0, ::), where each connection is asked.
+        sockaddr_storage local{};
+        socklen_t local_length = 0;
     };
 
     // A report asked by query_async: waiting its turn, or running on a
@@ -112,6 +117,8 @@ class Worker {
     static void on_acceptable(uv_poll_t* handle, int status, int events);
     static void on_signal(uv_poll_t* handle, int status, int events);
     static void on_accept_pause_end(uv_timer_t* timer);
+    // Keeps the listener's address in `watch` when it is bound to one.
+    static void note_bound_address(Watch& watch);
     void accept_from(Watch& watch);
     void record(const smp_record& record, RecordKind kind, const char* geo);
     uint64_t dropped() const;  // by every log of this worker

@@ -1,6 +1,8 @@
 #include "tls.hpp"
 
 #include <arpa/inet.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <openssl/core_names.h>
 #include <openssl/err.h>
 #include <openssl/hmac.h>
@@ -55,6 +57,26 @@ bool days_until(const ASN1_TIME* when, int& days) {
     return true;
 }
 
+// OpenSSL reads what the socket holds at once, not a record's header and
+// then its body: half the reads (nginx does the same). Bytes read ahead and
+// not yet a whole record are why Stream keeps `starved_`.
+void read_ahead(SSL_CTX* ctx) { SSL_CTX_set_read_ahead(ctx, 1); }
+
+// Whether the kernel has the TLS upper-layer protocol, asked once per process
+// of a socket that is not connected: ENOENT when there is none (as root, the
+// question loads the module if it is there, as modprobe would); the protocol
+// itself refuses an unconnected socket.
+bool kernel_offers_tls() {
+    static const bool offers = [] {
+        const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        if (fd < 0) return false;
+        const bool found = setsockopt(fd, IPPROTO_TCP, TCP_ULP, "tls", sizeof "tls") == 0 || errno != ENOENT;
+        ::close(fd);
+        return found;
+    }();
+    return offers;
+}
+
 // A context with one certificate and its key, checked: readable files, a key
 // that matches, dates in force. `prefix` names the pair in messages ("tls"
 // or "tls.certificates[1]").
@@ -93,11 +115,14 @@ ContextPtr make_context(const Settings& settings, const CertificateFiles& files,
     }
     long options = SSL_OP_NO_COMPRESSION | SSL_OP_CIPHER_SERVER_PREFERENCE | SSL_OP_NO_RENEGOTIATION;
     if (!settings.session_tickets) options |= SSL_OP_NO_TICKET;
-    if (settings.ktls) options |= SSL_OP_ENABLE_KTLS;
+    // Only where the kernel has kTLS: else OpenSSL would try it, and fail,
+    // with two system calls on every connection.
+    if (settings.ktls && kernel_offers_tls()) options |= SSL_OP_ENABLE_KTLS;
     SSL_CTX_set_options(ctx.get(), options);
     // A session cache per worker would not resume across workers: tickets do.
     SSL_CTX_set_session_cache_mode(ctx.get(), SSL_SESS_CACHE_OFF);
     SSL_CTX_set_mode(ctx.get(), SSL_MODE_RELEASE_BUFFERS);
+    read_ahead(ctx.get());
     return ctx;
 }
 
@@ -119,19 +144,10 @@ void warn(const smp_core_api* core, const char* module, const std::string& warni
 
 std::string kernel_tls_note(const Settings& settings) {
     if (!settings.ktls) return {};
-    char modules[256] = {};
-    if (FILE* file = std::fopen("/proc/sys/net/ipv4/tcp_available_ulp", "r")) {
-        if (std::fgets(modules, sizeof modules, file) == nullptr) modules[0] = '\0';
-        std::fclose(file);
-    }
-    for (const char* word = std::strstr(modules, "tls"); word != nullptr; word = std::strstr(word + 1, "tls")) {
-        const bool starts = word == modules || word[-1] == ' ';
-        const bool ends = word[3] == '\0' || word[3] == ' ' || word[3] == '\n';
-        if (starts && ends)
-            return "kTLS: this kernel offers it; file bodies over TLS go with SSL_sendfile where OpenSSL hands a "
-                   "connection to it (/proc/net/tls_stat counts them)";
-    }
-    return "kTLS: this kernel does not offer it (no tls in /proc/sys/net/ipv4/tcp_available_ulp; modprobe tls): "
+    if (kernel_offers_tls())
+        return "kTLS: this kernel offers it; file bodies over TLS go with SSL_sendfile where OpenSSL hands a "
+               "connection to it (/proc/net/tls_stat counts them)";
+    return "kTLS: this kernel does not offer it (no tls upper-layer protocol; modprobe tls, then reload): "
            "file bodies over TLS are encrypted by the workers";
 }
 
@@ -266,8 +282,12 @@ int ServerContext::on_ticket_key(SSL* ssl, unsigned char* name, unsigned char* i
         OSSL_PARAM_construct_octet_string(OSSL_MAC_PARAM_KEY, const_cast<unsigned char*>(key->mac), sizeof key->mac),
         OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, digest, 0), OSSL_PARAM_construct_end()};
     if (EVP_MAC_CTX_set_params(mac, parameters) != 1) return -1;
-    const int ready = encrypt != 0 ? EVP_EncryptInit_ex(cipher, EVP_aes_256_cbc(), nullptr, key->cipher, iv)
-                                   : EVP_DecryptInit_ex(cipher, EVP_aes_256_cbc(), nullptr, key->cipher, iv);
+    // Fetched once: EVP_aes_256_cbc() would be looked up by name in the
+    // providers on every ticket (OpenSSL 3's implicit fetch).
+    static EVP_CIPHER* const aes_256_cbc = EVP_CIPHER_fetch(nullptr, "AES-256-CBC", nullptr);
+    if (aes_256_cbc == nullptr) return -1;
+    const int ready = encrypt != 0 ? EVP_EncryptInit_ex(cipher, aes_256_cbc, nullptr, key->cipher, iv)
+                                   : EVP_DecryptInit_ex(cipher, aes_256_cbc, nullptr, key->cipher, iv);
     return ready == 1 ? found : -1;
 }
 
@@ -307,6 +327,7 @@ ContextPtr make_client_context(const std::string& ca_file, std::string& problem)
     SSL_CTX_set_min_proto_version(ctx.get(), TLS1_2_VERSION);
     SSL_CTX_set_options(ctx.get(), SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION);
     SSL_CTX_set_mode(ctx.get(), SSL_MODE_RELEASE_BUFFERS);
+    read_ahead(ctx.get());
     SSL_CTX_set_verify(ctx.get(), SSL_VERIFY_PEER, nullptr);
     if (ca_file.empty()) {
         if (SSL_CTX_set_default_verify_paths(ctx.get()) != 1)
@@ -501,12 +522,18 @@ ssize_t Stream::read(char* into, size_t size) {
     const int result = SSL_read(ssl_, into, static_cast<int>(std::min<size_t>(size, INT32_MAX)));
     if (result > 0) {
         wants_read_ = false;
+        starved_ = false;
         return result;
     }
-    return fail(result);
+    const ssize_t failed = fail(result);
+    starved_ = failed < 0 && errno == EAGAIN && wants_read_;
+    return failed;
 }
 
-bool Stream::has_buffered_input() const { return SSL_pending(ssl_) > 0; }
+// Decrypted bytes, or bytes read ahead that may hold a whole record: not
+// after a read that wanted more, which saw that they do not (and asking
+// again would spin).
+bool Stream::has_buffered_input() const { return SSL_pending(ssl_) > 0 || (!starved_ && SSL_has_pending(ssl_) == 1); }
 
 bool Stream::flush() {
     if (failed_ != 0) {
@@ -517,7 +544,8 @@ bool Stream::flush() {
         const int result = SSL_write(ssl_, buffer_ + sent_, static_cast<int>(pending_ - sent_));
         if (result <= 0) {
             if (fail(result) == 0) errno = EPIPE;
-            attempted_ = true;  // OpenSSL has these bytes now: they go again, as they are
+            if (wants_read_) starved_ = false;  // a write that reads may read ahead what a read wants
+            attempted_ = true;                  // OpenSSL has these bytes now: they go again, as they are
             if (errno != EAGAIN) failed_ = errno;
             return false;
         }

@@ -98,7 +98,8 @@ void warn(const smp_core_api* core, const char* module, const std::string& warni
 
 // What kernel TLS will do for a listener with these settings, as one line
 // for the log: whether this kernel offers the `tls` upper-layer protocol
-// (/proc/sys/net/ipv4/tcp_available_ulp). Empty with ktls: off.
+// (asked once per process with setsockopt TCP_ULP; ktls: auto turns kTLS on
+// only where it does). Empty with ktls: off.
 std::string kernel_tls_note(const Settings& settings);
 
 // A certificate expires within this many days: a warning at -t, a start and
@@ -244,8 +245,8 @@ class Stream {
     // Bytes write() kept for what was to follow, not given to OpenSSL yet.
     bool holding() const { return pending_ > 0 && !attempted_; }
     bool wants_read() const { return wants_read_; }
-    // Bytes OpenSSL has read and decrypted but not handed out yet: the
-    // socket will not say readable for them.
+    // Bytes OpenSSL has read (ahead) but not handed out yet: the socket
+    // will not say readable for them.
     bool has_buffered_input() const;
     // Our close_notify, once, before the write side of the socket is shut.
     void close_notify();
@@ -273,6 +274,7 @@ class Stream {
     size_t sent_ = 0;     // of those, the ones OpenSSL wrote (whole records) before the socket was full or failed
     int failed_ = 0;      // the errno the connection failed with: every later write fails with it
     bool wants_read_ = false;
+    bool starved_ = false;  // the last read wanted more than OpenSSL held: wait for the socket
     bool handshake_done_ = false;
     bool kernel_sends_ = false;
     bool notified_ = false;

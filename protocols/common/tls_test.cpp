@@ -188,3 +188,69 @@ TEST_CASE("a connection that fails in the middle of a buffer: the records that w
     close(ends[0]);
     close(ends[1]);
 }
+
+TEST_CASE("input read ahead: a whole record waiting is input, a part of one is not (nothing to spin on)") {
+    int ends[2];
+    REQUIRE(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, ends) == 0);
+    SSL_CTX* server_context = self_signed_context();
+    SSL_CTX_set_read_ahead(server_context, 1);  // as the server's contexts have it
+    SSL_CTX* client_context = SSL_CTX_new(TLS_client_method());
+    SSL_CTX_set_min_proto_version(client_context, TLS1_3_VERSION);
+    SSL* client = SSL_new(client_context);
+    SSL_set_fd(client, ends[1]);
+    SSL_set_connect_state(client);
+    {
+        smp::tls::Stream server;
+        REQUIRE(server.start(server_context, ends[0]));
+        handshake(server, client);
+        char into[64];
+        while (server.read(into, sizeof into) > 0) {
+        }  // the client's tickets' acknowledgement, if any
+        // From here the client's records are made in memory and put on the
+        // socket by hand, in the pieces the test wants.
+        BIO* memory = BIO_new(BIO_s_mem());
+        SSL_set0_wbio(client, memory);
+        const auto records = [&](std::initializer_list<std::string_view> texts) {
+            for (std::string_view text : texts)
+                REQUIRE(SSL_write(client, text.data(), static_cast<int>(text.size())) == static_cast<int>(text.size()));
+            char* bytes = nullptr;
+            const long length = BIO_get_mem_data(memory, &bytes);
+            std::string out(bytes, static_cast<size_t>(length));
+            REQUIRE(BIO_reset(memory) == 1);
+            return out;
+        };
+
+        // Half a record: OpenSSL holds it, but it is no input yet.
+        const std::string one = records({"GET /a HTTP/1.1\r\n\r\n"});
+        REQUIRE(::write(ends[1], one.data(), one.size() / 2) == static_cast<ssize_t>(one.size() / 2));
+        errno = 0;
+        CHECK(server.read(into, sizeof into) == -1);
+        CHECK(errno == EAGAIN);
+        CHECK(SSL_has_pending(server.openssl()) == 1);
+        CHECK_FALSE(server.has_buffered_input());
+        // The rest of it: the socket says so, and the read has it.
+        const size_t rest = one.size() - one.size() / 2;
+        REQUIRE(::write(ends[1], one.data() + one.size() / 2, rest) == static_cast<ssize_t>(rest));
+        CHECK(server.read(into, sizeof into) == 19);
+        CHECK_FALSE(server.has_buffered_input());
+
+        // Two records at once: the first read takes both from the socket;
+        // the second waits in OpenSSL, and the socket will not say so.
+        const std::string two = records({"GET /b HTTP/1.1\r\n\r\n", "GET /c HTTP/1.1\r\n\r\n"});
+        REQUIRE(::write(ends[1], two.data(), two.size()) == static_cast<ssize_t>(two.size()));
+        CHECK(server.read(into, sizeof into) == 19);
+        CHECK(std::string_view(into, 6) == "GET /b");
+        CHECK(server.has_buffered_input());
+        CHECK(server.read(into, sizeof into) == 19);
+        CHECK(std::string_view(into, 6) == "GET /c");
+        errno = 0;
+        CHECK(server.read(into, sizeof into) == -1);
+        CHECK(errno == EAGAIN);
+        CHECK_FALSE(server.has_buffered_input());
+    }
+    SSL_free(client);
+    SSL_CTX_free(client_context);
+    SSL_CTX_free(server_context);
+    close(ends[0]);
+    close(ends[1]);
+}

@@ -7,6 +7,7 @@
 
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -255,6 +256,21 @@ class WorkerBase {
     // sends is read and dropped for a while, so that closing does not reset
     // the connection before the client has read our last response.
     static void shut_write(Connection& c) { ::shutdown(c.fd, SHUT_WR); }
+
+    // After the last response, whether the close must linger (shut_write,
+    // then read and drop until the client closes): only when the client may
+    // have sent bytes that were not read: `unread` (the module knows of some
+    // still to come, e.g. a body it did not read), `buffered` in the
+    // module's buffer, or some in TLS's or the socket's. A socket closed
+    // with unread bytes resets the connection, which can destroy the
+    // response before the client has read it; one closed with none sends
+    // its FIN after the response. nginx's `lingering_close on` decides alike.
+    static bool may_have_unread(const Connection& c, bool unread, size_t buffered) {
+        if (unread || buffered > 0) return true;
+        if (c.tls && c.tls->has_buffered_input()) return true;
+        int queued = 0;
+        return ioctl(c.fd, FIONREAD, &queued) != 0 || queued > 0;
+    }
 
     // Parks `c` until `resume_ms`, when `on_pace` (the module's, run by the
     // pace timer) takes it from the paused list with take_resumable().

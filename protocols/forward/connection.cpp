@@ -222,11 +222,14 @@ void WorkerState::finish_exchange(Connection& c) {
             close_upstream(c);
     }
     const bool keep = !e.close_after && !stopping_ && !c.eof;
+    // The client may still be sending: a request not read to its end, or
+    // one refused before it was.
+    const bool unread = !e.request_complete || smp::protocol::status_closes_connection(e.status);
     release_download_slot(e);
     e.reset();
     c.request_start_us = 0;
     if (c.out.empty()) give_buffer(c.out);
-    if (!keep) return linger(c);
+    if (!keep) return linger(c, unread, c.in.size());
     c.phase = Phase::request_head;
     c.phase_started_ms = uv_now(loop_);
     set_phase(c, c.in.empty() ? SMP_PHASE_IDLE : SMP_PHASE_READING);
@@ -240,7 +243,7 @@ void WorkerState::release_download_slot(Exchange& e) {
     if (slots_) slots_->release(e.download_slot);
 }
 
-void WorkerState::linger(Connection& c) {
+void WorkerState::linger(Connection& c, bool unread, size_t buffered) {
     close_upstream(c);
     give_buffer(c.in);
     give_buffer(c.out);
@@ -248,6 +251,7 @@ void WorkerState::linger(Connection& c) {
     set_phase(c, SMP_PHASE_IDLE);
     c.phase_started_ms = uv_now(loop_);
     if (c.tls) c.tls->close_notify();
+    if (!may_have_unread(c, unread, buffered)) return close_connection(c, SMP_END_COMPLETED);
     shut_write(c);
 }
 

@@ -203,7 +203,10 @@ class WorkerState : public smp::protocol::WorkerBase<Connection> {
     void origin_failed(Connection& c, int status, const char* what);
     void finish_exchange(Connection& c);
     void release_download_slot(Exchange& e);
-    void linger(Connection& c);
+    // After the last response: closes at once, or lingers when the client
+    // may have sent more (`unread`: the request's own; `buffered`: bytes
+    // after it in c.in).
+    void linger(Connection& c, bool unread, size_t buffered);
     void close_connection(Connection& c, smp_end_reason reason);
     void check_deadlines(Connection& c, uint64_t now);
     void update_polls(Connection& c);

@@ -31,6 +31,12 @@ constexpr size_t kMaxIovecs = 16;
 
 const char* c_string(std::string_view view) { return view.data() != nullptr ? view.data() : nullptr; }
 
+// RFC 9112 §6.3: a request has a body when it says a length or is chunked.
+// This module reads none.
+bool has_body(const http_parser& p) {
+    return (p.content_length > 0 && p.content_length != ULLONG_MAX) || (p.flags & F_CHUNKED);
+}
+
 }  // namespace
 
 // What the thread pool reads and renders for one listing request, and the
@@ -194,9 +200,8 @@ void WorkerState::find_forwarded_client(Connection& c) {
 void WorkerState::respond(Connection& c) {
     Exchange& e = *c.exchange;
     const http_parser& p = e.parser;
-    const bool has_body = (p.content_length > 0 && p.content_length != ULLONG_MAX) || (p.flags & F_CHUNKED);
     // A body we do not read would be taken for the next request: close after.
-    e.close_after = !keeps_alive(p.http_minor, e.connection_options()) || has_body || stopping_;
+    e.close_after = !keeps_alive(p.http_minor, e.connection_options()) || has_body(p) || stopping_;
     if (!host_fields_valid(p.http_minor, e.count(Field::host), e.field(Field::host))) return respond_error(c, 400);
     if (c.over_limit) {
         e.close_after = true;
@@ -772,8 +777,11 @@ void WorkerState::after_response(Connection& c) {
     Exchange* e = c.exchange;
     const bool keep = !e->close_after && !stopping_;
     const size_t consumed = e->header_length;
+    // The client may still be sending: a body this module did not read, or
+    // a request refused before its end was read.
+    const bool unread = has_body(e->parser) || smp::protocol::status_closes_connection(e->status);
     give_exchange(c.exchange);
-    if (!keep) return linger(c);
+    if (!keep) return linger(c, unread, c.in_length - consumed);
     // Keep-alive: what follows the request in the buffer is the next one.
     c.in_length -= consumed;
     if (c.in_length > 0) {
@@ -794,13 +802,14 @@ void WorkerState::after_response(Connection& c) {
     if (c.tls && c.tls->has_buffered_input()) on_readable(c);
 }
 
-void WorkerState::linger(Connection& c) {
+void WorkerState::linger(Connection& c, bool unread, size_t buffered) {
     give_buffer(c.in);
     c.in_length = 0;
     c.state = ConnectionState::lingering;
     set_phase(c, SMP_PHASE_IDLE);  // nothing more is asked: what it sends is dropped
     c.deadline_ms = uv_now(loop_) + settings_.lingering_timeout_ms;
     if (c.tls) c.tls->close_notify();
+    if (!may_have_unread(c, unread, buffered)) return close_connection(c, SMP_END_COMPLETED);
     shut_write(c);
     set_poll(c, UV_READABLE);
 }

@@ -207,7 +207,10 @@ class WorkerState : public smp::protocol::WorkerBase<Connection> {
     void send_response(Connection& c);
     void finish_exchange(Connection& c, smp_end_reason reason);
     void after_response(Connection& c);
-    void linger(Connection& c);
+    // After the last response: closes at once, or lingers when the client
+    // may have sent more (`unread`: the request's own; `buffered`: bytes
+    // after it in c.in).
+    void linger(Connection& c, bool unread, size_t buffered);
     void close_connection(Connection& c, smp_end_reason reason);
     void set_poll(Connection& c, int events);
     // File bytes the rate limits allow this turn; 0 with `wait_ms` until more.

@@ -899,7 +899,12 @@ def curl_stream(srv, path="/1g.bin", tls=False):
                 srv.tls_url(path)]
     else:
         cmd.append(srv.url(path))
+    pids = srv.pids()
+    ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    c0, t0 = cpu_ticks(pids), time.monotonic()
     rc, out, err = run_client(cmd, timeout=320, env=srv.tls.client_env() if tls else None)
+    wall = time.monotonic() - t0
+    c1, ru1 = cpu_ticks(pids), resource.getrusage(resource.RUSAGE_CHILDREN)
     try:
         code, size, speed = out.split()
         code, size, speed = int(code), int(float(size)), float(speed)
@@ -907,7 +912,11 @@ def curl_stream(srv, path="/1g.bin", tls=False):
         raise BenchError("curl against %s: rc %d, unparsable output %r %r"
                          % (srv.name, rc, out, err))
     srv.sent += 1
-    return {"rc": rc, "http_code": code, "size": size, "mib_s": speed / MIB}
+    # One stream: whichever of curl and the server uses all of its CPU sets the rate.
+    client_s = (ru1.ru_utime - ru0.ru_utime) + (ru1.ru_stime - ru0.ru_stime)
+    return {"rc": rc, "http_code": code, "size": size, "mib_s": speed / MIB,
+            "server_cpu_s": (c1 - c0) / CLK_TCK, "server_cpu_pct": 100.0 * (c1 - c0) / CLK_TCK / wall,
+            "client_cpu_pct": 100.0 * client_s / wall}
 
 
 S_TIME_RE = re.compile(r"(\d+) connections in [\d.]+s;.*bytes read (\d+)")
@@ -1165,6 +1174,8 @@ def main():
         Row("rps_1m", "1 MiB file req/s (-c10)", "req/s", "{:.0f}"),
         Row("mibs_1m", "1 MiB file MiB/s (-c10)", "MiB/s", "{:.0f}"),
         Row("mibs_1g", "1 GiB single curl stream MiB/s", "MiB/s", "{:.0f}"),
+        Row("cpu_ms_1g", "server CPU ms/GiB, 1 GiB stream (lower is better)", "ms", "{:.0f}",
+            True),
         Row("cpu_us_4k", "server CPU us/request, 4 KiB (lower is better)", "us", "{:.2f}",
             True),
         Row("rss_conn", "RSS bytes/idle conn (lower is better)", "bytes", "{:.0f}", True),
@@ -1172,6 +1183,8 @@ def main():
         Row("cpu_us_tls_4k", "server CPU us/request, HTTPS 4 KiB (lower is better)", "us",
             "{:.2f}", True),
         Row("mibs_tls_1g", "HTTPS 1 GiB single curl stream MiB/s", "MiB/s", "{:.0f}"),
+        Row("cpu_ms_tls_1g", "server CPU ms/GiB, HTTPS 1 GiB stream (lower is better)", "ms",
+            "{:.0f}", True),
         Row("cps_tls", "new TLS connections/s (full handshake + GET 4 KiB)", "conn/s",
             "{:.0f}"),
         Row("cpu_us_tls_conn", "server CPU us/new TLS connection (lower is better)", "us",
@@ -1267,7 +1280,7 @@ def main():
                     srv[s].sent += 1
                     if prob:
                         row = {"1m.bin": ["rps_1m", "mibs_1m"], "range": ["rps_range"],
-                               "1g.bin": ["mibs_1g"]}[what]
+                               "1g.bin": ["mibs_1g", "cpu_ms_1g"]}[what]
                         for k in row:
                             R[k].invalid[s] = prob
                         warn("%s: %s check failed (%s); row(s) %s not measured for it"
@@ -1277,8 +1290,8 @@ def main():
                 if tls_rows:
                     prob = check_tls(srv[s], expect)
                     if prob:
-                        for k in ("rps_tls_4k", "cpu_us_tls_4k", "mibs_tls_1g", "cps_tls",
-                                  "cpu_us_tls_conn"):
+                        for k in ("rps_tls_4k", "cpu_us_tls_4k", "mibs_tls_1g", "cpu_ms_tls_1g",
+                                  "cps_tls", "cpu_us_tls_conn"):
                             R[k].invalid[s] = prob
                         warn("%s: HTTPS check failed (%s); rows 8-10 not measured for it"
                              % (srv[s].name, prob))
@@ -1360,12 +1373,21 @@ def main():
                     watch_only(srv, s)
                     res = curl_stream(srv[s], tls=tls)
                     ok = res["rc"] == 0 and res["http_code"] == 200 and res["size"] == GIB
-                    log("  run %d %-10s %8.0f MiB/s  http %d, %d bytes, curl rc %d%s" % (
-                        run, srv[s].name, res["mib_s"], res["http_code"], res["size"],
-                        res["rc"], "" if ok else "  [INCOMPLETE: not counted]"))
+                    log("  run %d %-10s %8.0f MiB/s  http %d, %d bytes, curl rc %d  srv cpu %3.0f%%  "
+                        "curl cpu %3.0f%%%s" % (
+                            run, srv[s].name, res["mib_s"], res["http_code"], res["size"], res["rc"],
+                            res["server_cpu_pct"], res["client_cpu_pct"],
+                            "" if ok else "  [INCOMPLETE: not counted]"))
                     details.append({"row": key, "server": s, "run": run, **res})
+                    if ok and res["client_cpu_pct"] >= 95:
+                        warn("%s row %d run %d: curl used %.0f%% of CPU %s (client-bound; the "
+                             "server may be faster than measured)"
+                             % (srv[s].name, num, run, res["client_cpu_pct"], CLIENT_CPU))
+                        R[key].flagged.setdefault(s, set()).add("client-bound")
                     if ok:
                         R[key].values[s].append(res["mib_s"])
+                        # What the server spent on it, whichever side set the rate.
+                        R["cpu_ms_" + key[len("mibs_"):]].values[s].append(res["server_cpu_s"] * 1000.0)
                     else:
                         warn("%s row %d: 1 GiB stream run %d incomplete: http %d, %d bytes, "
                              "rc %d" % (srv[s].name, num, run, res["http_code"], res["size"],

@@ -109,5 +109,68 @@ class OutOfDescriptors(unittest.TestCase):
         self.assertEqual(resp.status, 200)
 
 
+
+def server_side_of(server_port, client_port):
+    """(state, inode) of the server's end of a TCP connection in
+    /proc/net/tcp{,6}, or None. inode 0: no process holds it any more."""
+    for table in ('/proc/net/tcp', '/proc/net/tcp6'):
+        with open(table) as f:
+            next(f)
+            for line in f:
+                fields = line.split()
+                local, remote = fields[1], fields[2]
+                if (int(local.rsplit(':', 1)[1], 16) == server_port
+                        and int(remote.rsplit(':', 1)[1], 16) == client_port):
+                    return fields[3], int(fields[9])
+    return None
+
+
+class CloseAfterTheLastResponse(harness.ServerTestCase):
+    """A response that ends the connection: the worker closes its socket at
+    once when the client sent nothing it did not read, as nginx does, and
+    lingers (shuts its side, reads and drops, then closes) only when the
+    client did: a socket closed with unread bytes resets the connection, and
+    the reset could destroy the response before the client has read it."""
+    files = {'small.bin': 4096}
+
+    def exchange(self, request):
+        c = harness.Conn(self.server.port)
+        client_port = c.sock.getsockname()[1]
+        c.send(request)
+        first = c.read_response()
+        self.assertEqual(first.status, 200)
+        self.assertEqual(first.body, self.content('small.bin'))
+        # The server's FIN: the connection ends there for the client.
+        self.assertFalse(c._fill(time.monotonic() + 5), 'more than one response: %r' % c.buf[:100])
+        return c, client_port
+
+    def test_closed_at_once_when_nothing_is_unread(self):
+        c, client_port = self.exchange(b'GET /small.bin HTTP/1.0\r\n\r\n')
+        try:
+            # The client has not closed: only the worker's close orphans its
+            # end. It closes as it sends its FIN, which the client has seen; a
+            # lingering close would hold the socket for lingering_timeout (2 s).
+            orphaned = harness.wait_for(lambda: (server_side_of(self.server.port, client_port) or ('', 1))[1] == 0, 1)
+            self.assertTrue(orphaned, 'the worker still holds the socket: %r'
+                            % (server_side_of(self.server.port, client_port),))
+        finally:
+            c.sock.close()
+
+    def test_lingers_when_the_client_sent_more(self):
+        # A second request after one that said close: unread, so the worker
+        # shuts its side and waits for the client's close.
+        c, client_port = self.exchange(b'GET /small.bin HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n'
+                                       b'GET /small.bin HTTP/1.1\r\nHost: x\r\n\r\n')
+        try:
+            time.sleep(0.5)
+            side = server_side_of(self.server.port, client_port)
+            self.assertIsNotNone(side)
+            self.assertNotEqual(side[1], 0, 'the worker closed a socket holding unread bytes')
+        finally:
+            c.sock.close()
+        self.assertTrue(harness.wait_for(lambda: (server_side_of(self.server.port, client_port) or ('', 0))[1] == 0, 5),
+                        'the lingering socket was not closed after the client closed')
+
+
 if __name__ == '__main__':
     unittest.main()
