@@ -446,6 +446,17 @@ void Master::begin_shutdown(int signal) {
 
 void Master::on_shutdown_timeout(uv_timer_t* timer) {
     auto& master = *static_cast<Master*>(timer->data);
+    if (master.collector_stopping_) {
+        // Its records are in the workers' logs, which the next start reads
+        // from the last checkpoint: stored once, nothing lost.
+        spdlog::warn(
+            "the stats collector is still storing shutdown_timeout after the workers ended (a store or "
+            "disk that does not answer?): stopping it now; the tracking logs keep its records for the "
+            "next start");
+        for (const auto& collector : master.collectors_)
+            if (collector->pid > 0) kill(collector->pid, SIGKILL);
+        return;
+    }
     spdlog::warn("shutdown_timeout reached: stopping the remaining workers now");
     for (pid_t pid : master.children())
         if (master.collector_of(pid) == nullptr) kill(pid, SIGKILL);
@@ -458,9 +469,14 @@ void Master::finish_if_done() {
     if (running.size() > collectors) return;
     // The collectors go last: every record of the workers is in their logs by now.
     if (collectors > 0) {
-        if (!collector_stopping_)
+        if (!collector_stopping_) {
             for (const auto& collector : collectors_)
                 if (collector->pid > 0) kill(collector->pid, SIGTERM);
+            // The collectors get a shutdown_timeout of their own to store
+            // what is left; the workers' one may be spent.
+            uv_timer_start(&shutdown_timer_, on_shutdown_timeout,
+                           static_cast<uint64_t>(current_->config.shutdown_timeout_ms), 0);
+        }
         collector_stopping_ = true;
         return;
     }

@@ -411,6 +411,36 @@ class StopWhileACheckpointIsBeingWritten(RecordLogCase):
         self.assert_nothing_dropped()
 
 
+class StopWithAStuckCollector(RecordLogCase):
+    def test_the_stop_is_bounded_and_the_next_start_stores_the_rest(self):
+        # A collector that does not finish its stop (a store call that never
+        # returns, a frozen disk; here SIGSTOP) is killed shutdown_timeout
+        # after the workers ended, rather than holding the stop for ever. Its
+        # records are in the workers' logs: the next start stores each once.
+        server = self.start_server(workers=1, shutdown_timeout='2s')
+        collector = server.wait_collector()
+        counted, rate, report = wrk_result(wrk_spawn(server.url('/' + FILE), 3, connections=4))
+        self.assertGreater(counted, 1000, report)
+        os.kill(collector, signal.SIGSTOP)
+        self.stopped.append(collector)
+        began = time.monotonic()
+        code = server.terminate(timeout=30)
+        took = time.monotonic() - began
+        print('wrk counted %d (%.0f/s); the collector %d stopped; the server stopped in %.1f s'
+              % (counted, rate, collector, took))
+        self.assertEqual(code, 0, 'the master waited for the stuck collector:\n' + server.log_tail())
+        self.assertLess(took, 10, server.log_tail())
+        self.assertIn('the stats collector is still storing shutdown_timeout after the workers ended', server.log())
+        self.assertIsNone(harness.proc_stat(collector), 'the stuck collector outlived the master')
+        # Started again: the records the killed collector held are stored, once.
+        server.start()
+        self.assertIsNotNone(server.wait_collector(), 'no collector after the restart')
+        rows = self.settled(self.request_rows, lambda n: n is not None and n >= counted)
+        self.assert_rows_match(rows, counted, above=4)
+        self.assert_stored_once()
+        self.assert_nothing_dropped()
+
+
 class LogVolumeFull(RecordLogCase):
     """state_dir/records on a 6 MiB tmpfs, the store elsewhere."""
 
