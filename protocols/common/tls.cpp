@@ -62,19 +62,17 @@ bool days_until(const ASN1_TIME* when, int& days) {
 // not yet a whole record are why Stream keeps `starved_`.
 void read_ahead(SSL_CTX* ctx) { SSL_CTX_set_read_ahead(ctx, 1); }
 
-// Whether the kernel has the TLS upper-layer protocol, asked once per process
-// of a socket that is not connected: ENOENT when there is none (as root, the
-// question loads the module if it is there, as modprobe would); the protocol
-// itself refuses an unconnected socket.
+// Whether the kernel has the TLS upper-layer protocol, asked (at each
+// configuration load, not per connection) of a socket that is not
+// connected: ENOENT when there is none (as root, the question loads the
+// module if it is there, as modprobe would); the protocol itself refuses an
+// unconnected socket.
 bool kernel_offers_tls() {
-    static const bool offers = [] {
-        const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-        if (fd < 0) return false;
-        const bool found = setsockopt(fd, IPPROTO_TCP, TCP_ULP, "tls", sizeof "tls") == 0 || errno != ENOENT;
-        ::close(fd);
-        return found;
-    }();
-    return offers;
+    const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) return false;
+    const bool found = setsockopt(fd, IPPROTO_TCP, TCP_ULP, "tls", sizeof "tls") == 0 || errno != ENOENT;
+    ::close(fd);
+    return found;
 }
 
 // A context with one certificate and its key, checked: readable files, a key

@@ -98,8 +98,8 @@ void warn(const smp_core_api* core, const char* module, const std::string& warni
 
 // What kernel TLS will do for a listener with these settings, as one line
 // for the log: whether this kernel offers the `tls` upper-layer protocol
-// (asked once per process with setsockopt TCP_ULP; ktls: auto turns kTLS on
-// only where it does). Empty with ktls: off.
+// (asked with setsockopt TCP_ULP; ktls: auto turns kTLS on only where it
+// does). Empty with ktls: off.
 std::string kernel_tls_note(const Settings& settings);
 
 // A certificate expires within this many days: a warning at -t, a start and

@@ -494,13 +494,27 @@ class Server:
         level info) tells them apart; without it, the collector's process
         name. A collector just forked still has the master's name, and a
         test that took it for a worker killed it."""
-        announced = {}
-        for pid, parent, role in _FORKED.findall(self.log()):
-            if int(parent) == self.pid:
-                announced[int(pid)] = role  # a pid used again: its latest fork counts
+        # Read on from where the last call stopped: a log at level info under
+        # load grows by megabytes.
+        if not hasattr(self, '_forked'):
+            self._forked, self._forked_offset = {}, 0
+        try:
+            with open(self.log_path, 'rb') as f:
+                if os.fstat(f.fileno()).st_size < self._forked_offset:
+                    self._forked_offset = 0  # truncated: read it again
+                f.seek(self._forked_offset)
+                text = f.read()
+        except OSError:
+            text = b''
+        text = text[:text.rfind(b'\n') + 1]  # whole lines only
+        self._forked_offset += len(text)
+        for pid, parent, role in _FORKED.findall(text.decode('utf-8', 'replace')):
+            self._forked[int(pid)] = (int(parent), role)  # a pid used again: its latest fork counts
         workers, collectors = [], []
         for p in children_of(self.pid, include_zombies=False):
-            role = announced.get(p) or ('stats collector' if comm_of(p) == COLLECTOR_NAME else 'worker')
+            parent, role = self._forked.get(p, (None, None))
+            if parent != self.pid:
+                role = 'stats collector' if comm_of(p) == COLLECTOR_NAME else 'worker'
             (collectors if role == 'stats collector' else workers).append(p)
         return workers, collectors
 
