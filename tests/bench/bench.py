@@ -836,6 +836,32 @@ def run_client(cmd, timeout, env=None):
     return p.returncode, out.decode("utf-8", "replace"), err.decode("utf-8", "replace")
 
 
+class Cost:
+    """What one client run cost: wall seconds; CPU seconds of the server (its processes as
+    they were at the start), of the client (RUSAGE_CHILDREN) and of everything else on
+    CPUs 0+1 (softirq and kernel threads for loopback, plus any other work: noise)."""
+
+    def __init__(self, wall, server_s, client_s, other_s):
+        self.wall, self.server_s, self.client_s, self.other_s = wall, server_s, client_s, other_s
+
+    def pct(self, seconds):
+        return 100.0 * seconds / self.wall
+
+
+def timed_client(srv, cmd, timeout, env=None):
+    """run_client(cmd) with its Cost: (rc, out, err, cost)."""
+    pids = srv.pids()
+    ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    c0, b0, t0 = cpu_ticks(pids), cpu_busy_ticks(), time.monotonic()
+    rc, out, err = run_client(cmd, timeout=timeout, env=env)
+    wall = time.monotonic() - t0
+    b1, c1 = cpu_busy_ticks(), cpu_ticks(pids)
+    ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    server_s = (c1 - c0) / CLK_TCK
+    client_s = (ru1.ru_utime - ru0.ru_utime) + (ru1.ru_stime - ru0.ru_stime)
+    return rc, out, err, Cost(wall, server_s, client_s, (b1 - b0) / CLK_TCK - server_s - client_s)
+
+
 def wrk(srv, path, conns, duration, script, script_args=(), tls=False):
     """One wrk run; tls: against the server's TLS listener (https://), with the bench's
     client OpenSSL config."""
@@ -845,16 +871,7 @@ def wrk(srv, path, conns, duration, script, script_args=(), tls=False):
         cmd += ["--"] + list(script_args)
     pids = srv.pids()
     tw0 = time_wait_count(srv.port)
-    ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
-    c0 = cpu_ticks(pids)
-    b0 = cpu_busy_ticks()
-    t0 = time.monotonic()
-    rc, out, err = run_client(cmd, timeout=duration + 60,
-                              env=srv.tls.client_env() if tls else None)
-    wall = time.monotonic() - t0
-    b1 = cpu_busy_ticks()
-    c1 = cpu_ticks(pids)
-    ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    rc, out, err, cost = timed_client(srv, cmd, duration + 60, srv.tls.client_env() if tls else None)
     tw1 = time_wait_count(srv.port)
     pids_after = srv.pids()
     m = WRK_RE.search(out)
@@ -873,16 +890,11 @@ def wrk(srv, path, conns, duration, script, script_args=(), tls=False):
         "errors": {k: kv[k] for k in ("connect", "read", "write", "status", "timeout")},
         "p50_us": kv["p50_us"],
         "p99_us": kv["p99_us"],
-        "server_cpu_s": (c1 - c0) / CLK_TCK,
-        "server_cpu_pct": 100.0 * (c1 - c0) / CLK_TCK / wall,
-        "wrk_cpu_pct": 100.0 * ((ru1.ru_utime - ru0.ru_utime) + (ru1.ru_stime - ru0.ru_stime))
-        / wall,
+        "server_cpu_s": cost.server_s,
+        "server_cpu_pct": cost.pct(cost.server_s),
+        "wrk_cpu_pct": cost.pct(cost.client_s),
         "time_wait_delta": tw1 - tw0,
-        # CPU 0+1 busy time not spent in the server or wrk processes: softirq /
-        # kernel threads for loopback, plus anything else running (noise).
-        "other_cpu_pct": 100.0 * ((b1 - b0) / CLK_TCK - (c1 - c0) / CLK_TCK
-                                  - ((ru1.ru_utime - ru0.ru_utime)
-                                     + (ru1.ru_stime - ru0.ru_stime))) / wall,
+        "other_cpu_pct": cost.pct(cost.other_s),
         "server_pids_changed": pids != pids_after,
         "server_alive": srv.proc.poll() is None,
     }
@@ -899,12 +911,7 @@ def curl_stream(srv, path="/1g.bin", tls=False):
                 srv.tls_url(path)]
     else:
         cmd.append(srv.url(path))
-    pids = srv.pids()
-    ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
-    c0, t0 = cpu_ticks(pids), time.monotonic()
-    rc, out, err = run_client(cmd, timeout=320, env=srv.tls.client_env() if tls else None)
-    wall = time.monotonic() - t0
-    c1, ru1 = cpu_ticks(pids), resource.getrusage(resource.RUSAGE_CHILDREN)
+    rc, out, err, cost = timed_client(srv, cmd, 320, srv.tls.client_env() if tls else None)
     try:
         code, size, speed = out.split()
         code, size, speed = int(code), int(float(size)), float(speed)
@@ -913,10 +920,9 @@ def curl_stream(srv, path="/1g.bin", tls=False):
                          % (srv.name, rc, out, err))
     srv.sent += 1
     # One stream: whichever of curl and the server uses all of its CPU sets the rate.
-    client_s = (ru1.ru_utime - ru0.ru_utime) + (ru1.ru_stime - ru0.ru_stime)
     return {"rc": rc, "http_code": code, "size": size, "mib_s": speed / MIB,
-            "server_cpu_s": (c1 - c0) / CLK_TCK, "server_cpu_pct": 100.0 * (c1 - c0) / CLK_TCK / wall,
-            "client_cpu_pct": 100.0 * client_s / wall}
+            "server_cpu_s": cost.server_s, "server_cpu_pct": cost.pct(cost.server_s),
+            "client_cpu_pct": cost.pct(cost.client_s)}
 
 
 S_TIME_RE = re.compile(r"(\d+) connections in [\d.]+s;.*bytes read (\d+)")
@@ -929,28 +935,20 @@ def new_tls_connections(srv, duration):
     cmd = ["openssl", "s_time", "-connect", "127.0.0.1:%d" % srv.tls_port, "-new",
            "-time", str(duration), "-www", "/4k.bin", "-ciphersuites", TLS_CIPHER,
            "-CAfile", str(srv.tls.cert)]
-    pids = srv.pids()
-    ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
-    c0, b0, t0 = cpu_ticks(pids), cpu_busy_ticks(), time.monotonic()
-    rc, out, err = run_client(cmd, timeout=duration + 60, env=srv.tls.client_env())
-    wall = time.monotonic() - t0
-    b1, c1 = cpu_busy_ticks(), cpu_ticks(pids)
-    ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    rc, out, err, cost = timed_client(srv, cmd, duration + 60, srv.tls.client_env())
     m = S_TIME_RE.search(out)
     if rc != 0 or not m:
         raise BenchError("openssl s_time failed (rc %d) against %s:\n%s\n%s"
                          % (rc, srv.name, out[-2000:], err[-2000:]))
     conns, read = int(m.group(1)), int(m.group(2))
     srv.sent += conns
-    client_s = (ru1.ru_utime - ru0.ru_utime) + (ru1.ru_stime - ru0.ru_stime)
-    server_s = (c1 - c0) / CLK_TCK
     return {
-        "connections": conns, "wall_s": wall, "cps": conns / wall,
+        "connections": conns, "wall_s": cost.wall, "cps": conns / cost.wall,
         "bytes_per_conn": read / conns if conns else 0.0,
-        "server_cpu_s": server_s, "server_cpu_pct": 100.0 * server_s / wall,
-        "client_cpu_pct": 100.0 * client_s / wall,
-        "other_cpu_pct": 100.0 * ((b1 - b0) / CLK_TCK - server_s - client_s) / wall,
-        "cpu_us_per_conn": server_s * 1e6 / conns if conns else float("nan"),
+        "server_cpu_s": cost.server_s, "server_cpu_pct": cost.pct(cost.server_s),
+        "client_cpu_pct": cost.pct(cost.client_s),
+        "other_cpu_pct": cost.pct(cost.other_s),
+        "cpu_us_per_conn": cost.server_s * 1e6 / conns if conns else float("nan"),
         "server_alive": srv.proc.poll() is None,
     }
 
@@ -1358,7 +1356,8 @@ def main():
                     else:
                         R[keys[0]].values[s].append(res["rps"])
 
-        for num, key, tls in ((5, "mibs_1g", False), (9, "mibs_tls_1g", True)):
+        for num, key, cpu_key, tls in ((5, "mibs_1g", "cpu_ms_1g", False),
+                                       (9, "mibs_tls_1g", "cpu_ms_tls_1g", True)):
             if num not in rows_wanted:
                 continue
             active = [s for s in servers if s not in R[key].invalid]
@@ -1387,7 +1386,7 @@ def main():
                     if ok:
                         R[key].values[s].append(res["mib_s"])
                         # What the server spent on it, whichever side set the rate.
-                        R["cpu_ms_" + key[len("mibs_"):]].values[s].append(res["server_cpu_s"] * 1000.0)
+                        R[cpu_key].values[s].append(res["server_cpu_s"] * 1000.0)
                     else:
                         warn("%s row %d: 1 GiB stream run %d incomplete: http %d, %d bytes, "
                              "rc %d" % (srv[s].name, num, run, res["http_code"], res["size"],

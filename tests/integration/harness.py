@@ -156,20 +156,28 @@ def children_of(ppid, include_zombies=True):
     return sorted(pids)
 
 
-def tcp_established_inodes(port):
-    """Socket inodes of ESTABLISHED TCP connections whose local port is `port`."""
-    inodes = set()
+def tcp_sockets():
+    """(local port, remote port, state, inode) of every TCP socket in
+    /proc/net/tcp{,6}: state '01' is ESTABLISHED; inode 0 is a socket no
+    process holds any more (closed, the kernel finishing it)."""
     for table in ('/proc/net/tcp', '/proc/net/tcp6'):
         try:
             with open(table) as f:
                 next(f)
                 for line in f:
                     fields = line.split()
-                    local, state, inode = fields[1], fields[3], fields[9]
-                    if state == '01' and int(local.rsplit(':', 1)[1], 16) == port:
-                        inodes.add(inode)
+                    yield (int(fields[1].rsplit(':', 1)[1], 16), int(fields[2].rsplit(':', 1)[1], 16), fields[3],
+                           fields[9])
         except OSError:
             pass
+
+
+def tcp_established_inodes(port):
+    """Socket inodes of ESTABLISHED TCP connections whose local port is `port`."""
+    inodes = set()
+    for local, _, state, inode in tcp_sockets():
+        if state == '01' and local == port:
+            inodes.add(inode)
     return inodes
 
 
@@ -456,6 +464,7 @@ class Server:
         write_file(self.config_path, config)
         self.proc = None
         self._log = None
+        self._forked, self._forked_offset = {}, 0  # the master's fork announcements read so far
 
     @property
     def pid(self):
@@ -496,8 +505,6 @@ class Server:
         test that took it for a worker killed it."""
         # Read on from where the last call stopped: a log at level info under
         # load grows by megabytes.
-        if not hasattr(self, '_forked'):
-            self._forked, self._forked_offset = {}, 0
         try:
             with open(self.log_path, 'rb') as f:
                 if os.fstat(f.fileno()).st_size < self._forked_offset:

@@ -109,19 +109,12 @@ class OutOfDescriptors(unittest.TestCase):
         self.assertEqual(resp.status, 200)
 
 
-
 def server_side_of(server_port, client_port):
-    """(state, inode) of the server's end of a TCP connection in
-    /proc/net/tcp{,6}, or None. inode 0: no process holds it any more."""
-    for table in ('/proc/net/tcp', '/proc/net/tcp6'):
-        with open(table) as f:
-            next(f)
-            for line in f:
-                fields = line.split()
-                local, remote = fields[1], fields[2]
-                if (int(local.rsplit(':', 1)[1], 16) == server_port
-                        and int(remote.rsplit(':', 1)[1], 16) == client_port):
-                    return fields[3], int(fields[9])
+    """(state, inode) of the server's end of a TCP connection, or None.
+    Inode 0: no process holds it any more."""
+    for local, remote, state, inode in harness.tcp_sockets():
+        if local == server_port and remote == client_port:
+            return state, int(inode)
     return None
 
 
