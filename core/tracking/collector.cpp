@@ -709,13 +709,33 @@ void Collector::abandon_checkpoint() {
     pending_.reset();
 }
 
+// A copy that has not written the checkpoint in six intervals (a minute by
+// default), nor in ten times what the last one took, is stuck: on a disk
+// that does not answer, or on a lock another thread held at the fork. It is
+// killed and the next tick forks another; meanwhile the logs are not
+// released, so a stuck writer would fill them.
+void Collector::abandon_stuck_checkpoint() {
+    const uint64_t bound_ms =
+        std::max(6 * static_cast<uint64_t>(runtime_.config.tracking.checkpoint_interval_ms), 10 * checkpoint_took_ms_);
+    const uint64_t running_ms = uv_now(&loop_) - checkpoint_started_ms_;
+    if (running_ms < bound_ms) return;
+    spdlog::warn(
+        "the copy of the stats collector writing checkpoint {} (pid {}) has not finished in {} s: stopping "
+        "it; the next tick starts another",
+        pending_->generation, pending_->pid, running_ms / 1000);
+    abandon_checkpoint();
+}
+
 void Collector::finish_checkpoint(bool wait) {
     if (!pending_) return;
     PendingCheckpoint& pending = *pending_;
     if (!pending.written) {
         int status = 0;
         const pid_t exited = waitpid(pending.pid, &status, wait ? 0 : WNOHANG);
-        if (exited == 0) return;
+        if (exited == 0) {
+            abandon_stuck_checkpoint();
+            return;
+        }
         if (exited < 0 || !WIFEXITED(status) || WEXITSTATUS(status) != 0) {
             if (!checkpoint_failing_)
                 spdlog::error("cannot write the stats collector's checkpoint {}: trying again",

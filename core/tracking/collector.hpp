@@ -159,6 +159,7 @@ class Collector {
     void finish_checkpoint(bool wait);
     // Kills the copy still writing a checkpoint, and removes its file.
     void abandon_checkpoint();
+    void abandon_stuck_checkpoint();
     std::vector<LogPlace> places() const;
     void stop();
     void start_stores();
