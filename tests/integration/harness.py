@@ -893,7 +893,26 @@ def parse_multipart_byteranges(content_type, body):
 # unittest glue
 # --------------------------------------------------------------------------
 
-class ServerTestCase(unittest.TestCase):
+class TailsOnFailure(unittest.TestCase):
+    """On a failing test, prints what failure_tails() gives: (title, text)
+    pairs, by default self._tails, which a tearDown keeps (the temporary
+    directory with the logs is gone by the time run() knows)."""
+
+    def failure_tails(self):
+        return getattr(self, '_tails', [])
+
+    def run(self, result=None):
+        if result is None:
+            return super().run(result)
+        before = len(result.failures) + len(result.errors)
+        out = super().run(result)
+        if len(result.failures) + len(result.errors) > before:
+            for title, text in self.failure_tails():
+                sys.stderr.write('\n----- %s for %s -----\n%s\n' % (title, self.id(), text))
+        return out
+
+
+class ServerTestCase(TailsOnFailure):
     """Base class: one TestEnv + one server per class (set `server_config`
     to change config keywords, or `start_class_server = False`). Extra
     servers made with self.new_server() are stopped after each test. On a
@@ -954,21 +973,16 @@ class ServerTestCase(unittest.TestCase):
         return self.env.content[name]
 
     def run(self, result=None):
-        if result is None:
-            return super().run(result)
-        before = len(result.failures) + len(result.errors)
         self._servers = []
-        out = super().run(result)
-        if len(result.failures) + len(result.errors) > before:
-            servers = ([self.server] if getattr(self, 'server', None) else []) + \
-                getattr(self, '_servers', [])
-            for s in servers:
-                sys.stderr.write('\n----- server log tail (%s, port %d) for %s -----\n%s\n'
-                                 % (s.log_path, s.port, self.id(), s.log_tail()))
-                if s.access_log:
-                    sys.stderr.write('----- access log tail -----\n%s\n'
-                                     % '\n'.join(s.access_lines()[-10:]))
-        return out
+        return super().run(result)
+
+    def failure_tails(self):
+        tails = []
+        for s in ([self.server] if getattr(self, 'server', None) else []) + getattr(self, '_servers', []):
+            tails.append(('server log tail (%s, port %d)' % (s.log_path, s.port), s.log_tail()))
+            if s.access_log:
+                tails.append(('access log tail', '\n'.join(s.access_lines()[-10:])))
+        return tails
 
 
 def curl(args, timeout=60):

@@ -213,7 +213,7 @@ class Haproxy:
 
 @unittest.skipIf(MISSING, 'not installed: %s (Debian packages haproxy, aria2, memcached, wget, curl)'
                  % ', '.join(MISSING))
-class Cluster(unittest.TestCase):
+class Cluster(harness.TailsOnFailure):
     files = {'big.bin': 64 * MIB, 'resume.bin': 8 * MIB, 'slow.bin': 2 * MIB, 'small.bin': 4096,
              'health.txt': 3, **{'c%d.bin' % i: 3 * MIB for i in range(6)}}
     # More keys of every node's listener, by test. A client's --limit-rate does not hold a
@@ -264,9 +264,9 @@ class Cluster(unittest.TestCase):
         if self.double:
             self.double.stop()
         # Kept for run(), which prints them when the test failed.
-        self._tails = [('haproxy log', '\n'.join(self.haproxy.log_text().splitlines()[-30:]) if self.haproxy else '')]
-        self._tails += [('node %s log' % n.name, n.log_tail(25)) for n in self.nodes.values()]
-        self._tails.append(('mongo_double log', self.double.log_tail() if self.double else ''))
+        self._tails = [('haproxy log tail', '\n'.join(self.haproxy.log_text().splitlines()[-30:]) if self.haproxy else '')]
+        self._tails += [('node %s log tail' % n.name, n.log_tail(25)) for n in self.nodes.values()]
+        self._tails.append(('mongo_double log tail', self.double.log_tail() if self.double else ''))
         # Nothing left behind: no node process, no haproxy, memcached or double.
         leftovers = {n.name: harness.group_members(n.pid) for n in self.nodes.values() if n.proc}
         leftovers.update({what: [p.pid] for what, p in (('haproxy', self.haproxy and self.haproxy.proc),
@@ -278,16 +278,6 @@ class Cluster(unittest.TestCase):
         else:
             self.env.cleanup()
         self.assertEqual({k: v for k, v in leftovers.items() if v}, {}, 'processes left behind')
-
-    def run(self, result=None):
-        if result is None:
-            return super().run(result)
-        before = len(result.failures) + len(result.errors)
-        out = super().run(result)
-        if len(result.failures) + len(result.errors) > before:
-            for what, tail in getattr(self, '_tails', []):
-                sys.stderr.write('\n----- %s tail for %s -----\n%s\n' % (what, self.id(), tail))
-        return out
 
     # helpers ---------------------------------------------------------------
 

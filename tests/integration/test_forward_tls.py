@@ -14,7 +14,6 @@ import shutil
 import socket
 import sqlite3
 import ssl
-import sys
 import time
 import unittest
 
@@ -76,7 +75,7 @@ def read_response(sock):
     return response, body
 
 
-class ForwardTLSCase(unittest.TestCase):
+class ForwardTLSCase(harness.TailsOnFailure):
     """One TestEnv per class; origins and proxies started per test, each with
     its own state dir (so its records are its own), killed at the end."""
 
@@ -102,13 +101,8 @@ class ForwardTLSCase(unittest.TestCase):
             s.kill()
         shutil.rmtree(self.out, ignore_errors=True)
 
-    def run(self, result=None):
-        before = len(result.failures) + len(result.errors) if result else 0
-        out = super().run(result)
-        if result and len(result.failures) + len(result.errors) > before:
-            for s in getattr(self, 'servers', []):
-                sys.stderr.write('\n----- log tail (%s) for %s -----\n%s\n' % (s.log_path, self.id(), s.log_tail(30)))
-        return out
+    def failure_tails(self):
+        return [('log tail (%s)' % s.log_path, s.log_tail(30)) for s in getattr(self, 'servers', [])]
 
     def state(self):
         ForwardTLSCase.counter += 1

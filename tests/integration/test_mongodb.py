@@ -238,7 +238,7 @@ def make_geo_databases(env):
 # --------------------------------------------------------------------------
 # base
 
-class MongoCase(unittest.TestCase):
+class MongoCase(harness.TailsOnFailure):
     """A temp dir, servers and doubles started by the test (all stopped after it), and a
     pymongo client per URI. Subclasses say where MongoDB is: uri() and db_name()."""
 
@@ -257,8 +257,8 @@ class MongoCase(unittest.TestCase):
         for double in self.doubles:
             double.stop()
         # Kept for run(), which prints them when the test failed (the temp dir is gone by then).
-        self._tails = ([('server log', s.log_path, quiet_tail(s.log())) for s in self.servers] +
-                       [('mongo_double log', d.log_path, d.log_tail()) for d in self.doubles])
+        self._tails = ([('server log tail (%s)' % s.log_path, quiet_tail(s.log())) for s in self.servers] +
+                       [('mongo_double log tail (%s)' % d.log_path, d.log_tail()) for d in self.doubles])
         for (uri, name) in self.databases:
             try:
                 self.client(uri).drop_database(name)
@@ -270,16 +270,6 @@ class MongoCase(unittest.TestCase):
             sys.stderr.write('[test_mongodb] kept %s\n' % self.env.dir)
         else:
             self.env.cleanup()
-
-    def run(self, result=None):
-        if result is None:
-            return super().run(result)
-        before = len(result.failures) + len(result.errors)
-        out = super().run(result)
-        if len(result.failures) + len(result.errors) > before:
-            for what, path, tail in getattr(self, '_tails', []):
-                sys.stderr.write('\n----- %s tail (%s) for %s -----\n%s\n' % (what, path, self.id(), tail))
-        return out
 
     # where MongoDB is
     def uri(self):

@@ -20,7 +20,6 @@ import sqlite3
 import subprocess
 import threading
 import time
-import unittest
 
 import harness
 from harness import KIB, MIB
@@ -62,7 +61,7 @@ def mount_tmpfs(path, size):
     return None if r.returncode == 0 else 'cannot mount a tmpfs here: %s' % r.stderr.strip()
 
 
-class RecordLogCase(unittest.TestCase):
+class RecordLogCase(harness.TailsOnFailure):
     """A server with the default store (or `self.db` elsewhere), the store read here."""
 
     files = {FILE: 4 * KIB, SEGMENTED: 4 * MIB}
@@ -99,13 +98,9 @@ class RecordLogCase(unittest.TestCase):
         else:
             self.env.cleanup()
 
-    def run(self, result=None):
-        # On a failure, the server log tells what the collector and the workers saw.
-        before = len(result.failures) + len(result.errors) if result else 0
-        out = super().run(result)
-        if result and len(result.failures) + len(result.errors) > before and getattr(self, 'log_tail', None):
-            print('\n----- server log tail for %s -----\n%s' % (self.id(), self.log_tail))
-        return out
+    def failure_tails(self):
+        # The server log tells what the collector and the workers saw.
+        return [('server log tail', self.log_tail)] if getattr(self, 'log_tail', None) else []
 
     def start_server(self, workers=2, config=None, log_level='warn', **cfg):
         # At info a worker logs every request: the load tests say only warnings.
@@ -407,6 +402,42 @@ class StopWhileACheckpointIsBeingWritten(RecordLogCase):
         self.assertIsNotNone(server.wait_collector(), 'no collector after the restart')
         time.sleep(3)
         self.assertEqual(self.request_rows(), rows)
+        self.assert_stored_once()
+        self.assert_nothing_dropped()
+
+
+class ACheckpointWriterThatHangs(RecordLogCase):
+    def test_it_is_stopped_and_the_next_checkpoint_commits(self):
+        # A copy that never finishes writing a checkpoint would keep the logs
+        # from being released until they fill. Past six intervals (6 s here)
+        # the collector kills it, and the next tick forks another.
+        server = self.start_server(workers=1, core_extra={'tracking': '{checkpoint_interval: 1s}'})
+        collector = server.wait_collector()
+        load = wrk_spawn(server.url('/' + FILE), 14, connections=4)
+        stuck = catch_child(collector, 10)
+        self.assertIsNotNone(stuck, 'no checkpoint writer caught in 10 s')
+        self.stopped.append(stuck)
+        caught = time.monotonic()
+        self.assertTrue(harness.wait_for(lambda: harness.proc_stat(stuck) is None, 15),
+                        'the stuck writer %d is still there after 15 s:\n%s' % (stuck, server.log_tail()))
+        killed_after = time.monotonic() - caught
+        self.assertIn('has not finished in', server.log())
+        checkpoint = self.env.path('state', 'records', 'checkpoint')
+        since = time.time()
+
+        def committed_since():
+            try:
+                return os.path.getmtime(checkpoint) > since
+            except FileNotFoundError:  # the writer caught was the first one
+                return False
+        self.assertTrue(harness.wait_for(committed_since, 10),
+                        'no checkpoint committed after the stuck writer was stopped:\n' + server.log_tail())
+        counted, rate, report = wrk_result(load)
+        print('wrk counted %d (%.0f/s); the writer %d stopped %.1f s after it was caught'
+              % (counted, rate, stuck, killed_after))
+        rows = self.settled(self.request_rows, lambda n: n is not None and n >= counted)
+        self.assert_rows_match(rows, counted, above=4)
+        self.assertEqual(server.terminate(timeout=30), 0, server.log_tail())
         self.assert_stored_once()
         self.assert_nothing_dropped()
 

@@ -335,7 +335,7 @@ class StoreChecks:
 # tests
 # --------------------------------------------------------------------------
 
-class TLSTestCase(unittest.TestCase):
+class TLSTestCase(harness.TailsOnFailure):
     """A TestEnv per class; servers started per test (start_tls_server),
     killed at the end of it; their log tails printed on a failure."""
 
@@ -359,13 +359,11 @@ class TLSTestCase(unittest.TestCase):
         return server
 
     def run(self, result=None):
-        before = len(result.failures) + len(result.errors) if result else 0
         self.servers = []
-        out = super().run(result)
-        if result and len(result.failures) + len(result.errors) > before:
-            for s in self.servers:
-                sys.stderr.write('\n----- server log tail (%s) for %s -----\n%s\n' % (s.log_path, self.id(), s.log_tail(30)))
-        return out
+        return super().run(result)
+
+    def failure_tails(self):
+        return [('server log tail (%s)' % s.log_path, s.log_tail(30)) for s in self.servers]
 
     def stop(self, server):
         self.assertEqual(server.terminate(timeout=30), 0, 'the server did not stop cleanly:\n' + server.log_tail())
