@@ -80,9 +80,17 @@ OpenResult read_listing(int root_fd, std::string_view directory, size_t max_entr
     }
     std::string path(directory);
     const size_t prefix = path.size();
+    size_t looked_at = 0;
     while (const dirent* found = readdir(entries.get())) {
         const std::string_view name = found->d_name;
-        if (name.empty() || name.front() == '.') continue;  // ".", ".." and dot-files
+        if (name.empty() || name == "." || name == "..") continue;
+        // Every name counts, listed or not: a directory of a million
+        // dot-files or dangling links costs no more than one of max_entries.
+        if (looked_at++ == max_entries) {
+            listing.truncated = true;
+            break;
+        }
+        if (name.front() == '.') continue;  // dot-files are not listed
         // Each entry as a request would find it: a symlink is followed
         // beneath the root, or left out.
         path.resize(prefix);
@@ -92,10 +100,6 @@ OpenResult read_listing(int root_fd, std::string_view directory, size_t max_entr
         const OpenResult served = open_served(root_fd, path, entry_fd, entry_info);
         if (entry_fd >= 0) close(entry_fd);
         if (served != OpenResult::ok && served != OpenResult::is_directory) continue;
-        if (listing.entries.size() == max_entries) {
-            listing.truncated = true;
-            break;
-        }
         ListingEntry& entry = listing.entries.emplace_back();
         entry.name = name;
         entry.directory = served == OpenResult::is_directory;

@@ -164,3 +164,19 @@ TEST_CASE("a listing stops at max_entries and says it was cut") {
     CHECK(whole.entries.size() == 6);  // dir/sub too
     CHECK_FALSE(whole.truncated);
 }
+
+TEST_CASE("names left out of a listing count toward max_entries") {
+    // Dot-files (and entries that cannot be served) are read and dropped:
+    // without counting them a directory of a million of them is unbounded work.
+    Tree tree;
+    for (int i = 0; i < 10; ++i) tree.write("dir/.hidden" + std::to_string(i), "x");
+    tree.write("dir/shown", "x");  // and dir/sub: 12 names
+    Listing cut;
+    REQUIRE(read_listing(tree.root_fd, "dir/", 5, cut) == OpenResult::ok);
+    CHECK(cut.truncated);
+    CHECK(cut.entries.size() <= 2);
+    Listing whole;
+    REQUIRE(read_listing(tree.root_fd, "dir/", 12, whole) == OpenResult::ok);
+    CHECK_FALSE(whole.truncated);
+    CHECK(whole.entries.size() == 2);
+}
