@@ -240,4 +240,26 @@ std::vector<Part> parts_of(const bson_t* doc) {
     return parts;
 }
 
+namespace {
+
+bool find_at(const bson_t* doc, const char* path, bson_iter_t& it) {
+    return bson_iter_init(&it, doc) && bson_iter_find_descendant(&it, path, &it);
+}
+
+}  // namespace
+
+std::optional<int64_t> number_at(const bson_t* doc, const char* path) {
+    bson_iter_t it;
+    if (!find_at(doc, path, it)) return std::nullopt;
+    if (BSON_ITER_HOLDS_BOOL(&it)) return bson_iter_bool(&it) ? 1 : 0;
+    if (BSON_ITER_HOLDS_NUMBER(&it)) return bson_iter_as_int64(&it);
+    return std::nullopt;
+}
+
+std::optional<std::string> text_at(const bson_t* doc, const char* path) {
+    bson_iter_t it;
+    if (!find_at(doc, path, it) || !BSON_ITER_HOLDS_UTF8(&it)) return std::nullopt;
+    return std::string(bson_iter_utf8(&it, nullptr));
+}
+
 }  // namespace smp::mongodb

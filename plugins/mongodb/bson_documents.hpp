@@ -4,6 +4,9 @@
 // stored of it make together.
 #pragma once
 
+#include <cstdint>
+#include <optional>
+#include <string>
 #include <vector>
 
 #include "merge.hpp"
@@ -26,5 +29,11 @@ void append_merged(bson_t* d, const smp_download& latest, const Merged& merged, 
 
 // The `parts` of a downloads document, as append_merged wrote them.
 std::vector<Part> parts_of(const bson_t* doc);
+
+// Reading a document, or a server's reply: the value at `path` ("field", or
+// "a.b" into embedded documents); nullopt when it is absent or of another
+// type. A bool reads as the number 0 or 1.
+std::optional<int64_t> number_at(const bson_t* doc, const char* path);
+std::optional<std::string> text_at(const bson_t* doc, const char* path);
 
 }  // namespace smp::mongodb

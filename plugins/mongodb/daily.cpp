@@ -4,23 +4,11 @@
 #include <utility>
 #include <vector>
 
+#include "bson_documents.hpp"
 #include "report_table.hpp"
 
 namespace smp::mongodb {
 namespace {
-
-int64_t number_of(const bson_t* doc, const char* field) {
-    bson_iter_t it;
-    if (!bson_iter_init_find(&it, doc, field)) return 0;
-    if (BSON_ITER_HOLDS_BOOL(&it)) return bson_iter_bool(&it) ? 1 : 0;
-    return BSON_ITER_HOLDS_NUMBER(&it) ? bson_iter_as_int64(&it) : 0;
-}
-
-std::string text_of(const bson_t* doc, const char* field) {
-    bson_iter_t it;
-    if (!bson_iter_init_find(&it, doc, field) || !BSON_ITER_HOLDS_UTF8(&it)) return "";
-    return bson_iter_utf8(&it, nullptr);
-}
 
 // The key of element `n` of a BSON array ("0", "1", ...), written in `text`.
 const char* array_key(uint32_t n, char (&text)[16]) {
@@ -94,7 +82,7 @@ bool find_oldest(mongoc_collection_t* collection, const bson_t* filter, const ch
 bool delete_found(mongoc_collection_t* collection, const bson_t* selector, uint32_t& purged, bson_error_t& e) {
     bson_t reply;
     const bool ok = mongoc_collection_delete_many(collection, selector, nullptr, &reply, &e);
-    if (ok) purged += static_cast<uint32_t>(number_of(&reply, "deletedCount"));
+    if (ok) purged += static_cast<uint32_t>(number_at(&reply, "deletedCount").value_or(0));
     bson_destroy(&reply);
     return ok;
 }
@@ -124,13 +112,13 @@ bool purge_downloads(mongoc_collection_t* downloads, mongoc_collection_t* daily,
     DailyChanges changes;
     const auto count = [&](const bson_t* doc) {
         // A download stored before ABI 1.12 has no class: unknown.
-        std::string client_class = text_of(doc, "client_class");
+        std::string client_class = text_at(doc, "client_class").value_or("");
         if (client_class.empty()) client_class = smp_report::kUnknownClass;
-        DailyCounts& totals =
-            changes[{smp_report::utc_day(number_of(doc, "first_us")), text_of(doc, "path"), std::move(client_class)}];
+        DailyCounts& totals = changes[{smp_report::utc_day(number_at(doc, "first_us").value_or(0)),
+                                       text_at(doc, "path").value_or(""), std::move(client_class)}];
         totals.downloads += 1;
-        totals.completed += number_of(doc, "completed") != 0 ? 1 : 0;
-        totals.bytes += number_of(doc, "bytes_sent");
+        totals.completed += number_at(doc, "completed").value_or(0) != 0 ? 1 : 0;
+        totals.bytes += number_at(doc, "bytes_sent").value_or(0);
     };
     if (!find_oldest(downloads, filter, "first_us", max_rows, projection.get(), selector.get(), found, count, e))
         return false;

@@ -196,16 +196,6 @@ bool insert_requests(mongoc_collection_t* requests, const Settings& settings, co
 // fails, and is retried from the spool.
 constexpr int kMergeAttempts = 20;
 
-std::string text_of(const bson_t* doc, const char* field) {
-    bson_iter_t it;
-    return bson_iter_init_find(&it, doc, field) && BSON_ITER_HOLDS_UTF8(&it) ? bson_iter_utf8(&it, nullptr) : "";
-}
-
-int64_t int_of(const bson_t* doc, const char* field) {
-    bson_iter_t it;
-    return bson_iter_init_find(&it, doc, field) ? bson_iter_as_int64(&it) : 0;
-}
-
 std::string or_empty(const char* text) { return text != nullptr ? text : ""; }
 
 // A downloads document as this node read it, and what it will write there.
@@ -249,8 +239,10 @@ bool read_held(mongoc_collection_t* downloads, const std::vector<int64_t>& keys,
     mongoc_cursor_t* cursor = mongoc_collection_find_with_opts(downloads, filter.get(), opts.get(), nullptr);
     const bson_t* doc = nullptr;
     while (mongoc_cursor_next(cursor, &doc))
-        out.push_back({int_of(doc, "key"), int_of(doc, "seq"), int_of(doc, "version"), text_of(doc, "client_ip"),
-                       text_of(doc, "user_agent"), text_of(doc, "path"), text_of(doc, "etag"), parts_of(doc)});
+        out.push_back({number_at(doc, "key").value_or(0), number_at(doc, "seq").value_or(0),
+                       number_at(doc, "version").value_or(0), text_at(doc, "client_ip").value_or(""),
+                       text_at(doc, "user_agent").value_or(""), text_at(doc, "path").value_or(""),
+                       text_at(doc, "etag").value_or(""), parts_of(doc)});
     const bool ok = !mongoc_cursor_error(cursor, &e);
     mongoc_cursor_destroy(cursor);
     return ok;
@@ -275,7 +267,8 @@ bool read_next_seqs(mongoc_collection_t* downloads, const std::vector<int64_t>& 
     mongoc_cursor_t* cursor =
         mongoc_collection_aggregate(downloads, MONGOC_QUERY_NONE, pipeline.get(), nullptr, nullptr);
     const bson_t* doc = nullptr;
-    while (mongoc_cursor_next(cursor, &doc)) next[int_of(doc, "_id")] = int_of(doc, "seq") + 1;
+    while (mongoc_cursor_next(cursor, &doc))
+        next[number_at(doc, "_id").value_or(0)] = number_at(doc, "seq").value_or(0) + 1;
     const bool ok = !mongoc_cursor_error(cursor, &e);
     mongoc_cursor_destroy(cursor);
     return ok;
@@ -380,7 +373,7 @@ Written try_store(mongoc_collection_t* downloads, const Settings& settings,
     if (ok) {
         bson_t reply;  // initialised by the execution, whatever its outcome
         ok = mongoc_bulk_operation_execute(bulk, &reply, &e) != 0;
-        raced = ok ? int_of(&reply, "nMatched") < updates : only_duplicates(reply);
+        raced = ok ? number_at(&reply, "nMatched").value_or(0) < updates : only_duplicates(reply);
         bson_destroy(&reply);
     }
     mongoc_bulk_operation_destroy(bulk);

@@ -9,30 +9,19 @@
 #include <utility>
 #include <vector>
 
+#include "bson_documents.hpp"
+
 namespace smp::mongodb {
 namespace {
 
 using smp_report::Cell;
 using smp_report::OwnedTable;
 
-int64_t int_field(const bson_t* doc, const char* path) {
-    bson_iter_t it;
-    if (!bson_iter_init(&it, doc) || !bson_iter_find_descendant(&it, path, &it)) return 0;
-    return BSON_ITER_HOLDS_NUMBER(&it) ? bson_iter_as_int64(&it) : (BSON_ITER_HOLDS_BOOL(&it) && bson_iter_bool(&it));
-}
-
-Cell text_field(const bson_t* doc, const char* path) {
-    bson_iter_t it;
-    if (!bson_iter_init(&it, doc) || !bson_iter_find_descendant(&it, path, &it) || !BSON_ITER_HOLDS_UTF8(&it))
-        return std::nullopt;
-    return std::string(bson_iter_utf8(&it, nullptr));
-}
+int64_t int_field(const bson_t* doc, const char* path) { return number_at(doc, path).value_or(0); }
 
 Cell number_field(const bson_t* doc, const char* path) {
-    bson_iter_t it;
-    if (!bson_iter_init(&it, doc) || !bson_iter_find_descendant(&it, path, &it) || !BSON_ITER_HOLDS_NUMBER(&it))
-        return std::nullopt;
-    return std::to_string(bson_iter_as_int64(&it));
+    const auto number = number_at(doc, path);
+    return number ? std::optional(std::to_string(*number)) : std::nullopt;
 }
 
 class Reader {
@@ -189,12 +178,12 @@ bool report_files(Reader& reader, OwnedTable& out) {
     const Bson by_path(BCON_NEW("$sort", "{", "path", BCON_INT32(1), "duration_us", BCON_INT32(1), "}"));
     std::map<std::string, std::vector<int64_t>> durations;
     bool ok = reader.each("downloads", {completed.get(), fields.get(), by_path.get()}, [&](const bson_t* doc) {
-        durations[text_field(doc, "path").value_or("")].push_back(int_field(doc, "duration_us"));
+        durations[text_at(doc, "path").value_or("")].push_back(int_field(doc, "duration_us"));
     });
     const Bson group = group_downloads("$path");
     const Bson most_first(BCON_NEW("$sort", "{", "downloads", BCON_INT32(-1), "_id", BCON_INT32(1), "}"));
     ok = ok && reader.each("downloads", {all.get(), group.get(), most_first.get()}, [&](const bson_t* doc) {
-        const std::string path = text_field(doc, "_id").value_or("");
+        const std::string path = text_at(doc, "_id").value_or("");
         out.add_row({path, number_field(doc, "downloads"), number_field(doc, "completed"), number_field(doc, "bytes"),
                      smp_report::percentile_seconds(durations[path], 0.5)});
     });
@@ -206,7 +195,7 @@ bool report_countries(Reader& reader, OwnedTable& out) {
     const Bson group = group_downloads("$geo.country");
     const Bson most_first(BCON_NEW("$sort", "{", "downloads", BCON_INT32(-1), "_id", BCON_INT32(1), "}"));
     return reader.each("downloads", {all.get(), group.get(), most_first.get()}, [&](const bson_t* doc) {
-        out.add_row({text_field(doc, "_id"), number_field(doc, "downloads"), number_field(doc, "completed"),
+        out.add_row({text_at(doc, "_id"), number_field(doc, "downloads"), number_field(doc, "completed"),
                      number_field(doc, "bytes")});
     });
 }
@@ -217,10 +206,10 @@ bool report_reasons(Reader& reader, OwnedTable& out) {
         BCON_NEW("$group", "{", "_id", BCON_UTF8("$reason"), "n", "{", "$sum", BCON_INT32(1), "}", "}"));
     const Bson requests = reader.match("start_us"), downloads = reader.match("first_us");
     bool ok = reader.each("requests", {requests.get(), by_reason.get()}, [&](const bson_t* doc) {
-        counts[text_field(doc, "_id").value_or("")].first = int_field(doc, "n");
+        counts[text_at(doc, "_id").value_or("")].first = int_field(doc, "n");
     });
     ok = ok && reader.each("downloads", {downloads.get(), by_reason.get()}, [&](const bson_t* doc) {
-        counts[text_field(doc, "_id").value_or("")].second = int_field(doc, "n");
+        counts[text_at(doc, "_id").value_or("")].second = int_field(doc, "n");
     });
     smp_report::add_reason_rows(out, counts);
     return ok;
@@ -235,8 +224,8 @@ bool report_tls(Reader& reader, OwnedTable& out) {
     const Bson by_version(BCON_NEW("$group", "{", "_id", BCON_UTF8("$tls_version"), "n", "{", "$sum", BCON_INT32(1),
                                    "}", "bytes_sent", "{", "$sum", BCON_UTF8("$body_bytes"), "}", "}"));
     const bool ok = reader.each("requests", {requests.get(), by_version.get()}, [&](const bson_t* doc) {
-        counts[text_field(doc, "_id").value_or(smp_report::kPlainTransport)] = {int_field(doc, "n"),
-                                                                                int_field(doc, "bytes_sent")};
+        counts[text_at(doc, "_id").value_or(smp_report::kPlainTransport)] = {int_field(doc, "n"),
+                                                                             int_field(doc, "bytes_sent")};
     });
     smp_report::add_tls_rows(out, counts);
     return ok;
@@ -247,7 +236,7 @@ bool report_tls(Reader& reader, OwnedTable& out) {
 Cell nodes_of(const bson_t* doc) {
     bson_iter_t it, names;
     if (!bson_iter_init_find(&it, doc, "nodes") || !BSON_ITER_HOLDS_ARRAY(&it) || !bson_iter_recurse(&it, &names))
-        return text_field(doc, "node");
+        return text_at(doc, "node");
     std::string joined;
     while (bson_iter_next(&names))
         if (BSON_ITER_HOLDS_UTF8(&names))
@@ -262,13 +251,13 @@ bool report_downloads(Reader& reader, OwnedTable& out) {
     return reader.each("downloads", {all.get(), newest_first.get(), latest.get()}, [&](const bson_t* doc) {
         const int64_t first_us = int_field(doc, "first_us");
         const bool completed = int_field(doc, "completed") != 0;
-        out.add_row({number_field(doc, "id"), smp_report::utc_time(first_us), text_field(doc, "path"),
-                     text_field(doc, "client_ip"), text_field(doc, "user_agent"), text_field(doc, "geo.country"),
+        out.add_row({number_field(doc, "id"), smp_report::utc_time(first_us), text_at(doc, "path"),
+                     text_at(doc, "client_ip"), text_at(doc, "user_agent"), text_at(doc, "geo.country"),
                      number_field(doc, "geo.asn"),
                      smp_report::coverage(int_field(doc, "distinct_bytes"), int_field(doc, "file_size"), completed),
                      completed ? "1" : "0", number_field(doc, "requests"), number_field(doc, "resumes"),
                      smp_report::seconds(int_field(doc, "last_us") - first_us),
-                     smp_report::seconds(int_field(doc, "active_us")), text_field(doc, "reason"),
+                     smp_report::seconds(int_field(doc, "active_us")), text_at(doc, "reason"),
                      int_field(doc, "finished") != 0 ? "1" : "0", nodes_of(doc)});
     });
 }
@@ -287,7 +276,7 @@ using DayTotals = std::map<std::pair<std::string, std::string>, DayCounts>;  // 
 
 bool read_days(Reader& reader, DayTotals& totals) {
     const auto add = [&](const std::string& day, const bson_t* doc) {
-        DayCounts& counts = totals[{day, text_field(doc, "_id.path").value_or("")}];
+        DayCounts& counts = totals[{day, text_at(doc, "_id.path").value_or("")}];
         counts.downloads += int_field(doc, "downloads");
         counts.completed += int_field(doc, "completed");
         counts.bytes += int_field(doc, "bytes");
@@ -299,7 +288,7 @@ bool read_days(Reader& reader, DayTotals& totals) {
                                     "$sum", BCON_UTF8("$completed"), "}", "bytes", "{", "$sum", BCON_UTF8("$bytes"),
                                     "}", "}"));
     if (!reader.each("daily", {days.get(), by_day_path.get()},
-                     [&](const bson_t* doc) { add(text_field(doc, "_id.day").value_or(""), doc); }))
+                     [&](const bson_t* doc) { add(text_at(doc, "_id.day").value_or(""), doc); }))
         return false;
     // The downloads stored, of the same days (a day is in when any of it
     // is), bots left out as in the totals.
@@ -366,9 +355,9 @@ bool report_in_progress(Reader& reader, OwnedTable& out) {
     return reader.each("downloads", {open.get(), latest_first.get(), most.get()}, [&](const bson_t* doc) {
         smp_report::add_in_progress_row(out, {.id = number_field(doc, "id"),
                                               .first_us = int_field(doc, "first_us"),
-                                              .path = text_field(doc, "path"),
-                                              .client_ip = text_field(doc, "client_ip"),
-                                              .country = text_field(doc, "geo.country"),
+                                              .path = text_at(doc, "path"),
+                                              .client_ip = text_at(doc, "client_ip"),
+                                              .country = text_at(doc, "geo.country"),
                                               .file_size = int_field(doc, "file_size"),
                                               .distinct_bytes = int_field(doc, "distinct_bytes"),
                                               .bytes_sent = int_field(doc, "bytes_sent"),
@@ -409,12 +398,11 @@ bool report_clients(Reader& reader, OwnedTable& out) {
     const Bson by_agent = sum_by(Bson(BCON_NEW("c", BCON_UTF8("$_id.c"), "a", BCON_UTF8("$_id.a"))));
     std::map<std::string, smp_report::ClientCount> classes;
     std::map<std::string, std::map<Cell, smp_report::ClientCount>> agents;
-    bool ok = reader.each("downloads", {all.get(), by_client.get(), class_client.get(), by_class.get()},
-                          [&](const bson_t* doc) {
-                              classes[text_field(doc, "_id.c").value_or(smp_report::kUnknownClass)] = count_of(doc);
-                          });
+    bool ok = reader.each(
+        "downloads", {all.get(), by_client.get(), class_client.get(), by_class.get()},
+        [&](const bson_t* doc) { classes[text_at(doc, "_id.c").value_or(smp_report::kUnknownClass)] = count_of(doc); });
     ok = ok && reader.each("downloads", {all.get(), by_client.get(), by_agent.get()}, [&](const bson_t* doc) {
-        agents[text_field(doc, "_id.c").value_or(smp_report::kUnknownClass)][text_field(doc, "_id.a")] = count_of(doc);
+        agents[text_at(doc, "_id.c").value_or(smp_report::kUnknownClass)][text_at(doc, "_id.a")] = count_of(doc);
     });
     smp_report::add_client_rows(out, classes, agents);
     return ok;
