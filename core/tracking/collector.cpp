@@ -328,6 +328,7 @@ void Collector::on_poll(uv_timer_t* timer) {
     auto& self = *static_cast<Collector*>(timer->data);
     // Seen within a poll: how long a checkpoint takes sets how often.
     self.finish_checkpoint(false);
+    if (!self.killed_writers_.empty()) self.reap_killed_writers(false);
     if (self.stores_behind()) return;
     if (self.read_logs(kRecordsPerTurn)) uv_idle_start(&self.backlog_, on_backlog);
 }
@@ -699,14 +700,29 @@ bool Collector::write_checkpoint(const PendingCheckpoint& pending) const {
     return write_file_synced(new_checkpoint_path(dir_, pending.generation), encode_checkpoint(checkpoint));
 }
 
-void Collector::abandon_checkpoint() {
+void Collector::abandon_checkpoint(bool wait) {
     if (!pending_) return;
     if (!pending_->written) {
         kill(pending_->pid, SIGKILL);
-        waitpid(pending_->pid, nullptr, 0);
+        if (wait)
+            waitpid(pending_->pid, nullptr, 0);
+        else
+            killed_writers_.push_back({pending_->pid, pending_->generation});
     }
     unlink(new_checkpoint_path(dir_, pending_->generation).c_str());
     pending_.reset();
+}
+
+// A killed copy stuck in the kernel (a write to a disk that does not answer)
+// exits only when its call returns: the loop does not wait for that, the
+// stop does. Its file is removed again once it has exited, in case it was
+// creating it.
+void Collector::reap_killed_writers(bool wait) {
+    std::erase_if(killed_writers_, [this, wait](const KilledWriter& writer) {
+        if (waitpid(writer.pid, nullptr, wait ? 0 : WNOHANG) == 0) return false;
+        unlink(new_checkpoint_path(dir_, writer.generation).c_str());
+        return true;
+    });
 }
 
 // A copy that has not written the checkpoint in six intervals (a minute by
@@ -723,7 +739,7 @@ void Collector::abandon_stuck_checkpoint() {
         "the copy of the stats collector writing checkpoint {} (pid {}) has not finished in {} s: stopping "
         "it; the next tick starts another",
         pending_->generation, pending_->pid, running_ms / 1000);
-    abandon_checkpoint();
+    abandon_checkpoint(false);
 }
 
 void Collector::finish_checkpoint(bool wait) {
@@ -811,7 +827,8 @@ void Collector::stop() {
     // one is not waited for, since this one supersedes it (and a copy forked
     // beside other threads may never finish: a lock one of them held, in an
     // allocator that is not fork-safe, stays held in the copy forever).
-    abandon_checkpoint();
+    abandon_checkpoint(true);
+    reap_killed_writers(true);
     start_checkpoint(true);
     finish_checkpoint(true);
     for (auto* handle : {reinterpret_cast<uv_handle_t*>(&poll_), reinterpret_cast<uv_handle_t*>(&tick_),

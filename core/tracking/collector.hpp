@@ -157,9 +157,11 @@ class Collector {
     void start_checkpoint(bool in_process = false);
     bool write_checkpoint(const PendingCheckpoint& pending) const;
     void finish_checkpoint(bool wait);
-    // Kills the copy still writing a checkpoint, and removes its file.
-    void abandon_checkpoint();
+    // Kills the copy still writing a checkpoint, and removes its file; with
+    // `wait`, waits for it to exit, else it is reaped at a later poll.
+    void abandon_checkpoint(bool wait);
     void abandon_stuck_checkpoint();
+    void reap_killed_writers(bool wait);
     std::vector<LogPlace> places() const;
     void stop();
     void start_stores();
@@ -200,6 +202,11 @@ class Collector {
     int64_t last_read_end_us_ = 0;  // of the last request record read
     int64_t clock_us_ = 0;          // the time of the last tick, journaled: replays see the same time
     std::optional<PendingCheckpoint> pending_;
+    struct KilledWriter {
+        pid_t pid;
+        uint64_t generation;
+    };
+    std::vector<KilledWriter> killed_writers_;  // not reaped yet
     uint64_t checkpoint_started_ms_ = 0;
     uint64_t checkpoint_took_ms_ = 0;  // from the fork to the copy's exit, last time
     bool checkpoint_failing_ = false;
