@@ -327,8 +327,8 @@ bool Collector::replay(const JournalEntry& entry) {
 void Collector::on_poll(uv_timer_t* timer) {
     auto& self = *static_cast<Collector*>(timer->data);
     // Seen within a poll: how long a checkpoint takes sets how often.
-    self.finish_checkpoint(false);
-    if (!self.killed_writers_.empty()) self.reap_killed_writers(false);
+    self.finish_checkpoint();
+    self.reap_killed_writers(false);
     if (self.stores_behind()) return;
     if (self.read_logs(kRecordsPerTurn)) uv_idle_start(&self.backlog_, on_backlog);
 }
@@ -475,7 +475,7 @@ void Collector::on_tick(uv_timer_t* timer) {
     self.report_dropped();
     self.trim_after_burst();
     self.post_metrics(now);
-    self.finish_checkpoint(false);
+    self.finish_checkpoint();
     // Every tracking.checkpoint_interval, and at most a tenth of a core: a
     // large state (a million open downloads take about a second to write)
     // is checkpointed less often. But sooner when a log fills: its space
@@ -700,14 +700,11 @@ bool Collector::write_checkpoint(const PendingCheckpoint& pending) const {
     return write_file_synced(new_checkpoint_path(dir_, pending.generation), encode_checkpoint(checkpoint));
 }
 
-void Collector::abandon_checkpoint(bool wait) {
+void Collector::abandon_checkpoint() {
     if (!pending_) return;
     if (!pending_->written) {
         kill(pending_->pid, SIGKILL);
-        if (wait)
-            waitpid(pending_->pid, nullptr, 0);
-        else
-            killed_writers_.push_back({pending_->pid, pending_->generation});
+        killed_writers_.push_back({pending_->pid, pending_->generation});
     }
     unlink(new_checkpoint_path(dir_, pending_->generation).c_str());
     pending_.reset();
@@ -739,15 +736,15 @@ void Collector::abandon_stuck_checkpoint() {
         "the copy of the stats collector writing checkpoint {} (pid {}) has not finished in {} s: stopping "
         "it; the next tick starts another",
         pending_->generation, pending_->pid, running_ms / 1000);
-    abandon_checkpoint(false);
+    abandon_checkpoint();
 }
 
-void Collector::finish_checkpoint(bool wait) {
+void Collector::finish_checkpoint() {
     if (!pending_) return;
     PendingCheckpoint& pending = *pending_;
     if (!pending.written) {
         int status = 0;
-        const pid_t exited = waitpid(pending.pid, &status, wait ? 0 : WNOHANG);
+        const pid_t exited = waitpid(pending.pid, &status, WNOHANG);
         if (exited == 0) {
             abandon_stuck_checkpoint();
             return;
@@ -827,10 +824,10 @@ void Collector::stop() {
     // one is not waited for, since this one supersedes it (and a copy forked
     // beside other threads may never finish: a lock one of them held, in an
     // allocator that is not fork-safe, stays held in the copy forever).
-    abandon_checkpoint(true);
+    abandon_checkpoint();
     reap_killed_writers(true);
     start_checkpoint(true);
-    finish_checkpoint(true);
+    finish_checkpoint();  // written here: committed at once, the stores having every batch
     for (auto* handle : {reinterpret_cast<uv_handle_t*>(&poll_), reinterpret_cast<uv_handle_t*>(&tick_),
                          reinterpret_cast<uv_handle_t*>(&backlog_), reinterpret_cast<uv_handle_t*>(&signal_poll_)})
         uv_close(handle, nullptr);

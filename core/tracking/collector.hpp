@@ -156,10 +156,10 @@ class Collector {
     // batch before it.
     void start_checkpoint(bool in_process = false);
     bool write_checkpoint(const PendingCheckpoint& pending) const;
-    void finish_checkpoint(bool wait);
-    // Kills the copy still writing a checkpoint, and removes its file; with
-    // `wait`, waits for it to exit, else it is reaped at a later poll.
-    void abandon_checkpoint(bool wait);
+    void finish_checkpoint();
+    // Kills the copy still writing a checkpoint and removes its file; the
+    // copy is reaped by reap_killed_writers.
+    void abandon_checkpoint();
     void abandon_stuck_checkpoint();
     void reap_killed_writers(bool wait);
     std::vector<LogPlace> places() const;
