@@ -54,6 +54,15 @@ struct StatementCloser {
 using Database = std::unique_ptr<sqlite3, DatabaseCloser>;
 using Statement = std::unique_ptr<sqlite3_stmt, StatementCloser>;
 
+// A request block's counts, computed from its `data` (in migration 9 and
+// when a purge keeps part of a block; RequestBlock writes the same when it
+// stores one): [[reason, tls_version, client_class, requests, body_bytes],
+// ...], one per kind of request the block holds.
+#define BLOCK_COUNTS                                                                                     \
+    "(SELECT json_group_array(json_array(reason, tls_version, client_class, requests, body_bytes)) FROM" \
+    " (SELECT value ->> 23 AS reason, value ->> 25 AS tls_version, value ->> 26 AS client_class,"        \
+    " count(*) AS requests, sum(value ->> 21) AS body_bytes FROM json_each(data) GROUP BY 1, 2, 3))"
+
 // Schema migrations, in order: the database's user_version is how many ran.
 constexpr const char* kMigrations[] = {
     R"(CREATE TABLE requests (
@@ -137,6 +146,42 @@ constexpr const char* kMigrations[] = {
     // the nodes of each download; this store is one node's). Rows stored
     // before stay NULL, shown empty.
     R"(ALTER TABLE downloads ADD COLUMN node TEXT;)",
+    // 9: the requests in blocks (issue 13): a row of request_blocks holds
+    // up to 1024 requests of one batch as a JSON array, each request an
+    // array of its fields in kRequestColumns' order; `requests` is a view
+    // that shows them as the table's rows, for plain sqlite3 and the tests.
+    // A row per request cost SQLite about 2 us, a field at a time; a block
+    // costs a tenth of that a request. first_us and last_us bound the
+    // blocks' start times, so a query by time reads only the blocks that
+    // can hold a match; `counts` keeps a block's requests counted by
+    // reason, TLS version and client class, so the reports by reason and
+    // TLS read a few numbers per block instead of every request. The rows
+    // stored before become blocks of 1024 by id, and the view numbers a
+    // request by its block and place (the first block's are 1 to 1024).
+    R"(CREATE TABLE request_blocks (
+         id INTEGER PRIMARY KEY, first_us INTEGER NOT NULL, last_us INTEGER NOT NULL,
+         count INTEGER NOT NULL, counts TEXT NOT NULL, data TEXT NOT NULL);
+       INSERT INTO request_blocks (id, first_us, last_us, count, counts, data)
+         SELECT (id - 1) / 1024 + 1, min(start_us), max(start_us), count(*), '[]',
+           json_group_array(json_array(node, worker_id, connection_id, request_id, module, start_us, end_us,
+             client_ip, client_port, forwarded_ip, method, path, target, protocol, user_agent, referer, range, etag,
+             file_size, status, header_bytes, body_bytes, intervals, reason, received_bytes, tls_version, client_class))
+         FROM (SELECT * FROM requests ORDER BY id) GROUP BY (id - 1) / 1024;
+       UPDATE request_blocks SET counts = )" BLOCK_COUNTS R"(;
+       DROP TABLE requests;
+       CREATE INDEX request_blocks_by_first ON request_blocks (first_us);
+       CREATE INDEX request_blocks_by_last ON request_blocks (last_us);
+       CREATE VIEW requests AS SELECT (b.id - 1) * 1024 + r.key + 1 AS id,
+         r.value ->> 0 AS node, r.value ->> 1 AS worker_id, r.value ->> 2 AS connection_id,
+         r.value ->> 3 AS request_id, r.value ->> 4 AS module, r.value ->> 5 AS start_us, r.value ->> 6 AS end_us,
+         r.value ->> 7 AS client_ip, r.value ->> 8 AS client_port, r.value ->> 9 AS forwarded_ip,
+         r.value ->> 10 AS method, r.value ->> 11 AS path, r.value ->> 12 AS target, r.value ->> 13 AS protocol,
+         r.value ->> 14 AS user_agent, r.value ->> 15 AS referer, r.value ->> 16 AS range, r.value ->> 17 AS etag,
+         r.value ->> 18 AS file_size, r.value ->> 19 AS status, r.value ->> 20 AS header_bytes,
+         r.value ->> 21 AS body_bytes, r.value ->> 22 AS intervals, r.value ->> 23 AS reason,
+         r.value ->> 24 AS received_bytes, r.value ->> 25 AS tls_version, (r.value ->> 25) IS NOT NULL AS tls,
+         r.value ->> 26 AS client_class
+         FROM request_blocks b, json_each(b.data) r;)",
 };
 constexpr int kSchemaVersion = sizeof kMigrations / sizeof kMigrations[0];
 
@@ -363,12 +408,8 @@ const sqlite3_module* batch_module() {
     return &module;
 }
 
-// The columns of `requests` that a record fills, in the order of
-// RequestColumn.
-constexpr const char* kRequestColumns =
-    "node, worker_id, connection_id, request_id, module, start_us, end_us, client_ip, client_port, forwarded_ip, "
-    "method, path, target, protocol, user_agent, referer, range, etag, file_size, status, header_bytes, body_bytes, "
-    "intervals, reason, received_bytes, tls_version, client_class";
+// The fields of a stored request, in the order of their positions in a
+// request block's JSON (migration 9's view names them).
 enum class RequestColumn {
     node,
     worker_id,
@@ -403,57 +444,193 @@ enum class RequestColumn {
 constexpr int column_count(std::string_view names) {
     return static_cast<int>(std::count(names.begin(), names.end(), ',')) + 1;
 }
-static_assert(column_count(kRequestColumns) == static_cast<int>(RequestColumn::client_class) + 1);
 
-// The requests of the batch to store (those not stored before), as batch_requests.
-class RequestRows final : public BatchRows {
+// The JSON of a request block (migration 9): an array of requests, each an
+// array of its fields at their RequestColumn positions, which the view
+// `requests` and the reports read by number: a field added later goes at
+// the end. Built in one buffer kept from block to block.
+class JsonArray {
    public:
-    RequestRows() : BatchRows(kRequestColumns) {}
-    std::vector<const smp_record*> records;
-    IntervalTexts intervals;
+    explicit JsonArray(std::string& out) : out_(out) { out_ += '['; }
+    void close() { out_ += ']'; }
 
-    size_t count() const override { return records.size(); }
-    void column(sqlite3_context* context, size_t row, int column) const override {
-        const smp_record& r = *records[row];
-        switch (static_cast<RequestColumn>(column)) {
-            case RequestColumn::node: return result_text(context, r.node);
-            case RequestColumn::worker_id: return sqlite3_result_int64(context, r.worker_id);
-            case RequestColumn::connection_id: return sqlite3_result_int64(context, as_int(r.connection_id));
-            case RequestColumn::request_id: return sqlite3_result_int64(context, as_int(r.request_id));
-            case RequestColumn::module: return result_text(context, r.module);
-            case RequestColumn::start_us: return sqlite3_result_int64(context, r.start_us);
-            case RequestColumn::end_us: return sqlite3_result_int64(context, r.end_us);
-            case RequestColumn::client_ip: return result_text(context, r.client_ip);
-            case RequestColumn::client_port: return sqlite3_result_int(context, r.client_port);
-            case RequestColumn::forwarded_ip: return result_text(context, r.forwarded_ip);
-            case RequestColumn::method: return result_text(context, r.method);
-            case RequestColumn::path: return result_text(context, r.path);
-            case RequestColumn::target: return result_text(context, r.target);
-            case RequestColumn::protocol: return result_text(context, r.protocol);
-            case RequestColumn::user_agent: return result_text(context, r.user_agent);
-            case RequestColumn::referer: return result_text(context, r.referer);
-            case RequestColumn::range: return result_text(context, r.range);
-            case RequestColumn::etag: return result_text(context, r.etag);
-            case RequestColumn::file_size:
-                if (r.file_size < 0) return sqlite3_result_null(context);  // no file was resolved
-                return sqlite3_result_int64(context, r.file_size);
-            case RequestColumn::status: return sqlite3_result_int(context, r.status);
-            case RequestColumn::header_bytes: return sqlite3_result_int64(context, as_int(r.header_bytes));
-            case RequestColumn::body_bytes: return sqlite3_result_int64(context, as_int(r.body_bytes));
-            case RequestColumn::intervals: return intervals.result(context, row);
-            case RequestColumn::reason:
-                return sqlite3_result_text(context, smp_end_reason_name(r.reason), -1, SQLITE_STATIC);
-            case RequestColumn::received_bytes:
-                return sqlite3_result_int64(context, as_int(smp_record_received_bytes(&r)));
-            case RequestColumn::tls_version: return result_text(context, smp_record_tls_version(&r));
-            case RequestColumn::client_class: return result_text(context, smp_record_client_class(&r));
+    void null() { separate(), out_ += "null"; }
+    void number(int64_t value) {
+        separate();
+        char digits[24];  // a 64-bit number in decimal
+        out_.append(digits, std::to_chars(digits, std::end(digits), value).ptr);
+    }
+    void text(const char* value) {
+        if (value == nullptr) return null();
+        separate();
+        out_ += '"';
+        // Quote, backslash and the control characters are escaped (JSON
+        // allows no other bytes below 0x20 in a string); the rest, bytes of
+        // any value, are copied as the text columns stored them.
+        for (const char* run = value;;) {
+            const char* end = run;
+            while (*end != '\0' && *end != '"' && *end != '\\' && static_cast<unsigned char>(*end) >= 0x20) ++end;
+            out_.append(run, end);
+            if (*end == '\0') break;
+            const auto c = static_cast<unsigned char>(*end);
+            if (c == '"' || c == '\\') {
+                out_ += '\\';
+                out_ += static_cast<char>(c);
+            } else {
+                constexpr char kHex[] = "0123456789abcdef";
+                out_ += "\\u00";
+                out_ += kHex[c >> 4];
+                out_ += kHex[c & 15];
+            }
+            run = end + 1;
         }
-        sqlite3_result_null(context);
+        out_ += '"';
+    }
+    void intervals(const smp_interval* intervals, size_t count) {  // as a string: "0-99,200-299"
+        separate();
+        out_ += '"';
+        append_intervals(out_, intervals, count);
+        out_ += '"';
+    }
+    // An array inside this one, written by the caller, then closed.
+    JsonArray array() {
+        separate();
+        return JsonArray(out_);
     }
 
    private:
-    static sqlite3_int64 as_int(uint64_t value) { return static_cast<sqlite3_int64>(value); }
+    void separate() {
+        if (!first_) out_ += ',';
+        first_ = false;
+    }
+    std::string& out_;
+    bool first_ = true;
 };
+
+// One block of requests as request_blocks stores it: their JSON, the bounds
+// of their start times, and their counts by reason, TLS version and client
+// class (what BLOCK_COUNTS computes from the JSON).
+class RequestBlock {
+   public:
+    void build(const smp_record* const* records, size_t count) {
+        data_.clear();
+        kinds_.clear();
+        count_ = count;
+        first_us_ = INT64_MAX;
+        last_us_ = INT64_MIN;
+        JsonArray block(data_);
+        for (size_t i = 0; i < count; ++i) {
+            const smp_record& r = *records[i];
+            JsonArray fields = block.array();
+            for (int column = 0; column < kRequestColumnCount; ++column) write(fields, r, column);
+            fields.close();
+            first_us_ = std::min(first_us_, r.start_us);
+            last_us_ = std::max(last_us_, r.start_us);
+            count_kind(r);
+        }
+        block.close();
+        counts_.clear();
+        JsonArray counts(counts_);
+        for (const Kind& kind : kinds_) {
+            JsonArray entry = counts.array();
+            entry.text(kind.reason);
+            entry.text(kind.tls_version);
+            entry.text(kind.client_class);
+            entry.number(kind.requests);
+            entry.number(kind.body_bytes);
+            entry.close();
+        }
+        counts.close();
+    }
+
+    size_t count() const { return count_; }
+    int64_t first_us() const { return first_us_; }
+    int64_t last_us() const { return last_us_; }
+    const std::string& data() const { return data_; }
+    const std::string& counts() const { return counts_; }
+
+   private:
+    static constexpr int kRequestColumnCount = static_cast<int>(RequestColumn::client_class) + 1;
+
+    static void write(JsonArray& out, const smp_record& r, int column) {
+        switch (static_cast<RequestColumn>(column)) {
+            case RequestColumn::node: return out.text(r.node);
+            case RequestColumn::worker_id: return out.number(r.worker_id);
+            case RequestColumn::connection_id: return out.number(as_int(r.connection_id));
+            case RequestColumn::request_id: return out.number(as_int(r.request_id));
+            case RequestColumn::module: return out.text(r.module);
+            case RequestColumn::start_us: return out.number(r.start_us);
+            case RequestColumn::end_us: return out.number(r.end_us);
+            case RequestColumn::client_ip: return out.text(r.client_ip);
+            case RequestColumn::client_port: return out.number(r.client_port);
+            case RequestColumn::forwarded_ip: return out.text(r.forwarded_ip);
+            case RequestColumn::method: return out.text(r.method);
+            case RequestColumn::path: return out.text(r.path);
+            case RequestColumn::target: return out.text(r.target);
+            case RequestColumn::protocol: return out.text(r.protocol);
+            case RequestColumn::user_agent: return out.text(r.user_agent);
+            case RequestColumn::referer: return out.text(r.referer);
+            case RequestColumn::range: return out.text(r.range);
+            case RequestColumn::etag: return out.text(r.etag);
+            case RequestColumn::file_size:
+                if (r.file_size < 0) return out.null();  // no file was resolved
+                return out.number(r.file_size);
+            case RequestColumn::status: return out.number(r.status);
+            case RequestColumn::header_bytes: return out.number(as_int(r.header_bytes));
+            case RequestColumn::body_bytes: return out.number(as_int(r.body_bytes));
+            case RequestColumn::intervals: return out.intervals(r.intervals, r.interval_count);
+            case RequestColumn::reason: return out.text(smp_end_reason_name(r.reason));
+            case RequestColumn::received_bytes: return out.number(as_int(smp_record_received_bytes(&r)));
+            case RequestColumn::tls_version: return out.text(smp_record_tls_version(&r));
+            case RequestColumn::client_class: return out.text(smp_record_client_class(&r));
+        }
+        out.null();
+    }
+    static int64_t as_int(uint64_t value) { return static_cast<int64_t>(value); }
+
+    // A few kinds per block: a short list beats a map.
+    struct Kind {
+        const char* reason;
+        const char* tls_version;
+        const char* client_class;
+        int64_t requests;
+        int64_t body_bytes;
+    };
+    static bool same(const char* a, const char* b) {
+        return a == b || (a != nullptr && b != nullptr && std::strcmp(a, b) == 0);
+    }
+    void count_kind(const smp_record& r) {
+        const char* reason = smp_end_reason_name(r.reason);
+        const char* tls_version = smp_record_tls_version(&r);
+        const char* client_class = smp_record_client_class(&r);
+        for (Kind& kind : kinds_)
+            if (same(kind.reason, reason) && same(kind.tls_version, tls_version) &&
+                same(kind.client_class, client_class)) {
+                ++kind.requests;
+                kind.body_bytes += as_int(r.body_bytes);
+                return;
+            }
+        kinds_.push_back(Kind{reason, tls_version, client_class, 1, as_int(r.body_bytes)});
+    }
+
+    std::string data_;
+    std::string counts_;
+    std::vector<Kind> kinds_;
+    size_t count_ = 0;
+    int64_t first_us_ = 0;
+    int64_t last_us_ = 0;
+};
+
+// The JSON positions the SQL below reads (migration 9's view, BLOCK_COUNTS,
+// the reports) are these columns'.
+static_assert(static_cast<int>(RequestColumn::start_us) == 5 && static_cast<int>(RequestColumn::path) == 11 &&
+              static_cast<int>(RequestColumn::body_bytes) == 21 && static_cast<int>(RequestColumn::reason) == 23 &&
+              static_cast<int>(RequestColumn::tls_version) == 25 &&
+              static_cast<int>(RequestColumn::client_class) == 26);
+
+// At most this many requests a block: a query that reads a block whose
+// time bounds straddle its period parses every request of it.
+constexpr size_t kBlockRequests = 1024;
 
 // The columns of `downloads` that a download fills, in the order of
 // DownloadColumn.
@@ -547,8 +724,8 @@ class DownloadRows final : public BatchRows {
     static sqlite3_int64 as_int(uint64_t value) { return static_cast<sqlite3_int64>(value); }
 };
 
-const std::string kInsertRequests =
-    std::string("INSERT INTO requests (") + kRequestColumns + ") SELECT * FROM batch_requests";
+constexpr const char* kInsertBlock =
+    "INSERT INTO request_blocks (first_us, last_us, count, counts, data) VALUES (?1, ?2, ?3, ?4, ?5)";
 // A download is stored as it grows: the row of one already stored is
 // brought up to date. What a download is (client, file, ETag, place) does
 // not change. (WHERE true: without it, SQLite would read ON CONFLICT as a
@@ -561,13 +738,27 @@ const std::string kUpsertDownloads = std::string("INSERT INTO downloads (") + kD
       first_us = excluded.first_us, last_us = excluded.last_us, active_us = excluded.active_us,
       reason = excluded.reason, delivered = excluded.delivered, finished = excluded.finished)";
 // tracking.retention: a purge call's share of the old rows, oldest first.
-// Requests by requests_by_time. Finished downloads by downloads_by_time,
+// Requests by whole blocks, the blocks all older than the cut, until the
+// call's share is reached (the last block may pass it). A block that
+// straddles the cut keeps its requests from the cut on: its JSON is
+// rewritten, then its count, first start and counts from that. (The unary +
+// keeps SQLite off the index on that column: the other one finds the few
+// rows.) Finished downloads by downloads_by_time,
 // on first_us: a download last active before the cut also started before
 // it, so the index finds every one, and rows it passes over (started
 // before the cut, active after it, or still open) are few: no index on
 // last_us costs every upsert of a growing download.
-constexpr const char* kPurgeRequests =
-    "DELETE FROM requests WHERE id IN (SELECT id FROM requests WHERE start_us < ?1 ORDER BY start_us LIMIT ?2)";
+constexpr const char* kPurgeBlocks =
+    "DELETE FROM request_blocks WHERE id IN (SELECT id FROM (SELECT id, count, sum(count) OVER (ORDER BY last_us, id) "
+    "AS upto FROM request_blocks WHERE last_us < ?1) WHERE upto - count < ?2) RETURNING count";
+#define STRADDLING " WHERE first_us < ?1 AND +last_us >= ?1"
+constexpr const char* kCountStraddling = "SELECT coalesce(sum(count), 0) FROM request_blocks" STRADDLING;
+constexpr const char* kCutStraddling =
+    "UPDATE request_blocks SET data = (SELECT json_group_array(json(value)) FROM json_each(data) "
+    "WHERE value ->> 5 >= ?1)" STRADDLING;
+constexpr const char* kRecountStraddling =
+    "UPDATE request_blocks SET count = json_array_length(data), first_us = (SELECT min(value ->> 5) FROM "
+    "json_each(data)), counts = " BLOCK_COUNTS STRADDLING " RETURNING count";
 // The downloads are chosen once, into temp.purge_ids, then rolled up into
 // the per-day totals and deleted by those ids in the same transaction: a
 // download is counted either as a row of downloads or in daily, never both,
@@ -594,12 +785,16 @@ struct LogPosition {
 struct Store {
     // Before the database: the connection's batch tables point at them
     // until it is closed.
-    RequestRows new_requests;
     DownloadRows downloads;
+    std::vector<const smp_record*> new_requests;  // of the batch being stored, those not stored before
+    RequestBlock block;
     Database db;
-    Statement insert_requests;
+    Statement insert_block;
     Statement upsert_downloads;
-    Statement purge_requests;
+    Statement purge_blocks;
+    Statement count_straddling;
+    Statement cut_straddling;
+    Statement recount_straddling;
     Statement clear_purge_ids;
     Statement select_purge_ids;
     Statement roll_up_purged;
@@ -635,7 +830,7 @@ bool read_log_positions(Store& s) {
 // Puts in s.new_requests the records of `batch` that are not stored yet, and
 // in s.batch_positions how far each log of the batch gets.
 void select_new_records(Store& s, const smp_batch& batch) {
-    std::vector<const smp_record*>& selected = s.new_requests.records;
+    std::vector<const smp_record*>& selected = s.new_requests;
     selected.clear();
     s.batch_positions.clear();
     LogPosition* position = nullptr;  // of the previous record's log: consecutive records often share it
@@ -730,7 +925,21 @@ class Reader {
 #define PEOPLE " (?9 OR client_class IS NOT ?8) "
 #define DOWNLOAD_PERIOD " first_us >= ?1 AND first_us < ?2 AND (?3 IS NULL OR path = ?3) "
 #define DOWNLOAD_FILTER DOWNLOAD_PERIOD "AND" PEOPLE
-#define REQUEST_FILTER " start_us >= ?1 AND start_us < ?2 AND (?3 IS NULL OR path = ?3) AND" PEOPLE
+// The requests of the period and file, as rows (reason, tls_version,
+// client_class, requests, body_bytes) to add up: a block all inside the
+// period gives its counts, when no file is asked for; the others that
+// overlap it give their matching requests one by one. (The unary + keeps
+// SQLite on request_blocks_by_last: `since` is what bounds most queries.)
+#define INSIDE_PERIOD " (?3 IS NULL AND +b.first_us >= ?1 AND +b.last_us < ?2) "
+#define REQUEST_COUNTS                                                                                             \
+    " (SELECT c.value ->> 0 AS reason, c.value ->> 1 AS tls_version, c.value ->> 2 AS client_class,"               \
+    " c.value ->> 3 AS requests, c.value ->> 4 AS body_bytes"                                                      \
+    " FROM request_blocks b, json_each(b.counts) c WHERE b.last_us >= ?1 AND" INSIDE_PERIOD                        \
+    " UNION ALL SELECT reason, tls_version, client_class, 1, body_bytes FROM"                                      \
+    " (SELECT r.value ->> 5 AS start_us, r.value ->> 11 AS path, r.value ->> 21 AS body_bytes,"                    \
+    " r.value ->> 23 AS reason, r.value ->> 25 AS tls_version, r.value ->> 26 AS client_class"                     \
+    " FROM request_blocks b, json_each(b.data) r WHERE b.last_us >= ?1 AND +b.first_us < ?2 AND NOT" INSIDE_PERIOD \
+    ") WHERE start_us >= ?1 AND start_us < ?2 AND (?3 IS NULL OR path = ?3)) "
 
 bool report_summary(Reader& reader, OwnedTable& out) {
     std::vector<int64_t> durations;
@@ -776,7 +985,7 @@ bool report_countries(Reader& reader, OwnedTable& out) {
 bool report_reasons(Reader& reader, OwnedTable& out) {
     std::map<std::string, std::pair<int64_t, int64_t>> counts;
     bool ok =
-        reader.each("SELECT reason, count(*) FROM requests WHERE" REQUEST_FILTER "GROUP BY reason",
+        reader.each("SELECT reason, sum(requests) FROM" REQUEST_COUNTS "WHERE" PEOPLE "GROUP BY reason",
                     [&](sqlite3_stmt* row) { counts[*column_text(row, 0)].first = sqlite3_column_int64(row, 1); });
     ok = ok &&
          reader.each("SELECT reason, count(*) FROM downloads WHERE" DOWNLOAD_FILTER "GROUP BY reason",
@@ -789,7 +998,7 @@ bool report_reasons(Reader& reader, OwnedTable& out) {
 // requests may come over both).
 bool report_tls(Reader& reader, OwnedTable& out) {
     std::map<std::string, smp_report::TransportCount> counts;
-    const bool ok = reader.each("SELECT tls_version, count(*), sum(body_bytes) FROM requests WHERE" REQUEST_FILTER
+    const bool ok = reader.each("SELECT tls_version, sum(requests), sum(body_bytes) FROM" REQUEST_COUNTS "WHERE" PEOPLE
                                 "GROUP BY tls_version",
                                 [&](sqlite3_stmt* row) {
                                     counts[column_text(row, 0).value_or(smp_report::kPlainTransport)] = {
@@ -1003,16 +1212,17 @@ int init_collector(void* instance, void** collector_state, char* error, size_t e
         auto store = std::make_unique<Store>();
         if (!open_database(settings.path, store->db, error, error_size)) return SMP_ERROR;
         sqlite3* const db = store->db.get();
-        for (const auto& [name, rows] : {std::pair<const char*, BatchRows*>{"batch_requests", &store->new_requests},
-                                         {"batch_downloads", &store->downloads}})
-            if (sqlite3_create_module_v2(db, name, batch_module(), rows, nullptr) != SQLITE_OK)
-                return fail(db, "registering the batch tables", error, error_size), SMP_ERROR;
+        if (sqlite3_create_module_v2(db, "batch_downloads", batch_module(), &store->downloads, nullptr) != SQLITE_OK)
+            return fail(db, "registering the batch table", error, error_size), SMP_ERROR;
         if (sqlite3_exec(db, kPurgeIdsTable, nullptr, nullptr, nullptr) != SQLITE_OK)
             return fail(db, "creating temp.purge_ids", error, error_size), SMP_ERROR;
         const std::pair<Statement*, const char*> statements[] = {
-            {&store->insert_requests, kInsertRequests.c_str()},
+            {&store->insert_block, kInsertBlock},
             {&store->upsert_downloads, kUpsertDownloads.c_str()},
-            {&store->purge_requests, kPurgeRequests},
+            {&store->purge_blocks, kPurgeBlocks},
+            {&store->count_straddling, kCountStraddling},
+            {&store->cut_straddling, kCutStraddling},
+            {&store->recount_straddling, kRecountStraddling},
             {&store->clear_purge_ids, kClearPurgeIds},
             {&store->select_purge_ids, kSelectPurgeIds},
             {&store->roll_up_purged, kRollUpPurged},
@@ -1054,16 +1264,31 @@ uint64_t last_stored(Store& s, uint64_t origin) {
     return sequence;
 }
 
+// Stores the batch's new requests in blocks of at most kBlockRequests.
+bool store_requests(Store& s) {
+    sqlite3_stmt* insert = s.insert_block.get();
+    for (size_t first = 0; first < s.new_requests.size(); first += kBlockRequests) {
+        const size_t count = std::min(kBlockRequests, s.new_requests.size() - first);
+        s.block.build(s.new_requests.data() + first, count);
+        sqlite3_bind_int64(insert, 1, s.block.first_us());
+        sqlite3_bind_int64(insert, 2, s.block.last_us());
+        sqlite3_bind_int64(insert, 3, static_cast<sqlite3_int64>(count));
+        // The block is not changed until the statement is reset: no copy.
+        sqlite3_bind_text(insert, 4, s.block.counts().data(), static_cast<int>(s.block.counts().size()), SQLITE_STATIC);
+        sqlite3_bind_text(insert, 5, s.block.data().data(), static_cast<int>(s.block.data().size()), SQLITE_STATIC);
+        if (!step_and_reset(insert)) return false;
+    }
+    return true;
+}
+
 // Stores what `batch` holds that the database has not, in the open transaction.
 bool store_rows(Store& s, const smp_batch& batch) {
     select_new_records(s, batch);
-    s.new_requests.intervals.build(s.new_requests.records,
-                                   [](const smp_record& r) { return std::pair(r.intervals, r.interval_count); });
     s.downloads.downloads.clear();
     for (size_t i = 0; i < batch.download_count; ++i) s.downloads.downloads.push_back(&batch.downloads[i]);
     s.downloads.delivered.build(s.downloads.downloads,
                                 [](const smp_download& d) { return std::pair(d.delivered, d.delivered_count); });
-    bool ok = step_and_reset(s.insert_requests.get()) && step_and_reset(s.upsert_downloads.get());
+    bool ok = store_requests(s) && step_and_reset(s.upsert_downloads.get());
     for (const LogPosition& position : s.batch_positions) {
         if (!ok || !position.advanced) continue;
         sqlite3_bind_int64(s.mark_log_position.get(), 1, static_cast<sqlite3_int64>(position.log));
@@ -1112,6 +1337,31 @@ int store_batch(void* collector_state, const smp_batch* batch, char* error, size
     return SMP_ERROR;
 }
 
+// Sums column 0 of the rows `statement` returns into *total; false on an error.
+bool sum_rows(sqlite3_stmt* statement, uint64_t* total) {
+    int result = 0;
+    while ((result = sqlite3_step(statement)) == SQLITE_ROW)
+        *total += static_cast<uint64_t>(sqlite3_column_int64(statement, 0));
+    sqlite3_reset(statement);
+    return result == SQLITE_DONE;
+}
+
+// The requests part of a purge: whole blocks, then the part before the cut
+// of the blocks that straddle it. Adds the requests deleted to *purged.
+bool purge_requests(Store& s, int64_t before_us, uint32_t max_rows, uint32_t* purged) {
+    uint64_t deleted = 0;
+    sqlite3_bind_int64(s.purge_blocks.get(), 1, before_us);
+    sqlite3_bind_int64(s.purge_blocks.get(), 2, max_rows);
+    uint64_t straddling = 0;
+    uint64_t kept = 0;
+    for (sqlite3_stmt* statement : {s.count_straddling.get(), s.cut_straddling.get(), s.recount_straddling.get()})
+        sqlite3_bind_int64(statement, 1, before_us);
+    const bool ok = sum_rows(s.purge_blocks.get(), &deleted) && sum_rows(s.count_straddling.get(), &straddling) &&
+                    step_and_reset(s.cut_straddling.get()) && sum_rows(s.recount_straddling.get(), &kept);
+    if (ok) *purged += static_cast<uint32_t>(std::min<uint64_t>(UINT32_MAX, deleted + straddling - kept));
+    return ok;
+}
+
 // tracking.retention: deletes at most `max_rows` old requests, then finished
 // downloads, in one transaction that adds the downloads deleted to the
 // daily totals (requests are not counted there); never deletes the totals.
@@ -1122,11 +1372,7 @@ int purge(void* collector_state, int64_t before_us, uint32_t max_rows, uint32_t*
     *purged = 0;
     if (sqlite3_exec(db, "BEGIN IMMEDIATE", nullptr, nullptr, nullptr) != SQLITE_OK)
         return fail(db, "purge: begin", error, error_size), SMP_ERROR;
-    sqlite3_stmt* requests = s.purge_requests.get();
-    sqlite3_bind_int64(requests, 1, before_us);
-    sqlite3_bind_int64(requests, 2, max_rows);
-    bool ok = step_and_reset(requests);
-    if (ok) *purged += static_cast<uint32_t>(sqlite3_changes(db));
+    bool ok = purge_requests(s, before_us, max_rows, purged);
     if (ok && *purged < max_rows) {
         sqlite3_stmt* select = s.select_purge_ids.get();
         sqlite3_bind_int64(select, 1, before_us);

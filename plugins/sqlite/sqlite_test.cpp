@@ -5,6 +5,7 @@
 #include <sqlite3.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
@@ -114,7 +115,7 @@ TEST_CASE_FIXTURE(Fixture, "a batch's requests and downloads are stored, and how
                   "WHERE id = 4") ==
           "4|198.51.100.3|100|/files/f3.bin|\"5f3a-1000\"|4096|100|100|0|0|1|0|1700000000000030|1700000000000210|"
           "180|incomplete|0-99|DE|Berlin|52.52|13.4|3320|Deutsche Telekom AG|0");
-    CHECK(db.number("PRAGMA user_version") == 8);
+    CHECK(db.number("PRAGMA user_version") == 9);
     CHECK(db.number("PRAGMA page_size") == 16384);  // a new database
     CHECK(db.text("SELECT tls_version, tls FROM requests WHERE request_id = 4") == "NULL|0");
 }
@@ -149,6 +150,95 @@ TEST_CASE_FIXTURE(Fixture, "the tls report counts requests and body bytes by TLS
     CHECK(store.report("tls", 0, 0, "/files/f4.bin") == std::vector<std::string>{"TLSv1.2|1|100.0|4096"});
     CHECK(store.report("tls", start + 1'000'000).empty());
     CHECK_THROWS_WITH(store.report("bogus"), "query: no report 'bogus'");
+}
+
+TEST_CASE_FIXTURE(Fixture, "requests are stored in blocks of at most 1024, each text read back byte for byte") {
+    LoadedStore store(SMP_SQLITE_MODULE, database);
+    TrafficBatch batch = traffic(0, 2500, 1, 100, 1);
+    // What JSON must escape (quote, backslash, control characters), UTF-8,
+    // and a byte that is not UTF-8: the text columns kept them all.
+    const std::string odd = "a\"b\\c\x01\t\n\x1f\x7f \xc3\xa9 \xff end";
+    batch.records[1500].user_agent = odd.c_str();
+    batch.records[1500].referer = "";
+    batch.records[1500].file_size = -1;  // no file resolved
+    REQUIRE(this->store(store, std::move(batch)) == SMP_OK);
+    Inspector db(database);
+    CHECK(db.text("SELECT group_concat(count, ' ') FROM request_blocks") == "1024 1024 452");
+    CHECK(db.number("SELECT count(*) FROM requests") == 2500);
+    CHECK(db.number("SELECT count(DISTINCT id) FROM requests") == 2500);
+    // Each block's bounds are its requests' first and last start.
+    CHECK(db.number("SELECT count(*) FROM request_blocks b WHERE first_us = (SELECT min(value ->> 5) FROM "
+                    "json_each(b.data)) AND last_us = (SELECT max(value ->> 5) FROM json_each(b.data))") == 3);
+    std::string hex;
+    for (const unsigned char c : odd) {
+        constexpr char kHex[] = "0123456789ABCDEF";
+        hex += kHex[c >> 4];
+        hex += kHex[c & 15];
+    }
+    CHECK(db.text("SELECT hex(user_agent), typeof(user_agent), referer = '', typeof(file_size) FROM requests "
+                  "WHERE request_id = 1 AND connection_id = 151") == hex + "|text|1|null");
+    CHECK(db.text("SELECT typeof(status), typeof(start_us), typeof(path), typeof(range), typeof(tls) FROM requests "
+                  "WHERE request_id = 4 AND connection_id = 1") == "integer|integer|text|text|integer");
+}
+
+TEST_CASE_FIXTURE(Fixture, "the request reports add the counts of whole blocks and the matching requests of others") {
+    LoadedStore store(SMP_SQLITE_MODULE, database);
+    // 3000 requests 10 us apart, in blocks of 1024: a mix of TLS versions,
+    // reasons and client classes, so that every kind is in every block.
+    TrafficBatch batch = traffic(0, 3000, 1, 100, 1);
+    for (size_t i = 0; i < batch.records.size(); ++i) {
+        smp_record& r = batch.records[i];
+        r.tls_version = i % 3 == 0 ? nullptr : i % 3 == 1 ? "TLSv1.3" : "TLSv1.2";
+        if (i % 7 == 0) r.reason = SMP_END_CLIENT_CLOSED;
+        if (i % 5 == 0) r.client_class = "bot";
+    }
+    const int64_t start = batch.records[0].start_us;
+    REQUIRE(this->store(store, std::move(batch)) == SMP_OK);
+    Inspector db(database);
+    REQUIRE(db.number("SELECT count(*) FROM request_blocks") == 3);
+    // The report against the same count made request by request through the view.
+    const auto check_period = [&](int64_t since, int64_t until, const char* path, int bots) {
+        CAPTURE(since);
+        CAPTURE(until);
+        CAPTURE(path);
+        CAPTURE(bots);
+        std::string where = "start_us >= " + std::to_string(since) +
+                            (until > 0 ? " AND start_us < " + std::to_string(until) : std::string()) +
+                            (path != nullptr ? std::string(" AND path = '") + path + "'" : std::string()) +
+                            (bots != 0 ? std::string() : " AND client_class IS NOT 'bot'");
+        const std::string tls = db.text(
+            "SELECT group_concat(v || ':' || n || ':' || b, ' ') FROM (SELECT coalesce(tls_version, 'plain') AS v, "
+            "count(*) AS n, sum(body_bytes) AS b FROM requests WHERE " +
+            where + " GROUP BY 1 ORDER BY 1)");
+        std::vector<std::string> report = store.report("tls", since, until, path, nullptr, bots);
+        std::vector<std::string> reported;
+        for (const std::string& row : report) {  // version|requests|share|bytes
+            const size_t first = row.find('|'), second = row.find('|', first + 1), third = row.find('|', second + 1);
+            reported.push_back(row.substr(0, first) + ":" + row.substr(first + 1, second - first - 1) + ":" +
+                               row.substr(third + 1));
+        }
+        std::sort(reported.begin(), reported.end());
+        std::string joined;
+        for (const std::string& part : reported) joined += (joined.empty() ? "" : " ") + part;
+        CHECK(joined == (tls == "NULL" ? "" : tls));
+        const std::string closed = db.text("SELECT count(*) FROM requests WHERE reason = 'client_closed' AND " + where);
+        bool found = false;
+        for (const std::string& row : store.report("reasons", since, until, path, nullptr, bots))
+            if (row.rfind("client_closed|", 0) == 0) {
+                found = true;
+                CHECK(row.substr(14, row.find('|', 14) - 14) == closed);
+            }
+        CHECK(found == (closed != "0"));
+    };
+    const int64_t us = 10;                                           // between two requests
+    check_period(0, 0, nullptr, 0);                                  // every block whole
+    check_period(0, 0, nullptr, 1);                                  // the bots too
+    check_period(start + 100 * us, 0, nullptr, 0);                   // the first block in part
+    check_period(start, start + 2000 * us, nullptr, 1);              // the second in part
+    check_period(start + 1024 * us, start + 2048 * us, nullptr, 0);  // the second exactly
+    check_period(start + 1500 * us, start + 1501 * us, nullptr, 1);  // one request
+    check_period(0, 0, "/files/f7.bin", 1);                          // a file: request by request
+    check_period(start + 3000 * us, 0, nullptr, 1);                  // after the last
 }
 
 TEST_CASE_FIXTURE(Fixture, "a batch offered twice is stored once") {
@@ -210,7 +300,7 @@ TEST_CASE_FIXTURE(Fixture, "a batch that fails leaves its records to be stored w
     LoadedStore store(SMP_SQLITE_MODULE, database);
     Inspector db(database);
     db.exec(
-        "CREATE TRIGGER refuse BEFORE INSERT ON requests WHEN NEW.path = '/files/f5.bin' "
+        "CREATE TRIGGER refuse BEFORE INSERT ON request_blocks WHEN NEW.data LIKE '%/files/f5.bin%' "
         "BEGIN SELECT RAISE(ABORT, 'refused by the test'); END");
     std::string error;
     TrafficBatch batch = traffic(0, 10, 1, 100, 1);
@@ -264,9 +354,9 @@ TEST_CASE_FIXTURE(Fixture, "a database of schema version 3 is brought to the cur
     }
     LoadedStore store(SMP_SQLITE_MODULE, database);
     Inspector db(database);
-    CHECK(db.number("PRAGMA user_version") == 8);
+    CHECK(db.number("PRAGMA user_version") == 9);
     CHECK(db.text("SELECT group_concat(name, ' ') FROM (SELECT name FROM sqlite_schema WHERE type = 'index' "
-                  "ORDER BY name)") == "downloads_by_time requests_by_time");
+                  "ORDER BY name)") == "downloads_by_time request_blocks_by_first request_blocks_by_last");
     CHECK(db.text("SELECT path FROM requests") == "old.bin");
     CHECK(db.text("SELECT path || ' ' || finished FROM downloads") == "old.bin 1");
     CHECK(db.number("PRAGMA page_size") == 4096);  // changing it would rewrite the file
@@ -324,7 +414,7 @@ TEST_CASE_FIXTURE(Fixture, "a database of schema version 4 is brought to the cur
     }
     LoadedStore store(SMP_SQLITE_MODULE, database);
     Inspector db(database);
-    CHECK(db.number("PRAGMA user_version") == 8);
+    CHECK(db.number("PRAGMA user_version") == 9);
     // The row stored before is plain TCP; the downloads table is as it was.
     CHECK(db.text("SELECT path, received_bytes, tls_version, tls FROM requests") == "old.bin|90|NULL|0");
     CHECK(db.text("SELECT path || ' ' || finished FROM downloads") == "old.bin 1");
@@ -354,7 +444,7 @@ TEST_CASE_FIXTURE(Fixture, "a database of schema version 5 gets client_class; it
     }
     LoadedStore store(SMP_SQLITE_MODULE, database);
     Inspector db(database);
-    CHECK(db.number("PRAGMA user_version") == 8);
+    CHECK(db.number("PRAGMA user_version") == 9);
     CHECK(db.text("SELECT path, client_class FROM requests") == "old.bin|NULL");
     CHECK(db.text("SELECT path, client_class FROM downloads") == "old.bin|NULL");
     // Not a bot: counted as people are.
@@ -636,10 +726,14 @@ TEST_CASE_FIXTURE(Fixture, "the migration creates daily empty: the downloads alr
         // Download 3 is a Range of 100 bytes (sqlite_harness.hpp): not completed.
         REQUIRE(kept == std::vector<std::string>{"2026-12-01|a.bin|2|1|5010", "2026-12-02|b.bin|1|0|100"});
     }
-    // As a server of schema version 6 left it: no daily table, no node of a download.
-    Inspector(database).exec("DROP TABLE daily; ALTER TABLE downloads DROP COLUMN node; PRAGMA user_version = 6");
+    // As a server of schema version 6 left it: no daily table, no node of a
+    // download, a table of requests (typed loosely: migration 9 reads it by name).
+    Inspector(database).exec(
+        "DROP TABLE daily; ALTER TABLE downloads DROP COLUMN node; CREATE TABLE requests_6 AS SELECT * FROM requests; "
+        "DROP VIEW requests; DROP TABLE request_blocks; ALTER TABLE requests_6 RENAME TO requests; "
+        "PRAGMA user_version = 6");
     LoadedStore store(SMP_SQLITE_MODULE, database);
-    CHECK(Inspector(database).number("PRAGMA user_version") == 8);
+    CHECK(Inspector(database).number("PRAGMA user_version") == 9);
     CHECK(Inspector(database).number("SELECT count(*) FROM daily") == 0);
     CHECK(daily(store) == kept);  // counted once: as rows, not also as totals
 }
@@ -650,10 +744,24 @@ TEST_CASE_FIXTURE(Fixture,
     LoadedStore store(SMP_SQLITE_MODULE, database);
     const auto at = [](int64_t seconds) { return kDecember1 + seconds * kSecond; };
     const int64_t cut = at(1000);
+    // Requests are stored in blocks, one or more a batch: a block of 5 old
+    // requests, one of 4, and one that straddles the cut, 1 old and 2 recent
+    // (traffic_record: of log 1, 10 µs apart).
+    uint64_t sequence = 0;
+    const auto store_requests = [&](uint64_t first, size_t old, size_t recent) {
+        TrafficBatch batch;
+        smp_sqlite_harness::add_traffic(batch, first, old + recent, 0);
+        for (size_t i = 0; i < batch.records.size(); ++i) batch.records[i].start_us = i < old ? at(1) : at(2000);
+        batch.batch.origin = 1;
+        batch.batch.sequence = ++sequence;
+        REQUIRE(store.store(batch.view()) == SMP_OK);
+    };
+    store_requests(0, 5, 0);
+    store_requests(5, 4, 0);
+    store_requests(9, 1, 2);
     TrafficBatch batch;
-    // 5 old requests and 2 recent ones (traffic_record: 10 µs apart).
-    smp_sqlite_harness::add_traffic(batch, 0, 7, 0);
-    for (size_t i = 0; i < batch.records.size(); ++i) batch.records[i].start_us = i < 5 ? at(1) : at(2000);
+    batch.batch.origin = 1;
+    batch.batch.sequence = ++sequence;
     // Old and finished: purged. Old but open, or last active after the cut,
     // or recent: kept.
     for (uint64_t id = 1; id <= 4; ++id) add_download(batch, id, "old.bin", at(0), at(10)).finished = 1;
@@ -673,25 +781,41 @@ TEST_CASE_FIXTURE(Fixture,
     REQUIRE(by_day == std::vector<std::string>{"2026-12-01T00:00:00Z|7|5|20680"});
     CHECK(db.text(totals) == "NULL");  // nothing purged yet
 
+    CHECK(db.number("SELECT count(*) FROM request_blocks") == 3);
+    const auto reasons = [&] { return store.report("reasons", 0, 0, nullptr, nullptr, 1); };
+    // reason | requests | downloads
+    CHECK(reasons() == std::vector<std::string>{"completed|12|5", "incomplete|0|2"});
+
     uint32_t purged = 0;
     REQUIRE(store.purge(cut, 3, purged) == SMP_OK);
-    CHECK(purged == 3);
-    CHECK(db.number("SELECT count(*) FROM requests") == 4);
+    // The first block whole (past max_rows: a block goes whole), and the old
+    // request of the straddling one.
+    CHECK(purged == 6);
+    CHECK(db.number("SELECT count(*) FROM requests") == 6);
     CHECK(db.text(totals) == "NULL");  // requests are not counted in daily
+    // What is left of the straddling block: its 2 recent requests, its
+    // bounds and counts made again from them.
+    CHECK(db.text("SELECT count, first_us = last_us, first_us = " + std::to_string(at(2000)) +
+                  ", json_array_length(data), counts FROM request_blocks ORDER BY id DESC LIMIT 1") ==
+          "2|1|1|2|[[\"completed\",null,\"unknown\",2,4196]]");
     REQUIRE(store.purge(cut, 3, purged) == SMP_OK);
-    CHECK(purged == 3);  // the 2 last old requests and a download
+    CHECK(purged == 4);  // the second block; no download yet: the call's share is used
     CHECK(db.number("SELECT count(*) FROM requests") == 2);
-    CHECK(db.number("SELECT count(*) FROM downloads") == 6);
-    // The download deleted is in the totals, the others are still rows: the
-    // report is the same.
-    CHECK(db.number("SELECT sum(downloads) FROM daily") == 1);
+    CHECK(db.number("SELECT count(*) FROM downloads") == 7);
+    REQUIRE(store.purge(cut, 3, purged) == SMP_OK);
+    CHECK(purged == 3);  // 3 downloads
+    CHECK(db.number("SELECT count(*) FROM downloads") == 4);
+    // The downloads deleted are in the totals, the others are still rows:
+    // the report is the same.
+    CHECK(db.number("SELECT sum(downloads) FROM daily") == 3);
     CHECK(db.number("SELECT sum(downloads) FROM daily") + db.number("SELECT count(*) FROM downloads") == 7);
     CHECK(daily(store) == report);
     REQUIRE(store.purge(cut, 3, purged) == SMP_OK);
-    CHECK(purged == 3);
+    CHECK(purged == 1);  // the last old download: fewer than max_rows, the core stops calling
     REQUIRE(store.purge(cut, 3, purged) == SMP_OK);
-    CHECK(purged == 0);  // done: the core stops calling
+    CHECK(purged == 0);
     CHECK(db.number("SELECT count(*) FROM requests WHERE start_us >= " + std::to_string(cut)) == 2);
+    CHECK(reasons() == std::vector<std::string>{"completed|2|2", "incomplete|0|1"});
     // The open download is never purged, however old.
     CHECK(db.text("SELECT group_concat(path, ' ') FROM (SELECT path FROM downloads ORDER BY id)") ==
           "open.bin long.bin new.bin");

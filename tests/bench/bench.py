@@ -497,11 +497,11 @@ class SmpTracking(Smp):
         return self.tmp / ("%s%s-state" % (self.key, self.tag))
 
     def stored_requests(self):
-        """Rows in the store's requests table (0 before the first batch)."""
+        """Requests in the store: the sum of its request blocks' counts (0 before the first batch)."""
         import sqlite3
         db = sqlite3.connect("file:%s?mode=ro" % (self.state_dir() / "stats.db"), uri=True, timeout=10)
         try:
-            return db.execute("SELECT count(*) FROM requests").fetchone()[0]
+            return db.execute("SELECT coalesce(sum(count), 0) FROM request_blocks").fetchone()[0]
         except sqlite3.OperationalError:
             return 0
         finally:

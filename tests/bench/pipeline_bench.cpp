@@ -575,9 +575,9 @@ struct StatementCloser {
 class StoredRows {
    public:
     explicit StoredRows(std::string path) : path_(std::move(path)) {}
-    // The highest request row id: the number of request rows, as the store
-    // only inserts into that table. An index lookup, cheap to poll.
-    std::optional<uint64_t> last_request() { return query("SELECT coalesce(max(id), 0) FROM requests"); }
+    // The requests stored: the sum of the blocks' counts (the store keeps
+    // requests in blocks of up to 1,024, docs/tracking.md), cheap to poll.
+    std::optional<uint64_t> last_request() { return query("SELECT coalesce(sum(count), 0) FROM request_blocks"); }
     std::optional<uint64_t> count(const char* table) {
         return query(fmt::format("SELECT count(*) FROM {}", table).c_str());
     }

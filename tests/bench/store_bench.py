@@ -245,7 +245,7 @@ class Smp:
             except sqlite3.OperationalError:
                 return 0
             try:
-                return db.execute('SELECT count(*) FROM requests').fetchone()[0]
+                return db.execute('SELECT coalesce(sum(count), 0) FROM request_blocks').fetchone()[0]
             except sqlite3.OperationalError:
                 return 0
             finally:

@@ -55,7 +55,7 @@ class SqliteStore(unittest.TestCase):
         self.assertEqual(self.server.terminate(), 0, self.server.log_tail())
 
         self.assertEqual(self.query('PRAGMA journal_mode')[0][0], 'wal')
-        self.assertEqual(self.query('PRAGMA user_version')[0][0], 8)
+        self.assertEqual(self.query('PRAGMA user_version')[0][0], 9)
         # The bytes received from the client: the request head, as sent.
         self.assertEqual(self.query("SELECT received_bytes FROM requests WHERE method = 'HEAD' AND user_agent = ?",
                                     'stored'), [(len(head),)])
@@ -137,18 +137,36 @@ class SqliteStore(unittest.TestCase):
             self.assertEqual(self.query("SELECT count(*) FROM requests WHERE user_agent LIKE 'spooled-%'"), [(10,)])
         self.assertEqual(self.server.log().count('replaying the spool'), 2)
 
-    def test_a_version_2_database_is_migrated_to_8(self):
+    def test_a_version_2_database_is_migrated_to_9(self):
         # Version 2 is version 3 without requests.received_bytes, version 3
         # is version 4 without log_positions and with two more indexes on
         # downloads, version 4 is version 5 without requests.tls_version
         # and tls, version 5 is version 6 without client_class on both
         # tables, version 6 is version 7 without daily, and version 7 is
-        # version 8 without downloads.node: made here from a database this
-        # server wrote, with a row that predates the columns.
+        # version 8 without downloads.node, and version 8 has a table of
+        # requests where version 9 has blocks of them and a view: made here
+        # from a database this server wrote, with a row that predates the
+        # columns.
         port = self.server.port
         self.assertEqual(harness.http(port, 'GET', '/small.bin', {'User-Agent': 'before'}).status, 200)
         self.assertEqual(self.server.terminate(), 0, self.server.log_tail())
         with sqlite3.connect(self.db) as db:
+            db.execute('CREATE TABLE requests_8 (id INTEGER PRIMARY KEY, node TEXT, worker_id INTEGER, '
+                       'connection_id INTEGER, request_id INTEGER, module TEXT, start_us INTEGER NOT NULL, '
+                       'end_us INTEGER NOT NULL, client_ip TEXT, client_port INTEGER, forwarded_ip TEXT, '
+                       'method TEXT, path TEXT, target TEXT, protocol TEXT, user_agent TEXT, referer TEXT, '
+                       'range TEXT, etag TEXT, file_size INTEGER, status INTEGER NOT NULL, '
+                       'header_bytes INTEGER NOT NULL, body_bytes INTEGER NOT NULL, intervals TEXT NOT NULL, '
+                       'reason TEXT NOT NULL, received_bytes INTEGER NOT NULL DEFAULT 0, tls_version TEXT, '
+                       'tls INTEGER GENERATED ALWAYS AS (tls_version IS NOT NULL) VIRTUAL, client_class TEXT)')
+            db.execute('INSERT INTO requests_8 SELECT id, node, worker_id, connection_id, request_id, module, '
+                       'start_us, end_us, client_ip, client_port, forwarded_ip, method, path, target, protocol, '
+                       'user_agent, referer, range, etag, file_size, status, header_bytes, body_bytes, intervals, '
+                       'reason, received_bytes, tls_version, client_class FROM requests')
+            db.execute('DROP VIEW requests')
+            db.execute('DROP TABLE request_blocks')
+            db.execute('ALTER TABLE requests_8 RENAME TO requests')
+            db.execute('CREATE INDEX requests_by_time ON requests (start_us)')
             db.execute('ALTER TABLE requests DROP COLUMN client_class')
             db.execute('ALTER TABLE downloads DROP COLUMN client_class')
             db.execute('ALTER TABLE downloads DROP COLUMN node')
@@ -167,16 +185,19 @@ class SqliteStore(unittest.TestCase):
         request = harness.request_bytes('GET', '/small.bin', {'User-Agent': 'after', 'X-Padding': 'p' * 100})
         self.assertEqual(harness.raw_request(self.server.port, request).status, 200)
         self.assertEqual(self.server.terminate(), 0, self.server.log_tail())
-        self.assertEqual(self.query('PRAGMA user_version')[0][0], 8)
+        self.assertEqual(self.query('PRAGMA user_version')[0][0], 9)
         self.assertEqual(self.query("SELECT name FROM sqlite_schema WHERE name LIKE 'downloads_by_%'"),
                          [('downloads_by_time',)])
+        # The requests are in blocks now: the one from before in the first
+        # (with its id), the new one in a block of its own.
+        self.assertEqual(self.query("SELECT type FROM sqlite_schema WHERE name = 'requests'"), [('view',)])
+        self.assertEqual(self.query('SELECT id, count FROM request_blocks ORDER BY id'), [(1, 1), (2, 1)])
         self.assertEqual(self.query("SELECT count(*) FROM downloads WHERE user_agent IN ('before', 'after')"), [(2,)])
         self.assertEqual(self.query('SELECT user_agent, received_bytes FROM requests WHERE user_agent IN (?, ?) '
                                     'ORDER BY start_us', 'before', 'after'),
                          [('before', 0), ('after', len(request))])
-        columns = {row[1]: (row[2], row[3], row[4]) for row in self.query('PRAGMA table_info(requests)')}
-        self.assertEqual(columns['received_bytes'], ('INTEGER', 1, '0'))
-        self.assertEqual(columns['tls_version'], ('TEXT', 0, None))
+        self.assertEqual(self.query("SELECT typeof(received_bytes), typeof(tls_version) FROM requests "
+                                    "WHERE user_agent = 'after'"), [('integer', 'null')])
         # Over plain TCP: no version, and the generated column says 0.
         self.assertEqual(self.query('SELECT user_agent, tls_version, tls FROM requests WHERE user_agent IN (?, ?) '
                                     'ORDER BY start_us', 'before', 'after'),
