@@ -192,6 +192,8 @@ class SqliteStore(unittest.TestCase):
         # (with its id), the new one in a block of its own.
         self.assertEqual(self.query("SELECT type FROM sqlite_schema WHERE name = 'requests'"), [('view',)])
         self.assertEqual(self.query('SELECT id, count FROM request_blocks ORDER BY id'), [(1, 1), (2, 1)])
+        self.assertEqual(self.query("SELECT user_agent, id FROM requests WHERE user_agent IN ('before', 'after') "
+                                    'ORDER BY id'), [('before', 1), ('after', 1025)])
         self.assertEqual(self.query("SELECT count(*) FROM downloads WHERE user_agent IN ('before', 'after')"), [(2,)])
         self.assertEqual(self.query('SELECT user_agent, received_bytes FROM requests WHERE user_agent IN (?, ?) '
                                     'ORDER BY start_us', 'before', 'after'),
