@@ -148,16 +148,18 @@ constexpr const char* kMigrations[] = {
     R"(ALTER TABLE downloads ADD COLUMN node TEXT;)",
     // 9: the requests in blocks (issue 13): a row of request_blocks holds
     // up to 1024 requests of one batch as a JSON array, each request an
-    // array of its fields in kRequestColumns' order; `requests` is a view
+    // array of its fields in RequestColumn's order; `requests` is a view
     // that shows them as the table's rows, for plain sqlite3 and the tests.
-    // A row per request cost SQLite about 2 us, a field at a time; a block
-    // costs a tenth of that a request. first_us and last_us bound the
-    // blocks' start times, so a query by time reads only the blocks that
-    // can hold a match; `counts` keeps a block's requests counted by
-    // reason, TLS version and client class, so the reports by reason and
-    // TLS read a few numbers per block instead of every request. The rows
-    // stored before become blocks of 1024 by id, and the view numbers a
-    // request by its block and place (the first block's are 1 to 1024).
+    // A row per request cost the store about 1.7 us, SQLite working a
+    // field at a time; in a block a request costs it about 1.35 us, most
+    // of it the copying of its bytes (docs/tracking.md). first_us and
+    // last_us bound the blocks' start times, so a query by time reads only
+    // the blocks that can hold a match; `counts` keeps a block's requests
+    // counted by reason, TLS version and client class, so the reports by
+    // reason and TLS read a few numbers per block instead of every
+    // request. The rows stored before become blocks of 1024 by id, and the
+    // view numbers a request by its block and place (the first block's are
+    // 1 to 1024).
     R"(CREATE TABLE request_blocks (
          id INTEGER PRIMARY KEY, first_us INTEGER NOT NULL, last_us INTEGER NOT NULL,
          count INTEGER NOT NULL, counts TEXT NOT NULL, data TEXT NOT NULL);
