@@ -84,6 +84,20 @@ TrafficBatch traffic(uint64_t first, size_t count, uint64_t log, uint64_t origin
     return batch;
 }
 
+// Requests 0 .. count - 1 of log 1 (traffic()) of every kind the request
+// reports count: plain, TLSv1.3 and TLSv1.2 by turns, every seventh one
+// client_closed, every fifth one a bot's.
+TrafficBatch mixed_traffic(size_t count) {
+    TrafficBatch batch = traffic(0, count, 1, 100, 1);
+    for (size_t i = 0; i < batch.records.size(); ++i) {
+        smp_record& r = batch.records[i];
+        r.tls_version = i % 3 == 0 ? nullptr : i % 3 == 1 ? "TLSv1.3" : "TLSv1.2";
+        if (i % 7 == 0) r.reason = SMP_END_CLIENT_CLOSED;
+        if (i % 5 == 0) r.client_class = "bot";
+    }
+    return batch;
+}
+
 struct Fixture {
     TempDir dir;
     fs::path database = dir.path / "stats.db";
@@ -181,17 +195,53 @@ TEST_CASE_FIXTURE(Fixture, "requests are stored in blocks of at most 1024, each 
                   "WHERE request_id = 4 AND connection_id = 1") == "integer|integer|text|text|integer");
 }
 
+TEST_CASE_FIXTURE(Fixture, "a block's counts are its requests by kind, as stored and as migration 9 makes them") {
+    // 3000 requests of every kind (reason, TLS version, client class), in
+    // blocks of 1024, 1024 and 952.
+    {
+        LoadedStore store(SMP_SQLITE_MODULE, database);
+        REQUIRE(this->store(store, mixed_traffic(3000)) == SMP_OK);
+    }
+    Inspector db(database);
+    // The counts each block says it holds, and the same counted request by
+    // request through the view, by block.
+    const std::string kinds =
+        "coalesce(reason, '-') || '/' || coalesce(tls_version, '-') || '/' || "
+        "coalesce(client_class, '-') || '=' || requests || '/' || body_bytes";
+    const std::string stored = "SELECT group_concat(kind, ' ') FROM (SELECT block || ':' || " + kinds +
+                               " AS kind FROM (SELECT b.id AS block, c.value ->> 0 AS reason, c.value ->> 1 AS "
+                               "tls_version, c.value ->> 2 AS client_class, c.value ->> 3 AS requests, c.value ->> 4 "
+                               "AS body_bytes FROM request_blocks b, json_each(b.counts) c) ORDER BY 1)";
+    const std::string counted = "SELECT group_concat(kind, ' ') FROM (SELECT block || ':' || " + kinds +
+                                " AS kind FROM (SELECT (id - 1) / 1024 + 1 AS block, reason, tls_version, "
+                                "client_class, count(*) AS requests, sum(body_bytes) AS body_bytes FROM requests "
+                                "GROUP BY 1, 2, 3, 4) ORDER BY 1)";
+    const std::string by_store = db.text(stored);
+    CHECK(by_store == db.text(counted));
+    CHECK(db.number("SELECT sum(json_array_length(counts)) FROM request_blocks") == 3 * 12);  // every kind in each
+    const std::string all =
+        "SELECT group_concat(row, ';') FROM (SELECT id || '|' || request_id || '|' || start_us || "
+        "'|' || path || '|' || reason || '|' || coalesce(tls_version, '-') || '|' || "
+        "client_class || '|' || body_bytes AS row FROM requests ORDER BY id)";
+    const std::string requests = db.text(all);
+
+    // As a server of schema version 8 left the same requests: a table of
+    // them. Migration 9 makes the same blocks, with the same counts.
+    db.exec(
+        "CREATE TABLE requests_8 AS SELECT * FROM requests; DROP VIEW requests; DROP TABLE request_blocks; "
+        "ALTER TABLE requests_8 RENAME TO requests; PRAGMA user_version = 8");
+    { LoadedStore migrated(SMP_SQLITE_MODULE, database); }
+    CHECK(db.number("PRAGMA user_version") == 9);
+    CHECK(db.text("SELECT group_concat(count, ' ') FROM request_blocks") == "1024 1024 952");
+    CHECK(db.text(all) == requests);
+    CHECK(db.text(stored) == by_store);
+}
+
 TEST_CASE_FIXTURE(Fixture, "the request reports add the counts of whole blocks and the matching requests of others") {
     LoadedStore store(SMP_SQLITE_MODULE, database);
     // 3000 requests 10 us apart, in blocks of 1024: a mix of TLS versions,
     // reasons and client classes, so that every kind is in every block.
-    TrafficBatch batch = traffic(0, 3000, 1, 100, 1);
-    for (size_t i = 0; i < batch.records.size(); ++i) {
-        smp_record& r = batch.records[i];
-        r.tls_version = i % 3 == 0 ? nullptr : i % 3 == 1 ? "TLSv1.3" : "TLSv1.2";
-        if (i % 7 == 0) r.reason = SMP_END_CLIENT_CLOSED;
-        if (i % 5 == 0) r.client_class = "bot";
-    }
+    TrafficBatch batch = mixed_traffic(3000);
     const int64_t start = batch.records[0].start_us;
     REQUIRE(this->store(store, std::move(batch)) == SMP_OK);
     Inspector db(database);
