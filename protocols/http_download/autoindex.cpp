@@ -88,6 +88,7 @@ OpenResult read_listing(int root_fd, std::string_view directory, size_t max_entr
         // dot-files or dangling links costs no more than one of max_entries.
         if (looked_at++ == max_entries) {
             listing.truncated = true;
+            listing.names_read = max_entries;
             break;
         }
         if (name.front() == '.') continue;  // dot-files are not listed
@@ -157,9 +158,11 @@ void render_html(std::string_view url_path, const Listing& listing, std::string&
     }
     out += "</table>\n";
     if (listing.truncated) {
-        out += "<p>This listing is cut at ";
-        smp::protocol::append_number(out, listing.entries.size());
-        out += " entries.</p>\n";
+        // The names read, not the entries listed: dot-files and entries
+        // that cannot be served were read too, and left out.
+        out += "<p>This listing is cut: the server read only the first ";
+        smp::protocol::append_number(out, listing.names_read);
+        out += " names in this folder.</p>\n";
     }
     out += "</body>\n</html>\n";
 }

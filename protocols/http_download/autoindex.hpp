@@ -26,7 +26,8 @@ struct ListingEntry {
 
 struct Listing {
     std::vector<ListingEntry> entries;
-    bool truncated = false;  // the directory holds more than max_entries that would be listed
+    bool truncated = false;  // the directory holds more names than were read
+    size_t names_read = 0;   // when truncated: how many were (max_entries), listed or not
 };
 
 // Reads the directory `directory` (relative, normalised, "" or ending in

@@ -84,16 +84,18 @@ TEST_CASE("the HTML page escapes names as text and percent-encodes them in links
     CHECK(page.find("<a href=\"caf%C3%A9.txt\">caf\xc3\xa9.txt</a>") != std::string::npos);
     CHECK(page.find("<a href=\"sub%20dir/\">sub dir/</a></td><td>-</td>") != std::string::npos);
     CHECK(page.find("<a href=\"../\">") != std::string::npos);
-    CHECK(page.find("cut at") == std::string::npos);
+    CHECK(page.find("is cut") == std::string::npos);
 }
 
 TEST_CASE("the root's page has no parent link, and a cut listing says so") {
     Listing listing;
     listing.entries = {file("a", 1)};
     listing.truncated = true;
+    listing.names_read = 3;  // two of them not listed
     const std::string page = html_of("/", listing);
     CHECK(page.find("href=\"../\"") == std::string::npos);
-    CHECK(page.find("<p>This listing is cut at 1 entries.</p>") != std::string::npos);
+    CHECK(page.find("<p>This listing is cut: the server read only the first 3 names in this folder.</p>") !=
+          std::string::npos);
 }
 
 TEST_CASE("the JSON array escapes names and replaces bytes that are not UTF-8") {
@@ -174,6 +176,7 @@ TEST_CASE("names left out of a listing count toward max_entries") {
     Listing cut;
     REQUIRE(read_listing(tree.root_fd, "dir/", 5, cut) == OpenResult::ok);
     CHECK(cut.truncated);
+    CHECK(cut.names_read == 5);
     CHECK(cut.entries.size() <= 2);
     Listing whole;
     REQUIRE(read_listing(tree.root_fd, "dir/", 12, whole) == OpenResult::ok);
