@@ -245,18 +245,24 @@ bool open_database(const std::string& path, Database& db, char* error, size_t er
 }
 
 // "0-99,200-299": byte intervals as text, readable in the sqlite3 shell,
-// appended to `text`.
-void append_intervals(std::string& text, const smp_interval* intervals, size_t count) {
-    char number[24];  // a 64-bit number in decimal
-    const auto append = [&](uint64_t value) {
-        text.append(number, std::to_chars(number, std::end(number), value).ptr);
-    };
+// written at `out`, which has room for kIntervalText bytes an interval;
+// returns the end.
+constexpr size_t kIntervalText = 42;  // two 64-bit numbers in decimal, '-' and ','
+char* write_intervals(char* out, const smp_interval* intervals, size_t count) {
     for (size_t i = 0; i < count; ++i) {
-        if (i > 0) text += ',';
-        append(intervals[i].first);
-        text += '-';
-        append(intervals[i].last);
+        if (i > 0) *out++ = ',';
+        out = std::to_chars(out, out + 20, intervals[i].first).ptr;
+        *out++ = '-';
+        out = std::to_chars(out, out + 20, intervals[i].last).ptr;
     }
+    return out;
+}
+
+// The same appended to `text`.
+void append_intervals(std::string& text, const smp_interval* intervals, size_t count) {
+    const size_t used = text.size();
+    text.resize(used + count * kIntervalText);
+    text.resize(static_cast<size_t>(write_intervals(text.data() + used, intervals, count) - text.data()));
 }
 
 // The text of every row's intervals, one after the other in one buffer that
@@ -447,52 +453,79 @@ constexpr int column_count(std::string_view names) {
     return static_cast<int>(std::count(names.begin(), names.end(), ',')) + 1;
 }
 
+// Text written into a string kept from use to use, through a pointer: the
+// string is grown ahead of each write (room), so that a byte costs a store,
+// not a call. The string keeps its largest size; size() is what was written.
+class JsonText {
+   public:
+    explicit JsonText(std::string& buffer) : buffer_(buffer) {}
+    // Room for `n` bytes at the returned pointer; say where they end with wrote().
+    char* room(size_t n) {
+        if (buffer_.size() - used_ < n) buffer_.resize(std::max(2 * buffer_.size(), used_ + n));
+        return buffer_.data() + used_;
+    }
+    void wrote(const char* end) { used_ = static_cast<size_t>(end - buffer_.data()); }
+    void put(char c) { *room(1) = c, ++used_; }
+    size_t size() const { return used_; }
+
+   private:
+    std::string& buffer_;
+    size_t used_ = 0;
+};
+
 // The JSON of a request block (migration 9): an array of requests, each an
 // array of its fields at their RequestColumn positions, which the view
 // `requests` and the reports read by number: a field added later goes at
-// the end. Built in one buffer kept from block to block.
+// the end.
 class JsonArray {
    public:
-    explicit JsonArray(std::string& out) : out_(out) { out_ += '['; }
-    void close() { out_ += ']'; }
+    explicit JsonArray(JsonText& out) : out_(out) { out_.put('['); }
+    void close() { out_.put(']'); }
 
-    void null() { separate(), out_ += "null"; }
+    void null() {
+        separate();
+        char* at = out_.room(4);
+        std::memcpy(at, "null", 4);
+        out_.wrote(at + 4);
+    }
     void number(int64_t value) {
         separate();
-        char digits[24];  // a 64-bit number in decimal
-        out_.append(digits, std::to_chars(digits, std::end(digits), value).ptr);
+        char* at = out_.room(20);  // a 64-bit number in decimal
+        out_.wrote(std::to_chars(at, at + 20, value).ptr);
     }
     void text(const char* value) {
         if (value == nullptr) return null();
         separate();
-        out_ += '"';
+        char* at = out_.room(2 + 6 * std::strlen(value));  // every byte escaped, at worst
+        *at++ = '"';
         // Quote, backslash and the control characters are escaped (JSON
         // allows no other bytes below 0x20 in a string); the rest, bytes of
         // any value, are copied as the text columns stored them.
-        for (const char* run = value;;) {
-            const char* end = run;
-            while (*end != '\0' && *end != '"' && *end != '\\' && static_cast<unsigned char>(*end) >= 0x20) ++end;
-            out_.append(run, end);
-            if (*end == '\0') break;
-            const auto c = static_cast<unsigned char>(*end);
-            if (c == '"' || c == '\\') {
-                out_ += '\\';
-                out_ += static_cast<char>(c);
-            } else {
+        for (const char* c = value; *c != '\0'; ++c) {
+            const auto byte = static_cast<unsigned char>(*c);
+            if (byte == '"' || byte == '\\') {
+                *at++ = '\\';
+                *at++ = *c;
+            } else if (byte < 0x20) {
                 constexpr char kHex[] = "0123456789abcdef";
-                out_ += "\\u00";
-                out_ += kHex[c >> 4];
-                out_ += kHex[c & 15];
+                std::memcpy(at, "\\u00", 4);
+                at[4] = kHex[byte >> 4];
+                at[5] = kHex[byte & 15];
+                at += 6;
+            } else {
+                *at++ = *c;
             }
-            run = end + 1;
         }
-        out_ += '"';
+        *at++ = '"';
+        out_.wrote(at);
     }
     void intervals(const smp_interval* intervals, size_t count) {  // as a string: "0-99,200-299"
         separate();
-        out_ += '"';
-        append_intervals(out_, intervals, count);
-        out_ += '"';
+        char* at = out_.room(2 + count * kIntervalText);
+        *at++ = '"';
+        at = write_intervals(at, intervals, count);
+        *at++ = '"';
+        out_.wrote(at);
     }
     // An array inside this one, written by the caller, then closed.
     JsonArray array() {
@@ -502,10 +535,10 @@ class JsonArray {
 
    private:
     void separate() {
-        if (!first_) out_ += ',';
+        if (!first_) out_.put(',');
         first_ = false;
     }
-    std::string& out_;
+    JsonText& out_;
     bool first_ = true;
 };
 
@@ -515,12 +548,12 @@ class JsonArray {
 class RequestBlock {
    public:
     void build(const smp_record* const* records, size_t count) {
-        data_.clear();
         kinds_.clear();
         count_ = count;
         first_us_ = INT64_MAX;
         last_us_ = INT64_MIN;
-        JsonArray block(data_);
+        JsonText data(data_);
+        JsonArray block(data);
         for (size_t i = 0; i < count; ++i) {
             const smp_record& r = *records[i];
             JsonArray fields = block.array();
@@ -531,8 +564,9 @@ class RequestBlock {
             count_kind(r);
         }
         block.close();
-        counts_.clear();
-        JsonArray counts(counts_);
+        data_size_ = data.size();
+        JsonText counted(counts_);
+        JsonArray counts(counted);
         for (const Kind& kind : kinds_) {
             JsonArray entry = counts.array();
             entry.text(kind.reason);
@@ -543,13 +577,14 @@ class RequestBlock {
             entry.close();
         }
         counts.close();
+        counts_size_ = counted.size();
     }
 
     size_t count() const { return count_; }
     int64_t first_us() const { return first_us_; }
     int64_t last_us() const { return last_us_; }
-    const std::string& data() const { return data_; }
-    const std::string& counts() const { return counts_; }
+    std::string_view data() const { return {data_.data(), data_size_}; }
+    std::string_view counts() const { return {counts_.data(), counts_size_}; }
 
    private:
     static constexpr int kRequestColumnCount = static_cast<int>(RequestColumn::client_class) + 1;
@@ -615,8 +650,10 @@ class RequestBlock {
         kinds_.push_back(Kind{reason, tls_version, client_class, 1, as_int(r.body_bytes)});
     }
 
-    std::string data_;
+    std::string data_;  // buffers kept from block to block: only the first *_size_ bytes are this block's
     std::string counts_;
+    size_t data_size_ = 0;
+    size_t counts_size_ = 0;
     std::vector<Kind> kinds_;
     size_t count_ = 0;
     int64_t first_us_ = 0;
