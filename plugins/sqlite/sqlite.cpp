@@ -151,7 +151,7 @@ constexpr const char* kMigrations[] = {
     // array of its fields in RequestColumn's order; `requests` is a view
     // that shows them as the table's rows, for plain sqlite3 and the tests.
     // A row per request cost the store about 1.7 us, SQLite working a
-    // field at a time; in a block a request costs it about 1.35 us, most
+    // field at a time; in a block a request costs it about 1.2 us, most
     // of it the copying of its bytes (docs/tracking.md). first_us and
     // last_us bound the blocks' start times, so a query by time reads only
     // the blocks that can hold a match; `counts` keeps a block's requests
