@@ -549,7 +549,6 @@ class RequestBlock {
    public:
     void build(const smp_record* const* records, size_t count) {
         kinds_.clear();
-        count_ = count;
         first_us_ = INT64_MAX;
         last_us_ = INT64_MIN;
         JsonText data(data_);
@@ -580,7 +579,6 @@ class RequestBlock {
         counts_size_ = counted.size();
     }
 
-    size_t count() const { return count_; }
     int64_t first_us() const { return first_us_; }
     int64_t last_us() const { return last_us_; }
     std::string_view data() const { return {data_.data(), data_size_}; }
@@ -655,7 +653,6 @@ class RequestBlock {
     size_t data_size_ = 0;
     size_t counts_size_ = 0;
     std::vector<Kind> kinds_;
-    size_t count_ = 0;
     int64_t first_us_ = 0;
     int64_t last_us_ = 0;
 };
