@@ -487,10 +487,14 @@ void Collector::on_tick(uv_timer_t* timer) {
     self.open_new_logs({});
 }
 
-// A log whose ring is a quarter held: what the next checkpoint releases.
+// A log with a quarter of its ring read and not released: the next
+// checkpoint gives it back. A ring full of what is not read yet is not
+// helped by one; a checkpoint for each tick of a backlog only cost the
+// collector a fork and the page faults after it.
 bool Collector::logs_filling() const {
-    return std::any_of(logs_.begin(), logs_.end(),
-                       [](const auto& entry) { return !entry.second.done && entry.second.reader.held_quarter(); });
+    return std::any_of(logs_.begin(), logs_.end(), [](const auto& entry) {
+        return !entry.second.done && entry.second.reader.releasable_quarter();
+    });
 }
 
 // What a tick changes is journaled with its time: a replay ticks the same.

@@ -186,12 +186,12 @@ class RecordLogReader {
         const uint64_t written = log_.header().written.load(std::memory_order_acquire);
         return written > position_ ? written - position_ : 0;
     }
-    // At least a quarter of the ring holds what is not released yet.
-    bool held_quarter() const {
+    // At least a quarter of the ring is read and not released: what a
+    // checkpoint would give back. (What is not read yet, it would not.)
+    bool releasable_quarter() const {
         const RecordLogHeader& header = log_.header();
-        const uint64_t written = header.written.load(std::memory_order_acquire);
         const uint64_t released = header.released.load(std::memory_order_relaxed);
-        return written > released && written - released >= header.capacity / 4;
+        return position_ > released && position_ - released >= header.capacity / 4;
     }
     // Lets the writer reuse everything before `position`.
     void release(uint64_t position) { log_.header().released.store(position, std::memory_order_release); }

@@ -325,10 +325,10 @@ class ServerKilled(RecordLogCase):
 
 
 class CheckpointWhenALogFills(RecordLogCase):
-    def test_a_quarter_held_ring_is_checkpointed_before_the_interval(self):
+    def test_a_quarter_read_ring_is_checkpointed_before_the_interval(self):
         # A ring of 32 MiB and checkpoints every 10 minutes: a log's space
         # comes back only at a checkpoint, so without one when a quarter of
-        # it is held, a few seconds of load fill it and records are dropped.
+        # it is read, a few seconds of load fill it and records are dropped.
         server = self.start_server(workers=1, core_extra={'tracking': '{log_size: 32MiB, checkpoint_interval: 10m}'})
         checkpoint = self.env.path('state', 'records', 'checkpoint')
         inode = lambda: os.stat(checkpoint).st_ino if os.path.exists(checkpoint) else None
@@ -341,7 +341,7 @@ class CheckpointWhenALogFills(RecordLogCase):
             time.sleep(0.1)
         counted, rate, report = wrk_result(load)
         print('wrk counted %d (%.0f/s), %d checkpoints during the load' % (counted, rate, len(seen) - 1))
-        self.assertGreaterEqual(len(seen) - 1, 2, 'a quarter-held log did not bring a checkpoint forward')
+        self.assertGreaterEqual(len(seen) - 1, 2, 'a quarter-read log did not bring a checkpoint forward')
         rows = self.settled(self.stored_state, lambda state: state[0] >= counted)[0]
         self.assert_rows_match(rows, counted)
         self.assert_nothing_dropped()
