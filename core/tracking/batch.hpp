@@ -1,5 +1,6 @@
-// What the collector hands to its stores once a second: the requests that
-// ended, and the logical downloads that changed (open) or ended (finished).
+// What the collector hands to its stores once a second, or sooner when it
+// holds 8,192 rows: the requests that ended, and the logical downloads that
+// changed (open) or ended (finished).
 // A batch owns everything its C view (smp_batch) points at, and has a byte
 // encoding for the spool.
 #pragma once

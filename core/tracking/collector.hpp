@@ -147,6 +147,7 @@ class Collector {
     GeoInfo place_of(std::string_view client_ip, std::string_view geo) const;
     // Adds the request record to the next batch, with its agent's class.
     void add_to_batch(DecodedRecord&& record);
+    void hand_over_if_full();
     void hand_to_stores();
     bool stores_have(uint64_t sequence) const;
     bool logs_filling() const;

@@ -26,6 +26,7 @@ from harness import KIB, MIB
 
 FILE = 'file4k.bin'
 CONNECTIONS = 16
+BATCH_ROWS = 8192  # the most requests and downloads a batch holds (kBatchRows)
 SEGMENTED = 'seg4m.bin'
 SEGMENTS = 4
 
@@ -208,6 +209,37 @@ class CollectorStopped(RecordLogCase):
         rows = self.settled(self.request_rows, lambda rows: rows >= counted)
         print('wrk counted %d (%.0f/s), stored %d' % (counted, rate, rows))
         self.assert_rows_match(rows, counted)
+        self.assert_nothing_dropped()
+
+
+    def test_a_backlog_reaches_the_store_in_batches_of_at_most_8192_rows(self):
+        # Stopped, the collector reads nothing while wrk runs; continued, it
+        # reads the whole backlog in well under a second a tick. Its batches
+        # are cut at 8,192 requests and downloads (core/tracking/collector.cpp,
+        # kBatchRows), not made one per tick: the store's batch sequence goes
+        # up by at least the requests over 8,192.
+        server = self.start_server(workers=2)
+        collector = server.wait_collector()
+        os.kill(collector, signal.SIGSTOP)
+        self.stopped.append(collector)
+        load = wrk_spawn(server.url('/' + FILE), 4)
+        counted, rate, report = wrk_result(load)
+        self.assertNotIn('Non-2xx', report, report)
+        if counted < 4 * BATCH_ROWS:
+            self.skipTest('wrk counted %d responses in 4 s, fewer than 4 batches: this machine is too slow to '
+                          'tell batches cut by size from batches cut by the tick' % counted)
+        before = self.query('SELECT coalesce(max(sequence), 0) FROM batches')
+        before = before[0][0] if before else 0
+        os.kill(collector, signal.SIGCONT)
+        rows = self.settled(self.request_rows, lambda rows: rows >= counted)
+        self.assert_rows_match(rows, counted)
+        self.assert_stored_once()
+        handed = self.query('SELECT max(sequence) FROM batches')[0][0] - before
+        print('wrk counted %d (%.0f/s), stored %d in %d batch(es)' % (counted, rate, rows, handed))
+        # Each GET is a request row and, when its download ends, a download
+        # row; the batches hold both, so there are more than requests / 8192.
+        self.assertGreaterEqual(handed, -(-counted // BATCH_ROWS),
+                                'a backlog of %d requests handed over in %d batch(es)' % (counted, handed))
         self.assert_nothing_dropped()
 
 
