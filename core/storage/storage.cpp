@@ -9,11 +9,10 @@
 namespace smp {
 namespace {
 constexpr auto kRetryDelay = std::chrono::seconds(1);
-// Batches stored in one call: the collector hands over a batch at most
-// 8,192 rows long (kBatchRows) and reads no further while 16 are not stored
-// (kBatchesAhead); a tick's downloads may add a few. So a store that keeps up
-// never sends batches to the spool.
-constexpr size_t kMaxMerged = 32;
+// Batches stored in one call: the collector reads no further while
+// kBatchesAhead are not stored, and a tick's downloads may add a few. So a
+// store that keeps up never sends batches to the spool.
+constexpr size_t kMaxMerged = 2 * kBatchesAhead;
 // Rows a purge call deletes at most: a few milliseconds of the store's time
 // (docs/tracking.md, "Retention", has the figures), so a batch that arrives
 // meanwhile waits no longer than that.

@@ -32,15 +32,6 @@ constexpr uint64_t kTickMs = 1000;
 // most this many records a loop turn, so that ticks and signals still run.
 constexpr uint64_t kPollMs = 10;
 constexpr uint64_t kRecordsPerTurn = 20'000;
-// Batches handed over that the stores may not have yet before the logs are
-// no longer read: about 130,000 rows, two seconds of a busy server.
-constexpr uint64_t kBatchesAhead = 16;
-// A batch goes to the stores at each tick, and sooner once it holds this
-// many requests and downloads. A busy second's batch, handed over whole, was
-// tens of MiB that the loop wrote into fresh pages (a fault each 4 KiB) and
-// the storage thread read back from memory; a batch of this size is 2 to 3
-// MiB, and malloc hands its room to the next one.
-constexpr size_t kBatchRows = 8192;
 // The time of the last tick when the server stops: every download ends.
 constexpr int64_t kEndOfTime = INT64_MAX;
 // A download reaches the stores open only once it began this long ago: one

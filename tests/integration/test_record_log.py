@@ -26,7 +26,7 @@ from harness import KIB, MIB
 
 FILE = 'file4k.bin'
 CONNECTIONS = 16
-BATCH_ROWS = 8192  # the most requests and downloads a batch holds (kBatchRows)
+BATCH_ROWS = 8192  # the most requests and downloads a batch holds (kBatchRows, core/tracking/batch.hpp)
 SEGMENTED = 'seg4m.bin'
 SEGMENTS = 4
 
@@ -211,13 +211,12 @@ class CollectorStopped(RecordLogCase):
         self.assert_rows_match(rows, counted)
         self.assert_nothing_dropped()
 
-
     def test_a_backlog_reaches_the_store_in_batches_of_at_most_8192_rows(self):
         # Stopped, the collector reads nothing while wrk runs; continued, it
         # reads the whole backlog in well under a second a tick. Its batches
-        # are cut at 8,192 requests and downloads (core/tracking/collector.cpp,
-        # kBatchRows), not made one per tick: the store's batch sequence goes
-        # up by at least the requests over 8,192.
+        # are cut at 8,192 requests and downloads (kBatchRows), not made one
+        # per tick: the store's batch sequence goes up by at least the
+        # requests divided by 8,192.
         server = self.start_server(workers=2)
         collector = server.wait_collector()
         os.kill(collector, signal.SIGSTOP)
@@ -237,7 +236,7 @@ class CollectorStopped(RecordLogCase):
         handed = self.query('SELECT max(sequence) FROM batches')[0][0] - before
         print('wrk counted %d (%.0f/s), stored %d in %d batch(es)' % (counted, rate, rows, handed))
         # Each GET is a request row and, when its download ends, a download
-        # row; the batches hold both, so there are more than requests / 8192.
+        # row; the batches hold both, so there are at least requests / 8192.
         self.assertGreaterEqual(handed, -(-counted // BATCH_ROWS),
                                 'a backlog of %d requests handed over in %d batch(es)' % (counted, handed))
         self.assert_nothing_dropped()
