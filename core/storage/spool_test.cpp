@@ -160,6 +160,32 @@ TEST_CASE("a download from the tracker is added to a batch with its texts, the e
     CHECK(std::string(decoded->downloads[0].etag).empty());
 }
 
+TEST_CASE("a view of several batches holds theirs in order, and the same view then shows one batch where it is") {
+    const Batch a = sample(3), b = sample(4), c = sample(5);
+    smp::BatchView view;
+    const Batch* three[] = {&a, &b, &c};
+    const smp_batch* merged = view.of(three);
+    REQUIRE(merged->record_count == 3);
+    REQUIRE(merged->download_count == 3);
+    CHECK(merged->sequence == 5);  // named by the last
+    for (size_t i = 0; i < 3; ++i) {
+        CHECK(merged->records[i].request_id == three[i]->records[0].request_id);
+        CHECK(merged->downloads[i].id == three[i]->downloads[0].id);
+    }
+    // Fewer batches on the next call: only theirs, none of the room's last contents.
+    const Batch* two[] = {&c, &a};
+    merged = view.of(two);
+    REQUIRE(merged->record_count == 2);
+    CHECK(merged->records[0].request_id == 5);
+    CHECK(merged->downloads[1].id == a.downloads[0].id);
+    CHECK(merged->sequence == 3);
+    const smp_batch* one = view.of(b);
+    CHECK(one->records == b.records.data());  // not copied
+    CHECK(one->record_count == 1);
+    CHECK(one->downloads == b.downloads.data());
+    CHECK(one->sequence == 4);
+}
+
 TEST_CASE("a batch survives its encoding; damage is refused") {
     const Batch batch = sample(3);
     const std::string bytes = smp::encode_batch(batch);

@@ -89,20 +89,20 @@ bool StorageThread::start() {
 
 bool StorageThread::store(std::span<const Batch* const> batches) {
     if (!start()) return false;
-    const BatchView view(batches);
+    const smp_batch* view = view_.of(batches);
     std::array<char, 512> error{};
     int result = SMP_ERROR;
     try {
-        result = SMP_MODULE_HOOK(store_.api, store)(store_.worker_state, view.get(), error.data(), error.size());
+        result = SMP_MODULE_HOOK(store_.api, store)(store_.worker_state, view, error.data(), error.size());
     } catch (...) {
         std::snprintf(error.data(), error.size(), "threw an exception across the C boundary");
     }
     if (metrics_ != nullptr)
         metrics::add(result == SMP_OK ? metrics_->batches : metrics_->errors, result == SMP_OK ? batches.size() : 1);
     if (result == SMP_OK) {
-        if (view.get()->download_count > 0)
-            spdlog::info("Save download(s) tracker in database: {} download(s), {} request(s)",
-                         view.get()->download_count, view.get()->record_count);
+        if (view->download_count > 0)
+            spdlog::info("Save download(s) tracker in database: {} download(s), {} request(s)", view->download_count,
+                         view->record_count);
         return true;
     }
     fail("store downloads", error.data());

@@ -78,6 +78,7 @@ class StorageThread {
     Clock::time_point purge_started_{};
     uint64_t purged_rows_ = 0;  // by the purge under way
     bool purging_ = false;      // a purge is under way
+    BatchView view_;            // what the store is given, on this thread
     std::thread thread_;
 };
 

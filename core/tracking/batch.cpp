@@ -267,24 +267,30 @@ Batch Batch::copy() const {
     return std::move(*decode_batch(encode_batch(*this)));
 }
 
-BatchView::BatchView(std::span<const Batch* const> batches) {
-    // One batch (the usual case) is viewed where its records and downloads are.
-    const smp_record* records = batches.size() == 1 ? batches[0]->records.data() : nullptr;
-    size_t record_count = batches.size() == 1 ? batches[0]->records.size() : 0;
-    const smp_download* downloads = batches.size() == 1 ? batches[0]->downloads.data() : nullptr;
-    size_t download_count = batches.size() == 1 ? batches[0]->downloads.size() : 0;
-    if (batches.size() > 1) {
-        for (const Batch* batch : batches) {
-            records_.insert(records_.end(), batch->records.begin(), batch->records.end());
-            downloads_.insert(downloads_.end(), batch->downloads.begin(), batch->downloads.end());
-        }
-        records = records_.data();
-        record_count = records_.size();
-        downloads = downloads_.data();
-        download_count = downloads_.size();
-    }
+const smp_batch* BatchView::of(std::span<const Batch* const> batches) {
     const Batch& last = *batches.back();
-    batch_ = {sizeof batch_, records, record_count, downloads, download_count, last.origin, last.sequence};
+    if (batches.size() == 1) {
+        batch_ = {sizeof batch_,         last.records.data(), last.records.size(), last.downloads.data(),
+                  last.downloads.size(), last.origin,         last.sequence};
+        return &batch_;
+    }
+    size_t record_count = 0;
+    size_t download_count = 0;
+    for (const Batch* batch : batches) {
+        record_count += batch->records.size();
+        download_count += batch->downloads.size();
+    }
+    records_.clear();
+    records_.reserve(record_count);
+    downloads_.clear();
+    downloads_.reserve(download_count);
+    for (const Batch* batch : batches) {
+        records_.insert(records_.end(), batch->records.begin(), batch->records.end());
+        downloads_.insert(downloads_.end(), batch->downloads.begin(), batch->downloads.end());
+    }
+    batch_ = {sizeof batch_,     records_.data(), records_.size(), downloads_.data(),
+              downloads_.size(), last.origin,     last.sequence};
+    return &batch_;
 }
 
 std::string encode_batch(const Batch& batch) {

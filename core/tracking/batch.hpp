@@ -115,13 +115,16 @@ struct Batch {
 };
 
 // The C view of a batch, or of consecutive batches of one origin stored in one
-// call (named by the last: a store that has it has them all). Valid while
-// the batches live.
+// call (named by the last: a store that has it has them all). One batch is
+// viewed where it is; several are copied into room the view keeps from one
+// call to the next, so that a store that fell behind and takes 32 batches at
+// once does not write tens of MiB into fresh pages each time (a fault every
+// 4 KiB) before it stores a row. A view is valid while its batches live, and
+// until the next call.
 class BatchView {
    public:
-    explicit BatchView(const Batch& batch) : BatchView(std::span<const Batch* const>(std::array{&batch})) {}
-    explicit BatchView(std::span<const Batch* const> batches);
-    const smp_batch* get() const { return &batch_; }
+    const smp_batch* of(std::span<const Batch* const> batches);
+    const smp_batch* of(const Batch& batch) { return of(std::span<const Batch* const>(std::array{&batch})); }
 
    private:
     std::vector<smp_record> records_;
