@@ -253,14 +253,15 @@ void DownloadTracker::NodeList<links>::renumber(NodeStore& nodes, uint32_t from,
 
 // ---- the tracker ----
 
-size_t DownloadTracker::hash_of(const SharedString& path, const SharedString& etag, const SharedString& client,
-                                const SharedString& agent) {
+uint32_t DownloadTracker::hash_of(const SharedString& path, const SharedString& etag, const SharedString& client,
+                                  const SharedString& agent) {
     // Each text's hash was computed once, when it was interned: a key's hash
     // mixes four numbers, and its strings are not read again.
     uint64_t hash = path.hash();
     for (const uint32_t part : {etag.hash(), client.hash(), agent.hash()})
         hash = (hash ^ part) * 0x100000001b3ULL + 0x9e3779b97f4a7c15ULL;
-    return static_cast<size_t>(hash ^ (hash >> 29));
+    hash ^= hash >> 29;
+    return static_cast<uint32_t>(hash ^ (hash >> 32));
 }
 
 uint32_t DownloadTracker::find(const Key& key) const {
@@ -370,13 +371,14 @@ uint32_t DownloadTracker::open(Key&& key, const smp_record& record, uint64_t id)
 }
 
 void DownloadTracker::link(uint32_t index) {
-    table_.insert(hash_of(nodes_[index].download), index, node_hash());
+    nodes_[index].hash = hash_of(nodes_[index].download);
+    table_.insert(nodes_[index].hash, index, node_hash());
     by_activity_.push_back(nodes_, index);
     changed_.push_back(nodes_, index);
 }
 
 LogicalDownload DownloadTracker::take(uint32_t index) {
-    table_.erase(hash_of(nodes_[index].download), index, node_hash());
+    table_.erase(nodes_[index].hash, index, node_hash());
     by_activity_.remove(nodes_, index);
     changed_.remove(nodes_, index);
     LogicalDownload taken = std::move(nodes_[index].download);
@@ -385,7 +387,7 @@ LogicalDownload DownloadTracker::take(uint32_t index) {
         nodes_[index] = std::move(nodes_[last]);
         by_activity_.renumber(nodes_, last, index);
         changed_.renumber(nodes_, last, index);
-        table_.renumber(hash_of(nodes_[index].download), last, index);
+        table_.renumber(nodes_[index].hash, last, index);
     }
     nodes_.pop_back();
     return taken;

@@ -82,14 +82,14 @@ bool is_download_record(const smp_record& record);
 // tick costs by what changed, not by what is open: the idle scan stops at
 // the first download still active, and the changed ones are a list.
 //
-// What an open download costs: its node, 168 bytes (the download and four
-// 4-byte list links), in chunks of 4096 nodes; 5 to 11 bytes of the hash
+// What an open download costs: its node, 176 bytes (the download, four
+// 4-byte list links and its key's hash), in chunks of 4096 nodes; 5 to 11 bytes of the hash
 // table (4-byte slots, between three eighths and three quarters full); and
 // its strings, of which only the client address is usually its own: 64
 // bytes for an IPv4 address (a 48-byte malloc chunk for the pool's 24-byte
 // entry and the text, a 4-byte slot in the pool's table, an 8-byte place in
 // its list). Measured in download_tracker_test.cpp with malloc's counts:
-// 185 bytes a download with every string shared, 242 with a million client
+// 194 bytes a download with every string shared, 250 with a million client
 // addresses of their own (688 with std::string and std::unordered_set).
 // Nodes are numbered densely: a node that goes takes the last one's place,
 // so the memory of a burst of downloads goes back to malloc as they end.
@@ -162,8 +162,12 @@ class DownloadTracker {
         LogicalDownload download;
         Links by_activity;
         Links changed;
+        // hash_of(download), kept: the table asks for the hash of every
+        // entry it moves when one is erased, and computing it again reads
+        // the download's four strings, four cache misses on a busy tracker.
+        uint32_t hash = 0;
     };
-    static_assert(sizeof(void*) != 8 || sizeof(Node) == 168, "the layout counted above");
+    static_assert(sizeof(void*) != 8 || sizeof(Node) == 176, "the layout counted above");
 
     // The nodes, numbered 0 to size() - 1, in chunks that do not move: a
     // node's number is its place, and the lists and the table hold numbers.
@@ -216,12 +220,12 @@ class DownloadTracker {
     struct Key {
         SharedString path, etag, client, agent;
     };
-    static size_t hash_of(const SharedString& path, const SharedString& etag, const SharedString& client,
-                          const SharedString& agent);
-    static size_t hash_of(const Key& key) { return hash_of(key.path, key.etag, key.client, key.agent); }
-    static size_t hash_of(const LogicalDownload& d) { return hash_of(d.path, d.etag, d.client_ip, d.user_agent); }
+    static uint32_t hash_of(const SharedString& path, const SharedString& etag, const SharedString& client,
+                            const SharedString& agent);
+    static uint32_t hash_of(const Key& key) { return hash_of(key.path, key.etag, key.client, key.agent); }
+    static uint32_t hash_of(const LogicalDownload& d) { return hash_of(d.path, d.etag, d.client_ip, d.user_agent); }
     auto node_hash() const {
-        return [this](uint32_t index) { return hash_of(nodes_[index].download); };
+        return [this](uint32_t index) { return nodes_[index].hash; };
     }
     uint32_t find(const Key& key) const;
     // The end of the idle window of a download last active at `last_us`;
