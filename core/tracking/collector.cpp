@@ -46,6 +46,10 @@ constexpr uint64_t kWarningEveryMs = 60 * 1000;
 // After a burst of at least this many records, the first quiet second hands
 // the memory its batches used back to the system.
 constexpr uint64_t kTrimAfterRecords = 10'000;
+// Blocks up to 32 MiB (glibc's largest mmap threshold) come from the heap,
+// and its free top is not given back below 1 GiB: trim_after_burst does it.
+constexpr int kMallocMmapThreshold = 32 << 20;
+constexpr int kMallocTrimThreshold = 1 << 30;
 
 int64_t now_us() {
     using namespace std::chrono;
@@ -193,6 +197,7 @@ void Collector::stop_stores() {
 }
 
 int Collector::run() {
+    keep_freed_memory();
     check_uv(uv_loop_init(&loop_), "make the stats collector's event loop");
     signal_fd_ = watch_stop_signals(&loop_, &signal_poll_, this, on_signal);
     for (uv_timer_t* timer : {&poll_, &tick_}) {
@@ -606,6 +611,21 @@ void Collector::publish_live_downloads() {
         std::snprintf(published[i].country, sizeof published[i].country, "%s", geo.country.c_str());
     }
     metrics_->live.write(published.data(), shown);
+}
+
+void Collector::keep_freed_memory() {
+    // A busy collector allocates and frees MiBs many times a second: its
+    // batches (2 to 3 MiB each), the store's blocks of requests and the
+    // view of batches merged into one store call. With malloc's defaults,
+    // a block above its mmap threshold (128 KiB, then whatever was last
+    // freed) is mapped fresh and unmapped when freed, and the free top of
+    // the heap goes back to the kernel once larger than the trim
+    // threshold: each time the next batch is written into new pages, a
+    // page fault every 4 KiB (measured under wrk on 4 KiB files: 6,100 a
+    // second, a third of the collector's CPU). Freed memory is kept
+    // instead, and given back once the burst is over (trim_after_burst).
+    mallopt(M_MMAP_THRESHOLD, kMallocMmapThreshold);
+    mallopt(M_TRIM_THRESHOLD, kMallocTrimThreshold);
 }
 
 void Collector::trim_after_burst() {

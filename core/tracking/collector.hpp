@@ -139,6 +139,9 @@ class Collector {
     void report_dropped();
     void post_metrics(int64_t now_us);
     void publish_live_downloads();
+    // Malloc keeps what the collector frees, rather than mapping it fresh
+    // each time; trim_after_burst gives it back once the traffic is quiet.
+    static void keep_freed_memory();
     void trim_after_burst();
     void finish(const LogicalDownload& download);
     // Where the client is: the place its worker sent with the shortened
