@@ -18,6 +18,7 @@
 #include "client_class.hpp"
 #include "download_tracker.hpp"
 #include "geoip.hpp"
+#include "not_forked.hpp"
 #include "record_codec.hpp"
 #include "smp_module.h"
 
@@ -119,7 +120,8 @@ struct Batch {
 // viewed where it is; several are copied into room the view keeps from one
 // call to the next, so that a store that fell behind and takes 32 batches at
 // once does not write tens of MiB into fresh pages each time (a fault every
-// 4 KiB) before it stores a row. A view is valid while its batches live, and
+// 4 KiB) before it stores a row; nor, once the collector has forked a
+// checkpoint's writer, into pages shared with it. A view is valid while its batches live, and
 // until the next call.
 class BatchView {
    public:
@@ -127,8 +129,10 @@ class BatchView {
     const smp_batch* of(const Batch& batch) { return of(std::span<const Batch* const>(std::array{&batch})); }
 
    private:
-    std::vector<smp_record> records_;
-    std::vector<smp_download> downloads_;  // of several batches
+    // Of several batches: tens of MiB that only the storage thread writes,
+    // kept out of the copies the collector forks for its checkpoints.
+    std::vector<smp_record, NotForkedAllocator<smp_record>> records_;
+    std::vector<smp_download, NotForkedAllocator<smp_download>> downloads_;
     smp_batch batch_{};
 };
 
