@@ -182,8 +182,9 @@ TEST_CASE(
     const pid_t child = fork();
     REQUIRE(child >= 0);
     if (child == 0) {
-        const auto page = reinterpret_cast<uintptr_t>(merged->records) & ~uintptr_t{4095};
-        const bool unmapped = msync(reinterpret_cast<void*>(page), 4096, MS_ASYNC) != 0 && errno == ENOMEM;
+        const auto page_size = static_cast<uintptr_t>(sysconf(_SC_PAGESIZE));
+        const auto page = reinterpret_cast<uintptr_t>(merged->records) & ~(page_size - 1);
+        const bool unmapped = msync(reinterpret_cast<void*>(page), page_size, MS_ASYNC) != 0 && errno == ENOMEM;
         _exit(unmapped ? 0 : 1);
     }
     int status = 0;

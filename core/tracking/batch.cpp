@@ -268,28 +268,31 @@ Batch Batch::copy() const {
 }
 
 const smp_batch* BatchView::of(std::span<const Batch* const> batches) {
+    // One batch (the usual case) is viewed where its records and downloads are.
     const Batch& last = *batches.back();
-    if (batches.size() == 1) {
-        batch_ = {sizeof batch_,         last.records.data(), last.records.size(), last.downloads.data(),
-                  last.downloads.size(), last.origin,         last.sequence};
-        return &batch_;
+    const smp_record* records = last.records.data();
+    size_t record_count = last.records.size();
+    const smp_download* downloads = last.downloads.data();
+    size_t download_count = last.downloads.size();
+    if (batches.size() > 1) {
+        record_count = 0;
+        download_count = 0;
+        for (const Batch* batch : batches) {
+            record_count += batch->records.size();
+            download_count += batch->downloads.size();
+        }
+        records_.clear();
+        records_.reserve(record_count);
+        downloads_.clear();
+        downloads_.reserve(download_count);
+        for (const Batch* batch : batches) {
+            records_.insert(records_.end(), batch->records.begin(), batch->records.end());
+            downloads_.insert(downloads_.end(), batch->downloads.begin(), batch->downloads.end());
+        }
+        records = records_.data();
+        downloads = downloads_.data();
     }
-    size_t record_count = 0;
-    size_t download_count = 0;
-    for (const Batch* batch : batches) {
-        record_count += batch->records.size();
-        download_count += batch->downloads.size();
-    }
-    records_.clear();
-    records_.reserve(record_count);
-    downloads_.clear();
-    downloads_.reserve(download_count);
-    for (const Batch* batch : batches) {
-        records_.insert(records_.end(), batch->records.begin(), batch->records.end());
-        downloads_.insert(downloads_.end(), batch->downloads.begin(), batch->downloads.end());
-    }
-    batch_ = {sizeof batch_,     records_.data(), records_.size(), downloads_.data(),
-              downloads_.size(), last.origin,     last.sequence};
+    batch_ = {sizeof batch_, records, record_count, downloads, download_count, last.origin, last.sequence};
     return &batch_;
 }
 

@@ -121,8 +121,8 @@ struct Batch {
 // call to the next, so that a store that fell behind and takes 32 batches at
 // once does not write tens of MiB into fresh pages each time (a fault every
 // 4 KiB) before it stores a row; nor, once the collector has forked a
-// checkpoint's writer, into pages shared with it. A view is valid while its batches live, and
-// until the next call.
+// checkpoint's writer, into pages shared with it. A view is valid while its
+// batches live, and until the next call.
 class BatchView {
    public:
     const smp_batch* of(std::span<const Batch* const> batches);

@@ -617,13 +617,12 @@ void Collector::keep_freed_memory() {
     // A busy collector allocates and frees MiBs many times a second: its
     // batches (2 to 3 MiB each) and the store's blocks of requests. With
     // malloc's defaults, a block above its mmap threshold (128 KiB, then
-    // whatever was last freed) is mapped fresh and unmapped when freed, and the free top of
-    // the heap goes back to the kernel once larger than the trim
-    // threshold: each time the next batch is written into new pages, a
-    // page fault every 4 KiB (measured under wrk on 4 KiB files: 6,100 a
-    // second, the fault handler a seventh of the collector's CPU, before
-    // the merged batches' room was kept apart). Freed memory is kept
-    // instead, and given back once the burst is over (trim_after_burst).
+    // whatever was last freed) is mapped fresh and unmapped when freed, and
+    // the free top of the heap goes back to the kernel once larger than the
+    // trim threshold: each time the next batch is written into new pages, a
+    // page fault every 4 KiB (under wrk on 4 KiB files, before this: 6,100
+    // faults a second; docs/tracking.md). Freed memory is kept instead, and
+    // given back once the burst is over (trim_after_burst).
     mallopt(M_MMAP_THRESHOLD, kMallocMmapThreshold);
     mallopt(M_TRIM_THRESHOLD, kMallocTrimThreshold);
 }

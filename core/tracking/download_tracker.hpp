@@ -83,12 +83,12 @@ bool is_download_record(const smp_record& record);
 // the first download still active, and the changed ones are a list.
 //
 // What an open download costs: its node, 176 bytes (the download, four
-// 4-byte list links and its key's hash), in chunks of 4096 nodes; 5 to 11 bytes of the hash
-// table (4-byte slots, between three eighths and three quarters full); and
-// its strings, of which only the client address is usually its own: 64
-// bytes for an IPv4 address (a 48-byte malloc chunk for the pool's 24-byte
-// entry and the text, a 4-byte slot in the pool's table, an 8-byte place in
-// its list). Measured in download_tracker_test.cpp with malloc's counts:
+// 4-byte list links and its key's hash), in chunks of 4096 nodes; 5 to 11
+// bytes of the hash table (4-byte slots, between three eighths and three
+// quarters full); and its strings, of which only the client address is
+// usually its own: 64 bytes for an IPv4 address (a 48-byte malloc chunk for
+// the pool's 24-byte entry and the text, a 4-byte slot in the pool's table,
+// an 8-byte place in its list). Measured in download_tracker_test.cpp with malloc's counts:
 // 194 bytes a download with every string shared, 250 with a million client
 // addresses of their own (688 with std::string and std::unordered_set).
 // Nodes are numbered densely: a node that goes takes the last one's place,
