@@ -179,10 +179,11 @@ void read_tracking(const YAML::Node& node, TrackingConfig& tracking, ErrorList& 
         errors.add(node, "tracking", "must be a map");
         return;
     }
-    check_keys(node, "tracking",
-               std::array<std::string_view, 8>{"enabled", "idle_window", "max_open_downloads", "log_size", "collectors",
-                                               "retention", "client_classes", "checkpoint_interval"},
-               errors);
+    check_keys(
+        node, "tracking",
+        std::array<std::string_view, 9>{"enabled", "idle_window", "max_open_downloads", "log_size", "collectors",
+                                        "retention", "client_classes", "checkpoint_interval", "checkpoint_pause"},
+        errors);
     if (node["enabled"])
         if (auto value = read_bool(node["enabled"], "tracking.enabled", errors)) tracking.enabled = *value;
     if (node["idle_window"])
@@ -212,6 +213,13 @@ void read_tracking(const YAML::Node& node, TrackingConfig& tracking, ErrorList& 
                 errors.add(node["checkpoint_interval"], "tracking.checkpoint_interval", "must be from 1s to 10m");
             else
                 tracking.checkpoint_interval_ms = *value;
+        }
+    if (node["checkpoint_pause"])
+        if (auto value = read_duration(node["checkpoint_pause"], "tracking.checkpoint_pause", errors)) {
+            if (*value < 0 || *value > 100)
+                errors.add(node["checkpoint_pause"], "tracking.checkpoint_pause", "must be from 0ms to 100ms");
+            else
+                tracking.checkpoint_pause_ms = *value;
         }
     if (node["collectors"])
         if (auto value = read_int(node["collectors"], "tracking.collectors", errors)) {

@@ -88,10 +88,15 @@ struct TrackingConfig {
     // collector before a worker has to drop one (docs/tracking.md).
     int64_t log_size = 256 << 20;
     // How often the collector checkpoints (docs/tracking.md, "Exactly
-    // once"): a crashed collector replays at most about this much, and each
-    // checkpoint's fork costs the collector a page fault for every page it
-    // writes next. Sooner when a log's ring is a quarter held.
+    // once"): a crashed collector replays at most about this much, and a
+    // checkpoint written by a forked copy costs the collector a page fault
+    // for every page it writes next. Sooner when a log's ring is a quarter
+    // held.
     int64_t checkpoint_interval_ms = 10 * 1000;
+    // How long the collector's loop may stop to encode a checkpoint itself
+    // (a thread writes it); a state that takes longer is written by a
+    // forked copy. 0: always forked.
+    int64_t checkpoint_pause_ms = 5;
     // Stats collectors, each merging the downloads of its share of the
     // download keys (a worker writes a log for each). Read at start only.
     int collectors = 1;

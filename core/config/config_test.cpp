@@ -125,6 +125,11 @@ TEST_CASE("tracking, state_dir and geoip keys") {
           "test.yaml:1: tracking.checkpoint_interval: must be from 1s to 10m\n");
     CHECK(errors_of(std::string("tracking: {checkpoint_interval: 1h}\n") + kMinimal) ==
           "test.yaml:1: tracking.checkpoint_interval: must be from 1s to 10m\n");
+    CHECK(config.tracking.checkpoint_pause_ms == 5);
+    CHECK(parse_config(std::string("tracking: {checkpoint_pause: 0ms}\n") + kMinimal, "t", "")
+              .tracking.checkpoint_pause_ms == 0);
+    CHECK(errors_of(std::string("tracking: {checkpoint_pause: 1s}\n") + kMinimal) ==
+          "test.yaml:1: tracking.checkpoint_pause: must be from 0ms to 100ms\n");
     CHECK(config.tracking.retention_ms == 0);  // keep everything
     CHECK(parse_config(std::string("tracking: {retention: 760d}\n") + kMinimal, "t", "").tracking.retention_ms ==
           int64_t{760} * 86'400'000);

@@ -17,11 +17,11 @@ namespace {
 std::string collector_signature(const Runtime& runtime) {
     const Config& config = runtime.config;
     if (!config.tracking.enabled) return {};
-    std::string text =
-        fmt::format("{}|{}|{}|{}|{}|{}|{}|{}|{}|{}|{}", config.tracking.idle_window_ms,
-                    config.tracking.max_open_downloads, config.state_dir, config.user, config.geoip.city_db,
-                    config.geoip.asn_db, config.log.file, static_cast<int>(config.log.level), config.module_dir,
-                    config.tracking.retention_ms, config.tracking.checkpoint_interval_ms);
+    std::string text = fmt::format("{}|{}|{}|{}|{}|{}|{}|{}|{}|{}|{}|{}", config.tracking.idle_window_ms,
+                                   config.tracking.max_open_downloads, config.state_dir, config.user,
+                                   config.geoip.city_db, config.geoip.asn_db, config.log.file,
+                                   static_cast<int>(config.log.level), config.module_dir, config.tracking.retention_ms,
+                                   config.tracking.checkpoint_interval_ms, config.tracking.checkpoint_pause_ms);
     // The client class rules: a reload that changes the file (or names
     // another) restarts the collector with them.
     text += "|" + config.tracking.client_class_rules->text();

@@ -61,6 +61,20 @@ void check_uv(int result, const char* doing) {
     if (result < 0) throw std::system_error(-result, std::generic_category(), fmt::format("cannot {}", doing));
 }
 
+// A checkpoint encoded on the loop, being written by a thread of libuv's
+// pool; the loop frees it when the write is done.
+struct CheckpointWrite {
+    uv_work_t work{};  // first: the request is the write
+    std::string path;
+    std::string data;
+    uint64_t generation = 0;
+    bool written = false;
+};
+
+// Open downloads and running requests below which encoding a checkpoint
+// takes too little to measure its cost by.
+constexpr uint64_t kMeasureEncodeFrom = 1024;
+
 }  // namespace
 
 std::string describe_download(const LogicalDownload& d, const GeoInfo& geo) {
@@ -676,11 +690,14 @@ std::vector<LogPlace> Collector::places() const {
     return places;
 }
 
-void Collector::start_checkpoint(bool in_process) {
+void Collector::start_checkpoint(bool here) {
     // What follows this instant goes to the next journal; the checkpoint is
-    // the state at this instant, written by a copy of this process (the
-    // pages are shared until written: the loop goes on at once, as Redis
-    // saves its data set), or by this process itself at the stop.
+    // the state at this instant. A state that encodes within
+    // tracking.checkpoint_pause is encoded here and written by a thread.
+    // A larger one is written by a copy of this process: the pages are
+    // shared until written, so the loop goes on at once (as Redis saves its
+    // data set), but its next write to each page is a fault, which costs
+    // more than encoding a small state (docs/tracking.md).
     std::string error;
     const uint64_t generation = journal_.generation() + 1;
     if (!journal_.start(dir_, generation, error)) {
@@ -693,14 +710,18 @@ void Collector::start_checkpoint(bool in_process) {
     pending.generation = generation;
     pending.sequence = batch_.sequence - 1;
     pending.logs = places();
-    if (in_process) {
-        if (!write_checkpoint(pending)) {
-            spdlog::error("cannot write the stats collector's checkpoint {}",
-                          new_checkpoint_path(dir_, pending.generation));
+    if (here) {
+        if (!write_file_synced(new_checkpoint_path(dir_, generation), encode_checkpoint_now(pending))) {
+            spdlog::error("cannot write the stats collector's checkpoint {}", new_checkpoint_path(dir_, generation));
             checkpoint_failing_ = true;
             return;
         }
         pending.written = true;
+        pending_ = std::move(pending);
+        return;
+    }
+    if (encodes_within_pause()) {
+        write_on_thread(encode_checkpoint_now(pending), generation);
         pending_ = std::move(pending);
         return;
     }
@@ -710,7 +731,7 @@ void Collector::start_checkpoint(bool in_process) {
         // find this one's file appearing later.
         prctl(PR_SET_PDEATHSIG, SIGKILL);
         if (getppid() == 1) _exit(1);
-        _exit(write_checkpoint(pending) ? 0 : 1);
+        _exit(write_file_synced(new_checkpoint_path(dir_, generation), encode_checkpoint_now(pending)) ? 0 : 1);
     }
     if (pid < 0) {
         if (!checkpoint_failing_)
@@ -722,19 +743,71 @@ void Collector::start_checkpoint(bool in_process) {
     pending_ = std::move(pending);
 }
 
-bool Collector::write_checkpoint(const PendingCheckpoint& pending) const {
+bool Collector::encodes_within_pause() const {
+    const uint64_t pause_ns = static_cast<uint64_t>(runtime_.config.tracking.checkpoint_pause_ms) * 1'000'000;
+    const uint64_t entries = tracker_.open_downloads() + tracker_.finished_downloads() + in_flight_.size();
+    return pause_ns > 0 && entries * encode_ns_per_entry_ <= pause_ns;
+}
+
+std::string Collector::encode_checkpoint_now(const PendingCheckpoint& pending) {
+    const uint64_t began_ns = uv_hrtime();
     Checkpoint checkpoint;
     checkpoint.generation = pending.generation;
     checkpoint.clock_us = clock_us_;
     checkpoint.logs = pending.logs;
     tracker_.save(checkpoint.downloads);
     checkpoint.running = in_flight_.copy();
-    return write_file_synced(new_checkpoint_path(dir_, pending.generation), encode_checkpoint(checkpoint));
+    std::string data = encode_checkpoint(checkpoint);
+    const uint64_t entries = tracker_.open_downloads() + tracker_.finished_downloads() + in_flight_.size();
+    const uint64_t took_ns = uv_hrtime() - began_ns;
+    if (entries >= kMeasureEncodeFrom) encode_ns_per_entry_ = std::max<uint64_t>(1, took_ns / entries);
+    spdlog::debug("checkpoint {}: {} open download(s) and running request(s), {} bytes, encoded in {:.3f} ms",
+                  pending.generation, entries, data.size(), static_cast<double>(took_ns) / 1e6);
+    return data;
+}
+
+void Collector::write_on_thread(std::string data, uint64_t generation) {
+    auto write = std::make_unique<CheckpointWrite>();
+    write->work.data = this;
+    write->path = new_checkpoint_path(dir_, generation);
+    write->data = std::move(data);
+    write->generation = generation;
+    const auto write_it = [](uv_work_t* work) {
+        auto* write = reinterpret_cast<CheckpointWrite*>(work);
+        write->written = write_file_synced(write->path, write->data);
+    };
+    if (uv_queue_work(&loop_, &write->work, write_it, on_checkpoint_written) == 0) write.release();
+}
+
+void Collector::on_checkpoint_written(uv_work_t* work, int /*status*/) {
+    const std::unique_ptr<CheckpointWrite> write(reinterpret_cast<CheckpointWrite*>(work));
+    auto& self = *static_cast<Collector*>(work->data);
+    if (!self.pending_ || self.pending_->generation != write->generation) {
+        // Abandoned at the stop, which wrote a later one.
+        unlink(write->path.c_str());
+        return;
+    }
+    if (!write->written) return self.checkpoint_not_written(write->generation);
+    self.pending_->written = true;
+    self.checkpoint_took_ms_ = uv_now(&self.loop_) - self.checkpoint_started_ms_;
+    self.thread_write_slow_said_ = false;
+    self.finish_checkpoint();
+}
+
+void Collector::checkpoint_not_written(uint64_t generation) {
+    if (!checkpoint_failing_)
+        spdlog::error("cannot write the stats collector's checkpoint {}: trying again",
+                      new_checkpoint_path(dir_, generation));
+    checkpoint_failing_ = true;
+    unlink(new_checkpoint_path(dir_, generation).c_str());
+    pending_.reset();
 }
 
 void Collector::abandon_checkpoint() {
     if (!pending_) return;
-    if (!pending_->written) {
+    // A thread writing it cannot be stopped: when it is done, it finds the
+    // checkpoint abandoned and removes its file.
+    if (!pending_->written && pending_->pid != 0) {
         kill(pending_->pid, SIGKILL);
         killed_writers_.push_back({pending_->pid, pending_->generation});
     }
@@ -759,11 +832,22 @@ void Collector::reap_killed_writers(bool wait) {
 // that does not answer, or on a lock another thread held at the fork. It is
 // killed and the next tick forks another; meanwhile the logs are not
 // released, so a stuck writer would fill them.
+// A thread cannot be killed: that it is slow is said once, and the logs are
+// released when it is done.
 void Collector::abandon_stuck_checkpoint() {
     const uint64_t bound_ms =
         std::max(6 * static_cast<uint64_t>(runtime_.config.tracking.checkpoint_interval_ms), 10 * checkpoint_took_ms_);
     const uint64_t running_ms = uv_now(&loop_) - checkpoint_started_ms_;
     if (running_ms < bound_ms) return;
+    if (pending_->pid == 0) {
+        if (!thread_write_slow_said_)
+            spdlog::warn(
+                "the stats collector's checkpoint {} has not been written in {} s: the tracking logs are "
+                "released when it is",
+                pending_->generation, running_ms / 1000);
+        thread_write_slow_said_ = true;
+        return;
+    }
     spdlog::warn(
         "the copy of the stats collector writing checkpoint {} (pid {}) has not finished in {} s: stopping "
         "it; the next tick starts another",
@@ -776,19 +860,13 @@ void Collector::finish_checkpoint() {
     PendingCheckpoint& pending = *pending_;
     if (!pending.written) {
         int status = 0;
-        const pid_t exited = waitpid(pending.pid, &status, WNOHANG);
+        const pid_t exited = pending.pid != 0 ? waitpid(pending.pid, &status, WNOHANG) : 0;
         if (exited == 0) {
             abandon_stuck_checkpoint();
             return;
         }
-        if (exited < 0 || !WIFEXITED(status) || WEXITSTATUS(status) != 0) {
-            if (!checkpoint_failing_)
-                spdlog::error("cannot write the stats collector's checkpoint {}: trying again",
-                              new_checkpoint_path(dir_, pending.generation));
-            checkpoint_failing_ = true;
-            pending_.reset();
-            return;
-        }
+        if (exited < 0 || !WIFEXITED(status) || WEXITSTATUS(status) != 0)
+            return checkpoint_not_written(pending.generation);
         pending.written = true;
         checkpoint_took_ms_ = uv_now(&loop_) - checkpoint_started_ms_;
     }

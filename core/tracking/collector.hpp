@@ -106,11 +106,12 @@ class Collector {
         RecordLogReader reader;
         bool done = false;  // ended, read to its end, its running requests closed
     };
-    // A checkpoint being written by a forked copy of the collector, and
-    // committed once the stores have every batch handed over before it.
+    // A checkpoint being written, by a forked copy of the collector or by
+    // a thread from what the loop encoded, and committed once the stores
+    // have every batch handed over before it.
     struct PendingCheckpoint {
-        pid_t pid = 0;
-        bool written = false;  // the child exited successfully
+        pid_t pid = 0;         // the copy writing it; 0 when a thread is
+        bool written = false;  // and on disk
         uint64_t generation = 0;
         uint64_t sequence = 0;  // the last batch handed over before it
         std::vector<LogPlace> logs;
@@ -120,6 +121,7 @@ class Collector {
     static void on_backlog(uv_idle_t* idle);
     static void on_tick(uv_timer_t* timer);
     static void on_signal(uv_poll_t* handle, int status, int events);
+    static void on_checkpoint_written(uv_work_t* work, int status);
 
     // Start-up: the checkpoint, the logs, the journals since.
     void recover();
@@ -155,11 +157,16 @@ class Collector {
     bool stores_have(uint64_t sequence) const;
     bool logs_filling() const;
     bool stores_behind() const;
-    // A checkpoint of this instant, written by a forked copy (or here, at
-    // the stop); committed by finish_checkpoint once the stores have every
-    // batch before it.
-    void start_checkpoint(bool in_process = false);
-    bool write_checkpoint(const PendingCheckpoint& pending) const;
+    // A checkpoint of this instant; committed by finish_checkpoint once
+    // the stores have every batch before it. Written by a forked copy, or,
+    // when encoding it takes at most tracking.checkpoint_pause, encoded
+    // here and written by a thread; at the stop (`here`), written before
+    // this returns.
+    void start_checkpoint(bool here = false);
+    bool encodes_within_pause() const;
+    std::string encode_checkpoint_now(const PendingCheckpoint& pending);
+    void write_on_thread(std::string data, uint64_t generation);
+    void checkpoint_not_written(uint64_t generation);
     void finish_checkpoint();
     // Kills the copy still writing a checkpoint and removes its file; the
     // copy is reaped by reap_killed_writers.
@@ -212,7 +219,12 @@ class Collector {
     };
     std::vector<KilledWriter> killed_writers_;  // not reaped yet
     uint64_t checkpoint_started_ms_ = 0;
-    uint64_t checkpoint_took_ms_ = 0;  // from the fork to the copy's exit, last time
+    uint64_t checkpoint_took_ms_ = 0;  // from its start to its file on disk, last time
+    // What encoding a checkpoint here cost for each open download and
+    // running request, last measured (at first, about what it costs on the
+    // machines of docs/tracking.md).
+    uint64_t encode_ns_per_entry_ = 1000;
+    bool thread_write_slow_said_ = false;
     bool checkpoint_failing_ = false;
     uint64_t records_ = 0;
     uint64_t malformed_ = 0;

@@ -3,8 +3,9 @@
 //
 // - the checkpoint (`state_dir/records/checkpoint`): the collector's state
 //   at one instant (where it was in every worker's log, its open downloads,
-//   its running requests), written every few seconds by a forked copy of the
-//   collector, and committed (renamed into place) only once the stores have
+//   its running requests), written every few seconds (by a thread from what
+//   the collector encoded, or, for a large state, by a forked copy of the
+//   collector), and committed (renamed into place) only once the stores have
 //   every batch handed over before that instant. Only then may the workers
 //   reuse the logs' space before those positions.
 // - the journal (`journal-<generation>`): what the collector did since, in
