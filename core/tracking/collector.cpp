@@ -721,9 +721,13 @@ void Collector::start_checkpoint(bool here) {
         return;
     }
     if (encodes_within_pause()) {
-        write_on_thread(encode_checkpoint_now(pending), generation);
-        pending_ = std::move(pending);
-        return;
+        const uint64_t began_ns = uv_hrtime();
+        std::string data = encode_checkpoint_now(pending);
+        learn_encoding_cost(uv_hrtime() - began_ns, data.size(), generation);
+        if (write_on_thread(std::move(data), generation)) {
+            pending_ = std::move(pending);
+            return;
+        }
     }
     const pid_t pid = fork();
     if (pid == 0) {
@@ -749,24 +753,26 @@ bool Collector::encodes_within_pause() const {
     return pause_ns > 0 && entries * encode_ns_per_entry_ <= pause_ns;
 }
 
-std::string Collector::encode_checkpoint_now(const PendingCheckpoint& pending) {
-    const uint64_t began_ns = uv_hrtime();
+// Also called in a forked copy: it takes no lock (nor logs) that another
+// thread may have held at the fork.
+std::string Collector::encode_checkpoint_now(const PendingCheckpoint& pending) const {
     Checkpoint checkpoint;
     checkpoint.generation = pending.generation;
     checkpoint.clock_us = clock_us_;
     checkpoint.logs = pending.logs;
     tracker_.save(checkpoint.downloads);
     checkpoint.running = in_flight_.copy();
-    std::string data = encode_checkpoint(checkpoint);
-    const uint64_t entries = tracker_.open_downloads() + tracker_.finished_downloads() + in_flight_.size();
-    const uint64_t took_ns = uv_hrtime() - began_ns;
-    if (entries >= kMeasureEncodeFrom) encode_ns_per_entry_ = std::max<uint64_t>(1, took_ns / entries);
-    spdlog::debug("checkpoint {}: {} open download(s) and running request(s), {} bytes, encoded in {:.3f} ms",
-                  pending.generation, entries, data.size(), static_cast<double>(took_ns) / 1e6);
-    return data;
+    return encode_checkpoint(checkpoint);
 }
 
-void Collector::write_on_thread(std::string data, uint64_t generation) {
+void Collector::learn_encoding_cost(uint64_t took_ns, size_t bytes, uint64_t generation) {
+    const uint64_t entries = tracker_.open_downloads() + tracker_.finished_downloads() + in_flight_.size();
+    if (entries >= kMeasureEncodeFrom) encode_ns_per_entry_ = std::max<uint64_t>(1, took_ns / entries);
+    spdlog::debug("checkpoint {}: {} open download(s) and running request(s), {} bytes, encoded in {:.3f} ms",
+                  generation, entries, bytes, static_cast<double>(took_ns) / 1e6);
+}
+
+bool Collector::write_on_thread(std::string data, uint64_t generation) {
     auto write = std::make_unique<CheckpointWrite>();
     write->work.data = this;
     write->path = new_checkpoint_path(dir_, generation);
@@ -776,7 +782,9 @@ void Collector::write_on_thread(std::string data, uint64_t generation) {
         auto* write = reinterpret_cast<CheckpointWrite*>(work);
         write->written = write_file_synced(write->path, write->data);
     };
-    if (uv_queue_work(&loop_, &write->work, write_it, on_checkpoint_written) == 0) write.release();
+    if (uv_queue_work(&loop_, &write->work, write_it, on_checkpoint_written) != 0) return false;
+    write.release();  // freed by on_checkpoint_written
+    return true;
 }
 
 void Collector::on_checkpoint_written(uv_work_t* work, int /*status*/) {

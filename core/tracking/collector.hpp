@@ -164,8 +164,9 @@ class Collector {
     // this returns.
     void start_checkpoint(bool here = false);
     bool encodes_within_pause() const;
-    std::string encode_checkpoint_now(const PendingCheckpoint& pending);
-    void write_on_thread(std::string data, uint64_t generation);
+    std::string encode_checkpoint_now(const PendingCheckpoint& pending) const;
+    void learn_encoding_cost(uint64_t took_ns, size_t bytes, uint64_t generation);
+    bool write_on_thread(std::string data, uint64_t generation);
     void checkpoint_not_written(uint64_t generation);
     void finish_checkpoint();
     // Kills the copy still writing a checkpoint and removes its file; the
