@@ -205,6 +205,25 @@ TEST_CASE(
     CHECK(one->sequence == 4);
 }
 
+TEST_CASE("a view's room that grows a little at each call is mapped again only now and then") {
+    std::vector<Batch> batches;
+    for (uint64_t sequence = 1; sequence <= 160; ++sequence) batches.push_back(sample(sequence));
+    std::vector<const Batch*> taken;
+    for (const Batch& batch : batches) taken.push_back(&batch);
+    smp::BatchView view;
+    // A store falling behind takes 100 batches, then one more at each call.
+    const smp_record* first = view.of(std::span(taken).first(100))->records;
+    const smp_record* grown = view.of(std::span(taken).first(101))->records;
+    CHECK(grown != first);  // a larger room
+    for (size_t count = 102; count <= 150; ++count) {
+        const smp_batch* merged = view.of(std::span(taken).first(count));
+        CHECK(merged->records == grown);  // the same room
+        REQUIRE(merged->record_count == count);
+        CHECK(merged->records[count - 1].request_id == count);
+        CHECK(merged->download_count == count);
+    }
+}
+
 TEST_CASE("a batch survives its encoding; damage is refused") {
     const Batch batch = sample(3);
     const std::string bytes = smp::encode_batch(batch);

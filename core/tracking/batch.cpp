@@ -1,5 +1,6 @@
 #include "batch.hpp"
 
+#include <algorithm>
 #include <cstring>
 
 #include "byte_codec.hpp"
@@ -180,6 +181,15 @@ std::span<const smp_interval> as_intervals(const IntervalSet& set) {
     return {reinterpret_cast<const smp_interval*>(intervals.data()), intervals.size()};
 }
 
+// Empties the room and makes it hold `count`, growing it by half again at
+// least: a store that takes a little more at each call would otherwise map
+// the whole room afresh each time, a page fault every 4 KiB of it.
+template <typename Room>
+void make_room(Room& room, size_t count) {
+    room.clear();
+    if (count > room.capacity()) room.reserve(std::max(count, room.capacity() + room.capacity() / 2));
+}
+
 }  // namespace
 
 char* Arena::allocate(size_t size) {
@@ -281,10 +291,8 @@ const smp_batch* BatchView::of(std::span<const Batch* const> batches) {
             record_count += batch->records.size();
             download_count += batch->downloads.size();
         }
-        records_.clear();
-        records_.reserve(record_count);
-        downloads_.clear();
-        downloads_.reserve(download_count);
+        make_room(records_, record_count);
+        make_room(downloads_, download_count);
         for (const Batch* batch : batches) {
             records_.insert(records_.end(), batch->records.begin(), batch->records.end());
             downloads_.insert(downloads_.end(), batch->downloads.begin(), batch->downloads.end());
