@@ -152,7 +152,15 @@ class Memcached {
         waitpid(pid_, nullptr, 0);
         pid_ = -1;
     }
-    void pause() { kill(pid_, SIGSTOP); }
+    // kill() only queues the stop: memcached's threads may answer a while
+    // longer (under ASan on CI they once answered 20 calls). The stop is
+    // done when the group stop is reported to its parent, which is us.
+    void pause() {
+        kill(pid_, SIGSTOP);
+        int status = 0;
+        REQUIRE(waitpid(pid_, &status, WUNTRACED) == pid_);
+        REQUIRE(WIFSTOPPED(status));
+    }
     void resume() { kill(pid_, SIGCONT); }
 
    private:
