@@ -1322,6 +1322,13 @@ bool store_rows(Store& s, const smp_batch& batch) {
     select_new_records(s, batch);
     s.downloads.downloads.clear();
     for (size_t i = 0; i < batch.download_count; ++i) s.downloads.downloads.push_back(&batch.downloads[i]);
+    // In the order of their ids, which is the order downloads began in: they
+    // end in another (a download of a small file ends when it is fetched
+    // again), and rows written out of order touch pages all over the last
+    // few thousand rows of the table and its index. Stable: a download handed
+    // over twice in one call (open, then finished) ends as its later row.
+    std::stable_sort(s.downloads.downloads.begin(), s.downloads.downloads.end(),
+                     [](const smp_download* a, const smp_download* b) { return a->id < b->id; });
     s.downloads.delivered.build(s.downloads.downloads,
                                 [](const smp_download& d) { return std::pair(d.delivered, d.delivered_count); });
     bool ok = store_requests(s) && step_and_reset(s.upsert_downloads.get());

@@ -291,6 +291,36 @@ TEST_CASE_FIXTURE(Fixture, "the request reports add the counts of whole blocks a
     check_period(start + 3000 * us, 0, nullptr, 1);                  // after the last
 }
 
+// The store writes a call's downloads in the order of their ids (fewer pages
+// touched when downloads end in another order than they began), and a
+// download handed over twice in one call (open, then finished: batches
+// merged for one store call) ends as the later row.
+TEST_CASE_FIXTURE(Fixture, "downloads out of id order, each handed over twice in one call: the later row is stored") {
+    LoadedStore store(SMP_SQLITE_MODULE, database);
+    TrafficBatch batch = traffic(0, 2000, 1, 100, 1);
+    std::vector<smp_download> open = std::move(batch.downloads);
+    // Open rows in a shuffled order, each id's finished row somewhere after its open one.
+    std::vector<size_t> order(open.size());
+    for (size_t i = 0; i < order.size(); ++i) order[i] = (i * 7919) % order.size();
+    batch.downloads.clear();
+    for (size_t i = 0; i < order.size(); ++i) {
+        batch.downloads.push_back(open[order[i]]);
+        if (i % 2 == 1) {
+            for (size_t earlier : {order[i - 1], order[i]}) {
+                smp_download finished = open[earlier];
+                finished.requests = 2;
+                finished.finished = 1;
+                batch.downloads.push_back(finished);
+            }
+        }
+    }
+    REQUIRE(batch.downloads.size() == 4000);
+    REQUIRE(this->store(store, std::move(batch)) == SMP_OK);
+    Inspector db(database);
+    CHECK(db.number("SELECT count(*) FROM downloads") == 2000);
+    CHECK(db.number("SELECT count(*) FROM downloads WHERE requests = 2 AND finished = 1") == 2000);
+}
+
 TEST_CASE_FIXTURE(Fixture, "a batch offered twice is stored once") {
     LoadedStore store(SMP_SQLITE_MODULE, database);
     // Records in no log: only the batches table can tell that they are stored.
