@@ -85,6 +85,7 @@ int main(int argc, char** argv) {
             spdlog::info("Environment '{}' applied from APPLICATION_ENV", config.environment);
         else if (!environment.empty())
             spdlog::info("APPLICATION_ENV={}: no such entry under environments, using the base settings", environment);
+        raise_file_limit();  // before the modules read it, in a check as at start
         if (options.test_config) {
             smp::resolve_user(config);
             auto modules = smp::load_modules(config, smp::core_api());
@@ -92,7 +93,6 @@ int main(int argc, char** argv) {
             std::printf("configuration OK: %s\n", options.config.c_str());
             return 0;
         }
-        raise_file_limit();
         runtime = smp::build_runtime(std::move(config), nullptr);
         if (runtime->user) smp::give_log_files(runtime->config.log, *runtime->user);
     } catch (const smp::ConfigErrors& errors) {

@@ -29,6 +29,10 @@
 namespace smp::http {
 
 // The module's settings, read in the master from the config table.
+// open_file_cache's default: a download site's hot files, at most half of
+// the descriptors a process may open (limit_open_file_cache).
+inline constexpr size_t kDefaultOpenFileCache = 16384;
+
 struct Settings : ModuleLimits {
     const smp_core_api* core = nullptr;
     std::string root;
@@ -43,7 +47,7 @@ struct Settings : ModuleLimits {
     // Unsent bytes a connection's socket may hold (TCP_NOTSENT_LOWAT); 0: the kernel's default.
     uint64_t notsent_lowat = 64 * 1024;
     uint64_t send_min_rate = 240;  // bytes/s a client must take over each window while a response is sent; 0: any
-    size_t open_file_cache = 1000;
+    size_t open_file_cache = kDefaultOpenFileCache;
     uint64_t open_file_cache_valid_ms = 1'000;
     MimeTypes mime;
     // Beside the limits every module has (ModuleLimits, limits.hpp): the

@@ -7,6 +7,7 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -66,7 +67,8 @@ constexpr std::array<smp_config_key, kTls> kOwnKeys = {{
      "unsent response bytes queued in a connection's socket (TCP_NOTSENT_LOWAT); 0: no limit"},
     {"send_min_rate", SMP_CONFIG_SIZE, "240", 0,
      "bytes per second a client must take, over 10 s, while a response is sent; slower is closed (0: any)"},
-    {"open_file_cache", SMP_CONFIG_INT, "1000", 0, "open files kept per worker"},
+    {"open_file_cache", SMP_CONFIG_INT, "16384", 0,
+     "open files kept per worker (at most half of the descriptors a process may open)"},
     {"open_file_cache_valid", SMP_CONFIG_DURATION, "1s", 0, "time before a cached file is checked again"},
     {"mime_types", SMP_CONFIG_STRING, "/etc/mime.types", 0, "extension to Content-Type map"},
     {"unique_ip", SMP_CONFIG_BOOL, "false", 0,
@@ -111,6 +113,27 @@ bool valid_hsts(std::string_view value) {
     return std::all_of(value.begin(), value.end(), [](char c) { return c >= ' ' && c <= '~'; });
 }
 
+// Cached files and connections share a worker's descriptors: the cache
+// takes at most half of what a process may open (RLIMIT_NOFILE, raised to
+// its hard limit at start), so that a full cache never makes an accept or a
+// download's open fail with EMFILE. Said when it lowers the value: as a
+// warning when another value than the default was asked for, else as a note.
+void limit_open_file_cache(bool asked, Settings& settings) {
+    rlimit limit{};
+    if (getrlimit(RLIMIT_NOFILE, &limit) != 0 || limit.rlim_cur == RLIM_INFINITY) return;
+    const size_t half = std::max<size_t>(1, static_cast<size_t>(limit.rlim_cur / 2));
+    if (settings.open_file_cache <= half) return;
+    if (settings.core != nullptr) {
+        char message[300];
+        std::snprintf(message, sizeof message,
+                      "open_file_cache: %zu files would be more than half of the %llu descriptors a process may "
+                      "open (RLIMIT_NOFILE); %zu kept",
+                      settings.open_file_cache, static_cast<unsigned long long>(limit.rlim_cur), half);
+        settings.core->log(asked ? SMP_LOG_WARN : SMP_LOG_INFO, "http_download", message);
+    }
+    settings.open_file_cache = half;
+}
+
 // Reads the table's values into `settings`; false with a message when one
 // is out of range or the root cannot be opened.
 bool read_settings(const smp_config_value* values, Settings& settings, char* error, size_t error_size) {
@@ -139,6 +162,7 @@ bool read_settings(const smp_config_value* values, Settings& settings, char* err
     if (values[kOpenFileCache].number < 1 || values[kOpenFileCache].number > 1'000'000)
         return fail("open_file_cache", "must be between 1 and 1000000");
     settings.open_file_cache = static_cast<size_t>(values[kOpenFileCache].number);
+    limit_open_file_cache(settings.open_file_cache != kDefaultOpenFileCache, settings);
     for (Key key : {kHeaderTimeout, kKeepaliveTimeout, kSendTimeout})
         if (values[key].number < 1) return fail(kKeys[key].name, "must be more than 0");
     const char* limit_key_name = nullptr;

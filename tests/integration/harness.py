@@ -9,6 +9,7 @@ import atexit
 import hashlib
 import os
 import re
+import resource
 import shutil
 import signal
 import socket
@@ -451,9 +452,10 @@ class Server:
 
     _counter = 0
 
-    def __init__(self, env, port=None, access_log=True, config=None, **cfg):
+    def __init__(self, env, port=None, access_log=True, config=None, nofile=None, **cfg):
         Server._counter += 1
         self.env = env
+        self.nofile = nofile  # RLIMIT_NOFILE (soft and hard) of the server, or the test's
         self.port = port or free_port()
         n = Server._counter
         self.access_log = env.path('access-%d.log' % n) if access_log else None
@@ -476,10 +478,13 @@ class Server:
         self._log = open(self.log_path, 'ab')
         if self not in _LIVE_SERVERS:
             _LIVE_SERVERS.append(self)
+        limit = None
+        if self.nofile is not None:
+            limit = lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (self.nofile, self.nofile))
         self.proc = subprocess.Popen([BINARY, '--config', self.config_path],
                                      stdin=subprocess.DEVNULL, stdout=self._log,
                                      stderr=subprocess.STDOUT, cwd=self.env.dir,
-                                     start_new_session=True)
+                                     start_new_session=True, preexec_fn=limit)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

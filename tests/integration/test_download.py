@@ -334,5 +334,33 @@ class DownloadTest(harness.ServerTestCase):
         self.assertEqual(r2.body, self.content('sub/file.txt'))
 
 
+class OpenFileCacheLimitTest(harness.ServerTestCase):
+    """The open-file cache (16384 files a worker by default) takes at most
+    half of the descriptors a process may open: a server whose limit is 256
+    serves 300 different files on one connection, none of them with an
+    error, and its worker holds at most 128 of them open."""
+
+    start_class_server = False
+    files = dict(('many/%03d.bin' % i, 100 + i) for i in range(300))
+
+    def test_cache_kept_under_half_the_descriptor_limit(self):
+        server = self.new_server(nofile=256, workers=1)
+        statuses = []
+        with harness.Conn(server.port) as c:
+            for i in range(300):
+                c.send(request_bytes('GET', '/many/%03d.bin' % i, close=False))
+                r = c.read_response()
+                statuses.append(r.status)
+                self.assertEqual(r.body, self.env.content['many/%03d.bin' % i])
+        self.assertEqual(statuses, [200] * 300)
+        worker = server.workers()[0]
+        open_files = [os.readlink('/proc/%d/fd/%s' % (worker, fd)) for fd in os.listdir('/proc/%d/fd' % worker)]
+        served = [path for path in open_files if '/www/many/' in path]
+        self.assertLessEqual(len(served), 128)
+        self.assertGreater(len(served), 100, 'the cache kept files open')
+        self.assertTrue(harness.wait_for(lambda: 'open_file_cache: 16384 files would be more than half of the '
+                                         '256 descriptors' in server.log(), 5), server.log_tail())
+
+
 if __name__ == '__main__':
     harness.main()
