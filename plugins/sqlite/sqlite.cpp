@@ -822,7 +822,8 @@ struct Store {
     // Before the database: the connection's batch tables point at them
     // until it is closed.
     DownloadRows downloads;
-    std::vector<const smp_record*> new_requests;  // of the batch being stored, those not stored before
+    std::vector<std::pair<uint64_t, size_t>> download_order;  // kept from call to call (order_downloads)
+    std::vector<const smp_record*> new_requests;              // of the batch being stored, those not stored before
     RequestBlock block;
     Database db;
     Statement insert_block;
@@ -1317,18 +1318,33 @@ bool store_requests(Store& s) {
     return true;
 }
 
+// The batch's downloads in the order of their ids, which is the order they
+// began in: they end in another (a download of a small file ends when it is
+// fetched again), and rows written out of order touch pages all over the
+// last few thousand rows of the table and its index. A download handed over
+// twice in one call (open, then finished) ends as its later row: equal ids
+// keep their order. Sorted as (id, place) pairs, not by reading each
+// download's id again at every comparison.
+void order_downloads(std::vector<const smp_download*>& downloads, std::vector<std::pair<uint64_t, size_t>>& order,
+                     const smp_batch& batch) {
+    downloads.clear();
+    bool sorted = true;
+    for (size_t i = 1; i < batch.download_count && sorted; ++i)
+        sorted = batch.downloads[i - 1].id <= batch.downloads[i].id;
+    if (sorted) {
+        for (size_t i = 0; i < batch.download_count; ++i) downloads.push_back(&batch.downloads[i]);
+        return;
+    }
+    order.clear();
+    for (size_t i = 0; i < batch.download_count; ++i) order.emplace_back(batch.downloads[i].id, i);
+    std::sort(order.begin(), order.end());
+    for (const auto& [id, place] : order) downloads.push_back(&batch.downloads[place]);
+}
+
 // Stores what `batch` holds that the database has not, in the open transaction.
 bool store_rows(Store& s, const smp_batch& batch) {
     select_new_records(s, batch);
-    s.downloads.downloads.clear();
-    for (size_t i = 0; i < batch.download_count; ++i) s.downloads.downloads.push_back(&batch.downloads[i]);
-    // In the order of their ids, which is the order downloads began in: they
-    // end in another (a download of a small file ends when it is fetched
-    // again), and rows written out of order touch pages all over the last
-    // few thousand rows of the table and its index. Stable: a download handed
-    // over twice in one call (open, then finished) ends as its later row.
-    std::stable_sort(s.downloads.downloads.begin(), s.downloads.downloads.end(),
-                     [](const smp_download* a, const smp_download* b) { return a->id < b->id; });
+    order_downloads(s.downloads.downloads, s.download_order, batch);
     s.downloads.delivered.build(s.downloads.downloads,
                                 [](const smp_download& d) { return std::pair(d.delivered, d.delivered_count); });
     bool ok = store_requests(s) && step_and_reset(s.upsert_downloads.get());
