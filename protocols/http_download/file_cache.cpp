@@ -102,6 +102,7 @@ OpenResult FileCache::open_beneath(std::string_view path, OpenFile& file) const 
     file.size = static_cast<uint64_t>(info.st_size);
     file.mtime_s = info.st_mtim.tv_sec;
     file.mtime_ns = info.st_mtim.tv_sec * 1'000'000'000LL + info.st_mtim.tv_nsec;
+    file.ctime_ns = info.st_ctim.tv_sec * 1'000'000'000LL + info.st_ctim.tv_nsec;
     file.device = info.st_dev;
     file.inode = info.st_ino;
     file.etag = make_etag(file.size, file.mtime_ns);
@@ -125,13 +126,33 @@ OpenResult FileCache::acquire(std::string_view path, uint64_t now_ms, OpenFile*&
             file = &*entry;
             return OpenResult::ok;
         }
-        // Expired: look again. The same file keeps its entry; a changed one
-        // leaves the cache (closed once its running transfers end).
+        // Expired: is the path still this file? One stat of the path tells,
+        // without an open and a close: its directories are searched as an
+        // open searches them, and the same device, inode, size, mtime and
+        // ctime (which a chmod, chown or link change moves) is the file
+        // opened before beneath the root, as readable as it was. A symlink
+        // now leading elsewhere, out of the root too, finds another inode.
+        // The same file keeps its entry; anything else is opened again, and
+        // a changed file leaves the cache (closed once its transfers end).
+        if (unchanged) {
+            struct stat at_path {};
+            if (fstatat(root_fd_, entry->key.c_str(), &at_path, 0) == 0 && at_path.st_ino == entry->inode &&
+                at_path.st_dev == entry->device && static_cast<uint64_t>(at_path.st_size) == entry->size &&
+                at_path.st_mtim.tv_sec * 1'000'000'000LL + at_path.st_mtim.tv_nsec == entry->mtime_ns &&
+                at_path.st_ctim.tv_sec * 1'000'000'000LL + at_path.st_ctim.tv_nsec == entry->ctime_ns) {
+                entry->validated_ms = now_ms;
+                lru_.splice(lru_.begin(), lru_, entry);
+                ++entry->references;
+                file = &*entry;
+                return OpenResult::ok;
+            }
+        }
         OpenFile fresh;
         const OpenResult result = open_beneath(path, fresh);
         if (result == OpenResult::ok && fresh.inode == entry->inode && fresh.device == entry->device &&
             fresh.size == entry->size && fresh.mtime_ns == entry->mtime_ns) {
             close(fresh.fd);
+            entry->ctime_ns = fresh.ctime_ns;
             entry->validated_ms = now_ms;
             lru_.splice(lru_.begin(), lru_, entry);
             ++entry->references;

@@ -23,6 +23,7 @@ struct OpenFile {
     uint64_t size = 0;
     int64_t mtime_s = 0;
     int64_t mtime_ns = 0;
+    int64_t ctime_ns = 0;  // a change of its permissions, owner or links moves it
     dev_t device = 0;
     ino_t inode = 0;
     std::string etag;  // strong, with quotes: "<size hex>-<mtime ns hex>"

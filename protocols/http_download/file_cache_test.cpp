@@ -92,6 +92,53 @@ TEST_CASE("a file replaced by rename is seen after the validity time") {
     cache.release(held);
 }
 
+// Revalidation stats the path instead of opening it (file_cache.cpp): the
+// same file is kept, anything else is opened again, as before.
+TEST_CASE("after the validity time, a file whose permissions changed is opened again, an unchanged one kept") {
+    Folder folder;
+    folder.write("a.bin", "12345");
+    folder.write("b.bin", "678");
+    FileCache cache(folder.root_fd, folder.types, 10, 1'000);
+    OpenFile* held = nullptr;
+    OpenFile* kept = nullptr;
+    REQUIRE(cache.acquire("a.bin", 0, held) == OpenResult::ok);
+    REQUIRE(cache.acquire("b.bin", 0, kept) == OpenResult::ok);
+    const int kept_fd = kept->fd;
+    cache.release(kept);
+    const int64_t cached_ctime_ns = held->ctime_ns;
+    usleep(20'000);  // past the file system's clock step
+    fs::permissions(folder.root / "a.bin", fs::perms::owner_read, fs::perm_options::replace);  // moves ctime
+    struct stat now {};
+    REQUIRE(stat((folder.root / "a.bin").c_str(), &now) == 0);
+    const int64_t ctime_ns = now.st_ctim.tv_sec * 1'000'000'000LL + now.st_ctim.tv_nsec;
+    REQUIRE(ctime_ns != cached_ctime_ns);
+    OpenFile* file = nullptr;
+    // Opened again (which refuses it to a server that may no longer read
+    // it); the same file, still readable here, keeps its entry.
+    REQUIRE(cache.acquire("a.bin", 1'500, file) == OpenResult::ok);
+    CHECK(file == held);
+    CHECK(file->ctime_ns == ctime_ns);
+    cache.release(file);
+    REQUIRE(cache.acquire("b.bin", 1'500, file) == OpenResult::ok);
+    CHECK(file == kept);
+    CHECK(file->fd == kept_fd);
+    CHECK(file->validated_ms == 1'500);
+    cache.release(file);
+    cache.release(held);
+}
+
+TEST_CASE("after the validity time, a file replaced by a symlink out of the root is refused") {
+    Folder folder;
+    folder.write("a.bin", "12345");
+    FileCache cache(folder.root_fd, folder.types, 10, 1'000);
+    OpenFile* file = nullptr;
+    REQUIRE(cache.acquire("a.bin", 0, file) == OpenResult::ok);
+    cache.release(file);
+    fs::remove(folder.root / "a.bin");
+    fs::create_symlink(folder.base / "secret.txt", folder.root / "a.bin");
+    CHECK(cache.acquire("a.bin", 1'500, file) == OpenResult::forbidden);
+}
+
 TEST_CASE("the least recently used files leave when the cache is full, unless in use") {
     Folder folder;
     for (const char* name : {"a", "b", "c"}) folder.write(name, name);
