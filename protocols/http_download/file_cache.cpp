@@ -26,6 +26,8 @@ int open_beneath_root(int root_fd, const char* path) {
     return static_cast<int>(syscall(SYS_openat2, root_fd, path, &how, sizeof how));
 }
 
+int64_t nanoseconds(const timespec& time) { return time.tv_sec * 1'000'000'000LL + time.tv_nsec; }
+
 OpenResult from_errno(int error) {
     switch (error) {
         case ENOENT:
@@ -101,8 +103,8 @@ OpenResult FileCache::open_beneath(std::string_view path, OpenFile& file) const 
     file.fd = fd;
     file.size = static_cast<uint64_t>(info.st_size);
     file.mtime_s = info.st_mtim.tv_sec;
-    file.mtime_ns = info.st_mtim.tv_sec * 1'000'000'000LL + info.st_mtim.tv_nsec;
-    file.ctime_ns = info.st_ctim.tv_sec * 1'000'000'000LL + info.st_ctim.tv_nsec;
+    file.mtime_ns = nanoseconds(info.st_mtim);
+    file.ctime_ns = nanoseconds(info.st_ctim);
     file.device = info.st_dev;
     file.inode = info.st_ino;
     file.etag = make_etag(file.size, file.mtime_ns);
@@ -114,18 +116,19 @@ OpenResult FileCache::open_beneath(std::string_view path, OpenFile& file) const 
 OpenResult FileCache::acquire(std::string_view path, uint64_t now_ms, OpenFile*& file) {
     if (auto found = index_.find(path); found != index_.end()) {
         auto entry = found->second;
+        const auto keep = [&] {
+            lru_.splice(lru_.begin(), lru_, entry);
+            ++entry->references;
+            file = &*entry;
+            return OpenResult::ok;
+        };
         // Within the validity time one fstat of the open file still catches a
         // file rewritten in place; a file replaced by rename is seen at the
         // next revalidation, and until then its old, complete content is served.
         struct stat info {};
         const bool unchanged = fstat(entry->fd, &info) == 0 && static_cast<uint64_t>(info.st_size) == entry->size &&
-                               info.st_mtim.tv_sec * 1'000'000'000LL + info.st_mtim.tv_nsec == entry->mtime_ns;
-        if (unchanged && now_ms - entry->validated_ms < valid_ms_) {
-            lru_.splice(lru_.begin(), lru_, entry);
-            ++entry->references;
-            file = &*entry;
-            return OpenResult::ok;
-        }
+                               nanoseconds(info.st_mtim) == entry->mtime_ns;
+        if (unchanged && now_ms - entry->validated_ms < valid_ms_) return keep();
         // Expired: is the path still this file? One stat of the path tells,
         // without an open and a close: its directories are searched as an
         // open searches them, and the same device, inode, size, mtime and
@@ -138,13 +141,9 @@ OpenResult FileCache::acquire(std::string_view path, uint64_t now_ms, OpenFile*&
             struct stat at_path {};
             if (fstatat(root_fd_, entry->key.c_str(), &at_path, 0) == 0 && at_path.st_ino == entry->inode &&
                 at_path.st_dev == entry->device && static_cast<uint64_t>(at_path.st_size) == entry->size &&
-                at_path.st_mtim.tv_sec * 1'000'000'000LL + at_path.st_mtim.tv_nsec == entry->mtime_ns &&
-                at_path.st_ctim.tv_sec * 1'000'000'000LL + at_path.st_ctim.tv_nsec == entry->ctime_ns) {
+                nanoseconds(at_path.st_mtim) == entry->mtime_ns && nanoseconds(at_path.st_ctim) == entry->ctime_ns) {
                 entry->validated_ms = now_ms;
-                lru_.splice(lru_.begin(), lru_, entry);
-                ++entry->references;
-                file = &*entry;
-                return OpenResult::ok;
+                return keep();
             }
         }
         OpenFile fresh;
@@ -154,10 +153,7 @@ OpenResult FileCache::acquire(std::string_view path, uint64_t now_ms, OpenFile*&
             close(fresh.fd);
             entry->ctime_ns = fresh.ctime_ns;
             entry->validated_ms = now_ms;
-            lru_.splice(lru_.begin(), lru_, entry);
-            ++entry->references;
-            file = &*entry;
-            return OpenResult::ok;
+            return keep();
         }
         if (fresh.fd >= 0) close(fresh.fd);
         index_.erase(found);
