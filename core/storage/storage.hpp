@@ -19,7 +19,6 @@
 #include <span>
 #include <string>
 #include <thread>
-#include <vector>
 
 #include "batch.hpp"
 #include "loader.hpp"
@@ -80,8 +79,6 @@ class StorageThread {
     uint64_t purged_rows_ = 0;  // by the purge under way
     bool purging_ = false;      // a purge is under way
     BatchView view_;            // what the store is given, on this thread
-    std::vector<smp_batch> views_;         // or, for store_batches, each batch's view
-    std::vector<const smp_batch*> viewed_;  // and where they are
     std::thread thread_;
 };
 

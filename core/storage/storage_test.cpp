@@ -52,31 +52,14 @@ FakeStore* the_store = nullptr;
 // The batches submitted, by sequence, to tell a view in place from a copy.
 std::map<uint64_t, std::shared_ptr<const smp::Batch>> submitted;
 
-// "N in place" or "N copied": a batch of N rows the store was given, where
-// the core holds it or copied.
-std::string viewed(const smp_batch& batch) {
-    const auto found = submitted.find(batch.sequence);
-    const bool in_place = found != submitted.end() && batch.downloads == found->second->downloads.data();
-    return std::to_string(batch.record_count + batch.download_count) + (in_place ? " in place" : " copied");
-}
-
 int fake_store(void*, const smp_batch* batch, char*, size_t) {
     if (batch->sequence == 1) std::this_thread::sleep_for(the_store->first_store_takes);
     the_store->said("store " + std::to_string(batch->sequence));
+    const auto found = submitted.find(batch->sequence);
+    const bool in_place = found != submitted.end() && batch->downloads == found->second->downloads.data();
     std::lock_guard lock(the_store->mutex);
-    the_store->views.push_back(viewed(*batch));
-    return SMP_OK;
-}
-int fake_store_batches(void*, const smp_batch* const* batches, size_t count, char*, size_t) {
-    std::string call = "store";
-    std::string views;
-    for (size_t i = 0; i < count; ++i) {
-        call += " " + std::to_string(batches[i]->sequence);
-        views += (i > 0 ? ", " : "") + viewed(*batches[i]);
-    }
-    the_store->said(call);
-    std::lock_guard lock(the_store->mutex);
-    the_store->views.push_back(views);
+    the_store->views.push_back(std::to_string(batch->record_count + batch->download_count) +
+                               (in_place ? " in place" : " copied"));
     return SMP_OK;
 }
 int fake_purge(void*, int64_t before_us, uint32_t max_rows, uint32_t* purged, char*, size_t) {
@@ -93,13 +76,12 @@ struct FakeModule {
     smp_module api{};
     smp::ModuleEntry entry;
     smp::ModuleInstance instance;
-    explicit FakeModule(bool can_purge, bool can_store_batches = false) {
+    explicit FakeModule(bool can_purge) {
         smp_module_stamp(&api);
         api.kind = SMP_MODULE_PLUGIN;
         api.name = "fake";
         api.store = fake_store;
         if (can_purge) api.purge = fake_purge;
-        if (can_store_batches) api.store_batches = fake_store_batches;
         entry.module = "fake";
         instance.entry = &entry;
         instance.api = &api;
@@ -186,34 +168,30 @@ TEST_CASE("without a retention, or a store without purge, nothing is purged") {
     the_store = nullptr;
 }
 
-TEST_CASE("batches that queued up are stored in one call: each where it is with store_batches, copied without") {
-    for (const bool can_store_batches : {true, false}) {
-        CAPTURE(can_store_batches);
-        TempDir dir;
-        FakeStore store;
-        store.first_store_takes = std::chrono::milliseconds(200);
-        the_store = &store;
-        FakeModule fake(false, can_store_batches);
-        {
-            smp::StorageThread thread(fake.instance, (dir.path / "spool").string());
-            thread.submit(batch(1));
-            for (int i = 0; i < 100 && store.said().empty(); ++i)  // in the first call, which takes 200 ms
-                std::this_thread::sleep_for(std::chrono::milliseconds(1));
-            thread.submit(batch(2, 10));
-            thread.submit(batch(3, smp::kBatchRows));
-            thread.submit(batch(4, 11));
-            for (int i = 0; i < 500 && store.said().size() < 2; ++i)
-                std::this_thread::sleep_for(std::chrono::milliseconds(10));
-            thread.stop();
-        }
-        if (can_store_batches) {
-            CHECK(store.said() == std::vector<std::string>{"store 1", "store 2 3 4"});
-            CHECK(store.views == std::vector<std::string>{"1 in place", "10 in place, 8192 in place, 11 in place"});
-        } else {
-            CHECK(store.said() == std::vector<std::string>{"store 1", "store 4"});
-            CHECK(store.views == std::vector<std::string>{"1 in place", "8213 copied"});
-        }
-        submitted.clear();
-        the_store = nullptr;
+TEST_CASE("batches that queued up are stored small ones together, a full one alone where it is") {
+    TempDir dir;
+    FakeStore store;
+    store.first_store_takes = std::chrono::milliseconds(200);
+    the_store = &store;
+    FakeModule fake(false);
+    {
+        smp::StorageThread thread(fake.instance, (dir.path / "spool").string());
+        thread.submit(batch(1));
+        for (int i = 0; i < 100 && store.said().empty(); ++i)  // in the first call, which takes 200 ms
+            std::this_thread::sleep_for(std::chrono::milliseconds(1));
+        thread.submit(batch(2, 10));
+        thread.submit(batch(3, 10));
+        thread.submit(batch(4, smp::kBatchRows));
+        thread.submit(batch(5, 10));
+        thread.submit(batch(6, smp::kBatchRows - 20));
+        thread.submit(batch(7, 11));
+        for (int i = 0; i < 500 && store.said().size() < 5; ++i)
+            std::this_thread::sleep_for(std::chrono::milliseconds(10));
+        thread.stop();
     }
+    CHECK(store.said() == std::vector<std::string>{"store 1", "store 3", "store 4", "store 6", "store 7"});
+    CHECK(store.views == std::vector<std::string>{"1 in place", "20 copied", "8192 in place", "8182 copied",
+                                                  "11 in place"});
+    submitted.clear();
+    the_store = nullptr;
 }

@@ -277,17 +277,16 @@ Batch Batch::copy() const {
     return std::move(*decode_batch(encode_batch(*this)));
 }
 
-smp_batch view_of(const Batch& batch) {
-    return {sizeof(smp_batch), batch.records.data(),  batch.records.size(), batch.downloads.data(),
-            batch.downloads.size(), batch.origin,       batch.sequence};
-}
-
 const smp_batch* BatchView::of(std::span<const Batch* const> batches) {
     // One batch (the usual case) is viewed where its records and downloads are.
-    batch_ = view_of(*batches.back());
+    const Batch& last = *batches.back();
+    const smp_record* records = last.records.data();
+    size_t record_count = last.records.size();
+    const smp_download* downloads = last.downloads.data();
+    size_t download_count = last.downloads.size();
     if (batches.size() > 1) {
-        size_t record_count = 0;
-        size_t download_count = 0;
+        record_count = 0;
+        download_count = 0;
         for (const Batch* batch : batches) {
             record_count += batch->records.size();
             download_count += batch->downloads.size();
@@ -298,11 +297,10 @@ const smp_batch* BatchView::of(std::span<const Batch* const> batches) {
             records_.insert(records_.end(), batch->records.begin(), batch->records.end());
             downloads_.insert(downloads_.end(), batch->downloads.begin(), batch->downloads.end());
         }
-        batch_.records = records_.data();
-        batch_.record_count = record_count;
-        batch_.downloads = downloads_.data();
-        batch_.download_count = download_count;
+        records = records_.data();
+        downloads = downloads_.data();
     }
+    batch_ = {sizeof batch_, records, record_count, downloads, download_count, last.origin, last.sequence};
     return &batch_;
 }
 

@@ -116,19 +116,15 @@ struct Batch {
     Batch copy() const;
 };
 
-// The C view of one batch, where its records and downloads are: valid while
-// the batch lives.
-smp_batch view_of(const Batch& batch);
-
 // The C view of a batch, or of consecutive batches of one origin stored in one
-// call of a store's `store` hook (named by the last: a store that has it has
-// them all). One batch is viewed where it is; several are copied into room
-// the view keeps from one call to the next, so that a store that fell behind
-// and takes 32 batches at once does not write tens of MiB into fresh pages
-// each time (a fault every 4 KiB) before it stores a row; nor, once the
-// collector has forked a checkpoint's writer, into pages shared with it. A
-// store with the `store_batches` hook is given them each where it is, with
-// no copy. A view is valid while its batches live, and until the next call.
+// call (named by the last: a store that has it has them all). One batch is
+// viewed where it is; several (small ones, at most kBatchRows rows together:
+// copying full ones was a tenth of the storage thread's time) are copied
+// into room the view keeps from one call to the next, so that they are not
+// written into fresh pages each time (a fault every 4 KiB) before a row is
+// stored; nor, once the collector has forked a checkpoint's writer, into
+// pages shared with it. A view is valid while its
+// batches live, and until the next call.
 class BatchView {
    public:
     const smp_batch* of(std::span<const Batch* const> batches);

@@ -86,7 +86,7 @@ extern "C" {
 #endif
 
 #define SMP_ABI_MAJOR 1
-#define SMP_ABI_MINOR 14
+#define SMP_ABI_MINOR 13
 
 /*
  * What a hook that returns `int` returns, unless it says otherwise (the
@@ -884,16 +884,6 @@ typedef struct smp_module {
        sentence in `error`: logged, tried again at the next purge. */
     int (*purge)(void* collector_state, int64_t before_us, uint32_t max_rows, uint32_t* purged, char* error,
                  size_t error_size);
-
-    /* ABI 1.14. OPTIONAL, plugins with store. Collector, storage thread;
-       may block. `count` consecutive batches of one origin, in order, that
-       queued up while the store was busy, stored as one: all of them or
-       none (one transaction), as `store` stores one. Each batch is viewed
-       where the core holds it; a store without this hook is given them
-       copied into one batch, through `store`. SMP_ERROR as for store:
-       every one of them goes to the spool and is offered again. */
-    int (*store_batches)(void* collector_state, const smp_batch* const* batches, size_t count, char* error,
-                         size_t error_size);
 } smp_module;
 
 /* C: the first designated initializers of a module's static struct, the

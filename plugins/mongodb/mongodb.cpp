@@ -14,7 +14,6 @@
 #include <map>
 #include <memory>
 #include <mutex>
-#include <span>
 #include <string>
 #include <thread>
 #include <vector>
@@ -28,9 +27,6 @@
 
 namespace smp::mongodb {
 namespace {
-
-// Consecutive batches of one origin, stored in one call.
-using Batches = std::span<const smp_batch* const>;
 
 // ---- config -----------------------------------------------------------------
 
@@ -170,32 +166,27 @@ bool create_indexes(mongoc_client_t* client, const Settings& settings, char* err
 }
 
 // Inserts documents in commands of batch_size, unordered; duplicates are stored already.
-bool insert_requests(mongoc_collection_t* requests, const Settings& settings, Batches batches, char* error,
+bool insert_requests(mongoc_collection_t* requests, const Settings& settings, const smp_batch& batch, char* error,
                      size_t error_size) {
     Bson opts(BCON_NEW("ordered", BCON_BOOL(false)));
     mongoc_write_concern_append(settings.write_concern.get(), opts.get());
-    const auto chunk = static_cast<size_t>(settings.batch_size);
-    std::vector<Bson> owned;
-    std::vector<const bson_t*> docs;
-    const auto insert = [&] {
+    for (size_t first = 0; first < batch.record_count; first += static_cast<size_t>(settings.batch_size)) {
+        const size_t count = std::min(batch.record_count - first, static_cast<size_t>(settings.batch_size));
+        std::vector<Bson> owned;
+        std::vector<const bson_t*> docs;
+        owned.reserve(count);
+        for (size_t i = first; i < first + count; ++i) {
+            owned.push_back(request_document(batch.records[i]));
+            docs.push_back(owned.back().get());
+        }
         bson_t reply;
         bson_error_t e;
         const bool ok = mongoc_collection_insert_many(requests, docs.data(), docs.size(), opts.get(), &reply, &e) ||
                         only_duplicates(reply);
         bson_destroy(&reply);
-        owned.clear();
-        docs.clear();
-        return ok || fail(e, "inserting requests", error, error_size);
-    };
-    owned.reserve(chunk);
-    for (const smp_batch* batch : batches) {
-        for (size_t i = 0; i < batch->record_count; ++i) {
-            owned.push_back(request_document(batch->records[i]));
-            docs.push_back(owned.back().get());
-            if (docs.size() == chunk && !insert()) return false;
-        }
+        if (!ok) return fail(e, "inserting requests", error, error_size);
     }
-    return docs.empty() || insert();
+    return true;
 }
 
 // ---- downloads, merged across nodes (docs/scale.md) -------------------------------
@@ -393,21 +384,19 @@ Written try_store(mongoc_collection_t* downloads, const Settings& settings,
 // into the document that holds it already, else one it joins (the same
 // download within merge_window), else a new one. Idempotent: a part
 // offered again replaces itself, so a lost race stores the batch again.
-bool store_downloads(mongoc_collection_t* downloads, const Settings& settings, Batches batches, char* error,
+bool store_downloads(mongoc_collection_t* downloads, const Settings& settings, const smp_batch& batch, char* error,
                      size_t error_size) {
-    // A download changed twice in the batches: its later state, in the place of the first.
+    // A download changed twice in the batch: its later state, in the place of the first.
     std::map<std::pair<std::string, uint64_t>, size_t> place_of;
     std::vector<const smp_download*> parts;
-    for (const smp_batch* batch : batches) {
-        for (size_t i = 0; i < batch->download_count; ++i) {
-            const smp_download& dl = batch->downloads[i];
-            const std::string node = SMP_HAS(&dl, node) ? or_empty(dl.node) : "";
-            const auto [at, fresh] = place_of.try_emplace({node, dl.id}, parts.size());
-            if (fresh)
-                parts.push_back(&dl);
-            else
-                parts[at->second] = &dl;
-        }
+    for (size_t i = 0; i < batch.download_count; ++i) {
+        const smp_download& dl = batch.downloads[i];
+        const std::string node = SMP_HAS(&dl, node) ? or_empty(dl.node) : "";
+        const auto [at, fresh] = place_of.try_emplace({node, dl.id}, parts.size());
+        if (fresh)
+            parts.push_back(&dl);
+        else
+            parts[at->second] = &dl;
     }
     for (size_t first = 0; first < parts.size(); first += static_cast<size_t>(settings.batch_size)) {
         const std::vector<const smp_download*> some(
@@ -547,48 +536,36 @@ void exit_collector(void* collector_state) { delete static_cast<Store*>(collecto
 
 // True when the newest thing in the batch is older than `interval`: it waited
 // (in the spool, or behind a slow write) and should not wait more.
-bool is_backlog(Batches batches, std::chrono::milliseconds interval) {
+bool is_backlog(const smp_batch& batch, std::chrono::milliseconds interval) {
     int64_t newest_us = 0;
-    for (const smp_batch* batch : batches) {
-        for (size_t i = 0; i < batch->record_count; ++i) newest_us = std::max(newest_us, batch->records[i].end_us);
-        for (size_t i = 0; i < batch->download_count; ++i)
-            newest_us = std::max(newest_us, batch->downloads[i].last_us);
-    }
+    for (size_t i = 0; i < batch.record_count; ++i) newest_us = std::max(newest_us, batch.records[i].end_us);
+    for (size_t i = 0; i < batch.download_count; ++i) newest_us = std::max(newest_us, batch.downloads[i].last_us);
     const int64_t now_us =
         std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::system_clock::now().time_since_epoch())
             .count();
     return now_us - newest_us > std::chrono::duration_cast<std::chrono::microseconds>(interval).count();
 }
 
-// Consecutive batches of one origin (store_batches, ABI 1.14), or one
-// (store). No transaction: what a failed call wrote is written again, as
-// itself, when the batches are offered again.
-int store_batches(void* collector_state, const smp_batch* const* batches, size_t count, char* error,
-                  size_t error_size) {
+int store_batch(void* collector_state, const smp_batch* batch, char* error, size_t error_size) {
     try {
         auto& store = *static_cast<Store*>(collector_state);
         const Settings& settings = *store.settings;
-        const Batches all(batches, count);
         // At most one write per flush_interval while the store keeps up: what
-        // arrives meanwhile comes in the next call (this is the store's own
-        // thread). A backlog (a replayed spool) is not paced.
-        if (!is_backlog(all, settings.flush_interval))
+        // arrives meanwhile is merged into the next call by the core (this is
+        // the store's own thread). A backlog (a replayed spool) is not paced.
+        if (!is_backlog(*batch, settings.flush_interval))
             std::this_thread::sleep_until(store.last_write + settings.flush_interval);
         store.last_write = std::chrono::steady_clock::now();
         const PooledClient client(store.pool.get());
         const Collection requests = collection(client.get(), settings, "requests");
         const Collection downloads = collection(client.get(), settings, "downloads");
-        if (!insert_requests(requests.get(), settings, all, error, error_size)) return SMP_ERROR;
-        if (!store_downloads(downloads.get(), settings, all, error, error_size)) return SMP_ERROR;
+        if (!insert_requests(requests.get(), settings, *batch, error, error_size)) return SMP_ERROR;
+        if (!store_downloads(downloads.get(), settings, *batch, error, error_size)) return SMP_ERROR;
         return SMP_OK;
     } catch (const std::exception& ex) {
         std::snprintf(error, error_size, "%s", ex.what());
         return SMP_ERROR;
     }
-}
-
-int store_batch(void* collector_state, const smp_batch* batch, char* error, size_t error_size) {
-    return store_batches(collector_state, &batch, 1, error, error_size);
 }
 
 // tracking.retention: at most `max_rows` old requests, then old finished
@@ -639,7 +616,6 @@ extern "C" const smp_module* smp_module_entry(void) {
         m.init_collector = smp::mongodb::init_collector;
         m.exit_collector = smp::mongodb::exit_collector;
         m.store = smp::mongodb::store_batch;
-        m.store_batches = smp::mongodb::store_batches;
         m.query = smp::mongodb::query;
         m.free_table = smp::mongodb::free_table;
         m.purge = smp::mongodb::purge;

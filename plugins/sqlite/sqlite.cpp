@@ -19,7 +19,6 @@
 #include <memory>
 #include <new>
 #include <optional>
-#include <span>
 #include <string>
 #include <string_view>
 #include <unordered_map>
@@ -824,7 +823,6 @@ struct Store {
     // until it is closed.
     DownloadRows downloads;
     std::vector<std::pair<uint64_t, size_t>> download_order;  // kept from call to call (order_downloads)
-    std::vector<const smp_download*> arrived_downloads;       // the same, in the order they arrived
     std::vector<const smp_record*> new_requests;              // of the batch being stored, those not stored before
     RequestBlock block;
     Database db;
@@ -866,39 +864,37 @@ bool read_log_positions(Store& s) {
     return !s.log_positions_unknown;
 }
 
-// Puts in s.new_requests the records of `batches` that are not stored yet,
-// and in s.batch_positions how far each of their logs gets.
-void select_new_records(Store& s, std::span<const smp_batch* const> batches) {
+// Puts in s.new_requests the records of `batch` that are not stored yet, and
+// in s.batch_positions how far each log of the batch gets.
+void select_new_records(Store& s, const smp_batch& batch) {
     std::vector<const smp_record*>& selected = s.new_requests;
     selected.clear();
     s.batch_positions.clear();
     LogPosition* position = nullptr;  // of the previous record's log: consecutive records often share it
-    for (const smp_batch* batch : batches) {
-        for (size_t i = 0; i < batch->record_count; ++i) {
-            const smp_record& record = batch->records[i];
-            const uint64_t index = smp_record_log_index(&record);
-            const uint64_t log = SMP_HAS(&record, log_number) ? record.log_number : 0;
-            if (log == 0) {  // made up by the collector, in no log
-                selected.push_back(&record);
-                continue;
-            }
-            if (position == nullptr || position->log != log) {
-                position = nullptr;
-                for (LogPosition& known : s.batch_positions)
-                    if (known.log == log) position = &known;
-                if (position == nullptr) {
-                    const auto stored = s.log_positions.find(log);
-                    position = &s.batch_positions.emplace_back(
-                        LogPosition{log, stored != s.log_positions.end() ? stored->second : 0, false});
-                }
-            }
-            // A log's records come in index order: one at or below the last
-            // stored (or taken earlier in this call) was offered before.
-            if (index <= position->last_index) continue;
-            position->last_index = index;
-            position->advanced = true;
+    for (size_t i = 0; i < batch.record_count; ++i) {
+        const smp_record& record = batch.records[i];
+        const uint64_t index = smp_record_log_index(&record);
+        const uint64_t log = SMP_HAS(&record, log_number) ? record.log_number : 0;
+        if (log == 0) {  // made up by the collector, in no log
             selected.push_back(&record);
+            continue;
         }
+        if (position == nullptr || position->log != log) {
+            position = nullptr;
+            for (LogPosition& known : s.batch_positions)
+                if (known.log == log) position = &known;
+            if (position == nullptr) {
+                const auto stored = s.log_positions.find(log);
+                position = &s.batch_positions.emplace_back(
+                    LogPosition{log, stored != s.log_positions.end() ? stored->second : 0, false});
+            }
+        }
+        // A log's records come in index order: one at or below the last
+        // stored (or taken earlier in this batch) was offered before.
+        if (index <= position->last_index) continue;
+        position->last_index = index;
+        position->advanced = true;
+        selected.push_back(&record);
     }
 }
 
@@ -1322,33 +1318,33 @@ bool store_requests(Store& s) {
     return true;
 }
 
-// The downloads of `batches` in the order of their ids, which is the order
-// they began in: they end in another (a download of a small file ends when it
-// is fetched again), and rows written out of order touch pages all over the
+// The batch's downloads in the order of their ids, which is the order they
+// began in: they end in another (a download of a small file ends when it is
+// fetched again), and rows written out of order touch pages all over the
 // last few thousand rows of the table and its index. A download handed over
 // twice in one call (open, then finished) ends as its later row: equal ids
 // keep their order. Sorted as (id, place) pairs, not by reading each
 // download's id again at every comparison.
-void order_downloads(Store& s, std::span<const smp_batch* const> batches) {
-    std::vector<const smp_download*>& downloads = s.downloads.downloads;
+void order_downloads(std::vector<const smp_download*>& downloads, std::vector<std::pair<uint64_t, size_t>>& order,
+                     const smp_batch& batch) {
     downloads.clear();
-    for (const smp_batch* batch : batches)
-        for (size_t i = 0; i < batch->download_count; ++i) downloads.push_back(&batch->downloads[i]);
-    if (std::is_sorted(downloads.begin(), downloads.end(),
-                       [](const smp_download* a, const smp_download* b) { return a->id < b->id; }))
+    bool sorted = true;
+    for (size_t i = 1; i < batch.download_count && sorted; ++i)
+        sorted = batch.downloads[i - 1].id <= batch.downloads[i].id;
+    if (sorted) {
+        for (size_t i = 0; i < batch.download_count; ++i) downloads.push_back(&batch.downloads[i]);
         return;
-    s.download_order.clear();
-    for (size_t i = 0; i < downloads.size(); ++i) s.download_order.emplace_back(downloads[i]->id, i);
-    std::sort(s.download_order.begin(), s.download_order.end());
-    s.arrived_downloads.swap(downloads);
-    downloads.clear();
-    for (const auto& [id, place] : s.download_order) downloads.push_back(s.arrived_downloads[place]);
+    }
+    order.clear();
+    for (size_t i = 0; i < batch.download_count; ++i) order.emplace_back(batch.downloads[i].id, i);
+    std::sort(order.begin(), order.end());
+    for (const auto& [id, place] : order) downloads.push_back(&batch.downloads[place]);
 }
 
-// Stores what `batches` hold that the database has not, in the open transaction.
-bool store_rows(Store& s, std::span<const smp_batch* const> batches) {
-    select_new_records(s, batches);
-    order_downloads(s, batches);
+// Stores what `batch` holds that the database has not, in the open transaction.
+bool store_rows(Store& s, const smp_batch& batch) {
+    select_new_records(s, batch);
+    order_downloads(s.downloads.downloads, s.download_order, batch);
     s.downloads.delivered.build(s.downloads.downloads,
                                 [](const smp_download& d) { return std::pair(d.delivered, d.delivered_count); });
     bool ok = store_requests(s) && step_and_reset(s.upsert_downloads.get());
@@ -1361,35 +1357,26 @@ bool store_rows(Store& s, std::span<const smp_batch* const> batches) {
     return ok;
 }
 
-bool named(const smp_batch& batch) { return SMP_HAS(&batch, sequence) && batch.origin != 0; }
-
-// Consecutive batches of one origin (store_batches, ABI 1.14), or one (store).
-int store_batches(void* collector_state, const smp_batch* const* batches, size_t count, char* error,
-                  size_t error_size) {
+int store_batch(void* collector_state, const smp_batch* batch, char* error, size_t error_size) {
     auto& s = *static_cast<Store*>(collector_state);
     sqlite3* db = s.db.get();
     try {
-        // One transaction per call: all of it is stored, or none, and the batches are offered again.
+        // One transaction per batch: all of it is stored, or none, and the batch is offered again.
         if (sqlite3_exec(db, "BEGIN IMMEDIATE", nullptr, nullptr, nullptr) != SQLITE_OK)
             return fail(db, "begin", error, error_size), SMP_ERROR;
         // Read inside the transaction, the cache is what the file holds.
         bool ok = !s.log_positions_unknown || read_log_positions(s);
-        // Batches offered again after they were stored (the server stopped
-        // between the commit and forgetting them) are stored once: the ones
-        // up to the last stored of their origin are left out.
-        std::span<const smp_batch* const> fresh(batches, count);
-        const smp_batch& last = *fresh.back();
-        const uint64_t stored = ok && named(last) ? last_stored(s, last.origin) : 0;
-        while (!fresh.empty() && named(*fresh.front()) && fresh.front()->sequence <= stored)
-            fresh = fresh.subspan(1);
-        if (ok && fresh.empty()) {
+        // A batch offered again after it was stored (the server stopped between
+        // the commit and forgetting it) is stored once.
+        const bool named = SMP_HAS(batch, sequence) && batch->origin != 0;
+        if (ok && named && last_stored(s, batch->origin) >= batch->sequence) {
             sqlite3_exec(db, "ROLLBACK", nullptr, nullptr, nullptr);
             return SMP_OK;
         }
-        ok = ok && store_rows(s, fresh);
-        if (ok && named(last)) {
-            sqlite3_bind_int64(s.mark_batch.get(), 1, static_cast<sqlite3_int64>(last.origin));
-            sqlite3_bind_int64(s.mark_batch.get(), 2, static_cast<sqlite3_int64>(last.sequence));
+        ok = ok && store_rows(s, *batch);
+        if (ok && named) {
+            sqlite3_bind_int64(s.mark_batch.get(), 1, static_cast<sqlite3_int64>(batch->origin));
+            sqlite3_bind_int64(s.mark_batch.get(), 2, static_cast<sqlite3_int64>(batch->sequence));
             ok = step_and_reset(s.mark_batch.get());
         }
         if (ok && sqlite3_exec(db, "COMMIT", nullptr, nullptr, nullptr) == SQLITE_OK) {
@@ -1407,10 +1394,6 @@ int store_batches(void* collector_state, const smp_batch* const* batches, size_t
     sqlite3_exec(db, "ROLLBACK", nullptr, nullptr, nullptr);
     s.log_positions_unknown = true;
     return SMP_ERROR;
-}
-
-int store_batch(void* collector_state, const smp_batch* batch, char* error, size_t error_size) {
-    return store_batches(collector_state, &batch, 1, error, error_size);
 }
 
 // Sums column 0 of the rows `statement` returns into *total; false on an error.
@@ -1483,7 +1466,6 @@ extern "C" const smp_module* smp_module_entry(void) {
         m.init_collector = init_collector;
         m.exit_collector = exit_collector;
         m.store = store_batch;
-        m.store_batches = store_batches;
         m.query = query;
         m.free_table = free_table;
         m.purge = purge;

@@ -58,14 +58,6 @@ class LoadedStore {
         return result;
     }
 
-    // Consecutive batches in one call (store_batches, ABI 1.14).
-    int store_batches(const std::vector<const smp_batch*>& batches, std::string* error = nullptr) {
-        char message[512] = "";
-        const int result = api_->store_batches(collector_state_, batches.data(), batches.size(), message, sizeof message);
-        if (error != nullptr) *error = message;
-        return result;
-    }
-
     // One call of the purge hook (tracking.retention); SMP_OK or SMP_ERROR.
     int purge(int64_t before_us, uint32_t max_rows, uint32_t& purged) {
         char message[512] = "";

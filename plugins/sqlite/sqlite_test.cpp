@@ -321,53 +321,6 @@ TEST_CASE_FIXTURE(Fixture, "downloads out of id order, each handed over twice in
     CHECK(db.number("SELECT count(*) FROM downloads WHERE requests = 2 AND finished = 1") == 2000);
 }
 
-// Batches that queued up while the store was busy come in one call
-// (store_batches, ABI 1.14): one transaction for all of them, the records of
-// one log counted on from batch to batch, a download changed in two of them
-// stored as its later row, and the ones stored before left out.
-TEST_CASE_FIXTURE(Fixture, "batches stored in one call: once each, all or none, the later row of a download") {
-    LoadedStore store(SMP_SQLITE_MODULE, database);
-    Inspector db(database);
-    TrafficBatch first = traffic(0, 10, 0, 100, 1);  // in no log: only its name tells it was stored
-    TrafficBatch second = traffic(10, 10, 1, 100, 2);
-    TrafficBatch third = traffic(20, 10, 1, 100, 3);
-    first.downloads[4].finished = 0;  // open in the first batch, finished in the third
-    smp_download finished = first.downloads[4];
-    finished.requests = 3;
-    finished.finished = 1;
-    third.downloads.push_back(finished);
-    REQUIRE(store.store(first.view()) == SMP_OK);
-    // The first was stored already: offered again with the others (indexes
-    // 11 .. 30 of log 1), it is left out.
-    REQUIRE(store.store_batches({&first.view(), &second.view(), &third.view()}) == SMP_OK);
-    CHECK(db.number("SELECT count(*) FROM requests") == 30);
-    CHECK(db.number("SELECT count(*) FROM downloads") == 30);
-    CHECK(db.text("SELECT requests || ':' || finished FROM downloads WHERE id = " +
-                  std::to_string(finished.id)) == "3:1");
-    CHECK(db.text("SELECT log || ':' || last_index FROM log_positions") == "1:30");
-    CHECK(db.text("SELECT origin || ':' || sequence FROM batches") == "100:3");
-    REQUIRE(store.store_batches({&second.view(), &third.view()}) == SMP_OK);
-    CHECK(db.number("SELECT count(*) FROM requests") == 30);
-
-    // A refused row in the last batch: none of them is stored, and the store
-    // takes them all when they are offered again.
-    db.exec(
-        "CREATE TRIGGER refuse BEFORE INSERT ON request_blocks WHEN NEW.data LIKE '%/files/f45.bin%' "
-        "BEGIN SELECT RAISE(ABORT, 'refused by the test'); END");
-    TrafficBatch fourth = traffic(30, 10, 1, 100, 4);
-    TrafficBatch fifth = traffic(40, 10, 1, 100, 5);
-    std::string error;
-    CHECK(store.store_batches({&fourth.view(), &fifth.view()}, &error) == SMP_ERROR);
-    CHECK(error.find("refused by the test") != std::string::npos);
-    CHECK(db.number("SELECT count(*) FROM requests") == 30);
-    CHECK(db.text("SELECT log || ':' || last_index FROM log_positions") == "1:30");
-    db.exec("DROP TRIGGER refuse");
-    REQUIRE(store.store_batches({&fourth.view(), &fifth.view()}) == SMP_OK);
-    CHECK(db.number("SELECT count(*) FROM requests") == 50);
-    CHECK(db.text("SELECT log || ':' || last_index FROM log_positions") == "1:50");
-    CHECK(db.text("SELECT origin || ':' || sequence FROM batches") == "100:5");
-}
-
 TEST_CASE_FIXTURE(Fixture, "a batch offered twice is stored once") {
     LoadedStore store(SMP_SQLITE_MODULE, database);
     // Records in no log: only the batches table can tell that they are stored.

@@ -58,15 +58,10 @@ static void exit_collector(void* collector_state) {
     store->fd = -1;
 }
 
-/* Batches that queued up come in one call, each where the collector holds
-   it (ABI 1.14), as the sqlite store takes them. */
-static int store_batches(void* collector_state, const smp_batch* const* batches, size_t count, char* error,
-                         size_t error_size) {
+static int store_batch(void* collector_state, const smp_batch* batch, char* error, size_t error_size) {
     null_store* store = collector_state;
-    for (size_t i = 0; i < count; ++i) {
-        store->totals[0] += batches[i]->record_count;
-        store->totals[1] += batches[i]->download_count;
-    }
+    store->totals[0] += batch->record_count;
+    store->totals[1] += batch->download_count;
     /* The benchmark waits until the total equals the records it appended, so a
        read that races this write is simply read again at its next poll. */
     if (pwrite(store->fd, store->totals, sizeof store->totals, 0) != (ssize_t)sizeof store->totals) {
@@ -74,10 +69,6 @@ static int store_batches(void* collector_state, const smp_batch* const* batches,
         return SMP_ERROR;
     }
     return SMP_OK;
-}
-
-static int store_batch(void* collector_state, const smp_batch* batch, char* error, size_t error_size) {
-    return store_batches(collector_state, &batch, 1, error, error_size);
 }
 
 static const smp_module module = {
@@ -92,7 +83,6 @@ static const smp_module module = {
     .init_collector = init_collector,
     .exit_collector = exit_collector,
     .store = store_batch,
-    .store_batches = store_batches,
 };
 
 const smp_module* smp_module_entry(void) { return &module; }
