@@ -9,9 +9,9 @@
 namespace smp {
 namespace {
 constexpr auto kRetryDelay = std::chrono::seconds(1);
-// Batches stored in one wake of the thread: the collector reads no further
-// while kBatchesAhead are not stored, and a tick's downloads may add a few.
-// So a store that keeps up never sends batches to the spool.
+// Batches stored in one call: the collector reads no further while
+// kBatchesAhead are not stored, and a tick's downloads may add a few. So a
+// store that keeps up never sends batches to the spool.
 constexpr size_t kMaxMerged = 2 * kBatchesAhead;
 // Rows a purge call deletes at most: a few milliseconds of the store's time
 // (docs/tracking.md, "Retention", has the figures), so a batch that arrives
@@ -184,24 +184,15 @@ void StorageThread::run() {
         }
         // Nothing passes a spooled batch, and a failing store is left alone
         // until its next try. Batches that queued up while the store was
-        // busy (or pacing itself) are stored a few per call, per origin:
-        // small ones together, so that each commit has some thousands of
-        // rows, and a full one alone, where it is (merging copies every
-        // record and download). More than kMaxMerged in one wake means a
-        // store slower than the traffic, and the rest waits on disk rather
-        // than in memory.
-        size_t offered = 0;
+        // busy (or pacing itself) go in one call, per origin, a few at a
+        // time; more than that means a store slower than the traffic, and
+        // the rest waits on disk rather than in memory.
         for (size_t first = 0; first < arrived.size();) {
-            std::vector<const Batch*> run{arrived[first].get()};
-            size_t rows = arrived[first]->rows();
-            for (size_t i = first + 1; i < arrived.size() && arrived[i]->origin == arrived[first]->origin &&
-                                       rows + arrived[i]->rows() <= kBatchRows;
-                 ++i) {
+            std::vector<const Batch*> run;
+            for (size_t i = first;
+                 i < arrived.size() && run.size() < kMaxMerged && arrived[i]->origin == arrived[first]->origin; ++i)
                 run.push_back(arrived[i].get());
-                rows += arrived[i]->rows();
-            }
-            offered += run.size();
-            if (!spool_.empty() || Clock::now() < next_try_ || offered > kMaxMerged || !store(run))
+            if (!spool_.empty() || Clock::now() < next_try_ || first > 0 || !store(run))
                 for (const Batch* batch : run) spool_.push(*batch);
             // Stored, or in the spool's files (not only in its memory).
             if (spool_.batches_in_memory() == 0)

@@ -6,7 +6,6 @@
 #include <chrono>
 #include <cstdlib>
 #include <filesystem>
-#include <map>
 #include <mutex>
 #include <string>
 #include <thread>
@@ -33,10 +32,6 @@ struct FakeStore {
     uint64_t old_rows = 0;
     int64_t first_before_us = 0;
     std::chrono::milliseconds purge_takes{0};
-    std::chrono::milliseconds first_store_takes{0};
-    // Per store call: the rows it was given, and whether they were viewed
-    // where a batch holds them (no copy).
-    std::vector<std::string> views;
 
     void said(std::string call) {
         std::lock_guard lock(mutex);
@@ -49,17 +44,8 @@ struct FakeStore {
 };
 FakeStore* the_store = nullptr;
 
-// The batches submitted, by sequence, to tell a view in place from a copy.
-std::map<uint64_t, std::shared_ptr<const smp::Batch>> submitted;
-
 int fake_store(void*, const smp_batch* batch, char*, size_t) {
-    if (batch->sequence == 1) std::this_thread::sleep_for(the_store->first_store_takes);
     the_store->said("store " + std::to_string(batch->sequence));
-    const auto found = submitted.find(batch->sequence);
-    const bool in_place = found != submitted.end() && batch->downloads == found->second->downloads.data();
-    std::lock_guard lock(the_store->mutex);
-    the_store->views.push_back(std::to_string(batch->record_count + batch->download_count) +
-                               (in_place ? " in place" : " copied"));
     return SMP_OK;
 }
 int fake_purge(void*, int64_t before_us, uint32_t max_rows, uint32_t* purged, char*, size_t) {
@@ -71,37 +57,24 @@ int fake_purge(void*, int64_t before_us, uint32_t max_rows, uint32_t* purged, ch
     return SMP_OK;
 }
 
-// The fake store, loaded as the collector loads a plugin.
-struct FakeModule {
-    smp_module api{};
-    smp::ModuleEntry entry;
-    smp::ModuleInstance instance;
-    explicit FakeModule(bool can_purge) {
-        smp_module_stamp(&api);
-        api.kind = SMP_MODULE_PLUGIN;
-        api.name = "fake";
-        api.store = fake_store;
-        if (can_purge) api.purge = fake_purge;
-        entry.module = "fake";
-        instance.entry = &entry;
-        instance.api = &api;
-    }
-    FakeModule(const FakeModule&) = delete;
-    FakeModule& operator=(const FakeModule&) = delete;
-};
+smp_module fake_module(bool can_purge) {
+    smp_module m{};
+    smp_module_stamp(&m);
+    m.kind = SMP_MODULE_PLUGIN;
+    m.name = "fake";
+    m.store = fake_store;
+    if (can_purge) m.purge = fake_purge;
+    return m;
+}
 
-// A batch of `rows` downloads.
-std::shared_ptr<const smp::Batch> batch(uint64_t sequence, size_t rows = 1) {
+std::shared_ptr<const smp::Batch> batch(uint64_t sequence) {
     auto made = std::make_shared<smp::Batch>();
     made->origin = 1;
     made->sequence = sequence;
     smp::DownloadRow row;
+    row.id = sequence;
     row.path = "a.bin";
-    for (size_t i = 0; i < rows; ++i) {
-        row.id = sequence * 100000 + i;
-        made->add(row);
-    }
-    submitted[sequence] = made;
+    made->add(row);
     return made;
 }
 
@@ -120,11 +93,16 @@ TEST_CASE("with a retention, the store is purged at start, a batch of rows a cal
     store.old_rows = 5 * 2000 + 7;
     store.purge_takes = std::chrono::milliseconds(50);
     the_store = &store;
-    FakeModule fake(true);
+    const smp_module api = fake_module(true);
+    smp::ModuleEntry entry;
+    entry.module = "fake";
+    smp::ModuleInstance instance;
+    instance.entry = &entry;
+    instance.api = &api;
     const int64_t started_us = now_us();
     smp::metrics::StoreMetrics metrics;
     {
-        smp::StorageThread thread(fake.instance, (dir.path / "spool").string(), &metrics, 760 * kDayUs);
+        smp::StorageThread thread(instance, (dir.path / "spool").string(), &metrics, 760 * kDayUs);
         std::this_thread::sleep_for(std::chrono::milliseconds(30));  // in the first call
         thread.submit(batch(1));
         for (int i = 0; i < 100 && store.said().size() < 7; ++i)
@@ -154,9 +132,14 @@ TEST_CASE("without a retention, or a store without purge, nothing is purged") {
     FakeStore store;
     store.old_rows = 10;
     the_store = &store;
+    smp::ModuleEntry entry;
+    entry.module = "fake";
     for (const bool can_purge : {true, false}) {
-        FakeModule fake(can_purge);
-        smp::StorageThread thread(fake.instance, (dir.path / "spool").string(), nullptr, can_purge ? 0 : kDayUs);
+        const smp_module api = fake_module(can_purge);
+        smp::ModuleInstance instance;
+        instance.entry = &entry;
+        instance.api = &api;
+        smp::StorageThread thread(instance, (dir.path / "spool").string(), nullptr, can_purge ? 0 : kDayUs);
         thread.submit(batch(1));
         for (int i = 0; i < 100 && store.said().empty(); ++i)
             std::this_thread::sleep_for(std::chrono::milliseconds(10));
@@ -165,33 +148,5 @@ TEST_CASE("without a retention, or a store without purge, nothing is purged") {
         store.calls.clear();
     }
     CHECK(store.old_rows == 10);
-    the_store = nullptr;
-}
-
-TEST_CASE("batches that queued up are stored small ones together, a full one alone where it is") {
-    TempDir dir;
-    FakeStore store;
-    store.first_store_takes = std::chrono::milliseconds(200);
-    the_store = &store;
-    FakeModule fake(false);
-    {
-        smp::StorageThread thread(fake.instance, (dir.path / "spool").string());
-        thread.submit(batch(1));
-        for (int i = 0; i < 100 && store.said().empty(); ++i)  // in the first call, which takes 200 ms
-            std::this_thread::sleep_for(std::chrono::milliseconds(1));
-        thread.submit(batch(2, 10));
-        thread.submit(batch(3, 10));
-        thread.submit(batch(4, smp::kBatchRows));
-        thread.submit(batch(5, 10));
-        thread.submit(batch(6, smp::kBatchRows - 20));
-        thread.submit(batch(7, 11));
-        for (int i = 0; i < 500 && store.said().size() < 5; ++i)
-            std::this_thread::sleep_for(std::chrono::milliseconds(10));
-        thread.stop();
-    }
-    CHECK(store.said() == std::vector<std::string>{"store 1", "store 3", "store 4", "store 6", "store 7"});
-    CHECK(store.views == std::vector<std::string>{"1 in place", "20 copied", "8192 in place", "8182 copied",
-                                                  "11 in place"});
-    submitted.clear();
     the_store = nullptr;
 }

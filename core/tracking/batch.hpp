@@ -106,7 +106,6 @@ struct Batch {
     Arena held;
 
     bool empty() const { return records.empty() && downloads.empty(); }
-    size_t rows() const { return records.size() + downloads.size(); }
     // Adds `record` of `client_class`, keeping its bytes when it owns them.
     void add(DecodedRecord&& record, ClientClass client_class);
     // Adds `download`, open or `finished`, found at `geo`.
@@ -118,12 +117,11 @@ struct Batch {
 
 // The C view of a batch, or of consecutive batches of one origin stored in one
 // call (named by the last: a store that has it has them all). One batch is
-// viewed where it is; several (small ones, at most kBatchRows rows together:
-// copying full ones was a tenth of the storage thread's time) are copied
-// into room the view keeps from one call to the next, so that they are not
-// written into fresh pages each time (a fault every 4 KiB) before a row is
-// stored; nor, once the collector has forked a checkpoint's writer, into
-// pages shared with it. A view is valid while its
+// viewed where it is; several are copied into room the view keeps from one
+// call to the next, so that a store that fell behind and takes 32 batches at
+// once does not write tens of MiB into fresh pages each time (a fault every
+// 4 KiB) before it stores a row; nor, once the collector has forked a
+// checkpoint's writer, into pages shared with it. A view is valid while its
 // batches live, and until the next call.
 class BatchView {
    public:

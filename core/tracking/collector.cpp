@@ -431,7 +431,7 @@ void Collector::add_to_batch(DecodedRecord&& record) {
 // Where a batch is cut depends only on the records read and the ticks, in
 // their order: a collector that replays its journal cuts the same batches.
 void Collector::hand_over_if_full() {
-    if (batch_.rows() >= kBatchRows) hand_to_stores();
+    if (batch_.records.size() + batch_.downloads.size() >= kBatchRows) hand_to_stores();
 }
 
 void Collector::end_log(Log& log) {
