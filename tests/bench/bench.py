@@ -498,8 +498,8 @@ class SmpTracking(Smp):
         return self.tmp / ("%s%s-state" % (self.key, self.tag))
 
     def record_log_laps(self):
-        """How many times the fullest-behind worker's record log has gone round its ring:
-        `written` over `capacity` in each log's header (core/tracking/record_log.hpp)."""
+        """How many times the server's record logs have gone round their rings, the least of
+        them: `written` over `capacity` in each log's header (core/tracking/record_log.hpp)."""
         laps = []
         for path in (self.state_dir() / "records").glob("*.log"):
             with open(path, "rb") as f:
@@ -1126,7 +1126,7 @@ def main():
                          "then measure a server that has run a while, not the first lap, whose fresh "
                          "pages cost its worker more (docs/tracking.md); 0 = no" % LOG_LAPS_MAX_S)
     ap.add_argument("--quick", action="store_true",
-                    help="smoke test: --runs 1, 2 s wrk runs")
+                    help="smoke test: --runs 1, 2 s wrk runs, --log-laps 0")
     ap.add_argument("--only", choices=SERVERS_ALL,
                     help="benchmark just one server (no ratios)")
     ap.add_argument("--nginx-open-file-cache", action="store_true",
@@ -1256,6 +1256,7 @@ def main():
                          if l.startswith("model name")), "?"),
             "cpus": os.cpu_count(),
             "runs": args.runs, "duration_s": args.duration, "warmup_s": args.warmup,
+            "log_laps": args.log_laps,
             "nginx_open_file_cache": args.nginx_open_file_cache,
             "servers": servers, "binary": str(Smp.binary) if Smp.binary else None,
             "nginx": subprocess.run([NGINX, "-v"], capture_output=True, text=True,
