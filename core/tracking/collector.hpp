@@ -168,6 +168,7 @@ class Collector {
     void learn_encoding_cost(uint64_t took_ns, size_t bytes, uint64_t generation);
     bool write_on_thread(std::string data, uint64_t generation);
     void checkpoint_not_written(uint64_t generation);
+    uint64_t checkpoint_took_ms() const;
     void finish_checkpoint();
     // Kills the copy still writing a checkpoint and removes its file; the
     // copy is reaped by reap_killed_writers.
@@ -220,7 +221,8 @@ class Collector {
     };
     std::vector<KilledWriter> killed_writers_;  // not reaped yet
     uint64_t checkpoint_started_ms_ = 0;
-    uint64_t checkpoint_took_ms_ = 0;  // from its start to its file on disk, last time
+    uint64_t checkpoint_started_ns_ = 0;  // uv_hrtime(): for checkpoint_took_ms()
+    uint64_t checkpoint_took_ms_ = 0;     // from its start to its file on disk, last time
     // What encoding a checkpoint here cost for each open download and
     // running request, last measured (at first, about what it costs on the
     // machines of docs/tracking.md).

@@ -448,6 +448,29 @@ class ASmallStateIsCheckpointedWithoutAFork(RecordLogCase):
         self.assert_nothing_dropped()
 
 
+class CheckpointsKeepTheirInterval(RecordLogCase):
+    def test_a_loaded_collector_checkpoints_each_interval(self):
+        # A checkpoint's cost sets how often the next may come (ten times
+        # what the last took). It was measured by the loop's clock, the time
+        # its turn began: under load a tick begins its checkpoint a few
+        # hundred ms into its turn, so a write of 10 ms counted as 200 and
+        # the checkpoints came seconds apart, not each interval. At debug
+        # (as when it was found) that showed in every run: 3 checkpoints in
+        # 8 s before the fix, in two runs; 8 after it.
+        server = self.start_server(workers=1, log_level='debug', core_extra={'tracking': '{checkpoint_interval: 1s}'})
+        self.assertIsNotNone(harness.wait_for(self.checkpoint_inode, 5), 'no first checkpoint')
+        load = wrk_spawn(server.url('/' + FILE), 10, connections=4)
+        time.sleep(1)
+        committed = self.checkpoints_committed(8)
+        counted, rate, report = wrk_result(load)
+        print('wrk counted %d (%.0f/s), %d checkpoints in 8 s' % (counted, rate, committed))
+        self.assertGreaterEqual(committed, 5, 'checkpoints every 1s came %d times in 8 s:\n%s'
+                                % (committed, server.log_tail()))
+        rows = self.settled(self.request_rows, lambda n: n is not None and n >= counted)
+        self.assert_rows_match(rows, counted)
+        self.assert_nothing_dropped()
+
+
 class StopWhileACheckpointIsBeingWritten(RecordLogCase):
     def test_a_stuck_checkpoint_writer_does_not_hold_the_stop(self):
         # The copy of the collector that writes a checkpoint can hang (forked
