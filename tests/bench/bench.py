@@ -1347,8 +1347,8 @@ def main():
             (4, ["rps_1m", "mibs_1m"], "/1m.bin", 10, "report.lua", (), False),
             (8, ["rps_tls_4k", "cpu_us_tls_4k"], "/4k.bin", 50, "report.lua", (), True),
         ]
-        if args.log_laps > 0 and rows_wanted & {1, 2, 3, 4, 5, 8, 9, 10}:
-            for s in servers:
+        if args.log_laps > 0:  # the servers started above, if any row needs them
+            for s in srv:
                 if s in TRACKING:
                     settle_record_log(srv[s], args.log_laps)
         for num, keys, path, conns, script, sargs, tls in wrk_rows:
