@@ -113,6 +113,12 @@ ContextPtr make_context(const Settings& settings, const CertificateFiles& files,
     }
     long options = SSL_OP_NO_COMPRESSION | SSL_OP_CIPHER_SERVER_PREFERENCE | SSL_OP_NO_RENEGOTIATION;
     if (!settings.session_tickets) options |= SSL_OP_NO_TICKET;
+    // OpenSSL sends 2 by default, so that a client keeping each ticket for
+    // one use has one for a second connection. Ours open with a key, not a
+    // cache: one resumes any number of connections, and each ticket costs
+    // a handshake about 15 us of CPU and a TCP segment of its own (measured
+    // in docs/tls.md), so 1 is the default, as Go's crypto/tls sends.
+    SSL_CTX_set_num_tickets(ctx.get(), static_cast<size_t>(settings.tickets_per_handshake));
     // Only where the kernel has kTLS: else OpenSSL would try it, and fail,
     // with two system calls on every connection.
     if (settings.ktls && kernel_offers_tls()) options |= SSL_OP_ENABLE_KTLS;
@@ -181,6 +187,10 @@ bool read_settings(const smp_core_api* core, const smp_config_value* values, siz
     if (value(kSessionTicketRotation)->number < 1000)
         return problem = "tls.session_ticket_rotation: must be 1s or more", false;
     settings.ticket_rotation_s = static_cast<uint64_t>(value(kSessionTicketRotation)->number) / 1000;
+    const int64_t tickets = value(kTicketsPerHandshake)->number;
+    if (tickets < 1 || tickets > 8)
+        return problem = "tls.tickets_per_handshake: must be 1 to 8 (session_tickets: false sends none)", false;
+    settings.tickets_per_handshake = static_cast<int>(tickets);
     const std::string ktls = value(kKtls)->string;
     if (ktls != "auto" && ktls != "off") return problem = "tls.ktls: must be auto or off", false;
     settings.ktls = ktls == "auto";

@@ -31,6 +31,7 @@ enum Key : size_t {
     kProtocols,
     kSessionTickets,
     kSessionTicketRotation,
+    kTicketsPerHandshake,
     kKtls,
     kHandshakeTimeout,
     kKeyCount
@@ -47,6 +48,8 @@ inline constexpr std::array<smp_config_key, kKeyCount> kConfigKeys = {{
      "resume sessions with tickets, whichever worker takes the next connection"},
     {"tls.session_ticket_rotation", SMP_CONFIG_DURATION, "12h", 0,
      "a new ticket key this often; a ticket resumes for at most twice this"},
+    {"tls.tickets_per_handshake", SMP_CONFIG_INT, "1", 0,
+     "TLS 1.3 tickets sent after each handshake (1 to 8); each resumes any number of connections"},
     {"tls.ktls", SMP_CONFIG_STRING, "auto", 0, "auto: kernel TLS (sendfile) where the kernel offers it; off"},
     {"tls.handshake_timeout", SMP_CONFIG_DURATION, "10s", 0, "time a client has for the whole TLS handshake"},
 }};
@@ -74,6 +77,7 @@ struct Settings {
     int max_version = TLS1_3_VERSION;
     bool session_tickets = true;
     uint64_t ticket_rotation_s = 12 * 3600;
+    int tickets_per_handshake = 1;  // TLS 1.3 (a TLS 1.2 handshake sends one)
     bool ktls = true;  // auto: used where the kernel offers it
     uint64_t handshake_timeout_ms = 10'000;
 };

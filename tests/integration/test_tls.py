@@ -661,6 +661,14 @@ class ConfigCheck(TLSTestCase):
         self.assertTrue(self.line_naming(out, path, line, 'tls.session_ticket_rotation', '1s or more'),
                         'no "%s:%d: ... tls.session_ticket_rotation ..." in:\n%s' % (path, line, out))
 
+    def test_tickets_per_handshake_out_of_range(self):
+        for tickets in (0, 9):
+            text, path, code, out = self.check(tls_of(tickets_per_handshake=tickets), 'tickets-%d.yaml' % tickets)
+            self.assertEqual(code, 1, out)
+            line = line_of(text, '      tickets_per_handshake: ')
+            self.assertTrue(self.line_naming(out, path, line, 'tls.tickets_per_handshake', '1 to 8'),
+                            'no "%s:%d: ... tls.tickets_per_handshake ..." in:\n%s' % (path, line, out))
+
     def test_missing_certificate_file(self):
         missing = self.env.path('no-such.pem')
         text, path, code, out = self.check(tls_of(certificate=missing), 'missing-cert.yaml')
@@ -850,6 +858,30 @@ class Garbage(TLSTestCase):
         response = https(self.server.port, 'GET', '/small.bin', {'User-Agent': 'after-garbage'})
         self.assertEqual(response.status, 200)
         self.stop(self.server)
+
+
+class TicketsPerHandshake(TLSTestCase):
+    """A TLS 1.3 handshake is followed by tls.tickets_per_handshake tickets
+    (1 by default; OpenSSL's own default is 2), each NewSessionTicket message
+    counted in `openssl s_client -msg`; the one ticket resumes again and again
+    (Resumption below)."""
+
+    files = {'small.bin': 16}
+
+    def tickets_sent(self, **tls):
+        server = self.start(tls_of(**tls), workers=1)
+        request = request_bytes('GET', '/small.bin', {'Host': 'localhost', 'Connection': 'close'})
+        code, out = s_client(server.port, '-tls1_3', '-servername', 'localhost', '-msg', request=request)
+        self.assertEqual(code, 0, out)
+        self.assertIn('HTTP/1.1 200', out)
+        self.stop(server)
+        return len(re.findall(r'<<< TLS 1\.3, Handshake \[length [0-9a-f]+\], NewSessionTicket', out))
+
+    def test_one_ticket_by_default(self):
+        self.assertEqual(self.tickets_sent(), 1)
+
+    def test_as_many_as_configured(self):
+        self.assertEqual(self.tickets_sent(tickets_per_handshake=3), 3)
 
 
 class Resumption(TLSTestCase):
