@@ -49,7 +49,7 @@ inline constexpr std::array<smp_config_key, kKeyCount> kConfigKeys = {{
     {"tls.session_ticket_rotation", SMP_CONFIG_DURATION, "12h", 0,
      "a new ticket key this often; a ticket resumes for at most twice this"},
     {"tls.tickets_per_handshake", SMP_CONFIG_INT, "1", 0,
-     "TLS 1.3 tickets sent after each handshake (1 to 8); each resumes any number of connections"},
+     "TLS 1.3 tickets sent after a full handshake (1 to 8); each resumes any number of connections"},
     {"tls.ktls", SMP_CONFIG_STRING, "auto", 0, "auto: kernel TLS (sendfile) where the kernel offers it; off"},
     {"tls.handshake_timeout", SMP_CONFIG_DURATION, "10s", 0, "time a client has for the whole TLS handshake"},
 }};
