@@ -116,9 +116,12 @@ ContextPtr make_context(const Settings& settings, const CertificateFiles& files,
     // OpenSSL sends 2 by default, so that a client keeping each ticket for
     // one use has one for a second connection. Ours open with a key, not a
     // cache: one resumes any number of connections, and each ticket costs
-    // a handshake about 15 us of CPU and a TCP segment of its own (measured
-    // in docs/tls.md), so 1 is the default, as Go's crypto/tls sends.
-    SSL_CTX_set_num_tickets(ctx.get(), static_cast<size_t>(settings.tickets_per_handshake));
+    // a handshake about 15 us of OpenSSL's CPU and a TCP segment of its own
+    // (docs/tls.md), so 1 is the default, as Go's crypto/tls sends. Without
+    // tickets, none: SSL_OP_NO_TICKET alone still sends TLS 1.3 tickets that
+    // name a session in a cache, and there is no cache.
+    SSL_CTX_set_num_tickets(ctx.get(),
+                            settings.session_tickets ? static_cast<size_t>(settings.tickets_per_handshake) : 0);
     // Only where the kernel has kTLS: else OpenSSL would try it, and fail,
     // with two system calls on every connection.
     if (settings.ktls && kernel_offers_tls()) options |= SSL_OP_ENABLE_KTLS;

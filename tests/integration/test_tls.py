@@ -883,6 +883,9 @@ class TicketsPerHandshake(TLSTestCase):
     def test_as_many_as_configured(self):
         self.assertEqual(self.tickets_sent(tickets_per_handshake=3), 3)
 
+    def test_none_without_session_tickets(self):
+        self.assertEqual(self.tickets_sent(session_tickets=False), 0)
+
 
 class Resumption(TLSTestCase):
     """A session made on one worker resumes on the others (the ticket keys
