@@ -143,14 +143,17 @@ class RecordLogCase(harness.TailsOnFailure):
             return None
         return st.st_ino, st.st_mtime_ns
 
-    def checkpoints_committed(self, seconds):
+    def checkpoints_committed(self, seconds, done=lambda: False):
         """How many checkpoints were committed (renamed into place) in the next
-        `seconds`, looked at each 0.1 s."""
+        `seconds`, or until done() says so, looked at each 0.1 s."""
         first = self.checkpoint_identity()
         seen = {first}
         deadline = time.monotonic() + seconds
         while time.monotonic() < deadline:
+            finished = done()
             seen.add(self.checkpoint_identity())
+            if finished:
+                break
             time.sleep(0.1)
         return len(seen - {None, first})
 
@@ -403,7 +406,8 @@ class CountingCommits(RecordLogCase):
                 commit(generation)
         writer = threading.Thread(target=commits)
         writer.start()
-        counted = self.checkpoints_committed(6)  # 2.4 s of commits, and room for a slow machine
+        # 2.4 s of commits, and room for a slow machine.
+        counted = self.checkpoints_committed(10, done=lambda: not writer.is_alive())
         writer.join()
         self.assertEqual(counted, 6)
 
