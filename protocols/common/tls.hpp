@@ -78,7 +78,7 @@ struct Settings {
     bool session_tickets = true;
     uint64_t ticket_rotation_s = 12 * 3600;
     int tickets_per_handshake = 1;  // TLS 1.3 (a TLS 1.2 handshake sends one)
-    bool ktls = true;  // auto: used where the kernel offers it
+    bool ktls = true;               // auto: used where the kernel offers it
     uint64_t handshake_timeout_ms = 10'000;
 };
 
