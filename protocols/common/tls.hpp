@@ -263,11 +263,21 @@ class Stream {
    private:
     // Maps an OpenSSL result to errno (and wants_read_); -1, or 0 at the end.
     ssize_t fail(int result);
-    // flush() after `taken` bytes were added to the buffer's `before`:
+    // Gives OpenSSL the socket: to read, OpenSSL's socket BIO; to write, ours
+    // (send_records), or OpenSSL's where kernel TLS may take the connection.
+    bool attach(int fd);
+    static int send_records(BIO* bio, const char* data, int size);
+    // flush(); `more_follows`: the caller writes more at once, so the last
+    // record too goes with MSG_MORE.
+    bool send_buffer(bool more_follows);
+    // send_buffer() after `taken` bytes were added to the buffer's `before`:
     // `taken`, or after a failure those of them that went out, or -1.
-    ssize_t flush_taken(size_t before, size_t taken);
+    ssize_t flush_taken(size_t before, size_t taken, bool more_follows);
 
     SSL* ssl_ = nullptr;
+    int fd_ = -1;
+    bool more_records_ = false;  // flush() has more records of its buffer to send after this one
+    bool held_ = false;          // the last send went with MSG_MORE: the kernel may hold its tail
     // The record buffer: taken from the worker's pool by a write, given back
     // once flushed, so an idle connection holds none.
     char* take_buffer();
