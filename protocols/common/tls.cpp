@@ -600,18 +600,15 @@ ssize_t Stream::read(char* into, size_t size) {
 // again would spin).
 bool Stream::has_buffered_input() const { return SSL_pending(ssl_) > 0 || (!starved_ && SSL_has_pending(ssl_) == 1); }
 
-bool Stream::flush() { return send_buffer(false); }
-
-bool Stream::send_buffer(bool more_follows) {
+bool Stream::flush() {
     if (failed_ != 0) {
         errno = failed_;
         return false;
     }
     while (sent_ < pending_) {
         // One record a call (SSL_MODE_ENABLE_PARTIAL_WRITE); all but the
-        // buffer's last go with MSG_MORE, and its last too when the caller
-        // writes more at once.
-        more_records_ = more_follows || pending_ - sent_ > SSL3_RT_MAX_PLAIN_LENGTH;
+        // buffer's last go with MSG_MORE.
+        more_records_ = pending_ - sent_ > SSL3_RT_MAX_PLAIN_LENGTH;
         const int result = SSL_write(ssl_, buffer_ + sent_, static_cast<int>(pending_ - sent_));
         more_records_ = false;
         if (result <= 0) {
@@ -624,12 +621,10 @@ bool Stream::send_buffer(bool more_follows) {
         sent_ += static_cast<size_t>(result);
         wants_read_ = false;
     }
-    // The last record went with MSG_MORE though nothing follows (a call
-    // that sealed several records in one write, as TLS 1.2's CBC multi-block
-    // does): the kernel could hold its tail until the next write, so it is
-    // pushed now. What follows pushes it otherwise; so does the
-    // acknowledgement of what went before, when the socket was full.
-    if (held_ && !more_follows) {
+    // A call that sealed several records in one write (TLS 1.2's CBC
+    // multi-block) sent the buffer's last with MSG_MORE: the kernel could
+    // hold its tail until its probe timer, so it is pushed now.
+    if (held_) {
         const int on = 1;
         setsockopt(fd_, IPPROTO_TCP, TCP_NODELAY, &on, sizeof on);
         held_ = false;
@@ -640,8 +635,8 @@ bool Stream::send_buffer(bool more_follows) {
     return true;
 }
 
-ssize_t Stream::flush_taken(size_t before, size_t taken, bool more_follows) {
-    if (send_buffer(more_follows) || errno == EAGAIN) return static_cast<ssize_t>(taken);
+ssize_t Stream::flush_taken(size_t before, size_t taken) {
+    if (flush() || errno == EAGAIN) return static_cast<ssize_t>(taken);
     // The connection failed during the buffer: the records that went out
     // before may have reached the client, and count. The next call fails.
     if (sent_ <= before) return -1;
@@ -662,7 +657,7 @@ ssize_t Stream::write(const struct iovec* vectors, size_t count, bool more) {
     // A head with its body to follow waits for it: one record, one send.
     if (more && pending_ < kRecordBuffer) return static_cast<ssize_t>(taken);
     // Sent now if the socket takes it; else kept, and sent by flush().
-    return flush_taken(before, taken, more);
+    return flush_taken(before, taken);
 }
 
 ssize_t Stream::write_file(int file, off_t offset, size_t length) {
@@ -685,9 +680,7 @@ ssize_t Stream::write_file(int file, off_t offset, size_t length) {
         return got;  // 0: the file shrank, as sendfile(2) says it
     }
     pending_ += static_cast<size_t>(got);
-    // The rest of `length` comes at once in the caller's next call: this
-    // buffer's last record waits in the kernel to fill a segment with it.
-    return flush_taken(before, static_cast<size_t>(got), static_cast<size_t>(got) < length);
+    return flush_taken(before, static_cast<size_t>(got));
 }
 
 void Stream::close_notify() {

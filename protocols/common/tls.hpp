@@ -267,12 +267,9 @@ class Stream {
     // (send_records), or OpenSSL's where kernel TLS may take the connection.
     bool attach(int fd);
     static int send_records(BIO* bio, const char* data, int size);
-    // flush(); `more_follows`: the caller writes more at once, so the last
-    // record too goes with MSG_MORE.
-    bool send_buffer(bool more_follows);
-    // send_buffer() after `taken` bytes were added to the buffer's `before`:
+    // flush() after `taken` bytes were added to the buffer's `before`:
     // `taken`, or after a failure those of them that went out, or -1.
-    ssize_t flush_taken(size_t before, size_t taken, bool more_follows);
+    ssize_t flush_taken(size_t before, size_t taken);
 
     SSL* ssl_ = nullptr;
     int fd_ = -1;
