@@ -15,6 +15,7 @@
 #include <cerrno>
 #include <cstdio>
 #include <string>
+#include <tuple>
 #include <utility>
 #include <vector>
 
@@ -301,94 +302,97 @@ std::string receive(SSL* client, int fd, size_t size, int milliseconds = 1000) {
     return received;
 }
 
-}  // namespace
-
-TEST_CASE("a buffer's records leave in large segments, not one segment each (MSG_MORE)") {
-    const auto [server_fd, client_fd] = loopback_connection();
-    SSL_CTX* server_context = self_signed_context();
-    SSL_CTX* client_context = SSL_CTX_new(TLS_client_method());
-    SSL_CTX_set_min_proto_version(client_context, TLS1_3_VERSION);
-    SSL* client = SSL_new(client_context);
-    SSL_set_fd(client, client_fd);
-    SSL_set_connect_state(client);
-    {
-        smp::tls::Stream server;
+// A client (its context set up by the test) and a server Stream over a
+// loopback TCP connection, after their handshake.
+struct LoopbackTls {
+    explicit LoopbackTls(void (*client_setup)(SSL_CTX*)) {
+        std::tie(server_fd, client_fd) = loopback_connection();
+        server_context = self_signed_context();
+        client_context = SSL_CTX_new(TLS_client_method());
+        client_setup(client_context);
+        client = SSL_new(client_context);
+        SSL_set_fd(client, client_fd);
+        SSL_set_connect_state(client);
         REQUIRE(server.start(server_context, server_fd));
         handshake(server, client);
         read_all(client);  // the ticket
-
-        // A full buffer, four records of 16 KiB, written and read whole.
-        std::string content(smp::tls::Stream::kRecordBuffer, '\0');
-        for (size_t i = 0; i < content.size(); ++i) content[i] = static_cast<char>('a' + i % 26);
-        const auto send_buffer = [&] {
-            const iovec vector{content.data(), content.size()};
-            CHECK(server.write(&vector, 1) == static_cast<ssize_t>(content.size()));
-            CHECK_FALSE(server.pending());
-            CHECK((receive(client, client_fd, content.size()) == content));
-        };
-        // A new connection's segments are at most half the client's first
-        // window (32 KiB here); a few buffers open it to loopback's 64 KiB.
-        for (int warm = 0; warm < 16; ++warm) send_buffer();
-        // The kernel holds a record sent with MSG_MORE only until something
-        // pushes it (an acknowledgement that arrives meanwhile does, now and
-        // then), so segments are counted over eight tries.
-        constexpr int kTries = 8;
-        const int64_t before = smp::tls::testing::data_segments_sent(server_fd);
-        REQUIRE(before >= 0);
-        for (int i = 0; i < kTries; ++i) send_buffer();
-        // The four records fill a 64 KiB segment and start another: 2 a try.
-        // One send a record, as OpenSSL's socket BIO does, makes 4.
-        const int64_t segments = smp::tls::testing::data_segments_sent(server_fd) - before;
-        CHECK(segments >= kTries);
-        CHECK(segments <= kTries * 2 + 4);
     }
-    SSL_free(client);
-    SSL_CTX_free(client_context);
-    SSL_CTX_free(server_context);
-    close(server_fd);
-    close(client_fd);
+    ~LoopbackTls() {
+        SSL_free(client);
+        SSL_CTX_free(client_context);
+        SSL_CTX_free(server_context);
+        close(server_fd);
+        close(client_fd);
+    }
+    LoopbackTls(const LoopbackTls&) = delete;
+    LoopbackTls& operator=(const LoopbackTls&) = delete;
+
+    int server_fd = -1;
+    int client_fd = -1;
+    SSL_CTX* server_context = nullptr;
+    SSL_CTX* client_context = nullptr;
+    SSL* client = nullptr;
+    smp::tls::Stream server;  // its SSL holds a reference to server_context
+};
+
+}  // namespace
+
+TEST_CASE("a buffer's records leave in large segments, not one segment each (MSG_MORE)") {
+    LoopbackTls tls([](SSL_CTX* context) { SSL_CTX_set_min_proto_version(context, TLS1_3_VERSION); });
+    smp::tls::Stream& server = tls.server;
+
+    // A full buffer, four records of 16 KiB, written and read whole.
+    std::string content(smp::tls::Stream::kRecordBuffer, '\0');
+    for (size_t i = 0; i < content.size(); ++i) content[i] = static_cast<char>('a' + i % 26);
+    const auto send_buffer = [&] {
+        const iovec vector{content.data(), content.size()};
+        CHECK(server.write(&vector, 1) == static_cast<ssize_t>(content.size()));
+        CHECK_FALSE(server.pending());
+        CHECK((receive(tls.client, tls.client_fd, content.size()) == content));
+    };
+    // A new connection's segments are at most half the client's first
+    // window (32 KiB here); a few buffers open it to loopback's 64 KiB.
+    for (int warm = 0; warm < 16; ++warm) send_buffer();
+    // The kernel holds a record sent with MSG_MORE only until something
+    // pushes it (an acknowledgement that arrives meanwhile does, now and
+    // then), so segments are counted over eight tries.
+    constexpr int kTries = 8;
+    const int64_t before = smp::tls::testing::data_segments_sent(tls.server_fd);
+    REQUIRE(before >= 0);
+    for (int i = 0; i < kTries; ++i) send_buffer();
+    // The four records fill a 64 KiB segment and start another: 2 a try.
+    // One send a record, as OpenSSL's socket BIO does, makes 4.
+    const int64_t segments = smp::tls::testing::data_segments_sent(tls.server_fd) - before;
+    CHECK(segments >= kTries);
+    CHECK(segments <= kTries * 2 + 4);
 }
 
 TEST_CASE("records sealed in one write (TLS 1.2 CBC multi-block) are not held back") {
-    const auto [server_fd, client_fd] = loopback_connection();
-    SSL_CTX* server_context = self_signed_context();
-    SSL_CTX* client_context = SSL_CTX_new(TLS_client_method());
     // A suite OpenSSL seals four or eight records at a time with, when the
     // CPU has AES-NI and the client does not ask for encrypt-then-MAC.
-    SSL_CTX_set_max_proto_version(client_context, TLS1_2_VERSION);
-    REQUIRE(SSL_CTX_set_cipher_list(client_context, "ECDHE-ECDSA-AES128-SHA") == 1);
-    SSL_CTX_set_options(client_context, SSL_OP_NO_ENCRYPT_THEN_MAC);
-    SSL* client = SSL_new(client_context);
-    SSL_set_fd(client, client_fd);
-    SSL_set_connect_state(client);
-    {
-        smp::tls::Stream server;
-        REQUIRE(server.start(server_context, server_fd));
-        handshake(server, client);
-        read_all(client);
-        std::string content(smp::tls::Stream::kRecordBuffer, '\0');
-        for (size_t i = 0; i < content.size(); ++i) content[i] = static_cast<char>('a' + i % 26);
-        const iovec vector{content.data(), content.size()};
-        // The client's window opened wide: the kernel sends at once what
-        // passes half of it, held or not.
-        for (int warm = 0; warm < 16; ++warm) {
-            CHECK(server.write(&vector, 1) == static_cast<ssize_t>(content.size()));
-            CHECK((receive(client, client_fd, content.size()) == content));
-        }
-        // Records of 4 KiB: eight of them, sealed in one write, fill no segment.
-        SSL_set_max_send_fragment(server.openssl(), 4096);
-        content.resize(32 * 1024);
-        usleep(300'000);  // past the client's delayed acknowledgement: nothing in flight
-        const iovec eight{content.data(), content.size()};
-        CHECK(server.write(&eight, 1) == static_cast<ssize_t>(content.size()));
-        CHECK_FALSE(server.pending());
-        // At once: sent with MSG_MORE and not pushed, the kernel would hold
-        // them until its probe timer, 200 ms or more later.
-        CHECK((receive(client, client_fd, content.size(), 100) == content));
+    LoopbackTls tls([](SSL_CTX* context) {
+        SSL_CTX_set_max_proto_version(context, TLS1_2_VERSION);
+        REQUIRE(SSL_CTX_set_cipher_list(context, "ECDHE-ECDSA-AES128-SHA") == 1);
+        SSL_CTX_set_options(context, SSL_OP_NO_ENCRYPT_THEN_MAC);
+    });
+    smp::tls::Stream& server = tls.server;
+    std::string content(smp::tls::Stream::kRecordBuffer, '\0');
+    for (size_t i = 0; i < content.size(); ++i) content[i] = static_cast<char>('a' + i % 26);
+    const iovec vector{content.data(), content.size()};
+    // The client's window opened wide: the kernel sends at once what
+    // passes half of it, held or not.
+    for (int warm = 0; warm < 16; ++warm) {
+        CHECK(server.write(&vector, 1) == static_cast<ssize_t>(content.size()));
+        CHECK((receive(tls.client, tls.client_fd, content.size()) == content));
     }
-    SSL_free(client);
-    SSL_CTX_free(client_context);
-    SSL_CTX_free(server_context);
-    close(server_fd);
-    close(client_fd);
+    // Records of 4 KiB: eight of them, sealed in one write, fill no segment.
+    SSL_set_max_send_fragment(server.openssl(), 4096);
+    content.resize(32 * 1024);
+    usleep(300'000);  // past the client's delayed acknowledgement: nothing in flight
+    const iovec eight{content.data(), content.size()};
+    CHECK(server.write(&eight, 1) == static_cast<ssize_t>(content.size()));
+    CHECK_FALSE(server.pending());
+    // At once: sent with MSG_MORE and not pushed, the kernel would hold
+    // them until its probe timer, 200 ms or more later.
+    CHECK((receive(tls.client, tls.client_fd, content.size(), 100) == content));
 }
