@@ -135,6 +135,13 @@ std::string read_all(SSL* client) {
     return got;
 }
 
+// `size` bytes of a pattern a test can check: a to z, over and over.
+std::string patterned(size_t size) {
+    std::string bytes(size, '\0');
+    for (size_t i = 0; i < size; ++i) bytes[i] = static_cast<char>('a' + i % 26);
+    return bytes;
+}
+
 }  // namespace
 
 TEST_CASE("a connection that fails in the middle of a buffer: the records that went out count, no more") {
@@ -161,8 +168,7 @@ TEST_CASE("a connection that fails in the middle of a buffer: the records that w
         const int file = mkstemp(path);
         REQUIRE(file >= 0);
         unlink(path);
-        std::string content(64 * 1024, '\0');
-        for (size_t i = 0; i < content.size(); ++i) content[i] = static_cast<char>('a' + i % 26);
+        const std::string content = patterned(64 * 1024);
         REQUIRE(::write(file, content.data(), content.size()) == static_cast<ssize_t>(content.size()));
         std::string head(305, 'h');
         const iovec vector{head.data(), head.size()};
@@ -317,6 +323,19 @@ struct LoopbackTls {
         handshake(server, client);
         read_all(client);  // the ticket
     }
+    // A new connection's segments are at most half the client's first
+    // window (32 KiB here), and the kernel sends at once what passes half
+    // of it, held or not: sixteen full buffers, written and read whole,
+    // open it wide.
+    void open_window() {
+        std::string content = patterned(smp::tls::Stream::kRecordBuffer);
+        const iovec vector{content.data(), content.size()};
+        for (int warm = 0; warm < 16; ++warm) {
+            CHECK(server.write(&vector, 1) == static_cast<ssize_t>(content.size()));
+            CHECK_FALSE(server.pending());
+            CHECK((receive(client, client_fd, content.size()) == content));
+        }
+    }
     ~LoopbackTls() {
         SSL_free(client);
         SSL_CTX_free(client_context);
@@ -341,18 +360,15 @@ TEST_CASE("a buffer's records leave in large segments, not one segment each (MSG
     LoopbackTls tls([](SSL_CTX* context) { SSL_CTX_set_min_proto_version(context, TLS1_3_VERSION); });
     smp::tls::Stream& server = tls.server;
 
+    tls.open_window();
     // A full buffer, four records of 16 KiB, written and read whole.
-    std::string content(smp::tls::Stream::kRecordBuffer, '\0');
-    for (size_t i = 0; i < content.size(); ++i) content[i] = static_cast<char>('a' + i % 26);
+    std::string content = patterned(smp::tls::Stream::kRecordBuffer);
     const auto send_buffer = [&] {
         const iovec vector{content.data(), content.size()};
         CHECK(server.write(&vector, 1) == static_cast<ssize_t>(content.size()));
         CHECK_FALSE(server.pending());
         CHECK((receive(tls.client, tls.client_fd, content.size()) == content));
     };
-    // A new connection's segments are at most half the client's first
-    // window (32 KiB here); a few buffers open it to loopback's 64 KiB.
-    for (int warm = 0; warm < 16; ++warm) send_buffer();
     // The kernel holds a record sent with MSG_MORE only until something
     // pushes it (an acknowledgement that arrives meanwhile does, now and
     // then), so segments are counted over eight tries.
@@ -376,18 +392,10 @@ TEST_CASE("records sealed in one write (TLS 1.2 CBC multi-block) are not held ba
         SSL_CTX_set_options(context, SSL_OP_NO_ENCRYPT_THEN_MAC);
     });
     smp::tls::Stream& server = tls.server;
-    std::string content(smp::tls::Stream::kRecordBuffer, '\0');
-    for (size_t i = 0; i < content.size(); ++i) content[i] = static_cast<char>('a' + i % 26);
-    const iovec vector{content.data(), content.size()};
-    // The client's window opened wide: the kernel sends at once what
-    // passes half of it, held or not.
-    for (int warm = 0; warm < 16; ++warm) {
-        CHECK(server.write(&vector, 1) == static_cast<ssize_t>(content.size()));
-        CHECK((receive(tls.client, tls.client_fd, content.size()) == content));
-    }
+    tls.open_window();
     // Records of 4 KiB: eight of them, sealed in one write, fill no segment.
     SSL_set_max_send_fragment(server.openssl(), 4096);
-    content.resize(32 * 1024);
+    std::string content = patterned(32 * 1024);
     usleep(300'000);  // past the client's delayed acknowledgement: nothing in flight
     const iovec eight{content.data(), content.size()};
     CHECK(server.write(&eight, 1) == static_cast<ssize_t>(content.size()));
