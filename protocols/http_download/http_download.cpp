@@ -300,8 +300,14 @@ void WorkerState::accept(int fd, const smp_connection_info& info) {
 }
 
 // The limit per client has answered (over_limit): the request is read, and
-// refused when over.
-void WorkerState::start_connection(Connection& c) { set_poll(c, UV_READABLE); }
+// refused when over. Over TLS the handshake starts at once, as forward's
+// does: the ClientHello has nearly always come by the time the connection is
+// accepted, and the server's flight then leaves without a turn of the loop
+// (docs/tls.md, "The handshake starts with the accept").
+void WorkerState::start_connection(Connection& c) {
+    if (c.state == ConnectionState::handshaking) return on_handshake(c);
+    set_poll(c, UV_READABLE);
+}
 
 void WorkerState::shutdown() {
     stopping_ = true;

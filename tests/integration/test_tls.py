@@ -804,6 +804,32 @@ class Garbage(TLSTestCase):
         self.assertFalse(kept, 'connections still open 8 s after a mutated ClientHello: cases %s' % kept)
         self.assert_unharmed()
 
+    def test_first_bytes_waiting_at_the_accept(self):
+        # The handshake starts with the accept, on what has come. With the
+        # workers stopped, a connection's first bytes are certain to be there
+        # when it is accepted: garbage is refused at once, and a real
+        # ClientHello is answered and its request served.
+        garbage_sent = b'\x16\x03\x01\xff\xff' + bytes(300)
+        pool = concurrent.futures.ThreadPoolExecutor(max_workers=1)
+        for pid in self.pids:
+            os.kill(pid, signal.SIGSTOP)
+        try:
+            garbage = socket.create_connection(('127.0.0.1', self.server.port), timeout=5)
+            garbage.sendall(garbage_sent)
+            fetched = pool.submit(https, self.server.port, 'GET', '/small.bin', {'User-Agent': 'after-garbage'})
+            time.sleep(0.5)  # the client's ClientHello waits in its socket
+        finally:
+            for pid in self.pids:
+                os.kill(pid, signal.SIGCONT)
+        with garbage:
+            self.assertIsNotNone(time_to_close(garbage, 5), 'the server kept the garbage connection')
+        response = fetched.result(timeout=harness.SOCK_TIMEOUT + 5)
+        pool.shutdown()
+        self.assertEqual(response.status, 200)
+        self.assertEqual(response.body, self.env.content['small.bin'])
+        self.assert_logged('not TLS')
+        self.assert_unharmed()
+
     def test_plain_http_on_the_tls_port(self):
         received, closed = self.exchange(request_bytes('GET', '/small.bin'))
         self.assertIsNotNone(closed, 'a plain HTTP request kept the TLS connection open')
