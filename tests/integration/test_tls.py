@@ -816,6 +816,7 @@ class Garbage(TLSTestCase):
         try:
             garbage = socket.create_connection(('127.0.0.1', self.server.port), timeout=5)
             garbage.sendall(garbage_sent)
+            # Its row is a served one: the agent assert_unharmed leaves out of the garbage rows.
             fetched = pool.submit(https, self.server.port, 'GET', '/small.bin', {'User-Agent': 'after-garbage'})
             time.sleep(0.5)  # the client's ClientHello waits in its socket
         finally:
