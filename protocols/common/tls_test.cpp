@@ -329,12 +329,14 @@ struct LoopbackTls {
     // open it wide.
     void open_window() {
         std::string content = patterned(smp::tls::Stream::kRecordBuffer);
+        for (int warm = 0; warm < 16; ++warm) send_whole(content);
+    }
+    // `content` (one buffer at most) written by the server and read whole by the client.
+    void send_whole(std::string& content) {
         const iovec vector{content.data(), content.size()};
-        for (int warm = 0; warm < 16; ++warm) {
-            CHECK(server.write(&vector, 1) == static_cast<ssize_t>(content.size()));
-            CHECK_FALSE(server.pending());
-            CHECK((receive(client, client_fd, content.size()) == content));
-        }
+        CHECK(server.write(&vector, 1) == static_cast<ssize_t>(content.size()));
+        CHECK_FALSE(server.pending());
+        CHECK((receive(client, client_fd, content.size()) == content));
     }
     ~LoopbackTls() {
         SSL_free(client);
@@ -358,24 +360,17 @@ struct LoopbackTls {
 
 TEST_CASE("a buffer's records leave in large segments, not one segment each (MSG_MORE)") {
     LoopbackTls tls([](SSL_CTX* context) { SSL_CTX_set_min_proto_version(context, TLS1_3_VERSION); });
-    smp::tls::Stream& server = tls.server;
 
     tls.open_window();
     // A full buffer, four records of 16 KiB, written and read whole.
     std::string content = patterned(smp::tls::Stream::kRecordBuffer);
-    const auto send_buffer = [&] {
-        const iovec vector{content.data(), content.size()};
-        CHECK(server.write(&vector, 1) == static_cast<ssize_t>(content.size()));
-        CHECK_FALSE(server.pending());
-        CHECK((receive(tls.client, tls.client_fd, content.size()) == content));
-    };
     // The kernel holds a record sent with MSG_MORE only until something
     // pushes it (an acknowledgement that arrives meanwhile does, now and
     // then), so segments are counted over eight tries.
     constexpr int kTries = 8;
     const int64_t before = smp::tls::testing::data_segments_sent(tls.server_fd);
     REQUIRE(before >= 0);
-    for (int i = 0; i < kTries; ++i) send_buffer();
+    for (int i = 0; i < kTries; ++i) tls.send_whole(content);
     // The four records fill a 64 KiB segment and start another: 2 a try.
     // One send a record, as OpenSSL's socket BIO does, makes 4.
     const int64_t segments = smp::tls::testing::data_segments_sent(tls.server_fd) - before;

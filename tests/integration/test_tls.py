@@ -809,23 +809,21 @@ class Garbage(TLSTestCase):
         # workers stopped, a connection's first bytes are certain to be there
         # when it is accepted: garbage is refused at once, and a real
         # ClientHello is answered and its request served.
-        garbage_sent = b'\x16\x03\x01\xff\xff' + bytes(300)
-        pool = concurrent.futures.ThreadPoolExecutor(max_workers=1)
-        for pid in self.pids:
-            os.kill(pid, signal.SIGSTOP)
-        try:
-            garbage = socket.create_connection(('127.0.0.1', self.server.port), timeout=5)
-            garbage.sendall(garbage_sent)
-            # Its row is a served one: the agent assert_unharmed leaves out of the garbage rows.
-            fetched = pool.submit(https, self.server.port, 'GET', '/small.bin', {'User-Agent': 'after-garbage'})
-            time.sleep(0.5)  # the client's ClientHello waits in its socket
-        finally:
+        with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
             for pid in self.pids:
-                os.kill(pid, signal.SIGCONT)
-        with garbage:
-            self.assertIsNotNone(time_to_close(garbage, 5), 'the server kept the garbage connection')
-        response = fetched.result(timeout=harness.SOCK_TIMEOUT + 5)
-        pool.shutdown()
+                os.kill(pid, signal.SIGSTOP)
+            try:
+                garbage = socket.create_connection(('127.0.0.1', self.server.port), timeout=5)
+                garbage.sendall(b'\x16\x03\x01\xff\xff' + bytes(300))
+                # Its row is a served one: the agent assert_unharmed leaves out of the garbage rows.
+                fetched = pool.submit(https, self.server.port, 'GET', '/small.bin', {'User-Agent': 'after-garbage'})
+                time.sleep(0.5)  # the client's ClientHello waits in its socket
+            finally:
+                for pid in self.pids:
+                    os.kill(pid, signal.SIGCONT)
+            with garbage:
+                self.assertIsNotNone(time_to_close(garbage, 5), 'the server kept the garbage connection')
+            response = fetched.result(timeout=harness.SOCK_TIMEOUT + 5)
         self.assertEqual(response.status, 200)
         self.assertEqual(response.body, self.env.content['small.bin'])
         self.assert_logged('not TLS')
