@@ -18,6 +18,7 @@
 #include <cerrno>
 #include <cstring>
 #include <ctime>
+#include <string_view>
 
 namespace smp::tls {
 namespace {
@@ -483,6 +484,7 @@ Stream::Step Stream::handshake() {
         handshake_done_ = true;
         wants_read_ = false;
         kernel_sends_ = BIO_get_ktls_send(SSL_get_wbio(ssl_)) != 0;
+        record_overhead_ = record_overhead(ssl_);
         return Step::done;
     }
     const int error = SSL_get_error(ssl_, result);
@@ -668,12 +670,16 @@ ssize_t Stream::write_file(int file, off_t offset, size_t length) {
         return fail(static_cast<int>(sent));
     }
     if (attempted_ && !flush()) return -1;
-    // After what write() held (a head), in the same buffer.
+    // After what write() held (a head), in the same buffer. When more of the
+    // body follows, the buffer ends where a segment does: no short segment
+    // trails each buffer (docs/tls.md, "A buffer ends on a segment boundary").
     char* buffer = take_buffer();
     const size_t before = pending_;
+    const size_t room = kRecordBuffer - pending_;
+    const size_t taking = length > room ? ending_on_segment(room) : length;
     ssize_t got;
     do {
-        got = pread(file, buffer + pending_, std::min(length, kRecordBuffer - pending_), offset);
+        got = pread(file, buffer + pending_, taking, offset);
     } while (got < 0 && errno == EINTR);
     if (got <= 0) {
         if (pending_ == 0) give_back_buffer();
@@ -681,6 +687,41 @@ ssize_t Stream::write_file(int file, off_t offset, size_t length) {
     }
     pending_ += static_cast<size_t>(got);
     return flush_taken(before, static_cast<size_t>(got));
+}
+
+size_t Stream::ending_on_segment(size_t taking) const {
+    int segment = 0;
+    socklen_t size = sizeof segment;
+    if (record_overhead_ == 0 || getsockopt(fd_, IPPROTO_TCP, TCP_MAXSEG, &segment, &size) != 0 || segment <= 0)
+        return taking;
+    const size_t whole =
+        plaintext_for_whole_segments(pending_ + taking, static_cast<size_t>(segment), record_overhead_);
+    return whole > pending_ ? whole - pending_ : taking;
+}
+
+size_t record_overhead(const SSL* ssl) {
+    const SSL_CIPHER* cipher = SSL_get_current_cipher(ssl);
+    if (cipher == nullptr || SSL_CIPHER_is_aead(cipher) == 0) return 0;
+    constexpr size_t kHeader = 5;
+    const std::string_view name = SSL_CIPHER_get_name(cipher);
+    const size_t tag =
+        name.find("CCM8") != std::string_view::npos || name.find("CCM_8") != std::string_view::npos ? 8 : 16;
+    if (SSL_version(ssl) == TLS1_3_VERSION) return kHeader + 1 + tag;  // the content type, sealed
+    // TLS 1.2: GCM and CCM send an explicit 8-byte nonce; ChaCha20-Poly1305 none.
+    return kHeader + (SSL_CIPHER_get_cipher_nid(cipher) == NID_chacha20_poly1305 ? 0 : 8) + tag;
+}
+
+size_t plaintext_for_whole_segments(size_t available, size_t mss, size_t overhead) {
+    constexpr size_t kRecord = SSL3_RT_MAX_PLAIN_LENGTH;
+    if (overhead == 0 || mss == 0) return available;
+    const size_t records = (available + kRecord - 1) / kRecord;
+    const size_t sealed = (available + records * overhead) / mss * mss;
+    // The plaintext of `sealed` bytes in r records, for the r that holds it.
+    for (size_t r = records; r > 0 && sealed > r * overhead; --r) {
+        const size_t plaintext = sealed - r * overhead;
+        if ((plaintext + kRecord - 1) / kRecord == r) return plaintext;
+    }
+    return available;
 }
 
 void Stream::close_notify() {

@@ -270,6 +270,9 @@ class Stream {
     // flush() after `taken` bytes were added to the buffer's `before`:
     // `taken`, or after a failure those of them that went out, or -1.
     ssize_t flush_taken(size_t before, size_t taken);
+    // Of `taking` file bytes after what the buffer holds, the part whose
+    // records end on a boundary of the connection's segments.
+    size_t ending_on_segment(size_t taking) const;
 
     SSL* ssl_ = nullptr;
     int fd_ = -1;
@@ -288,11 +291,20 @@ class Stream {
     bool starved_ = false;  // the last read wanted more than OpenSSL held: wait for the socket
     bool handshake_done_ = false;
     bool kernel_sends_ = false;
+    size_t record_overhead_ = 0;  // record_overhead(), from the handshake's end
     bool notified_ = false;
     bool attempted_ = false;  // SSL_write was given the buffer and must be given it again
     HandshakeFailure failure_ = HandshakeFailure::other;
     std::string failure_detail_;
 };
+
+// The bytes TLS adds to each record of the connection's cipher (header,
+// nonce, tag, and TLS 1.3's content type), or 0 when they vary (CBC pads).
+size_t record_overhead(const SSL* ssl);
+// Of `available` plaintext bytes, the most whose records (16 KiB of
+// plaintext each, `overhead` added to each) fill whole segments of `mss`
+// bytes; `available` when no such part is (or `overhead` is 0).
+size_t plaintext_for_whole_segments(size_t available, size_t mss, size_t overhead);
 
 // read(2) on `fd`, through `tls` when the connection speaks TLS.
 ssize_t receive(Stream* tls, int fd, char* into, size_t size);

@@ -21,7 +21,8 @@
 
 namespace smp::tls::testing {
 int64_t data_segments_sent(int fd);  // tcp_segments_test.cpp
-}
+int64_t bytes_sent(int fd);
+}  // namespace smp::tls::testing
 
 using smp::tls::HandshakeFailure;
 using smp::tls::HandshakeFailures;
@@ -142,6 +143,16 @@ std::string patterned(size_t size) {
     return bytes;
 }
 
+// An unlinked temporary file holding `content`, open for reading.
+int file_with(const std::string& content) {
+    char path[] = "/tmp/smp-tls-test-XXXXXX";
+    const int file = mkstemp(path);
+    REQUIRE(file >= 0);
+    unlink(path);
+    REQUIRE(::write(file, content.data(), content.size()) == static_cast<ssize_t>(content.size()));
+    return file;
+}
+
 }  // namespace
 
 TEST_CASE("a connection that fails in the middle of a buffer: the records that went out count, no more") {
@@ -164,12 +175,8 @@ TEST_CASE("a connection that fails in the middle of a buffer: the records that w
         handshake(server, client);
 
         // A file of 64 KiB, and a head before it, as a response has.
-        char path[] = "/tmp/smp-tls-test-XXXXXX";
-        const int file = mkstemp(path);
-        REQUIRE(file >= 0);
-        unlink(path);
         const std::string content = patterned(64 * 1024);
-        REQUIRE(::write(file, content.data(), content.size()) == static_cast<ssize_t>(content.size()));
+        const int file = file_with(content);
         std::string head(305, 'h');
         const iovec vector{head.data(), head.size()};
         CHECK(server.write(&vector, 1, true) == static_cast<ssize_t>(head.size()));  // held for the body
@@ -376,6 +383,112 @@ TEST_CASE("a buffer's records leave in large segments, not one segment each (MSG
     const int64_t segments = smp::tls::testing::data_segments_sent(tls.server_fd) - before;
     CHECK(segments >= kTries);
     CHECK(segments <= kTries * 2 + 4);
+}
+
+TEST_CASE("a file body's buffers end where a segment does: no short segment after each buffer") {
+    LoopbackTls tls([](SSL_CTX* context) { SSL_CTX_set_min_proto_version(context, TLS1_3_VERSION); });
+    tls.open_window();
+    constexpr size_t kBuffers = 16;
+    const std::string content = patterned(kBuffers * smp::tls::Stream::kRecordBuffer);
+    const int file = file_with(content);
+    const int64_t segments_before = smp::tls::testing::data_segments_sent(tls.server_fd);
+    const int64_t bytes_before = smp::tls::testing::bytes_sent(tls.server_fd);
+    REQUIRE(segments_before >= 0);
+    REQUIRE(bytes_before >= 0);
+    // Each buffer written and read whole, so each leaves at once, alone.
+    std::string received;
+    size_t offset = 0;
+    for (size_t writes = 0; offset < content.size() && writes < 2 * kBuffers; ++writes) {
+        const ssize_t taken = tls.server.write_file(file, static_cast<off_t>(offset), content.size() - offset);
+        REQUIRE(taken > 0);
+        CHECK_FALSE(tls.server.pending());
+        received += receive(tls.client, tls.client_fd, static_cast<size_t>(taken));
+        offset += static_cast<size_t>(taken);
+    }
+    close(file);
+    CHECK((received == content));
+    int segment = 0;
+    socklen_t size = sizeof segment;
+    REQUIRE(getsockopt(tls.server_fd, IPPROTO_TCP, TCP_MAXSEG, &segment, &size) == 0);
+    // Every buffer but the last fills whole segments, so the body takes one
+    // segment more than it fills (the last buffer's), and a few that an
+    // acknowledgement pushed early (see the test above). A buffer of 64 KiB
+    // whatever the segment size would take one short segment more each:
+    // 16 more here, where one segment holds 64 KiB.
+    const int64_t wire = smp::tls::testing::bytes_sent(tls.server_fd) - bytes_before;
+    const int64_t segments = smp::tls::testing::data_segments_sent(tls.server_fd) - segments_before;
+    CHECK(segments >= (wire + segment - 1) / segment);
+    CHECK(segments <= wire / segment + 1 + 4);
+}
+
+TEST_CASE("record_overhead: the bytes each record adds on the wire, for the ciphers a server negotiates") {
+    struct Cipher {
+        const char* name;
+        void (*client_setup)(SSL_CTX*);
+        size_t overhead;  // 0: CBC pads, so its records have no one figure
+    };
+    const Cipher ciphers[] = {
+        {"TLS 1.3, AES-128-GCM",
+         [](SSL_CTX* context) { REQUIRE(SSL_CTX_set_ciphersuites(context, "TLS_AES_128_GCM_SHA256") == 1); }, 22},
+        {"TLS 1.3, ChaCha20-Poly1305",
+         [](SSL_CTX* context) { REQUIRE(SSL_CTX_set_ciphersuites(context, "TLS_CHACHA20_POLY1305_SHA256") == 1); }, 22},
+        {"TLS 1.2, AES-256-GCM (an explicit nonce)",
+         [](SSL_CTX* context) {
+             SSL_CTX_set_max_proto_version(context, TLS1_2_VERSION);
+             REQUIRE(SSL_CTX_set_cipher_list(context, "ECDHE-ECDSA-AES256-GCM-SHA384") == 1);
+         },
+         29},
+        {"TLS 1.2, ChaCha20-Poly1305",
+         [](SSL_CTX* context) {
+             SSL_CTX_set_max_proto_version(context, TLS1_2_VERSION);
+             REQUIRE(SSL_CTX_set_cipher_list(context, "ECDHE-ECDSA-CHACHA20-POLY1305") == 1);
+         },
+         21},
+        {"TLS 1.2, AES-128-CBC",
+         [](SSL_CTX* context) {
+             SSL_CTX_set_max_proto_version(context, TLS1_2_VERSION);
+             REQUIRE(SSL_CTX_set_cipher_list(context, "ECDHE-ECDSA-AES128-SHA") == 1);
+         },
+         0},
+    };
+    for (const Cipher& cipher : ciphers) {
+        CAPTURE(cipher.name);
+        LoopbackTls tls(cipher.client_setup);
+        CHECK(smp::tls::record_overhead(tls.server.openssl()) == cipher.overhead);
+        if (cipher.overhead == 0) continue;
+        // One record of 16 KiB, written and read whole: what the socket sent beyond it.
+        std::string record = patterned(16 * 1024);
+        const int64_t before = smp::tls::testing::bytes_sent(tls.server_fd);
+        tls.send_whole(record);
+        CHECK(smp::tls::testing::bytes_sent(tls.server_fd) - before - static_cast<int64_t>(record.size()) ==
+              static_cast<int64_t>(cipher.overhead));
+    }
+}
+
+TEST_CASE("plaintext_for_whole_segments: the most of a buffer whose records fill whole segments") {
+    using smp::tls::plaintext_for_whole_segments;
+    // Loopback (64 KiB segments): four records of TLS 1.3, 65,395 bytes, make one.
+    CHECK(plaintext_for_whole_segments(65536, 65483, 22) == 65395);
+    // Ethernet: 45 segments of 1,448 bytes.
+    CHECK(plaintext_for_whole_segments(65536, 1448, 22) == 45 * 1448 - 4 * 22);
+    // None whole, or a cipher whose records vary: all of it.
+    CHECK(plaintext_for_whole_segments(65536, 70000, 22) == 65536);
+    CHECK(plaintext_for_whole_segments(1000, 1448, 22) == 1000);
+    CHECK(plaintext_for_whole_segments(65536, 1448, 0) == 65536);
+    // Any segment size: all of the buffer, or a part whose records end on a segment's end.
+    for (size_t available : {size_t{20000}, size_t{65536}, size_t{65536 - 305}}) {
+        for (size_t mss = 536; mss <= 70000; mss += 97) {
+            const size_t plaintext = plaintext_for_whole_segments(available, mss, 22);
+            CAPTURE(available);
+            CAPTURE(mss);
+            REQUIRE(plaintext <= available);
+            if (plaintext == available) continue;
+            const size_t records = (plaintext + 16383) / 16384;
+            CHECK((plaintext + records * 22) % mss == 0);
+            // ... and the most that does: a segment more would not fit.
+            CHECK(plaintext + records * 22 + mss > available + (available + 16383) / 16384 * 22);
+        }
+    }
 }
 
 TEST_CASE("records sealed in one write (TLS 1.2 CBC multi-block) are not held back") {
