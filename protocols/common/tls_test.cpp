@@ -281,9 +281,10 @@ namespace {
 // Both ends of a TCP connection on 127.0.0.1, non-blocking. The server's
 // congestion control is Reno, which does not pace: BBR does, and its pacing
 // timer sends what a send held back.
-std::pair<int, int> loopback_connection() {
+std::pair<int, int> loopback_connection(int mss = 0) {
     const int listener = socket(AF_INET, SOCK_STREAM, 0);
     REQUIRE(setsockopt(listener, IPPROTO_TCP, TCP_CONGESTION, "reno", 4) == 0);
+    if (mss > 0) REQUIRE(setsockopt(listener, IPPROTO_TCP, TCP_MAXSEG, &mss, sizeof mss) == 0);
     sockaddr_in address{};
     address.sin_family = AF_INET;
     address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
@@ -292,6 +293,7 @@ std::pair<int, int> loopback_connection() {
     REQUIRE(listen(listener, 1) == 0);
     REQUIRE(getsockname(listener, reinterpret_cast<sockaddr*>(&address), &length) == 0);
     const int client = socket(AF_INET, SOCK_STREAM, 0);
+    if (mss > 0) REQUIRE(setsockopt(client, IPPROTO_TCP, TCP_MAXSEG, &mss, sizeof mss) == 0);
     REQUIRE(connect(client, reinterpret_cast<sockaddr*>(&address), sizeof address) == 0);
     const int server = accept4(listener, nullptr, nullptr, SOCK_NONBLOCK);
     REQUIRE(server >= 0);
@@ -318,8 +320,8 @@ std::string receive(SSL* client, int fd, size_t size, int milliseconds = 1000) {
 // A client (its context set up by the test) and a server Stream over a
 // loopback TCP connection, after their handshake.
 struct LoopbackTls {
-    explicit LoopbackTls(void (*client_setup)(SSL_CTX*)) {
-        std::tie(server_fd, client_fd) = loopback_connection();
+    explicit LoopbackTls(void (*client_setup)(SSL_CTX*), int mss = 0) {
+        std::tie(server_fd, client_fd) = loopback_connection(mss);
         server_context = self_signed_context();
         client_context = SSL_CTX_new(TLS_client_method());
         client_setup(client_context);
@@ -385,40 +387,53 @@ TEST_CASE("a buffer's records leave in large segments, not one segment each (MSG
     CHECK(segments <= kTries * 2 + 4);
 }
 
-TEST_CASE("a file body's buffers end where a segment does: no short segment after each buffer") {
-    LoopbackTls tls([](SSL_CTX* context) { SSL_CTX_set_min_proto_version(context, TLS1_3_VERSION); });
-    tls.open_window();
-    constexpr size_t kBuffers = 16;
-    const std::string content = patterned(kBuffers * smp::tls::Stream::kRecordBuffer);
-    const int file = file_with(content);
-    const int64_t segments_before = smp::tls::testing::data_segments_sent(tls.server_fd);
-    const int64_t bytes_before = smp::tls::testing::bytes_sent(tls.server_fd);
-    REQUIRE(segments_before >= 0);
-    REQUIRE(bytes_before >= 0);
-    // Each buffer written and read whole, so each leaves at once, alone.
-    std::string received;
-    size_t offset = 0;
-    for (size_t writes = 0; offset < content.size() && writes < 2 * kBuffers; ++writes) {
-        const ssize_t taken = tls.server.write_file(file, static_cast<off_t>(offset), content.size() - offset);
-        REQUIRE(taken > 0);
-        CHECK_FALSE(tls.server.pending());
-        received += receive(tls.client, tls.client_fd, static_cast<size_t>(taken));
-        offset += static_cast<size_t>(taken);
+TEST_CASE("a file body's buffers end where a segment does, where segments hold a record or more") {
+    // Loopback's own segments (64 KiB), and segments clamped to a jumbo
+    // frame's and to Ethernet's.
+    for (const int clamp : {0, 9000, 1448}) {
+        CAPTURE(clamp);
+        LoopbackTls tls([](SSL_CTX* context) { SSL_CTX_set_min_proto_version(context, TLS1_3_VERSION); }, clamp);
+        tls.open_window();
+        constexpr size_t kBuffers = 16;
+        const std::string content = patterned(kBuffers * smp::tls::Stream::kRecordBuffer);
+        const int file = file_with(content);
+        const int64_t segments_before = smp::tls::testing::data_segments_sent(tls.server_fd);
+        const int64_t bytes_before = smp::tls::testing::bytes_sent(tls.server_fd);
+        REQUIRE(segments_before >= 0);
+        REQUIRE(bytes_before >= 0);
+        // Each buffer written and read whole, so each leaves at once, alone.
+        std::string received;
+        size_t offset = 0;
+        size_t writes = 0;
+        for (; offset < content.size() && writes < 2 * kBuffers; ++writes) {
+            const ssize_t taken = tls.server.write_file(file, static_cast<off_t>(offset), content.size() - offset);
+            REQUIRE(taken > 0);
+            CHECK_FALSE(tls.server.pending());
+            received += receive(tls.client, tls.client_fd, static_cast<size_t>(taken));
+            offset += static_cast<size_t>(taken);
+        }
+        close(file);
+        CHECK((received == content));
+        int segment = 0;
+        socklen_t size = sizeof segment;
+        REQUIRE(getsockopt(tls.server_fd, IPPROTO_TCP, TCP_MAXSEG, &segment, &size) == 0);
+        if (clamp > 0) {
+            // Smaller segments than a record: whole buffers, as before.
+            CHECK(segment < 16 * 1024);
+            CHECK(writes == kBuffers);
+            continue;
+        }
+        // A buffer is a little less than 64 KiB, so one write more.
+        CHECK(writes == kBuffers + 1);
+        // Every buffer but the last fills whole segments, so the body takes
+        // one segment more than it fills (the last buffer's), and a few that
+        // an acknowledgement pushed early (see the test above). Whole 64 KiB
+        // buffers would take one short segment more each: 16 more here.
+        const int64_t wire = smp::tls::testing::bytes_sent(tls.server_fd) - bytes_before;
+        const int64_t segments = smp::tls::testing::data_segments_sent(tls.server_fd) - segments_before;
+        CHECK(segments >= (wire + segment - 1) / segment);
+        CHECK(segments <= wire / segment + 1 + 4);
     }
-    close(file);
-    CHECK((received == content));
-    int segment = 0;
-    socklen_t size = sizeof segment;
-    REQUIRE(getsockopt(tls.server_fd, IPPROTO_TCP, TCP_MAXSEG, &segment, &size) == 0);
-    // Every buffer but the last fills whole segments, so the body takes one
-    // segment more than it fills (the last buffer's), and a few that an
-    // acknowledgement pushed early (see the test above). A buffer of 64 KiB
-    // whatever the segment size would take one short segment more each:
-    // 16 more here, where one segment holds 64 KiB.
-    const int64_t wire = smp::tls::testing::bytes_sent(tls.server_fd) - bytes_before;
-    const int64_t segments = smp::tls::testing::data_segments_sent(tls.server_fd) - segments_before;
-    CHECK(segments >= (wire + segment - 1) / segment);
-    CHECK(segments <= wire / segment + 1 + 4);
 }
 
 TEST_CASE("record_overhead: the bytes each record adds on the wire, for the ciphers a server negotiates") {
