@@ -419,7 +419,7 @@ TEST_CASE("a file body's buffers end where a segment does, where segments hold a
         REQUIRE(getsockopt(tls.server_fd, IPPROTO_TCP, TCP_MAXSEG, &segment, &size) == 0);
         if (clamp > 0) {
             // Smaller segments than a record: whole buffers, as before.
-            CHECK(segment < 16 * 1024);
+            CHECK(segment < SSL3_RT_MAX_PLAIN_LENGTH);
             CHECK(writes == kBuffers);
             continue;
         }
@@ -491,6 +491,9 @@ TEST_CASE("plaintext_for_whole_segments: the most of a buffer whose records fill
     CHECK(plaintext_for_whole_segments(1000, 1448, 22) == 1000);
     CHECK(plaintext_for_whole_segments(65536, 1448, 0) == 65536);
     // Any segment size: all of the buffer, or a part whose records end on a segment's end.
+    const auto records = [](size_t plaintext) {
+        return (plaintext + SSL3_RT_MAX_PLAIN_LENGTH - 1) / SSL3_RT_MAX_PLAIN_LENGTH;
+    };
     for (size_t available : {size_t{20000}, size_t{65536}, size_t{65536 - 305}}) {
         for (size_t mss = 536; mss <= 70000; mss += 97) {
             const size_t plaintext = plaintext_for_whole_segments(available, mss, 22);
@@ -498,10 +501,9 @@ TEST_CASE("plaintext_for_whole_segments: the most of a buffer whose records fill
             CAPTURE(mss);
             REQUIRE(plaintext <= available);
             if (plaintext == available) continue;
-            const size_t records = (plaintext + 16383) / 16384;
-            CHECK((plaintext + records * 22) % mss == 0);
+            CHECK((plaintext + records(plaintext) * 22) % mss == 0);
             // ... and the most that does: a segment more would not fit.
-            CHECK(plaintext + records * 22 + mss > available + (available + 16383) / 16384 * 22);
+            CHECK(plaintext + records(plaintext) * 22 + mss > available + records(available) * 22);
         }
     }
 }
