@@ -1,4 +1,5 @@
-// For the tests: the data segments and bytes a TCP socket has sent. glibc's tcp_info
+// For the tests: the segments (all, and those with data) and bytes a TCP
+// socket has sent. glibc's tcp_info
 // stops before the segment counters, and <linux/tcp.h>, which has them,
 // cannot be included beside <netinet/tcp.h> (uv.h includes it): hence a file
 // of its own.
@@ -25,6 +26,12 @@ int64_t data_segments_sent(int fd) {
     tcp_info info{};
     if (!info_of(fd, info, offsetof(tcp_info, tcpi_data_segs_out) + sizeof info.tcpi_data_segs_out)) return -1;
     return info.tcpi_data_segs_out;
+}
+
+int64_t segments_sent(int fd) {
+    tcp_info info{};
+    if (!info_of(fd, info, offsetof(tcp_info, tcpi_segs_out) + sizeof info.tcpi_segs_out)) return -1;
+    return info.tcpi_segs_out;
 }
 
 int64_t bytes_sent(int fd) {

@@ -609,8 +609,9 @@ bool Stream::flush() {
     }
     while (sent_ < pending_) {
         // One record a call (SSL_MODE_ENABLE_PARTIAL_WRITE); all but the
-        // buffer's last go with MSG_MORE.
-        more_records_ = pending_ - sent_ > SSL3_RT_MAX_PLAIN_LENGTH;
+        // buffer's last go with MSG_MORE, and the last too when the close
+        // follows.
+        more_records_ = pending_ - sent_ > SSL3_RT_MAX_PLAIN_LENGTH || close_follows_;
         const int result = SSL_write(ssl_, buffer_ + sent_, static_cast<int>(pending_ - sent_));
         more_records_ = false;
         if (result <= 0) {
@@ -625,12 +626,13 @@ bool Stream::flush() {
     }
     // A call that sealed several records in one write (TLS 1.2's CBC
     // multi-block) sent the buffer's last with MSG_MORE: the kernel could
-    // hold its tail until its probe timer, so it is pushed now.
-    if (held_) {
+    // hold its tail until its probe timer, so it is pushed now, unless the
+    // close that follows pushes it.
+    if (held_ && !close_follows_) {
         const int on = 1;
         setsockopt(fd_, IPPROTO_TCP, TCP_NODELAY, &on, sizeof on);
-        held_ = false;
     }
+    held_ = close_follows_ = false;
     pending_ = sent_ = 0;
     attempted_ = false;
     give_back_buffer();
@@ -645,7 +647,7 @@ ssize_t Stream::flush_taken(size_t before, size_t taken) {
     return static_cast<ssize_t>(std::min(sent_ - before, taken));
 }
 
-ssize_t Stream::write(const struct iovec* vectors, size_t count, bool more) {
+ssize_t Stream::write(const struct iovec* vectors, size_t count, Then then) {
     if (attempted_ && !flush()) return -1;
     char* buffer = take_buffer();
     const size_t before = pending_;
@@ -657,12 +659,14 @@ ssize_t Stream::write(const struct iovec* vectors, size_t count, bool more) {
     }
     pending_ += taken;
     // A head with its body to follow waits for it: one record, one send.
-    if (more && pending_ < kRecordBuffer) return static_cast<ssize_t>(taken);
+    // A buffer not full took every vector whole.
+    if (then == Then::more && pending_ < kRecordBuffer) return static_cast<ssize_t>(taken);
+    close_follows_ = then == Then::close && pending_ < kRecordBuffer;
     // Sent now if the socket takes it; else kept, and sent by flush().
     return flush_taken(before, taken);
 }
 
-ssize_t Stream::write_file(int file, off_t offset, size_t length) {
+ssize_t Stream::write_file(int file, off_t offset, size_t length, Then then) {
     if (kernel_sends_) {
         if (!flush()) return -1;
         const ossl_ssize_t sent = SSL_sendfile(ssl_, file, offset, length, 0);
@@ -687,6 +691,7 @@ ssize_t Stream::write_file(int file, off_t offset, size_t length) {
         return got;  // 0: the file shrank, as sendfile(2) says it
     }
     pending_ += static_cast<size_t>(got);
+    close_follows_ = then == Then::close && static_cast<size_t>(got) == length;
     return flush_taken(before, static_cast<size_t>(got));
 }
 
@@ -734,7 +739,12 @@ size_t plaintext_for_whole_segments(size_t available, size_t mss, size_t overhea
 void Stream::close_notify() {
     if (notified_ || !handshake_done_) return;
     notified_ = true;
-    SSL_shutdown(ssl_);  // one try: the socket's write side is shut after it
+    // One try. Held (MSG_MORE) for the close or shutdown that follows at
+    // once: the FIN goes in its segment, after the response's last bytes
+    // when those were written with Then::close.
+    more_records_ = true;
+    SSL_shutdown(ssl_);
+    more_records_ = false;
     ERR_clear_error();
 }
 

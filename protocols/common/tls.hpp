@@ -204,9 +204,10 @@ class HandshakeFailures {
 // Writing: OpenSSL wants a write that would block retried with the same
 // bytes, so what write() takes is copied into a record buffer of the
 // connection's and counts as sent; flush() sends it, and an exchange ends
-// only once pending() is false. A head written with `more` waits there for
-// its body, so that a small response is one record and one send. With kernel TLS on the connection, file
-// bytes go with SSL_sendfile, zero copy, as sendfile(2).
+// only once pending() is false. A head written with Then::more waits there
+// for its body, so that a small response is one record and one send. With
+// kernel TLS on the connection, file bytes go with SSL_sendfile, zero copy,
+// as sendfile(2).
 class Stream {
    public:
     // The largest piece taken at once: a few TLS records.
@@ -238,10 +239,19 @@ class Stream {
     int poll_events() const { return wants_read_ ? UV_READABLE : UV_WRITABLE; }
 
     ssize_t read(char* into, size_t size);
-    // `more`: the caller has more to write at once (MSG_MORE): the bytes may
-    // wait in the buffer for it, and go out in the same record.
-    ssize_t write(const struct iovec* vectors, size_t count, bool more = false);
-    ssize_t write_file(int file, off_t offset, size_t length);
+    // What the caller does at once after a write.
+    enum class Then {
+        unknown,  // nothing known: the bytes go now
+        more,     // writes more: the bytes may wait in the buffer for it, and go out in the same record
+        close,    // closes: these are the connection's last bytes, close_notify() and the close follow
+    };
+    // Then::close, when the write takes all it is given: its last record is
+    // sent with MSG_MORE, and the close_notify and the FIN that follow push
+    // it, all in one segment (docs/tls.md, "A closing connection's last
+    // bytes leave with its FIN").
+    ssize_t write(const struct iovec* vectors, size_t count, Then then = Then::unknown);
+    // Then::more is taken as Then::unknown: file bytes go at once.
+    ssize_t write_file(int file, off_t offset, size_t length, Then then = Then::unknown);
     // Sends what write() took; true when nothing is left, else false with
     // errno (EAGAIN: wait).
     bool flush();
@@ -252,7 +262,8 @@ class Stream {
     // Bytes OpenSSL has read (ahead) but not handed out yet: the socket
     // will not say readable for them.
     bool has_buffered_input() const;
-    // Our close_notify, once, before the write side of the socket is shut.
+    // Our close_notify, once: the caller closes the socket or shuts its
+    // write side at once, which sends it, with the FIN in the same segment.
     void close_notify();
     // "TLSv1.3", for the record; null before the handshake.
     const char* version() const;
@@ -276,8 +287,9 @@ class Stream {
 
     SSL* ssl_ = nullptr;
     int fd_ = -1;
-    bool more_records_ = false;  // flush() has more records of its buffer to send after this one
-    bool held_ = false;          // the last send went with MSG_MORE: the kernel may hold its tail
+    bool more_records_ = false;   // flush() has more records of its buffer to send after this one
+    bool close_follows_ = false;  // the buffer holds the connection's last bytes (Then::close)
+    bool held_ = false;           // the last send went with MSG_MORE: the kernel may hold its tail
     // The record buffer: taken from the worker's pool by a write, given back
     // once flushed, so an idle connection holds none.
     char* take_buffer();

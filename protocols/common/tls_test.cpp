@@ -21,6 +21,7 @@
 
 namespace smp::tls::testing {
 int64_t data_segments_sent(int fd);  // tcp_segments_test.cpp
+int64_t segments_sent(int fd);
 int64_t bytes_sent(int fd);
 }  // namespace smp::tls::testing
 
@@ -179,7 +180,8 @@ TEST_CASE("a connection that fails in the middle of a buffer: the records that w
         const int file = file_with(content);
         std::string head(305, 'h');
         const iovec vector{head.data(), head.size()};
-        CHECK(server.write(&vector, 1, true) == static_cast<ssize_t>(head.size()));  // held for the body
+        // held for the body
+        CHECK(server.write(&vector, 1, smp::tls::Stream::Then::more) == static_cast<ssize_t>(head.size()));
 
         // The socket takes one record and a part of the next, then the client is gone.
         BIO* bio = BIO_new(method);
@@ -434,6 +436,52 @@ TEST_CASE("a file body's buffers end where a segment does, where segments hold a
         CHECK(segments >= (wire + segment - 1) / segment);
         CHECK(segments <= wire / segment + 1 + 4);
     }
+}
+
+TEST_CASE("a closing connection's last bytes, its close_notify and its FIN leave in one segment") {
+    using Then = smp::tls::Stream::Then;
+    const std::string response = patterned(4096);
+    const int file = file_with(response);
+    struct Case {
+        const char* name;
+        bool from_file;
+        Then then;
+        int64_t segments;  // the server's, from the response's write to the shutdown
+    };
+    // Without Then::close the response leaves at once, and the close_notify
+    // with the FIN after it: two segments.
+    for (const Case& each :
+         {Case{"memory, closing", false, Then::close, 1}, Case{"file, closing", true, Then::close, 1},
+          Case{"memory, not known to close", false, Then::unknown, 2},
+          Case{"file, not known to close", true, Then::unknown, 2}}) {
+        CAPTURE(each.name);
+        LoopbackTls tls([](SSL_CTX* context) { SSL_CTX_set_min_proto_version(context, TLS1_3_VERSION); });
+        usleep(300'000);  // past the client's delayed acknowledgement: nothing in flight
+        const int64_t before = smp::tls::testing::segments_sent(tls.server_fd);
+        REQUIRE(before >= 0);
+        const iovec whole{const_cast<char*>(response.data()), response.size()};
+        const ssize_t taken = each.from_file ? tls.server.write_file(file, 0, response.size(), each.then)
+                                             : tls.server.write(&whole, 1, each.then);
+        CHECK(taken == static_cast<ssize_t>(response.size()));
+        CHECK_FALSE(tls.server.pending());
+        tls.server.close_notify();
+        REQUIRE(shutdown(tls.server_fd, SHUT_WR) == 0);
+        CHECK(smp::tls::testing::segments_sent(tls.server_fd) - before == each.segments);
+        // The client reads the response, then the close_notify, then the end.
+        CHECK((receive(tls.client, tls.client_fd, response.size()) == response));
+        char byte;
+        int read = -1;
+        for (int waited = 0; waited < 1000 && read < 0; waited += 10) {
+            pollfd readable{tls.client_fd, POLLIN, 0};
+            poll(&readable, 1, 10);
+            read = SSL_read(tls.client, &byte, 1);
+            if (read < 0 && SSL_get_error(tls.client, read) != SSL_ERROR_WANT_READ) break;
+        }
+        CHECK(read == 0);
+        CHECK(SSL_get_error(tls.client, read) == SSL_ERROR_ZERO_RETURN);
+        CHECK(::read(tls.client_fd, &byte, 1) == 0);
+    }
+    close(file);
 }
 
 TEST_CASE("record_overhead: the bytes each record adds on the wire, for the ciphers a server negotiates") {

@@ -622,6 +622,9 @@ void WorkerState::send_response(Connection& c) {
     uint64_t wait_ms = 0;
     const bool limited = settings_.limit_rate > 0 || e.rate_key != 0;
     uint64_t file_budget = limited ? rate_budget(e, wait_ms) : settings_.block_size;
+    // Over TLS, the connection's last bytes wait for its close_notify and FIN.
+    using Then = smp::tls::Stream::Then;
+    const Then after_last = closes_after(e) ? Then::close : Then::unknown;
     bool progressed = false;
     while (e.segment < e.segments.size()) {
         const Segment& s = e.segments[e.segment];
@@ -642,18 +645,20 @@ void WorkerState::send_response(Connection& c) {
             msghdr message{};
             message.msg_iov = vectors.data();
             message.msg_iovlen = count;
-            const int flags = MSG_NOSIGNAL | (index < e.segments.size() ? MSG_MORE : 0);
-            sent =
-                c.tls ? c.tls->write(vectors.data(), count, index < e.segments.size()) : sendmsg(c.fd, &message, flags);
+            const bool more = index < e.segments.size();
+            sent = c.tls ? c.tls->write(vectors.data(), count, more ? Then::more : after_last)
+                         : sendmsg(c.fd, &message, MSG_NOSIGNAL | (more ? MSG_MORE : 0));
         } else {
             if (file_budget == 0) break;
             off_t offset = static_cast<off_t>(s.offset + e.segment_sent);
             const uint64_t length = std::min(s.length - e.segment_sent, file_budget);
+            const bool last = e.segment + 1 == e.segments.size() && length == s.length - e.segment_sent;
+            const Then then = last ? after_last : Then::unknown;
             if (c.tls && e.body_in_memory) {
                 const iovec body{e.body.data() + offset, length};
-                sent = c.tls->write(&body, 1);
+                sent = c.tls->write(&body, 1, then);
             } else if (c.tls) {
-                sent = c.tls->write_file(e.file->fd, offset, length);
+                sent = c.tls->write_file(e.file->fd, offset, length, then);
             } else {
                 sent = e.body_in_memory ? send(c.fd, e.body.data() + offset, length, MSG_NOSIGNAL)
                                         : sendfile(c.fd, e.file->fd, &offset, length);
@@ -775,7 +780,7 @@ void WorkerState::finish_exchange(Connection& c, smp_end_reason reason) {
 
 void WorkerState::after_response(Connection& c) {
     Exchange* e = c.exchange;
-    const bool keep = !e->close_after && !stopping_;
+    const bool keep = !closes_after(*e);
     const size_t consumed = e->header_length;
     // The client may still be sending: a body this module did not read, or
     // a request refused before its end was read.

@@ -211,6 +211,8 @@ class WorkerState : public smp::protocol::WorkerBase<Connection> {
     void send_response(Connection& c);
     void finish_exchange(Connection& c, smp_end_reason reason);
     void after_response(Connection& c);
+    // The connection closes once `e`'s response is sent.
+    bool closes_after(const Exchange& e) const { return e.close_after || stopping_; }
     // After the last response: closes at once, or lingers when the client
     // may have sent more (`unread`: the request's own; `buffered`: bytes
     // after it in c.in).

@@ -474,6 +474,46 @@ class SameOverTLS(TLSTestCase):
             got.append((first, last))
         self.assertEqual(got, [(0, 9), (100, 109), (4090, 4095)])
 
+    def test_closing_responses_end_with_close_notify(self):
+        # A response after which the connection closes leaves its last bytes
+        # for the close_notify and the FIN to push (docs/tls.md, "A closing
+        # connection's last bytes leave with its FIN"): each arrives whole,
+        # then the close_notify: without OP_IGNORE_UNEXPECTED_EOF (which
+        # Python sets), an end without one raises SSLEOFError.
+        server = self.start(tls_of())
+        context = client_context()
+        context.options &= ~ssl.OP_IGNORE_UNEXPECTED_EOF
+        small, big = self.env.content['small.bin'], self.env.content['big.bin']
+        cases = [
+            ('HTTP/1.0, from memory', request_bytes('GET', '/small.bin', version='HTTP/1.0', close=False), small),
+            ('Connection: close, 20 MiB from the file', request_bytes('GET', '/big.bin'), big),
+            ('a range ending a buffer in', request_bytes('GET', '/big.bin', {'Range': 'bytes=1000-70000'}),
+             big[1000:70001]),
+            ('multipart, ending on its boundary', request_bytes('GET', '/small.bin', {'Range': 'bytes=0-9,20-29'}),
+             None),
+            ('HEAD', request_bytes('HEAD', '/big.bin'), b''),
+            ('an error', request_bytes('GET', '/missing.bin'), None),
+        ]
+        for name, request, body in cases:
+            with self.subTest(name):
+                raw = socket.create_connection(('127.0.0.1', server.port), timeout=harness.SOCK_TIMEOUT)
+                sock = context.wrap_socket(raw, server_hostname='localhost', suppress_ragged_eofs=False)
+                with sock:
+                    sock.sendall(request)
+                    received = b''
+                    while True:
+                        chunk = sock.recv(1 << 16)
+                        if not chunk:
+                            break
+                        received += chunk
+                head, _, got = received.partition(b'\r\n\r\n')
+                length = re.search(rb'(?im)^Content-Length: (\d+)', head)
+                self.assertIsNotNone(length, head)
+                if name != 'HEAD':
+                    self.assertEqual(len(got), int(length.group(1)), head)
+                if body is not None:
+                    self.assertEqual(got, body, head)
+
     def test_limit_rate(self):
         # 1 MiB at 512 KiB/s after the first 128 KiB: at least 1.5 s; without
         # the limit this is a few milliseconds on loopback.
