@@ -754,8 +754,8 @@ ssize_t receive(Stream* tls, int fd, char* into, size_t size) {
     return tls != nullptr ? tls->read(into, size) : ::read(fd, into, size);
 }
 
-ssize_t send(Stream* tls, int fd, const struct iovec* vectors, size_t count) {
-    if (tls != nullptr) return tls->write(vectors, count);
+ssize_t send(Stream* tls, int fd, const struct iovec* vectors, size_t count, Stream::Then then) {
+    if (tls != nullptr) return tls->write(vectors, count, then);
     msghdr message{};
     message.msg_iov = const_cast<iovec*>(vectors);
     message.msg_iovlen = count;

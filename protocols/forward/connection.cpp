@@ -79,14 +79,14 @@ const char* c_string(const std::string& text) { return text.empty() ? nullptr : 
 // Sends what is left of a head, then the bytes of a buffer that are ready,
 // in one call: -1 with errno on error.
 ssize_t send_head_and_body(int fd, smp::tls::Stream* tls, const std::string& head, size_t head_sent, const char* body,
-                           size_t body_length) {
+                           size_t body_length, smp::tls::Stream::Then then) {
     std::array<iovec, 2> vectors;
     size_t count = 0;
     if (head_sent < head.size())
         vectors[count++] = {const_cast<char*>(head.data()) + head_sent, head.size() - head_sent};
     if (body_length > 0) vectors[count++] = {const_cast<char*>(body), body_length};
     if (count == 0) return 0;
-    return smp::tls::send(tls, fd, vectors.data(), count);
+    return smp::tls::send(tls, fd, vectors.data(), count, then);
 }
 
 }  // namespace detail

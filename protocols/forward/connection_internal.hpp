@@ -39,8 +39,9 @@ bool parsed_cleanly(const http_parser& parser);
 const char* c_string(const std::string& text);
 // Sends what is left of a head, then the bytes of a buffer that are ready,
 // in one call, through `tls` when the peer speaks it: -1 with errno on error.
+// `then`: as for smp::tls::Stream::write.
 ssize_t send_head_and_body(int fd, smp::tls::Stream* tls, const std::string& head, size_t head_sent, const char* body,
-                           size_t body_length);
+                           size_t body_length, smp::tls::Stream::Then then = smp::tls::Stream::Then::unknown);
 // Over TLS, bytes taken may wait in the record buffer, and an exchange or a
 // stream has not delivered them until they went.
 inline bool tls_pending(const std::unique_ptr<smp::tls::Stream>& tls) { return tls && tls->pending(); }

@@ -20,7 +20,7 @@ import unittest
 import harness
 import tls_ca
 from harness import MIB, sha256_bytes, sha256_file
-from test_tls import TLS_VERSIONS, ca, leaf, line_of, make_config, tls_lines
+from test_tls import TLS_VERSIONS, ca, leaf, line_of, make_config, read_to_close_notify, tls_lines
 
 BINARY = harness.BINARY
 
@@ -170,6 +170,27 @@ class ClientSide(ForwardTLSCase):
                           'fwd-tls-ka')
         self.assertEqual(len(rows), 3, rows)
         self.assertEqual(len({r['connection_id'] for r in rows}), 1, rows)
+
+    def test_closing_responses_end_with_close_notify(self):
+        # As from http_download (test_tls.py): a relayed response after which
+        # the connection closes, and one the proxy makes itself, arrive whole,
+        # then the close_notify.
+        origin = self.origin()
+        proxy = self.proxy(origin, tls={'certificate': leaf('localhost').cert, 'key': leaf('localhost').key})
+        small, big = self.env.content['small.bin'], self.env.content['big.bin']
+        for name, request, status, expected in [
+                ('HTTP/1.0', harness.request_bytes('GET', '/small.bin', version='HTTP/1.0', close=False), 200, small),
+                ('Connection: close, 24 MiB', harness.request_bytes('GET', '/big.bin'), 200, big),
+                ('a 404 relayed', harness.request_bytes('GET', '/missing.bin'), 404, None),
+                ('a request the proxy refuses', b'GET /small.bin HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n', 400,
+                 None)]:
+            with self.subTest(name):
+                head, body = read_to_close_notify(proxy.port, request)
+                response = harness.parse_response(head + b'\r\n\r\n')
+                self.assertEqual(response.status, status, head)
+                self.assertEqual(len(body), int(response.header('content-length', '-1')), head)
+                if expected is not None:
+                    self.assertEqual(body, expected)
 
     def test_slow_reader_gets_every_byte_before_the_close(self):
         # A client with a small receive buffer that reads slowly gets the

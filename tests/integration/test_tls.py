@@ -196,6 +196,22 @@ def https(port, method, path, headers=None, timeout=harness.SOCK_TIMEOUT, **kw):
         return c.read_response(head_request=(method == 'HEAD'))
 
 
+def read_to_close_notify(port, request, server_hostname='localhost'):
+    """`request` on a new TLS connection; the head and body of its response,
+    read to the server's close_notify. With OP_IGNORE_UNEXPECTED_EOF cleared
+    (Python sets it), an end without one raises ssl.SSLEOFError."""
+    context = client_context()
+    context.options &= ~ssl.OP_IGNORE_UNEXPECTED_EOF
+    raw = socket.create_connection(('127.0.0.1', port), timeout=harness.SOCK_TIMEOUT)
+    with context.wrap_socket(raw, server_hostname=server_hostname, suppress_ragged_eofs=False) as sock:
+        sock.sendall(request)
+        received, closed = harness.recv_all(sock)
+    if not closed:
+        raise AssertionError('no end after %d bytes' % len(received))
+    head, _, body = received.partition(b'\r\n\r\n')
+    return head, body
+
+
 def peer_of(port, server_hostname='localhost'):
     with TLSConn(port, server_hostname=server_hostname) as c:
         return c.peer()
@@ -478,11 +494,8 @@ class SameOverTLS(TLSTestCase):
         # A response after which the connection closes leaves its last bytes
         # for the close_notify and the FIN to push (docs/tls.md, "A closing
         # connection's last bytes leave with its FIN"): each arrives whole,
-        # then the close_notify: without OP_IGNORE_UNEXPECTED_EOF (which
-        # Python sets), an end without one raises SSLEOFError.
+        # then the close_notify.
         server = self.start(tls_of())
-        context = client_context()
-        context.options &= ~ssl.OP_IGNORE_UNEXPECTED_EOF
         small, big = self.env.content['small.bin'], self.env.content['big.bin']
         cases = [
             ('HTTP/1.0, from memory', request_bytes('GET', '/small.bin', version='HTTP/1.0', close=False), small),
@@ -494,25 +507,15 @@ class SameOverTLS(TLSTestCase):
             ('HEAD', request_bytes('HEAD', '/big.bin'), b''),
             ('an error', request_bytes('GET', '/missing.bin'), None),
         ]
-        for name, request, body in cases:
+        for name, request, expected in cases:
             with self.subTest(name):
-                raw = socket.create_connection(('127.0.0.1', server.port), timeout=harness.SOCK_TIMEOUT)
-                sock = context.wrap_socket(raw, server_hostname='localhost', suppress_ragged_eofs=False)
-                with sock:
-                    sock.sendall(request)
-                    received = b''
-                    while True:
-                        chunk = sock.recv(1 << 16)
-                        if not chunk:
-                            break
-                        received += chunk
-                head, _, got = received.partition(b'\r\n\r\n')
+                head, body = read_to_close_notify(server.port, request)
                 length = re.search(rb'(?im)^Content-Length: (\d+)', head)
                 self.assertIsNotNone(length, head)
                 if name != 'HEAD':
-                    self.assertEqual(len(got), int(length.group(1)), head)
-                if body is not None:
-                    self.assertEqual(got, body, head)
+                    self.assertEqual(len(body), int(length.group(1)), head)
+                if expected is not None:
+                    self.assertEqual(body, expected, head)
 
     def test_limit_rate(self):
         # 1 MiB at 512 KiB/s after the first 128 KiB: at least 1.5 s; without
