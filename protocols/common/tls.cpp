@@ -759,7 +759,7 @@ ssize_t send(Stream* tls, int fd, const struct iovec* vectors, size_t count, Str
     msghdr message{};
     message.msg_iov = const_cast<iovec*>(vectors);
     message.msg_iovlen = count;
-    return sendmsg(fd, &message, MSG_NOSIGNAL);
+    return sendmsg(fd, &message, MSG_NOSIGNAL | (then == Stream::Then::unknown ? 0 : MSG_MORE));
 }
 
 }  // namespace smp::tls

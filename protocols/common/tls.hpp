@@ -321,7 +321,9 @@ size_t plaintext_for_whole_segments(size_t available, size_t mss, size_t overhea
 // read(2) on `fd`, through `tls` when the connection speaks TLS.
 ssize_t receive(Stream* tls, int fd, char* into, size_t size);
 // sendmsg(2) of `vectors` on `fd` (no SIGPIPE), through `tls` when the
-// connection speaks TLS (`then`: as for Stream::write; plain bytes go now).
+// connection speaks TLS. `then`: as for Stream::write; on a plain socket,
+// Then::more and Then::close send with MSG_MORE, and the close that follows
+// sends the FIN with the last bytes.
 ssize_t send(Stream* tls, int fd, const struct iovec* vectors, size_t count, Stream::Then then = Stream::Then::unknown);
 
 }  // namespace smp::tls

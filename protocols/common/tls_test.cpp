@@ -484,6 +484,33 @@ TEST_CASE("a closing connection's last bytes, its close_notify and its FIN leave
     close(file);
 }
 
+TEST_CASE("plain: a closing connection's last bytes and its FIN leave in one segment") {
+    using Then = smp::tls::Stream::Then;
+    std::string response = patterned(4096);
+    for (const auto& [then, segments] : {std::pair{Then::close, 1}, std::pair{Then::unknown, 2}}) {
+        CAPTURE(segments);
+        const auto [server, client] = loopback_connection();
+        const int64_t before = smp::tls::testing::segments_sent(server);
+        REQUIRE(before >= 0);
+        const iovec whole{response.data(), response.size()};
+        CHECK(smp::tls::send(nullptr, server, &whole, 1, then) == static_cast<ssize_t>(response.size()));
+        REQUIRE(shutdown(server, SHUT_WR) == 0);
+        CHECK(smp::tls::testing::segments_sent(server) - before == segments);
+        std::string received(response.size() + 1, '\0');
+        size_t got = 0;
+        for (int waited = 0; waited < 1000; waited += 10) {
+            pollfd readable{client, POLLIN, 0};
+            poll(&readable, 1, 10);
+            const ssize_t n = ::read(client, received.data() + got, received.size() - got);
+            if (n == 0) break;  // the FIN, after every byte
+            if (n > 0) got += static_cast<size_t>(n);
+        }
+        CHECK((received.substr(0, got) == response));
+        close(server);
+        close(client);
+    }
+}
+
 TEST_CASE("record_overhead: the bytes each record adds on the wire, for the ciphers a server negotiates") {
     struct Cipher {
         const char* name;

@@ -622,7 +622,8 @@ void WorkerState::send_response(Connection& c) {
     uint64_t wait_ms = 0;
     const bool limited = settings_.limit_rate > 0 || e.rate_key != 0;
     uint64_t file_budget = limited ? rate_budget(e, wait_ms) : settings_.block_size;
-    // Over TLS, the connection's last bytes wait for its close_notify and FIN.
+    // The connection's last bytes wait for its FIN (over TLS, and its
+    // close_notify); a file body sent with sendfile(2) cannot.
     using Then = smp::tls::Stream::Then;
     const Then after_last = closes_after(e) ? Then::close : Then::unknown;
     bool progressed = false;
@@ -642,26 +643,21 @@ void WorkerState::send_response(Connection& c) {
                 vectors[count++] = {e.out.data() + m.offset + skip, m.length - skip};
                 skip = 0;
             }
-            msghdr message{};
-            message.msg_iov = vectors.data();
-            message.msg_iovlen = count;
             const bool more = index < e.segments.size();
-            sent = c.tls ? c.tls->write(vectors.data(), count, more ? Then::more : after_last)
-                         : sendmsg(c.fd, &message, MSG_NOSIGNAL | (more ? MSG_MORE : 0));
+            sent = smp::tls::send(c.tls.get(), c.fd, vectors.data(), count, more ? Then::more : after_last);
         } else {
             if (file_budget == 0) break;
             off_t offset = static_cast<off_t>(s.offset + e.segment_sent);
             const uint64_t length = std::min(s.length - e.segment_sent, file_budget);
             const bool last = e.segment + 1 == e.segments.size() && length == s.length - e.segment_sent;
             const Then then = last ? after_last : Then::unknown;
-            if (c.tls && e.body_in_memory) {
+            if (e.body_in_memory) {
                 const iovec body{e.body.data() + offset, length};
-                sent = c.tls->write(&body, 1, then);
+                sent = smp::tls::send(c.tls.get(), c.fd, &body, 1, then);
             } else if (c.tls) {
                 sent = c.tls->write_file(e.file->fd, offset, length, then);
             } else {
-                sent = e.body_in_memory ? send(c.fd, e.body.data() + offset, length, MSG_NOSIGNAL)
-                                        : sendfile(c.fd, e.file->fd, &offset, length);
+                sent = sendfile(c.fd, e.file->fd, &offset, length);
             }
             if (sent == 0) {
                 // The file shrank under us: the promised length cannot be kept.
