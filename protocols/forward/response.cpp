@@ -150,8 +150,8 @@ bool WorkerState::send_to_client(Connection& c) {
     if (head_left == 0 && e.response_body_ready == 0) return flush_to_client(c);
     const size_t body = settings_.limit_rate > 0 ? rate_budget(c, e.response_body_ready) : e.response_body_ready;
     if (head_left == 0 && body == 0) return flush_to_client(c);
-    // The rest of a response after which the connection closes: over TLS it
-    // waits for the close_notify and the FIN (finish_exchange, then linger).
+    // The rest of a response after which the connection closes waits for the
+    // FIN, and over TLS the close_notify (finish_exchange, then linger).
     const bool last = e.close_after && e.response_complete && body == e.response_body_ready;
     const ssize_t sent =
         send_head_and_body(c.fd, c.tls.get(), e.client_head, e.client_head_sent, c.out.data + c.out.begin, body,
