@@ -1,8 +1,7 @@
 // For the tests: the segments (all, and those with data) and bytes a TCP
-// socket has sent. glibc's tcp_info
-// stops before the segment counters, and <linux/tcp.h>, which has them,
-// cannot be included beside <netinet/tcp.h> (uv.h includes it): hence a file
-// of its own.
+// socket has sent. glibc's tcp_info stops before the segment counters, and
+// <linux/tcp.h>, which has them, cannot be included beside <netinet/tcp.h>
+// (uv.h includes it): hence a file of its own.
 #include <linux/in.h>
 #include <linux/tcp.h>
 #include <sys/socket.h>

@@ -470,15 +470,15 @@ TEST_CASE("a closing connection's last bytes, its close_notify and its FIN leave
         // The client reads the response, then the close_notify, then the end.
         CHECK((receive(tls.client, tls.client_fd, response.size()) == response));
         char byte;
-        int read = -1;
-        for (int waited = 0; waited < 1000 && read < 0; waited += 10) {
+        int result = -1;
+        for (int waited = 0; waited < 1000 && result < 0; waited += 10) {
             pollfd readable{tls.client_fd, POLLIN, 0};
             poll(&readable, 1, 10);
-            read = SSL_read(tls.client, &byte, 1);
-            if (read < 0 && SSL_get_error(tls.client, read) != SSL_ERROR_WANT_READ) break;
+            result = SSL_read(tls.client, &byte, 1);
+            if (result < 0 && SSL_get_error(tls.client, result) != SSL_ERROR_WANT_READ) break;
         }
-        CHECK(read == 0);
-        CHECK(SSL_get_error(tls.client, read) == SSL_ERROR_ZERO_RETURN);
+        CHECK(result == 0);
+        CHECK(SSL_get_error(tls.client, result) == SSL_ERROR_ZERO_RETURN);
         CHECK(::read(tls.client_fd, &byte, 1) == 0);
     }
     close(file);
